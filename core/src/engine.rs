@@ -1,0 +1,377 @@
+//! One request's session decision over the local table: cookie in, outcome out.
+
+use crate::id::{Handle, RandomError, SessionId};
+use crate::table::{Entry, Record, Table};
+use crate::timeouts::{Timeouts, Verdict};
+
+/// Per-location settings that shape the decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    pub timeouts: Timeouts,
+    pub check_ip: bool,
+    pub check_ua: bool,
+    /// How long a renewed id stays valid, in ms.
+    pub grace: u64,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            timeouts: Timeouts::default(),
+            check_ip: true,
+            check_ua: true,
+            grace: 10_000,
+        }
+    }
+}
+
+/// What the request brings.
+#[derive(Debug, Clone, Copy)]
+pub struct Facts<'a> {
+    pub now: u64,
+    pub ip: &'a [u8],
+    pub ua: u64,
+}
+
+/// What the client presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presented {
+    /// No session cookie.
+    Nothing,
+    /// A cookie that failed decoding or the MAC.
+    Invalid,
+    /// A verified id; `stale_key` when an old secret signed it.
+    Id { id: SessionId, stale_key: bool },
+}
+
+/// `$session_status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    New,
+    Valid,
+    Renewed,
+    ExpiredIdle,
+    ExpiredRolling,
+    ExpiredAbsolute,
+    IpMismatch,
+    UaMismatch,
+    /// Malformed or badly signed cookie.
+    Invalid,
+    /// Well signed, but the id is not stored (evicted, destroyed, another zone).
+    Unknown,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::New => "new",
+            Self::Valid => "valid",
+            Self::Renewed => "renewed",
+            Self::ExpiredIdle => "expired_idle",
+            Self::ExpiredRolling => "expired_rolling",
+            Self::ExpiredAbsolute => "expired_absolute",
+            Self::IpMismatch => "ip_mismatch",
+            Self::UaMismatch => "ua_mismatch",
+            Self::Invalid => "invalid",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    /// Whether a presented cookie was refused (and a fresh session started).
+    pub fn is_refusal(self) -> bool {
+        !matches!(self, Self::New | Self::Valid | Self::Renewed)
+    }
+}
+
+/// The decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    pub status: Status,
+    pub id: SessionId,
+    pub record: Record,
+    /// The client must be sent a cookie for `id`.
+    pub issue_cookie: bool,
+    /// Sessions removed from a full table to make room.
+    pub evicted: u32,
+}
+
+/// Resolves the request's session, creating, renewing or destroying as needed.
+pub fn resolve(
+    table: &mut Table<'_>,
+    presented: Presented,
+    facts: &Facts<'_>,
+    policy: &Policy,
+) -> Result<Outcome, RandomError> {
+    let t = &policy.timeouts;
+    let (mut id, stale_key) = match presented {
+        Presented::Nothing => return create(table, Status::New, facts, policy),
+        Presented::Invalid => return create(table, Status::Invalid, facts, policy),
+        Presented::Id { id, stale_key } => (id, stale_key),
+    };
+    let mut issue_cookie = stale_key;
+
+    // Follow a renewed id to its successor while its grace lasts.
+    let mut rec = None;
+    for _ in 0..3 {
+        match table.get(&id) {
+            None => break,
+            Some(Entry::Live(r)) => {
+                rec = Some(r);
+                break;
+            }
+            Some(Entry::Grace { successor, until }) if facts.now <= until => {
+                id = successor;
+                issue_cookie = true;
+            }
+            Some(Entry::Grace { .. }) => {
+                table.remove(&id);
+                return create(table, Status::ExpiredRolling, facts, policy);
+            }
+        }
+    }
+    let Some(mut rec) = rec else {
+        return create(table, Status::Unknown, facts, policy);
+    };
+
+    let refused = match t.judge(rec.times(), facts.now) {
+        Verdict::ExpiredIdle => Some(Status::ExpiredIdle),
+        Verdict::ExpiredRolling => Some(Status::ExpiredRolling),
+        Verdict::ExpiredAbsolute => Some(Status::ExpiredAbsolute),
+        _ if policy.check_ip && rec.ip() != facts.ip => Some(Status::IpMismatch),
+        _ if policy.check_ua && rec.ua != facts.ua => Some(Status::UaMismatch),
+        _ => None,
+    };
+    if let Some(status) = refused {
+        table.remove(&id);
+        if matches!(
+            status,
+            Status::ExpiredIdle | Status::ExpiredRolling | Status::ExpiredAbsolute
+        ) {
+            table.header().stats.expired += 1;
+        }
+        return create(table, status, facts, policy);
+    }
+
+    rec.last_seen = facts.now;
+    if t.judge(rec.times(), facts.now) == Verdict::Renew {
+        let new_id = fresh_id(table)?;
+        rec.renewed = facts.now;
+        table.retire(&id, new_id, facts.now.saturating_add(policy.grace));
+        let cost = table.insert(new_id, &rec, t.deadline(rec.times()), facts.now);
+        table.header().stats.renewed += 1;
+        return Ok(Outcome {
+            status: Status::Renewed,
+            id: new_id,
+            record: rec,
+            issue_cookie: true,
+            evicted: cost.evicted,
+        });
+    }
+    table.update(&id, &rec, t.deadline(rec.times()));
+    Ok(Outcome {
+        status: Status::Valid,
+        id,
+        record: rec,
+        issue_cookie,
+        evicted: 0,
+    })
+}
+
+fn fresh_id(table: &Table<'_>) -> Result<SessionId, RandomError> {
+    loop {
+        let id = SessionId::generate()?;
+        if table.get(&id).is_none() {
+            return Ok(id);
+        }
+    }
+}
+
+fn create(table: &mut Table<'_>, status: Status, facts: &Facts<'_>, policy: &Policy) -> Result<Outcome, RandomError> {
+    let id = fresh_id(table)?;
+    let record = Record::new(Handle::generate()?, facts.now, facts.ip, facts.ua);
+    let cost = table.insert(id, &record, policy.timeouts.deadline(record.times()), facts.now);
+    table.header().stats.created += 1;
+    Ok(Outcome {
+        status,
+        id,
+        record,
+        issue_cookie: true,
+        evicted: cost.evicted,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::tests::Mem;
+
+    const IP: &[u8] = &[10, 0, 0, 1];
+
+    fn facts(now: u64) -> Facts<'static> {
+        Facts { now, ip: IP, ua: 42 }
+    }
+
+    fn policy() -> Policy {
+        Policy {
+            timeouts: Timeouts {
+                idle: 1_000,
+                rolling: 4_000,
+                absolute: 10_000,
+            },
+            check_ip: true,
+            check_ua: true,
+            grace: 500,
+        }
+    }
+
+    fn present(o: &Outcome) -> Presented {
+        Presented::Id {
+            id: o.id,
+            stale_key: false,
+        }
+    }
+
+    #[test]
+    fn new_then_valid_without_cookie() {
+        let mut m = Mem::new(16, 8);
+        let mut t = m.table();
+        let a = resolve(&mut t, Presented::Nothing, &facts(0), &policy()).unwrap();
+        assert_eq!(a.status, Status::New);
+        assert!(a.issue_cookie);
+        let b = resolve(&mut t, present(&a), &facts(100), &policy()).unwrap();
+        assert_eq!(b.status, Status::Valid);
+        assert!(!b.issue_cookie);
+        assert_eq!(b.id, a.id);
+        assert_eq!(b.record.handle, a.record.handle);
+        assert_eq!(b.record.last_seen, 100);
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn invalid_and_unknown_get_fresh_sessions() {
+        let mut m = Mem::new(16, 8);
+        let mut t = m.table();
+        let a = resolve(&mut t, Presented::Invalid, &facts(0), &policy()).unwrap();
+        assert_eq!(a.status, Status::Invalid);
+        let chosen = SessionId([0x41; 16]);
+        let b = resolve(&mut t, Presented::Id { id: chosen, stale_key: false }, &facts(0), &policy()).unwrap();
+        assert_eq!(b.status, Status::Unknown);
+        assert_ne!(b.id, chosen, "never adopt a presented id");
+        assert!(t.get(&chosen).is_none());
+    }
+
+    #[test]
+    fn idle_and_absolute_expiry_destroy_the_old_session() {
+        let mut m = Mem::new(16, 8);
+        let mut t = m.table();
+        let p = Policy {
+            timeouts: Timeouts { rolling: 0, ..policy().timeouts },
+            ..policy()
+        };
+        let a = resolve(&mut t, Presented::Nothing, &facts(0), &p).unwrap();
+        let b = resolve(&mut t, present(&a), &facts(1_001), &p).unwrap();
+        assert_eq!(b.status, Status::ExpiredIdle);
+        assert!(t.get(&a.id).is_none());
+        // Active every 900 ms, the session lives until its absolute limit.
+        let mut now = 1_001;
+        let mut cur = b;
+        loop {
+            now += 900;
+            cur = resolve(&mut t, present(&cur), &facts(now), &p).unwrap();
+            if cur.status != Status::Valid {
+                break;
+            }
+        }
+        assert_eq!(cur.status, Status::ExpiredAbsolute);
+        assert!(now > 11_001 && now <= 11_901, "expired at {now}");
+    }
+
+    #[test]
+    fn rolling_renewal_with_grace() {
+        let mut m = Mem::new(16, 8);
+        let mut t = m.table();
+        let p = policy();
+        let mut cur = resolve(&mut t, Presented::Nothing, &facts(0), &p).unwrap();
+        let first = cur;
+        for now in [900, 1_800, 2_700] {
+            cur = resolve(&mut t, present(&cur), &facts(now), &p).unwrap();
+            assert_eq!(cur.status, Status::Valid);
+        }
+        let renewed = resolve(&mut t, present(&cur), &facts(3_000), &p).unwrap();
+        assert_eq!(renewed.status, Status::Renewed);
+        assert!(renewed.issue_cookie);
+        assert_ne!(renewed.id, first.id);
+        assert_eq!(renewed.record.handle, first.record.handle, "data carries over");
+        assert_eq!(renewed.record.created, 0);
+        // In grace the old cookie leads to the new session and re-sends its cookie.
+        let old = resolve(&mut t, present(&first), &facts(3_400), &p).unwrap();
+        assert_eq!(old.status, Status::Valid);
+        assert_eq!(old.id, renewed.id);
+        assert!(old.issue_cookie);
+        // After the grace the old id is refused.
+        let late = resolve(&mut t, present(&first), &facts(3_600), &p).unwrap();
+        assert_eq!(late.status, Status::ExpiredRolling);
+        assert_ne!(late.record.handle, first.record.handle);
+        // The new id keeps working.
+        let next = resolve(&mut t, present(&renewed), &facts(3_700), &p).unwrap();
+        assert_eq!(next.status, Status::Valid);
+        assert_eq!(t.header().stats.renewed, 1);
+    }
+
+    #[test]
+    fn session_not_renewed_in_time_expires_rolling() {
+        let mut m = Mem::new(16, 8);
+        let mut t = m.table();
+        let p = Policy {
+            timeouts: Timeouts { idle: 0, ..policy().timeouts },
+            ..policy()
+        };
+        let a = resolve(&mut t, Presented::Nothing, &facts(0), &p).unwrap();
+        let b = resolve(&mut t, present(&a), &facts(4_001), &p).unwrap();
+        assert_eq!(b.status, Status::ExpiredRolling);
+    }
+
+    #[test]
+    fn ip_and_ua_checks() {
+        let mut m = Mem::new(16, 8);
+        let mut t = m.table();
+        let p = policy();
+        let a = resolve(&mut t, Presented::Nothing, &facts(0), &p).unwrap();
+        let other_ip = Facts { ip: &[10, 0, 0, 2], ..facts(10) };
+        let b = resolve(&mut t, present(&a), &other_ip, &p).unwrap();
+        assert_eq!(b.status, Status::IpMismatch);
+        assert!(t.get(&a.id).is_none(), "old session destroyed");
+        let other_ua = Facts { ua: 7, ..other_ip };
+        let c = resolve(&mut t, present(&b), &other_ua, &p).unwrap();
+        assert_eq!(c.status, Status::UaMismatch);
+        // Checks off: both differences pass.
+        let off = Policy { check_ip: false, check_ua: false, ..p };
+        let d = resolve(&mut t, present(&c), &facts(20), &off).unwrap();
+        assert_eq!(d.status, Status::Valid);
+    }
+
+    #[test]
+    fn stale_key_reissues_same_id() {
+        let mut m = Mem::new(16, 8);
+        let mut t = m.table();
+        let a = resolve(&mut t, Presented::Nothing, &facts(0), &policy()).unwrap();
+        let b = resolve(&mut t, Presented::Id { id: a.id, stale_key: true }, &facts(1), &policy()).unwrap();
+        assert_eq!(b.status, Status::Valid);
+        assert_eq!(b.id, a.id);
+        assert!(b.issue_cookie);
+    }
+
+    #[test]
+    fn full_table_reports_evictions() {
+        let mut m = Mem::new(8, 8);
+        let mut t = m.table();
+        let first = resolve(&mut t, Presented::Nothing, &facts(0), &policy()).unwrap();
+        let mut evicted = 0;
+        for _ in 0..10 {
+            evicted += resolve(&mut t, Presented::Nothing, &facts(0), &policy()).unwrap().evicted;
+        }
+        assert_eq!(evicted, 3);
+        let again = resolve(&mut t, present(&first), &facts(1), &policy()).unwrap();
+        assert_eq!(again.status, Status::Unknown);
+    }
+}

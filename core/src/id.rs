@@ -1,0 +1,117 @@
+//! Session identifiers: 128 random bits from the OS CSPRNG, never chosen by a client.
+
+use core::fmt;
+
+/// The secret half of a session: the storage key, carried only in the signed cookie.
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+#[repr(transparent)]
+pub struct SessionId(pub [u8; 16]);
+
+/// A stable, non-secret name for a session, for logs and `$session_id`.
+/// Random and unrelated to the id, so the cookie cannot be rebuilt from it;
+/// it survives rolling renewal.
+#[derive(Clone, Copy, PartialEq, Eq, Default, Debug)]
+#[repr(transparent)]
+pub struct Handle(pub [u8; 8]);
+
+/// The OS random source failed; the caller must not invent an id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RandomError;
+
+impl fmt::Display for RandomError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the system random source failed")
+    }
+}
+
+impl std::error::Error for RandomError {}
+
+/// Fills `buf` from the OS CSPRNG.
+pub fn fill_random(buf: &mut [u8]) -> Result<(), RandomError> {
+    getrandom::fill(buf).map_err(|_| RandomError)
+}
+
+impl SessionId {
+    pub fn generate() -> Result<Self, RandomError> {
+        let mut b = [0u8; 16];
+        fill_random(&mut b)?;
+        Ok(Self(b))
+    }
+
+    /// Bucket hash: ids are uniformly random, so their leading bytes already are.
+    #[inline]
+    pub fn bucket_hash(&self) -> u32 {
+        u32::from_le_bytes([self.0[0], self.0[1], self.0[2], self.0[3]])
+    }
+}
+
+impl fmt::Debug for SessionId {
+    // The id is a bearer secret: never print it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SessionId(..)")
+    }
+}
+
+impl Handle {
+    pub fn generate() -> Result<Self, RandomError> {
+        let mut b = [0u8; 8];
+        fill_random(&mut b)?;
+        Ok(Self(b))
+    }
+
+    /// Lower-case hex, 16 characters.
+    pub fn to_hex(self) -> [u8; 16] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 16];
+        for (i, b) in self.0.iter().enumerate() {
+            out[2 * i] = HEX[usize::from(b >> 4)];
+            out[2 * i + 1] = HEX[usize::from(b & 15)];
+        }
+        out
+    }
+}
+
+/// `n` characters from [0-9A-Za-z], as BunkerWeb's `random` secret and name.
+pub fn random_alnum<const N: usize>() -> Result<[u8; N], RandomError> {
+    const SET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut out = [0u8; N];
+    let mut i = 0;
+    while i < N {
+        let mut buf = [0u8; 32];
+        fill_random(&mut buf)?;
+        // Rejection sampling keeps the distribution uniform.
+        for b in buf {
+            if b < 248 && i < N {
+                out[i] = SET[usize::from(b % 62)];
+                i += 1;
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_random_and_hidden() {
+        let a = SessionId::generate().unwrap();
+        let b = SessionId::generate().unwrap();
+        assert_ne!(a, b);
+        assert_eq!(format!("{a:?}"), "SessionId(..)");
+    }
+
+    #[test]
+    fn handle_hex() {
+        let h = Handle([0x00, 0x01, 0xab, 0xff, 0x10, 0x20, 0x30, 0x4f]);
+        assert_eq!(&h.to_hex(), b"0001abff1020304f");
+    }
+
+    #[test]
+    fn alnum_charset() {
+        let s = random_alnum::<16>().unwrap();
+        assert!(s.iter().all(u8::is_ascii_alphanumeric));
+        assert_ne!(s, random_alnum::<16>().unwrap());
+    }
+}

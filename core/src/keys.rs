@@ -1,0 +1,154 @@
+//! Keys derived from the configured secrets.
+//!
+//! The MAC key is HKDF-SHA256(secret) with a purpose label, derived once per
+//! configuration. The keyed HMAC state is kept so that signing a cookie does
+//! not re-hash the key on every request.
+
+use core::fmt;
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Length of the truncated cookie tag (128 bits, as lua-resty-session).
+pub const TAG_LEN: usize = 16;
+
+const SALT: &[u8] = b"ngx-sessions";
+const COOKIE_MAC_INFO: &[u8] = b"ngx-sessions v1 cookie mac";
+
+/// HKDF-SHA256 (RFC 5869) with one output block.
+fn hkdf_sha256(ikm: &[u8], salt: &[u8], info: &[u8]) -> [u8; 32] {
+    let prk = HmacSha256::new_from_slice(salt)
+        .expect("HMAC takes any key length")
+        .chain_update(ikm)
+        .finalize()
+        .into_bytes();
+    let okm = HmacSha256::new_from_slice(&prk)
+        .expect("HMAC takes any key length")
+        .chain_update(info)
+        .chain_update([1u8])
+        .finalize()
+        .into_bytes();
+    okm.into()
+}
+
+/// One cookie-signing key.
+#[derive(Clone)]
+pub struct Key {
+    mac: HmacSha256,
+}
+
+impl Key {
+    pub fn derive(secret: &[u8]) -> Self {
+        let k = hkdf_sha256(secret, SALT, COOKIE_MAC_INFO);
+        Self {
+            mac: HmacSha256::new_from_slice(&k).expect("HMAC takes any key length"),
+        }
+    }
+
+    fn keyed(&self, name: &[u8], id: &[u8; 16]) -> HmacSha256 {
+        let mut m = self.mac.clone();
+        // Length-prefix the name so (name, id) pairs cannot collide.
+        m.update(b"v1");
+        m.update(&(name.len() as u32).to_be_bytes());
+        m.update(name);
+        m.update(id);
+        m
+    }
+
+    /// The tag binding cookie name and session id.
+    pub fn tag(&self, name: &[u8], id: &[u8; 16]) -> [u8; TAG_LEN] {
+        let full = self.keyed(name, id).finalize().into_bytes();
+        let mut t = [0u8; TAG_LEN];
+        t.copy_from_slice(&full[..TAG_LEN]);
+        t
+    }
+
+    /// Constant-time check of a presented tag.
+    pub fn verify(&self, name: &[u8], id: &[u8; 16], tag: &[u8; TAG_LEN]) -> bool {
+        self.keyed(name, id).verify_truncated_left(tag).is_ok()
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Key(..)")
+    }
+}
+
+/// The signing key first, then keys that are still accepted (rotation).
+#[derive(Clone, Debug)]
+pub struct Keyring {
+    keys: Vec<Key>,
+}
+
+impl Keyring {
+    /// `secrets` must not be empty; the first one signs.
+    pub fn from_secrets<S: AsRef<[u8]>>(secrets: &[S]) -> Option<Self> {
+        if secrets.is_empty() {
+            return None;
+        }
+        Some(Self {
+            keys: secrets.iter().map(|s| Key::derive(s.as_ref())).collect(),
+        })
+    }
+
+    pub fn primary(&self) -> &Key {
+        &self.keys[0]
+    }
+
+    /// Index of the first key that verifies the tag.
+    pub fn verify(&self, name: &[u8], id: &[u8; 16], tag: &[u8; TAG_LEN]) -> Option<usize> {
+        self.keys.iter().position(|k| k.verify(name, id, tag))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hkdf_rfc5869_case_1_first_block() {
+        let ikm = [0x0bu8; 22];
+        let salt: Vec<u8> = (0x00..=0x0c).collect();
+        let info: Vec<u8> = (0xf0..=0xf9).collect();
+        let okm = hkdf_sha256(&ikm, &salt, &info);
+        let want = "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf";
+        let got: String = okm.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn tag_binds_name_id_and_secret() {
+        let k = Key::derive(b"secret");
+        let id = [7u8; 16];
+        let t = k.tag(b"sid", &id);
+        assert!(k.verify(b"sid", &id, &t));
+        assert!(!k.verify(b"sie", &id, &t));
+        let mut id2 = id;
+        id2[15] ^= 1;
+        assert!(!k.verify(b"sid", &id2, &t));
+        assert!(!Key::derive(b"secreT").verify(b"sid", &id, &t));
+        let mut t2 = t;
+        t2[0] ^= 0x80;
+        assert!(!k.verify(b"sid", &id, &t2));
+    }
+
+    #[test]
+    fn keyring_reports_which_key_verified() {
+        let old = Key::derive(b"old");
+        let ring = Keyring::from_secrets(&["new", "old"]).unwrap();
+        let id = [1u8; 16];
+        assert_eq!(ring.verify(b"n", &id, &ring.primary().tag(b"n", &id)), Some(0));
+        assert_eq!(ring.verify(b"n", &id, &old.tag(b"n", &id)), Some(1));
+        let other = Key::derive(b"other").tag(b"n", &id);
+        assert_eq!(ring.verify(b"n", &id, &other), None);
+        assert!(Keyring::from_secrets::<&str>(&[]).is_none());
+    }
+
+    #[test]
+    fn debug_hides_key() {
+        assert_eq!(format!("{:?}", Key::derive(b"s")), "Key(..)");
+    }
+}

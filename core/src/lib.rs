@@ -1,0 +1,23 @@
+//! Pure session logic for ngx-sessions.
+//!
+//! Nothing here knows about nginx: the cookie codec, key derivation, timeout
+//! decisions, configuration value parsers and the fixed-layout session table
+//! that the module places in shared memory. All of it is unit tested with
+//! plain `cargo test`.
+#![forbid(unsafe_code)]
+
+pub mod b64;
+pub mod cookie;
+pub mod engine;
+pub mod id;
+pub mod keys;
+pub mod parse;
+pub mod table;
+pub mod timeouts;
+
+pub use cookie::{CookieAttrs, CookieError, SameSite, Secure};
+pub use engine::{resolve, Facts, Outcome, Policy, Status};
+pub use id::{Handle, SessionId};
+pub use keys::{Key, Keyring};
+pub use table::{Header, Record, Slot, Table};
+pub use timeouts::{Timeouts, Verdict};

@@ -1,0 +1,252 @@
+//! Typed parsers for directive values. Each returns the reason a value is
+//! refused; the module wraps it in nginx's wording:
+//! `invalid value "X" in "sessions_..." directive, <reason>`.
+
+use crate::cookie::{SameSite, Secure};
+
+/// Why a value was refused.
+pub type Reason = &'static str;
+
+/// `on` | `off`, case-insensitive as nginx's own flags.
+pub fn flag(v: &[u8]) -> Result<bool, Reason> {
+    if v.eq_ignore_ascii_case(b"on") {
+        Ok(true)
+    } else if v.eq_ignore_ascii_case(b"off") {
+        Ok(false)
+    } else {
+        Err("it must be \"on\" or \"off\"")
+    }
+}
+
+/// A time in milliseconds: plain seconds (`1800`, as BunkerWeb writes) or
+/// nginx units (`500ms`, `30s`, `30m`, `1h`, `1d`, `1w`, `1M`, `1y`, and
+/// combinations such as `1h30m`). `0` is allowed.
+pub fn time_ms(v: &[u8]) -> Result<u64, Reason> {
+    const REASON: Reason = "it must be a time such as \"1800\", \"30m\" or \"1h\"";
+    if v.is_empty() {
+        return Err(REASON);
+    }
+    let mut total: u64 = 0;
+    let mut i = 0;
+    while i < v.len() {
+        let start = i;
+        while i < v.len() && v[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i == start {
+            return Err(REASON);
+        }
+        let n: u64 = std::str::from_utf8(&v[start..i])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or("the time is too large")?;
+        let rest = &v[i..];
+        let (unit_ms, len) = if rest.starts_with(b"ms") {
+            (1, 2)
+        } else {
+            match rest.first() {
+                None => (1_000, 0),
+                Some(b's') => (1_000, 1),
+                Some(b'm') => (60_000, 1),
+                Some(b'h') => (3_600_000, 1),
+                Some(b'd') => (86_400_000, 1),
+                Some(b'w') => (7 * 86_400_000, 1),
+                Some(b'M') => (30 * 86_400_000, 1),
+                Some(b'y') => (365 * 86_400_000, 1),
+                Some(_) => return Err(REASON),
+            }
+        };
+        i += len;
+        let part = n.checked_mul(unit_ms).ok_or("the time is too large")?;
+        total = total.checked_add(part).ok_or("the time is too large")?;
+    }
+    // Keep every later `now + timeout` far from overflow.
+    if total > 100 * 365 * 86_400_000 {
+        return Err("the time is too large");
+    }
+    Ok(total)
+}
+
+/// A size with an optional `k`/`K`, `m`/`M` or `g`/`G` suffix.
+pub fn size(v: &[u8]) -> Result<usize, Reason> {
+    const REASON: Reason = "it must be a size such as \"10m\"";
+    let (digits, mult) = match v.last() {
+        Some(b'k' | b'K') => (&v[..v.len() - 1], 1usize << 10),
+        Some(b'm' | b'M') => (&v[..v.len() - 1], 1 << 20),
+        Some(b'g' | b'G') => (&v[..v.len() - 1], 1 << 30),
+        _ => (v, 1),
+    };
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(REASON);
+    }
+    std::str::from_utf8(digits)
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or("the size is too large")
+}
+
+/// `NAME:SIZE` of `sessions_zone`.
+pub fn zone(v: &[u8]) -> Result<(&[u8], usize), Reason> {
+    let colon = v
+        .iter()
+        .rposition(|&b| b == b':')
+        .ok_or("it must be \"NAME:SIZE\"")?;
+    let (name, sz) = (&v[..colon], &v[colon + 1..]);
+    if name.is_empty() {
+        return Err("the zone name is empty");
+    }
+    let sz = size(sz).map_err(|_| "invalid zone size")?;
+    Ok((name, sz))
+}
+
+/// A cookie name as BunkerWeb allows it: `^[a-zA-Z0-9_-]+$`.
+pub fn cookie_name(v: &[u8]) -> Result<&[u8], Reason> {
+    if !v.is_empty() && v.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        Ok(v)
+    } else {
+        Err("it must match ^[a-zA-Z0-9_-]+$")
+    }
+}
+
+/// A secret: any non-empty string without control characters.
+pub fn secret(v: &[u8]) -> Result<&[u8], Reason> {
+    if v.is_empty() {
+        Err("the secret is empty")
+    } else if v.iter().any(u8::is_ascii_control) {
+        Err("the secret contains control characters")
+    } else {
+        Ok(v)
+    }
+}
+
+/// `none` or a domain for the cookie's `Domain` attribute.
+pub fn domain(v: &[u8]) -> Result<Option<String>, Reason> {
+    if v == b"none" {
+        return Ok(None);
+    }
+    let ok = !v.is_empty()
+        && v.iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
+        && !v.starts_with(b"-");
+    if ok {
+        Ok(Some(String::from_utf8_lossy(v).into_owned()))
+    } else {
+        Err("it must be \"none\" or a host name")
+    }
+}
+
+/// The cookie's `Path`: starts with `/`, no `;`, spaces or controls.
+pub fn path(v: &[u8]) -> Result<String, Reason> {
+    if v.first() == Some(&b'/') && v.iter().all(|&b| b.is_ascii_graphic() && b != b';') {
+        Ok(String::from_utf8_lossy(v).into_owned())
+    } else {
+        Err("it must be a path starting with \"/\" without \";\" or spaces")
+    }
+}
+
+/// `on` | `off` | `auto`.
+pub fn secure(v: &[u8]) -> Result<Secure, Reason> {
+    match v.to_ascii_lowercase().as_slice() {
+        b"on" => Ok(Secure::On),
+        b"off" => Ok(Secure::Off),
+        b"auto" => Ok(Secure::Auto),
+        _ => Err("it must be \"on\", \"off\" or \"auto\""),
+    }
+}
+
+/// `strict` | `lax` | `none` | `off` (leave the attribute out).
+pub fn same_site(v: &[u8]) -> Result<Option<SameSite>, Reason> {
+    match v.to_ascii_lowercase().as_slice() {
+        b"strict" => Ok(Some(SameSite::Strict)),
+        b"lax" => Ok(Some(SameSite::Lax)),
+        b"none" => Ok(Some(SameSite::None)),
+        b"off" => Ok(None),
+        _ => Err("it must be \"strict\", \"lax\", \"none\" or \"off\""),
+    }
+}
+
+/// `off` (browser-session cookie) or a lifetime, in whole seconds.
+pub fn max_age(v: &[u8]) -> Result<Option<u64>, Reason> {
+    if v == b"off" {
+        return Ok(None);
+    }
+    match time_ms(v) {
+        Ok(ms) if ms >= 1_000 => Ok(Some(ms / 1_000)),
+        Ok(_) => Err("it must be \"off\" or at least 1s"),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags() {
+        assert_eq!(flag(b"on"), Ok(true));
+        assert_eq!(flag(b"OFF"), Ok(false));
+        assert!(flag(b"yes").is_err());
+        assert!(flag(b"").is_err());
+    }
+
+    #[test]
+    fn times() {
+        assert_eq!(time_ms(b"1800"), Ok(1_800_000));
+        assert_eq!(time_ms(b"0"), Ok(0));
+        assert_eq!(time_ms(b"30m"), Ok(1_800_000));
+        assert_eq!(time_ms(b"1h"), Ok(3_600_000));
+        assert_eq!(time_ms(b"1d"), Ok(86_400_000));
+        assert_eq!(time_ms(b"1h30m"), Ok(5_400_000));
+        assert_eq!(time_ms(b"1500ms"), Ok(1_500));
+        assert_eq!(time_ms(b"2s"), Ok(2_000));
+        for bad in [&b""[..], b"abc", b"-1", b"1x", b"m", b"1.5h", b"1h ", b"99999999999999999999"] {
+            assert!(time_ms(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+        assert!(time_ms(b"101y").is_err());
+    }
+
+    #[test]
+    fn sizes_and_zones() {
+        assert_eq!(size(b"10m"), Ok(10 << 20));
+        assert_eq!(size(b"64k"), Ok(64 << 10));
+        assert_eq!(size(b"1G"), Ok(1 << 30));
+        assert_eq!(size(b"4096"), Ok(4096));
+        assert!(size(b"10x").is_err());
+        assert!(size(b"m").is_err());
+        assert_eq!(zone(b"s:10m"), Ok((&b"s"[..], 10 << 20)));
+        assert!(zone(b"s").is_err());
+        assert!(zone(b":10m").is_err());
+        assert_eq!(zone(b"s:ten"), Err("invalid zone size"));
+    }
+
+    #[test]
+    fn names_and_secrets() {
+        assert!(cookie_name(b"my_session-1").is_ok());
+        for bad in [&b""[..], b"a b", b"a;b", b"a=b", b"s\xc3\xa9"] {
+            assert!(cookie_name(bad).is_err());
+        }
+        assert!(secret(b"x").is_ok());
+        assert!(secret(b"").is_err());
+        assert!(secret(b"a\nb").is_err());
+    }
+
+    #[test]
+    fn cookie_attributes() {
+        assert_eq!(domain(b"none"), Ok(None));
+        assert_eq!(domain(b".example.com"), Ok(Some(".example.com".into())));
+        assert!(domain(b"a;b").is_err());
+        assert_eq!(path(b"/app"), Ok("/app".into()));
+        assert!(path(b"app").is_err());
+        assert!(path(b"/a;b").is_err());
+        assert_eq!(secure(b"auto"), Ok(Secure::Auto));
+        assert!(secure(b"maybe").is_err());
+        assert_eq!(same_site(b"Strict"), Ok(Some(SameSite::Strict)));
+        assert_eq!(same_site(b"off"), Ok(None));
+        assert!(same_site(b"loose").is_err());
+        assert_eq!(max_age(b"off"), Ok(None));
+        assert_eq!(max_age(b"1h"), Ok(Some(3600)));
+        assert!(max_age(b"500ms").is_err());
+        assert!(max_age(b"x").is_err());
+    }
+}

@@ -1,0 +1,603 @@
+//! The session table kept in shared memory.
+//!
+//! A fixed-capacity hash table with chaining and an LRU list, built only from
+//! `#[repr(C)]` plain data and `u32` indices: no pointers, so the same bytes
+//! are valid in every worker and survive a reload. The module places it in the
+//! zone and holds the zone's lock around every call; here it is plain memory,
+//! so the logic is tested over ordinary vectors.
+
+use crate::id::{Handle, SessionId};
+use crate::timeouts::Times;
+
+const NIL: u32 = u32::MAX;
+const MAGIC: u64 = 0x6e67_7873_6573_7331; // "ngxsess1"
+
+/// Slot states.
+const FREE: u32 = 0;
+const LIVE: u32 = 1;
+/// A renewed id, still accepted for a grace period; `rec.successor` is the new id.
+const GRACE: u32 = 2;
+
+/// Counters since the zone was created, for logs and metrics.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub created: u64,
+    pub renewed: u64,
+    /// Removed from a full table while still valid.
+    pub evicted: u64,
+    /// Removed because their time was up.
+    pub expired: u64,
+}
+
+/// Zone-wide values kept with the table.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct Header {
+    magic: u64,
+    capacity: u32,
+    bucket_mask: u32,
+    len: u32,
+    free_head: u32,
+    /// Most recently used.
+    lru_head: u32,
+    /// Least recently used: evicted first.
+    lru_tail: u32,
+    pub stats: Stats,
+    /// `sessions_secret random`: generated once per zone.
+    pub random_secret: [u8; 32],
+    /// `sessions_name random`: generated once per zone.
+    pub random_name: [u8; 16],
+}
+
+/// What is stored about one session.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Record {
+    pub handle: Handle,
+    pub created: u64,
+    pub last_seen: u64,
+    pub renewed: u64,
+    /// Fingerprint of the User-Agent.
+    pub ua: u64,
+    /// Client address: 4 or 16 bytes used.
+    pub ip: [u8; 16],
+    pub ip_len: u8,
+    _pad: [u8; 7],
+    /// In a grace slot: the id that replaced this one.
+    pub successor: SessionId,
+}
+
+impl Record {
+    pub fn new(handle: Handle, now: u64, ip: &[u8], ua: u64) -> Self {
+        let mut r = Self {
+            handle,
+            created: now,
+            last_seen: now,
+            renewed: now,
+            ua,
+            ..Default::default()
+        };
+        r.set_ip(ip);
+        r
+    }
+
+    pub fn set_ip(&mut self, ip: &[u8]) {
+        let n = ip.len().min(16);
+        self.ip = [0; 16];
+        self.ip[..n].copy_from_slice(&ip[..n]);
+        self.ip_len = n as u8;
+    }
+
+    pub fn ip(&self) -> &[u8] {
+        &self.ip[..usize::from(self.ip_len)]
+    }
+
+    pub fn times(&self) -> Times {
+        Times {
+            created: self.created,
+            last_seen: self.last_seen,
+            renewed: self.renewed,
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct Slot {
+    id: SessionId,
+    chain: u32,
+    lru_prev: u32,
+    lru_next: u32,
+    state: u32,
+    /// When the slot may be reclaimed without counting an eviction.
+    deadline: u64,
+    pub rec: Record,
+}
+
+/// How the table splits a region of `bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    pub capacity: u32,
+    pub buckets: u32,
+}
+
+impl Plan {
+    /// Largest table that fits in `bytes`; `None` when not even a few slots fit.
+    pub fn for_bytes(bytes: usize) -> Option<Self> {
+        let hdr = size_of::<Header>();
+        let slot = size_of::<Slot>();
+        let rough = bytes.checked_sub(hdr)? / (slot + 4);
+        if rough < 8 {
+            return None;
+        }
+        // Power-of-two buckets, load factor between 1 and 2.
+        let buckets = 1usize << (usize::BITS - 1 - rough.leading_zeros());
+        let capacity = (bytes - hdr - 4 * buckets) / slot;
+        Some(Self {
+            capacity: u32::try_from(capacity).ok()?.min(NIL - 1),
+            buckets: u32::try_from(buckets).ok()?,
+        })
+    }
+
+    /// Bytes the plan occupies, laid out header, buckets, slots.
+    pub fn bytes(&self) -> usize {
+        size_of::<Header>() + 4 * self.buckets as usize + size_of::<Slot>() * self.capacity as usize
+    }
+}
+
+/// What making room cost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reclaimed {
+    pub expired: u32,
+    pub evicted: u32,
+}
+
+/// A view over the table's memory.
+pub struct Table<'a> {
+    hdr: &'a mut Header,
+    buckets: &'a mut [u32],
+    slots: &'a mut [Slot],
+}
+
+/// A slot as the engine sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    Live(Record),
+    Grace { successor: SessionId, until: u64 },
+}
+
+impl<'a> Table<'a> {
+    /// Formats fresh memory. `buckets.len()` must be a power of two.
+    pub fn format(hdr: &'a mut Header, buckets: &'a mut [u32], slots: &'a mut [Slot]) -> Self {
+        assert!(buckets.len().is_power_of_two() && slots.len() < NIL as usize);
+        let n = slots.len() as u32;
+        *hdr = Header {
+            magic: MAGIC,
+            capacity: n,
+            bucket_mask: buckets.len() as u32 - 1,
+            len: 0,
+            free_head: if n == 0 { NIL } else { 0 },
+            lru_head: NIL,
+            lru_tail: NIL,
+            stats: Stats::default(),
+            random_secret: [0; 32],
+            random_name: [0; 16],
+        };
+        buckets.fill(NIL);
+        for (i, s) in slots.iter_mut().enumerate() {
+            let next = i as u32 + 1;
+            *s = Slot {
+                id: SessionId::default(),
+                chain: if next < n { next } else { NIL },
+                lru_prev: NIL,
+                lru_next: NIL,
+                state: FREE,
+                deadline: 0,
+                rec: Record::default(),
+            };
+        }
+        Self {
+            hdr,
+            buckets,
+            slots,
+        }
+    }
+
+    /// Reattaches to memory formatted before (a reload); `None` if it is not ours.
+    pub fn attach(hdr: &'a mut Header, buckets: &'a mut [u32], slots: &'a mut [Slot]) -> Option<Self> {
+        let ok = hdr.magic == MAGIC
+            && hdr.capacity as usize == slots.len()
+            && hdr.bucket_mask as usize + 1 == buckets.len();
+        ok.then_some(Self {
+            hdr,
+            buckets,
+            slots,
+        })
+    }
+
+    /// An empty, uninitialised header to format over.
+    pub const fn blank_header() -> Header {
+        Header {
+            magic: 0,
+            capacity: 0,
+            bucket_mask: 0,
+            len: 0,
+            free_head: NIL,
+            lru_head: NIL,
+            lru_tail: NIL,
+            stats: Stats {
+                created: 0,
+                renewed: 0,
+                evicted: 0,
+                expired: 0,
+            },
+            random_secret: [0; 32],
+            random_name: [0; 16],
+        }
+    }
+
+    /// A blank slot, for allocating test tables.
+    pub const fn blank_slot() -> Slot {
+        Slot {
+            id: SessionId([0; 16]),
+            chain: NIL,
+            lru_prev: NIL,
+            lru_next: NIL,
+            state: FREE,
+            deadline: 0,
+            rec: Record {
+                handle: Handle([0; 8]),
+                created: 0,
+                last_seen: 0,
+                renewed: 0,
+                ua: 0,
+                ip: [0; 16],
+                ip_len: 0,
+                _pad: [0; 7],
+                successor: SessionId([0; 16]),
+            },
+        }
+    }
+
+    pub fn header(&mut self) -> &mut Header {
+        self.hdr
+    }
+
+    pub fn len(&self) -> u32 {
+        self.hdr.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.hdr.len == 0
+    }
+
+    pub fn capacity(&self) -> u32 {
+        self.hdr.capacity
+    }
+
+    fn bucket(&self, id: &SessionId) -> usize {
+        (id.bucket_hash() & self.hdr.bucket_mask) as usize
+    }
+
+    fn find(&self, id: &SessionId) -> Option<u32> {
+        let mut i = self.buckets[self.bucket(id)];
+        while i != NIL {
+            let s = &self.slots[i as usize];
+            if s.id == *id {
+                return Some(i);
+            }
+            i = s.chain;
+        }
+        None
+    }
+
+    /// Looks an id up.
+    pub fn get(&self, id: &SessionId) -> Option<Entry> {
+        let s = &self.slots[self.find(id)? as usize];
+        Some(match s.state {
+            GRACE => Entry::Grace {
+                successor: s.rec.successor,
+                until: s.deadline,
+            },
+            _ => Entry::Live(s.rec),
+        })
+    }
+
+    /// Updates a live record and marks it most recently used.
+    pub fn update(&mut self, id: &SessionId, rec: &Record, deadline: Option<u64>) -> bool {
+        let Some(i) = self.find(id) else { return false };
+        let s = &mut self.slots[i as usize];
+        s.rec = *rec;
+        s.state = LIVE;
+        s.deadline = deadline.unwrap_or(u64::MAX);
+        self.lru_unlink(i);
+        self.lru_push_head(i);
+        true
+    }
+
+    /// Turns `id` into a pointer to `successor`, accepted until `until`.
+    pub fn retire(&mut self, id: &SessionId, successor: SessionId, until: u64) -> bool {
+        let Some(i) = self.find(id) else { return false };
+        let s = &mut self.slots[i as usize];
+        s.state = GRACE;
+        s.rec.successor = successor;
+        s.deadline = until;
+        true
+    }
+
+    /// Removes `id`; returns whether it was there.
+    pub fn remove(&mut self, id: &SessionId) -> bool {
+        let b = self.bucket(id);
+        let mut prev = NIL;
+        let mut i = self.buckets[b];
+        while i != NIL {
+            if self.slots[i as usize].id == *id {
+                let next = self.slots[i as usize].chain;
+                if prev == NIL {
+                    self.buckets[b] = next;
+                } else {
+                    self.slots[prev as usize].chain = next;
+                }
+                self.lru_unlink(i);
+                let s = &mut self.slots[i as usize];
+                s.state = FREE;
+                s.rec = Record::default();
+                s.chain = self.hdr.free_head;
+                self.hdr.free_head = i;
+                self.hdr.len -= 1;
+                return true;
+            }
+            prev = i;
+            i = self.slots[i as usize].chain;
+        }
+        false
+    }
+
+    /// Inserts a new live record. Up to two expired slots are reclaimed first
+    /// (as limit_req does); when the table is full the least recently used
+    /// slot is evicted, so an insert always succeeds. The id must be new.
+    pub fn insert(&mut self, id: SessionId, rec: &Record, deadline: Option<u64>, now: u64) -> Reclaimed {
+        let mut cost = Reclaimed::default();
+        for _ in 0..2 {
+            let t = self.hdr.lru_tail;
+            if t == NIL || self.slots[t as usize].deadline > now {
+                break;
+            }
+            let old = self.slots[t as usize].id;
+            self.remove(&old);
+            cost.expired += 1;
+        }
+        if self.hdr.free_head == NIL {
+            let t = self.hdr.lru_tail;
+            if t == NIL {
+                return cost; // capacity 0: nothing can be stored
+            }
+            let old = self.slots[t as usize].id;
+            self.remove(&old);
+            cost.evicted += 1;
+        }
+        let i = self.hdr.free_head;
+        let b = self.bucket(&id);
+        let s = &mut self.slots[i as usize];
+        self.hdr.free_head = s.chain;
+        s.id = id;
+        s.rec = *rec;
+        s.state = LIVE;
+        s.deadline = deadline.unwrap_or(u64::MAX);
+        s.chain = self.buckets[b];
+        self.buckets[b] = i;
+        self.lru_push_head(i);
+        self.hdr.len += 1;
+        self.hdr.stats.expired += u64::from(cost.expired);
+        self.hdr.stats.evicted += u64::from(cost.evicted);
+        cost
+    }
+
+    fn lru_unlink(&mut self, i: u32) {
+        let (p, n) = {
+            let s = &self.slots[i as usize];
+            (s.lru_prev, s.lru_next)
+        };
+        if p == NIL {
+            if self.hdr.lru_head == i {
+                self.hdr.lru_head = n;
+            }
+        } else {
+            self.slots[p as usize].lru_next = n;
+        }
+        if n == NIL {
+            if self.hdr.lru_tail == i {
+                self.hdr.lru_tail = p;
+            }
+        } else {
+            self.slots[n as usize].lru_prev = p;
+        }
+        let s = &mut self.slots[i as usize];
+        s.lru_prev = NIL;
+        s.lru_next = NIL;
+    }
+
+    fn lru_push_head(&mut self, i: u32) {
+        let h = self.hdr.lru_head;
+        {
+            let s = &mut self.slots[i as usize];
+            s.lru_prev = NIL;
+            s.lru_next = h;
+        }
+        if h != NIL {
+            self.slots[h as usize].lru_prev = i;
+        } else {
+            self.hdr.lru_tail = i;
+        }
+        self.hdr.lru_head = i;
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Owned memory for a test table.
+    pub struct Mem {
+        pub hdr: Header,
+        pub buckets: Vec<u32>,
+        pub slots: Vec<Slot>,
+    }
+
+    impl Mem {
+        pub fn new(capacity: usize, buckets: usize) -> Self {
+            let mut m = Self {
+                hdr: Table::blank_header(),
+                buckets: vec![0; buckets],
+                slots: vec![Table::blank_slot(); capacity],
+            };
+            Table::format(&mut m.hdr, &mut m.buckets, &mut m.slots);
+            m
+        }
+
+        pub fn table(&mut self) -> Table<'_> {
+            Table::attach(&mut self.hdr, &mut self.buckets, &mut self.slots).unwrap()
+        }
+    }
+
+    fn id(n: u32) -> SessionId {
+        let mut b = [0u8; 16];
+        b[..4].copy_from_slice(&n.to_le_bytes());
+        b[8] = 0xee;
+        SessionId(b)
+    }
+
+    fn rec(n: u64) -> Record {
+        Record::new(Handle([n as u8; 8]), n, &[127, 0, 0, 1], n)
+    }
+
+    #[test]
+    fn plan_fits_and_holds_40k_in_10m() {
+        let p = Plan::for_bytes(10 << 20).unwrap();
+        assert!(p.bytes() <= 10 << 20);
+        assert!(p.capacity >= 40_000, "capacity {}", p.capacity);
+        assert!(p.buckets.is_power_of_two());
+        assert!(Plan::for_bytes(100).is_none());
+    }
+
+    #[test]
+    fn insert_get_remove() {
+        let mut m = Mem::new(8, 4);
+        let mut t = m.table();
+        for n in 0..6 {
+            assert_eq!(t.insert(id(n), &rec(n.into()), None, 0), Reclaimed::default());
+        }
+        assert_eq!(t.len(), 6);
+        for n in 0..6 {
+            assert_eq!(t.get(&id(n)), Some(Entry::Live(rec(n.into()))));
+        }
+        assert!(t.get(&id(99)).is_none());
+        assert!(t.remove(&id(2)));
+        assert!(!t.remove(&id(2)));
+        assert!(t.get(&id(2)).is_none());
+        assert_eq!(t.get(&id(3)), Some(Entry::Live(rec(3))));
+        assert_eq!(t.len(), 5);
+    }
+
+    #[test]
+    fn full_table_evicts_least_recently_used() {
+        let mut m = Mem::new(4, 4);
+        let mut t = m.table();
+        for n in 0..4 {
+            t.insert(id(n), &rec(n.into()), None, 0);
+        }
+        // Touch 0 so 1 becomes the oldest.
+        assert!(t.update(&id(0), &rec(0), None));
+        let cost = t.insert(id(4), &rec(4), None, 0);
+        assert_eq!(cost, Reclaimed { expired: 0, evicted: 1 });
+        assert!(t.get(&id(1)).is_none());
+        for n in [0, 2, 3, 4] {
+            assert!(t.get(&id(n)).is_some(), "{n}");
+        }
+        assert_eq!(t.header().stats.evicted, 1);
+        assert_eq!(t.len(), 4);
+    }
+
+    #[test]
+    fn expired_tail_is_reclaimed_not_evicted() {
+        let mut m = Mem::new(4, 4);
+        let mut t = m.table();
+        t.insert(id(0), &rec(0), Some(10), 0);
+        t.insert(id(1), &rec(1), Some(10), 0);
+        t.insert(id(2), &rec(2), None, 0);
+        let cost = t.insert(id(3), &rec(3), None, 11);
+        assert_eq!(cost, Reclaimed { expired: 2, evicted: 0 });
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.header().stats.expired, 2);
+    }
+
+    #[test]
+    fn grace_pointer() {
+        let mut m = Mem::new(4, 4);
+        let mut t = m.table();
+        t.insert(id(0), &rec(0), None, 0);
+        assert!(t.retire(&id(0), id(1), 500));
+        assert_eq!(
+            t.get(&id(0)),
+            Some(Entry::Grace {
+                successor: id(1),
+                until: 500
+            })
+        );
+    }
+
+    #[test]
+    fn attach_checks_shape() {
+        let mut m = Mem::new(8, 4);
+        m.table().insert(id(7), &rec(7), None, 0);
+        assert!(Table::attach(&mut m.hdr, &mut m.buckets[..2], &mut m.slots).is_none());
+        let t = m.table();
+        assert!(t.get(&id(7)).is_some());
+        let mut blank = Table::blank_header();
+        assert!(Table::attach(&mut blank, &mut [0; 4], &mut []).is_none());
+    }
+
+    #[test]
+    fn churn_keeps_structure_consistent() {
+        // Deterministic pseudo-random mix of operations against a model.
+        let mut m = Mem::new(64, 32);
+        let mut t = m.table();
+        let mut model: Vec<u32> = Vec::new(); // LRU order, oldest first
+        let mut x: u32 = 12345;
+        for step in 0..20_000u32 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let k = x % 200;
+            match x % 3 {
+                0 if !model.contains(&k) => {
+                    t.insert(id(k), &rec(k.into()), None, 0);
+                    if model.len() == 64 {
+                        model.remove(0);
+                    }
+                    model.push(k);
+                }
+                1 => {
+                    let had = model.iter().position(|&v| v == k);
+                    assert_eq!(t.remove(&id(k)), had.is_some(), "step {step}");
+                    if let Some(p) = had {
+                        model.remove(p);
+                    }
+                }
+                _ => {
+                    let had = model.iter().position(|&v| v == k);
+                    assert_eq!(t.update(&id(k), &rec(k.into()), None), had.is_some());
+                    if let Some(p) = had {
+                        model.remove(p);
+                        model.push(k);
+                    }
+                }
+            }
+            assert_eq!(t.len() as usize, model.len());
+        }
+        for k in 0..200 {
+            assert_eq!(t.get(&id(k)).is_some(), model.contains(&k), "key {k}");
+        }
+    }
+}
