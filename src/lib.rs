@@ -1,1 +1,151 @@
+//! ngx_http_sessions_module: HTTP sessions for nginx.
+//!
+//! This file holds only the module statics and the configuration-time hooks.
+//! A request flows one way: `handler` (cookie, verify, store, decision) then
+//! `filter` (Set-Cookie); `variables` expose the decision.
 
+use std::ffi::{c_char, c_void};
+use std::ptr;
+
+use nginx_sys::{
+    ngx_array_push, ngx_conf_t, ngx_http_add_variable, ngx_http_handler_pt, ngx_http_module_t,
+    ngx_http_phases_NGX_HTTP_ACCESS_PHASE, ngx_http_top_header_filter, ngx_int_t, ngx_module_t,
+    ngx_str_t, NGX_HTTP_MODULE,
+};
+use ngx::core::{Status, NGX_CONF_ERROR, NGX_CONF_OK};
+use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
+use ngx::http_request_handler;
+
+mod conf;
+mod directives;
+mod filter;
+mod handler;
+mod request;
+mod variables;
+mod zone;
+
+use conf::{LocConf, MainConf};
+
+pub struct Module;
+
+impl HttpModule for Module {
+    fn module() -> &'static ngx_module_t {
+        // SAFETY: the module static is initialised before any hook runs.
+        unsafe { &*ptr::addr_of!(ngx_http_sessions_module) }
+    }
+
+    unsafe extern "C" fn preconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
+        // SAFETY: the variable table is only touched here, single-threaded,
+        // and `cf` is valid during configuration.
+        for v in unsafe { (*ptr::addr_of_mut!(variables::VARIABLES)).iter_mut() } {
+            let var = unsafe { ngx_http_add_variable(cf, &mut v.name, v.flags) };
+            // SAFETY: non-null results are nginx's variable entries.
+            let Some(var) = (unsafe { var.as_mut() }) else {
+                return Status::NGX_ERROR.into();
+            };
+            var.get_handler = v.get_handler;
+            var.data = v.data;
+        }
+        Status::NGX_OK.into()
+    }
+
+    unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
+        // SAFETY: `cf` is valid during configuration.
+        let cf = unsafe { &mut *cf };
+        let Some(cmcf) = NgxHttpCoreModule::main_conf_mut(cf) else {
+            return Status::NGX_ERROR.into();
+        };
+        let phase = &mut cmcf.phases[ngx_http_phases_NGX_HTTP_ACCESS_PHASE as usize].handlers;
+        // SAFETY: pushing onto nginx's access-phase handler array.
+        let h = unsafe { ngx_array_push(phase) }.cast::<ngx_http_handler_pt>();
+        if h.is_null() {
+            return Status::NGX_ERROR.into();
+        }
+        // SAFETY: `h` is a fresh element of the array; the filter chain is
+        // rebuilt single-threaded on every configuration load.
+        unsafe {
+            *h = Some(access_handler);
+            filter::NEXT_HEADER_FILTER = ngx_http_top_header_filter;
+            ngx_http_top_header_filter = Some(filter::header_filter);
+        }
+        Status::NGX_OK.into()
+    }
+
+    unsafe extern "C" fn init_main_conf(cf: *mut ngx_conf_t, conf: *mut c_void) -> *mut c_char
+    where
+        Self: HttpModuleMainConf,
+    {
+        // SAFETY: nginx passes a valid `cf` and our main configuration.
+        let (cf, main) = unsafe { (&mut *cf, &mut *conf.cast::<MainConf>()) };
+        if main.used && main.zone.is_null() {
+            let (name, size) = directives::DEFAULT_ZONE;
+            let name = ngx_str_t {
+                len: name.len(),
+                data: name.as_ptr().cast_mut(),
+            };
+            return directives::add_zone(cf, main, name, size);
+        }
+        NGX_CONF_OK
+    }
+}
+
+// SAFETY: the main configuration type is `MainConf`, created by `create_main_conf`.
+unsafe impl HttpModuleMainConf for Module {
+    type MainConf = MainConf;
+}
+
+// SAFETY: the location configuration type is `LocConf`, created by `create_loc_conf`.
+unsafe impl HttpModuleLocationConf for Module {
+    type LocationConf = LocConf;
+}
+
+/// Merges a block with its parent and records whether `random` is in use.
+unsafe extern "C" fn merge_loc_conf(
+    cf: *mut ngx_conf_t,
+    prev: *mut c_void,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes two of our location configurations and a valid `cf`.
+    let (cf, prev, conf) = unsafe {
+        (
+            &mut *cf,
+            &*prev.cast::<LocConf>(),
+            &mut *conf.cast::<LocConf>(),
+        )
+    };
+    conf.merge(prev);
+    if conf.enabled() && conf.uses_random() {
+        match Module::main_conf_mut(cf) {
+            Some(main) => main.uses_random = true,
+            None => return NGX_CONF_ERROR,
+        }
+    }
+    NGX_CONF_OK
+}
+
+http_request_handler!(access_handler, handler::access);
+
+static MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
+    preconfiguration: Some(Module::preconfiguration),
+    postconfiguration: Some(Module::postconfiguration),
+    create_main_conf: Some(Module::create_main_conf),
+    init_main_conf: Some(Module::init_main_conf),
+    create_srv_conf: None,
+    merge_srv_conf: None,
+    create_loc_conf: Some(Module::create_loc_conf),
+    merge_loc_conf: Some(merge_loc_conf),
+};
+
+#[cfg(feature = "export-modules")]
+ngx::ngx_modules!(ngx_http_sessions_module);
+
+#[used]
+#[allow(non_upper_case_globals)]
+#[cfg_attr(not(feature = "export-modules"), no_mangle)]
+pub static mut ngx_http_sessions_module: ngx_module_t = ngx_module_t {
+    ctx: ptr::addr_of!(MODULE_CTX) as _,
+    // SAFETY: taking the address of the command table, not reading it.
+    commands: unsafe { ptr::addr_of_mut!(directives::COMMANDS[0]) },
+    type_: NGX_HTTP_MODULE as _,
+    ..ngx_module_t::default()
+};

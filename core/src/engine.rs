@@ -33,6 +33,15 @@ pub struct Facts<'a> {
     pub ua: u64,
 }
 
+/// A fixed-key 64-bit hash of the User-Agent: enough to notice a change,
+/// and the same in every worker of one build.
+pub fn fingerprint(ua: &[u8]) -> u64 {
+    use std::hash::{DefaultHasher, Hasher};
+    let mut h = DefaultHasher::new();
+    h.write(ua);
+    h.finish()
+}
+
 /// What the client presented.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Presented {
@@ -186,10 +195,20 @@ fn fresh_id(table: &Table<'_>) -> Result<SessionId, RandomError> {
     }
 }
 
-fn create(table: &mut Table<'_>, status: Status, facts: &Facts<'_>, policy: &Policy) -> Result<Outcome, RandomError> {
+fn create(
+    table: &mut Table<'_>,
+    status: Status,
+    facts: &Facts<'_>,
+    policy: &Policy,
+) -> Result<Outcome, RandomError> {
     let id = fresh_id(table)?;
     let record = Record::new(Handle::generate()?, facts.now, facts.ip, facts.ua);
-    let cost = table.insert(id, &record, policy.timeouts.deadline(record.times()), facts.now);
+    let cost = table.insert(
+        id,
+        &record,
+        policy.timeouts.deadline(record.times()),
+        facts.now,
+    );
     table.header().stats.created += 1;
     Ok(Outcome {
         status,
@@ -208,7 +227,11 @@ mod tests {
     const IP: &[u8] = &[10, 0, 0, 1];
 
     fn facts(now: u64) -> Facts<'static> {
-        Facts { now, ip: IP, ua: 42 }
+        Facts {
+            now,
+            ip: IP,
+            ua: 42,
+        }
     }
 
     fn policy() -> Policy {
@@ -254,7 +277,16 @@ mod tests {
         let a = resolve(&mut t, Presented::Invalid, &facts(0), &policy()).unwrap();
         assert_eq!(a.status, Status::Invalid);
         let chosen = SessionId([0x41; 16]);
-        let b = resolve(&mut t, Presented::Id { id: chosen, stale_key: false }, &facts(0), &policy()).unwrap();
+        let b = resolve(
+            &mut t,
+            Presented::Id {
+                id: chosen,
+                stale_key: false,
+            },
+            &facts(0),
+            &policy(),
+        )
+        .unwrap();
         assert_eq!(b.status, Status::Unknown);
         assert_ne!(b.id, chosen, "never adopt a presented id");
         assert!(t.get(&chosen).is_none());
@@ -265,7 +297,10 @@ mod tests {
         let mut m = Mem::new(16, 8);
         let mut t = m.table();
         let p = Policy {
-            timeouts: Timeouts { rolling: 0, ..policy().timeouts },
+            timeouts: Timeouts {
+                rolling: 0,
+                ..policy().timeouts
+            },
             ..policy()
         };
         let a = resolve(&mut t, Presented::Nothing, &facts(0), &p).unwrap();
@@ -301,7 +336,10 @@ mod tests {
         assert_eq!(renewed.status, Status::Renewed);
         assert!(renewed.issue_cookie);
         assert_ne!(renewed.id, first.id);
-        assert_eq!(renewed.record.handle, first.record.handle, "data carries over");
+        assert_eq!(
+            renewed.record.handle, first.record.handle,
+            "data carries over"
+        );
         assert_eq!(renewed.record.created, 0);
         // In grace the old cookie leads to the new session and re-sends its cookie.
         let old = resolve(&mut t, present(&first), &facts(3_400), &p).unwrap();
@@ -323,7 +361,10 @@ mod tests {
         let mut m = Mem::new(16, 8);
         let mut t = m.table();
         let p = Policy {
-            timeouts: Timeouts { idle: 0, ..policy().timeouts },
+            timeouts: Timeouts {
+                idle: 0,
+                ..policy().timeouts
+            },
             ..policy()
         };
         let a = resolve(&mut t, Presented::Nothing, &facts(0), &p).unwrap();
@@ -337,7 +378,10 @@ mod tests {
         let mut t = m.table();
         let p = policy();
         let a = resolve(&mut t, Presented::Nothing, &facts(0), &p).unwrap();
-        let other_ip = Facts { ip: &[10, 0, 0, 2], ..facts(10) };
+        let other_ip = Facts {
+            ip: &[10, 0, 0, 2],
+            ..facts(10)
+        };
         let b = resolve(&mut t, present(&a), &other_ip, &p).unwrap();
         assert_eq!(b.status, Status::IpMismatch);
         assert!(t.get(&a.id).is_none(), "old session destroyed");
@@ -345,9 +389,19 @@ mod tests {
         let c = resolve(&mut t, present(&b), &other_ua, &p).unwrap();
         assert_eq!(c.status, Status::UaMismatch);
         // Checks off: both differences pass.
-        let off = Policy { check_ip: false, check_ua: false, ..p };
+        let off = Policy {
+            check_ip: false,
+            check_ua: false,
+            ..p
+        };
         let d = resolve(&mut t, present(&c), &facts(20), &off).unwrap();
         assert_eq!(d.status, Status::Valid);
+    }
+
+    #[test]
+    fn fingerprint_is_stable_and_discriminating() {
+        assert_eq!(fingerprint(b"curl/8"), fingerprint(b"curl/8"));
+        assert_ne!(fingerprint(b"curl/8"), fingerprint(b"curl/9"));
     }
 
     #[test]
@@ -355,7 +409,16 @@ mod tests {
         let mut m = Mem::new(16, 8);
         let mut t = m.table();
         let a = resolve(&mut t, Presented::Nothing, &facts(0), &policy()).unwrap();
-        let b = resolve(&mut t, Presented::Id { id: a.id, stale_key: true }, &facts(1), &policy()).unwrap();
+        let b = resolve(
+            &mut t,
+            Presented::Id {
+                id: a.id,
+                stale_key: true,
+            },
+            &facts(1),
+            &policy(),
+        )
+        .unwrap();
         assert_eq!(b.status, Status::Valid);
         assert_eq!(b.id, a.id);
         assert!(b.issue_cookie);
@@ -368,7 +431,9 @@ mod tests {
         let first = resolve(&mut t, Presented::Nothing, &facts(0), &policy()).unwrap();
         let mut evicted = 0;
         for _ in 0..10 {
-            evicted += resolve(&mut t, Presented::Nothing, &facts(0), &policy()).unwrap().evicted;
+            evicted += resolve(&mut t, Presented::Nothing, &facts(0), &policy())
+                .unwrap()
+                .evicted;
         }
         assert_eq!(evicted, 3);
         let again = resolve(&mut t, present(&first), &facts(1), &policy()).unwrap();

@@ -102,7 +102,10 @@ pub fn zone(v: &[u8]) -> Result<(&[u8], usize), Reason> {
 
 /// A cookie name as BunkerWeb allows it: `^[a-zA-Z0-9_-]+$`.
 pub fn cookie_name(v: &[u8]) -> Result<&[u8], Reason> {
-    if !v.is_empty() && v.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+    if !v.is_empty()
+        && v.iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
         Ok(v)
     } else {
         Err("it must match ^[a-zA-Z0-9_-]+$")
@@ -200,7 +203,16 @@ mod tests {
         assert_eq!(time_ms(b"1h30m"), Ok(5_400_000));
         assert_eq!(time_ms(b"1500ms"), Ok(1_500));
         assert_eq!(time_ms(b"2s"), Ok(2_000));
-        for bad in [&b""[..], b"abc", b"-1", b"1x", b"m", b"1.5h", b"1h ", b"99999999999999999999"] {
+        for bad in [
+            &b""[..],
+            b"abc",
+            b"-1",
+            b"1x",
+            b"m",
+            b"1.5h",
+            b"1h ",
+            b"99999999999999999999",
+        ] {
             assert!(time_ms(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
         assert!(time_ms(b"101y").is_err());

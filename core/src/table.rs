@@ -142,7 +142,28 @@ impl Plan {
 
     /// Bytes the plan occupies, laid out header, buckets, slots.
     pub fn bytes(&self) -> usize {
-        size_of::<Header>() + 4 * self.buckets as usize + size_of::<Slot>() * self.capacity as usize
+        self.slots_offset() + size_of::<Slot>() * self.capacity as usize
+    }
+
+    /// Where the bucket array starts (after the header).
+    pub const fn buckets_offset(&self) -> usize {
+        size_of::<Header>()
+    }
+
+    /// Where the slot array starts (after the buckets); 8-byte aligned
+    /// because `buckets` is a power of two of at least 8.
+    pub const fn slots_offset(&self) -> usize {
+        size_of::<Header>() + 4 * self.buckets as usize
+    }
+}
+
+impl Header {
+    /// The plan this header was formatted with, if it is ours.
+    pub fn plan(&self) -> Option<Plan> {
+        (self.magic == MAGIC).then_some(Plan {
+            capacity: self.capacity,
+            buckets: self.bucket_mask + 1,
+        })
     }
 }
 
@@ -205,7 +226,11 @@ impl<'a> Table<'a> {
     }
 
     /// Reattaches to memory formatted before (a reload); `None` if it is not ours.
-    pub fn attach(hdr: &'a mut Header, buckets: &'a mut [u32], slots: &'a mut [Slot]) -> Option<Self> {
+    pub fn attach(
+        hdr: &'a mut Header,
+        buckets: &'a mut [u32],
+        slots: &'a mut [Slot],
+    ) -> Option<Self> {
         let ok = hdr.magic == MAGIC
             && hdr.capacity as usize == slots.len()
             && hdr.bucket_mask as usize + 1 == buckets.len();
@@ -357,7 +382,13 @@ impl<'a> Table<'a> {
     /// Inserts a new live record. Up to two expired slots are reclaimed first
     /// (as limit_req does); when the table is full the least recently used
     /// slot is evicted, so an insert always succeeds. The id must be new.
-    pub fn insert(&mut self, id: SessionId, rec: &Record, deadline: Option<u64>, now: u64) -> Reclaimed {
+    pub fn insert(
+        &mut self,
+        id: SessionId,
+        rec: &Record,
+        deadline: Option<u64>,
+        now: u64,
+    ) -> Reclaimed {
         let mut cost = Reclaimed::default();
         for _ in 0..2 {
             let t = self.hdr.lru_tail;
@@ -477,8 +508,12 @@ pub(crate) mod tests {
         let p = Plan::for_bytes(10 << 20).unwrap();
         assert!(p.bytes() <= 10 << 20);
         assert!(p.capacity >= 40_000, "capacity {}", p.capacity);
-        assert!(p.buckets.is_power_of_two());
+        assert!(p.buckets.is_power_of_two() && p.buckets >= 8);
+        assert_eq!(p.slots_offset() % align_of::<Slot>(), 0);
+        assert_eq!(p.buckets_offset() % align_of::<u32>(), 0);
         assert!(Plan::for_bytes(100).is_none());
+        let small = Plan::for_bytes(32 << 10).unwrap();
+        assert!(small.capacity >= 200 && small.bytes() <= 32 << 10);
     }
 
     #[test]
@@ -486,7 +521,10 @@ pub(crate) mod tests {
         let mut m = Mem::new(8, 4);
         let mut t = m.table();
         for n in 0..6 {
-            assert_eq!(t.insert(id(n), &rec(n.into()), None, 0), Reclaimed::default());
+            assert_eq!(
+                t.insert(id(n), &rec(n.into()), None, 0),
+                Reclaimed::default()
+            );
         }
         assert_eq!(t.len(), 6);
         for n in 0..6 {
@@ -510,7 +548,13 @@ pub(crate) mod tests {
         // Touch 0 so 1 becomes the oldest.
         assert!(t.update(&id(0), &rec(0), None));
         let cost = t.insert(id(4), &rec(4), None, 0);
-        assert_eq!(cost, Reclaimed { expired: 0, evicted: 1 });
+        assert_eq!(
+            cost,
+            Reclaimed {
+                expired: 0,
+                evicted: 1
+            }
+        );
         assert!(t.get(&id(1)).is_none());
         for n in [0, 2, 3, 4] {
             assert!(t.get(&id(n)).is_some(), "{n}");
@@ -527,7 +571,13 @@ pub(crate) mod tests {
         t.insert(id(1), &rec(1), Some(10), 0);
         t.insert(id(2), &rec(2), None, 0);
         let cost = t.insert(id(3), &rec(3), None, 11);
-        assert_eq!(cost, Reclaimed { expired: 2, evicted: 0 });
+        assert_eq!(
+            cost,
+            Reclaimed {
+                expired: 2,
+                evicted: 0
+            }
+        );
         assert_eq!(t.len(), 2);
         assert_eq!(t.header().stats.expired, 2);
     }
@@ -552,8 +602,16 @@ pub(crate) mod tests {
         let mut m = Mem::new(8, 4);
         m.table().insert(id(7), &rec(7), None, 0);
         assert!(Table::attach(&mut m.hdr, &mut m.buckets[..2], &mut m.slots).is_none());
+        assert_eq!(
+            m.hdr.plan(),
+            Some(Plan {
+                capacity: 8,
+                buckets: 4
+            })
+        );
         let t = m.table();
         assert!(t.get(&id(7)).is_some());
+        assert_eq!(Table::blank_header().plan(), None);
         let mut blank = Table::blank_header();
         assert!(Table::attach(&mut blank, &mut [0; 4], &mut []).is_none());
     }

@@ -1,0 +1,147 @@
+//! Configuration: what the directives set, inheritance, and the per-location
+//! values computed once at merge time so that requests only read them.
+
+use std::ptr;
+
+use nginx_sys::ngx_shm_zone_t;
+use sessions_core::{CookieAttrs, Keyring, Policy, SameSite, Secure, Timeouts};
+
+/// Where a location's secret comes from.
+#[derive(Clone, Debug)]
+pub enum SecretConf {
+    /// Generated once per zone, kept across reloads.
+    Random,
+    /// Configured: the first signs, the rest still verify.
+    Keys(Keyring),
+}
+
+/// Where a location's cookie name comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NameConf {
+    Random,
+    Fixed(Vec<u8>),
+}
+
+/// `http`-level settings and the state shared with the zone.
+pub struct MainConf {
+    pub zone: *mut ngx_shm_zone_t,
+    /// Some location switches sessions on: the zone must exist.
+    pub used: bool,
+    /// Some enabled location uses a `random` secret or name.
+    pub uses_random: bool,
+    /// Filled in by the zone's init: keys and name behind `random`.
+    pub random_keys: Option<Keyring>,
+    pub random_name: Vec<u8>,
+    /// The shared table, once the zone is initialised.
+    pub table: Option<crate::zone::SharedTable>,
+}
+
+impl Default for MainConf {
+    fn default() -> Self {
+        Self {
+            zone: ptr::null_mut(),
+            used: false,
+            uses_random: false,
+            random_keys: None,
+            random_name: Vec::new(),
+            table: None,
+        }
+    }
+}
+
+/// Per server / location settings: `None` means "inherit".
+#[derive(Default, Debug)]
+pub struct LocConf {
+    pub enable: Option<bool>,
+    pub secret: Option<SecretConf>,
+    pub name: Option<NameConf>,
+    pub idle: Option<u64>,
+    pub rolling: Option<u64>,
+    pub absolute: Option<u64>,
+    pub check_ip: Option<bool>,
+    pub check_ua: Option<bool>,
+    pub domain: Option<Option<String>>,
+    pub path: Option<String>,
+    pub secure: Option<Secure>,
+    pub http_only: Option<bool>,
+    pub same_site: Option<Option<SameSite>>,
+    pub max_age: Option<Option<u64>>,
+
+    /// Computed by `finish` after merging.
+    pub policy: Policy,
+    pub attrs: CookieAttrs,
+}
+
+fn inherit<T: Clone>(child: &mut Option<T>, parent: &Option<T>) {
+    if child.is_none() {
+        child.clone_from(parent);
+    }
+}
+
+impl LocConf {
+    /// Fills unset values from the enclosing block.
+    pub fn merge(&mut self, prev: &LocConf) {
+        inherit(&mut self.enable, &prev.enable);
+        inherit(&mut self.secret, &prev.secret);
+        inherit(&mut self.name, &prev.name);
+        inherit(&mut self.idle, &prev.idle);
+        inherit(&mut self.rolling, &prev.rolling);
+        inherit(&mut self.absolute, &prev.absolute);
+        inherit(&mut self.check_ip, &prev.check_ip);
+        inherit(&mut self.check_ua, &prev.check_ua);
+        inherit(&mut self.domain, &prev.domain);
+        inherit(&mut self.path, &prev.path);
+        inherit(&mut self.secure, &prev.secure);
+        inherit(&mut self.http_only, &prev.http_only);
+        inherit(&mut self.same_site, &prev.same_site);
+        inherit(&mut self.max_age, &prev.max_age);
+        self.finish();
+    }
+
+    /// Computes the request-time values, applying defaults.
+    pub fn finish(&mut self) {
+        let d = Timeouts::default();
+        let dp = Policy::default();
+        self.policy = Policy {
+            timeouts: Timeouts {
+                idle: self.idle.unwrap_or(d.idle),
+                rolling: self.rolling.unwrap_or(d.rolling),
+                absolute: self.absolute.unwrap_or(d.absolute),
+            },
+            check_ip: self.check_ip.unwrap_or(dp.check_ip),
+            check_ua: self.check_ua.unwrap_or(dp.check_ua),
+            grace: dp.grace,
+        };
+        let da = CookieAttrs::default();
+        self.attrs = CookieAttrs {
+            domain: self.domain.clone().unwrap_or(da.domain),
+            path: self.path.clone().unwrap_or(da.path),
+            secure: self.secure.unwrap_or(da.secure),
+            http_only: self.http_only.unwrap_or(da.http_only),
+            same_site: self.same_site.unwrap_or(da.same_site),
+            max_age: self.max_age.unwrap_or(da.max_age),
+        };
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enable == Some(true)
+    }
+
+    pub fn uses_random(&self) -> bool {
+        matches!(self.secret, None | Some(SecretConf::Random))
+            || matches!(self.name, None | Some(NameConf::Random))
+    }
+
+    /// The keys and cookie name for a request, resolving `random` through the zone.
+    pub fn keys_and_name<'a>(&'a self, main: &'a MainConf) -> Option<(&'a Keyring, &'a [u8])> {
+        let keys = match &self.secret {
+            Some(SecretConf::Keys(k)) => k,
+            _ => main.random_keys.as_ref()?,
+        };
+        let name = match &self.name {
+            Some(NameConf::Fixed(n)) => n.as_slice(),
+            _ => main.random_name.as_slice(),
+        };
+        Some((keys, name))
+    }
+}

@@ -1,0 +1,309 @@
+//! The directive table and its handlers. Every handler does the same four
+//! steps: duplicate check, read the arguments, parse with a plain function
+//! from `sessions_core::parse`, report with nginx's wording.
+
+use std::ffi::{c_char, c_void};
+use std::ptr;
+
+use nginx_sys::{
+    ngx_command_t, ngx_conf_t, ngx_shared_memory_add, ngx_str_t, ngx_uint_t, NGX_CONF_1MORE,
+    NGX_CONF_FLAG, NGX_CONF_TAKE1, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
+    NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG,
+};
+use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
+use ngx::http::HttpModuleMainConf;
+use ngx::{ngx_conf_log_error, ngx_string};
+use sessions_core::parse::{self, Reason};
+use sessions_core::Keyring;
+
+use crate::conf::{LocConf, MainConf, NameConf, SecretConf};
+use crate::{zone, Module};
+
+/// Smallest zone: limit_req's rule of eight pages leaves room for the table.
+const MIN_ZONE_SIZE: usize = 32 * 1024;
+/// `sessions_zone` when none is configured.
+pub const DEFAULT_ZONE: (&str, usize) = ("sessions", 10 << 20);
+
+/// The one gate through which directive code reads `ngx_conf_t`.
+trait ConfExt {
+    fn args(&self) -> &[ngx_str_t];
+    fn invalid(&mut self, value: &ngx_str_t, reason: Reason) -> *mut c_char;
+}
+
+impl ConfExt for ngx_conf_t {
+    fn args(&self) -> &[ngx_str_t] {
+        // SAFETY: during a directive handler `args` is the array of the
+        // directive's words, allocated by nginx, the directive name first.
+        unsafe { (*self.args).as_slice() }
+    }
+
+    fn invalid(&mut self, value: &ngx_str_t, reason: Reason) -> *mut c_char {
+        let name = self.args()[0];
+        ngx_conf_log_error!(
+            NGX_LOG_EMERG,
+            self,
+            "invalid value \"{value}\" in \"{name}\" directive, {reason}"
+        );
+        NGX_CONF_ERROR
+    }
+}
+
+const DUPLICATE: *mut c_char = c"is duplicate".as_ptr().cast_mut();
+
+/// Sets `slot` from the single argument, or reports why not.
+fn set_value<T>(
+    cf: &mut ngx_conf_t,
+    slot: &mut Option<T>,
+    parse: impl Fn(&[u8]) -> Result<T, Reason>,
+) -> *mut c_char {
+    if slot.is_some() {
+        return DUPLICATE;
+    }
+    let value = cf.args()[1];
+    match parse(value.as_bytes()) {
+        Ok(v) => {
+            *slot = Some(v);
+            NGX_CONF_OK
+        }
+        Err(reason) => cf.invalid(&value, reason),
+    }
+}
+
+/// Handlers for directives that take one value into one `LocConf` field.
+macro_rules! value_directive {
+    ($($handler:ident: $field:ident = $parse:expr;)+) => {$(
+        extern "C" fn $handler(
+            cf: *mut ngx_conf_t,
+            _cmd: *mut ngx_command_t,
+            conf: *mut c_void,
+        ) -> *mut c_char {
+            // SAFETY: nginx passes a valid `cf` and this module's location
+            // configuration (NGX_HTTP_LOC_CONF_OFFSET) to the handler.
+            let (cf, conf) = unsafe { (&mut *cf, &mut *conf.cast::<LocConf>()) };
+            set_value(cf, &mut conf.$field, $parse)
+        }
+    )+};
+}
+
+value_directive! {
+    set_idle: idle = parse::time_ms;
+    set_rolling: rolling = parse::time_ms;
+    set_absolute: absolute = parse::time_ms;
+    set_check_ip: check_ip = parse::flag;
+    set_check_ua: check_ua = parse::flag;
+    set_domain: domain = parse::domain;
+    set_path: path = parse::path;
+    set_secure: secure = parse::secure;
+    set_http_only: http_only = parse::flag;
+    set_same_site: same_site = parse::same_site;
+    set_max_age: max_age = parse::max_age;
+}
+
+extern "C" fn set_enable(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: as in `value_directive!`.
+    let (cf, conf) = unsafe { (&mut *cf, &mut *conf.cast::<LocConf>()) };
+    let rv = set_value(cf, &mut conf.enable, parse::flag);
+    if conf.enable == Some(true) {
+        if let Some(main) = Module::main_conf_mut(cf) {
+            main.used = true;
+        }
+    }
+    rv
+}
+
+extern "C" fn set_secret(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: as in `value_directive!`.
+    let (cf, conf) = unsafe { (&mut *cf, &mut *conf.cast::<LocConf>()) };
+    if conf.secret.is_some() {
+        return DUPLICATE;
+    }
+    let args = &cf.args()[1..];
+    if args.len() == 1 && args[0].as_bytes() == b"random" {
+        conf.secret = Some(SecretConf::Random);
+        return NGX_CONF_OK;
+    }
+    let mut secrets = Vec::with_capacity(args.len());
+    for a in args {
+        let a = *a;
+        if a.as_bytes() == b"random" {
+            return cf.invalid(&a, "\"random\" cannot be combined with other secrets");
+        }
+        match parse::secret(a.as_bytes()) {
+            Ok(s) => secrets.push(s.to_vec()),
+            Err(reason) => return cf.invalid(&a, reason),
+        }
+    }
+    conf.secret = Keyring::from_secrets(&secrets).map(SecretConf::Keys);
+    NGX_CONF_OK
+}
+
+extern "C" fn set_name(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: as in `value_directive!`.
+    let (cf, conf) = unsafe { (&mut *cf, &mut *conf.cast::<LocConf>()) };
+    set_value(cf, &mut conf.name, |v| {
+        if v == b"random" {
+            Ok(NameConf::Random)
+        } else {
+            parse::cookie_name(v).map(|n| NameConf::Fixed(n.to_vec()))
+        }
+    })
+}
+
+extern "C" fn set_zone(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes a valid `cf` and this module's main configuration.
+    let (cf, main) = unsafe { (&mut *cf, &mut *conf.cast::<MainConf>()) };
+    if !main.zone.is_null() {
+        return DUPLICATE;
+    }
+    let value = cf.args()[1];
+    let (name, size) = match parse::zone(value.as_bytes()) {
+        Ok(v) => v,
+        Err(reason) => return cf.invalid(&value, reason),
+    };
+    if size < MIN_ZONE_SIZE {
+        ngx_conf_log_error!(
+            NGX_LOG_EMERG,
+            cf,
+            "zone \"{value}\" is too small, at least 32k is needed"
+        );
+        return NGX_CONF_ERROR;
+    }
+    let name = ngx_str_t {
+        len: name.len(),
+        data: value.data,
+    };
+    add_zone(cf, main, name, size)
+}
+
+/// Declares the shared zone; `zone::init` sets it up once memory exists.
+pub fn add_zone(
+    cf: &mut ngx_conf_t,
+    main: &mut MainConf,
+    mut name: ngx_str_t,
+    size: usize,
+) -> *mut c_char {
+    // SAFETY: `cf` is valid during configuration; the tag is this module's
+    // static, so a reload with the same name and size reuses the zone.
+    let shm = unsafe {
+        ngx_shared_memory_add(
+            cf,
+            &mut name,
+            size,
+            ptr::addr_of_mut!(crate::ngx_http_sessions_module).cast(),
+        )
+    };
+    // SAFETY: non-null results point to a zone entry in the cycle.
+    let Some(zone) = (unsafe { shm.as_mut() }) else {
+        return NGX_CONF_ERROR;
+    };
+    if !zone.data.is_null() {
+        ngx_conf_log_error!(NGX_LOG_EMERG, cf, "duplicate zone \"{name}\"");
+        return NGX_CONF_ERROR;
+    }
+    zone.init = Some(zone::init);
+    zone.data = ptr::from_mut(main).cast();
+    main.zone = shm;
+    NGX_CONF_OK
+}
+
+const ANY_LEVEL: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
+
+type Handler =
+    unsafe extern "C" fn(*mut ngx_conf_t, *mut ngx_command_t, *mut c_void) -> *mut c_char;
+
+const fn command(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t {
+    ngx_command_t {
+        name,
+        type_: (ANY_LEVEL | args) as ngx_uint_t,
+        set: Some(set),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    }
+}
+
+pub static mut COMMANDS: [ngx_command_t; 16] = [
+    command(ngx_string!("sessions"), NGX_CONF_FLAG, set_enable),
+    command(ngx_string!("sessions_secret"), NGX_CONF_1MORE, set_secret),
+    command(ngx_string!("sessions_name"), NGX_CONF_TAKE1, set_name),
+    command(
+        ngx_string!("sessions_idling_timeout"),
+        NGX_CONF_TAKE1,
+        set_idle,
+    ),
+    command(
+        ngx_string!("sessions_rolling_timeout"),
+        NGX_CONF_TAKE1,
+        set_rolling,
+    ),
+    command(
+        ngx_string!("sessions_absolute_timeout"),
+        NGX_CONF_TAKE1,
+        set_absolute,
+    ),
+    command(
+        ngx_string!("sessions_check_ip"),
+        NGX_CONF_TAKE1,
+        set_check_ip,
+    ),
+    command(
+        ngx_string!("sessions_check_user_agent"),
+        NGX_CONF_TAKE1,
+        set_check_ua,
+    ),
+    command(
+        ngx_string!("sessions_cookie_domain"),
+        NGX_CONF_TAKE1,
+        set_domain,
+    ),
+    command(
+        ngx_string!("sessions_cookie_path"),
+        NGX_CONF_TAKE1,
+        set_path,
+    ),
+    command(
+        ngx_string!("sessions_cookie_secure"),
+        NGX_CONF_TAKE1,
+        set_secure,
+    ),
+    command(
+        ngx_string!("sessions_cookie_httponly"),
+        NGX_CONF_TAKE1,
+        set_http_only,
+    ),
+    command(
+        ngx_string!("sessions_cookie_samesite"),
+        NGX_CONF_TAKE1,
+        set_same_site,
+    ),
+    command(
+        ngx_string!("sessions_cookie_max_age"),
+        NGX_CONF_TAKE1,
+        set_max_age,
+    ),
+    ngx_command_t {
+        name: ngx_string!("sessions_zone"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(set_zone),
+        conf: NGX_HTTP_MAIN_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t::empty(),
+];

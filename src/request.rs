@@ -1,0 +1,194 @@
+//! What the module reads from and writes to an `ngx_http_request_t`, and the
+//! per-request context that must survive internal redirects.
+
+use std::ffi::c_void;
+use std::{mem, ptr};
+
+use nginx_sys::{
+    ngx_http_request_t, ngx_list_push, ngx_pnalloc, ngx_pool_cleanup_add, ngx_str_t,
+    ngx_table_elt_t, ngx_timeofday, sockaddr_in, sockaddr_in6, AF_INET, AF_INET6,
+};
+use ngx::http::Request;
+use sessions_core::{Handle, Status};
+
+use crate::ngx_http_sessions_module;
+
+/// Now, in Unix milliseconds, from nginx's cached clock (no system call).
+pub fn now_ms() -> u64 {
+    let t = ngx_timeofday();
+    (t.sec as u64) * 1000 + t.msec as u64
+}
+
+/// The client address bytes (`$remote_addr`, so after realip): 4 for IPv4,
+/// 16 for IPv6, none for a unix socket.
+pub fn client_ip(r: &Request) -> ([u8; 16], usize) {
+    let mut out = [0u8; 16];
+    // SAFETY: a live request has a connection whose `sockaddr` points to an
+    // address of the family it names.
+    unsafe {
+        let sa = (*r.connection()).sockaddr;
+        match u32::from((*sa).sa_family) {
+            AF_INET => {
+                let sin = &*sa.cast::<sockaddr_in>();
+                out[..4].copy_from_slice(&sin.sin_addr.s_addr.to_ne_bytes());
+                (out, 4)
+            }
+            AF_INET6 => {
+                let sin6 = &*sa.cast::<sockaddr_in6>();
+                out.copy_from_slice(&sin6.sin6_addr.__in6_u.__u6_addr8);
+                (out, 16)
+            }
+            _ => (out, 0),
+        }
+    }
+}
+
+/// The `User-Agent` value, empty when absent.
+pub fn user_agent(r: &Request) -> &[u8] {
+    r.user_agent().map_or(&[][..], |ua| ua.as_bytes())
+}
+
+/// Every `Cookie` request header value. Iterating the raw header list works
+/// the same on nginx 1.22 (cookie array) and 1.23+ (cookie list).
+pub fn cookie_headers(r: &Request) -> impl Iterator<Item = &[u8]> {
+    r.headers_in_iterator().filter_map(|(k, v)| {
+        k.as_bytes()
+            .eq_ignore_ascii_case(b"cookie")
+            .then(|| v.as_bytes())
+    })
+}
+
+/// Whether the request came over TLS.
+pub fn is_https(r: &Request) -> bool {
+    // SAFETY: reading the connection's `ssl` pointer of a live request.
+    #[cfg(ngx_feature = "http_ssl")]
+    return unsafe { !(*r.connection()).ssl.is_null() };
+    #[cfg(not(ngx_feature = "http_ssl"))]
+    return false;
+}
+
+/// What the access phase decided, read by the header filter and variables.
+#[derive(Clone, Copy)]
+pub struct Ctx {
+    /// Guards the cleanup-list lookup against a handler merged with ours.
+    magic: u32,
+    pub status: Status,
+    pub handle: Handle,
+    pub created_ms: u64,
+    /// `u64::MAX` when no timeout applies.
+    pub expires_ms: u64,
+    /// `Set-Cookie` value to send, empty for none.
+    pub set_cookie: ngx_str_t,
+    pub cookie_sent: bool,
+}
+
+const CTX_MAGIC: u32 = 0x5e55_1075;
+
+impl Ctx {
+    pub fn new(
+        status: Status,
+        handle: Handle,
+        created_ms: u64,
+        expires_ms: u64,
+        set_cookie: ngx_str_t,
+    ) -> Self {
+        Self {
+            magic: CTX_MAGIC,
+            status,
+            handle,
+            created_ms,
+            expires_ms,
+            set_cookie,
+            cookie_sent: false,
+        }
+    }
+}
+
+/// Marks our context in the pool's cleanup list; never called with work to do.
+extern "C" fn ctx_marker(_data: *mut c_void) {}
+
+/// The request's context. Module contexts are wiped by internal redirects,
+/// so the context also lives in a pool cleanup entry (as the realip module
+/// does) and is found there again.
+pub fn ctx(r: &Request) -> Option<&'static mut Ctx> {
+    let main: &ngx_http_request_t = r.as_ref();
+    // SAFETY: `r.main` is the main request of a live request.
+    let main = unsafe { &mut *main.main };
+    // SAFETY: module ctx slots are indexed by our module's ctx_index.
+    let slot = unsafe { main.ctx.add(ngx_http_sessions_module.ctx_index) };
+    // SAFETY: the slot holds null or a `Ctx` we stored (below).
+    if let Some(c) = unsafe { (*slot).cast::<Ctx>().as_mut() } {
+        return Some(c);
+    }
+    // SAFETY: walking the request pool's cleanup list, all entries valid.
+    let mut cln = unsafe { (*main.pool).cleanup };
+    while let Some(c) = unsafe { cln.as_ref() } {
+        if c.handler
+            .is_some_and(|h| ptr::fn_addr_eq(h, ctx_marker as extern "C" fn(_)))
+        {
+            // SAFETY: entries with our marker carry a `Ctx` as their data.
+            let ctx = unsafe { &mut *c.data.cast::<Ctx>() };
+            if ctx.magic == CTX_MAGIC {
+                unsafe { *slot = c.data };
+                return Some(ctx);
+            }
+        }
+        cln = c.next;
+    }
+    None
+}
+
+/// Stores a new context for the main request.
+pub fn set_ctx(r: &mut Request, value: Ctx) -> Option<&'static mut Ctx> {
+    let req: &mut ngx_http_request_t = r.as_mut();
+    // SAFETY: allocating a cleanup entry with room for a `Ctx` in the pool
+    // of a live request; the memory lives as long as the request.
+    let cln = unsafe { ngx_pool_cleanup_add(req.pool, mem::size_of::<Ctx>()).as_mut()? };
+    cln.handler = Some(ctx_marker);
+    let p = cln.data.cast::<Ctx>();
+    // SAFETY: `p` is fresh pool memory sized (and, as pool memory, aligned) for `Ctx`.
+    unsafe {
+        p.write(value);
+        *req.ctx.add(ngx_http_sessions_module.ctx_index) = p.cast();
+        Some(&mut *p)
+    }
+}
+
+/// Copies `bytes` into the request pool.
+pub fn pool_str(r: &mut Request, bytes: &[u8]) -> Option<ngx_str_t> {
+    let req: &mut ngx_http_request_t = r.as_mut();
+    // SAFETY: allocating from the request pool and filling all of it.
+    unsafe {
+        let p = ngx_pnalloc(req.pool, bytes.len()).cast::<u8>();
+        if p.is_null() {
+            return None;
+        }
+        ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len());
+        Some(ngx_str_t {
+            len: bytes.len(),
+            data: p,
+        })
+    }
+}
+
+/// Appends a `Set-Cookie` response header.
+pub fn add_set_cookie(r: &mut Request, value: ngx_str_t) -> Option<()> {
+    let req: &mut ngx_http_request_t = r.as_mut();
+    // SAFETY: pushing onto the live request's output header list; the
+    // element is fully initialised before nginx can read it.
+    unsafe {
+        let h = ngx_list_push(&mut req.headers_out.headers).cast::<ngx_table_elt_t>();
+        if h.is_null() {
+            return None;
+        }
+        h.write(mem::zeroed());
+        (*h).hash = 1;
+        (*h).key = ngx_str_t {
+            len: 10,
+            data: c"Set-Cookie".as_ptr().cast_mut().cast(),
+        };
+        (*h).lowcase_key = c"set-cookie".as_ptr().cast_mut().cast();
+        (*h).value = value;
+    }
+    Some(())
+}

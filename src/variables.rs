@@ -1,0 +1,103 @@
+//! `$session_status`, `$session_id`, `$session_created`, `$session_expires`.
+
+use std::io::Write;
+
+use nginx_sys::{
+    ngx_http_request_t, ngx_http_variable_t, ngx_http_variable_value_t, ngx_int_t, ngx_uint_t,
+    NGX_HTTP_VAR_NOCACHEABLE,
+};
+use ngx::core::Status;
+use ngx::http::Request;
+use ngx::ngx_string;
+
+use crate::request::{self, Ctx};
+
+type Getter = unsafe extern "C" fn(
+    *mut ngx_http_request_t,
+    *mut ngx_http_variable_value_t,
+    usize,
+) -> ngx_int_t;
+
+const fn var(name: nginx_sys::ngx_str_t, get: Getter) -> ngx_http_variable_t {
+    ngx_http_variable_t {
+        name,
+        set_handler: None,
+        get_handler: Some(get),
+        data: 0,
+        flags: NGX_HTTP_VAR_NOCACHEABLE as ngx_uint_t,
+        index: 0,
+    }
+}
+
+pub static mut VARIABLES: [ngx_http_variable_t; 4] = [
+    var(ngx_string!("session_status"), get_status),
+    var(ngx_string!("session_id"), get_id),
+    var(ngx_string!("session_created"), get_created),
+    var(ngx_string!("session_expires"), get_expires),
+];
+
+/// Shared body of the getters: find the context, let `f` render the value.
+fn render(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_http_variable_value_t,
+    f: impl FnOnce(&Ctx, &mut Vec<u8>),
+) -> ngx_int_t {
+    // SAFETY: nginx calls variable getters with a live request and a value slot.
+    let (req, v) = unsafe { (Request::from_ngx_http_request(r), &mut *v) };
+    let Some(ctx) = request::ctx(req) else {
+        v.set_not_found(1);
+        return Status::NGX_OK.into();
+    };
+    let mut buf = Vec::with_capacity(24);
+    f(ctx, &mut buf);
+    let Some(s) = request::pool_str(req, &buf) else {
+        return Status::NGX_ERROR.into();
+    };
+    v.set_len(s.len as u32);
+    v.data = s.data;
+    v.set_valid(1);
+    v.set_no_cacheable(1);
+    v.set_not_found(0);
+    Status::NGX_OK.into()
+}
+
+unsafe extern "C" fn get_status(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_http_variable_value_t,
+    _: usize,
+) -> ngx_int_t {
+    render(r, v, |c, b| {
+        b.extend_from_slice(c.status.as_str().as_bytes())
+    })
+}
+
+unsafe extern "C" fn get_id(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_http_variable_value_t,
+    _: usize,
+) -> ngx_int_t {
+    render(r, v, |c, b| b.extend_from_slice(&c.handle.to_hex()))
+}
+
+unsafe extern "C" fn get_created(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_http_variable_value_t,
+    _: usize,
+) -> ngx_int_t {
+    render(r, v, |c, b| {
+        let _ = write!(b, "{}", c.created_ms / 1000);
+    })
+}
+
+/// Unix seconds of the earliest timeout; empty when none applies.
+unsafe extern "C" fn get_expires(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_http_variable_value_t,
+    _: usize,
+) -> ngx_int_t {
+    render(r, v, |c, b| {
+        if c.expires_ms != u64::MAX {
+            let _ = write!(b, "{}", c.expires_ms / 1000);
+        }
+    })
+}

@@ -1,0 +1,184 @@
+//! The shared-memory zone: one slab allocation holding the session table,
+//! formatted once and reused across reloads, guarded by the slab pool's own
+//! mutex (which nginx force-unlocks if a worker dies holding it).
+
+use std::ffi::c_void;
+use std::ptr::NonNull;
+use std::slice;
+
+use nginx_sys::{
+    ngx_int_t, ngx_pagesize, ngx_shm_zone_t, ngx_slab_alloc, ngx_slab_pool_t, NGX_LOG_EMERG,
+    NGX_LOG_NOTICE,
+};
+use ngx::core::{SlabPool, Status};
+use ngx::ngx_log_error;
+use sessions_core::id::random_alnum;
+use sessions_core::table::Plan;
+use sessions_core::{Header, Keyring, Slot, Table};
+
+use crate::conf::MainConf;
+
+/// Pages left to nginx's slab allocator after the table is carved out.
+const RESERVED_PAGES: usize = 2;
+
+/// Where the table lives in the zone; identical in every worker.
+#[derive(Clone, Copy)]
+pub struct SharedTable {
+    zone: NonNull<ngx_shm_zone_t>,
+    region: NonNull<u8>,
+    plan: Plan,
+}
+
+impl SharedTable {
+    /// Runs `f` over the table with the zone locked.
+    pub fn with<R>(&self, f: impl FnOnce(&mut Table<'_>) -> R) -> R {
+        // SAFETY: the zone is mapped for the worker's whole life and its slab
+        // pool was set up by nginx before `init` ran.
+        let pool = unsafe { SlabPool::from_shm_zone(self.zone.as_ref()) }.expect("mapped zone");
+        let _locked = pool.lock();
+        // SAFETY: `region` holds a table formatted with `plan` (see `init`),
+        // and the slab mutex held by `_locked` gives this process exclusive
+        // access until the guard drops at the end of the scope.
+        let mut table = unsafe { self.parts() };
+        f(&mut table)
+    }
+
+    /// # Safety
+    /// The caller holds the zone's lock and `region` was laid out by `plan`.
+    unsafe fn parts<'a>(&self) -> Table<'a> {
+        let base = self.region.as_ptr();
+        let plan = self.plan;
+        // SAFETY: offsets and lengths come from the plan that formatted this
+        // region; the pieces do not overlap and are suitably aligned.
+        let (hdr, buckets, slots) = unsafe {
+            (
+                &mut *base.cast::<Header>(),
+                slice::from_raw_parts_mut(
+                    base.add(plan.buckets_offset()).cast::<u32>(),
+                    plan.buckets as usize,
+                ),
+                slice::from_raw_parts_mut(
+                    base.add(plan.slots_offset()).cast::<Slot>(),
+                    plan.capacity as usize,
+                ),
+            )
+        };
+        Table::attach(hdr, buckets, slots).expect("formatted table")
+    }
+
+    pub fn capacity(&self) -> u32 {
+        self.plan.capacity
+    }
+}
+
+/// The zone's init callback: attach to the table a previous cycle left, or
+/// carve and format a new one; then publish the `random` secret and name.
+pub extern "C" fn init(shm_zone: *mut ngx_shm_zone_t, _old: *mut c_void) -> ngx_int_t {
+    // SAFETY: nginx calls init with the zone it created for `add_zone`, whose
+    // `data` is our main configuration and whose memory is a slab pool.
+    let (zone, main) = unsafe { (&mut *shm_zone, &mut *(*shm_zone).data.cast::<MainConf>()) };
+    let log = zone.shm.log;
+    let shpool = zone.shm.addr.cast::<ngx_slab_pool_t>();
+
+    // SAFETY: the pool header is valid; init runs in the master with no
+    // worker running on this cycle's zone yet, so no lock is needed.
+    let existing = unsafe { (*shpool).data.cast::<Header>() };
+    let (region, plan, fresh) = if let Some(hdr) = NonNull::new(existing) {
+        // SAFETY: `data` was set by a previous `init` to a formatted table.
+        match unsafe { hdr.as_ref() }.plan() {
+            Some(plan) => (hdr.cast::<u8>(), plan, false),
+            None => return Status::NGX_ERROR.into(),
+        }
+    } else {
+        // SAFETY: reading the pool's free-page count and nginx's page size.
+        let free = unsafe { (*shpool).pfree } * unsafe { ngx_pagesize };
+        let Some(plan) =
+            Plan::for_bytes(free.saturating_sub(RESERVED_PAGES * unsafe { ngx_pagesize }))
+        else {
+            ngx_log_error!(
+                NGX_LOG_EMERG,
+                log,
+                "sessions zone \"{}\" is too small",
+                zone.shm.name
+            );
+            return Status::NGX_ERROR.into();
+        };
+        // SAFETY: allocating from this zone's pool, single-threaded in the master.
+        let Some(region) =
+            NonNull::new(unsafe { ngx_slab_alloc(shpool, plan.bytes()) }.cast::<u8>())
+        else {
+            ngx_log_error!(
+                NGX_LOG_EMERG,
+                log,
+                "sessions zone \"{}\" is too small",
+                zone.shm.name
+            );
+            return Status::NGX_ERROR.into();
+        };
+        let table = SharedTable {
+            zone: NonNull::from(&mut *zone),
+            region,
+            plan,
+        };
+        // SAFETY: the fresh region is ours alone; `format` initialises all of it.
+        let base = region.as_ptr();
+        unsafe {
+            let hdr = &mut *base.cast::<Header>();
+            let buckets = slice::from_raw_parts_mut(
+                base.add(plan.buckets_offset()).cast::<u32>(),
+                plan.buckets as usize,
+            );
+            let slots = slice::from_raw_parts_mut(
+                base.add(plan.slots_offset()).cast::<Slot>(),
+                plan.capacity as usize,
+            );
+            buckets.fill(0);
+            Table::format(hdr, buckets, slots);
+        }
+        let seeded = table.with(|t| {
+            let h = t.header();
+            let mut secret = [0u8; 32];
+            sessions_core::id::fill_random(&mut secret).ok()?;
+            h.random_secret = secret;
+            h.random_name = random_alnum::<16>().ok()?;
+            Some(())
+        });
+        if seeded.is_none() {
+            ngx_log_error!(NGX_LOG_EMERG, log, "the system random source failed");
+            return Status::NGX_ERROR.into();
+        }
+        // SAFETY: publishing the table for later cycles (reload) in the pool.
+        unsafe { (*shpool).data = region.as_ptr().cast() };
+        (region, plan, true)
+    };
+
+    let table = SharedTable {
+        zone: NonNull::from(&mut *zone),
+        region,
+        plan,
+    };
+    let (secret, name) = table.with(|t| (t.header().random_secret, t.header().random_name));
+    main.random_keys = Keyring::from_secrets(&[secret]);
+    main.random_name = name.to_vec();
+    main.table = Some(table);
+
+    if fresh {
+        ngx_log_error!(
+            NGX_LOG_NOTICE,
+            log,
+            "sessions zone \"{}\" holds {} sessions",
+            zone.shm.name,
+            plan.capacity
+        );
+        if main.uses_random {
+            ngx_log_error!(
+                NGX_LOG_NOTICE,
+                log,
+                "sessions: a random secret or cookie name is in use; sessions will not survive \
+                 a restart nor be shared with other nginx instances, set sessions_secret and \
+                 sessions_name to keep them"
+            );
+        }
+    }
+    Status::NGX_OK.into()
+}
