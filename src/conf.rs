@@ -58,6 +58,7 @@ pub struct LocConf {
     pub idle: Option<u64>,
     pub rolling: Option<u64>,
     pub absolute: Option<u64>,
+    pub grace: Option<u64>,
     pub check_ip: Option<bool>,
     pub check_ua: Option<bool>,
     pub domain: Option<Option<String>>,
@@ -87,6 +88,7 @@ impl LocConf {
         inherit(&mut self.idle, &prev.idle);
         inherit(&mut self.rolling, &prev.rolling);
         inherit(&mut self.absolute, &prev.absolute);
+        inherit(&mut self.grace, &prev.grace);
         inherit(&mut self.check_ip, &prev.check_ip);
         inherit(&mut self.check_ua, &prev.check_ua);
         inherit(&mut self.domain, &prev.domain);
@@ -110,7 +112,7 @@ impl LocConf {
             },
             check_ip: self.check_ip.unwrap_or(dp.check_ip),
             check_ua: self.check_ua.unwrap_or(dp.check_ua),
-            grace: dp.grace,
+            grace: self.grace.unwrap_or(dp.grace),
         };
         let da = CookieAttrs::default();
         self.attrs = CookieAttrs {

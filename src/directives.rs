@@ -6,8 +6,8 @@ use std::ffi::{c_char, c_void};
 use std::ptr;
 
 use nginx_sys::{
-    ngx_command_t, ngx_conf_t, ngx_shared_memory_add, ngx_str_t, ngx_uint_t, NGX_CONF_1MORE,
-    NGX_CONF_FLAG, NGX_CONF_TAKE1, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
+    ngx_command_t, ngx_conf_t, ngx_shared_memory_add, ngx_str_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_FLAG,
+    NGX_CONF_TAKE1, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
     NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG,
 };
 use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
@@ -89,6 +89,7 @@ value_directive! {
     set_idle: idle = parse::time_ms;
     set_rolling: rolling = parse::time_ms;
     set_absolute: absolute = parse::time_ms;
+    set_grace: grace = parse::time_ms;
     set_check_ip: check_ip = parse::flag;
     set_check_ua: check_ua = parse::flag;
     set_domain: domain = parse::domain;
@@ -99,11 +100,7 @@ value_directive! {
     set_max_age: max_age = parse::max_age;
 }
 
-extern "C" fn set_enable(
-    cf: *mut ngx_conf_t,
-    _cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
+extern "C" fn set_enable(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
     // SAFETY: as in `value_directive!`.
     let (cf, conf) = unsafe { (&mut *cf, &mut *conf.cast::<LocConf>()) };
     let rv = set_value(cf, &mut conf.enable, parse::flag);
@@ -115,11 +112,7 @@ extern "C" fn set_enable(
     rv
 }
 
-extern "C" fn set_secret(
-    cf: *mut ngx_conf_t,
-    _cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
+extern "C" fn set_secret(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
     // SAFETY: as in `value_directive!`.
     let (cf, conf) = unsafe { (&mut *cf, &mut *conf.cast::<LocConf>()) };
     if conf.secret.is_some() {
@@ -145,11 +138,7 @@ extern "C" fn set_secret(
     NGX_CONF_OK
 }
 
-extern "C" fn set_name(
-    cf: *mut ngx_conf_t,
-    _cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
+extern "C" fn set_name(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
     // SAFETY: as in `value_directive!`.
     let (cf, conf) = unsafe { (&mut *cf, &mut *conf.cast::<LocConf>()) };
     set_value(cf, &mut conf.name, |v| {
@@ -161,11 +150,7 @@ extern "C" fn set_name(
     })
 }
 
-extern "C" fn set_zone(
-    cf: *mut ngx_conf_t,
-    _cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
+extern "C" fn set_zone(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
     // SAFETY: nginx passes a valid `cf` and this module's main configuration.
     let (cf, main) = unsafe { (&mut *cf, &mut *conf.cast::<MainConf>()) };
     if !main.zone.is_null() {
@@ -192,12 +177,7 @@ extern "C" fn set_zone(
 }
 
 /// Declares the shared zone; `zone::init` sets it up once memory exists.
-pub fn add_zone(
-    cf: &mut ngx_conf_t,
-    main: &mut MainConf,
-    mut name: ngx_str_t,
-    size: usize,
-) -> *mut c_char {
+pub fn add_zone(cf: &mut ngx_conf_t, main: &mut MainConf, mut name: ngx_str_t, size: usize) -> *mut c_char {
     // SAFETY: `cf` is valid during configuration; the tag is this module's
     // static, so a reload with the same name and size reuses the zone.
     let shm = unsafe {
@@ -224,8 +204,7 @@ pub fn add_zone(
 
 const ANY_LEVEL: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
 
-type Handler =
-    unsafe extern "C" fn(*mut ngx_conf_t, *mut ngx_command_t, *mut c_void) -> *mut c_char;
+type Handler = unsafe extern "C" fn(*mut ngx_conf_t, *mut ngx_command_t, *mut c_void) -> *mut c_char;
 
 const fn command(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t {
     ngx_command_t {
@@ -238,15 +217,11 @@ const fn command(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t {
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 16] = [
+pub static mut COMMANDS: [ngx_command_t; 17] = [
     command(ngx_string!("sessions"), NGX_CONF_FLAG, set_enable),
     command(ngx_string!("sessions_secret"), NGX_CONF_1MORE, set_secret),
     command(ngx_string!("sessions_name"), NGX_CONF_TAKE1, set_name),
-    command(
-        ngx_string!("sessions_idling_timeout"),
-        NGX_CONF_TAKE1,
-        set_idle,
-    ),
+    command(ngx_string!("sessions_idling_timeout"), NGX_CONF_TAKE1, set_idle),
     command(
         ngx_string!("sessions_rolling_timeout"),
         NGX_CONF_TAKE1,
@@ -257,31 +232,16 @@ pub static mut COMMANDS: [ngx_command_t; 16] = [
         NGX_CONF_TAKE1,
         set_absolute,
     ),
-    command(
-        ngx_string!("sessions_check_ip"),
-        NGX_CONF_TAKE1,
-        set_check_ip,
-    ),
+    command(ngx_string!("sessions_renewal_grace"), NGX_CONF_TAKE1, set_grace),
+    command(ngx_string!("sessions_check_ip"), NGX_CONF_TAKE1, set_check_ip),
     command(
         ngx_string!("sessions_check_user_agent"),
         NGX_CONF_TAKE1,
         set_check_ua,
     ),
-    command(
-        ngx_string!("sessions_cookie_domain"),
-        NGX_CONF_TAKE1,
-        set_domain,
-    ),
-    command(
-        ngx_string!("sessions_cookie_path"),
-        NGX_CONF_TAKE1,
-        set_path,
-    ),
-    command(
-        ngx_string!("sessions_cookie_secure"),
-        NGX_CONF_TAKE1,
-        set_secure,
-    ),
+    command(ngx_string!("sessions_cookie_domain"), NGX_CONF_TAKE1, set_domain),
+    command(ngx_string!("sessions_cookie_path"), NGX_CONF_TAKE1, set_path),
+    command(ngx_string!("sessions_cookie_secure"), NGX_CONF_TAKE1, set_secure),
     command(
         ngx_string!("sessions_cookie_httponly"),
         NGX_CONF_TAKE1,

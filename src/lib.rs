@@ -9,8 +9,8 @@ use std::ptr;
 
 use nginx_sys::{
     ngx_array_push, ngx_conf_t, ngx_http_add_variable, ngx_http_handler_pt, ngx_http_module_t,
-    ngx_http_phases_NGX_HTTP_ACCESS_PHASE, ngx_http_top_header_filter, ngx_int_t, ngx_module_t,
-    ngx_str_t, NGX_HTTP_MODULE,
+    ngx_http_phases_NGX_HTTP_ACCESS_PHASE, ngx_http_top_header_filter, ngx_int_t, ngx_module_t, ngx_str_t,
+    NGX_HTTP_MODULE,
 };
 use ngx::core::{Status, NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
@@ -106,13 +106,7 @@ unsafe extern "C" fn merge_loc_conf(
     conf: *mut c_void,
 ) -> *mut c_char {
     // SAFETY: nginx passes two of our location configurations and a valid `cf`.
-    let (cf, prev, conf) = unsafe {
-        (
-            &mut *cf,
-            &*prev.cast::<LocConf>(),
-            &mut *conf.cast::<LocConf>(),
-        )
-    };
+    let (cf, prev, conf) = unsafe { (&mut *cf, &*prev.cast::<LocConf>(), &mut *conf.cast::<LocConf>()) };
     conf.merge(prev);
     if conf.enabled() && conf.uses_random() {
         match Module::main_conf_mut(cf) {

@@ -5,8 +5,8 @@ use std::ffi::c_void;
 use std::{mem, ptr};
 
 use nginx_sys::{
-    ngx_http_request_t, ngx_list_push, ngx_pnalloc, ngx_pool_cleanup_add, ngx_str_t,
-    ngx_table_elt_t, ngx_timeofday, sockaddr_in, sockaddr_in6, AF_INET, AF_INET6,
+    ngx_http_request_t, ngx_list_push, ngx_pnalloc, ngx_pool_cleanup_add, ngx_str_t, ngx_table_elt_t,
+    ngx_timeofday, sockaddr_in, sockaddr_in6, AF_INET, AF_INET6,
 };
 use ngx::http::Request;
 use sessions_core::{Handle, Status};
@@ -51,11 +51,8 @@ pub fn user_agent(r: &Request) -> &[u8] {
 /// Every `Cookie` request header value. Iterating the raw header list works
 /// the same on nginx 1.22 (cookie array) and 1.23+ (cookie list).
 pub fn cookie_headers(r: &Request) -> impl Iterator<Item = &[u8]> {
-    r.headers_in_iterator().filter_map(|(k, v)| {
-        k.as_bytes()
-            .eq_ignore_ascii_case(b"cookie")
-            .then(|| v.as_bytes())
-    })
+    r.headers_in_iterator()
+        .filter_map(|(k, v)| k.as_bytes().eq_ignore_ascii_case(b"cookie").then(|| v.as_bytes()))
 }
 
 /// Whether the request came over TLS.

@@ -12,11 +12,8 @@ use ngx::ngx_string;
 
 use crate::request::{self, Ctx};
 
-type Getter = unsafe extern "C" fn(
-    *mut ngx_http_request_t,
-    *mut ngx_http_variable_value_t,
-    usize,
-) -> ngx_int_t;
+type Getter =
+    unsafe extern "C" fn(*mut ngx_http_request_t, *mut ngx_http_variable_value_t, usize) -> ngx_int_t;
 
 const fn var(name: nginx_sys::ngx_str_t, get: Getter) -> ngx_http_variable_t {
     ngx_http_variable_t {
@@ -66,9 +63,7 @@ unsafe extern "C" fn get_status(
     v: *mut ngx_http_variable_value_t,
     _: usize,
 ) -> ngx_int_t {
-    render(r, v, |c, b| {
-        b.extend_from_slice(c.status.as_str().as_bytes())
-    })
+    render(r, v, |c, b| b.extend_from_slice(c.status.as_str().as_bytes()))
 }
 
 unsafe extern "C" fn get_id(

@@ -7,8 +7,7 @@ use std::ptr::NonNull;
 use std::slice;
 
 use nginx_sys::{
-    ngx_int_t, ngx_pagesize, ngx_shm_zone_t, ngx_slab_alloc, ngx_slab_pool_t, NGX_LOG_EMERG,
-    NGX_LOG_NOTICE,
+    ngx_int_t, ngx_pagesize, ngx_shm_zone_t, ngx_slab_alloc, ngx_slab_pool_t, NGX_LOG_EMERG, NGX_LOG_NOTICE,
 };
 use ngx::core::{SlabPool, Status};
 use ngx::ngx_log_error;
@@ -92,8 +91,7 @@ pub extern "C" fn init(shm_zone: *mut ngx_shm_zone_t, _old: *mut c_void) -> ngx_
     } else {
         // SAFETY: reading the pool's free-page count and nginx's page size.
         let free = unsafe { (*shpool).pfree } * unsafe { ngx_pagesize };
-        let Some(plan) =
-            Plan::for_bytes(free.saturating_sub(RESERVED_PAGES * unsafe { ngx_pagesize }))
+        let Some(plan) = Plan::for_bytes(free.saturating_sub(RESERVED_PAGES * unsafe { ngx_pagesize }))
         else {
             ngx_log_error!(
                 NGX_LOG_EMERG,
@@ -104,9 +102,7 @@ pub extern "C" fn init(shm_zone: *mut ngx_shm_zone_t, _old: *mut c_void) -> ngx_
             return Status::NGX_ERROR.into();
         };
         // SAFETY: allocating from this zone's pool, single-threaded in the master.
-        let Some(region) =
-            NonNull::new(unsafe { ngx_slab_alloc(shpool, plan.bytes()) }.cast::<u8>())
-        else {
+        let Some(region) = NonNull::new(unsafe { ngx_slab_alloc(shpool, plan.bytes()) }.cast::<u8>()) else {
             ngx_log_error!(
                 NGX_LOG_EMERG,
                 log,

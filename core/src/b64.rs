@@ -11,11 +11,7 @@ pub const fn encoded_len(n: usize) -> usize {
 pub fn encode_into(src: &[u8], out: &mut Vec<u8>) {
     out.reserve(encoded_len(src.len()));
     for chunk in src.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         let chars = chunk.len() + 1;
         for i in 0..chars {

@@ -186,10 +186,7 @@ mod tests {
         assert!(v.starts_with(b"v1."));
         assert_eq!(
             decode_value(&ring(), b"sid", &v),
-            Ok(Verified {
-                id,
-                stale_key: false
-            })
+            Ok(Verified { id, stale_key: false })
         );
     }
 
@@ -201,10 +198,7 @@ mod tests {
             for x in [1u8, 0x20, 0x80] {
                 let mut t = v.clone();
                 t[i] ^= x;
-                assert!(
-                    decode_value(&ring(), b"sid", &t).is_err(),
-                    "byte {i} ^ {x:#x}"
-                );
+                assert!(decode_value(&ring(), b"sid", &t).is_err(), "byte {i} ^ {x:#x}");
             }
         }
     }
@@ -213,14 +207,8 @@ mod tests {
     fn malformed_and_foreign() {
         let r = ring();
         assert_eq!(decode_value(&r, b"s", b""), Err(CookieError::Malformed));
-        assert_eq!(
-            decode_value(&r, b"s", b"v2.AAAA"),
-            Err(CookieError::Malformed)
-        );
-        assert_eq!(
-            decode_value(&r, b"s", &[b'x'; 4096]),
-            Err(CookieError::Malformed)
-        );
+        assert_eq!(decode_value(&r, b"s", b"v2.AAAA"), Err(CookieError::Malformed));
+        assert_eq!(decode_value(&r, b"s", &[b'x'; 4096]), Err(CookieError::Malformed));
         let mut v = value(&r, b"s", &SessionId([1; 16]));
         v.push(b'A');
         assert_eq!(decode_value(&r, b"s", &v), Err(CookieError::Malformed));
@@ -236,16 +224,10 @@ mod tests {
         let v = value(&old_only, b"sid", &id);
         assert_eq!(
             decode_value(&ring(), b"sid", &v),
-            Ok(Verified {
-                id,
-                stale_key: true
-            })
+            Ok(Verified { id, stale_key: true })
         );
         let unrelated = Keyring::from_secrets(&["x"]).unwrap();
-        assert_eq!(
-            decode_value(&unrelated, b"sid", &v),
-            Err(CookieError::BadMac)
-        );
+        assert_eq!(decode_value(&unrelated, b"sid", &v), Err(CookieError::BadMac));
     }
 
     #[test]

@@ -203,12 +203,7 @@ fn create(
 ) -> Result<Outcome, RandomError> {
     let id = fresh_id(table)?;
     let record = Record::new(Handle::generate()?, facts.now, facts.ip, facts.ua);
-    let cost = table.insert(
-        id,
-        &record,
-        policy.timeouts.deadline(record.times()),
-        facts.now,
-    );
+    let cost = table.insert(id, &record, policy.timeouts.deadline(record.times()), facts.now);
     table.header().stats.created += 1;
     Ok(Outcome {
         status,
@@ -227,11 +222,7 @@ mod tests {
     const IP: &[u8] = &[10, 0, 0, 1];
 
     fn facts(now: u64) -> Facts<'static> {
-        Facts {
-            now,
-            ip: IP,
-            ua: 42,
-        }
+        Facts { now, ip: IP, ua: 42 }
     }
 
     fn policy() -> Policy {
@@ -336,10 +327,7 @@ mod tests {
         assert_eq!(renewed.status, Status::Renewed);
         assert!(renewed.issue_cookie);
         assert_ne!(renewed.id, first.id);
-        assert_eq!(
-            renewed.record.handle, first.record.handle,
-            "data carries over"
-        );
+        assert_eq!(renewed.record.handle, first.record.handle, "data carries over");
         assert_eq!(renewed.record.created, 0);
         // In grace the old cookie leads to the new session and re-sends its cookie.
         let old = resolve(&mut t, present(&first), &facts(3_400), &p).unwrap();

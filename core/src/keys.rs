@@ -140,10 +140,7 @@ mod tests {
         let old = Key::derive(b"old");
         let ring = Keyring::from_secrets(&["new", "old"]).unwrap();
         let id = [1u8; 16];
-        assert_eq!(
-            ring.verify(b"n", &id, &ring.primary().tag(b"n", &id)),
-            Some(0)
-        );
+        assert_eq!(ring.verify(b"n", &id, &ring.primary().tag(b"n", &id)), Some(0));
         assert_eq!(ring.verify(b"n", &id, &old.tag(b"n", &id)), Some(1));
         let other = Key::derive(b"other").tag(b"n", &id);
         assert_eq!(ring.verify(b"n", &id, &other), None);

@@ -218,27 +218,15 @@ impl<'a> Table<'a> {
                 rec: Record::default(),
             };
         }
-        Self {
-            hdr,
-            buckets,
-            slots,
-        }
+        Self { hdr, buckets, slots }
     }
 
     /// Reattaches to memory formatted before (a reload); `None` if it is not ours.
-    pub fn attach(
-        hdr: &'a mut Header,
-        buckets: &'a mut [u32],
-        slots: &'a mut [Slot],
-    ) -> Option<Self> {
+    pub fn attach(hdr: &'a mut Header, buckets: &'a mut [u32], slots: &'a mut [Slot]) -> Option<Self> {
         let ok = hdr.magic == MAGIC
             && hdr.capacity as usize == slots.len()
             && hdr.bucket_mask as usize + 1 == buckets.len();
-        ok.then_some(Self {
-            hdr,
-            buckets,
-            slots,
-        })
+        ok.then_some(Self { hdr, buckets, slots })
     }
 
     /// An empty, uninitialised header to format over.
@@ -382,13 +370,7 @@ impl<'a> Table<'a> {
     /// Inserts a new live record. Up to two expired slots are reclaimed first
     /// (as limit_req does); when the table is full the least recently used
     /// slot is evicted, so an insert always succeeds. The id must be new.
-    pub fn insert(
-        &mut self,
-        id: SessionId,
-        rec: &Record,
-        deadline: Option<u64>,
-        now: u64,
-    ) -> Reclaimed {
+    pub fn insert(&mut self, id: SessionId, rec: &Record, deadline: Option<u64>, now: u64) -> Reclaimed {
         let mut cost = Reclaimed::default();
         for _ in 0..2 {
             let t = self.hdr.lru_tail;
@@ -521,10 +503,7 @@ pub(crate) mod tests {
         let mut m = Mem::new(8, 4);
         let mut t = m.table();
         for n in 0..6 {
-            assert_eq!(
-                t.insert(id(n), &rec(n.into()), None, 0),
-                Reclaimed::default()
-            );
+            assert_eq!(t.insert(id(n), &rec(n.into()), None, 0), Reclaimed::default());
         }
         assert_eq!(t.len(), 6);
         for n in 0..6 {

@@ -117,10 +117,7 @@ mod tests {
 
     #[test]
     fn absolute_beats_activity() {
-        assert_eq!(
-            T.judge(at(0, 9_999, 9_000), 10_001),
-            Verdict::ExpiredAbsolute
-        );
+        assert_eq!(T.judge(at(0, 9_999, 9_000), 10_001), Verdict::ExpiredAbsolute);
     }
 
     #[test]

@@ -1,0 +1,397 @@
+//! Test harness: a real nginx with the built module, on free loopback ports,
+//! and a small HTTP/1.1 client that shows every header as sent.
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+/// `target/<profile>`, where the module `.so` and nginx's build live.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .to_path_buf()
+}
+
+/// The nginx binary: `$NGINX_BIN`, else the one the vendored build made.
+pub fn nginx_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("NGINX_BIN") {
+        return p.into();
+    }
+    PathBuf::from(env!("DEP_NGINX_BUILD_DIR")).join("nginx")
+}
+
+/// The module: `$SESSIONS_MODULE`, else the one built with these tests.
+pub fn module_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("SESSIONS_MODULE") {
+        return p.into();
+    }
+    profile_dir().join("libngx_http_sessions_module.so")
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A fresh directory under `target/` for one nginx instance.
+pub fn scratch_dir(tag: &str) -> PathBuf {
+    let n = SEQ.fetch_add(1, Ordering::SeqCst);
+    let dir = profile_dir()
+        .join("itest")
+        .join(format!("{tag}-{}-{n}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(dir.join("logs")).unwrap();
+    fs::create_dir_all(dir.join("html/dir")).unwrap();
+    fs::write(dir.join("html/index.html"), "hello\n").unwrap();
+    fs::write(dir.join("html/dir/index.html"), "dir\n").unwrap();
+    dir
+}
+
+/// A running nginx; stopped when dropped.
+pub struct Nginx {
+    pub dir: PathBuf,
+    pub port: u16,
+    /// Spare ports the config may use as `{port2}`, `{port3}`.
+    pub port2: u16,
+    pub port3: u16,
+    child: Option<Child>,
+}
+
+/// `{port}`, `{port2}`, `{port3}` and `{dir}` in `http` are substituted.
+fn main_conf(workers: u32, http: &str) -> String {
+    format!(
+        "load_module {module};\n\
+         worker_processes {workers};\n\
+         error_log logs/error.log info;\n\
+         pid logs/nginx.pid;\n\
+         events {{ worker_connections 256; }}\n\
+         http {{\n\
+         access_log off; keepalive_requests 1000000;\n\
+         client_body_temp_path tmp_body; proxy_temp_path tmp_proxy;\n\
+         fastcgi_temp_path tmp_fcgi; uwsgi_temp_path tmp_uwsgi; scgi_temp_path tmp_scgi;\n\
+         {http}\n}}\n",
+        module = module_path().display(),
+    )
+}
+
+impl Nginx {
+    /// Starts nginx with one worker and `http` as the body of the `http` block.
+    pub fn start(http: &str) -> Self {
+        Self::start_with(1, http)
+    }
+
+    pub fn start_with(workers: u32, http: &str) -> Self {
+        let mut n = Self::prepare("nginx");
+        n.write_conf(workers, http);
+        n.spawn();
+        n
+    }
+
+    /// Allocates a directory and ports without starting anything.
+    pub fn prepare(tag: &str) -> Self {
+        Self {
+            dir: scratch_dir(tag),
+            port: free_port(),
+            port2: free_port(),
+            port3: free_port(),
+            child: None,
+        }
+    }
+
+    pub fn expand(&self, http: &str) -> String {
+        http.replace("{port}", &self.port.to_string())
+            .replace("{port2}", &self.port2.to_string())
+            .replace("{port3}", &self.port3.to_string())
+            .replace("{dir}", &self.dir.display().to_string())
+    }
+
+    pub fn write_conf(&self, workers: u32, http: &str) {
+        fs::write(
+            self.dir.join("nginx.conf"),
+            main_conf(workers, &self.expand(http)),
+        )
+        .unwrap();
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new(nginx_bin());
+        c.arg("-p")
+            .arg(&self.dir)
+            .arg("-c")
+            .arg("nginx.conf")
+            .arg("-e")
+            .arg("logs/error.log");
+        c
+    }
+
+    /// `nginx -t` on the written config: (success, combined output).
+    pub fn test_config(&self) -> (bool, String) {
+        let out = self.command().arg("-t").output().unwrap();
+        let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+        (out.status.success(), text)
+    }
+
+    pub fn spawn(&mut self) {
+        let child = self
+            .command()
+            .arg("-g")
+            .arg("daemon off;")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nginx");
+        self.child = Some(child);
+        self.wait_listening(self.port);
+    }
+
+    pub fn wait_listening(&mut self, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("nginx exited with {status}:\n{}", self.error_log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nginx did not listen on {port}:\n{}",
+                self.error_log()
+            );
+            sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Rewrites the config and reloads; returns once the new workers answer.
+    pub fn reload(&self, workers: u32, http: &str) {
+        self.write_conf(workers, http);
+        let before = self.error_log().matches("start worker process").count();
+        let pid = self.child.as_ref().unwrap().id();
+        assert!(Command::new("kill")
+            .arg("-HUP")
+            .arg(pid.to_string())
+            .status()
+            .unwrap()
+            .success());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.error_log().matches("start worker process").count() < before + workers as usize {
+            assert!(Instant::now() < deadline, "reload did not start workers");
+            sleep(Duration::from_millis(20));
+        }
+        // Old workers finish their keepalive connections; ours are one-shot.
+        sleep(Duration::from_millis(200));
+    }
+
+    pub fn error_log(&self) -> String {
+        fs::read_to_string(self.dir.join("logs/error.log")).unwrap_or_default()
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        self.request(Request::get(path))
+    }
+
+    pub fn request(&self, req: Request) -> Response {
+        send(self.port, &req)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                sleep(Duration::from_millis(10));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// One HTTP/1.1 request.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Request {
+    pub fn get(path: &str) -> Self {
+        Self {
+            method: "GET".into(),
+            path: path.into(),
+            headers: vec![("User-Agent".into(), "itest/1".into())],
+        }
+    }
+
+    pub fn header(mut self, k: &str, v: &str) -> Self {
+        self.headers.retain(|(name, _)| !name.eq_ignore_ascii_case(k));
+        self.headers.push((k.into(), v.into()));
+        self
+    }
+
+    pub fn cookie(self, c: &str) -> Self {
+        self.header("Cookie", c)
+    }
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, k: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(k))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn all(&self, k: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(k))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// The `Set-Cookie` headers for cookie `name`.
+    pub fn set_cookies(&self, name: &str) -> Vec<&str> {
+        self.all("Set-Cookie")
+            .into_iter()
+            .filter(|v| v.split('=').next() == Some(name))
+            .collect()
+    }
+
+    /// `name=value` of the single session cookie set, for a `Cookie` header.
+    pub fn cookie_pair(&self, name: &str) -> String {
+        let set = self.set_cookies(name);
+        assert_eq!(
+            set.len(),
+            1,
+            "expected one Set-Cookie for {name}: {:?}",
+            self.headers
+        );
+        set[0].split(';').next().unwrap().to_string()
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends `req` on a new connection and reads the whole response.
+pub fn send(port: u16, req: &Request) -> Response {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut out = format!(
+        "{} {} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n",
+        req.method, req.path
+    );
+    for (k, v) in &req.headers {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    out.push_str("\r\n");
+    s.write_all(out.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read response");
+    parse_response(&raw)
+}
+
+fn parse_response(raw: &[u8]) -> Response {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of headers");
+    let head = String::from_utf8_lossy(&raw[..end]);
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let mut resp = Response {
+        status,
+        headers,
+        body: raw[end + 4..].to_vec(),
+    };
+    if resp.header("Transfer-Encoding") == Some("chunked") {
+        resp.body = dechunk(&resp.body);
+    }
+    resp
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let size = usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + size]);
+        b = &b[eol + 2 + size + 2..];
+    }
+}
+
+/// A keep-alive connection for sending many requests quickly.
+pub struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    pub fn open(port: u16) -> Self {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Self {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Sends a GET with optional cookie; the response must carry a Content-Length.
+    pub fn get(&mut self, path: &str, cookie: Option<&str>) -> Response {
+        let mut out = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: itest/1\r\n");
+        if let Some(c) = cookie {
+            out.push_str(&format!("Cookie: {c}\r\n"));
+        }
+        out.push_str("\r\n");
+        self.stream.write_all(out.as_bytes()).unwrap();
+        loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = parse_response(&self.buf[..end + 4]);
+                let len: usize = head.header("Content-Length").map_or(0, |v| v.parse().unwrap());
+                if self.buf.len() >= end + 4 + len {
+                    let rest = self.buf.split_off(end + 4 + len);
+                    let resp = parse_response(&self.buf);
+                    self.buf = rest;
+                    return resp;
+                }
+            }
+            let mut chunk = [0u8; 16384];
+            let n = self.stream.read(&mut chunk).expect("read");
+            assert!(n > 0, "connection closed");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}

@@ -1,0 +1,654 @@
+//! The scenario suite: a real nginx with the module, real HTTP on loopback.
+
+mod common;
+
+use std::collections::HashSet;
+use std::thread::sleep;
+use std::time::Duration;
+
+use common::{Conn, Nginx, Request, Response};
+
+const SECRET: &str = "itest-secret-0123456789";
+
+/// An `http` block body with one server; `server` goes inside it.
+fn conf(http: &str, server: &str) -> String {
+    format!(
+        "sessions on;\n\
+         sessions_secret {SECRET};\n\
+         sessions_name sid;\n\
+         {http}\n\
+         server {{\n\
+           listen 127.0.0.1:{{port}};\n\
+           root html;\n\
+           add_header X-Session-Status $session_status always;\n\
+           add_header X-Session-Id $session_id always;\n\
+           {server}\n\
+         }}\n"
+    )
+}
+
+fn status(r: &Response) -> &str {
+    r.header("X-Session-Status").unwrap_or("")
+}
+
+fn sid(r: &Response) -> &str {
+    r.header("X-Session-Id").unwrap_or("")
+}
+
+/// Nothing crashed and nothing was logged above `info` that we did not ask for.
+fn assert_clean_log(n: &Nginx) {
+    let log = n.error_log();
+    for bad in ["exited on signal", "[alert]", "[crit]", "[emerg]"] {
+        assert!(!log.contains(bad), "{bad} in error log:\n{log}");
+    }
+}
+
+#[test]
+fn new_session_sets_cookie_with_default_attributes() {
+    let n = Nginx::start(&conf("", ""));
+    let r = n.get("/");
+    assert_eq!(r.status, 200);
+    assert_eq!(status(&r), "new");
+    assert_eq!(sid(&r).len(), 16);
+    assert!(sid(&r).bytes().all(|b| b.is_ascii_hexdigit()));
+    let set = r.set_cookies("sid");
+    assert_eq!(set.len(), 1, "{:?}", r.headers);
+    let (pair, attrs) = set[0].split_once("; ").unwrap();
+    let value = pair.strip_prefix("sid=").unwrap();
+    assert!(value.starts_with("v1.") && value.len() == 46, "{value}");
+    // Browser-session cookie: no Max-Age / Expires, no Secure over plain HTTP.
+    assert_eq!(attrs, "Path=/; HttpOnly; SameSite=Lax");
+    // The log id is not part of the cookie.
+    assert!(!set[0].contains(sid(&r)));
+    assert_clean_log(&n);
+}
+
+#[test]
+fn cookie_attribute_directives() {
+    let n = Nginx::start(&conf(
+        "",
+        "location /custom/ {
+            sessions_cookie_domain example.com;
+            sessions_cookie_path /custom/;
+            sessions_cookie_secure on;
+            sessions_cookie_httponly off;
+            sessions_cookie_samesite strict;
+            sessions_cookie_max_age 1h;
+            try_files $uri /index.html;
+        }
+        location /none/ {
+            sessions_cookie_samesite none;
+            sessions_cookie_secure off;
+            try_files $uri /index.html;
+        }
+        location /auto/ {
+            sessions_cookie_samesite off;
+            try_files $uri /index.html;
+        }",
+    ));
+    let r = n.get("/custom/");
+    assert_eq!(
+        r.set_cookies("sid")[0].split_once("; ").unwrap().1,
+        "Domain=example.com; Path=/custom/; Max-Age=3600; Secure; SameSite=Strict"
+    );
+    // SameSite=None is only honoured by browsers together with Secure.
+    let r = n.get("/none/");
+    assert_eq!(
+        r.set_cookies("sid")[0].split_once("; ").unwrap().1,
+        "Path=/; Secure; HttpOnly; SameSite=None"
+    );
+    let r = n.get("/auto/");
+    assert_eq!(
+        r.set_cookies("sid")[0].split_once("; ").unwrap().1,
+        "Path=/; HttpOnly"
+    );
+}
+
+#[test]
+fn valid_cookie_reuses_session_without_new_cookie() {
+    let n = Nginx::start(&conf("", ""));
+    let first = n.get("/");
+    let cookie = first.cookie_pair("sid");
+    for _ in 0..5 {
+        let r = n.request(Request::get("/").cookie(&format!("other=1; {cookie}; more=2")));
+        assert_eq!(r.status, 200);
+        assert_eq!(status(&r), "valid");
+        assert_eq!(sid(&r), sid(&first));
+        assert!(r.all("Set-Cookie").is_empty(), "{:?}", r.headers);
+    }
+}
+
+#[test]
+fn tampered_or_garbage_cookies_get_fresh_sessions() {
+    let n = Nginx::start(&conf("", ""));
+    let first = n.get("/");
+    let cookie = first.cookie_pair("sid");
+    let value = cookie.strip_prefix("sid=").unwrap().to_string();
+    let mut seen = HashSet::from([sid(&first).to_string()]);
+    for i in 0..value.len() {
+        for replacement in [b'A', b'-', b'%'] {
+            let mut bytes = value.clone().into_bytes();
+            if bytes[i] == replacement {
+                continue;
+            }
+            bytes[i] = replacement;
+            let tampered = String::from_utf8(bytes).unwrap();
+            let r = n.request(Request::get("/").cookie(&format!("sid={tampered}")));
+            assert_eq!(r.status, 200, "byte {i}");
+            assert_eq!(status(&r), "invalid", "byte {i}");
+            assert!(
+                seen.insert(sid(&r).to_string()),
+                "a tampered cookie reused a session"
+            );
+            assert_eq!(r.set_cookies("sid").len(), 1);
+        }
+    }
+    let huge = "A".repeat(6000);
+    for garbage in [
+        "",
+        "v1.",
+        "v1..",
+        "v1.%00%ff",
+        "\"quoted\"",
+        huge.as_str(),
+        "v1.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+    ] {
+        let r = n.request(Request::get("/").cookie(&format!("sid={garbage}")));
+        assert_eq!(r.status, 200);
+        assert_eq!(status(&r), "invalid", "{garbage:.20}");
+    }
+    // The original still works.
+    let r = n.request(Request::get("/").cookie(&cookie));
+    assert_eq!(status(&r), "valid");
+    // Neither the secret nor any cookie value is ever logged.
+    let log = n.error_log();
+    assert!(
+        log.contains("cookie refused (invalid)"),
+        "refusals are logged at info"
+    );
+    assert!(!log.contains(SECRET) && !log.contains(&value[3..]));
+    assert_clean_log(&n);
+}
+
+#[test]
+fn full_zone_evicts_least_recently_used() {
+    let n = Nginx::start(&conf("sessions_zone small:32k;", ""));
+    let capacity: usize = n
+        .error_log()
+        .split("sessions zone \"small\" holds ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .expect("capacity notice");
+    assert!(capacity > 100, "{capacity}");
+    let oldest = n.get("/").cookie_pair("sid");
+    let kept = n.get("/").cookie_pair("sid");
+    let mut conn = Conn::open(n.port);
+    let mut last = String::new();
+    for i in 0..capacity + 50 {
+        // Keep one early session in use so it is not the least recently used.
+        if i % 50 == 0 {
+            assert_eq!(status(&conn.get("/", Some(&kept))), "valid");
+        }
+        let r = conn.get("/", None);
+        assert_eq!(r.status, 200);
+        last = r.cookie_pair("sid");
+    }
+    let r = n.request(Request::get("/").cookie(&oldest));
+    assert_eq!(r.status, 200);
+    assert_eq!(status(&r), "unknown", "the evicted session is gone");
+    assert_eq!(r.set_cookies("sid").len(), 1);
+    assert_eq!(status(&n.request(Request::get("/").cookie(&kept))), "valid");
+    assert_eq!(status(&n.request(Request::get("/").cookie(&last))), "valid");
+    let log = n.error_log();
+    assert!(log.contains("[info]") && log.contains("zone is full, evicted"));
+    assert!(!log.contains("[warn]"));
+}
+
+#[test]
+fn ten_megabyte_zone_holds_forty_thousand_sessions() {
+    let n = Nginx::start(&conf("sessions_zone big:10m;", ""));
+    let first = n.get("/").cookie_pair("sid");
+    let mut conn = Conn::open(n.port);
+    for _ in 0..40_000 {
+        assert_eq!(conn.get("/", None).status, 200);
+    }
+    assert_eq!(status(&n.request(Request::get("/").cookie(&first))), "valid");
+    assert!(!n.error_log().contains("evicted"));
+}
+
+#[test]
+fn idle_timeout() {
+    let n = Nginx::start(&conf(
+        "sessions_idling_timeout 1s; sessions_rolling_timeout 0; sessions_absolute_timeout 0;",
+        "",
+    ));
+    let first = n.get("/");
+    let c = first.cookie_pair("sid");
+    for _ in 0..3 {
+        sleep(Duration::from_millis(600));
+        let r = n.request(Request::get("/").cookie(&c));
+        assert_eq!(status(&r), "valid", "activity keeps it alive");
+    }
+    sleep(Duration::from_millis(1600));
+    let r = n.request(Request::get("/").cookie(&c));
+    assert_eq!(status(&r), "expired_idle");
+    assert_ne!(sid(&r), sid(&first));
+    assert_eq!(r.set_cookies("sid").len(), 1);
+}
+
+#[test]
+fn absolute_timeout_ends_an_active_session() {
+    let n = Nginx::start(&conf(
+        "sessions_idling_timeout 0; sessions_rolling_timeout 0; sessions_absolute_timeout 2;",
+        "",
+    ));
+    let c = n.get("/").cookie_pair("sid");
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        sleep(Duration::from_millis(500));
+        statuses.push(status(&n.request(Request::get("/").cookie(&c))).to_string());
+    }
+    assert_eq!(statuses[0], "valid");
+    assert_eq!(statuses[2], "valid");
+    assert!(statuses.contains(&"expired_absolute".to_string()), "{statuses:?}");
+}
+
+#[test]
+fn rolling_renewal_with_grace_then_expiry() {
+    let n = Nginx::start(&conf(
+        "sessions_idling_timeout 0; sessions_absolute_timeout 0; sessions_rolling_timeout 2s; sessions_renewal_grace 1s;",
+        "",
+    ));
+    let first = n.get("/");
+    let old = first.cookie_pair("sid");
+    sleep(Duration::from_millis(1600));
+    // Past three quarters of the rolling time: a new id, same session.
+    let r = n.request(Request::get("/").cookie(&old));
+    assert_eq!(status(&r), "renewed");
+    assert_eq!(sid(&r), sid(&first));
+    let new = r.cookie_pair("sid");
+    assert_ne!(new, old);
+    // A request in flight with the old cookie still passes during the grace.
+    let r = n.request(Request::get("/").cookie(&old));
+    assert_eq!(status(&r), "valid");
+    assert_eq!(sid(&r), sid(&first));
+    assert_eq!(
+        r.cookie_pair("sid"),
+        new,
+        "the old cookie is answered with the new one"
+    );
+    let r = n.request(Request::get("/").cookie(&new));
+    assert_eq!(status(&r), "valid");
+    assert!(r.all("Set-Cookie").is_empty());
+    // After the grace the old id is refused; the new one lives on.
+    sleep(Duration::from_millis(1200));
+    let r = n.request(Request::get("/").cookie(&old));
+    assert_eq!(status(&r), "expired_rolling");
+    assert_ne!(sid(&r), sid(&first));
+    assert_eq!(status(&n.request(Request::get("/").cookie(&new))), "valid");
+    // Not renewed within the rolling time: expired.
+    sleep(Duration::from_millis(2200));
+    let r = n.request(Request::get("/").cookie(&new));
+    assert_eq!(status(&r), "expired_rolling");
+}
+
+#[test]
+fn ip_check_with_realip() {
+    let n = Nginx::start(&conf(
+        "set_real_ip_from 127.0.0.1; real_ip_header X-Real-IP;",
+        "location /lenient/ { sessions_check_ip off; try_files $uri /index.html; }",
+    ));
+    let from =
+        |ip: &str, path: &str, c: &str| n.request(Request::get(path).header("X-Real-IP", ip).cookie(c));
+    let first = n.request(Request::get("/").header("X-Real-IP", "192.0.2.1"));
+    let c = first.cookie_pair("sid");
+    assert_eq!(status(&from("192.0.2.1", "/", &c)), "valid");
+    let moved = from("192.0.2.2", "/", &c);
+    assert_eq!(moved.status, 200, "the request itself is served");
+    assert_eq!(status(&moved), "ip_mismatch");
+    assert_ne!(sid(&moved), sid(&first));
+    // The old session was destroyed, even for its own address.
+    assert_eq!(status(&from("192.0.2.1", "/", &c)), "unknown");
+    // IPv6 clients work the same way.
+    let v6 = n.request(Request::get("/").header("X-Real-IP", "2001:db8::1"));
+    let c6 = v6.cookie_pair("sid");
+    assert_eq!(status(&from("2001:db8::1", "/", &c6)), "valid");
+    assert_eq!(status(&from("2001:db8::2", "/", &c6)), "ip_mismatch");
+    // With the check off an address change passes.
+    let c2 = from("192.0.2.7", "/lenient/", "").cookie_pair("sid");
+    assert_eq!(status(&from("198.51.100.9", "/lenient/", &c2)), "valid");
+}
+
+#[test]
+fn user_agent_check() {
+    let n = Nginx::start(&conf(
+        "",
+        "location /lenient/ { sessions_check_user_agent off; try_files $uri /index.html; }",
+    ));
+    let ua = |agent: &str, path: &str, c: &str| {
+        n.request(Request::get(path).header("User-Agent", agent).cookie(c))
+    };
+    let c = ua("Browser/1", "/", "").cookie_pair("sid");
+    assert_eq!(status(&ua("Browser/1", "/", &c)), "valid");
+    let r = ua("Browser/2", "/", &c);
+    assert_eq!((r.status, status(&r)), (200, "ua_mismatch"));
+    assert_eq!(status(&ua("Browser/1", "/", &c)), "unknown");
+    let c = ua("Browser/1", "/lenient/", "").cookie_pair("sid");
+    assert_eq!(status(&ua("Other/9", "/lenient/", &c)), "valid");
+}
+
+#[test]
+fn sessions_off_in_child_location_and_on_in_child() {
+    let n = Nginx::start(&conf(
+        "",
+        "location /off/ { sessions off; }
+         location /nested/ { sessions off; location /nested/on/ { sessions on; try_files $uri /index.html; } }",
+    ));
+    std::fs::create_dir_all(n.dir.join("html/off")).unwrap();
+    std::fs::write(n.dir.join("html/off/index.html"), "off\n").unwrap();
+    let r = n.get("/off/");
+    assert_eq!((r.status, r.text().as_str()), (200, "off\n"));
+    assert!(r.all("Set-Cookie").is_empty());
+    assert!(
+        r.header("X-Session-Status").is_none(),
+        "$session_status is empty where sessions are off"
+    );
+    let r = n.get("/nested/on/");
+    assert_eq!(status(&r), "new");
+}
+
+#[test]
+fn cookie_reaches_proxied_error_and_redirect_responses_once() {
+    let n = Nginx::start(&conf(
+        "server {
+            listen 127.0.0.1:{port2};
+            sessions off;
+            location / { add_header Set-Cookie \"app=1; Path=/\"; return 200 \"upstream\\n\"; }
+            location /moved { return 302 /elsewhere; }
+        }",
+        "location /proxy/ { proxy_pass http://127.0.0.1:{port2}/; }
+         location /proxy-redirect { proxy_pass http://127.0.0.1:{port2}/moved; }
+         location /fallback/ { try_files $uri /index.html; }
+         location /ssi.html { ssi on; }
+         error_page 404 /404.html;
+         location = /404.html { internal; }",
+    ));
+    std::fs::write(n.dir.join("html/404.html"), "not here\n").unwrap();
+    std::fs::write(
+        n.dir.join("html/ssi.html"),
+        "<!--# include virtual=\"/index.html\" --><!--# include virtual=\"/dir/\" -->",
+    )
+    .unwrap();
+
+    let r = n.get("/proxy/x");
+    assert_eq!((r.status, r.text().as_str()), (200, "upstream\n"));
+    assert_eq!(r.set_cookies("sid").len(), 1);
+    assert_eq!(r.set_cookies("app").len(), 1, "the upstream's own cookie passes");
+
+    let r = n.get("/proxy-redirect");
+    assert_eq!(r.status, 302);
+    assert_eq!(r.set_cookies("sid").len(), 1);
+
+    // Error page through an internal redirect: one session, one cookie.
+    let r = n.get("/missing");
+    assert_eq!((r.status, r.text().as_str()), (404, "not here\n"));
+    assert_eq!(r.set_cookies("sid").len(), 1);
+    assert_eq!(status(&r), "new");
+
+    // Static-module redirect.
+    let r = n.get("/dir");
+    assert_eq!(r.status, 301);
+    assert_eq!(r.set_cookies("sid").len(), 1);
+
+    // try_files fallback is an internal redirect too.
+    let r = n.get("/fallback/nothing");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.set_cookies("sid").len(), 1);
+
+    // Subrequests share the main request's session.
+    let r = n.get("/ssi.html");
+    assert_eq!((r.status, r.text().as_str()), (200, "hello\ndir\n"));
+    assert_eq!(r.set_cookies("sid").len(), 1);
+    assert_clean_log(&n);
+}
+
+#[test]
+fn internal_redirect_keeps_the_presented_session() {
+    let n = Nginx::start(&conf(
+        "",
+        "error_page 404 /404.html; location = /404.html { internal; }",
+    ));
+    std::fs::write(n.dir.join("html/404.html"), "x\n").unwrap();
+    let first = n.get("/");
+    let c = first.cookie_pair("sid");
+    let r = n.request(Request::get("/missing").cookie(&c));
+    assert_eq!(r.status, 404);
+    assert_eq!(status(&r), "valid");
+    assert_eq!(sid(&r), sid(&first));
+    assert!(r.all("Set-Cookie").is_empty());
+}
+
+#[test]
+fn two_workers_share_one_zone() {
+    let n = Nginx::start_with(
+        2,
+        &conf(
+            "",
+            "listen 127.0.0.1:{port2} reuseport; add_header X-Pid $pid always;",
+        )
+        .replace("listen 127.0.0.1:{port};", "listen 127.0.0.1:{port} reuseport;"),
+    );
+    let first = n.get("/");
+    let c = first.cookie_pair("sid");
+    let mut pids = HashSet::new();
+    for _ in 0..400 {
+        let r = n.request(Request::get("/").cookie(&c));
+        assert_eq!(status(&r), "valid");
+        assert_eq!(sid(&r), sid(&first));
+        pids.insert(r.header("X-Pid").unwrap().to_string());
+        if pids.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(pids.len(), 2, "requests never reached the second worker");
+}
+
+#[test]
+fn sessions_and_random_secret_survive_reload() {
+    // Defaults: random secret and random cookie name.
+    let http = "sessions on;
+        server { listen 127.0.0.1:{port}; root html;
+                 add_header X-Session-Status $session_status always;
+                 add_header X-Session-Id $session_id always; }";
+    let n = Nginx::start(http);
+    let first = n.get("/");
+    let set = first.all("Set-Cookie");
+    assert_eq!(set.len(), 1);
+    let name = set[0].split('=').next().unwrap().to_string();
+    assert_eq!(name.len(), 16);
+    assert!(name.bytes().all(|b| b.is_ascii_alphanumeric()));
+    let c = first.cookie_pair(&name);
+    assert_eq!(
+        n.error_log()
+            .matches("random secret or cookie name is in use")
+            .count(),
+        1
+    );
+
+    n.reload(1, &format!("{http}\n# reloaded"));
+    let r = n.request(Request::get("/").cookie(&c));
+    assert_eq!(status(&r), "valid");
+    assert_eq!(sid(&r), sid(&first));
+    assert_eq!(n.get("/").set_cookies(&name).len(), 1, "the random name is kept");
+    assert_eq!(
+        n.error_log()
+            .matches("random secret or cookie name is in use")
+            .count(),
+        1
+    );
+    assert_clean_log(&n);
+}
+
+#[test]
+fn secret_rotation() {
+    let http = |secrets: &str| {
+        format!(
+            "sessions on; sessions_secret {secrets}; sessions_name sid;
+             server {{ listen 127.0.0.1:{{port}}; root html;
+                      add_header X-Session-Status $session_status always;
+                      add_header X-Session-Id $session_id always; }}"
+        )
+    };
+    let n = Nginx::start(&http("old-secret"));
+    let first = n.get("/");
+    let old_cookie = first.cookie_pair("sid");
+    n.reload(1, &http("new-secret old-secret"));
+    // Accepted, and re-issued under the new secret.
+    let r = n.request(Request::get("/").cookie(&old_cookie));
+    assert_eq!(status(&r), "valid");
+    assert_eq!(sid(&r), sid(&first));
+    let new_cookie = r.cookie_pair("sid");
+    assert_ne!(new_cookie, old_cookie);
+    let r = n.request(Request::get("/").cookie(&new_cookie));
+    assert!(r.all("Set-Cookie").is_empty());
+    // Once the old secret is dropped its cookies are refused.
+    n.reload(1, &http("new-secret"));
+    assert_eq!(
+        status(&n.request(Request::get("/").cookie(&old_cookie))),
+        "invalid"
+    );
+    assert_eq!(status(&n.request(Request::get("/").cookie(&new_cookie))), "valid");
+}
+
+#[test]
+fn variables_created_and_expires() {
+    let n = Nginx::start(&conf(
+        "sessions_idling_timeout 100; sessions_absolute_timeout 1000; sessions_rolling_timeout 500;",
+        "add_header X-Created $session_created always; add_header X-Expires $session_expires always;",
+    ));
+    let r = n.get("/");
+    let created: u64 = r.header("X-Created").unwrap().parse().unwrap();
+    let expires: u64 = r.header("X-Expires").unwrap().parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(created.abs_diff(now) <= 2, "{created} vs {now}");
+    assert_eq!(expires - created, 100, "the idle timeout is the earliest");
+}
+
+/// Each bad value fails `nginx -t` with nginx's wording, naming directive and value.
+#[test]
+fn bad_values_fail_config_test() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "sessions_idling_timeout abc;",
+            "invalid value \"abc\" in \"sessions_idling_timeout\" directive",
+        ),
+        (
+            "sessions_rolling_timeout 10x;",
+            "invalid value \"10x\" in \"sessions_rolling_timeout\" directive",
+        ),
+        (
+            "sessions_absolute_timeout -1;",
+            "invalid value \"-1\" in \"sessions_absolute_timeout\" directive",
+        ),
+        (
+            "sessions_renewal_grace soon;",
+            "invalid value \"soon\" in \"sessions_renewal_grace\" directive",
+        ),
+        (
+            "sessions_check_ip yes;",
+            "invalid value \"yes\" in \"sessions_check_ip\" directive, it must be \"on\" or \"off\"",
+        ),
+        (
+            "sessions_check_user_agent 1;",
+            "invalid value \"1\" in \"sessions_check_user_agent\" directive",
+        ),
+        (
+            "sessions maybe;",
+            "invalid value \"maybe\" in \"sessions\" directive",
+        ),
+        (
+            "sessions_name \"bad name\";",
+            "invalid value \"bad name\" in \"sessions_name\" directive, it must match ^[a-zA-Z0-9_-]+$",
+        ),
+        (
+            "sessions_name a; sessions_name b;",
+            "\"sessions_name\" directive is duplicate",
+        ),
+        (
+            "sessions_idling_timeout 1; sessions_idling_timeout 2;",
+            "\"sessions_idling_timeout\" directive is duplicate",
+        ),
+        (
+            "sessions_secret \"\";",
+            "invalid value \"\" in \"sessions_secret\" directive, the secret is empty",
+        ),
+        ("sessions_secret random old;", "\"random\" cannot be combined"),
+        ("sessions_zone s:1k;", "zone \"s:1k\" is too small"),
+        (
+            "sessions_zone s:ten;",
+            "invalid value \"s:ten\" in \"sessions_zone\" directive, invalid zone size",
+        ),
+        (
+            "sessions_zone nosize;",
+            "invalid value \"nosize\" in \"sessions_zone\" directive",
+        ),
+        (
+            "sessions_zone a:1m; sessions_zone b:1m;",
+            "\"sessions_zone\" directive is duplicate",
+        ),
+        (
+            "sessions_cookie_samesite loose;",
+            "invalid value \"loose\" in \"sessions_cookie_samesite\" directive",
+        ),
+        (
+            "sessions_cookie_secure sometimes;",
+            "invalid value \"sometimes\" in \"sessions_cookie_secure\" directive",
+        ),
+        (
+            "sessions_cookie_path relative;",
+            "invalid value \"relative\" in \"sessions_cookie_path\" directive",
+        ),
+        (
+            "sessions_cookie_domain \"a;b\";",
+            "invalid value \"a;b\" in \"sessions_cookie_domain\" directive",
+        ),
+        (
+            "sessions_cookie_max_age forever;",
+            "invalid value \"forever\" in \"sessions_cookie_max_age\" directive",
+        ),
+        (
+            "server { listen 127.0.0.1:{port}; sessions_zone s:1m; }",
+            "\"sessions_zone\" directive is not allowed here",
+        ),
+    ];
+    let n = Nginx::prepare("badconf");
+    for (snippet, expected) in cases {
+        n.write_conf(1, snippet);
+        let (ok, out) = n.test_config();
+        assert!(!ok, "nginx -t accepted {snippet}");
+        assert!(
+            out.contains(expected),
+            "for {snippet}\nexpected: {expected}\ngot: {out}"
+        );
+        assert!(
+            out.contains("nginx.conf:"),
+            "the message points at the line: {out}"
+        );
+    }
+    // And the valid forms of each pass.
+    n.write_conf(
+        1,
+        "sessions on; sessions_zone s:64k; sessions_secret a b c; sessions_name my-sid_1;
+         sessions_idling_timeout 1800; sessions_rolling_timeout 1h; sessions_absolute_timeout 1d;
+         sessions_renewal_grace 10s; sessions_check_ip off; sessions_check_user_agent on;
+         sessions_cookie_domain none; sessions_cookie_path /; sessions_cookie_secure auto;
+         sessions_cookie_httponly on; sessions_cookie_samesite lax; sessions_cookie_max_age off;
+         server { listen 127.0.0.1:{port}; location / { sessions off; } }",
+    );
+    let (ok, out) = n.test_config();
+    assert!(ok, "{out}");
+}
