@@ -52,7 +52,8 @@ pub fn user_agent(r: &Request) -> &[u8] {
 /// the same on nginx 1.22 (cookie array) and 1.23+ (cookie list).
 pub fn cookie_headers(r: &Request) -> impl Iterator<Item = &[u8]> {
     r.headers_in_iterator()
-        .filter_map(|(k, v)| k.as_bytes().eq_ignore_ascii_case(b"cookie").then(|| v.as_bytes()))
+        .filter(|(k, _)| k.as_bytes().eq_ignore_ascii_case(b"cookie"))
+        .map(|(_, v)| v.as_bytes())
 }
 
 /// Whether the request came over TLS.

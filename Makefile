@@ -1,0 +1,41 @@
+# ngx-sessions: `make run` shows the module in a real nginx, `make test` tests it.
+
+CARGO   ?= cargo
+PROFILE := release
+MODULE  := target/$(PROFILE)/libngx_http_sessions_module.so
+RUN_DIR := .run
+
+.PHONY: all build deps run test unittest itest check clean
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+# The module and the vendored nginx 1.28 it is tested with.
+build: deps
+	$(CARGO) build --release
+
+# Serves nginx-conf/demo.conf on http://127.0.0.1:8080/ in the foreground (Ctrl-C stops).
+run: build
+	@mkdir -p $(RUN_DIR)
+	@echo "ngx-sessions demo on http://127.0.0.1:8080/ (Ctrl-C to stop)"
+	exec $$(scripts/nginx-bin.sh) -p "$(CURDIR)" -c nginx-conf/demo.conf -e $(RUN_DIR)/error.log -g 'daemon off;'
+
+# Unit tests of the pure logic, then the integration suite against real nginx.
+test: build
+	$(CARGO) test --release --workspace -- --test-threads=8
+
+unittest:
+	$(CARGO) test --release -p sessions-core
+
+itest: build
+	$(CARGO) test --release --test '*' -- --test-threads=8
+
+check:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+
+clean:
+	$(CARGO) clean
+	rm -rf $(RUN_DIR)
