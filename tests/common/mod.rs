@@ -128,11 +128,15 @@ impl Nginx {
     }
 
     fn command(&self) -> Command {
+        self.command_for("nginx.conf")
+    }
+
+    fn command_for(&self, conf: &str) -> Command {
         let mut c = Command::new(nginx_bin());
         c.arg("-p")
             .arg(&self.dir)
             .arg("-c")
-            .arg("nginx.conf")
+            .arg(conf)
             .arg("-e")
             .arg("logs/error.log");
         c
@@ -146,8 +150,13 @@ impl Nginx {
     }
 
     pub fn spawn(&mut self) {
+        self.spawn_conf("nginx.conf");
+    }
+
+    /// Starts nginx in the foreground on a config file in the instance's directory.
+    pub fn spawn_conf(&mut self, conf: &str) {
         let child = self
-            .command()
+            .command_for(conf)
             .arg("-g")
             .arg("daemon off;")
             .stdout(Stdio::null())
@@ -171,6 +180,20 @@ impl Nginx {
             );
             sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The master's worker processes.
+    pub fn worker_pids(&self) -> Vec<u32> {
+        let master = self.child.as_ref().unwrap().id();
+        let out = Command::new("pgrep")
+            .arg("-P")
+            .arg(master.to_string())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
     }
 
     /// Rewrites the config and reloads; returns once the new workers answer.
@@ -360,23 +383,32 @@ pub struct Conn {
 
 impl Conn {
     pub fn open(port: u16) -> Self {
-        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        stream.set_nodelay(true).unwrap();
-        Self {
+        Self::try_open(port).expect("connect")
+    }
+
+    pub fn try_open(port: u16) -> std::io::Result<Self> {
+        let stream = TcpStream::connect(("127.0.0.1", port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        stream.set_nodelay(true)?;
+        Ok(Self {
             stream,
             buf: Vec::new(),
-        }
+        })
     }
 
     /// Sends a GET with optional cookie; the response must carry a Content-Length.
     pub fn get(&mut self, path: &str, cookie: Option<&str>) -> Response {
+        self.try_get(path, cookie).expect("keep-alive request")
+    }
+
+    /// As `get`, but a broken connection is an error, not a panic.
+    pub fn try_get(&mut self, path: &str, cookie: Option<&str>) -> std::io::Result<Response> {
         let mut out = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: itest/1\r\n");
         if let Some(c) = cookie {
             out.push_str(&format!("Cookie: {c}\r\n"));
         }
         out.push_str("\r\n");
-        self.stream.write_all(out.as_bytes()).unwrap();
+        self.stream.write_all(out.as_bytes())?;
         loop {
             if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 let head = parse_response(&self.buf[..end + 4]);
@@ -385,12 +417,14 @@ impl Conn {
                     let rest = self.buf.split_off(end + 4 + len);
                     let resp = parse_response(&self.buf);
                     self.buf = rest;
-                    return resp;
+                    return Ok(resp);
                 }
             }
             let mut chunk = [0u8; 16384];
-            let n = self.stream.read(&mut chunk).expect("read");
-            assert!(n > 0, "connection closed");
+            let n = self.stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
             self.buf.extend_from_slice(&chunk[..n]);
         }
     }
