@@ -1,7 +1,8 @@
 //! One request's session decision over the local table: cookie in, outcome out.
 
 use crate::id::{Handle, RandomError, SessionId};
-use crate::table::{Entry, Record, Table};
+use crate::store::{Event, Store};
+use crate::table::{Entry, Record};
 use crate::timeouts::{Timeouts, Verdict};
 
 /// Per-location settings that shape the decision.
@@ -105,8 +106,8 @@ pub struct Outcome {
 }
 
 /// Resolves the request's session, creating, renewing or destroying as needed.
-pub fn resolve(
-    table: &mut Table<'_>,
+pub fn resolve<S: Store>(
+    table: &mut S,
     presented: Presented,
     facts: &Facts<'_>,
     policy: &Policy,
@@ -156,7 +157,7 @@ pub fn resolve(
             status,
             Status::ExpiredIdle | Status::ExpiredRolling | Status::ExpiredAbsolute
         ) {
-            table.header().stats.expired += 1;
+            table.count(Event::Expired);
         }
         return create(table, status, facts, policy);
     }
@@ -166,14 +167,14 @@ pub fn resolve(
         let new_id = fresh_id(table)?;
         rec.renewed = facts.now;
         table.retire(&id, new_id, facts.now.saturating_add(policy.grace));
-        let cost = table.insert(new_id, &rec, t.deadline(rec.times()), facts.now);
-        table.header().stats.renewed += 1;
+        let evicted = table.insert(new_id, &rec, t.deadline(rec.times()), facts.now);
+        table.count(Event::Renewed);
         return Ok(Outcome {
             status: Status::Renewed,
             id: new_id,
             record: rec,
             issue_cookie: true,
-            evicted: cost.evicted,
+            evicted,
         });
     }
     table.update(&id, &rec, t.deadline(rec.times()));
@@ -186,7 +187,7 @@ pub fn resolve(
     })
 }
 
-fn fresh_id(table: &Table<'_>) -> Result<SessionId, RandomError> {
+fn fresh_id<S: Store>(table: &mut S) -> Result<SessionId, RandomError> {
     loop {
         let id = SessionId::generate()?;
         if table.get(&id).is_none() {
@@ -195,22 +196,22 @@ fn fresh_id(table: &Table<'_>) -> Result<SessionId, RandomError> {
     }
 }
 
-fn create(
-    table: &mut Table<'_>,
+fn create<S: Store>(
+    table: &mut S,
     status: Status,
     facts: &Facts<'_>,
     policy: &Policy,
 ) -> Result<Outcome, RandomError> {
     let id = fresh_id(table)?;
     let record = Record::new(Handle::generate()?, facts.now, facts.ip, facts.ua);
-    let cost = table.insert(id, &record, policy.timeouts.deadline(record.times()), facts.now);
-    table.header().stats.created += 1;
+    let evicted = table.insert(id, &record, policy.timeouts.deadline(record.times()), facts.now);
+    table.count(Event::Created);
     Ok(Outcome {
         status,
         id,
         record,
         issue_cookie: true,
-        evicted: cost.evicted,
+        evicted,
     })
 }
 

@@ -12,6 +12,7 @@ pub mod engine;
 pub mod id;
 pub mod keys;
 pub mod parse;
+pub mod store;
 pub mod table;
 pub mod timeouts;
 
@@ -19,5 +20,6 @@ pub use cookie::{CookieAttrs, CookieError, SameSite, Secure};
 pub use engine::{resolve, Facts, Outcome, Policy, Status};
 pub use id::{Handle, SessionId};
 pub use keys::{Key, Keyring};
+pub use store::Store;
 pub use table::{Header, Record, Slot, Table};
 pub use timeouts::{Timeouts, Verdict};

@@ -1,0 +1,60 @@
+//! The storage interface the engine decides over.
+//!
+//! A store keeps records by id, knows renewed ids (grace pointers), and
+//! counts what happens. The shared-memory `Table` is one implementation;
+//! another backend implements the same five calls and reuses the engine and
+//! its tests.
+
+use crate::id::SessionId;
+use crate::table::{Entry, Record, Table};
+
+/// Events a store counts for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    Created,
+    Renewed,
+    Expired,
+}
+
+pub trait Store {
+    fn get(&mut self, id: &SessionId) -> Option<Entry>;
+    /// Saves a live record; `deadline` is when it may be dropped unasked.
+    fn update(&mut self, id: &SessionId, rec: &Record, deadline: Option<u64>);
+    /// Marks `id` as replaced by `successor`, still accepted until `until`.
+    fn retire(&mut self, id: &SessionId, successor: SessionId, until: u64);
+    fn remove(&mut self, id: &SessionId);
+    /// Stores a new record; returns how many live sessions were evicted for room.
+    fn insert(&mut self, id: SessionId, rec: &Record, deadline: Option<u64>, now: u64) -> u32;
+    fn count(&mut self, event: Event);
+}
+
+impl Store for Table<'_> {
+    fn get(&mut self, id: &SessionId) -> Option<Entry> {
+        Table::get(self, id)
+    }
+
+    fn update(&mut self, id: &SessionId, rec: &Record, deadline: Option<u64>) {
+        Table::update(self, id, rec, deadline);
+    }
+
+    fn retire(&mut self, id: &SessionId, successor: SessionId, until: u64) {
+        Table::retire(self, id, successor, until);
+    }
+
+    fn remove(&mut self, id: &SessionId) {
+        Table::remove(self, id);
+    }
+
+    fn insert(&mut self, id: SessionId, rec: &Record, deadline: Option<u64>, now: u64) -> u32 {
+        Table::insert(self, id, rec, deadline, now).evicted
+    }
+
+    fn count(&mut self, event: Event) {
+        let s = &mut self.header().stats;
+        match event {
+            Event::Created => s.created += 1,
+            Event::Renewed => s.renewed += 1,
+            Event::Expired => s.expired += 1,
+        }
+    }
+}
