@@ -141,5 +141,11 @@ pub static mut ngx_http_sessions_module: ngx_module_t = ngx_module_t {
     // SAFETY: taking the address of the command table, not reading it.
     commands: unsafe { ptr::addr_of_mut!(directives::COMMANDS[0]) },
     type_: NGX_HTTP_MODULE as _,
+    init_process: Some(init_process),
     ..ngx_module_t::default()
 };
+
+extern "C" fn init_process(_cycle: *mut nginx_sys::ngx_cycle_t) -> ngx_int_t {
+    handler::init_worker();
+    Status::NGX_OK.into()
+}

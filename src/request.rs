@@ -48,12 +48,29 @@ pub fn user_agent(r: &Request) -> &[u8] {
     r.user_agent().map_or(&[][..], |ua| ua.as_bytes())
 }
 
-/// Every `Cookie` request header value. Iterating the raw header list works
-/// the same on nginx 1.22 (cookie array) and 1.23+ (cookie list).
+/// Every `Cookie` request header value.
+#[cfg(nginx1_23)]
 pub fn cookie_headers(r: &Request) -> impl Iterator<Item = &[u8]> {
-    r.headers_in_iterator()
-        .filter(|(k, _)| k.as_bytes().eq_ignore_ascii_case(b"cookie"))
-        .map(|(_, v)| v.as_bytes())
+    // nginx 1.23+ links the Cookie headers through `next`.
+    // SAFETY: `cookie` is null or the head of a list of live header elements.
+    let mut h = r.as_ref().headers_in.cookie.cast_const();
+    std::iter::from_fn(move || {
+        // SAFETY: as above; each element lives as long as the request.
+        let e = unsafe { h.as_ref()? };
+        h = e.next;
+        Some(e.value.as_bytes())
+    })
+}
+
+/// Every `Cookie` request header value.
+#[cfg(not(nginx1_23))]
+pub fn cookie_headers(r: &Request) -> impl Iterator<Item = &[u8]> {
+    // Before 1.23 the Cookie headers are an array of pointers.
+    // SAFETY: `cookies` is an array of `ngx_table_elt_t *` set up by nginx
+    // for every request.
+    let all: &[*mut ngx_table_elt_t] = unsafe { r.as_ref().headers_in.cookies.as_slice() };
+    // SAFETY: each pointer is a live header element of this request.
+    all.iter().map(|&h| unsafe { (*h).value.as_bytes() })
 }
 
 /// Whether the request came over TLS.

@@ -20,16 +20,18 @@ pub fn encode_into(src: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-fn value(c: u8) -> Option<u32> {
-    Some(match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'-' => 62,
-        b'_' => 63,
-        _ => return None,
-    } as u32)
-}
+const INVALID: u8 = 0xff;
+
+/// Character to 6-bit value; `INVALID` outside the alphabet.
+const DECODE: [u8; 256] = {
+    let mut t = [INVALID; 256];
+    let mut i = 0;
+    while i < 64 {
+        t[ALPHABET[i] as usize] = i as u8;
+        i += 1;
+    }
+    t
+};
 
 /// Decodes exactly `N` bytes; any other length, padding or stray bits fail.
 pub fn decode_exact<const N: usize>(src: &[u8]) -> Option<[u8; N]> {
@@ -37,23 +39,43 @@ pub fn decode_exact<const N: usize>(src: &[u8]) -> Option<[u8; N]> {
         return None;
     }
     let mut out = [0u8; N];
-    let mut o = 0;
-    for chunk in src.chunks(4) {
+    // Every invalid character maps to 0xff; OR-ing them all lets one check
+    // at the end replace a branch per character.
+    let mut bad = 0u8;
+    let full = N / 3;
+    for g in 0..full {
+        let c = &src[4 * g..4 * g + 4];
+        let v = [
+            DECODE[c[0] as usize],
+            DECODE[c[1] as usize],
+            DECODE[c[2] as usize],
+            DECODE[c[3] as usize],
+        ];
+        bad |= v[0] | v[1] | v[2] | v[3];
+        let n = (u32::from(v[0]) << 18) | (u32::from(v[1]) << 12) | (u32::from(v[2]) << 6) | u32::from(v[3]);
+        out[3 * g] = (n >> 16) as u8;
+        out[3 * g + 1] = (n >> 8) as u8;
+        out[3 * g + 2] = n as u8;
+    }
+    let rest = &src[4 * full..];
+    if !rest.is_empty() {
         let mut n = 0u32;
-        for (i, &c) in chunk.iter().enumerate() {
-            n |= value(c)? << (18 - 6 * i);
+        for (i, &c) in rest.iter().enumerate() {
+            let v = DECODE[c as usize];
+            bad |= v;
+            n |= u32::from(v & 63) << (18 - 6 * i);
         }
-        let bytes = chunk.len() - 1;
+        let bytes = rest.len() - 1;
         // Bits past the last whole byte must be zero: one encoding per value.
         if n & ((1 << (24 - 8 * bytes)) - 1) != 0 {
             return None;
         }
         for i in 0..bytes {
-            out[o] = (n >> (16 - 8 * i)) as u8;
-            o += 1;
+            out[3 * full + i] = (n >> (16 - 8 * i)) as u8;
         }
     }
-    Some(out)
+    // Only INVALID (0xff) has the top bits set.
+    (bad & 0xc0 == 0).then_some(out)
 }
 
 #[cfg(test)]
@@ -92,5 +114,8 @@ mod tests {
         assert_eq!(decode_exact::<2>(b"Zm9="), None); // padding
         assert_eq!(decode_exact::<1>(b"Zh"), None); // non-zero trailing bits
         assert_eq!(decode_exact::<1>(b"Zg"), Some(*b"f"));
+        for bad in [0u8, b' ', b'.', b'=', 0x80, 0xff] {
+            assert_eq!(decode_exact::<3>(&[b'Z', b'm', bad, b'v']), None, "{bad:#x}");
+        }
     }
 }

@@ -51,8 +51,17 @@ pub struct Verified {
 
 /// Checks a presented value; the MAC comparison is constant time.
 pub fn decode_value(keys: &Keyring, name: &[u8], value: &[u8]) -> Result<Verified, CookieError> {
+    verify_raw(keys, name, &decode_raw(value)?)
+}
+
+type Raw = [u8; 16 + TAG_LEN];
+
+fn decode_raw(value: &[u8]) -> Result<Raw, CookieError> {
     let body = value.strip_prefix(PREFIX).ok_or(CookieError::Malformed)?;
-    let raw = b64::decode_exact::<{ 16 + TAG_LEN }>(body).ok_or(CookieError::Malformed)?;
+    b64::decode_exact::<{ 16 + TAG_LEN }>(body).ok_or(CookieError::Malformed)
+}
+
+fn verify_raw(keys: &Keyring, name: &[u8], raw: &Raw) -> Result<Verified, CookieError> {
     let mut id = [0u8; 16];
     id.copy_from_slice(&raw[..16]);
     let mut tag = [0u8; TAG_LEN];
@@ -64,6 +73,91 @@ pub fn decode_value(keys: &Keyring, name: &[u8], value: &[u8]) -> Result<Verifie
         }),
         None => Err(CookieError::BadMac),
     }
+}
+
+/// Who a cached verification belongs to: one keyring and one cookie name,
+/// named by the addresses of the configuration that holds them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Owner {
+    pub keys: usize,
+    pub name: usize,
+    pub name_len: usize,
+}
+
+#[derive(Clone, Copy, Default)]
+struct CacheEntry {
+    owner: Owner,
+    raw: Raw,
+    stale_key: bool,
+}
+
+/// Recently verified cookie values, so that a client's repeated cookie costs
+/// a constant-time comparison instead of an HMAC. A hit means the presented
+/// bytes equal, in full, bytes that passed the MAC under the same keys and
+/// name; a miss falls back to the MAC. Direct-mapped by the id's leading
+/// bytes; one per worker.
+pub struct VerifyCache {
+    entries: Box<[CacheEntry]>,
+}
+
+impl Default for VerifyCache {
+    fn default() -> Self {
+        Self::new(1024)
+    }
+}
+
+impl VerifyCache {
+    /// `slots` is rounded up to a power of two.
+    pub fn new(slots: usize) -> Self {
+        Self {
+            entries: vec![CacheEntry::default(); slots.next_power_of_two()].into_boxed_slice(),
+        }
+    }
+
+    fn slot(&self, raw: &Raw) -> usize {
+        let h = u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]) as usize;
+        h & (self.entries.len() - 1)
+    }
+
+    /// As `decode_value`, remembering values that verified.
+    pub fn decode_value(
+        &mut self,
+        owner: Owner,
+        keys: &Keyring,
+        name: &[u8],
+        value: &[u8],
+    ) -> Result<Verified, CookieError> {
+        let raw = decode_raw(value)?;
+        let slot = self.slot(&raw);
+        let e = &self.entries[slot];
+        if e.owner == owner && ct_eq(&e.raw, &raw) {
+            let mut id = [0u8; 16];
+            id.copy_from_slice(&raw[..16]);
+            return Ok(Verified {
+                id: SessionId(id),
+                stale_key: e.stale_key,
+            });
+        }
+        let v = verify_raw(keys, name, &raw)?;
+        self.entries[slot] = CacheEntry {
+            owner,
+            raw,
+            stale_key: v.stale_key,
+        };
+        Ok(v)
+    }
+}
+
+/// Constant-time equality: the time does not depend on where the values differ.
+fn ct_eq(a: &Raw, b: &Raw) -> bool {
+    let mut diff = 0u64;
+    for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        let x = u64::from_ne_bytes(x.try_into().expect("8 bytes"));
+        let y = u64::from_ne_bytes(y.try_into().expect("8 bytes"));
+        diff |= x ^ y;
+    }
+    // Keep the compiler from turning the fold into an early-exit comparison.
+    std::hint::black_box(diff) == 0
 }
 
 /// Values of every cookie called `name` in one `Cookie` header value.
@@ -228,6 +322,56 @@ mod tests {
         );
         let unrelated = Keyring::from_secrets(&["x"]).unwrap();
         assert_eq!(decode_value(&unrelated, b"sid", &v), Err(CookieError::BadMac));
+    }
+
+    #[test]
+    fn verify_cache_hits_only_exact_verified_values() {
+        let r = ring();
+        let owner = Owner {
+            keys: 1,
+            name: 2,
+            name_len: 3,
+        };
+        let mut cache = VerifyCache::new(4);
+        let v = value(&r, b"sid", &SessionId([8; 16]));
+        assert!(cache.decode_value(owner, &r, b"sid", &v).is_ok());
+        // A hit returns the same answer.
+        assert_eq!(
+            cache.decode_value(owner, &r, b"sid", &v),
+            decode_value(&r, b"sid", &v)
+        );
+        // Same slot, one tag byte different: refused, and not by the cache.
+        let mut t = v.clone();
+        let last = t.len() - 2;
+        t[last] = if t[last] == b'A' { b'B' } else { b'A' };
+        assert_eq!(
+            cache.decode_value(owner, &r, b"sid", &t),
+            Err(CookieError::BadMac)
+        );
+        // Another owner (other keys or name) does not hit: the MAC decides.
+        let other = Keyring::from_secrets(&["unrelated"]).unwrap();
+        let owner2 = Owner { keys: 9, ..owner };
+        assert_eq!(
+            cache.decode_value(owner2, &other, b"sid", &v),
+            Err(CookieError::BadMac)
+        );
+        // Stale-key information survives caching.
+        let old_only = Keyring::from_secrets(&["old"]).unwrap();
+        let ov = value(&old_only, b"sid", &SessionId([9; 16]));
+        for _ in 0..2 {
+            assert!(cache.decode_value(owner, &r, b"sid", &ov).unwrap().stale_key);
+        }
+    }
+
+    #[test]
+    fn constant_time_eq() {
+        let a = [7u8; 32];
+        assert!(ct_eq(&a, &a));
+        for i in 0..32 {
+            let mut b = a;
+            b[i] ^= 1;
+            assert!(!ct_eq(&a, &b), "{i}");
+        }
     }
 
     #[test]

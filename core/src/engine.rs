@@ -1,6 +1,6 @@
 //! One request's session decision over the local table: cookie in, outcome out.
 
-use crate::id::{Handle, RandomError, SessionId};
+use crate::id::{Handle, RandomError, RandomPool, SessionId};
 use crate::store::{Event, Store};
 use crate::table::{Entry, Record};
 use crate::timeouts::{Timeouts, Verdict};
@@ -103,6 +103,8 @@ pub struct Outcome {
     pub issue_cookie: bool,
     /// Sessions removed from a full table to make room.
     pub evicted: u32,
+    /// When the session ends if unused (`Timeouts::deadline`).
+    pub deadline: Option<u64>,
 }
 
 /// Resolves the request's session, creating, renewing or destroying as needed.
@@ -111,11 +113,12 @@ pub fn resolve<S: Store>(
     presented: Presented,
     facts: &Facts<'_>,
     policy: &Policy,
+    rng: &mut RandomPool,
 ) -> Result<Outcome, RandomError> {
     let t = &policy.timeouts;
     let (mut id, stale_key) = match presented {
-        Presented::Nothing => return create(table, Status::New, facts, policy),
-        Presented::Invalid => return create(table, Status::Invalid, facts, policy),
+        Presented::Nothing => return create(table, Status::New, facts, policy, rng),
+        Presented::Invalid => return create(table, Status::Invalid, facts, policy, rng),
         Presented::Id { id, stale_key } => (id, stale_key),
     };
     let mut issue_cookie = stale_key;
@@ -135,15 +138,16 @@ pub fn resolve<S: Store>(
             }
             Some(Entry::Grace { .. }) => {
                 table.remove(&id);
-                return create(table, Status::ExpiredRolling, facts, policy);
+                return create(table, Status::ExpiredRolling, facts, policy, rng);
             }
         }
     }
     let Some(mut rec) = rec else {
-        return create(table, Status::Unknown, facts, policy);
+        return create(table, Status::Unknown, facts, policy, rng);
     };
 
-    let refused = match t.judge(rec.times(), facts.now) {
+    let verdict = t.judge(rec.times(), facts.now);
+    let refused = match verdict {
         Verdict::ExpiredIdle => Some(Status::ExpiredIdle),
         Verdict::ExpiredRolling => Some(Status::ExpiredRolling),
         Verdict::ExpiredAbsolute => Some(Status::ExpiredAbsolute),
@@ -159,15 +163,16 @@ pub fn resolve<S: Store>(
         ) {
             table.count(Event::Expired);
         }
-        return create(table, status, facts, policy);
+        return create(table, status, facts, policy, rng);
     }
 
     rec.last_seen = facts.now;
-    if t.judge(rec.times(), facts.now) == Verdict::Renew {
-        let new_id = fresh_id(table)?;
+    if verdict == Verdict::Renew {
+        let new_id = fresh_id(table, rng)?;
         rec.renewed = facts.now;
+        let deadline = t.deadline(rec.times());
         table.retire(&id, new_id, facts.now.saturating_add(policy.grace));
-        let evicted = table.insert(new_id, &rec, t.deadline(rec.times()), facts.now);
+        let evicted = table.insert(new_id, &rec, deadline, facts.now);
         table.count(Event::Renewed);
         return Ok(Outcome {
             status: Status::Renewed,
@@ -175,21 +180,24 @@ pub fn resolve<S: Store>(
             record: rec,
             issue_cookie: true,
             evicted,
+            deadline,
         });
     }
-    table.update(&id, &rec, t.deadline(rec.times()));
+    let deadline = t.deadline(rec.times());
+    table.update(&id, &rec, deadline);
     Ok(Outcome {
         status: Status::Valid,
         id,
         record: rec,
         issue_cookie,
         evicted: 0,
+        deadline,
     })
 }
 
-fn fresh_id<S: Store>(table: &mut S) -> Result<SessionId, RandomError> {
+fn fresh_id<S: Store>(table: &mut S, rng: &mut RandomPool) -> Result<SessionId, RandomError> {
     loop {
-        let id = SessionId::generate()?;
+        let id = SessionId::from_pool(rng)?;
         if table.get(&id).is_none() {
             return Ok(id);
         }
@@ -201,10 +209,12 @@ fn create<S: Store>(
     status: Status,
     facts: &Facts<'_>,
     policy: &Policy,
+    rng: &mut RandomPool,
 ) -> Result<Outcome, RandomError> {
-    let id = fresh_id(table)?;
-    let record = Record::new(Handle::generate()?, facts.now, facts.ip, facts.ua);
-    let evicted = table.insert(id, &record, policy.timeouts.deadline(record.times()), facts.now);
+    let id = fresh_id(table, rng)?;
+    let record = Record::new(Handle::from_pool(rng)?, facts.now, facts.ip, facts.ua);
+    let deadline = policy.timeouts.deadline(record.times());
+    let evicted = table.insert(id, &record, deadline, facts.now);
     table.count(Event::Created);
     Ok(Outcome {
         status,
@@ -212,6 +222,7 @@ fn create<S: Store>(
         record,
         issue_cookie: true,
         evicted,
+        deadline,
     })
 }
 
@@ -250,10 +261,24 @@ mod tests {
     fn new_then_valid_without_cookie() {
         let mut m = Mem::new(16, 8);
         let mut t = m.table();
-        let a = resolve(&mut t, Presented::Nothing, &facts(0), &policy()).unwrap();
+        let a = resolve(
+            &mut t,
+            Presented::Nothing,
+            &facts(0),
+            &policy(),
+            &mut RandomPool::new(),
+        )
+        .unwrap();
         assert_eq!(a.status, Status::New);
         assert!(a.issue_cookie);
-        let b = resolve(&mut t, present(&a), &facts(100), &policy()).unwrap();
+        let b = resolve(
+            &mut t,
+            present(&a),
+            &facts(100),
+            &policy(),
+            &mut RandomPool::new(),
+        )
+        .unwrap();
         assert_eq!(b.status, Status::Valid);
         assert!(!b.issue_cookie);
         assert_eq!(b.id, a.id);
@@ -266,7 +291,14 @@ mod tests {
     fn invalid_and_unknown_get_fresh_sessions() {
         let mut m = Mem::new(16, 8);
         let mut t = m.table();
-        let a = resolve(&mut t, Presented::Invalid, &facts(0), &policy()).unwrap();
+        let a = resolve(
+            &mut t,
+            Presented::Invalid,
+            &facts(0),
+            &policy(),
+            &mut RandomPool::new(),
+        )
+        .unwrap();
         assert_eq!(a.status, Status::Invalid);
         let chosen = SessionId([0x41; 16]);
         let b = resolve(
@@ -277,6 +309,7 @@ mod tests {
             },
             &facts(0),
             &policy(),
+            &mut RandomPool::new(),
         )
         .unwrap();
         assert_eq!(b.status, Status::Unknown);
@@ -295,8 +328,8 @@ mod tests {
             },
             ..policy()
         };
-        let a = resolve(&mut t, Presented::Nothing, &facts(0), &p).unwrap();
-        let b = resolve(&mut t, present(&a), &facts(1_001), &p).unwrap();
+        let a = resolve(&mut t, Presented::Nothing, &facts(0), &p, &mut RandomPool::new()).unwrap();
+        let b = resolve(&mut t, present(&a), &facts(1_001), &p, &mut RandomPool::new()).unwrap();
         assert_eq!(b.status, Status::ExpiredIdle);
         assert!(t.get(&a.id).is_none());
         // Active every 900 ms, the session lives until its absolute limit.
@@ -304,7 +337,7 @@ mod tests {
         let mut cur = b;
         loop {
             now += 900;
-            cur = resolve(&mut t, present(&cur), &facts(now), &p).unwrap();
+            cur = resolve(&mut t, present(&cur), &facts(now), &p, &mut RandomPool::new()).unwrap();
             if cur.status != Status::Valid {
                 break;
             }
@@ -318,29 +351,36 @@ mod tests {
         let mut m = Mem::new(16, 8);
         let mut t = m.table();
         let p = policy();
-        let mut cur = resolve(&mut t, Presented::Nothing, &facts(0), &p).unwrap();
+        let mut cur = resolve(&mut t, Presented::Nothing, &facts(0), &p, &mut RandomPool::new()).unwrap();
         let first = cur;
         for now in [900, 1_800, 2_700] {
-            cur = resolve(&mut t, present(&cur), &facts(now), &p).unwrap();
+            cur = resolve(&mut t, present(&cur), &facts(now), &p, &mut RandomPool::new()).unwrap();
             assert_eq!(cur.status, Status::Valid);
         }
-        let renewed = resolve(&mut t, present(&cur), &facts(3_000), &p).unwrap();
+        let renewed = resolve(&mut t, present(&cur), &facts(3_000), &p, &mut RandomPool::new()).unwrap();
         assert_eq!(renewed.status, Status::Renewed);
         assert!(renewed.issue_cookie);
         assert_ne!(renewed.id, first.id);
         assert_eq!(renewed.record.handle, first.record.handle, "data carries over");
         assert_eq!(renewed.record.created, 0);
         // In grace the old cookie leads to the new session and re-sends its cookie.
-        let old = resolve(&mut t, present(&first), &facts(3_400), &p).unwrap();
+        let old = resolve(&mut t, present(&first), &facts(3_400), &p, &mut RandomPool::new()).unwrap();
         assert_eq!(old.status, Status::Valid);
         assert_eq!(old.id, renewed.id);
         assert!(old.issue_cookie);
         // After the grace the old id is refused.
-        let late = resolve(&mut t, present(&first), &facts(3_600), &p).unwrap();
+        let late = resolve(&mut t, present(&first), &facts(3_600), &p, &mut RandomPool::new()).unwrap();
         assert_eq!(late.status, Status::ExpiredRolling);
         assert_ne!(late.record.handle, first.record.handle);
         // The new id keeps working.
-        let next = resolve(&mut t, present(&renewed), &facts(3_700), &p).unwrap();
+        let next = resolve(
+            &mut t,
+            present(&renewed),
+            &facts(3_700),
+            &p,
+            &mut RandomPool::new(),
+        )
+        .unwrap();
         assert_eq!(next.status, Status::Valid);
         assert_eq!(t.header().stats.renewed, 1);
     }
@@ -356,8 +396,8 @@ mod tests {
             },
             ..policy()
         };
-        let a = resolve(&mut t, Presented::Nothing, &facts(0), &p).unwrap();
-        let b = resolve(&mut t, present(&a), &facts(4_001), &p).unwrap();
+        let a = resolve(&mut t, Presented::Nothing, &facts(0), &p, &mut RandomPool::new()).unwrap();
+        let b = resolve(&mut t, present(&a), &facts(4_001), &p, &mut RandomPool::new()).unwrap();
         assert_eq!(b.status, Status::ExpiredRolling);
     }
 
@@ -366,16 +406,16 @@ mod tests {
         let mut m = Mem::new(16, 8);
         let mut t = m.table();
         let p = policy();
-        let a = resolve(&mut t, Presented::Nothing, &facts(0), &p).unwrap();
+        let a = resolve(&mut t, Presented::Nothing, &facts(0), &p, &mut RandomPool::new()).unwrap();
         let other_ip = Facts {
             ip: &[10, 0, 0, 2],
             ..facts(10)
         };
-        let b = resolve(&mut t, present(&a), &other_ip, &p).unwrap();
+        let b = resolve(&mut t, present(&a), &other_ip, &p, &mut RandomPool::new()).unwrap();
         assert_eq!(b.status, Status::IpMismatch);
         assert!(t.get(&a.id).is_none(), "old session destroyed");
         let other_ua = Facts { ua: 7, ..other_ip };
-        let c = resolve(&mut t, present(&b), &other_ua, &p).unwrap();
+        let c = resolve(&mut t, present(&b), &other_ua, &p, &mut RandomPool::new()).unwrap();
         assert_eq!(c.status, Status::UaMismatch);
         // Checks off: both differences pass.
         let off = Policy {
@@ -383,7 +423,7 @@ mod tests {
             check_ua: false,
             ..p
         };
-        let d = resolve(&mut t, present(&c), &facts(20), &off).unwrap();
+        let d = resolve(&mut t, present(&c), &facts(20), &off, &mut RandomPool::new()).unwrap();
         assert_eq!(d.status, Status::Valid);
     }
 
@@ -397,7 +437,14 @@ mod tests {
     fn stale_key_reissues_same_id() {
         let mut m = Mem::new(16, 8);
         let mut t = m.table();
-        let a = resolve(&mut t, Presented::Nothing, &facts(0), &policy()).unwrap();
+        let a = resolve(
+            &mut t,
+            Presented::Nothing,
+            &facts(0),
+            &policy(),
+            &mut RandomPool::new(),
+        )
+        .unwrap();
         let b = resolve(
             &mut t,
             Presented::Id {
@@ -406,6 +453,7 @@ mod tests {
             },
             &facts(1),
             &policy(),
+            &mut RandomPool::new(),
         )
         .unwrap();
         assert_eq!(b.status, Status::Valid);
@@ -417,15 +465,35 @@ mod tests {
     fn full_table_reports_evictions() {
         let mut m = Mem::new(8, 8);
         let mut t = m.table();
-        let first = resolve(&mut t, Presented::Nothing, &facts(0), &policy()).unwrap();
+        let first = resolve(
+            &mut t,
+            Presented::Nothing,
+            &facts(0),
+            &policy(),
+            &mut RandomPool::new(),
+        )
+        .unwrap();
         let mut evicted = 0;
         for _ in 0..10 {
-            evicted += resolve(&mut t, Presented::Nothing, &facts(0), &policy())
-                .unwrap()
-                .evicted;
+            evicted += resolve(
+                &mut t,
+                Presented::Nothing,
+                &facts(0),
+                &policy(),
+                &mut RandomPool::new(),
+            )
+            .unwrap()
+            .evicted;
         }
         assert_eq!(evicted, 3);
-        let again = resolve(&mut t, present(&first), &facts(1), &policy()).unwrap();
+        let again = resolve(
+            &mut t,
+            present(&first),
+            &facts(1),
+            &policy(),
+            &mut RandomPool::new(),
+        )
+        .unwrap();
         assert_eq!(again.status, Status::Unknown);
     }
 }

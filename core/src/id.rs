@@ -31,10 +31,62 @@ pub fn fill_random(buf: &mut [u8]) -> Result<(), RandomError> {
     getrandom::fill(buf).map_err(|_| RandomError)
 }
 
+/// OS random bytes read ahead in one system call and handed out in pieces.
+/// Every byte still comes from the OS CSPRNG and is used once. A process
+/// must start with an empty pool (`clear` after fork), or two workers would
+/// hand out the same bytes.
+pub struct RandomPool {
+    buf: [u8; 4096],
+    pos: usize,
+}
+
+impl Default for RandomPool {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RandomPool {
+    pub const fn new() -> Self {
+        Self {
+            buf: [0; 4096],
+            pos: 4096,
+        }
+    }
+
+    /// Forgets unread bytes: the next read goes to the OS.
+    pub fn clear(&mut self) {
+        self.buf.fill(0);
+        self.pos = self.buf.len();
+    }
+
+    pub fn fill(&mut self, out: &mut [u8]) -> Result<(), RandomError> {
+        if out.len() > self.buf.len() {
+            return fill_random(out);
+        }
+        if self.buf.len() - self.pos < out.len() {
+            fill_random(&mut self.buf)?;
+            self.pos = 0;
+        }
+        let end = self.pos + out.len();
+        out.copy_from_slice(&self.buf[self.pos..end]);
+        // Bytes handed out are not kept.
+        self.buf[self.pos..end].fill(0);
+        self.pos = end;
+        Ok(())
+    }
+}
+
 impl SessionId {
     pub fn generate() -> Result<Self, RandomError> {
         let mut b = [0u8; 16];
         fill_random(&mut b)?;
+        Ok(Self(b))
+    }
+
+    pub fn from_pool(pool: &mut RandomPool) -> Result<Self, RandomError> {
+        let mut b = [0u8; 16];
+        pool.fill(&mut b)?;
         Ok(Self(b))
     }
 
@@ -56,6 +108,12 @@ impl Handle {
     pub fn generate() -> Result<Self, RandomError> {
         let mut b = [0u8; 8];
         fill_random(&mut b)?;
+        Ok(Self(b))
+    }
+
+    pub fn from_pool(pool: &mut RandomPool) -> Result<Self, RandomError> {
+        let mut b = [0u8; 8];
+        pool.fill(&mut b)?;
         Ok(Self(b))
     }
 
@@ -100,6 +158,20 @@ mod tests {
         let b = SessionId::generate().unwrap();
         assert_ne!(a, b);
         assert_eq!(format!("{a:?}"), "SessionId(..)");
+    }
+
+    #[test]
+    fn pool_hands_out_each_byte_once() {
+        let mut pool = RandomPool::new();
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..1000 {
+            assert!(seen.insert(SessionId::from_pool(&mut pool).unwrap().0));
+        }
+        let mut big = [0u8; 5000];
+        pool.fill(&mut big).unwrap();
+        assert!(big.iter().any(|&b| b != 0));
+        pool.clear();
+        assert_eq!(pool.pos, pool.buf.len());
     }
 
     #[test]

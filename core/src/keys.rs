@@ -14,6 +14,9 @@ type HmacSha256 = Hmac<Sha256>;
 /// Length of the truncated cookie tag (128 bits, as lua-resty-session).
 pub const TAG_LEN: usize = 16;
 
+/// Longest cookie name bound into a tag; `parse::cookie_name` enforces it.
+pub const MAX_NAME: usize = 128;
+
 const SALT: &[u8] = b"ngx-sessions";
 const COOKIE_MAC_INFO: &[u8] = b"ngx-sessions v1 cookie mac";
 
@@ -49,11 +52,16 @@ impl Key {
 
     fn keyed(&self, name: &[u8], id: &[u8; 16]) -> HmacSha256 {
         let mut m = self.mac.clone();
-        // Length-prefix the name so (name, id) pairs cannot collide.
-        m.update(b"v1");
-        m.update(&(name.len() as u32).to_be_bytes());
-        m.update(name);
-        m.update(id);
+        // "v1" || len(name) || name || id: the length prefix keeps distinct
+        // (name, id) pairs distinct. One contiguous update is cheapest.
+        let mut msg = [0u8; 2 + 4 + MAX_NAME + 16];
+        let name = &name[..name.len().min(MAX_NAME)];
+        let n = name.len();
+        msg[..2].copy_from_slice(b"v1");
+        msg[2..6].copy_from_slice(&(n as u32).to_be_bytes());
+        msg[6..6 + n].copy_from_slice(name);
+        msg[6 + n..22 + n].copy_from_slice(id);
+        m.update(&msg[..22 + n]);
         m
     }
 

@@ -102,7 +102,9 @@ pub fn zone(v: &[u8]) -> Result<(&[u8], usize), Reason> {
 
 /// A cookie name as BunkerWeb allows it: `^[a-zA-Z0-9_-]+$`.
 pub fn cookie_name(v: &[u8]) -> Result<&[u8], Reason> {
-    if !v.is_empty()
+    if v.len() > crate::keys::MAX_NAME {
+        Err("the name is longer than 128 characters")
+    } else if !v.is_empty()
         && v.iter()
             .all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
     {
@@ -238,6 +240,8 @@ mod tests {
         for bad in [&b""[..], b"a b", b"a;b", b"a=b", b"s\xc3\xa9"] {
             assert!(cookie_name(bad).is_err());
         }
+        assert!(cookie_name(&[b'a'; 128]).is_ok());
+        assert!(cookie_name(&[b'a'; 129]).is_err());
         assert!(secret(b"x").is_ok());
         assert!(secret(b"").is_err());
         assert!(secret(b"a\nb").is_err());

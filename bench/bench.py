@@ -1,0 +1,410 @@
+#!/usr/bin/env python3
+"""`make bench`: throughput, latency and instructions per request of the
+session paths, side by side with plain nginx in one run.
+
+Starts the vendored nginx (1 worker) with the module, checks that each path
+does what its row claims, measures it with wrk, and prints a table of req/s,
+p50/p99 latency and the ratio to the plain static file of the same run. Then
+compares the valid path with 1,000 and 1,000,000 live sessions, reports the
+shared memory per session, and counts instructions per request under
+callgrind (deterministic, unlike wall-clock numbers on a shared machine).
+Standard library only.
+"""
+
+import argparse
+import datetime
+import http.client
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / "target" / "bench"
+MODULE = ROOT / "target" / "release" / "libngx_http_sessions_module.so"
+SECRET = "bench-secret-0123456789"
+# Every client sends the same User-Agent, so UA checks pass as in real traffic.
+UA = "ngx-sessions-bench/1"
+
+CONF = """
+load_module {module};
+worker_processes 1;
+worker_cpu_affinity 01;
+{master}
+error_log logs/error.log notice;
+pid logs/nginx.pid;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path tmp_body; proxy_temp_path tmp_proxy;
+    fastcgi_temp_path tmp_fcgi; uwsgi_temp_path tmp_uwsgi; scgi_temp_path tmp_scgi;
+    sessions_zone bench:{zone};
+    sessions_secret {secret};
+    sessions_name sid;
+    sessions_check_ip on;
+    sessions_check_user_agent on;
+    server {{
+        listen 127.0.0.1:{port};
+        root html;
+        location /plain/ {{ }}
+        location /s/ {{ sessions on; }}
+        location /roll/ {{
+            sessions on;
+            sessions_idling_timeout 0;
+            sessions_rolling_timeout {rolling};
+        }}
+    }}
+}}
+"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def nginx_bin():
+    out = subprocess.run([str(ROOT / "scripts" / "nginx-bin.sh")], cwd=ROOT, capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(out.stderr)
+    return str(ROOT / out.stdout.strip())
+
+
+class Nginx:
+    """One nginx with the bench config; `wrap` runs it under a tool (callgrind)."""
+
+    def __init__(self, name, zone="64m", rolling="40s", wrap=None):
+        self.dir = WORK / name
+        shutil.rmtree(self.dir, ignore_errors=True)
+        for d in ("logs", "html/plain", "html/s", "html/roll"):
+            (self.dir / d).mkdir(parents=True)
+        page = "x" * 612  # the size of nginx's default index.html
+        for d in ("plain", "s", "roll"):
+            (self.dir / "html" / d / "index.html").write_text(page)
+        self.port = free_port()
+        master = "master_process off;" if wrap else ""
+        (self.dir / "nginx.conf").write_text(
+            CONF.format(module=MODULE, master=master, zone=zone, secret=SECRET, port=self.port, rolling=rolling)
+        )
+        cmd = (wrap or []) + [nginx_bin(), "-p", str(self.dir), "-c", "nginx.conf", "-e", "logs/error.log",
+                              "-g", "daemon off;"]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(self.dir / "stderr.log", "w"))
+        deadline = time.time() + (120 if wrap else 10)
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.time() > deadline:
+                    sys.exit(f"nginx did not start:\n{(self.dir / 'logs/error.log').read_text()}")
+                time.sleep(0.05)
+
+    def url(self, path):
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def worker_pid(self):
+        if self.proc.args[0] != nginx_bin():
+            return self.proc.pid
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
+        return int(out.stdout.split()[0])
+
+    def capacity(self):
+        log = (self.dir / "logs" / "error.log").read_text()
+        return int(re.search(r'sessions zone "bench" holds (\d+) sessions', log).group(1))
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGQUIT)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+class Client:
+    """A keep-alive HTTP client; sends exactly what wrk sends."""
+
+    def __init__(self, port):
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+
+    def get(self, path, cookie=None):
+        headers = {"User-Agent": UA}
+        if cookie:
+            headers["Cookie"] = cookie
+        self.conn.request("GET", path, headers=headers)
+        r = self.conn.getresponse()
+        r.read()
+        set_cookie = r.getheader("Set-Cookie")
+        return r.status, (set_cookie.split(";")[0] if set_cookie else None)
+
+
+def check(cond, what):
+    if not cond:
+        sys.exit(f"benchmark check failed: {what}")
+
+
+def wrk(url, duration, cookie=None, script=None, connections=50):
+    # nginx's worker runs on CPU 0 (worker_cpu_affinity), wrk on CPU 1.
+    cmd = ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency",
+           "-H", f"User-Agent: {UA}"]
+    if cookie:
+        cmd += ["-H", f"Cookie: {cookie}"]
+    if script:
+        cmd += ["-s", str(script)]
+    out = subprocess.run(cmd + [url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    lat = {}
+    for pct in ("50", "99"):
+        m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        v, unit = float(m.group(1)), m.group(2)
+        lat[pct] = v * {"us": 1, "ms": 1000, "s": 1_000_000}[unit]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    check(non2xx is None, f"{url}: {non2xx and non2xx.group(1)} error responses")
+    errors = re.search(r"Socket errors: (.*)", out)
+    check(errors is None, f"{url}: socket errors {errors and errors.group(1)}")
+    return {"rps": rps, "p50": lat["50"], "p99": lat["99"]}
+
+
+# wrk runs response() in the thread's Lua state and done() in another, so
+# the cookies go to the file as they arrive.
+COLLECT_LUA = """
+local f = io.open("%s", "w")
+f:setvbuf("line")
+response = function(status, headers, body)
+  local c = headers["Set-Cookie"]
+  if c then f:write(string.match(c, "^[^;]+"), "\\n") end
+end
+"""
+
+REPLAY_LUA = """
+local list = {}
+for line in io.lines("%s") do list[#list + 1] = line end
+local i = 0
+request = function()
+  i = i + 1
+  return wrk.format("GET", "/roll/index.html", { ["Cookie"] = list[((i - 1) %% #list) + 1],
+                                                 ["User-Agent"] = "%s" })
+end
+"""
+
+
+def median(runs):
+    """The median run: req/s and latencies of the median, and the median of the per-round ratios."""
+    mid = dict(sorted(runs, key=lambda r: r["rps"])[len(runs) // 2])
+    ratios = sorted(r["ratio"] for r in runs if "ratio" in r)
+    if ratios:
+        mid["ratio"] = ratios[len(ratios) // 2]
+        mid["ratios"] = ratios
+    return mid
+
+
+def throughput(duration, rounds):
+    """The side-by-side table."""
+    # Room for every session the new-session rounds create: no eviction.
+    zone_mb = 256
+    n = Nginx("throughput", zone=f"{zone_mb}m")
+    rows = []
+    try:
+        c = Client(n.port)
+        # Each path does what its row claims before it is measured.
+        for _ in range(20):
+            status, sc = c.get("/plain/index.html")
+            check(status == 200 and sc is None, "plain: no session work")
+        cookies = {c.get("/s/index.html")[1] for _ in range(20)}
+        check(None not in cookies and len(cookies) == 20, "new: a new cookie on every response")
+        valid = c.get("/s/index.html")[1]
+        for _ in range(20):
+            status, sc = c.get("/s/index.html", valid)
+            check(status == 200 and sc is None, "valid: no Set-Cookie for a valid session")
+
+        # Interleaved rounds; each row reports its median round.
+        plan = [
+            ("plain static file (no sessions)", "/plain/index.html", None),
+            ("new session (shm)", "/s/index.html", None),
+            ("valid session (shm)", "/s/index.html", valid),
+        ]
+        runs = {name: [] for name, _, _ in plan}
+        for _ in range(rounds):
+            for name, path, cookie in plan:
+                runs[name].append(wrk(n.url(path), duration, cookie=cookie))
+            # Ratios within a round cancel the machine's drift between rounds.
+            base = runs[plan[0][0]][-1]["rps"]
+            for name, _, _ in plan:
+                runs[name][-1]["ratio"] = runs[name][-1]["rps"] / base
+        for name, _, _ in plan:
+            rows.append((name, median(runs[name])))
+        status, sc = c.get("/s/index.html", valid)
+        check(sc is None, "valid: the benchmark cookie stayed valid throughout")
+
+        # Renewal: collect fresh cookies, wait until they are due (3/4 of the
+        # 40 s rolling time) but not expired, then present each one once.
+        cookie_file = WORK / "roll-cookies.txt"
+        collect = WORK / "collect.lua"
+        collect.write_text(COLLECT_LUA % cookie_file)
+        started = time.time()
+        wrk(n.url("/roll/index.html"), 3, script=collect)
+        cookies = cookie_file.read_text().split()
+        check(len(cookies) > 1000, "renewal: collected cookies")
+        probes, cookies = cookies[:10], cookies[10:]
+        cookie_file.write_text("\n".join(cookies) + "\n")
+        time.sleep(max(0.0, started + 31 - time.time()))
+        for p in probes:
+            status, sc = c.get("/roll/index.html", p)
+            check(status == 200 and sc and sc != p, "renewal: a due session gets a new cookie")
+        replay = WORK / "replay.lua"
+        replay.write_text(REPLAY_LUA % (cookie_file, UA))
+        renew_secs = 2
+        r = wrk(n.url("/roll/index.html"), renew_secs, script=replay)
+        check(r["rps"] * renew_secs <= len(cookies), "renewal: every request presented a cookie due for renewal")
+        # wrk's Lua request() costs wrk time: the same script against the
+        # static file is this row's own ceiling.
+        ceiling_script = WORK / "replay-plain.lua"
+        ceiling_script.write_text((REPLAY_LUA % (cookie_file, UA)).replace("/roll/index.html", "/plain/index.html"))
+        ceiling = wrk(n.url("/plain/index.html"), renew_secs, script=ceiling_script)
+        r["ratio"] = r["rps"] / ceiling["rps"]
+        rows.append(("plain static file, requests from the replay script", ceiling))
+        rows.append(("session due for rolling renewal (shm)", r))
+        rows.append(("valid session with stored data (shm)", None))  # session data: not implemented yet
+        per_session = (zone_mb << 20) / n.capacity()
+    finally:
+        n.stop()
+    return rows, per_session
+
+
+def scaling(duration):
+    """Valid-path throughput with 1,000 and with 1,000,000 live sessions."""
+    n = Nginx("scaling", zone="160m")
+    out = {}
+    try:
+        check(n.capacity() >= 1_000_000, "scaling: the zone holds a million sessions")
+        c = Client(n.port)
+        valid = c.get("/s/index.html")[1]
+
+        def fill(total):
+            subprocess.run(["h2load", "--h1", "-n", str(total), "-c", "50", "-t", "1", "-H", f"user-agent: {UA}",
+                            n.url("/s/index.html")],
+                           check=True, capture_output=True)
+
+        fill(999)
+        out["1k"] = wrk(n.url("/s/index.html"), duration, cookie=valid)
+        fill(1_000_000 - 1_000)
+        status, sc = c.get("/s/index.html", valid)
+        check(sc is None, "scaling: no eviction while filling")
+        out["1M"] = wrk(n.url("/s/index.html"), duration, cookie=valid)
+    finally:
+        n.stop()
+    return out
+
+
+def instructions(requests):
+    """Instructions per request of the nginx worker, counted by callgrind."""
+    wrap = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={WORK}/cg.%p"]
+    n = Nginx("callgrind", zone="16m", rolling="8s", wrap=wrap)
+    pid = n.proc.pid
+    results = {}
+
+    def measure(name, send):
+        subprocess.run(["callgrind_control", "-z", str(pid)], check=True, capture_output=True)
+        send()
+        subprocess.run(["callgrind_control", "-d", name, str(pid)], check=True, capture_output=True)
+        dumps = sorted(WORK.glob(f"cg.{pid}.*"), key=os.path.getmtime)
+        text = dumps[-1].read_text(errors="replace")
+        total = int(re.search(r"^(?:summary|totals): (\d+)", text, re.M).group(1))
+        results[name] = total / requests
+
+    try:
+        c = Client(n.port)
+        valid = c.get("/s/index.html")[1]
+        c.get("/plain/index.html")
+        measure("plain", lambda: [c.get("/plain/index.html") for _ in range(requests)])
+        measure("new", lambda: [c.get("/s/index.html") for _ in range(requests)])
+        measure("valid", lambda: [c.get("/s/index.html", valid) for _ in range(requests)])
+        due = [c.get("/roll/index.html")[1] for _ in range(requests)]
+        time.sleep(6.2)
+        measure("renewal", lambda: [c.get("/roll/index.html", d) for d in due])
+    finally:
+        n.stop()
+        for f in WORK.glob(f"cg.{pid}*"):
+            f.unlink()
+    return results
+
+
+TARGETS = {
+    "new session (shm)": 0.85,
+    "valid session (shm)": 0.92,
+}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--duration", type=int, default=10, help="seconds per wrk row")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; rows report the median")
+    ap.add_argument("--out", default=str(WORK / "results.md"))
+    ap.add_argument("--skip-scaling", action="store_true")
+    ap.add_argument("--skip-instructions", action="store_true")
+    args = ap.parse_args()
+    WORK.mkdir(parents=True, exist_ok=True)
+    check(MODULE.exists(), f"{MODULE} is missing: run make first")
+
+    lines = [
+        f"ngx-sessions benchmark, {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}, "
+        f"{platform.node()}, {os.cpu_count()} cores, {platform.machine()}",
+        f"nginx 1 worker on CPU 0, wrk -t1 -c50 -d{args.duration}s on CPU 1, 612-byte static file, "
+        f"median of {args.rounds} interleaved rounds; the valid rows send one cookie on every request",
+        "",
+        "The ratio is the median over rounds of (row / plain row of the same round), with its range;",
+        "the renewal row is compared with the same wrk Lua script fetching the static file.",
+        "",
+        "| path | req/s | p50 | p99 | ratio to plain | target |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    rows, per_session = throughput(args.duration, args.rounds)
+    for name, r in rows:
+        target = TARGETS.get(name)
+        target_s = f">= {target:.2f}" if target else ""
+        if r is None:
+            lines.append(f"| {name} | n/a | | | | (no session data yet) |")
+            continue
+        ratio = r.get("ratio", 1.0)
+        mark = "" if not target else (" ok" if ratio >= target else " BELOW")
+        spread = f" ({r['ratios'][0]:.2f}-{r['ratios'][-1]:.2f})" if len(r.get("ratios", [])) > 1 else ""
+        lines.append(f"| {name} | {r['rps']:,.0f} | {r['p50']:.0f} us | {r['p99']:.0f} us | "
+                     f"{ratio:.3f}{spread} | {target_s}{mark} |")
+    lines += ["", f"shared memory per session: {per_session:.1f} bytes (zone size / sessions it holds)"]
+
+    if not args.skip_scaling:
+        s = scaling(args.duration)
+        lines += [
+            "",
+            "| live sessions in the zone | valid-session req/s | p99 |",
+            "|---:|---:|---:|",
+            f"| 1,000 | {s['1k']['rps']:,.0f} | {s['1k']['p99']:.0f} us |",
+            f"| 1,000,000 | {s['1M']['rps']:,.0f} | {s['1M']['p99']:.0f} us |",
+            f"1M / 1k throughput: {s['1M']['rps'] / s['1k']['rps']:.3f} (target: within 5%)",
+        ]
+    if not args.skip_instructions:
+        ins = instructions(2000)
+        lines += [
+            "",
+            "Instructions per request in the nginx worker (callgrind, 2000 keep-alive requests each):",
+            "",
+            "| path | instructions | over plain |",
+            "|---|---:|---:|",
+        ]
+        for k in ("plain", "new", "valid", "renewal"):
+            lines.append(f"| {k} | {ins[k]:,.0f} | {ins[k] - ins['plain']:+,.0f} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    Path(args.out).write_text(text)
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
