@@ -5,7 +5,7 @@ PROFILE := release
 MODULE  := target/$(PROFILE)/libngx_http_sessions_module.so
 RUN_DIR := .run
 
-.PHONY: all build deps run test unittest itest check clean
+.PHONY: all build deps run test unittest itest check bench clean
 
 all: build
 
@@ -17,10 +17,12 @@ build: deps
 	$(CARGO) build --release
 
 # Serves nginx-conf/demo.conf on http://127.0.0.1:8080/ in the foreground (Ctrl-C stops).
+# As root the workers keep root's identity so they can read a checkout under /root.
 run: build
 	@mkdir -p $(RUN_DIR)
 	@echo "ngx-sessions demo on http://127.0.0.1:8080/ (Ctrl-C to stop)"
-	exec $$(scripts/nginx-bin.sh) -p "$(CURDIR)" -c nginx-conf/demo.conf -e $(RUN_DIR)/error.log -g 'daemon off;'
+	exec $$(scripts/nginx-bin.sh) -p "$(CURDIR)" -c nginx-conf/demo.conf -e $(RUN_DIR)/error.log \
+		-g "daemon off; $$([ "$$(id -u)" = 0 ] && echo 'user root root;')"
 
 # Unit tests of the pure logic, then the integration suite against real nginx.
 test: build
@@ -31,6 +33,11 @@ unittest:
 
 itest: build
 	$(CARGO) test --release --test '*' -- --test-threads=8
+
+# Throughput, latency and instructions per request; see BENCHMARKS.md.
+bench: build
+	@scripts/deps.sh bench
+	python3 bench/bench.py
 
 check:
 	$(CARGO) fmt --all -- --check

@@ -4,6 +4,10 @@
 set -euo pipefail
 
 packages=(gcc make pkg-config libclang-dev libpcre2-dev libssl-dev zlib1g-dev curl)
+# `scripts/deps.sh bench` adds the load generators and profilers.
+if [ "${1:-}" = bench ]; then
+  packages+=(python3 wrk nghttp2-client valgrind util-linux procps)
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -71,10 +71,21 @@ pub struct Nginx {
     child: Option<Child>,
 }
 
+/// As root, workers would run as `nobody`, which may not read a checkout
+/// under a private home directory: keep them as the user running the tests.
+fn user_directive() -> &'static str {
+    use std::os::unix::fs::MetadataExt;
+    match fs::metadata("/proc/self").map(|m| m.uid()) {
+        Ok(0) => "user root root;",
+        _ => "",
+    }
+}
+
 /// `{port}`, `{port2}`, `{port3}` and `{dir}` in `http` are substituted.
 fn main_conf(workers: u32, http: &str) -> String {
     format!(
         "load_module {module};\n\
+         {user}\n\
          worker_processes {workers};\n\
          error_log logs/error.log info;\n\
          pid logs/nginx.pid;\n\
@@ -85,6 +96,7 @@ fn main_conf(workers: u32, http: &str) -> String {
          fastcgi_temp_path tmp_fcgi; uwsgi_temp_path tmp_uwsgi; scgi_temp_path tmp_scgi;\n\
          {http}\n}}\n",
         module = module_path().display(),
+        user = user_directive(),
     )
 }
 
