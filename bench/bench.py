@@ -239,8 +239,9 @@ def throughput(duration, rounds):
             ("valid session (shm)", "/s/index.html", valid),
         ]
         runs = {name: [] for name, _, _ in plan}
-        for _ in range(rounds):
-            for name, path, cookie in plan:
+        for i in range(rounds):
+            # Rotate the order so no row always runs first or last in a round.
+            for name, path, cookie in plan[i % len(plan):] + plan[:i % len(plan)]:
                 runs[name].append(wrk(n.url(path), duration, cookie=cookie))
             # Ratios within a round cancel the machine's drift between rounds.
             base = runs[plan[0][0]][-1]["rps"]
@@ -305,17 +306,36 @@ def scaling(duration, rounds):
             fill(n, total - 1)
             check(c.get("/s/index.html", cookies[n.port])[1] is None, "scaling: no eviction while filling")
         runs = {"1k": [], "1M": []}
-        for _ in range(rounds):
-            a = wrk(small.url("/s/index.html"), duration, cookie=cookies[small.port])
-            b = wrk(large.url("/s/index.html"), duration, cookie=cookies[large.port])
+        for i in range(rounds):
+            order = (small, large) if i % 2 == 0 else (large, small)  # ABBA: no order bias
+            got = {n.port: wrk(n.url("/s/index.html"), duration, cookie=cookies[n.port]) for n in order}
+            a, b = got[small.port], got[large.port]
             a["ratio"], b["ratio"] = 1.0, b["rps"] / a["rps"]
             runs["1k"].append(a)
             runs["1M"].append(b)
         out = {k: median(v) for k, v in runs.items()}
+        if perf_works():
+            for key, n in (("1k", small), ("1M", large)):
+                out[key]["counts"] = perf_counts(n, cookies[n.port])
     finally:
         small.stop()
         large.stop()
     return out
+
+
+def perf_counts(n, cookie, requests=200_000):
+    """User instructions and cycles per request of the worker on the valid
+    path: unlike req/s, these do not move with the host's load."""
+    pid = n.worker_pid()
+    p = subprocess.Popen(["perf", "stat", "-x,", "-e", "instructions:u,cycles:u", "-p", str(pid)],
+                         stderr=subprocess.PIPE, text=True)
+    time.sleep(0.2)
+    subprocess.run(["h2load", "--h1", "-n", str(requests), "-c", "50", "-t", "1", "-H", f"user-agent: {UA}",
+                    "-H", f"cookie: {cookie}", n.url("/s/index.html")], check=True, capture_output=True)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate()
+    vals = [int(line.split(",")[0]) for line in err.strip().splitlines() if line[:1].isdigit()]
+    return vals[0] / requests, vals[1] / requests
 
 
 def count_paths(n, measure, requests):
@@ -442,7 +462,7 @@ def main():
     lines += ["", f"shared memory per session: {per_session:.1f} bytes (zone size / sessions it holds)"]
 
     if not args.skip_scaling:
-        s = scaling(args.duration, args.rounds)
+        s = scaling(5, 6)
         r = s["1M"]["ratio"]
         lines += [
             "",
@@ -453,6 +473,15 @@ def main():
             f"{r:.3f} ({s['1M']['ratios'][0]:.2f}-{s['1M']['ratios'][-1]:.2f}) |",
             f"1M / 1k: {r:.3f}, target within 5%: {'ok' if abs(r - 1) <= 0.05 else 'OUTSIDE'}",
         ]
+        if "counts" in s["1k"]:
+            (i1, c1), (i2, c2) = s["1k"]["counts"], s["1M"]["counts"]
+            lines += [
+                "",
+                "Valid path, per request in the worker (perf stat, 200,000 requests): "
+                f"1,000 sessions {i1:,.0f} instructions / {c1:,.0f} cycles; "
+                f"1,000,000 sessions {i2:,.0f} instructions / {c2:,.0f} cycles "
+                f"(ratios {i2 / i1:.3f} / {c2 / c1:.3f}).",
+            ]
     if not args.skip_instructions:
         requests = 2000
         cg = instructions_callgrind(requests)
