@@ -5,7 +5,7 @@ PROFILE := release
 MODULE  := target/$(PROFILE)/libngx_http_sessions_module.so
 RUN_DIR := .run
 
-.PHONY: all build deps run test unittest itest check bench clean
+.PHONY: all build deps run test unittest itest check bench deb deb-test dynamic-module-test plugin-test clean
 
 all: build
 
@@ -38,6 +38,25 @@ itest: build
 bench: build
 	@scripts/deps.sh bench
 	python3 bench/bench.py
+
+# libnginx-mod-http-sessions_*.deb for Debian 12's nginx 1.22 (target/deb/).
+deb: deps
+	@scripts/deps.sh deb
+	scripts/build-deb.sh
+
+# Installs that .deb with Debian's nginx and runs the scenario suite on /usr/sbin/nginx (root).
+deb-test: build
+	@scripts/deps.sh deb
+	scripts/test-deb.sh
+
+# Builds the module with nginx's ./configure --add-dynamic-module and tests that .so.
+dynamic-module-test: build
+	scripts/test-dynamic-module.sh
+
+# plugin.json rules and the Jinja templates of the BunkerWeb plugin (bunkerweb/).
+plugin-test: build
+	@scripts/deps.sh plugin
+	scripts/test-plugin.sh
 
 check:
 	$(CARGO) fmt --all -- --check

@@ -5,9 +5,11 @@ set -euo pipefail
 
 packages=(gcc make pkg-config libclang-dev libpcre2-dev libssl-dev zlib1g-dev curl)
 # `scripts/deps.sh bench` adds the load generators and profilers.
-if [ "${1:-}" = bench ]; then
-  packages+=(python3 wrk nghttp2-client valgrind util-linux procps)
-fi
+case "${1:-}" in
+  bench) packages+=(python3 wrk nghttp2-client valgrind util-linux procps) ;;
+  deb) packages+=(nginx nginx-dev dpkg-dev python3) ;;
+  plugin) packages+=(python3 python3-venv) ;;
+esac
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -36,13 +36,20 @@ pub fn module_path() -> PathBuf {
     profile_dir().join("libngx_http_sessions_module.so")
 }
 
-/// A port nobody listens on right now.
+static NEXT_PORT: AtomicU32 = AtomicU32::new(0);
+
+/// A port nobody listens on right now, unique within this test process and
+/// below the kernel's ephemeral range (32768+), from which client sockets
+/// and `bind(0)` draw, so parallel tests never race for one port.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    let base = 20_000 + (std::process::id() % 50) * 240;
+    loop {
+        let n = NEXT_PORT.fetch_add(1, Ordering::SeqCst);
+        let port = u16::try_from(base + n % 12_000).expect("port range");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
@@ -243,6 +250,8 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
+        // A failing test keeps its directory (config, logs) for inspection.
+        let keep = std::thread::panicking();
         if let Some(mut c) = self.child.take() {
             let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
             let deadline = Instant::now() + Duration::from_secs(5);
@@ -251,6 +260,9 @@ impl Drop for Nginx {
             }
             let _ = c.kill();
             let _ = c.wait();
+        }
+        if !keep {
+            let _ = fs::remove_dir_all(&self.dir);
         }
     }
 }
