@@ -3,7 +3,7 @@
 
 use std::ptr;
 
-use nginx_sys::ngx_shm_zone_t;
+use nginx_sys::{ngx_http_complex_value_t, ngx_shm_zone_t};
 use sessions_core::{CookieAttrs, Keyring, Policy, SameSite, Secure, Timeouts};
 
 /// Where a location's secret comes from.
@@ -14,6 +14,10 @@ pub enum SecretConf {
     /// Configured: the first signs, the rest still verify.
     Keys(Keyring),
 }
+
+/// `sessions_login_url`: a compiled complex value (it may hold variables).
+#[derive(Clone, Copy, Debug)]
+pub struct LoginUrl(pub *mut ngx_http_complex_value_t);
 
 /// Where a location's cookie name comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,6 +63,15 @@ pub struct LocConf {
     pub rolling: Option<u64>,
     pub absolute: Option<u64>,
     pub grace: Option<u64>,
+    pub remember: Option<u64>,
+    /// Apply X-Session-* headers of upstream responses.
+    pub control_headers: Option<bool>,
+    /// Answer requests without a logged-in session with 401 or a redirect.
+    pub require_login: Option<bool>,
+    /// Where to send them; `None` inside means 401 only.
+    pub login_url: Option<Option<LoginUrl>>,
+    /// `sessions_logout URL`: where a logout redirects (this location only).
+    pub logout_redirect: Option<LoginUrl>,
     pub check_ip: Option<bool>,
     pub check_ua: Option<bool>,
     pub domain: Option<Option<String>>,
@@ -89,6 +102,10 @@ impl LocConf {
         inherit(&mut self.rolling, &prev.rolling);
         inherit(&mut self.absolute, &prev.absolute);
         inherit(&mut self.grace, &prev.grace);
+        inherit(&mut self.remember, &prev.remember);
+        inherit(&mut self.control_headers, &prev.control_headers);
+        inherit(&mut self.require_login, &prev.require_login);
+        inherit(&mut self.login_url, &prev.login_url);
         inherit(&mut self.check_ip, &prev.check_ip);
         inherit(&mut self.check_ua, &prev.check_ua);
         inherit(&mut self.domain, &prev.domain);
@@ -113,6 +130,7 @@ impl LocConf {
             check_ip: self.check_ip.unwrap_or(dp.check_ip),
             check_ua: self.check_ua.unwrap_or(dp.check_ua),
             grace: self.grace.unwrap_or(dp.grace),
+            remember: self.remember.unwrap_or(dp.remember),
         };
         let da = CookieAttrs::default();
         self.attrs = CookieAttrs {
@@ -127,6 +145,14 @@ impl LocConf {
 
     pub fn enabled(&self) -> bool {
         self.enable == Some(true)
+    }
+
+    pub fn control_headers(&self) -> bool {
+        self.control_headers == Some(true)
+    }
+
+    pub fn require_login(&self) -> bool {
+        self.require_login == Some(true)
     }
 
     pub fn uses_random(&self) -> bool {

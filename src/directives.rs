@@ -6,17 +6,18 @@ use std::ffi::{c_char, c_void};
 use std::ptr;
 
 use nginx_sys::{
-    ngx_command_t, ngx_conf_t, ngx_shared_memory_add, ngx_str_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_FLAG,
-    NGX_CONF_TAKE1, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
-    NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG,
+    ngx_command_t, ngx_conf_t, ngx_http_compile_complex_value, ngx_http_compile_complex_value_t,
+    ngx_http_complex_value_t, ngx_pcalloc, ngx_shared_memory_add, ngx_str_t, ngx_uint_t, NGX_CONF_1MORE,
+    NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
+    NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG,
 };
 use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
-use ngx::http::HttpModuleMainConf;
+use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::{ngx_conf_log_error, ngx_string};
 use sessions_core::parse::{self, Reason};
 use sessions_core::Keyring;
 
-use crate::conf::{LocConf, MainConf, NameConf, SecretConf};
+use crate::conf::{LocConf, LoginUrl, MainConf, NameConf, SecretConf};
 use crate::{zone, Module};
 
 /// Smallest zone: limit_req's rule of eight pages leaves room for the table.
@@ -90,6 +91,9 @@ value_directive! {
     set_rolling: rolling = parse::time_ms;
     set_absolute: absolute = parse::time_ms;
     set_grace: grace = parse::time_ms;
+    set_remember: remember = parse::time_ms;
+    set_control_headers: control_headers = parse::flag;
+    set_require_login: require_login = parse::flag;
     set_check_ip: check_ip = parse::flag;
     set_check_ua: check_ua = parse::flag;
     set_domain: domain = parse::domain;
@@ -176,6 +180,89 @@ extern "C" fn set_zone(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut
     add_zone(cf, main, name, size)
 }
 
+/// Compiles a value that may contain variables.
+fn compile(cf: &mut ngx_conf_t, value: &ngx_str_t) -> Option<LoginUrl> {
+    // SAFETY: allocating from the configuration pool, then compiling with
+    // nginx's own compiler, which only reads `value` and fills `cv`.
+    unsafe {
+        let cv =
+            ngx_pcalloc(cf.pool, size_of::<ngx_http_complex_value_t>()).cast::<ngx_http_complex_value_t>();
+        if cv.is_null() {
+            return None;
+        }
+        let mut value = *value;
+        let mut ccv: ngx_http_compile_complex_value_t = std::mem::zeroed();
+        ccv.cf = cf;
+        ccv.value = &mut value;
+        ccv.complex_value = cv;
+        (ngx_http_compile_complex_value(&mut ccv) == 0).then_some(LoginUrl(cv))
+    }
+}
+
+extern "C" fn set_login_url(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    // SAFETY: as in `value_directive!`.
+    let (cf, conf) = unsafe { (&mut *cf, &mut *conf.cast::<LocConf>()) };
+    if conf.login_url.is_some() {
+        return DUPLICATE;
+    }
+    let value = cf.args()[1];
+    if value.as_bytes() == b"off" {
+        conf.login_url = Some(None);
+        return NGX_CONF_OK;
+    }
+    if value.is_empty() {
+        return cf.invalid(&value, "it must be \"off\" or a URL");
+    }
+    match compile(cf, &value) {
+        Some(url) => {
+            conf.login_url = Some(Some(url));
+            NGX_CONF_OK
+        }
+        None => NGX_CONF_ERROR,
+    }
+}
+
+extern "C" fn set_logout(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    // SAFETY: as in `value_directive!`.
+    let (cf, conf) = unsafe { (&mut *cf, &mut *conf.cast::<LocConf>()) };
+    let Some(clcf) = NgxHttpCoreModule::location_conf_mut(cf) else {
+        return NGX_CONF_ERROR;
+    };
+    if clcf.handler.is_some() {
+        return c"conflicts with another content handler in this location"
+            .as_ptr()
+            .cast_mut();
+    }
+    if let Some(url) = cf.args().get(1).copied() {
+        match compile(cf, &url) {
+            Some(url) => conf.logout_redirect = Some(url),
+            None => return NGX_CONF_ERROR,
+        }
+    }
+    clcf.handler = Some(crate::logout_handler);
+    NGX_CONF_OK
+}
+
+extern "C" fn set_status(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, _conf: *mut c_void) -> *mut c_char {
+    // SAFETY: nginx passes a valid `cf` to directive handlers.
+    let cf = unsafe { &mut *cf };
+    let Some(clcf) = NgxHttpCoreModule::location_conf_mut(cf) else {
+        return NGX_CONF_ERROR;
+    };
+    if clcf.handler.is_some() {
+        return c"conflicts with another content handler in this location"
+            .as_ptr()
+            .cast_mut();
+    }
+    clcf.handler = Some(crate::status_handler);
+    // Reporting needs the zone even where no location switches sessions on.
+    match Module::main_conf_mut(cf) {
+        Some(main) => main.used = true,
+        None => return NGX_CONF_ERROR,
+    }
+    NGX_CONF_OK
+}
+
 /// Declares the shared zone; `zone::init` sets it up once memory exists.
 pub fn add_zone(cf: &mut ngx_conf_t, main: &mut MainConf, mut name: ngx_str_t, size: usize) -> *mut c_char {
     // SAFETY: `cf` is valid during configuration; the tag is this module's
@@ -217,7 +304,7 @@ const fn command(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t {
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 17] = [
+pub static mut COMMANDS: [ngx_command_t; 23] = [
     command(ngx_string!("sessions"), NGX_CONF_FLAG, set_enable),
     command(ngx_string!("sessions_secret"), NGX_CONF_1MORE, set_secret),
     command(ngx_string!("sessions_name"), NGX_CONF_TAKE1, set_name),
@@ -257,6 +344,38 @@ pub static mut COMMANDS: [ngx_command_t; 17] = [
         NGX_CONF_TAKE1,
         set_max_age,
     ),
+    command(
+        ngx_string!("sessions_remember_timeout"),
+        NGX_CONF_TAKE1,
+        set_remember,
+    ),
+    command(
+        ngx_string!("sessions_control_headers"),
+        NGX_CONF_TAKE1,
+        set_control_headers,
+    ),
+    command(
+        ngx_string!("sessions_require_login"),
+        NGX_CONF_TAKE1,
+        set_require_login,
+    ),
+    command(ngx_string!("sessions_login_url"), NGX_CONF_TAKE1, set_login_url),
+    ngx_command_t {
+        name: ngx_string!("sessions_logout"),
+        type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(set_logout),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("sessions_status"),
+        type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS) as ngx_uint_t,
+        set: Some(set_status),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
     ngx_command_t {
         name: ngx_string!("sessions_zone"),
         type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1) as ngx_uint_t,

@@ -1,11 +1,19 @@
-//! The header filter: the session cookie reaches whatever response the
-//! request ends with (static file, proxied, error page, redirect), once.
+//! The header filter: applies an application's X-Session-* response headers
+//! (where allowed), then makes sure the session cookie reaches whatever
+//! response the request ends with (static file, proxied, error page,
+//! redirect), once.
 
-use nginx_sys::{ngx_http_output_header_filter_pt, ngx_http_request_t, ngx_int_t};
+use nginx_sys::{ngx_http_output_header_filter_pt, ngx_http_request_t, ngx_int_t, ngx_str_t, NGX_LOG_ALERT};
+use nginx_sys::{NGX_LOG_ERR, NGX_LOG_INFO};
 use ngx::core::Status;
-use ngx::http::Request;
+use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, Request};
+use ngx::ngx_log_error;
+use sessions_core::gate::{truthy, valid_user, ControlHeader};
+use sessions_core::{apply, Control, ControlError};
 
-use crate::request;
+use crate::conf::LocConf;
+use crate::handler::{deleted_cookie, session_cookie, SCRATCH};
+use crate::{request, Module};
 
 pub static mut NEXT_HEADER_FILTER: ngx_http_output_header_filter_pt = None;
 
@@ -13,6 +21,13 @@ pub extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls header filters with a live request.
     let req = unsafe { Request::from_ngx_http_request(r) };
     if req.is_main() {
+        if req.upstream().is_some() {
+            if let Some(lc) = Module::location_conf(req).filter(|lc| lc.control_headers()) {
+                if control(req, lc).is_none() {
+                    return Status::NGX_ERROR.into();
+                }
+            }
+        }
         if let Some(ctx) = request::ctx(req) {
             if !ctx.cookie_sent && ctx.set_cookie.len > 0 {
                 if request::add_set_cookie(req, ctx.set_cookie).is_none() {
@@ -28,4 +43,95 @@ pub extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
         Some(next) => unsafe { next(r) },
         None => Status::NGX_OK.into(),
     }
+}
+
+/// Consumes the upstream's X-Session-* headers (none reaches the client) and
+/// applies them to the request's session. `None` only when out of memory.
+fn control(r: &mut Request, lc: &LocConf) -> Option<()> {
+    let (mut user, mut bad_user) = (None::<ngx_str_t>, false);
+    let (mut remember, mut regenerate, mut destroy) = (false, false, false);
+    request::headers_out_mut(r, |h| {
+        let name = h.key.as_bytes();
+        if !ControlHeader::is_control(name) {
+            return;
+        }
+        h.hash = 0;
+        let value = h.value.as_bytes();
+        match ControlHeader::from_name(name) {
+            Some(ControlHeader::User) if valid_user(value) => user = Some(h.value),
+            Some(ControlHeader::User) => bad_user = true,
+            Some(ControlHeader::Remember) => remember = truthy(value),
+            Some(ControlHeader::Regenerate) => regenerate = truthy(value),
+            Some(ControlHeader::Destroy) => destroy = truthy(value),
+            None => {}
+        }
+    });
+    if bad_user {
+        ngx_log_error!(
+            NGX_LOG_ERR,
+            r.log(),
+            "sessions: X-Session-User from upstream is empty, longer than 64 bytes or has control characters; ignored"
+        );
+    }
+    let control = if destroy {
+        Control::Destroy
+    } else if let Some(u) = &user {
+        Control::LogIn {
+            user: u.as_bytes(),
+            remember,
+        }
+    } else if regenerate {
+        Control::Regenerate
+    } else {
+        return Some(());
+    };
+    let Some(ctx) = request::ctx(r) else {
+        return Some(()); // no session in this request: nothing to change
+    };
+    let main = Module::main_conf(r)?;
+    let (Some(table), Some((keys, name))) = (main.table, lc.keys_and_name(main)) else {
+        return Some(());
+    };
+    let now = request::now_ms();
+    let id = ctx.id;
+    let result =
+        SCRATCH.with_borrow_mut(|s| table.with(|t| apply(t, &id, control, now, &lc.policy, &mut s.rng)));
+    match result {
+        Ok(None) => {
+            ngx_log_error!(
+                NGX_LOG_INFO,
+                r.log(),
+                "sessions: session ended by the application"
+            );
+            ctx.set_cookie = deleted_cookie(r, lc, name)?;
+            ctx.user = ngx_str_t::default();
+        }
+        Ok(Some((new_id, rec))) => {
+            if let Some(u) = rec.user() {
+                ngx_log_error!(
+                    NGX_LOG_INFO,
+                    r.log(),
+                    "sessions: session logged in, new id issued"
+                );
+                ctx.user = request::pool_str(r, u)?;
+            }
+            ctx.id = new_id;
+            ctx.set_cookie = session_cookie(r, lc, keys, name, &new_id, &rec)?;
+        }
+        Err(ControlError::NoSession) => {
+            ngx_log_error!(
+                NGX_LOG_INFO,
+                r.log(),
+                "sessions: the session ended before the application's answer"
+            );
+            return Some(());
+        }
+        Err(ControlError::UserTooLong) => return Some(()),
+        Err(ControlError::Random(e)) => {
+            ngx_log_error!(NGX_LOG_ALERT, r.log(), "sessions: {e}, session left unchanged");
+            return Some(());
+        }
+    }
+    ctx.cookie_sent = false;
+    Some(())
 }

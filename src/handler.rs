@@ -3,28 +3,31 @@
 use std::cell::RefCell;
 use std::ptr;
 
+use nginx_sys::ngx_str_t;
 use nginx_sys::{NGX_LOG_ALERT, NGX_LOG_INFO};
 use ngx::core::Status;
-use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, Request};
+use ngx::http::{HTTPStatus, HttpModuleLocationConf, HttpModuleMainConf, Request};
 use ngx::ngx_log_error;
 use sessions_core::cookie::{cookie_values, encode_value, Owner, VerifyCache};
 use sessions_core::engine::{fingerprint, Presented};
+use sessions_core::gate::{login_redirect, wants_401};
 use sessions_core::id::RandomPool;
-use sessions_core::{resolve, Facts};
+use sessions_core::{apply, resolve, Control, Facts, Keyring, Record, SessionId};
 
+use crate::conf::LocConf;
 use crate::request::{self, Ctx};
 use crate::Module;
 
 /// Per-worker buffers, so a request allocates nothing on the heap.
-struct Scratch {
-    rng: RandomPool,
+pub struct Scratch {
+    pub rng: RandomPool,
     verified: VerifyCache,
     value: Vec<u8>,
     header: Vec<u8>,
 }
 
 thread_local! {
-    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch {
+    pub static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch {
         rng: RandomPool::new(),
         verified: VerifyCache::default(),
         value: Vec::with_capacity(64),
@@ -115,31 +118,137 @@ pub fn access(r: &mut Request) -> Status {
         );
     }
 
-    let mut set_cookie = nginx_sys::ngx_str_t::default();
-    if outcome.issue_cookie {
-        let https = request::is_https(r);
-        let built = SCRATCH.with_borrow_mut(|s| {
-            s.value.clear();
-            s.header.clear();
-            encode_value(keys, name, &outcome.id, &mut s.value);
-            lc.attrs.set_cookie(name, &s.value, https, &mut s.header);
-            request::pool_str(r, &s.header)
-        });
-        match built {
-            Some(s) => set_cookie = s,
-            None => return Status::NGX_ERROR,
-        }
-    }
-
-    let ctx = Ctx::new(
+    let mut ctx = Ctx::new(
         outcome.status,
+        outcome.id,
         outcome.record.handle,
         outcome.record.created,
         outcome.deadline.unwrap_or(u64::MAX),
-        set_cookie,
     );
+    if let Some(user) = outcome.record.user() {
+        let Some(u) = request::pool_str(r, user) else {
+            return Status::NGX_ERROR;
+        };
+        ctx.user = u;
+    }
+    if outcome.issue_cookie {
+        let Some(c) = session_cookie(r, lc, keys, name, &outcome.id, &outcome.record) else {
+            return Status::NGX_ERROR;
+        };
+        ctx.set_cookie = c;
+    }
     if request::set_ctx(r, ctx).is_none() {
         return Status::NGX_ERROR;
     }
+    if lc.require_login() && outcome.record.user().is_none() {
+        return gate(r, lc);
+    }
     Status::NGX_DECLINED
+}
+
+/// The `Set-Cookie` value for session `id`, in the request pool.
+pub fn session_cookie(
+    r: &mut Request,
+    lc: &LocConf,
+    keys: &Keyring,
+    name: &[u8],
+    id: &SessionId,
+    rec: &Record,
+) -> Option<ngx_str_t> {
+    let https = request::is_https(r);
+    // A remembered login persists in the browser for its whole lifetime.
+    let max_age = if rec.remembered() {
+        Some(lc.policy.remember / 1000)
+    } else {
+        lc.attrs.max_age
+    };
+    SCRATCH.with_borrow_mut(|s| {
+        s.value.clear();
+        s.header.clear();
+        encode_value(keys, name, id, &mut s.value);
+        lc.attrs
+            .set_cookie_max_age(name, &s.value, https, max_age, &mut s.header);
+        request::pool_str(r, &s.header)
+    })
+}
+
+/// A `Set-Cookie` value that deletes the session cookie.
+pub fn deleted_cookie(r: &mut Request, lc: &LocConf, name: &[u8]) -> Option<ngx_str_t> {
+    let https = request::is_https(r);
+    SCRATCH.with_borrow_mut(|s| {
+        s.header.clear();
+        lc.attrs
+            .set_cookie_max_age(name, b"", https, Some(0), &mut s.header);
+        request::pool_str(r, &s.header)
+    })
+}
+
+/// No logged-in session: 401, or a redirect to the login page carrying the
+/// original URL; scripts and JSON clients always get 401.
+fn gate(r: &mut Request, lc: &LocConf) -> Status {
+    let api = wants_401(
+        request::header_in(r, b"accept"),
+        request::header_in(r, b"x-requested-with"),
+    );
+    let Some(Some(url)) = lc.login_url.filter(|_| !api) else {
+        return HTTPStatus::UNAUTHORIZED.into();
+    };
+    // SAFETY: the complex value was compiled at configuration time and lives
+    // as long as the configuration.
+    let Some(base) = r
+        .get_complex_value(unsafe { &*url.0 })
+        .map(|v| v.as_bytes().to_vec())
+    else {
+        return Status::NGX_ERROR;
+    };
+    let target = login_redirect(&base, &request::original_url(r));
+    match request::pool_str(r, &target).and_then(|v| request::set_location(r, v)) {
+        Some(()) => HTTPStatus::MOVED_TEMPORARILY.into(),
+        None => Status::NGX_ERROR,
+    }
+}
+
+/// `sessions_logout`: ends the session, deletes the cookie, then 204 or a redirect.
+pub fn logout(r: &mut Request) -> Status {
+    let discard = r.discard_request_body();
+    if !discard.is_ok() {
+        return discard;
+    }
+    let Some(lc) = Module::location_conf(r) else {
+        return Status::NGX_ERROR;
+    };
+    let main = Module::main_conf(r);
+    if let (Some(ctx), Some(main)) = (request::ctx(r), main) {
+        if let (Some(table), Some((_, name))) = (main.table, lc.keys_and_name(main)) {
+            let now = request::now_ms();
+            let done = SCRATCH.with_borrow_mut(|s| {
+                table.with(|t| apply(t, &ctx.id, Control::Destroy, now, &lc.policy, &mut s.rng))
+            });
+            if done.is_ok() {
+                ngx_log_error!(NGX_LOG_INFO, r.log(), "sessions: session ended by logout");
+            }
+            let Some(c) = deleted_cookie(r, lc, name) else {
+                return Status::NGX_ERROR;
+            };
+            ctx.set_cookie = c;
+            ctx.cookie_sent = false;
+            ctx.user = ngx_str_t::default();
+        }
+    }
+    match lc.logout_redirect {
+        Some(url) => {
+            // SAFETY: compiled at configuration time, lives with it.
+            let Some(v) = r
+                .get_complex_value(unsafe { &*url.0 })
+                .map(|v| v.as_bytes().to_vec())
+            else {
+                return Status::NGX_ERROR;
+            };
+            match request::pool_str(r, &v).and_then(|v| request::set_location(r, v)) {
+                Some(()) => HTTPStatus::MOVED_TEMPORARILY.into(),
+                None => Status::NGX_ERROR,
+            }
+        }
+        None => HTTPStatus::NO_CONTENT.into(),
+    }
 }

@@ -21,6 +21,7 @@ mod directives;
 mod filter;
 mod handler;
 mod request;
+mod status;
 mod variables;
 mod zone;
 
@@ -118,6 +119,8 @@ unsafe extern "C" fn merge_loc_conf(
 }
 
 http_request_handler!(access_handler, handler::access);
+http_request_handler!(status_handler, status::handler);
+http_request_handler!(logout_handler, handler::logout);
 
 static MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
     preconfiguration: Some(Module::preconfiguration),

@@ -2,14 +2,14 @@
 //! per-request context that must survive internal redirects.
 
 use std::ffi::c_void;
-use std::{mem, ptr};
+use std::{mem, ptr, slice};
 
 use nginx_sys::{
-    ngx_http_request_t, ngx_list_push, ngx_pnalloc, ngx_pool_cleanup_add, ngx_str_t, ngx_table_elt_t,
-    ngx_timeofday, sockaddr_in, sockaddr_in6, AF_INET, AF_INET6,
+    ngx_http_request_t, ngx_list_part_t, ngx_list_push, ngx_pnalloc, ngx_pool_cleanup_add, ngx_str_t,
+    ngx_table_elt_t, ngx_timeofday, sockaddr_in, sockaddr_in6, AF_INET, AF_INET6,
 };
 use ngx::http::Request;
-use sessions_core::{Handle, Status};
+use sessions_core::{Handle, SessionId, Status};
 
 use crate::ngx_http_sessions_module;
 
@@ -73,6 +73,68 @@ pub fn cookie_headers(r: &Request) -> impl Iterator<Item = &[u8]> {
     all.iter().map(|&h| unsafe { (*h).value.as_bytes() })
 }
 
+/// The first request header called `name` (case-insensitive).
+pub fn header_in<'a>(r: &'a Request, name: &[u8]) -> Option<&'a [u8]> {
+    r.headers_in_iterator()
+        .find(|(k, _)| k.as_bytes().eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_bytes())
+}
+
+/// The URL the client asked for: scheme, Host and the unparsed URI.
+pub fn original_url(r: &Request) -> Vec<u8> {
+    let req: &ngx_http_request_t = r.as_ref();
+    let mut url = Vec::with_capacity(128);
+    url.extend_from_slice(if is_https(r) { b"https://" } else { b"http://" });
+    // SAFETY: `host` is null or the live Host header element of this request.
+    match unsafe { req.headers_in.host.as_ref() } {
+        Some(h) => url.extend_from_slice(h.value.as_bytes()),
+        None => url.extend_from_slice(req.headers_in.server.as_bytes()),
+    }
+    url.extend_from_slice(req.unparsed_uri.as_bytes());
+    url
+}
+
+/// Calls `f` on every response header still to be sent; setting an
+/// element's `hash` to 0 hides it, as nginx's own filters do.
+pub fn headers_out_mut(r: &mut Request, mut f: impl FnMut(&mut ngx_table_elt_t)) {
+    let req: &mut ngx_http_request_t = r.as_mut();
+    let mut part: *mut ngx_list_part_t = &mut req.headers_out.headers.part;
+    // SAFETY: walking nginx's list of response headers: each part holds
+    // `nelts` initialised elements and links to the next part or null.
+    unsafe {
+        while let Some(p) = part.as_mut() {
+            let elts = slice::from_raw_parts_mut(p.elts.cast::<ngx_table_elt_t>(), p.nelts);
+            for h in elts.iter_mut().filter(|h| h.hash != 0) {
+                f(h);
+            }
+            part = p.next;
+        }
+    }
+}
+
+/// Sets the response's `Location` header.
+pub fn set_location(r: &mut Request, value: ngx_str_t) -> Option<()> {
+    let req: &mut ngx_http_request_t = r.as_mut();
+    // SAFETY: as in `add_set_cookie`; `headers_out.location` points at the
+    // element, as nginx's own redirects do.
+    unsafe {
+        let h = ngx_list_push(&mut req.headers_out.headers).cast::<ngx_table_elt_t>();
+        if h.is_null() {
+            return None;
+        }
+        h.write(mem::zeroed());
+        (*h).hash = 1;
+        (*h).key = ngx_str_t {
+            len: 8,
+            data: c"Location".as_ptr().cast_mut().cast(),
+        };
+        (*h).lowcase_key = c"location".as_ptr().cast_mut().cast();
+        (*h).value = value;
+        req.headers_out.location = h;
+    }
+    Some(())
+}
+
 /// Whether the request came over TLS.
 pub fn is_https(r: &Request) -> bool {
     // SAFETY: reading the connection's `ssl` pointer of a live request.
@@ -88,7 +150,11 @@ pub struct Ctx {
     /// Guards the cleanup-list lookup against a handler merged with ours.
     magic: u32,
     pub status: Status,
+    /// The session's current id (secret: never logged or exposed).
+    pub id: SessionId,
     pub handle: Handle,
+    /// The logged-in user, empty when not logged in.
+    pub user: ngx_str_t,
     pub created_ms: u64,
     /// `u64::MAX` when no timeout applies.
     pub expires_ms: u64,
@@ -100,20 +166,16 @@ pub struct Ctx {
 const CTX_MAGIC: u32 = 0x5e55_1075;
 
 impl Ctx {
-    pub fn new(
-        status: Status,
-        handle: Handle,
-        created_ms: u64,
-        expires_ms: u64,
-        set_cookie: ngx_str_t,
-    ) -> Self {
+    pub fn new(status: Status, id: SessionId, handle: Handle, created_ms: u64, expires_ms: u64) -> Self {
         Self {
             magic: CTX_MAGIC,
             status,
+            id,
             handle,
+            user: ngx_str_t::default(),
             created_ms,
             expires_ms,
-            set_cookie,
+            set_cookie: ngx_str_t::default(),
             cookie_sent: false,
         }
     }

@@ -26,11 +26,13 @@ const fn var(name: nginx_sys::ngx_str_t, get: Getter) -> ngx_http_variable_t {
     }
 }
 
-pub static mut VARIABLES: [ngx_http_variable_t; 4] = [
+pub static mut VARIABLES: [ngx_http_variable_t; 6] = [
     var(ngx_string!("session_status"), get_status),
     var(ngx_string!("session_id"), get_id),
     var(ngx_string!("session_created"), get_created),
     var(ngx_string!("session_expires"), get_expires),
+    var(ngx_string!("session_user"), get_user),
+    var(ngx_string!("session_authenticated"), get_authenticated),
 ];
 
 /// Shared body of the getters: find the context, let `f` render the value.
@@ -82,6 +84,28 @@ unsafe extern "C" fn get_created(
     render(r, v, |c, b| {
         let _ = write!(b, "{}", c.created_ms / 1000);
     })
+}
+
+/// The logged-in user; empty when not logged in.
+unsafe extern "C" fn get_user(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_http_variable_value_t,
+    _: usize,
+) -> ngx_int_t {
+    render(r, v, |c, b| {
+        if !c.user.data.is_null() {
+            b.extend_from_slice(c.user.as_bytes());
+        }
+    })
+}
+
+/// `1` for a logged-in session, `0` otherwise.
+unsafe extern "C" fn get_authenticated(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_http_variable_value_t,
+    _: usize,
+) -> ngx_int_t {
+    render(r, v, |c, b| b.push(if c.user.len > 0 { b'1' } else { b'0' }))
 }
 
 /// Unix seconds of the earliest timeout; empty when none applies.

@@ -68,6 +68,12 @@ impl SharedTable {
     pub fn capacity(&self) -> u32 {
         self.plan.capacity
     }
+
+    /// The zone's configured name.
+    pub fn zone_name(&self) -> String {
+        // SAFETY: the zone entry lives as long as the cycle that owns `self`.
+        unsafe { self.zone.as_ref() }.shm.name.to_string()
+    }
 }
 
 /// The zone's init callback: attach to the table a previous cycle left, or
@@ -86,7 +92,16 @@ pub extern "C" fn init(shm_zone: *mut ngx_shm_zone_t, _old: *mut c_void) -> ngx_
         // SAFETY: `data` was set by a previous `init` to a formatted table.
         match unsafe { hdr.as_ref() }.plan() {
             Some(plan) => (hdr.cast::<u8>(), plan, false),
-            None => return Status::NGX_ERROR.into(),
+            None => {
+                ngx_log_error!(
+                    NGX_LOG_EMERG,
+                    log,
+                    "sessions zone \"{}\" was created by another version of the module: \
+                     restart nginx, or rename or resize the zone",
+                    zone.shm.name
+                );
+                return Status::NGX_ERROR.into();
+            }
         }
     } else {
         // SAFETY: reading the pool's free-page count and nginx's page size.

@@ -228,6 +228,19 @@ impl CookieAttrs {
     /// Builds a `Set-Cookie` header value. `https` resolves `Secure::Auto`;
     /// `SameSite=None` always carries `Secure`, as browsers require.
     pub fn set_cookie(&self, name: &[u8], value: &[u8], https: bool, out: &mut Vec<u8>) {
+        self.set_cookie_max_age(name, value, https, self.max_age, out);
+    }
+
+    /// As `set_cookie`, with `Max-Age` given (a remembered login, or 0 to
+    /// delete the cookie).
+    pub fn set_cookie_max_age(
+        &self,
+        name: &[u8],
+        value: &[u8],
+        https: bool,
+        max_age: Option<u64>,
+        out: &mut Vec<u8>,
+    ) {
         out.extend_from_slice(name);
         out.push(b'=');
         out.extend_from_slice(value);
@@ -237,8 +250,9 @@ impl CookieAttrs {
         }
         out.extend_from_slice(b"; Path=");
         out.extend_from_slice(self.path.as_bytes());
-        if let Some(age) = self.max_age {
-            out.extend_from_slice(format!("; Max-Age={age}").as_bytes());
+        if let Some(age) = max_age {
+            out.extend_from_slice(b"; Max-Age=");
+            out.extend_from_slice(age.to_string().as_bytes());
         }
         let secure = match self.secure {
             Secure::On => true,
@@ -407,6 +421,10 @@ mod tests {
             out,
             b"n=v; Domain=example.com; Path=/app; Max-Age=3600; Secure; SameSite=None"
         );
+
+        out.clear();
+        CookieAttrs::default().set_cookie_max_age(b"n", b"", false, Some(0), &mut out);
+        assert_eq!(out, b"n=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax");
 
         let a = CookieAttrs {
             secure: Secure::On,

@@ -13,6 +13,24 @@ pub struct Policy {
     pub check_ua: bool,
     /// How long a renewed id stays valid, in ms.
     pub grace: u64,
+    /// Lifetime of a "remember me" login, in ms: it replaces the idle,
+    /// rolling and absolute limits of such a session.
+    pub remember: u64,
+}
+
+impl Policy {
+    /// The limits that apply to `rec`.
+    pub fn timeouts_for(&self, rec: &Record) -> Timeouts {
+        if rec.remembered() {
+            Timeouts {
+                idle: self.remember,
+                rolling: self.remember,
+                absolute: self.remember,
+            }
+        } else {
+            self.timeouts
+        }
+    }
 }
 
 impl Default for Policy {
@@ -22,6 +40,7 @@ impl Default for Policy {
             check_ip: true,
             check_ua: true,
             grace: 10_000,
+            remember: 30 * 86_400_000,
         }
     }
 }
@@ -115,7 +134,6 @@ pub fn resolve<S: Store>(
     policy: &Policy,
     rng: &mut RandomPool,
 ) -> Result<Outcome, RandomError> {
-    let t = &policy.timeouts;
     let (mut id, stale_key) = match presented {
         Presented::Nothing => return create(table, Status::New, facts, policy, rng),
         Presented::Invalid => return create(table, Status::Invalid, facts, policy, rng),
@@ -145,6 +163,7 @@ pub fn resolve<S: Store>(
     let Some(mut rec) = rec else {
         return create(table, Status::Unknown, facts, policy, rng);
     };
+    let t = &policy.timeouts_for(&rec);
 
     let verdict = t.judge(rec.times(), facts.now);
     let refused = match verdict {
@@ -157,12 +176,6 @@ pub fn resolve<S: Store>(
     };
     if let Some(status) = refused {
         table.remove(&id);
-        if matches!(
-            status,
-            Status::ExpiredIdle | Status::ExpiredRolling | Status::ExpiredAbsolute
-        ) {
-            table.count(Event::Expired);
-        }
         return create(table, status, facts, policy, rng);
     }
 
@@ -195,6 +208,63 @@ pub fn resolve<S: Store>(
     })
 }
 
+/// What an application asked for in its response headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control<'a> {
+    /// Log in as `user`; always issues a new id (no session fixation).
+    LogIn { user: &'a [u8], remember: bool },
+    /// Issue a new id, keeping the session.
+    Regenerate,
+    /// End the session.
+    Destroy,
+}
+
+/// Why a control request could not be applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlError {
+    /// The session is gone (destroyed, evicted, expired) since the request began.
+    NoSession,
+    UserTooLong,
+    Random(RandomError),
+}
+
+/// Applies `control` to session `id`. Returns the new id and record, or
+/// `None` when the session was destroyed.
+pub fn apply<S: Store>(
+    table: &mut S,
+    id: &SessionId,
+    control: Control<'_>,
+    now: u64,
+    policy: &Policy,
+    rng: &mut RandomPool,
+) -> Result<Option<(SessionId, Record)>, ControlError> {
+    let Some(Entry::Live(mut rec)) = table.get(id) else {
+        return Err(ControlError::NoSession);
+    };
+    match control {
+        Control::Destroy => {
+            table.remove(id);
+            if rec.user().is_some() {
+                table.count(Event::Logout);
+            }
+            return Ok(None);
+        }
+        Control::LogIn { user, remember } => {
+            rec.log_in(user, remember)
+                .map_err(|_| ControlError::UserTooLong)?;
+            table.count(Event::Login);
+        }
+        Control::Regenerate => {}
+    }
+    let new_id = fresh_id(table, rng).map_err(ControlError::Random)?;
+    rec.renewed = now;
+    rec.last_seen = now;
+    // The old id stops working at once: no grace for a pre-login cookie.
+    table.remove(id);
+    table.insert(new_id, &rec, policy.timeouts_for(&rec).deadline(rec.times()), now);
+    Ok(Some((new_id, rec)))
+}
+
 fn fresh_id<S: Store>(table: &mut S, rng: &mut RandomPool) -> Result<SessionId, RandomError> {
     loop {
         let id = SessionId::from_pool(rng)?;
@@ -216,6 +286,9 @@ fn create<S: Store>(
     let deadline = policy.timeouts.deadline(record.times());
     let evicted = table.insert(id, &record, deadline, facts.now);
     table.count(Event::Created);
+    if status.is_refusal() {
+        table.count(Event::Refused(status));
+    }
     Ok(Outcome {
         status,
         id,
@@ -247,6 +320,7 @@ mod tests {
             check_ip: true,
             check_ua: true,
             grace: 500,
+            remember: 60_000,
         }
     }
 
@@ -459,6 +533,132 @@ mod tests {
         assert_eq!(b.status, Status::Valid);
         assert_eq!(b.id, a.id);
         assert!(b.issue_cookie);
+    }
+
+    #[test]
+    fn refusals_are_counted_by_reason() {
+        let mut m = Mem::new(16, 8);
+        let mut t = m.table();
+        let p = policy();
+        let rng = &mut RandomPool::new();
+        let a = resolve(&mut t, Presented::Nothing, &facts(0), &p, rng).unwrap();
+        resolve(&mut t, Presented::Invalid, &facts(0), &p, rng).unwrap();
+        let other_ip = Facts {
+            ip: &[1, 2, 3, 4],
+            ..facts(1)
+        };
+        let b = resolve(&mut t, present(&a), &other_ip, &p, rng).unwrap();
+        resolve(&mut t, present(&a), &facts(2), &p, rng).unwrap(); // destroyed: unknown
+        resolve(&mut t, present(&b), &other_ip, &p, rng).unwrap(); // valid
+        let c = resolve(&mut t, Presented::Nothing, &facts(10), &p, rng).unwrap();
+        resolve(&mut t, present(&c), &facts(2_000), &p, rng).unwrap(); // idle
+        let s = t.header().stats;
+        assert_eq!(
+            (
+                s.created,
+                s.refused_invalid,
+                s.refused_ip,
+                s.refused_unknown,
+                s.expired_idle
+            ),
+            (6, 1, 1, 1, 1)
+        );
+        assert_eq!(
+            (s.refused_ua, s.expired_rolling, s.expired_absolute, s.renewed),
+            (0, 0, 0, 0)
+        );
+    }
+
+    #[test]
+    fn login_regenerates_and_the_old_id_dies() {
+        let mut m = Mem::new(16, 8);
+        let mut t = m.table();
+        let p = policy();
+        let rng = &mut RandomPool::new();
+        let a = resolve(&mut t, Presented::Nothing, &facts(0), &p, rng).unwrap();
+        let login = Control::LogIn {
+            user: b"alice",
+            remember: false,
+        };
+        let (new_id, rec) = apply(&mut t, &a.id, login, 5, &p, rng).unwrap().unwrap();
+        assert_ne!(new_id, a.id);
+        assert_eq!(rec.user(), Some(&b"alice"[..]));
+        assert_eq!(rec.handle, a.record.handle);
+        let old = resolve(&mut t, present(&a), &facts(6), &p, rng).unwrap();
+        assert_eq!(
+            old.status,
+            Status::Unknown,
+            "the pre-login cookie no longer works"
+        );
+        let now = resolve(
+            &mut t,
+            Presented::Id {
+                id: new_id,
+                stale_key: false,
+            },
+            &facts(7),
+            &p,
+            rng,
+        )
+        .unwrap();
+        assert_eq!(now.status, Status::Valid);
+        assert_eq!(now.record.user(), Some(&b"alice"[..]));
+        assert_eq!(t.header().stats.logins, 1);
+        // Too long a name changes nothing.
+        let long = Control::LogIn {
+            user: &[b'x'; 65],
+            remember: false,
+        };
+        assert_eq!(
+            apply(&mut t, &new_id, long, 8, &p, rng),
+            Err(ControlError::UserTooLong)
+        );
+        // Destroy: logout counted, id gone.
+        assert_eq!(apply(&mut t, &new_id, Control::Destroy, 9, &p, rng), Ok(None));
+        assert_eq!(t.header().stats.logouts, 1);
+        assert_eq!(
+            apply(&mut t, &new_id, Control::Regenerate, 9, &p, rng),
+            Err(ControlError::NoSession)
+        );
+    }
+
+    #[test]
+    fn remember_me_replaces_the_timeouts() {
+        let mut m = Mem::new(16, 8);
+        let mut t = m.table();
+        let p = policy(); // idle 1 s, rolling 4 s, absolute 10 s, remember 60 s
+        let rng = &mut RandomPool::new();
+        let a = resolve(&mut t, Presented::Nothing, &facts(0), &p, rng).unwrap();
+        let login = Control::LogIn {
+            user: b"bob",
+            remember: true,
+        };
+        let (id, _) = apply(&mut t, &a.id, login, 0, &p, rng).unwrap().unwrap();
+        // Idle for 30 s, far past the 1 s idle timeout: still valid.
+        let r = resolve(
+            &mut t,
+            Presented::Id { id, stale_key: false },
+            &facts(30_000),
+            &p,
+            rng,
+        )
+        .unwrap();
+        assert_eq!(r.status, Status::Valid);
+        assert_eq!(
+            r.deadline,
+            Some(60_000),
+            "the remember lifetime counts from creation"
+        );
+        // Past the remember lifetime it ends.
+        let r = resolve(
+            &mut t,
+            Presented::Id { id, stale_key: false },
+            &facts(60_001),
+            &p,
+            rng,
+        )
+        .unwrap();
+        assert_eq!(r.status, Status::ExpiredAbsolute);
     }
 
     #[test]

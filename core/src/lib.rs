@@ -9,6 +9,7 @@
 pub mod b64;
 pub mod cookie;
 pub mod engine;
+pub mod gate;
 pub mod id;
 pub mod keys;
 pub mod parse;
@@ -17,7 +18,7 @@ pub mod table;
 pub mod timeouts;
 
 pub use cookie::{CookieAttrs, CookieError, SameSite, Secure};
-pub use engine::{resolve, Facts, Outcome, Policy, Status};
+pub use engine::{apply, resolve, Control, ControlError, Facts, Outcome, Policy, Status};
 pub use id::{Handle, SessionId};
 pub use keys::{Key, Keyring};
 pub use store::Store;

@@ -5,6 +5,7 @@
 //! another backend implements the same five calls and reuses the engine and
 //! its tests.
 
+use crate::engine::Status;
 use crate::id::SessionId;
 use crate::table::{Entry, Record, Table};
 
@@ -13,7 +14,10 @@ use crate::table::{Entry, Record, Table};
 pub enum Event {
     Created,
     Renewed,
-    Expired,
+    /// A presented cookie was refused (expired, mismatched, invalid, unknown).
+    Refused(Status),
+    Login,
+    Logout,
 }
 
 pub trait Store {
@@ -51,10 +55,20 @@ impl Store for Table<'_> {
 
     fn count(&mut self, event: Event) {
         let s = &mut self.header().stats;
-        match event {
-            Event::Created => s.created += 1,
-            Event::Renewed => s.renewed += 1,
-            Event::Expired => s.expired += 1,
-        }
+        let counter = match event {
+            Event::Created => &mut s.created,
+            Event::Renewed => &mut s.renewed,
+            Event::Refused(Status::ExpiredIdle) => &mut s.expired_idle,
+            Event::Refused(Status::ExpiredRolling) => &mut s.expired_rolling,
+            Event::Refused(Status::ExpiredAbsolute) => &mut s.expired_absolute,
+            Event::Refused(Status::IpMismatch) => &mut s.refused_ip,
+            Event::Refused(Status::UaMismatch) => &mut s.refused_ua,
+            Event::Refused(Status::Invalid) => &mut s.refused_invalid,
+            Event::Refused(Status::Unknown) => &mut s.refused_unknown,
+            Event::Login => &mut s.logins,
+            Event::Logout => &mut s.logouts,
+            Event::Refused(Status::New | Status::Valid | Status::Renewed) => return,
+        };
+        *counter += 1;
     }
 }

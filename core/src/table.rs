@@ -10,7 +10,8 @@ use crate::id::{Handle, SessionId};
 use crate::timeouts::Times;
 
 const NIL: u32 = u32::MAX;
-const MAGIC: u64 = 0x6e67_7873_6573_7331; // "ngxsess1"
+/// Changes with the memory layout: a zone left by another layout is refused.
+const MAGIC: u64 = 0x6e67_7873_6573_7332; // "ngxsess2"
 
 /// Slot states.
 const FREE: u32 = 0;
@@ -18,7 +19,7 @@ const LIVE: u32 = 1;
 /// A renewed id, still accepted for a grace period; `rec.successor` is the new id.
 const GRACE: u32 = 2;
 
-/// Counters since the zone was created, for logs and metrics.
+/// Counters since the zone was created, summed over workers, for metrics.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -26,8 +27,19 @@ pub struct Stats {
     pub renewed: u64,
     /// Removed from a full table while still valid.
     pub evicted: u64,
-    /// Removed because their time was up.
+    /// Removed by the table because their time was up, without a request.
     pub expired: u64,
+    /// Presented after their time was up, by timeout.
+    pub expired_idle: u64,
+    pub expired_rolling: u64,
+    pub expired_absolute: u64,
+    /// Presented cookies refused for other reasons.
+    pub refused_invalid: u64,
+    pub refused_unknown: u64,
+    pub refused_ip: u64,
+    pub refused_ua: u64,
+    pub logins: u64,
+    pub logouts: u64,
 }
 
 /// Zone-wide values kept with the table.
@@ -50,9 +62,15 @@ pub struct Header {
     pub random_name: [u8; 16],
 }
 
+/// Longest user name a session can carry.
+pub const MAX_USER: usize = 64;
+
+const FLAG_AUTHENTICATED: u8 = 1;
+const FLAG_REMEMBER: u8 = 2;
+
 /// What is stored about one session.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Record {
     pub handle: Handle,
     pub created: u64,
@@ -63,9 +81,31 @@ pub struct Record {
     /// Client address: 4 or 16 bytes used.
     pub ip: [u8; 16],
     pub ip_len: u8,
-    _pad: [u8; 7],
+    flags: u8,
+    user_len: u8,
+    _pad: [u8; 5],
     /// In a grace slot: the id that replaced this one.
     pub successor: SessionId,
+    user: [u8; MAX_USER],
+}
+
+impl Default for Record {
+    fn default() -> Self {
+        Self {
+            handle: Handle::default(),
+            created: 0,
+            last_seen: 0,
+            renewed: 0,
+            ua: 0,
+            ip: [0; 16],
+            ip_len: 0,
+            flags: 0,
+            user_len: 0,
+            _pad: [0; 5],
+            successor: SessionId::default(),
+            user: [0; MAX_USER],
+        }
+    }
 }
 
 impl Record {
@@ -93,6 +133,27 @@ impl Record {
         &self.ip[..usize::from(self.ip_len)]
     }
 
+    /// The authenticated user, if any.
+    pub fn user(&self) -> Option<&[u8]> {
+        (self.flags & FLAG_AUTHENTICATED != 0).then(|| &self.user[..usize::from(self.user_len)])
+    }
+
+    /// Marks the session as logged in as `user` (at most `MAX_USER` bytes).
+    pub fn log_in(&mut self, user: &[u8], remember: bool) -> Result<(), UserTooLong> {
+        if user.len() > MAX_USER {
+            return Err(UserTooLong);
+        }
+        self.user = [0; MAX_USER];
+        self.user[..user.len()].copy_from_slice(user);
+        self.user_len = user.len() as u8;
+        self.flags = FLAG_AUTHENTICATED | if remember { FLAG_REMEMBER } else { 0 };
+        Ok(())
+    }
+
+    pub fn remembered(&self) -> bool {
+        self.flags & FLAG_REMEMBER != 0
+    }
+
     pub fn times(&self) -> Times {
         Times {
             created: self.created,
@@ -101,6 +162,10 @@ impl Record {
         }
     }
 }
+
+/// A user name longer than `MAX_USER`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserTooLong;
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
@@ -244,6 +309,15 @@ impl<'a> Table<'a> {
                 renewed: 0,
                 evicted: 0,
                 expired: 0,
+                expired_idle: 0,
+                expired_rolling: 0,
+                expired_absolute: 0,
+                refused_invalid: 0,
+                refused_unknown: 0,
+                refused_ip: 0,
+                refused_ua: 0,
+                logins: 0,
+                logouts: 0,
             },
             random_secret: [0; 32],
             random_name: [0; 16],
@@ -267,8 +341,11 @@ impl<'a> Table<'a> {
                 ua: 0,
                 ip: [0; 16],
                 ip_len: 0,
-                _pad: [0; 7],
+                flags: 0,
+                user_len: 0,
+                _pad: [0; 5],
                 successor: SessionId([0; 16]),
+                user: [0; MAX_USER],
             },
         }
     }
@@ -495,7 +572,21 @@ pub(crate) mod tests {
         assert_eq!(p.buckets_offset() % align_of::<u32>(), 0);
         assert!(Plan::for_bytes(100).is_none());
         let small = Plan::for_bytes(32 << 10).unwrap();
-        assert!(small.capacity >= 200 && small.bytes() <= 32 << 10);
+        assert!(small.capacity >= 150 && small.bytes() <= 32 << 10);
+    }
+
+    #[test]
+    fn login_state() {
+        let mut r = rec(1);
+        assert_eq!(r.user(), None);
+        r.log_in(b"alice", true).unwrap();
+        assert_eq!(r.user(), Some(&b"alice"[..]));
+        assert!(r.remembered());
+        r.log_in(b"bob", false).unwrap();
+        assert_eq!(r.user(), Some(&b"bob"[..]));
+        assert!(!r.remembered());
+        assert_eq!(r.log_in(&[b'x'; MAX_USER + 1], false), Err(UserTooLong));
+        assert!(r.log_in(&[b'x'; MAX_USER], false).is_ok());
     }
 
     #[test]

@@ -1,0 +1,139 @@
+//! The login gate and the control headers an application answers with.
+
+/// Whether a request should get a bare 401 rather than a redirect to a login
+/// page: scripts (XMLHttpRequest) and clients that want JSON cannot follow
+/// a redirect to an HTML form.
+pub fn wants_401(accept: Option<&[u8]>, x_requested_with: Option<&[u8]>) -> bool {
+    if x_requested_with.is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"xmlhttprequest")) {
+        return true;
+    }
+    let Some(accept) = accept else { return false };
+    let lower = accept.to_ascii_lowercase();
+    let has = |needle: &[u8]| lower.windows(needle.len()).any(|w| w == needle);
+    has(b"application/json") && !has(b"text/html")
+}
+
+/// Appends `s` percent-encoded for a query value (RFC 3986 unreserved kept).
+pub fn percent_encode(s: &[u8], out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in s {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b);
+        } else {
+            out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+        }
+    }
+}
+
+/// The login URL with the original URL as its `rd` parameter, as Authelia does.
+pub fn login_redirect(login_url: &[u8], original: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(login_url.len() + original.len() * 2 + 4);
+    out.extend_from_slice(login_url);
+    out.push(if login_url.contains(&b'?') { b'&' } else { b'?' });
+    out.extend_from_slice(b"rd=");
+    percent_encode(original, &mut out);
+    out
+}
+
+/// Response headers through which an application changes the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlHeader {
+    /// `X-Session-User: NAME`: log in as NAME (a new session id is issued).
+    User,
+    /// `X-Session-Remember: on`: with a login, remember the user.
+    Remember,
+    /// `X-Session-Regenerate: on`: issue a new id.
+    Regenerate,
+    /// `X-Session-Destroy: on`: end the session (log out).
+    Destroy,
+}
+
+impl ControlHeader {
+    pub fn from_name(name: &[u8]) -> Option<Self> {
+        const NAMES: [(&[u8], ControlHeader); 4] = [
+            (b"x-session-user", ControlHeader::User),
+            (b"x-session-remember", ControlHeader::Remember),
+            (b"x-session-regenerate", ControlHeader::Regenerate),
+            (b"x-session-destroy", ControlHeader::Destroy),
+        ];
+        NAMES
+            .iter()
+            .find(|(n, _)| name.eq_ignore_ascii_case(n))
+            .map(|&(_, h)| h)
+    }
+
+    /// Any `X-Session-` header, known or not: all are kept from the client.
+    pub fn is_control(name: &[u8]) -> bool {
+        name.len() >= 10 && name[..10].eq_ignore_ascii_case(b"x-session-")
+    }
+}
+
+/// `on`, `1`, `yes`, `true` (any case).
+pub fn truthy(v: &[u8]) -> bool {
+    let v = v.trim_ascii();
+    [&b"on"[..], b"1", b"yes", b"true"]
+        .iter()
+        .any(|t| v.eq_ignore_ascii_case(t))
+}
+
+/// A user name that can travel in headers and logs: printable, no controls.
+pub fn valid_user(v: &[u8]) -> bool {
+    !v.is_empty() && v.len() <= crate::table::MAX_USER && v.iter().all(|&b| b >= 0x20 && b != 0x7f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_clients_get_401() {
+        assert!(wants_401(None, Some(b"XMLHttpRequest")));
+        assert!(wants_401(Some(b"application/json"), None));
+        assert!(wants_401(Some(b"application/json, text/plain, */*"), None));
+        assert!(!wants_401(
+            Some(b"text/html,application/xhtml+xml,application/json;q=0.9"),
+            None
+        ));
+        assert!(!wants_401(Some(b"*/*"), None));
+        assert!(!wants_401(None, None));
+    }
+
+    #[test]
+    fn redirect_carries_the_original_url() {
+        assert_eq!(
+            login_redirect(
+                b"https://auth.example.com/",
+                b"https://app.example.com/a b?x=1&y=2"
+            ),
+            b"https://auth.example.com/?rd=https%3A%2F%2Fapp.example.com%2Fa%20b%3Fx%3D1%26y%3D2".to_vec()
+        );
+        assert_eq!(
+            login_redirect(b"/login?lang=en", b"/x"),
+            b"/login?lang=en&rd=%2Fx".to_vec()
+        );
+    }
+
+    #[test]
+    fn control_header_names() {
+        assert_eq!(
+            ControlHeader::from_name(b"X-Session-User"),
+            Some(ControlHeader::User)
+        );
+        assert_eq!(
+            ControlHeader::from_name(b"x-session-destroy"),
+            Some(ControlHeader::Destroy)
+        );
+        assert_eq!(ControlHeader::from_name(b"X-Session-Usr"), None);
+        assert!(ControlHeader::is_control(b"X-Session-Anything"));
+        assert!(!ControlHeader::is_control(b"X-Sessions"));
+    }
+
+    #[test]
+    fn values() {
+        assert!(truthy(b" On ") && truthy(b"1") && !truthy(b"no") && !truthy(b""));
+        assert!(valid_user(b"alice@example.com") && valid_user("zoë".as_bytes()));
+        assert!(
+            !valid_user(b"") && !valid_user(b"a\x01b") && !valid_user(b"a\rb") && !valid_user(&[b'a'; 65])
+        );
+    }
+}

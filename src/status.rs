@@ -1,0 +1,149 @@
+//! `sessions_status`: the zone's counters in Prometheus text format.
+
+use std::fmt::Write;
+
+use nginx_sys::{ngx_chain_t, ngx_str_t, NGX_HTTP_GET, NGX_HTTP_HEAD};
+use ngx::core::{Buffer, Status};
+use ngx::http::{HTTPStatus, HttpModuleMainConf, Request};
+use sessions_core::table::Stats;
+
+use crate::Module;
+
+/// What one scrape reports.
+struct Snapshot {
+    zone: String,
+    active: u32,
+    capacity: u32,
+    stats: Stats,
+}
+
+fn render(s: &Snapshot) -> String {
+    let z = &s.zone;
+    let mut out = String::with_capacity(2048);
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+        let _ = writeln!(out, "# HELP nginx_sessions_{name} {help}");
+        let _ = writeln!(out, "# TYPE nginx_sessions_{name} {kind}");
+        for (labels, v) in samples {
+            let sep = if labels.is_empty() { "" } else { "," };
+            let _ = writeln!(out, "nginx_sessions_{name}{{zone=\"{z}\"{sep}{labels}}} {v}");
+        }
+    };
+    let st = &s.stats;
+    metric(
+        "active",
+        "gauge",
+        "Sessions stored in the zone.",
+        &[("", s.active.into())],
+    );
+    metric(
+        "capacity",
+        "gauge",
+        "Sessions the zone can hold.",
+        &[("", s.capacity.into())],
+    );
+    metric(
+        "created_total",
+        "counter",
+        "Sessions created.",
+        &[("", st.created)],
+    );
+    metric(
+        "renewed_total",
+        "counter",
+        "Session ids renewed (rolling timeout).",
+        &[("", st.renewed)],
+    );
+    metric(
+        "evicted_total",
+        "counter",
+        "Valid sessions evicted from a full zone.",
+        &[("", st.evicted)],
+    );
+    metric(
+        "expired_total",
+        "counter",
+        "Sessions that ended by timeout: presented after it, or reclaimed unused.",
+        &[
+            ("reason=\"idle\"", st.expired_idle),
+            ("reason=\"rolling\"", st.expired_rolling),
+            ("reason=\"absolute\"", st.expired_absolute),
+            ("reason=\"reclaimed\"", st.expired),
+        ],
+    );
+    metric(
+        "logins_total",
+        "counter",
+        "Sessions logged in by an application.",
+        &[("", st.logins)],
+    );
+    metric(
+        "logouts_total",
+        "counter",
+        "Logged-in sessions ended (logout endpoint or application).",
+        &[("", st.logouts)],
+    );
+    metric(
+        "refused_total",
+        "counter",
+        "Presented cookies refused for other reasons than time.",
+        &[
+            ("reason=\"invalid\"", st.refused_invalid),
+            ("reason=\"unknown\"", st.refused_unknown),
+            ("reason=\"ip_mismatch\"", st.refused_ip),
+            ("reason=\"ua_mismatch\"", st.refused_ua),
+        ],
+    );
+    out
+}
+
+pub fn handler(r: &mut Request) -> Status {
+    let method = r.as_ref().method;
+    if method != NGX_HTTP_GET as usize && method != NGX_HTTP_HEAD as usize {
+        return HTTPStatus::NOT_ALLOWED.into();
+    }
+    let discard = r.discard_request_body();
+    if !discard.is_ok() {
+        return discard;
+    }
+    let Some(table) = Module::main_conf(r).and_then(|m| m.table) else {
+        return HTTPStatus::NOT_FOUND.into();
+    };
+    let snapshot = table.with(|t| Snapshot {
+        zone: String::new(),
+        active: t.len(),
+        capacity: t.capacity(),
+        stats: t.header().stats,
+    });
+    let body = render(&Snapshot {
+        zone: table.zone_name(),
+        ..snapshot
+    });
+
+    r.set_status(HTTPStatus::OK);
+    r.set_content_length_n(body.len());
+    set_content_type(r, "text/plain; version=0.0.4; charset=utf-8");
+    let rc = r.send_header();
+    if rc.0 == Status::NGX_ERROR.0 || rc.0 > Status::NGX_OK.0 || r.header_only() {
+        return rc;
+    }
+    let Some(mut buf) = r.pool().create_buffer_from_str(&body) else {
+        return Status::NGX_ERROR;
+    };
+    buf.set_last_buf(r.is_main());
+    buf.set_last_in_chain(true);
+    let mut chain = ngx_chain_t {
+        buf: buf.as_ngx_buf_mut(),
+        next: std::ptr::null_mut(),
+    };
+    r.output_filter(&mut chain)
+}
+
+fn set_content_type(r: &mut Request, value: &'static str) {
+    let h = &mut r.as_mut().headers_out;
+    h.content_type = ngx_str_t {
+        len: value.len(),
+        data: value.as_ptr().cast_mut(),
+    };
+    h.content_type_len = value.len();
+    h.content_type_lowcase = std::ptr::null_mut();
+}

@@ -1,0 +1,226 @@
+//! Login state: an application logs a session in or out through response
+//! headers; the login gate; remember-me; logout; their counters.
+
+mod common;
+
+use std::thread::sleep;
+use std::time::Duration;
+
+use common::{Nginx, Request, Response};
+
+const CONF: &str = "
+    sessions_zone login:1m;
+    # The application: answers with X-Session-* headers.
+    server {
+        listen 127.0.0.1:{port2};
+        location /login { add_header X-Session-User $arg_user; add_header X-Session-Remember $arg_remember;
+                          return 200 \"ok\\n\"; }
+        location /logout-app { add_header X-Session-Destroy on; return 200 \"bye\\n\"; }
+        location /regen { add_header X-Session-Regenerate on; return 200 \"new id\\n\"; }
+        location /whoami { return 200 \"user=$http_remote_user\\n\"; }
+        location /long { add_header X-Session-User aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa;
+                         return 200 \"long\\n\"; }
+    }
+    server {
+        listen 127.0.0.1:{port};
+        root html;
+        sessions on; sessions_secret login-test; sessions_name sid;
+        sessions_idling_timeout 2s; sessions_rolling_timeout 0; sessions_absolute_timeout 0;
+        sessions_remember_timeout 1h;
+        add_header X-Session-Status $session_status always;
+        add_header X-Session-Id $session_id always;
+        add_header X-User $session_user always;
+        add_header X-Auth $session_authenticated always;
+
+        location /app/ {
+            sessions_control_headers on;
+            proxy_set_header Remote-User $session_user;
+            proxy_pass http://127.0.0.1:{port2}/;
+        }
+        location /nocontrol/ { proxy_pass http://127.0.0.1:{port2}/; }
+        location /private/ {
+            sessions_require_login on;
+            sessions_login_url http://auth.example.com/login;
+            try_files $uri /index.html;
+        }
+        location /api/ { sessions_require_login on; try_files $uri /index.html; }
+        location = /logout { sessions_logout http://127.0.0.1/bye; }
+        location = /logout204 { sessions_logout; }
+        location = /metrics { sessions off; sessions_status; }
+    }";
+
+fn status(r: &Response) -> &str {
+    r.header("X-Session-Status").unwrap_or("")
+}
+
+fn get(n: &Nginx, path: &str, cookie: &str) -> Response {
+    n.request(Request::get(path).cookie(cookie))
+}
+
+fn login(n: &Nginx, cookie: &str, user: &str, remember: bool) -> Response {
+    let path = format!(
+        "/app/login?user={user}{}",
+        if remember { "&remember=on" } else { "" }
+    );
+    get(n, &path, cookie)
+}
+
+fn metric(n: &Nginx, name: &str) -> u64 {
+    let text = n.get("/metrics").text();
+    let line = format!("nginx_sessions_{name}{{zone=\"login\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&line))
+        .unwrap_or_else(|| panic!("{name}: {text}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn login_from_upstream_regenerates_and_sets_the_user() {
+    let n = Nginx::start(CONF);
+    let first = n.get("/");
+    let before = first.cookie_pair("sid");
+    let r = login(&n, &before, "alice", false);
+    assert_eq!((r.status, r.text().as_str()), (200, "ok\n"));
+    assert!(
+        r.headers
+            .iter()
+            .all(|(k, _)| !k.to_ascii_lowercase().starts_with("x-session-")
+                || k.eq_ignore_ascii_case("X-Session-Status")
+                || k.eq_ignore_ascii_case("X-Session-Id")),
+        "control headers never reach the client: {:?}",
+        r.headers
+    );
+    let after = r.cookie_pair("sid");
+    assert_ne!(after, before, "logging in issues a new id");
+    assert_eq!(
+        r.header("X-Session-Id"),
+        first.header("X-Session-Id"),
+        "same session"
+    );
+    assert_eq!(r.header("X-User"), Some("alice"));
+    // The pre-login cookie no longer works.
+    assert_eq!(status(&get(&n, "/", &before)), "unknown");
+    // The upstream learns the user, as with Authelia's Remote-User.
+    let r = get(&n, "/app/whoami", &after);
+    assert_eq!(r.text(), "user=alice\n");
+    assert_eq!(
+        (r.header("X-Auth"), r.header("X-User")),
+        (Some("1"), Some("alice"))
+    );
+    assert_eq!(metric(&n, "logins_total"), 1);
+}
+
+#[test]
+fn client_sent_control_headers_do_nothing() {
+    let n = Nginx::start(CONF);
+    let c = n.get("/").cookie_pair("sid");
+    let r = n.request(
+        Request::get("/app/whoami")
+            .cookie(&c)
+            .header("X-Session-User", "mallory")
+            .header("X-Session-Destroy", "on"),
+    );
+    assert_eq!(r.text(), "user=\n");
+    assert_eq!((status(&r), r.header("X-Auth")), ("valid", Some("0")));
+    assert!(r.all("Set-Cookie").is_empty());
+    // Where control headers are off, an upstream's headers change nothing either.
+    let r = get(&n, "/nocontrol/login?user=eve", &c);
+    assert_eq!(r.header("X-Auth"), Some("0"));
+    assert!(r.set_cookies("sid").is_empty());
+    assert_eq!(get(&n, "/app/whoami", &c).text(), "user=\n");
+    // A user name the module cannot carry is refused with an error log.
+    let r = get(&n, "/app/long", &c);
+    assert_eq!(r.header("X-Auth"), Some("0"));
+    assert!(n
+        .error_log()
+        .contains("X-Session-User from upstream is empty, longer than 64 bytes"));
+}
+
+#[test]
+fn remember_me_outlives_the_idle_timeout() {
+    let n = Nginx::start(CONF);
+    let plain = login(&n, &n.get("/").cookie_pair("sid"), "alice", false);
+    let plain_cookie = plain.cookie_pair("sid");
+    assert!(
+        !plain.set_cookies("sid")[0].contains("Max-Age"),
+        "a browser-session cookie"
+    );
+    let remembered = login(&n, &n.get("/").cookie_pair("sid"), "bob", true);
+    let remembered_cookie = remembered.cookie_pair("sid");
+    assert!(
+        remembered.set_cookies("sid")[0].contains("; Max-Age=3600;"),
+        "{:?}",
+        remembered.headers
+    );
+    sleep(Duration::from_millis(2600));
+    let r = get(&n, "/app/whoami", &remembered_cookie);
+    assert_eq!((status(&r), r.text().as_str()), ("valid", "user=bob\n"));
+    assert_eq!(status(&get(&n, "/", &plain_cookie)), "expired_idle");
+}
+
+#[test]
+fn gate_redirects_browsers_and_answers_401_to_scripts() {
+    let n = Nginx::start(CONF);
+    let r = n.get("/private/page");
+    assert_eq!(r.status, 302);
+    assert_eq!(
+        r.header("Location"),
+        Some("http://auth.example.com/login?rd=http%3A%2F%2Flocalhost%2Fprivate%2Fpage")
+    );
+    assert_eq!(r.set_cookies("sid").len(), 1, "the redirect starts a session");
+    let c = r.cookie_pair("sid");
+    for (k, v) in [
+        ("Accept", "application/json"),
+        ("X-Requested-With", "XMLHttpRequest"),
+    ] {
+        let r = n.request(Request::get("/private/page").cookie(&c).header(k, v));
+        assert_eq!(r.status, 401, "{k}: {v}");
+    }
+    assert_eq!(get(&n, "/api/x", &c).status, 401, "no login URL: 401");
+    // Logged in, the gate opens.
+    let c = login(&n, &c, "carol", false).cookie_pair("sid");
+    let r = get(&n, "/private/page", &c);
+    assert_eq!((r.status, r.text().as_str()), (200, "hello\n"));
+    assert_eq!(get(&n, "/api/x", &c).status, 200);
+}
+
+#[test]
+fn logout_endpoint_and_upstream_destroy() {
+    let n = Nginx::start(CONF);
+    let c = login(&n, &n.get("/").cookie_pair("sid"), "dave", false).cookie_pair("sid");
+    let r = get(&n, "/logout", &c);
+    assert_eq!(r.status, 302);
+    assert_eq!(r.header("Location"), Some("http://127.0.0.1/bye"));
+    assert_eq!(
+        r.set_cookies("sid")[0],
+        "sid=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax"
+    );
+    assert_eq!(status(&get(&n, "/", &c)), "unknown");
+
+    let c = login(&n, &n.get("/").cookie_pair("sid"), "erin", false).cookie_pair("sid");
+    let r = get(&n, "/logout204", &c);
+    assert_eq!(r.status, 204);
+    assert!(r.set_cookies("sid")[0].contains("Max-Age=0"));
+
+    let c = login(&n, &n.get("/").cookie_pair("sid"), "frank", false).cookie_pair("sid");
+    let r = get(&n, "/app/logout-app", &c);
+    assert_eq!((r.status, r.text().as_str()), (200, "bye\n"));
+    assert!(r.set_cookies("sid")[0].contains("Max-Age=0"));
+    assert_eq!(status(&get(&n, "/", &c)), "unknown");
+    assert_eq!(metric(&n, "logouts_total"), 3);
+    assert_eq!(metric(&n, "logins_total"), 3);
+}
+
+#[test]
+fn upstream_regenerate_keeps_the_session() {
+    let n = Nginx::start(CONF);
+    let first = n.get("/");
+    let c = first.cookie_pair("sid");
+    let r = get(&n, "/app/regen", &c);
+    let c2 = r.cookie_pair("sid");
+    assert_ne!(c2, c);
+    assert_eq!(r.header("X-Session-Id"), first.header("X-Session-Id"));
+    assert_eq!(status(&get(&n, "/", &c)), "unknown");
+    assert_eq!(status(&get(&n, "/", &c2)), "valid");
+}

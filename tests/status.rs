@@ -1,0 +1,83 @@
+//! `sessions_status`: Prometheus counters that move as sessions do.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::{Nginx, Request};
+
+fn scrape(n: &Nginx) -> HashMap<String, u64> {
+    let r = n.get("/metrics");
+    assert_eq!(r.status, 200);
+    assert!(r
+        .header("Content-Type")
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    let text = r.text();
+    assert!(text.contains("# TYPE nginx_sessions_created_total counter"));
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (k, v) = l.rsplit_once(' ').unwrap();
+            (k.to_string(), v.parse().unwrap())
+        })
+        .collect()
+}
+
+fn get(m: &HashMap<String, u64>, key: &str) -> u64 {
+    *m.get(key).unwrap_or_else(|| panic!("{key} missing from {m:?}"))
+}
+
+#[test]
+fn counters_follow_sessions_across_workers() {
+    let n = Nginx::start_with(
+        2,
+        "sessions_zone stats:1m;
+         server { listen 127.0.0.1:{port}; root html;
+                  sessions on; sessions_secret s; sessions_name sid;
+                  location = /metrics { sessions off; sessions_status; } }",
+    );
+    let before = scrape(&n);
+    assert_eq!(get(&before, "nginx_sessions_active{zone=\"stats\"}"), 0);
+    assert!(get(&before, "nginx_sessions_capacity{zone=\"stats\"}") > 5000);
+
+    let a = n.get("/").cookie_pair("sid");
+    n.get("/");
+    n.request(Request::get("/").cookie(&a)); // valid
+    n.request(Request::get("/").cookie("sid=v1.garbage")); // invalid -> new
+    n.request(Request::get("/").cookie(&a).header("User-Agent", "other")); // ua mismatch -> new
+    n.request(Request::get("/").cookie(&a)); // destroyed above -> unknown -> new
+
+    let m = scrape(&n);
+    let z = |name: &str, reason: Option<&str>| match reason {
+        Some(r) => format!("nginx_sessions_{name}{{zone=\"stats\",reason=\"{r}\"}}"),
+        None => format!("nginx_sessions_{name}{{zone=\"stats\"}}"),
+    };
+    assert_eq!(get(&m, &z("created_total", None)), 5);
+    assert_eq!(get(&m, &z("active", None)), 4, "one destroyed by the UA check");
+    assert_eq!(get(&m, &z("refused_total", Some("invalid"))), 1);
+    assert_eq!(get(&m, &z("refused_total", Some("ua_mismatch"))), 1);
+    assert_eq!(get(&m, &z("refused_total", Some("unknown"))), 1);
+    assert_eq!(get(&m, &z("refused_total", Some("ip_mismatch"))), 0);
+    assert_eq!(get(&m, &z("expired_total", Some("idle"))), 0);
+    assert_eq!(get(&m, &z("evicted_total", None)), 0);
+    assert_eq!(get(&m, &z("renewed_total", None)), 0);
+
+    // Only GET and HEAD.
+    let mut post = Request::get("/metrics");
+    post.method = "POST".into();
+    assert_eq!(n.request(post).status, 405);
+    let mut head = Request::get("/metrics");
+    head.method = "HEAD".into();
+    let r = n.request(head);
+    assert_eq!(r.status, 200);
+    assert!(r.body.is_empty());
+}
+
+#[test]
+fn status_needs_no_sessions_elsewhere() {
+    // The zone exists for the status page alone.
+    let n = Nginx::start("server { listen 127.0.0.1:{port}; location = /metrics { sessions_status; } }");
+    let m = scrape(&n);
+    assert_eq!(get(&m, "nginx_sessions_active{zone=\"sessions\"}"), 0);
+}
