@@ -9,7 +9,7 @@ use ngx::core::Status;
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, Request};
 use ngx::ngx_log_error;
 use sessions_core::gate::{truthy, valid_user, ControlHeader};
-use sessions_core::{apply, Control, ControlError};
+use sessions_core::{apply, update_data, Control, ControlError, DataUpdateError};
 
 use crate::conf::LocConf;
 use crate::handler::{deleted_cookie, session_cookie, SCRATCH};
@@ -50,6 +50,8 @@ pub extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
 fn control(r: &mut Request, lc: &LocConf) -> Option<()> {
     let (mut user, mut bad_user) = (None::<ngx_str_t>, false);
     let (mut remember, mut regenerate, mut destroy) = (false, false, false);
+    let mut changes: Vec<(&[u8], Option<&[u8]>)> = Vec::new();
+    let mut bad_set = false;
     request::headers_out_mut(r, |h| {
         let name = h.key.as_bytes();
         if !ControlHeader::is_control(name) {
@@ -63,9 +65,23 @@ fn control(r: &mut Request, lc: &LocConf) -> Option<()> {
             Some(ControlHeader::Remember) => remember = truthy(value),
             Some(ControlHeader::Regenerate) => regenerate = truthy(value),
             Some(ControlHeader::Destroy) => destroy = truthy(value),
+            // SAFETY: header values live in the request pool for the whole request.
+            Some(ControlHeader::Set) => match split_once_eq(unsafe { pool_bytes(&h.value) }) {
+                Some((k, v)) => changes.push((k, Some(v))),
+                None => bad_set = true,
+            },
+            // SAFETY: as above.
+            Some(ControlHeader::Unset) => changes.push((unsafe { pool_bytes(&h.value) }.trim_ascii(), None)),
             None => {}
         }
     });
+    if bad_set {
+        ngx_log_error!(
+            NGX_LOG_ERR,
+            r.log(),
+            "sessions: X-Session-Set from upstream is not KEY=VALUE; ignored"
+        );
+    }
     if bad_user {
         ngx_log_error!(
             NGX_LOG_ERR,
@@ -82,6 +98,8 @@ fn control(r: &mut Request, lc: &LocConf) -> Option<()> {
         }
     } else if regenerate {
         Control::Regenerate
+    } else if !changes.is_empty() {
+        return data(r, &changes);
     } else {
         return Some(());
     };
@@ -133,5 +151,58 @@ fn control(r: &mut Request, lc: &LocConf) -> Option<()> {
         }
     }
     ctx.cookie_sent = false;
+    if control != Control::Destroy && !changes.is_empty() {
+        return data(r, &changes);
+    }
     Some(())
+}
+
+/// Applies X-Session-Set / X-Session-Unset to the request's session.
+fn data(r: &mut Request, changes: &[(&[u8], Option<&[u8]>)]) -> Option<()> {
+    let Some(ctx) = request::ctx(r) else {
+        return Some(());
+    };
+    let table = Module::main_conf(r)?.table?;
+    let id = ctx.id;
+    let result = SCRATCH.with_borrow_mut(|s| table.with(|t| update_data(t, &id, changes, &mut s.data)));
+    match result {
+        Ok(()) => ctx.data = SCRATCH.with_borrow(|s| request::pool_str(r, &s.data))?,
+        Err(DataUpdateError::Invalid(e)) => {
+            ngx_log_error!(
+                NGX_LOG_ERR,
+                r.log(),
+                "sessions: session data from upstream refused: {e}"
+            );
+        }
+        Err(DataUpdateError::Full) => {
+            ngx_log_error!(
+                NGX_LOG_ERR,
+                r.log(),
+                "sessions: the zone's data area is full; session data not stored"
+            );
+        }
+        Err(DataUpdateError::NoSession) => {}
+    }
+    Some(())
+}
+
+/// The bytes of a header value, with the request's lifetime rather than the
+/// closure's borrow.
+///
+/// # Safety
+/// `s` must point into memory that outlives the use of the result (the
+/// request pool).
+unsafe fn pool_bytes<'a>(s: &ngx_str_t) -> &'a [u8] {
+    if s.data.is_null() {
+        &[]
+    } else {
+        // SAFETY: per the contract, `len` bytes at `data` live long enough.
+        unsafe { std::slice::from_raw_parts(s.data, s.len) }
+    }
+}
+
+/// `KEY=VALUE`, the key trimmed.
+fn split_once_eq(v: &[u8]) -> Option<(&[u8], &[u8])> {
+    let i = v.iter().position(|&b| b == b'=')?;
+    Some((v[..i].trim_ascii(), &v[i + 1..]))
 }

@@ -21,6 +21,8 @@ use crate::Module;
 /// Per-worker buffers, so a request allocates nothing on the heap.
 pub struct Scratch {
     pub rng: RandomPool,
+    /// The session's data, read under the lock, copied to the request.
+    pub data: Vec<u8>,
     verified: VerifyCache,
     value: Vec<u8>,
     header: Vec<u8>,
@@ -29,6 +31,7 @@ pub struct Scratch {
 thread_local! {
     pub static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch {
         rng: RandomPool::new(),
+        data: Vec::with_capacity(1024),
         verified: VerifyCache::default(),
         value: Vec::with_capacity(64),
         header: Vec::with_capacity(512),
@@ -87,8 +90,16 @@ pub fn access(r: &mut Request) -> Status {
         ip: &ip[..ip_len],
         ua: fingerprint(request::user_agent(r)),
     };
-    let outcome =
-        SCRATCH.with_borrow_mut(|s| table.with(|t| resolve(t, presented, &facts, &lc.policy, &mut s.rng)));
+    let outcome = SCRATCH.with_borrow_mut(|s| {
+        s.data.clear();
+        table.with(|t| {
+            let o = resolve(t, presented, &facts, &lc.policy, &mut s.rng)?;
+            if o.record.has_data() {
+                t.read_data(&o.record, &mut s.data);
+            }
+            Ok::<_, sessions_core::id::RandomError>(o)
+        })
+    });
     let outcome = match outcome {
         Ok(o) => o,
         Err(e) => {
@@ -130,6 +141,12 @@ pub fn access(r: &mut Request) -> Status {
             return Status::NGX_ERROR;
         };
         ctx.user = u;
+    }
+    if outcome.record.has_data() {
+        let Some(d) = SCRATCH.with_borrow(|s| request::pool_str(r, &s.data)) else {
+            return Status::NGX_ERROR;
+        };
+        ctx.data = d;
     }
     if outcome.issue_cookie {
         let Some(c) = session_cookie(r, lc, keys, name, &outcome.id, &outcome.record) else {

@@ -155,6 +155,8 @@ pub struct Ctx {
     pub handle: Handle,
     /// The logged-in user, empty when not logged in.
     pub user: ngx_str_t,
+    /// The session's data (see `sessions_core::data`), empty for none.
+    pub data: ngx_str_t,
     pub created_ms: u64,
     /// `u64::MAX` when no timeout applies.
     pub expires_ms: u64,
@@ -173,6 +175,7 @@ impl Ctx {
             id,
             handle,
             user: ngx_str_t::default(),
+            data: ngx_str_t::default(),
             created_ms,
             expires_ms,
             set_cookie: ngx_str_t::default(),

@@ -3,8 +3,8 @@
 use std::io::Write;
 
 use nginx_sys::{
-    ngx_http_request_t, ngx_http_variable_t, ngx_http_variable_value_t, ngx_int_t, ngx_uint_t,
-    NGX_HTTP_VAR_NOCACHEABLE,
+    ngx_http_request_t, ngx_http_variable_t, ngx_http_variable_value_t, ngx_int_t, ngx_str_t, ngx_uint_t,
+    NGX_HTTP_VAR_NOCACHEABLE, NGX_HTTP_VAR_PREFIX,
 };
 use ngx::core::Status;
 use ngx::http::Request;
@@ -26,7 +26,15 @@ const fn var(name: nginx_sys::ngx_str_t, get: Getter) -> ngx_http_variable_t {
     }
 }
 
-pub static mut VARIABLES: [ngx_http_variable_t; 6] = [
+pub static mut VARIABLES: [ngx_http_variable_t; 7] = [
+    ngx_http_variable_t {
+        name: ngx_string!("session_data_"),
+        set_handler: None,
+        get_handler: Some(get_data),
+        data: 0,
+        flags: (NGX_HTTP_VAR_NOCACHEABLE | NGX_HTTP_VAR_PREFIX) as ngx_uint_t,
+        index: 0,
+    },
     var(ngx_string!("session_status"), get_status),
     var(ngx_string!("session_id"), get_id),
     var(ngx_string!("session_created"), get_created),
@@ -97,6 +105,29 @@ unsafe extern "C" fn get_user(
             b.extend_from_slice(c.user.as_bytes());
         }
     })
+}
+
+/// `$session_data_KEY`: nginx passes the variable's full name in `data`.
+unsafe extern "C" fn get_data(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_http_variable_value_t,
+    data: usize,
+) -> ngx_int_t {
+    // SAFETY: for prefix variables nginx passes a pointer to the name.
+    let name = unsafe { &*(data as *const ngx_str_t) }.as_bytes();
+    let key = name.get(b"session_data_".len()..).unwrap_or_default();
+    let mut found = true;
+    let rc = render(r, v, |c, b| {
+        match sessions_core::data::get(c.data.as_bytes(), key) {
+            Some(value) => b.extend_from_slice(value),
+            None => found = false,
+        }
+    });
+    if !found {
+        // SAFETY: `v` is nginx's value slot for this call.
+        unsafe { (*v).set_not_found(1) };
+    }
+    rc
 }
 
 /// `1` for a logged-in session, `0` otherwise.

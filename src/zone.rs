@@ -12,6 +12,7 @@ use nginx_sys::{
 use ngx::core::{SlabPool, Status};
 use ngx::ngx_log_error;
 use sessions_core::id::random_alnum;
+use sessions_core::table::Chunk;
 use sessions_core::table::Plan;
 use sessions_core::{Header, Keyring, Slot, Table};
 
@@ -45,24 +46,9 @@ impl SharedTable {
     /// # Safety
     /// The caller holds the zone's lock and `region` was laid out by `plan`.
     unsafe fn parts<'a>(&self) -> Table<'a> {
-        let base = self.region.as_ptr();
-        let plan = self.plan;
-        // SAFETY: offsets and lengths come from the plan that formatted this
-        // region; the pieces do not overlap and are suitably aligned.
-        let (hdr, buckets, slots) = unsafe {
-            (
-                &mut *base.cast::<Header>(),
-                slice::from_raw_parts_mut(
-                    base.add(plan.buckets_offset()).cast::<u32>(),
-                    plan.buckets as usize,
-                ),
-                slice::from_raw_parts_mut(
-                    base.add(plan.slots_offset()).cast::<Slot>(),
-                    plan.capacity as usize,
-                ),
-            )
-        };
-        Table::attach(hdr, buckets, slots).expect("formatted table")
+        // SAFETY: the caller holds the lock; the region was formatted with `plan`.
+        let (hdr, buckets, slots, chunks) = unsafe { carve(self.region.as_ptr(), self.plan) };
+        Table::attach(hdr, buckets, slots, chunks).expect("formatted table")
     }
 
     pub fn capacity(&self) -> u32 {
@@ -73,6 +59,37 @@ impl SharedTable {
     pub fn zone_name(&self) -> String {
         // SAFETY: the zone entry lives as long as the cycle that owns `self`.
         unsafe { self.zone.as_ref() }.shm.name.to_string()
+    }
+}
+
+/// Splits a region into the table's parts.
+///
+/// # Safety
+/// `base` points to `plan.bytes()` bytes of zeroed or formatted shared memory
+/// that the caller may access exclusively for `'a`.
+unsafe fn carve<'a>(
+    base: *mut u8,
+    plan: Plan,
+) -> (&'a mut Header, &'a mut [u32], &'a mut [Slot], &'a mut [Chunk]) {
+    // SAFETY: offsets and lengths come from `plan`; the pieces do not overlap
+    // and each offset is aligned for its type (see `Plan`). All fields are
+    // plain integers, valid when zeroed.
+    unsafe {
+        (
+            &mut *base.cast::<Header>(),
+            slice::from_raw_parts_mut(
+                base.add(plan.buckets_offset()).cast::<u32>(),
+                plan.buckets as usize,
+            ),
+            slice::from_raw_parts_mut(
+                base.add(plan.slots_offset()).cast::<Slot>(),
+                plan.capacity as usize,
+            ),
+            slice::from_raw_parts_mut(
+                base.add(plan.chunks_offset()).cast::<Chunk>(),
+                plan.chunks as usize,
+            ),
+        )
     }
 }
 
@@ -131,21 +148,10 @@ pub extern "C" fn init(shm_zone: *mut ngx_shm_zone_t, _old: *mut c_void) -> ngx_
             region,
             plan,
         };
-        // SAFETY: the fresh region is ours alone; `format` initialises all of it.
-        let base = region.as_ptr();
-        unsafe {
-            let hdr = &mut *base.cast::<Header>();
-            let buckets = slice::from_raw_parts_mut(
-                base.add(plan.buckets_offset()).cast::<u32>(),
-                plan.buckets as usize,
-            );
-            let slots = slice::from_raw_parts_mut(
-                base.add(plan.slots_offset()).cast::<Slot>(),
-                plan.capacity as usize,
-            );
-            buckets.fill(0);
-            Table::format(hdr, buckets, slots);
-        }
+        // SAFETY: the fresh region is ours alone (shared memory starts
+        // zeroed); `format` initialises all of it.
+        let (hdr, buckets, slots, chunks) = unsafe { carve(region.as_ptr(), plan) };
+        Table::format(hdr, buckets, slots, chunks);
         let seeded = table.with(|t| {
             let h = t.header();
             let mut secret = [0u8; 32];

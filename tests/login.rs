@@ -18,6 +18,10 @@ const CONF: &str = "
         location /logout-app { add_header X-Session-Destroy on; return 200 \"bye\\n\"; }
         location /regen { add_header X-Session-Regenerate on; return 200 \"new id\\n\"; }
         location /whoami { return 200 \"user=$http_remote_user\\n\"; }
+        location /set { add_header X-Session-Set \"$arg_k=$arg_v\"; return 200 \"set\n\"; }
+        location /set2 { add_header X-Session-Set \"$arg_k=$arg_v\"; add_header X-Session-Set \"$arg_k2=$arg_v2\";
+                         return 200 \"set\n\"; }
+        location /unset { add_header X-Session-Unset $arg_k; return 200 \"unset\n\"; }
         location /long { add_header X-Session-User aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa;
                          return 200 \"long\\n\"; }
     }
@@ -31,6 +35,7 @@ const CONF: &str = "
         add_header X-Session-Id $session_id always;
         add_header X-User $session_user always;
         add_header X-Auth $session_authenticated always;
+        add_header X-Theme $session_data_theme always;
 
         location /app/ {
             sessions_control_headers on;
@@ -223,4 +228,54 @@ fn upstream_regenerate_keeps_the_session() {
     assert_eq!(r.header("X-Session-Id"), first.header("X-Session-Id"));
     assert_eq!(status(&get(&n, "/", &c)), "unknown");
     assert_eq!(status(&get(&n, "/", &c2)), "valid");
+}
+
+#[test]
+fn data_from_upstream_is_stored_read_and_removed() {
+    let n = Nginx::start(CONF);
+    let c = n.get("/").cookie_pair("sid");
+    let r = get(&n, "/app/set2?k=theme&v=dark&k2=lang&v2=fr", &c);
+    assert_eq!(r.text(), "set\n");
+    assert_eq!(r.header("X-Theme"), Some("dark"), "visible in the same response");
+    assert!(r
+        .headers
+        .iter()
+        .all(|(k, _)| !k.eq_ignore_ascii_case("X-Session-Set")));
+    assert_eq!(get(&n, "/", &c).header("X-Theme"), Some("dark"));
+    // Data survives a login (new id) and a regeneration.
+    let c = login(&n, &c, "gina", false).cookie_pair("sid");
+    assert_eq!(get(&n, "/", &c).header("X-Theme"), Some("dark"));
+    let c = get(&n, "/app/regen", &c).cookie_pair("sid");
+    assert_eq!(get(&n, "/", &c).header("X-Theme"), Some("dark"));
+    // Unset removes it.
+    get(&n, "/app/unset?k=theme", &c);
+    assert_eq!(get(&n, "/", &c).header("X-Theme"), None);
+    // A client cannot set data.
+    let r = n.request(
+        Request::get("/app/whoami")
+            .cookie(&c)
+            .header("X-Session-Set", "theme=evil"),
+    );
+    assert_eq!(r.header("X-Theme"), None);
+    assert_eq!(get(&n, "/", &c).header("X-Theme"), None);
+}
+
+#[test]
+fn data_limits_are_enforced_with_an_error_log() {
+    let n = Nginx::start(CONF);
+    let c = n.get("/").cookie_pair("sid");
+    let long = "v".repeat(300);
+    get(&n, &format!("/app/set?k=theme&v={long}"), &c);
+    assert_eq!(get(&n, "/", &c).header("X-Theme"), None);
+    assert!(n
+        .error_log()
+        .contains("session data from upstream refused: the value is longer than 256 bytes"));
+    for i in 0..16 {
+        get(&n, &format!("/app/set?k=k{i}&v=x"), &c);
+    }
+    get(&n, "/app/set?k=theme&v=dark", &c);
+    assert!(n.error_log().contains("a session holds at most 16 keys"));
+    assert_eq!(get(&n, "/", &c).header("X-Theme"), None);
+    get(&n, "/app/set?k=bad%20key&v=x", &c);
+    assert!(n.error_log().contains("the key must be 1 to 32 characters"));
 }

@@ -238,7 +238,7 @@ pub fn apply<S: Store>(
     policy: &Policy,
     rng: &mut RandomPool,
 ) -> Result<Option<(SessionId, Record)>, ControlError> {
-    let Some(Entry::Live(mut rec)) = table.get(id) else {
+    let Some(Entry::Live(rec)) = table.get(id) else {
         return Err(ControlError::NoSession);
     };
     match control {
@@ -249,20 +249,52 @@ pub fn apply<S: Store>(
             }
             return Ok(None);
         }
-        Control::LogIn { user, remember } => {
-            rec.log_in(user, remember)
-                .map_err(|_| ControlError::UserTooLong)?;
-            table.count(Event::Login);
+        Control::LogIn { user, .. } if user.len() > crate::table::MAX_USER => {
+            return Err(ControlError::UserTooLong);
         }
-        Control::Regenerate => {}
+        _ => {}
     }
     let new_id = fresh_id(table, rng).map_err(ControlError::Random)?;
+    // The old id stops working at once: no grace for a pre-login cookie.
+    // `take` hands over the record with its data.
+    let Some(mut rec) = table.take(id) else {
+        return Err(ControlError::NoSession);
+    };
+    if let Control::LogIn { user, remember } = control {
+        rec.log_in(user, remember)
+            .map_err(|_| ControlError::UserTooLong)?;
+        table.count(Event::Login);
+    }
     rec.renewed = now;
     rec.last_seen = now;
-    // The old id stops working at once: no grace for a pre-login cookie.
-    table.remove(id);
     table.insert(new_id, &rec, policy.timeouts_for(&rec).deadline(rec.times()), now);
     Ok(Some((new_id, rec)))
+}
+
+/// Why session data could not be changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataUpdateError {
+    NoSession,
+    Invalid(crate::data::DataError),
+    /// The zone's data area is full.
+    Full,
+}
+
+/// Sets (`Some`) and removes (`None`) keys of session `id`'s data; on
+/// success `out` holds the new encoded map.
+pub fn update_data<S: Store>(
+    table: &mut S,
+    id: &SessionId,
+    changes: &[(&[u8], Option<&[u8]>)],
+    out: &mut Vec<u8>,
+) -> Result<(), DataUpdateError> {
+    let Some(Entry::Live(rec)) = table.get(id) else {
+        return Err(DataUpdateError::NoSession);
+    };
+    let mut current = Vec::new();
+    table.read_data(&rec, &mut current);
+    crate::data::update(&current, changes, out).map_err(DataUpdateError::Invalid)?;
+    table.set_data(id, out).map_err(|_| DataUpdateError::Full)
 }
 
 fn fresh_id<S: Store>(table: &mut S, rng: &mut RandomPool) -> Result<SessionId, RandomError> {
@@ -303,6 +335,7 @@ fn create<S: Store>(
 mod tests {
     use super::*;
     use crate::table::tests::Mem;
+    use crate::table::Table;
 
     const IP: &[u8] = &[10, 0, 0, 1];
 
@@ -620,6 +653,44 @@ mod tests {
             apply(&mut t, &new_id, Control::Regenerate, 9, &p, rng),
             Err(ControlError::NoSession)
         );
+    }
+
+    #[test]
+    fn data_follows_the_session_through_renewal_and_login() {
+        let mut m = Mem::new(16, 8);
+        let mut t = m.table();
+        let p = policy();
+        let rng = &mut RandomPool::new();
+        let a = resolve(&mut t, Presented::Nothing, &facts(0), &p, rng).unwrap();
+        let mut blob = Vec::new();
+        update_data(&mut t, &a.id, &[(b"cart", Some(b"3 items"))], &mut blob).unwrap();
+        assert_eq!(
+            update_data(&mut t, &a.id, &[(b"bad key", Some(b"x"))], &mut blob),
+            Err(DataUpdateError::Invalid(crate::data::DataError::BadKey))
+        );
+        let read = |t: &Table<'_>, id: &SessionId| {
+            let Some(Entry::Live(r)) = t.get(id) else {
+                panic!("gone")
+            };
+            let mut out = Vec::new();
+            t.read_data(&r, &mut out);
+            crate::data::get(&out, b"cart").map(<[u8]>::to_vec)
+        };
+        assert_eq!(read(&t, &a.id), Some(b"3 items".to_vec()));
+        // Renewal carries the data; the grace slot's expiry does not free it.
+        let r = resolve(&mut t, present(&a), &facts(3_000), &p, rng).unwrap();
+        assert_eq!(r.status, Status::Renewed);
+        resolve(&mut t, present(&a), &facts(3_600), &p, rng).unwrap(); // grace over: old slot removed
+        assert_eq!(read(&t, &r.id), Some(b"3 items".to_vec()));
+        // Login keeps the data under the new id.
+        let login = Control::LogIn {
+            user: b"zoe",
+            remember: false,
+        };
+        let (id, _) = apply(&mut t, &r.id, login, 3_700, &p, rng).unwrap().unwrap();
+        assert_eq!(read(&t, &id), Some(b"3 items".to_vec()));
+        update_data(&mut t, &id, &[(b"cart", None)], &mut blob).unwrap();
+        assert_eq!(read(&t, &id), None);
     }
 
     #[test]

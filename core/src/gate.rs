@@ -46,15 +46,21 @@ pub enum ControlHeader {
     Regenerate,
     /// `X-Session-Destroy: on`: end the session (log out).
     Destroy,
+    /// `X-Session-Set: KEY=VALUE`: store a value (repeatable).
+    Set,
+    /// `X-Session-Unset: KEY`: remove a value (repeatable).
+    Unset,
 }
 
 impl ControlHeader {
     pub fn from_name(name: &[u8]) -> Option<Self> {
-        const NAMES: [(&[u8], ControlHeader); 4] = [
+        const NAMES: [(&[u8], ControlHeader); 6] = [
             (b"x-session-user", ControlHeader::User),
             (b"x-session-remember", ControlHeader::Remember),
             (b"x-session-regenerate", ControlHeader::Regenerate),
             (b"x-session-destroy", ControlHeader::Destroy),
+            (b"x-session-set", ControlHeader::Set),
+            (b"x-session-unset", ControlHeader::Unset),
         ];
         NAMES
             .iter()

@@ -8,6 +8,7 @@
 
 pub mod b64;
 pub mod cookie;
+pub mod data;
 pub mod engine;
 pub mod gate;
 pub mod id;
@@ -18,7 +19,9 @@ pub mod table;
 pub mod timeouts;
 
 pub use cookie::{CookieAttrs, CookieError, SameSite, Secure};
-pub use engine::{apply, resolve, Control, ControlError, Facts, Outcome, Policy, Status};
+pub use engine::{
+    apply, resolve, update_data, Control, ControlError, DataUpdateError, Facts, Outcome, Policy, Status,
+};
 pub use id::{Handle, SessionId};
 pub use keys::{Key, Keyring};
 pub use store::Store;

@@ -7,7 +7,7 @@
 
 use crate::engine::Status;
 use crate::id::SessionId;
-use crate::table::{Entry, Record, Table};
+use crate::table::{DataFull, Entry, Record, Table};
 
 /// Events a store counts for logs and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +27,12 @@ pub trait Store {
     /// Marks `id` as replaced by `successor`, still accepted until `until`.
     fn retire(&mut self, id: &SessionId, successor: SessionId, until: u64);
     fn remove(&mut self, id: &SessionId);
+    /// Removes `id`, handing its record (data included) to the caller.
+    fn take(&mut self, id: &SessionId) -> Option<Record>;
+    /// Replaces the data of a live session.
+    fn set_data(&mut self, id: &SessionId, blob: &[u8]) -> Result<(), DataFull>;
+    /// Appends the data of a record read from this store to `out`.
+    fn read_data(&self, rec: &Record, out: &mut Vec<u8>);
     /// Stores a new record; returns how many live sessions were evicted for room.
     fn insert(&mut self, id: SessionId, rec: &Record, deadline: Option<u64>, now: u64) -> u32;
     fn count(&mut self, event: Event);
@@ -47,6 +53,18 @@ impl Store for Table<'_> {
 
     fn remove(&mut self, id: &SessionId) {
         Table::remove(self, id);
+    }
+
+    fn take(&mut self, id: &SessionId) -> Option<Record> {
+        Table::take(self, id)
+    }
+
+    fn set_data(&mut self, id: &SessionId, blob: &[u8]) -> Result<(), DataFull> {
+        Table::set_data(self, id, blob)
+    }
+
+    fn read_data(&self, rec: &Record, out: &mut Vec<u8>) {
+        Table::read_data(self, rec, out);
     }
 
     fn insert(&mut self, id: SessionId, rec: &Record, deadline: Option<u64>, now: u64) -> u32 {

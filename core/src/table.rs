@@ -55,6 +55,10 @@ pub struct Header {
     lru_head: u32,
     /// Least recently used: evicted first.
     lru_tail: u32,
+    chunks: u32,
+    chunk_free: u32,
+    chunks_free: u32,
+    _pad: u32,
     pub stats: Stats,
     /// `sessions_secret random`: generated once per zone.
     pub random_secret: [u8; 32],
@@ -80,10 +84,13 @@ pub struct Record {
     pub ua: u64,
     /// Client address: 4 or 16 bytes used.
     pub ip: [u8; 16],
+    /// First chunk of the session's data, `NIL` for none; owned by the slot.
+    data: u32,
+    data_len: u16,
     pub ip_len: u8,
     flags: u8,
     user_len: u8,
-    _pad: [u8; 5],
+    _pad: [u8; 7],
     /// In a grace slot: the id that replaced this one.
     pub successor: SessionId,
     user: [u8; MAX_USER],
@@ -98,10 +105,12 @@ impl Default for Record {
             renewed: 0,
             ua: 0,
             ip: [0; 16],
+            data: NIL,
+            data_len: 0,
             ip_len: 0,
             flags: 0,
             user_len: 0,
-            _pad: [0; 5],
+            _pad: [0; 7],
             successor: SessionId::default(),
             user: [0; MAX_USER],
         }
@@ -154,6 +163,11 @@ impl Record {
         self.flags & FLAG_REMEMBER != 0
     }
 
+    /// Whether the session carries data (read it with `Table::read_data`).
+    pub fn has_data(&self) -> bool {
+        self.data != NIL
+    }
+
     pub fn times(&self) -> Times {
         Times {
             created: self.created,
@@ -162,6 +176,22 @@ impl Record {
         }
     }
 }
+
+/// Payload bytes per data chunk.
+pub const CHUNK_DATA: usize = 56;
+
+/// A link of a session's data chain.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct Chunk {
+    next: u32,
+    len: u32,
+    bytes: [u8; CHUNK_DATA],
+}
+
+/// The data area has no room for a session's data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataFull;
 
 /// A user name longer than `MAX_USER`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,34 +210,39 @@ pub struct Slot {
     pub rec: Record,
 }
 
-/// How the table splits a region of `bytes`.
+/// How the table splits a region of `bytes`: a fifth for session data,
+/// the rest for the header, the hash buckets and the slots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Plan {
     pub capacity: u32,
     pub buckets: u32,
+    pub chunks: u32,
 }
 
 impl Plan {
     /// Largest table that fits in `bytes`; `None` when not even a few slots fit.
     pub fn for_bytes(bytes: usize) -> Option<Self> {
+        let chunks = bytes / 5 / size_of::<Chunk>();
+        let rest = bytes.checked_sub(chunks * size_of::<Chunk>())?;
         let hdr = size_of::<Header>();
         let slot = size_of::<Slot>();
-        let rough = bytes.checked_sub(hdr)? / (slot + 4);
+        let rough = rest.checked_sub(hdr)? / (slot + 4);
         if rough < 8 {
             return None;
         }
         // Power-of-two buckets, load factor between 1 and 2.
         let buckets = 1usize << (usize::BITS - 1 - rough.leading_zeros());
-        let capacity = (bytes - hdr - 4 * buckets) / slot;
+        let capacity = (rest - hdr - 4 * buckets) / slot;
         Some(Self {
             capacity: u32::try_from(capacity).ok()?.min(NIL - 1),
             buckets: u32::try_from(buckets).ok()?,
+            chunks: u32::try_from(chunks).ok()?.min(NIL - 1),
         })
     }
 
-    /// Bytes the plan occupies, laid out header, buckets, slots.
+    /// Bytes the plan occupies, laid out header, buckets, slots, chunks.
     pub fn bytes(&self) -> usize {
-        self.slots_offset() + size_of::<Slot>() * self.capacity as usize
+        self.chunks_offset() + size_of::<Chunk>() * self.chunks as usize
     }
 
     /// Where the bucket array starts (after the header).
@@ -220,6 +255,11 @@ impl Plan {
     pub const fn slots_offset(&self) -> usize {
         size_of::<Header>() + 4 * self.buckets as usize
     }
+
+    /// Where the data chunks start (after the slots).
+    pub const fn chunks_offset(&self) -> usize {
+        self.slots_offset() + size_of::<Slot>() * self.capacity as usize
+    }
 }
 
 impl Header {
@@ -228,6 +268,7 @@ impl Header {
         (self.magic == MAGIC).then_some(Plan {
             capacity: self.capacity,
             buckets: self.bucket_mask + 1,
+            chunks: self.chunks,
         })
     }
 }
@@ -244,6 +285,7 @@ pub struct Table<'a> {
     hdr: &'a mut Header,
     buckets: &'a mut [u32],
     slots: &'a mut [Slot],
+    chunks: &'a mut [Chunk],
 }
 
 /// A slot as the engine sees it.
@@ -255,8 +297,13 @@ pub enum Entry {
 
 impl<'a> Table<'a> {
     /// Formats fresh memory. `buckets.len()` must be a power of two.
-    pub fn format(hdr: &'a mut Header, buckets: &'a mut [u32], slots: &'a mut [Slot]) -> Self {
-        assert!(buckets.len().is_power_of_two() && slots.len() < NIL as usize);
+    pub fn format(
+        hdr: &'a mut Header,
+        buckets: &'a mut [u32],
+        slots: &'a mut [Slot],
+        chunks: &'a mut [Chunk],
+    ) -> Self {
+        assert!(buckets.len().is_power_of_two() && slots.len() < NIL as usize && chunks.len() < NIL as usize);
         let n = slots.len() as u32;
         *hdr = Header {
             magic: MAGIC,
@@ -266,6 +313,10 @@ impl<'a> Table<'a> {
             free_head: if n == 0 { NIL } else { 0 },
             lru_head: NIL,
             lru_tail: NIL,
+            chunks: chunks.len() as u32,
+            chunk_free: if chunks.is_empty() { NIL } else { 0 },
+            chunks_free: chunks.len() as u32,
+            _pad: 0,
             stats: Stats::default(),
             random_secret: [0; 32],
             random_name: [0; 16],
@@ -283,15 +334,49 @@ impl<'a> Table<'a> {
                 rec: Record::default(),
             };
         }
-        Self { hdr, buckets, slots }
+        let m = chunks.len() as u32;
+        for (i, c) in chunks.iter_mut().enumerate() {
+            let next = i as u32 + 1;
+            *c = Chunk {
+                next: if next < m { next } else { NIL },
+                len: 0,
+                bytes: [0; CHUNK_DATA],
+            };
+        }
+        Self {
+            hdr,
+            buckets,
+            slots,
+            chunks,
+        }
     }
 
     /// Reattaches to memory formatted before (a reload); `None` if it is not ours.
-    pub fn attach(hdr: &'a mut Header, buckets: &'a mut [u32], slots: &'a mut [Slot]) -> Option<Self> {
+    pub fn attach(
+        hdr: &'a mut Header,
+        buckets: &'a mut [u32],
+        slots: &'a mut [Slot],
+        chunks: &'a mut [Chunk],
+    ) -> Option<Self> {
         let ok = hdr.magic == MAGIC
             && hdr.capacity as usize == slots.len()
-            && hdr.bucket_mask as usize + 1 == buckets.len();
-        ok.then_some(Self { hdr, buckets, slots })
+            && hdr.bucket_mask as usize + 1 == buckets.len()
+            && hdr.chunks as usize == chunks.len();
+        ok.then_some(Self {
+            hdr,
+            buckets,
+            slots,
+            chunks,
+        })
+    }
+
+    /// A blank chunk, for allocating test tables.
+    pub const fn blank_chunk() -> Chunk {
+        Chunk {
+            next: NIL,
+            len: 0,
+            bytes: [0; CHUNK_DATA],
+        }
     }
 
     /// An empty, uninitialised header to format over.
@@ -304,6 +389,10 @@ impl<'a> Table<'a> {
             free_head: NIL,
             lru_head: NIL,
             lru_tail: NIL,
+            chunks: 0,
+            chunk_free: NIL,
+            chunks_free: 0,
+            _pad: 0,
             stats: Stats {
                 created: 0,
                 renewed: 0,
@@ -340,10 +429,12 @@ impl<'a> Table<'a> {
                 renewed: 0,
                 ua: 0,
                 ip: [0; 16],
+                data: NIL,
+                data_len: 0,
                 ip_len: 0,
                 flags: 0,
                 user_len: 0,
-                _pad: [0; 5],
+                _pad: [0; 7],
                 successor: SessionId([0; 16]),
                 user: [0; MAX_USER],
             },
@@ -407,17 +498,33 @@ impl<'a> Table<'a> {
     }
 
     /// Turns `id` into a pointer to `successor`, accepted until `until`.
+    /// The caller carries the record, data included, over to `successor`:
+    /// the retired slot gives up its data chain.
     pub fn retire(&mut self, id: &SessionId, successor: SessionId, until: u64) -> bool {
         let Some(i) = self.find(id) else { return false };
         let s = &mut self.slots[i as usize];
         s.state = GRACE;
         s.rec.successor = successor;
+        s.rec.data = NIL;
+        s.rec.data_len = 0;
         s.deadline = until;
         true
     }
 
     /// Removes `id`; returns whether it was there.
     pub fn remove(&mut self, id: &SessionId) -> bool {
+        match self.take(id) {
+            Some(rec) => {
+                self.free_chain(rec.data);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Removes `id` and hands its record, data chain included, to the caller,
+    /// who must store it again under another id.
+    pub fn take(&mut self, id: &SessionId) -> Option<Record> {
         let b = self.bucket(id);
         let mut prev = NIL;
         let mut i = self.buckets[b];
@@ -431,17 +538,82 @@ impl<'a> Table<'a> {
                 }
                 self.lru_unlink(i);
                 let s = &mut self.slots[i as usize];
+                let rec = s.rec;
                 s.state = FREE;
                 s.rec = Record::default();
                 s.chain = self.hdr.free_head;
                 self.hdr.free_head = i;
                 self.hdr.len -= 1;
-                return true;
+                return Some(rec);
             }
             prev = i;
             i = self.slots[i as usize].chain;
         }
-        false
+        None
+    }
+
+    fn free_chain(&mut self, mut c: u32) {
+        while c != NIL {
+            let chunk = &mut self.chunks[c as usize];
+            let next = chunk.next;
+            chunk.next = self.hdr.chunk_free;
+            chunk.len = 0;
+            self.hdr.chunk_free = c;
+            self.hdr.chunks_free += 1;
+            c = next;
+        }
+    }
+
+    fn chain_len(&self, mut c: u32) -> u32 {
+        let mut n = 0;
+        while c != NIL {
+            n += 1;
+            c = self.chunks[c as usize].next;
+        }
+        n
+    }
+
+    /// Replaces the data of `id` with `blob` (empty removes it). On
+    /// `DataFull` the old data is kept.
+    pub fn set_data(&mut self, id: &SessionId, blob: &[u8]) -> Result<(), DataFull> {
+        let Some(i) = self.find(id) else { return Ok(()) };
+        let old = self.slots[i as usize].rec.data;
+        let need = blob.len().div_ceil(CHUNK_DATA) as u32;
+        if blob.len() > usize::from(u16::MAX) || self.hdr.chunks_free + self.chain_len(old) < need {
+            return Err(DataFull);
+        }
+        self.free_chain(old);
+        let mut head = NIL;
+        // Build the chain back to front so each chunk links to the next.
+        for part in blob.chunks(CHUNK_DATA).rev() {
+            let c = self.hdr.chunk_free;
+            let chunk = &mut self.chunks[c as usize];
+            self.hdr.chunk_free = chunk.next;
+            self.hdr.chunks_free -= 1;
+            chunk.next = head;
+            chunk.len = part.len() as u32;
+            chunk.bytes[..part.len()].copy_from_slice(part);
+            head = c;
+        }
+        let rec = &mut self.slots[i as usize].rec;
+        rec.data = head;
+        rec.data_len = blob.len() as u16;
+        Ok(())
+    }
+
+    /// Appends the data of a record read from this table to `out`.
+    pub fn read_data(&self, rec: &Record, out: &mut Vec<u8>) {
+        let mut c = rec.data;
+        while c != NIL {
+            let chunk = &self.chunks[c as usize];
+            out.extend_from_slice(&chunk.bytes[..chunk.len as usize]);
+            c = chunk.next;
+        }
+    }
+
+    /// Free data chunks, for tests and metrics.
+    pub fn free_chunks(&self) -> u32 {
+        self.hdr.chunks_free
     }
 
     /// Inserts a new live record. Up to two expired slots are reclaimed first
@@ -533,21 +705,33 @@ pub(crate) mod tests {
         pub hdr: Header,
         pub buckets: Vec<u32>,
         pub slots: Vec<Slot>,
+        pub chunks: Vec<Chunk>,
     }
 
     impl Mem {
         pub fn new(capacity: usize, buckets: usize) -> Self {
+            Self::with_chunks(capacity, buckets, 64)
+        }
+
+        pub fn with_chunks(capacity: usize, buckets: usize, chunks: usize) -> Self {
             let mut m = Self {
                 hdr: Table::blank_header(),
                 buckets: vec![0; buckets],
                 slots: vec![Table::blank_slot(); capacity],
+                chunks: vec![Table::blank_chunk(); chunks],
             };
-            Table::format(&mut m.hdr, &mut m.buckets, &mut m.slots);
+            Table::format(&mut m.hdr, &mut m.buckets, &mut m.slots, &mut m.chunks);
             m
         }
 
         pub fn table(&mut self) -> Table<'_> {
-            Table::attach(&mut self.hdr, &mut self.buckets, &mut self.slots).unwrap()
+            Table::attach(
+                &mut self.hdr,
+                &mut self.buckets,
+                &mut self.slots,
+                &mut self.chunks,
+            )
+            .unwrap()
         }
     }
 
@@ -573,6 +757,64 @@ pub(crate) mod tests {
         assert!(Plan::for_bytes(100).is_none());
         let small = Plan::for_bytes(32 << 10).unwrap();
         assert!(small.capacity >= 150 && small.bytes() <= 32 << 10);
+    }
+
+    fn data_of(t: &Table<'_>, id: &SessionId) -> Vec<u8> {
+        let Some(Entry::Live(r)) = t.get(id) else {
+            panic!("no session")
+        };
+        let mut out = Vec::new();
+        t.read_data(&r, &mut out);
+        out
+    }
+
+    #[test]
+    fn data_chains_are_stored_moved_and_freed() {
+        let mut m = Mem::with_chunks(4, 4, 8); // 8 chunks: 448 bytes
+        let mut t = m.table();
+        t.insert(id(1), &rec(1), None, 0);
+        t.insert(id(2), &rec(2), None, 0);
+        let blob: Vec<u8> = (0..200u8).collect(); // 4 chunks
+        t.set_data(&id(1), &blob).unwrap();
+        assert_eq!(data_of(&t, &id(1)), blob);
+        assert_eq!(t.free_chunks(), 4);
+        // Not enough room: refused, old data kept.
+        assert_eq!(t.set_data(&id(2), &[7; 300]), Err(DataFull));
+        assert!(data_of(&t, &id(2)).is_empty());
+        // Replacing reuses the session's own chunks.
+        t.set_data(&id(1), &[9; 400]).unwrap();
+        assert_eq!(data_of(&t, &id(1)), vec![9; 400]);
+        // Renewal: the record moves to the new id, the old slot gives it up.
+        let Some(Entry::Live(r)) = t.get(&id(1)) else {
+            panic!()
+        };
+        t.retire(&id(1), id(3), 10);
+        t.insert(id(3), &r, None, 0);
+        t.remove(&id(1));
+        assert_eq!(
+            data_of(&t, &id(3)),
+            vec![9; 400],
+            "data survives the grace slot's removal"
+        );
+        // Take and re-insert (login) keeps the chain; removal frees it.
+        let r = t.take(&id(3)).unwrap();
+        t.insert(id(4), &r, None, 0);
+        assert_eq!(data_of(&t, &id(4)), vec![9; 400]);
+        t.remove(&id(4));
+        assert_eq!(t.free_chunks(), 8);
+        t.set_data(&id(2), &[]).unwrap();
+        assert!(data_of(&t, &id(2)).is_empty());
+    }
+
+    #[test]
+    fn eviction_frees_data() {
+        let mut m = Mem::with_chunks(2, 2, 4);
+        let mut t = m.table();
+        t.insert(id(1), &rec(1), None, 0);
+        t.set_data(&id(1), &[1; 100]).unwrap();
+        t.insert(id(2), &rec(2), None, 0);
+        t.insert(id(3), &rec(3), None, 0); // evicts 1
+        assert_eq!(t.free_chunks(), 4);
     }
 
     #[test]
@@ -671,19 +913,20 @@ pub(crate) mod tests {
     fn attach_checks_shape() {
         let mut m = Mem::new(8, 4);
         m.table().insert(id(7), &rec(7), None, 0);
-        assert!(Table::attach(&mut m.hdr, &mut m.buckets[..2], &mut m.slots).is_none());
+        assert!(Table::attach(&mut m.hdr, &mut m.buckets[..2], &mut m.slots, &mut m.chunks).is_none());
         assert_eq!(
             m.hdr.plan(),
             Some(Plan {
                 capacity: 8,
-                buckets: 4
+                buckets: 4,
+                chunks: 64
             })
         );
         let t = m.table();
         assert!(t.get(&id(7)).is_some());
         assert_eq!(Table::blank_header().plan(), None);
         let mut blank = Table::blank_header();
-        assert!(Table::attach(&mut blank, &mut [0; 4], &mut []).is_none());
+        assert!(Table::attach(&mut blank, &mut [0; 4], &mut [], &mut []).is_none());
     }
 
     #[test]

@@ -1,0 +1,151 @@
+//! Session data: a small key/value map, bounded in count and size, encoded
+//! as one blob: repeated `[key length u8][key][value length u16 LE][value]`.
+
+/// Most keys a session holds.
+pub const MAX_KEYS: usize = 16;
+/// Longest key: `[a-zA-Z0-9_-]`, as nginx variable names allow after `$session_data_`.
+pub const MAX_KEY: usize = 32;
+/// Longest value.
+pub const MAX_VALUE: usize = 256;
+/// Largest encoded map.
+pub const MAX_BLOB: usize = 1024;
+
+/// Why a change to the map was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataError {
+    BadKey,
+    /// Too long, or with control characters (values travel in headers).
+    BadValue,
+    TooManyKeys,
+    TooLarge,
+}
+
+impl std::fmt::Display for DataError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::BadKey => "the key must be 1 to 32 characters of [a-zA-Z0-9_-]",
+            Self::BadValue => "the value is longer than 256 bytes or has control characters",
+            Self::TooManyKeys => "a session holds at most 16 keys",
+            Self::TooLarge => "a session holds at most 1024 bytes of data",
+        })
+    }
+}
+
+pub fn valid_key(k: &[u8]) -> bool {
+    (1..=MAX_KEY).contains(&k.len())
+        && k.iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+pub fn valid_value(v: &[u8]) -> bool {
+    v.len() <= MAX_VALUE && v.iter().all(|&b| b >= 0x20 && b != 0x7f)
+}
+
+/// Iterates the entries of an encoded map; stops at the first malformed byte.
+pub fn entries(blob: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    let mut rest = blob;
+    std::iter::from_fn(move || {
+        let (&kl, r) = rest.split_first()?;
+        let kl = usize::from(kl);
+        let key = r.get(..kl)?;
+        let vl = usize::from(u16::from_le_bytes([*r.get(kl)?, *r.get(kl + 1)?]));
+        let value = r.get(kl + 2..kl + 2 + vl)?;
+        rest = &r[kl + 2 + vl..];
+        Some((key, value))
+    })
+}
+
+/// The value of `key`, case-insensitively (nginx lowercases variable names).
+pub fn get<'a>(blob: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
+    entries(blob)
+        .find(|(k, _)| k.eq_ignore_ascii_case(key))
+        .map(|(_, v)| v)
+}
+
+/// Applies sets (`Some(value)`) and unsets (`None`) in order, into `out`.
+pub fn update(blob: &[u8], changes: &[(&[u8], Option<&[u8]>)], out: &mut Vec<u8>) -> Result<(), DataError> {
+    let mut map: Vec<(&[u8], &[u8])> = entries(blob).collect();
+    for &(key, value) in changes {
+        if !valid_key(key) {
+            return Err(DataError::BadKey);
+        }
+        let pos = map.iter().position(|(k, _)| k.eq_ignore_ascii_case(key));
+        match (value, pos) {
+            (Some(v), _) if !valid_value(v) => return Err(DataError::BadValue),
+            (Some(v), Some(i)) => map[i].1 = v,
+            (Some(v), None) => {
+                if map.len() == MAX_KEYS {
+                    return Err(DataError::TooManyKeys);
+                }
+                map.push((key, v));
+            }
+            (None, Some(i)) => {
+                map.remove(i);
+            }
+            (None, None) => {}
+        }
+    }
+    out.clear();
+    for (k, v) in map {
+        out.push(k.len() as u8);
+        out.extend_from_slice(k);
+        out.extend_from_slice(&(v.len() as u16).to_le_bytes());
+        out.extend_from_slice(v);
+    }
+    if out.len() > MAX_BLOB {
+        return Err(DataError::TooLarge);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn apply(blob: &[u8], changes: &[(&[u8], Option<&[u8]>)]) -> Result<Vec<u8>, DataError> {
+        let mut out = Vec::new();
+        update(blob, changes, &mut out).map(|()| out)
+    }
+
+    #[test]
+    fn set_get_unset() {
+        let b = apply(&[], &[(b"theme", Some(b"dark")), (b"lang", Some(b"fr"))]).unwrap();
+        assert_eq!(get(&b, b"theme"), Some(&b"dark"[..]));
+        assert_eq!(get(&b, b"THEME"), Some(&b"dark"[..]));
+        let b = apply(&b, &[(b"theme", Some(b"light")), (b"lang", None)]).unwrap();
+        assert_eq!(get(&b, b"theme"), Some(&b"light"[..]));
+        assert_eq!(get(&b, b"lang"), None);
+        assert_eq!(entries(&b).count(), 1);
+        let b = apply(&b, &[(b"theme", Some(b""))]).unwrap();
+        assert_eq!(get(&b, b"theme"), Some(&b""[..]));
+    }
+
+    #[test]
+    fn limits() {
+        assert_eq!(apply(&[], &[(b"", Some(b"x"))]), Err(DataError::BadKey));
+        assert_eq!(apply(&[], &[(b"a b", Some(b"x"))]), Err(DataError::BadKey));
+        assert_eq!(apply(&[], &[(&[b'k'; 33], Some(b"x"))]), Err(DataError::BadKey));
+        assert_eq!(apply(&[], &[(b"k", Some(b"a\rb"))]), Err(DataError::BadValue));
+        assert_eq!(
+            apply(&[], &[(b"k", Some(&[b'v'; 257]))]),
+            Err(DataError::BadValue)
+        );
+        let keys: Vec<String> = (0..17).map(|i| format!("k{i}")).collect();
+        let changes: Vec<(&[u8], Option<&[u8]>)> =
+            keys.iter().map(|k| (k.as_bytes(), Some(&b"v"[..]))).collect();
+        assert_eq!(apply(&[], &changes[..16]).map(|b| entries(&b).count()), Ok(16));
+        assert_eq!(apply(&[], &changes), Err(DataError::TooManyKeys));
+        let big = [b'v'; 250];
+        let changes: Vec<(&[u8], Option<&[u8]>)> =
+            keys[..5].iter().map(|k| (k.as_bytes(), Some(&big[..]))).collect();
+        assert_eq!(apply(&[], &changes), Err(DataError::TooLarge));
+    }
+
+    #[test]
+    fn malformed_blob_reads_as_prefix() {
+        let b = apply(&[], &[(b"a", Some(b"1")), (b"b", Some(b"2"))]).unwrap();
+        let cut = &b[..b.len() - 1];
+        assert_eq!(entries(cut).count(), 1);
+        assert_eq!(entries(&[40, 1, 2]).count(), 0);
+    }
+}
