@@ -60,9 +60,33 @@ http {{
             sessions_idling_timeout 0;
             sessions_rolling_timeout {rolling};
         }}
+        # Attaches data to the session through the application's headers.
+        location /ctl/ {{
+            sessions on;
+            sessions_control_headers on;
+            proxy_pass http://127.0.0.1:{app_port}/;
+        }}
+        location = /check-data {{
+            sessions on;
+            add_header X-Data $session_data_profile;
+            try_files /s/index.html =404;
+        }}
+    }}
+    server {{
+        listen 127.0.0.1:{app_port};
+        location /set {{
+            add_header X-Session-Set "profile={profile}";
+            add_header X-Session-Set "theme=dark";
+            add_header X-Session-Set "lang=en-GB";
+            add_header X-Session-Set "cart=3f9a1c77e2b04d58a1c0e6b3d2f4a5b6";
+            return 200 "ok";
+        }}
     }}
 }}
 """
+
+# About 200 bytes of data in four keys.
+PROFILE = "id=8731;plan=pro;region=eu-west;flags=beta,newnav,darkmode;since=2024-03-01;name=A.N.Other"
 
 
 def free_port():
@@ -92,7 +116,8 @@ class Nginx:
         self.port = free_port()
         master = "master_process off;" if wrap else ""
         (self.dir / "nginx.conf").write_text(
-            CONF.format(module=MODULE, master=master, zone=zone, secret=SECRET, port=self.port, rolling=rolling)
+            CONF.format(module=MODULE, master=master, zone=zone, secret=SECRET, port=self.port, rolling=rolling,
+                        app_port=free_port(), profile=PROFILE)
         )
         cmd = (wrap or []) + [nginx_bin(), "-p", str(self.dir), "-c", "nginx.conf", "-e", "logs/error.log",
                               "-g", "daemon off;"]
@@ -134,6 +159,12 @@ class Client:
     def __init__(self, port):
         self.port = port
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+
+    def get_header(self, path, cookie, name):
+        self.conn.request("GET", path, headers={"User-Agent": UA, "Cookie": cookie})
+        r = self.conn.getresponse()
+        r.read()
+        return r.getheader(name)
 
     def get(self, path, cookie=None):
         headers = {"User-Agent": UA}
@@ -232,11 +263,19 @@ def throughput(duration, rounds):
             status, sc = c.get("/s/index.html", valid)
             check(status == 200 and sc is None, "valid: no Set-Cookie for a valid session")
 
+        with_data = c.get("/s/index.html")[1]
+        c.get("/ctl/set", with_data)
+        check(c.get_header("/check-data", with_data, "X-Data") == PROFILE, "data: the session carries data")
+        for _ in range(5):
+            status, sc = c.get("/s/index.html", with_data)
+            check(status == 200 and sc is None, "data: no Set-Cookie for a valid session")
+
         # Interleaved rounds; each row reports its median round.
         plan = [
             ("plain static file (no sessions)", "/plain/index.html", None),
             ("new session (shm)", "/s/index.html", None),
             ("valid session (shm)", "/s/index.html", valid),
+            ("valid session with stored data (shm)", "/s/index.html", with_data),
         ]
         runs = {name: [] for name, _, _ in plan}
         for i in range(rounds):
@@ -280,7 +319,6 @@ def throughput(duration, rounds):
         r["ratio"] = r["rps"] / ceiling["rps"]
         rows.append(("plain static file, requests from the replay script", ceiling))
         rows.append(("session due for rolling renewal (shm)", r))
-        rows.append(("valid session with stored data (shm)", None))  # session data: not implemented yet
         per_session = (zone_mb << 20) / n.capacity()
     finally:
         n.stop()
@@ -422,6 +460,7 @@ TARGETS = {
     "new session (shm)": 0.85,
     "valid session (shm)": 0.92,
 }
+# The valid-with-data row must stay valid throughout, as the valid row.
 
 
 def main():
