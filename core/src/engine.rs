@@ -659,7 +659,13 @@ mod tests {
     fn data_follows_the_session_through_renewal_and_login() {
         let mut m = Mem::new(16, 8);
         let mut t = m.table();
-        let p = policy();
+        let p = Policy {
+            timeouts: Timeouts {
+                idle: 0,
+                ..policy().timeouts
+            },
+            ..policy()
+        };
         let rng = &mut RandomPool::new();
         let a = resolve(&mut t, Presented::Nothing, &facts(0), &p, rng).unwrap();
         let mut blob = Vec::new();

@@ -611,6 +611,24 @@ impl<'a> Table<'a> {
         }
     }
 
+    /// Live sessions logged in as `user`, for the admin endpoint (a scan of
+    /// the whole table: not for the request path).
+    pub fn sessions_of(&self, user: &[u8]) -> Vec<(SessionId, Record)> {
+        self.slots
+            .iter()
+            .filter(|s| s.state == LIVE && s.rec.user() == Some(user))
+            .map(|s| (s.id, s.rec))
+            .collect()
+    }
+
+    /// The live session whose handle (`$session_id`) is `handle`.
+    pub fn find_handle(&self, handle: &Handle) -> Option<SessionId> {
+        self.slots
+            .iter()
+            .find(|s| s.state == LIVE && s.rec.handle == *handle)
+            .map(|s| s.id)
+    }
+
     /// Free data chunks, for tests and metrics.
     pub fn free_chunks(&self) -> u32 {
         self.hdr.chunks_free
@@ -756,7 +774,7 @@ pub(crate) mod tests {
         assert_eq!(p.buckets_offset() % align_of::<u32>(), 0);
         assert!(Plan::for_bytes(100).is_none());
         let small = Plan::for_bytes(32 << 10).unwrap();
-        assert!(small.capacity >= 150 && small.bytes() <= 32 << 10);
+        assert!(small.capacity >= 60 && small.chunks >= 100 && small.bytes() <= 32 << 10);
     }
 
     fn data_of(t: &Table<'_>, id: &SessionId) -> Vec<u8> {
@@ -804,6 +822,25 @@ pub(crate) mod tests {
         assert_eq!(t.free_chunks(), 8);
         t.set_data(&id(2), &[]).unwrap();
         assert!(data_of(&t, &id(2)).is_empty());
+    }
+
+    #[test]
+    fn scans_by_user_and_handle() {
+        let mut m = Mem::new(8, 4);
+        let mut t = m.table();
+        for n in 0..5u32 {
+            let mut r = rec(n.into());
+            if n % 2 == 0 {
+                r.log_in(b"alice", false).unwrap();
+            }
+            t.insert(id(n), &r, None, 0);
+        }
+        let mine = t.sessions_of(b"alice");
+        assert_eq!(mine.len(), 3);
+        assert!(mine.iter().all(|(_, r)| r.user() == Some(&b"alice"[..])));
+        assert!(t.sessions_of(b"bob").is_empty());
+        assert_eq!(t.find_handle(&Handle([3; 8])), Some(id(3)));
+        assert_eq!(t.find_handle(&Handle([9; 8])), None);
     }
 
     #[test]
