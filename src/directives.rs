@@ -225,25 +225,20 @@ extern "C" fn set_login_url(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf:
 extern "C" fn set_logout(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
     // SAFETY: as in `value_directive!`.
     let (cf, conf) = unsafe { (&mut *cf, &mut *conf.cast::<LocConf>()) };
-    let Some(clcf) = NgxHttpCoreModule::location_conf_mut(cf) else {
-        return NGX_CONF_ERROR;
-    };
-    if clcf.handler.is_some() {
-        return c"conflicts with another content handler in this location"
-            .as_ptr()
-            .cast_mut();
-    }
     if let Some(url) = cf.args().get(1).copied() {
         match compile(cf, &url) {
             Some(url) => conf.logout_redirect = Some(url),
             None => return NGX_CONF_ERROR,
         }
     }
-    clcf.handler = Some(crate::logout_handler);
-    NGX_CONF_OK
+    set_content_handler(cf, crate::logout_handler)
 }
 
-extern "C" fn set_status(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, _conf: *mut c_void) -> *mut c_char {
+type ContentHandler = unsafe extern "C" fn(*mut nginx_sys::ngx_http_request_t) -> nginx_sys::ngx_int_t;
+
+/// Makes `handler` the location's content handler; it needs the zone even
+/// where no location switches sessions on.
+fn set_content_handler(cf: *mut ngx_conf_t, handler: ContentHandler) -> *mut c_char {
     // SAFETY: nginx passes a valid `cf` to directive handlers.
     let cf = unsafe { &mut *cf };
     let Some(clcf) = NgxHttpCoreModule::location_conf_mut(cf) else {
@@ -254,13 +249,20 @@ extern "C" fn set_status(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, _conf: *
             .as_ptr()
             .cast_mut();
     }
-    clcf.handler = Some(crate::status_handler);
-    // Reporting needs the zone even where no location switches sessions on.
+    clcf.handler = Some(handler);
     match Module::main_conf_mut(cf) {
         Some(main) => main.used = true,
         None => return NGX_CONF_ERROR,
     }
     NGX_CONF_OK
+}
+
+extern "C" fn set_status(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, _conf: *mut c_void) -> *mut c_char {
+    set_content_handler(cf, crate::status_handler)
+}
+
+extern "C" fn set_admin(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, _conf: *mut c_void) -> *mut c_char {
+    set_content_handler(cf, crate::admin_handler)
 }
 
 /// Declares the shared zone; `zone::init` sets it up once memory exists.
@@ -304,7 +306,7 @@ const fn command(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t {
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 23] = [
+pub static mut COMMANDS: [ngx_command_t; 24] = [
     command(ngx_string!("sessions"), NGX_CONF_FLAG, set_enable),
     command(ngx_string!("sessions_secret"), NGX_CONF_1MORE, set_secret),
     command(ngx_string!("sessions_name"), NGX_CONF_TAKE1, set_name),
@@ -364,6 +366,14 @@ pub static mut COMMANDS: [ngx_command_t; 23] = [
         name: ngx_string!("sessions_logout"),
         type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE1) as ngx_uint_t,
         set: Some(set_logout),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("sessions_admin"),
+        type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS) as ngx_uint_t,
+        set: Some(set_admin),
         conf: NGX_HTTP_LOC_CONF_OFFSET,
         offset: 0,
         post: ptr::null_mut(),

@@ -16,6 +16,7 @@ use ngx::core::{Status, NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::http_request_handler;
 
+mod admin;
 mod conf;
 mod directives;
 mod filter;
@@ -121,6 +122,7 @@ unsafe extern "C" fn merge_loc_conf(
 http_request_handler!(access_handler, handler::access);
 http_request_handler!(status_handler, status::handler);
 http_request_handler!(logout_handler, handler::logout);
+http_request_handler!(admin_handler, admin::handler);
 
 static MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
     preconfiguration: Some(Module::preconfiguration),

@@ -4,11 +4,13 @@
 use std::ffi::c_void;
 use std::{mem, ptr, slice};
 
+use nginx_sys::ngx_chain_t;
 use nginx_sys::{
     ngx_http_request_t, ngx_list_part_t, ngx_list_push, ngx_pnalloc, ngx_pool_cleanup_add, ngx_str_t,
     ngx_table_elt_t, ngx_timeofday, sockaddr_in, sockaddr_in6, AF_INET, AF_INET6,
 };
-use ngx::http::Request;
+use ngx::core::{Buffer, Status as NgxStatus};
+use ngx::http::{HTTPStatus, Request};
 use sessions_core::{Handle, SessionId, Status};
 
 use crate::ngx_http_sessions_module;
@@ -133,6 +135,66 @@ pub fn set_location(r: &mut Request, value: ngx_str_t) -> Option<()> {
         req.headers_out.location = h;
     }
     Some(())
+}
+
+/// Sends a complete response with `body`, as a content handler's last step.
+pub fn send_body(r: &mut Request, status: HTTPStatus, content_type: &'static str, body: &[u8]) -> NgxStatus {
+    r.set_status(status);
+    r.set_content_length_n(body.len());
+    {
+        let h = &mut r.as_mut().headers_out;
+        h.content_type = ngx_str_t {
+            len: content_type.len(),
+            data: content_type.as_ptr().cast_mut(),
+        };
+        h.content_type_len = content_type.len();
+        h.content_type_lowcase = ptr::null_mut();
+    }
+    let rc = r.send_header();
+    if rc.0 == NgxStatus::NGX_ERROR.0 || rc.0 > NgxStatus::NGX_OK.0 || r.header_only() {
+        return rc;
+    }
+    let Some(mut buf) = r.pool().create_buffer(body.len().max(1)) else {
+        return NgxStatus::NGX_ERROR;
+    };
+    // SAFETY: the fresh temporary buffer has room for `body`.
+    unsafe {
+        let b = &mut *buf.as_ngx_buf_mut();
+        ptr::copy_nonoverlapping(body.as_ptr(), b.last, body.len());
+        b.last = b.last.add(body.len());
+    }
+    buf.set_last_buf(r.is_main());
+    buf.set_last_in_chain(true);
+    let mut chain = ngx_chain_t {
+        buf: buf.as_ngx_buf_mut(),
+        next: ptr::null_mut(),
+    };
+    r.output_filter(&mut chain)
+}
+
+/// The request body if it is in memory and at most `limit` bytes.
+pub fn body_in_memory(r: &Request, limit: usize) -> Option<Vec<u8>> {
+    let req: &ngx_http_request_t = r.as_ref();
+    // SAFETY: after the body was read, `request_body` and its chain of
+    // buffers are valid for the request's life.
+    unsafe {
+        let rb = req.request_body.as_ref()?;
+        let mut out = Vec::new();
+        let mut cl = rb.bufs;
+        while let Some(link) = cl.as_ref() {
+            let b = &*link.buf;
+            if b.in_file() != 0 {
+                return None;
+            }
+            let len = b.last.offset_from(b.pos) as usize;
+            if out.len() + len > limit {
+                return None;
+            }
+            out.extend_from_slice(slice::from_raw_parts(b.pos, len));
+            cl = link.next;
+        }
+        Some(out)
+    }
 }
 
 /// Whether the request came over TLS.

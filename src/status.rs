@@ -2,12 +2,12 @@
 
 use std::fmt::Write;
 
-use nginx_sys::{ngx_chain_t, ngx_str_t, NGX_HTTP_GET, NGX_HTTP_HEAD};
-use ngx::core::{Buffer, Status};
+use nginx_sys::{NGX_HTTP_GET, NGX_HTTP_HEAD};
+use ngx::core::Status;
 use ngx::http::{HTTPStatus, HttpModuleMainConf, Request};
 use sessions_core::table::Stats;
 
-use crate::Module;
+use crate::{request, Module};
 
 /// What one scrape reports.
 struct Snapshot {
@@ -119,31 +119,10 @@ pub fn handler(r: &mut Request) -> Status {
         ..snapshot
     });
 
-    r.set_status(HTTPStatus::OK);
-    r.set_content_length_n(body.len());
-    set_content_type(r, "text/plain; version=0.0.4; charset=utf-8");
-    let rc = r.send_header();
-    if rc.0 == Status::NGX_ERROR.0 || rc.0 > Status::NGX_OK.0 || r.header_only() {
-        return rc;
-    }
-    let Some(mut buf) = r.pool().create_buffer_from_str(&body) else {
-        return Status::NGX_ERROR;
-    };
-    buf.set_last_buf(r.is_main());
-    buf.set_last_in_chain(true);
-    let mut chain = ngx_chain_t {
-        buf: buf.as_ngx_buf_mut(),
-        next: std::ptr::null_mut(),
-    };
-    r.output_filter(&mut chain)
-}
-
-fn set_content_type(r: &mut Request, value: &'static str) {
-    let h = &mut r.as_mut().headers_out;
-    h.content_type = ngx_str_t {
-        len: value.len(),
-        data: value.as_ptr().cast_mut(),
-    };
-    h.content_type_len = value.len();
-    h.content_type_lowcase = std::ptr::null_mut();
+    request::send_body(
+        r,
+        HTTPStatus::OK,
+        "text/plain; version=0.0.4; charset=utf-8",
+        body.as_bytes(),
+    )
 }

@@ -117,6 +117,20 @@ impl Handle {
         Ok(Self(b))
     }
 
+    /// Parses the 16 hex characters of `to_hex`.
+    pub fn from_hex(s: &[u8]) -> Option<Self> {
+        if s.len() != 16 {
+            return None;
+        }
+        let mut out = [0u8; 8];
+        for (i, pair) in s.chunks(2).enumerate() {
+            let hi = (pair[0] as char).to_digit(16)?;
+            let lo = (pair[1] as char).to_digit(16)?;
+            out[i] = (hi * 16 + lo) as u8;
+        }
+        Some(Self(out))
+    }
+
     /// Lower-case hex, 16 characters.
     pub fn to_hex(self) -> [u8; 16] {
         const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -178,6 +192,10 @@ mod tests {
     fn handle_hex() {
         let h = Handle([0x00, 0x01, 0xab, 0xff, 0x10, 0x20, 0x30, 0x4f]);
         assert_eq!(&h.to_hex(), b"0001abff1020304f");
+        assert_eq!(Handle::from_hex(b"0001abff1020304f"), Some(h));
+        assert_eq!(Handle::from_hex(b"0001ABFF1020304F"), Some(h));
+        assert_eq!(Handle::from_hex(b"0001abff1020304"), None);
+        assert_eq!(Handle::from_hex(b"0001abff1020304g"), None);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! plain `cargo test`.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod b64;
 pub mod cookie;
 pub mod data;

@@ -343,8 +343,18 @@ impl Response {
     }
 }
 
+/// Sends `req` with a body (and its Content-Length) on a new connection.
+pub fn send_with_body(port: u16, req: &Request, body: &[u8]) -> Response {
+    let req = req.clone().header("Content-Length", &body.len().to_string());
+    exchange(port, &req, body)
+}
+
 /// Sends `req` on a new connection and reads the whole response.
 pub fn send(port: u16, req: &Request) -> Response {
+    exchange(port, req, b"")
+}
+
+fn exchange(port: u16, req: &Request, body: &[u8]) -> Response {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut out = format!(
@@ -356,6 +366,7 @@ pub fn send(port: u16, req: &Request) -> Response {
     }
     out.push_str("\r\n");
     s.write_all(out.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).expect("read response");
     parse_response(&raw)

@@ -1,0 +1,207 @@
+//! The admin endpoint's requests and answers: list a user's sessions,
+//! revoke one session or every session of a user ("log out everywhere").
+//! Requests come as query arguments or as a JSON body; answers are JSON.
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::id::Handle;
+use crate::table::Record;
+
+/// What the admin asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminRequest {
+    List { user: Vec<u8> },
+    RevokeUser { user: Vec<u8> },
+    RevokeId { id: Handle },
+}
+
+/// How the request arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    /// GET or HEAD: list.
+    Read,
+    /// DELETE: revoke.
+    Delete,
+}
+
+/// `?user=NAME` (list or revoke all) or `?id=HANDLE` (revoke one).
+pub fn from_query(verb: Verb, args: &[u8]) -> Result<AdminRequest, &'static str> {
+    let user = query_param(args, b"user");
+    let id = query_param(args, b"id");
+    match (verb, user, id) {
+        (Verb::Read, Some(user), None) => Ok(AdminRequest::List { user }),
+        (Verb::Delete, Some(user), None) => Ok(AdminRequest::RevokeUser { user }),
+        (Verb::Delete, None, Some(id)) => Handle::from_hex(&id)
+            .map(|id| AdminRequest::RevokeId { id })
+            .ok_or("\"id\" must be a session id as in $session_id (16 hex digits)"),
+        (Verb::Read, _, _) => Err("listing needs ?user=NAME"),
+        (Verb::Delete, _, _) => Err("revoking needs ?user=NAME or ?id=SESSION_ID"),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonRequest {
+    action: String,
+    user: Option<String>,
+    id: Option<String>,
+}
+
+/// `{"action": "list" | "revoke", "user": NAME}` or `{"action": "revoke", "id": HANDLE}`.
+pub fn from_json(body: &[u8]) -> Result<AdminRequest, &'static str> {
+    let req: JsonRequest = serde_json::from_slice(body)
+        .map_err(|_| "the body must be a JSON object with \"action\" and \"user\" or \"id\"")?;
+    match (req.action.as_str(), req.user, req.id) {
+        ("list", Some(user), None) => Ok(AdminRequest::List {
+            user: user.into_bytes(),
+        }),
+        ("revoke", Some(user), None) => Ok(AdminRequest::RevokeUser {
+            user: user.into_bytes(),
+        }),
+        ("revoke", None, Some(id)) => Handle::from_hex(id.as_bytes())
+            .map(|id| AdminRequest::RevokeId { id })
+            .ok_or("\"id\" must be a session id as in $session_id (16 hex digits)"),
+        ("list" | "revoke", _, _) => Err("give either \"user\" or \"id\""),
+        _ => Err("\"action\" must be \"list\" or \"revoke\""),
+    }
+}
+
+/// One session as the admin sees it; never the secret id.
+pub fn session_json(rec: &Record, deadline: Option<u64>) -> Value {
+    json!({
+        "id": String::from_utf8_lossy(&rec.handle.to_hex()),
+        "created": rec.created / 1000,
+        "last_seen": rec.last_seen / 1000,
+        "expires": deadline.map(|d| d / 1000),
+        "ip": ip_text(rec.ip()),
+        "remembered": rec.remembered(),
+    })
+}
+
+pub fn list_json(user: &[u8], sessions: Vec<Value>) -> String {
+    json!({ "user": String::from_utf8_lossy(user), "sessions": sessions }).to_string()
+}
+
+pub fn revoked_json(count: usize) -> String {
+    json!({ "revoked": count }).to_string()
+}
+
+pub fn error_json(message: &str) -> String {
+    json!({ "error": message }).to_string()
+}
+
+fn ip_text(ip: &[u8]) -> String {
+    match ip.len() {
+        4 => std::net::Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3]).to_string(),
+        16 => {
+            let b: [u8; 16] = ip.try_into().expect("16 bytes");
+            std::net::Ipv6Addr::from(b).to_string()
+        }
+        _ => String::new(),
+    }
+}
+
+/// The percent-decoded value of `name` in a query string (`+` is a space).
+pub fn query_param(args: &[u8], name: &[u8]) -> Option<Vec<u8>> {
+    args.split(|&b| b == b'&').find_map(|pair| {
+        let (k, v) = match pair.iter().position(|&b| b == b'=') {
+            Some(i) => (&pair[..i], &pair[i + 1..]),
+            None => (pair, &b""[..]),
+        };
+        (k == name).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(v: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match v[i] {
+            b'%' if i + 2 < v.len() => match (hex(v[i + 1]), hex(v[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_requests() {
+        assert_eq!(
+            from_query(Verb::Read, b"user=alice%40example.com"),
+            Ok(AdminRequest::List {
+                user: b"alice@example.com".to_vec()
+            })
+        );
+        assert_eq!(
+            from_query(Verb::Delete, b"x=1&user=bob"),
+            Ok(AdminRequest::RevokeUser {
+                user: b"bob".to_vec()
+            })
+        );
+        assert_eq!(
+            from_query(Verb::Delete, b"id=0001abff1020304f"),
+            Ok(AdminRequest::RevokeId {
+                id: Handle([0, 1, 0xab, 0xff, 0x10, 0x20, 0x30, 0x4f])
+            })
+        );
+        assert!(from_query(Verb::Read, b"").is_err());
+        assert!(from_query(Verb::Delete, b"id=zz").is_err());
+        assert!(from_query(Verb::Delete, b"user=a&id=0001abff1020304f").is_err());
+    }
+
+    #[test]
+    fn json_requests() {
+        assert_eq!(
+            from_json(br#"{"action":"revoke","user":"alice"}"#),
+            Ok(AdminRequest::RevokeUser {
+                user: b"alice".to_vec()
+            })
+        );
+        assert_eq!(
+            from_json(br#"{"action":"list","user":"a\"b"}"#),
+            Ok(AdminRequest::List {
+                user: b"a\"b".to_vec()
+            })
+        );
+        assert!(from_json(br#"{"action":"drop","user":"x"}"#).is_err());
+        assert!(from_json(br#"{"action":"revoke"}"#).is_err());
+        assert!(from_json(br#"{"action":"revoke","user":"x","extra":1}"#).is_err());
+        assert!(from_json(b"not json").is_err());
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode(b"a%20b+c%2"), b"a b c%2".to_vec());
+        assert_eq!(percent_decode(b"%zz%41"), b"%zzA".to_vec());
+        assert_eq!(query_param(b"user", b"user"), Some(vec![]));
+    }
+
+    #[test]
+    fn answers_are_json() {
+        let mut r = Record::new(Handle([0xab; 8]), 5_000, &[10, 0, 0, 1], 0);
+        r.log_in(b"al\"ice", true).unwrap();
+        let v: Value =
+            serde_json::from_str(&list_json(b"al\"ice", vec![session_json(&r, Some(9_000))])).unwrap();
+        assert_eq!(v["user"], "al\"ice");
+        assert_eq!(v["sessions"][0]["id"], "abababababababab");
+        assert_eq!(v["sessions"][0]["ip"], "10.0.0.1");
+        assert_eq!(v["sessions"][0]["expires"], 9);
+        assert_eq!(v["sessions"][0]["remembered"], true);
+        assert_eq!(revoked_json(3), r#"{"revoked":3}"#);
+    }
+}

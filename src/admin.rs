@@ -1,0 +1,109 @@
+//! `sessions_admin`: list a user's sessions, revoke one session or all of a
+//! user's ("log out everywhere"). GET/DELETE take query arguments; POST
+//! takes a JSON body. Answers are JSON. Protect the location with
+//! `allow`/`deny` or authentication: it can end anyone's session.
+
+use nginx_sys::{
+    ngx_http_finalize_request, ngx_http_read_client_request_body, ngx_http_request_t, ngx_int_t,
+    NGX_HTTP_DELETE, NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_POST, NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_INFO,
+};
+use ngx::core::Status;
+use ngx::http::{HTTPStatus, HttpModuleLocationConf, HttpModuleMainConf, Request};
+use ngx::ngx_log_error;
+use sessions_core::admin::{self, AdminRequest, Verb};
+
+use crate::{request, Module};
+
+/// Largest JSON body accepted.
+const MAX_BODY: usize = 4096;
+const JSON: &str = "application/json";
+
+pub fn handler(r: &mut Request) -> Status {
+    let method = r.as_ref().method;
+    let verb = match method as u32 {
+        NGX_HTTP_GET | NGX_HTTP_HEAD => Verb::Read,
+        NGX_HTTP_DELETE => Verb::Delete,
+        NGX_HTTP_POST => {
+            // SAFETY: starting nginx's body reader on this live request; it
+            // calls `body_read` once the body is in.
+            let rc = unsafe { ngx_http_read_client_request_body(r.into(), Some(body_read)) };
+            if rc >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
+                return Status(rc);
+            }
+            return Status::NGX_DONE;
+        }
+        _ => return HTTPStatus::NOT_ALLOWED.into(),
+    };
+    let discard = r.discard_request_body();
+    if !discard.is_ok() {
+        return discard;
+    }
+    let args = r.as_ref().args.as_bytes().to_vec();
+    match admin::from_query(verb, &args) {
+        Ok(req) => act(r, req),
+        Err(e) => request::send_body(r, HTTPStatus::BAD_REQUEST, JSON, admin::error_json(e).as_bytes()),
+    }
+}
+
+extern "C" fn body_read(r: *mut ngx_http_request_t) {
+    // SAFETY: nginx calls the body handler with the live request.
+    let req = unsafe { Request::from_ngx_http_request(r) };
+    let rc = match request::body_in_memory(req, MAX_BODY) {
+        None => request::send_body(
+            req,
+            HTTPStatus::REQUEST_ENTITY_TOO_LARGE,
+            JSON,
+            admin::error_json("the body must be JSON of at most 4096 bytes").as_bytes(),
+        ),
+        Some(body) => match admin::from_json(&body) {
+            Ok(a) => act(req, a),
+            Err(e) => request::send_body(
+                req,
+                HTTPStatus::BAD_REQUEST,
+                JSON,
+                admin::error_json(e).as_bytes(),
+            ),
+        },
+    };
+    // SAFETY: finishing the request whose body we were handed.
+    unsafe { ngx_http_finalize_request(r, rc.0) };
+}
+
+fn act(r: &mut Request, req: AdminRequest) -> Status {
+    let (Some(lc), Some(table)) = (
+        Module::location_conf(r),
+        Module::main_conf(r).and_then(|m| m.table),
+    ) else {
+        return HTTPStatus::NOT_FOUND.into();
+    };
+    let (status, body) = table.with(|t| match &req {
+        AdminRequest::List { user } => {
+            let sessions = t
+                .sessions_of(user)
+                .iter()
+                .map(|(_, rec)| admin::session_json(rec, lc.policy.timeouts_for(rec).deadline(rec.times())))
+                .collect();
+            (HTTPStatus::OK, admin::list_json(user, sessions))
+        }
+        AdminRequest::RevokeUser { user } => {
+            let ids: Vec<_> = t.sessions_of(user).into_iter().map(|(id, _)| id).collect();
+            for id in &ids {
+                t.remove(id);
+            }
+            t.header().stats.logouts += ids.len() as u64;
+            (HTTPStatus::OK, admin::revoked_json(ids.len()))
+        }
+        AdminRequest::RevokeId { id } => match t.find_handle(id) {
+            Some(sid) => {
+                t.remove(&sid);
+                t.header().stats.logouts += 1;
+                (HTTPStatus::OK, admin::revoked_json(1))
+            }
+            None => (HTTPStatus::NOT_FOUND, admin::revoked_json(0)),
+        },
+    });
+    if !matches!(req, AdminRequest::List { .. }) {
+        ngx_log_error!(NGX_LOG_INFO, r.log(), "sessions: admin revocation: {body}");
+    }
+    request::send_body(r, status, JSON, body.as_bytes())
+}
