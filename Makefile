@@ -5,7 +5,7 @@ PROFILE := release
 MODULE  := target/$(PROFILE)/libngx_http_sessions_module.so
 RUN_DIR := .run
 
-.PHONY: all build deps run test unittest itest check bench deb deb-test dynamic-module-test plugin-test clean
+.PHONY: all build deps run test unittest itest check bench deb deb-test dynamic-module-test plugin-test browser-test clean
 
 all: build
 
@@ -57,6 +57,11 @@ dynamic-module-test: build
 plugin-test: build
 	@scripts/deps.sh plugin
 	scripts/test-plugin.sh
+
+# The demo's login flow in a real headless Chromium (Debian's chromium and chromium-driver).
+browser-test: build
+	@scripts/deps.sh browser
+	python3 tests/browser/login_flow.py
 
 check:
 	$(CARGO) fmt --all -- --check

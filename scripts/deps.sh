@@ -9,6 +9,7 @@ case "${1:-}" in
   bench) packages+=(python3 wrk nghttp2-client valgrind util-linux procps) ;;
   deb) packages+=(nginx nginx-dev dpkg-dev python3) ;;
   plugin) packages+=(python3 python3-venv) ;;
+  browser) packages+=(python3 chromium chromium-driver) ;;
 esac
 missing=()
 for p in "${packages[@]}"; do

@@ -14,6 +14,7 @@ fn demo_page_shows_the_visitors_session() {
     let conf = fs::read_to_string(repo.join("nginx-conf/demo.conf"))
         .unwrap()
         .replace("127.0.0.1:8080", &format!("127.0.0.1:{}", n.port))
+        .replace("127.0.0.1:8081", &format!("127.0.0.1:{}", n.port2))
         .replace(
             "target/release/libngx_http_sessions_module.so",
             &common::module_path().display().to_string(),
@@ -50,7 +51,63 @@ fn demo_page_shows_the_visitors_session() {
         "the id is stable"
     );
 
+    // The login flow, as the browser test drives it with Chromium.
+    let gate = send(n.port, &Request::get("/private/").cookie(&name_value));
+    assert_eq!(gate.status, 302);
+    // nginx makes the relative login URL absolute (absolute_redirect).
+    assert!(gate
+        .header("Location")
+        .unwrap()
+        .ends_with("/login/?rd=http%3A%2F%2Flocalhost%2Fprivate%2F"));
+    let wrong = send(
+        n.port,
+        &Request::get("/login/check?user=ann&password=x").cookie(&name_value),
+    );
+    assert_eq!(wrong.status, 401);
+    let ok = send(
+        n.port,
+        &Request::get("/login/check?user=ann&password=demo").cookie(&name_value),
+    );
+    assert_eq!(ok.status, 200);
+    let name = name_value.split('=').next().unwrap();
+    let logged_in = ok.cookie_pair(name);
+    let private = send(n.port, &Request::get("/private/").cookie(&logged_in));
+    assert_eq!(private.status, 200);
+    assert!(private.text().contains("<strong id=\"user\">ann</strong>"));
+    let bye = send(n.port, &Request::get("/logout").cookie(&logged_in));
+    assert_eq!(bye.status, 302);
+    assert!(bye.header("Location").unwrap().ends_with("/login/"));
+
     let css = send(n.port, &Request::get("/static/demo.css"));
     assert_eq!(css.status, 200);
     assert!(css.all("Set-Cookie").is_empty(), "static assets need no session");
+}
+
+#[test]
+fn authelia_style_example_is_valid_and_gates() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let n = Nginx::prepare("authelia");
+    // Plain listeners on free ports instead of TLS on 443.
+    let example = fs::read_to_string(repo.join("nginx-conf/authelia-style.conf"))
+        .unwrap()
+        .replacen("listen 443 ssl;", "listen 127.0.0.1:{port};", 1)
+        .replacen("listen 443 ssl;", "listen 127.0.0.1:{port2};", 1);
+    n.write_conf(1, &example);
+    let (ok, out) = n.test_config();
+    assert!(ok, "{out}");
+    let mut n = n;
+    n.spawn();
+    let r = send(n.port, &Request::get("/page").header("Host", "app.example.com"));
+    assert_eq!(r.status, 302);
+    assert_eq!(
+        r.header("Location"),
+        Some("https://auth.example.com/?rd=http%3A%2F%2Fapp.example.com%2Fpage")
+    );
+    let r = send(
+        n.port,
+        &Request::get("/api")
+            .header("Host", "app.example.com")
+            .header("Accept", "application/json"),
+    );
+    assert_eq!(r.status, 401);
 }

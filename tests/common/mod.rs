@@ -357,8 +357,13 @@ pub fn send(port: u16, req: &Request) -> Response {
 fn exchange(port: u16, req: &Request, body: &[u8]) -> Response {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let host = if req.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("Host")) {
+        ""
+    } else {
+        "Host: localhost\r\n"
+    };
     let mut out = format!(
-        "{} {} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n",
+        "{} {} HTTP/1.1\r\n{host}Connection: close\r\n",
         req.method, req.path
     );
     for (k, v) in &req.headers {
