@@ -66,6 +66,9 @@ http {{
             sessions_control_headers on;
             proxy_pass http://127.0.0.1:{app_port}/;
         }}
+        location = /metrics {{
+            sessions_status;
+        }}
         location = /check-data {{
             sessions on;
             add_header X-Data $session_data_profile;
@@ -160,6 +163,13 @@ class Client:
         self.port = port
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
 
+    def counter(self, name):
+        """A zone counter from the module's own status page."""
+        self.conn.request("GET", "/metrics", headers={"User-Agent": UA})
+        r = self.conn.getresponse()
+        text = r.read().decode()
+        return int(re.search(rf'^nginx_sessions_{name}{{zone="bench"}} (\d+)$', text, re.M).group(1))
+
     def get_header(self, path, cookie, name):
         self.conn.request("GET", path, headers={"User-Agent": UA, "Cookie": cookie})
         r = self.conn.getresponse()
@@ -199,6 +209,7 @@ def wrk(url, duration, cookie=None, script=None, connections=50):
         cmd += ["-s", str(script)]
     out = subprocess.run(cmd + [url], capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
     lat = {}
     for pct in ("50", "99"):
         m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
@@ -208,7 +219,7 @@ def wrk(url, duration, cookie=None, script=None, connections=50):
     check(non2xx is None, f"{url}: {non2xx and non2xx.group(1)} error responses")
     errors = re.search(r"Socket errors: (.*)", out)
     check(errors is None, f"{url}: socket errors {errors and errors.group(1)}")
-    return {"rps": rps, "p50": lat["50"], "p99": lat["99"]}
+    return {"rps": rps, "p50": lat["50"], "p99": lat["99"], "requests": requests}
 
 
 # wrk runs response() in the thread's Lua state and done() in another, so
@@ -281,7 +292,17 @@ def throughput(duration, rounds):
         for i in range(rounds):
             # Rotate the order so no row always runs first or last in a round.
             for name, path, cookie in plan[i % len(plan):] + plan[:i % len(plan)]:
-                runs[name].append(wrk(n.url(path), duration, cookie=cookie))
+                before = c.counter("created_total")
+                r = wrk(n.url(path), duration, cookie=cookie)
+                created = c.counter("created_total") - before
+                # The module's own counters prove each run took its path:
+                # no session created by a valid run, one per response (plus
+                # at most the requests wrk left in flight) by a new one.
+                if path == "/s/index.html" and cookie is None:
+                    check(r["requests"] <= created <= r["requests"] + 50, f"new: {created} sessions for {r['requests']}")
+                elif path == "/s/index.html":
+                    check(created == 0, f"{name}: the run created {created} sessions")
+                runs[name].append(r)
             # Ratios within a round cancel the machine's drift between rounds.
             base = runs[plan[0][0]][-1]["rps"]
             for name, _, _ in plan:
@@ -309,7 +330,10 @@ def throughput(duration, rounds):
         replay = WORK / "replay.lua"
         replay.write_text(REPLAY_LUA % (cookie_file, UA))
         renew_secs = 2
+        before = c.counter("renewed_total")
         r = wrk(n.url("/roll/index.html"), renew_secs, script=replay)
+        renewed = c.counter("renewed_total") - before
+        check(r["requests"] <= renewed <= r["requests"] + 50, f"renewal: {renewed} renewals for {r['requests']}")
         check(r["rps"] * renew_secs <= len(cookies), "renewal: every request presented a cookie due for renewal")
         # wrk's Lua request() costs wrk time: the same script against the
         # static file is this row's own ceiling.

@@ -1,7 +1,7 @@
 //! What the module reads from and writes to an `ngx_http_request_t`, and the
 //! per-request context that must survive internal redirects.
 
-use std::ffi::c_void;
+use std::ffi::{c_void, CStr};
 use std::{mem, ptr, slice};
 
 use nginx_sys::ngx_chain_t;
@@ -116,24 +116,9 @@ pub fn headers_out_mut(r: &mut Request, mut f: impl FnMut(&mut ngx_table_elt_t))
 
 /// Sets the response's `Location` header.
 pub fn set_location(r: &mut Request, value: ngx_str_t) -> Option<()> {
-    let req: &mut ngx_http_request_t = r.as_mut();
-    // SAFETY: as in `add_set_cookie`; `headers_out.location` points at the
-    // element, as nginx's own redirects do.
-    unsafe {
-        let h = ngx_list_push(&mut req.headers_out.headers).cast::<ngx_table_elt_t>();
-        if h.is_null() {
-            return None;
-        }
-        h.write(mem::zeroed());
-        (*h).hash = 1;
-        (*h).key = ngx_str_t {
-            len: 8,
-            data: c"Location".as_ptr().cast_mut().cast(),
-        };
-        (*h).lowcase_key = c"location".as_ptr().cast_mut().cast();
-        (*h).value = value;
-        req.headers_out.location = h;
-    }
+    let h = push_header(r, c"Location", c"location", value)?;
+    // As nginx's own redirects do, `headers_out.location` points at it.
+    r.as_mut().headers_out.location = h;
     Some(())
 }
 
@@ -315,9 +300,20 @@ pub fn pool_str(r: &mut Request, bytes: &[u8]) -> Option<ngx_str_t> {
 
 /// Appends a `Set-Cookie` response header.
 pub fn add_set_cookie(r: &mut Request, value: ngx_str_t) -> Option<()> {
+    push_header(r, c"Set-Cookie", c"set-cookie", value).map(|_| ())
+}
+
+/// Appends a response header; `key` and `lowcase` are static.
+fn push_header(
+    r: &mut Request,
+    key: &'static CStr,
+    lowcase: &'static CStr,
+    value: ngx_str_t,
+) -> Option<*mut ngx_table_elt_t> {
     let req: &mut ngx_http_request_t = r.as_mut();
     // SAFETY: pushing onto the live request's output header list; the
-    // element is fully initialised before nginx can read it.
+    // element is fully initialised before nginx can read it, and the key
+    // strings are static.
     unsafe {
         let h = ngx_list_push(&mut req.headers_out.headers).cast::<ngx_table_elt_t>();
         if h.is_null() {
@@ -326,11 +322,11 @@ pub fn add_set_cookie(r: &mut Request, value: ngx_str_t) -> Option<()> {
         h.write(mem::zeroed());
         (*h).hash = 1;
         (*h).key = ngx_str_t {
-            len: 10,
-            data: c"Set-Cookie".as_ptr().cast_mut().cast(),
+            len: key.count_bytes(),
+            data: key.as_ptr().cast_mut().cast(),
         };
-        (*h).lowcase_key = c"set-cookie".as_ptr().cast_mut().cast();
+        (*h).lowcase_key = lowcase.as_ptr().cast_mut().cast();
         (*h).value = value;
+        Some(h)
     }
-    Some(())
 }

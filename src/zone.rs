@@ -123,18 +123,12 @@ pub extern "C" fn init(shm_zone: *mut ngx_shm_zone_t, _old: *mut c_void) -> ngx_
     } else {
         // SAFETY: reading the pool's free-page count and nginx's page size.
         let free = unsafe { (*shpool).pfree } * unsafe { ngx_pagesize };
-        let Some(plan) = Plan::for_bytes(free.saturating_sub(RESERVED_PAGES * unsafe { ngx_pagesize }))
-        else {
-            ngx_log_error!(
-                NGX_LOG_EMERG,
-                log,
-                "sessions zone \"{}\" is too small",
-                zone.shm.name
-            );
-            return Status::NGX_ERROR.into();
-        };
+        let reserve = RESERVED_PAGES * unsafe { ngx_pagesize };
         // SAFETY: allocating from this zone's pool, single-threaded in the master.
-        let Some(region) = NonNull::new(unsafe { ngx_slab_alloc(shpool, plan.bytes()) }.cast::<u8>()) else {
+        let carved = Plan::for_bytes(free.saturating_sub(reserve)).and_then(|plan| {
+            NonNull::new(unsafe { ngx_slab_alloc(shpool, plan.bytes()) }.cast::<u8>()).map(|r| (plan, r))
+        });
+        let Some((plan, region)) = carved else {
             ngx_log_error!(
                 NGX_LOG_EMERG,
                 log,

@@ -49,6 +49,11 @@ const CONF: &str = "
             try_files $uri /index.html;
         }
         location /api/ { sessions_require_login on; try_files $uri /index.html; }
+        location /by-host/ {
+            sessions_require_login on;
+            sessions_login_url https://auth.$host/sign-in?lang=en;
+            try_files $uri /index.html;
+        }
         location = /logout { sessions_logout http://127.0.0.1/bye; }
         location = /logout204 { sessions_logout; }
         location = /metrics { sessions off; sessions_status; }
@@ -183,6 +188,13 @@ fn gate_redirects_browsers_and_answers_401_to_scripts() {
         assert_eq!(r.status, 401, "{k}: {v}");
     }
     assert_eq!(get(&n, "/api/x", &c).status, 401, "no login URL: 401");
+    // The login URL may hold variables; rd joins an existing query with &.
+    let r = get(&n, "/by-host/x?a=1", &c);
+    assert_eq!(r.status, 302);
+    assert_eq!(
+        r.header("Location"),
+        Some("https://auth.localhost/sign-in?lang=en&rd=http%3A%2F%2Flocalhost%2Fby-host%2Fx%3Fa%3D1")
+    );
     // Logged in, the gate opens.
     let c = login(&n, &c, "carol", false).cookie_pair("sid");
     let r = get(&n, "/private/page", &c);

@@ -98,26 +98,29 @@ pub struct Record {
 
 impl Default for Record {
     fn default() -> Self {
-        Self {
-            handle: Handle::default(),
-            created: 0,
-            last_seen: 0,
-            renewed: 0,
-            ua: 0,
-            ip: [0; 16],
-            data: NIL,
-            data_len: 0,
-            ip_len: 0,
-            flags: 0,
-            user_len: 0,
-            _pad: [0; 7],
-            successor: SessionId::default(),
-            user: [0; MAX_USER],
-        }
+        Self::EMPTY
     }
 }
 
 impl Record {
+    /// No session: all zero, no data.
+    pub const EMPTY: Self = Self {
+        handle: Handle([0; 8]),
+        created: 0,
+        last_seen: 0,
+        renewed: 0,
+        ua: 0,
+        ip: [0; 16],
+        data: NIL,
+        data_len: 0,
+        ip_len: 0,
+        flags: 0,
+        user_len: 0,
+        _pad: [0; 7],
+        successor: SessionId([0; 16]),
+        user: [0; MAX_USER],
+    };
+
     pub fn new(handle: Handle, now: u64, ip: &[u8], ua: u64) -> Self {
         let mut r = Self {
             handle,
@@ -422,22 +425,7 @@ impl<'a> Table<'a> {
             lru_next: NIL,
             state: FREE,
             deadline: 0,
-            rec: Record {
-                handle: Handle([0; 8]),
-                created: 0,
-                last_seen: 0,
-                renewed: 0,
-                ua: 0,
-                ip: [0; 16],
-                data: NIL,
-                data_len: 0,
-                ip_len: 0,
-                flags: 0,
-                user_len: 0,
-                _pad: [0; 7],
-                successor: SessionId([0; 16]),
-                user: [0; MAX_USER],
-            },
+            rec: Record::EMPTY,
         }
     }
 
