@@ -542,6 +542,7 @@ def main():
             f"| 1,000 | {s['1k']['rps']:,.0f} | {s['1k']['p99']:.0f} us | 1.000 |",
             f"| 1,000,000 | {s['1M']['rps']:,.0f} | {s['1M']['p99']:.0f} us | "
             f"{r:.3f} ({s['1M']['ratios'][0]:.2f}-{s['1M']['ratios'][-1]:.2f}) |",
+            "",
             f"1M / 1k: {r:.3f}, target within 5%: {'ok' if abs(r - 1) <= 0.05 else 'OUTSIDE'}",
         ]
         if "counts" in s["1k"]:
