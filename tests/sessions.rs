@@ -119,6 +119,26 @@ fn valid_cookie_reuses_session_without_new_cookie() {
 }
 
 #[test]
+fn several_cookie_headers_are_all_read() {
+    let n = Nginx::start(&conf("", ""));
+    let first = n.get("/");
+    let c = first.cookie_pair("sid");
+    // Two Cookie headers, the session in the second, a bad one first.
+    let r = n.request(
+        Request::get("/")
+            .header("Cookie", "a=1; sid=v1.bogus")
+            .header("Cookie-2", "unused"),
+    );
+    assert_eq!(status(&r), "invalid");
+    let mut req = Request::get("/");
+    req.headers.push(("Cookie".into(), "a=1; sid=v1.bogus".into()));
+    req.headers.push(("Cookie".into(), format!("b=2; {c}")));
+    let r = n.request(req);
+    assert_eq!(status(&r), "valid", "a valid session cookie in any header wins");
+    assert_eq!(sid(&r), sid(&first));
+}
+
+#[test]
 fn tampered_or_garbage_cookies_get_fresh_sessions() {
     let n = Nginx::start(&conf("", ""));
     let first = n.get("/");

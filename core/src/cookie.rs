@@ -389,6 +389,40 @@ mod tests {
     }
 
     #[test]
+    fn random_input_never_panics_nor_verifies() {
+        // A cheap fuzz: random bytes and near-valid values through the parsers.
+        let r = ring();
+        let mut cache = VerifyCache::new(8);
+        let owner = Owner::default();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let valid = value(&r, b"sid", &SessionId([4; 16]));
+        for round in 0..20_000 {
+            let len = (next() % 80) as usize;
+            let mut v: Vec<u8> = if round % 2 == 0 {
+                (0..len).map(|_| next() as u8).collect()
+            } else {
+                let mut v = valid.clone();
+                let i = (next() as usize) % v.len();
+                v[i] = next() as u8;
+                v
+            };
+            if v == valid {
+                continue;
+            }
+            assert!(decode_value(&r, b"sid", &v).is_err());
+            assert!(cache.decode_value(owner, &r, b"sid", &v).is_err());
+            v.extend_from_slice(b"; sid=x");
+            let _ = cookie_values(&v, b"sid").count();
+        }
+    }
+
+    #[test]
     fn cookie_header_parsing() {
         let h = b"a=1; sid=v1.x ;b=2;sid=second; sidx=no; =; junk";
         let vals: Vec<_> = cookie_values(h, b"sid").collect();
