@@ -72,6 +72,12 @@ pub struct LocConf {
     pub login_url: Option<Option<LoginUrl>>,
     /// `sessions_logout URL`: where a logout redirects (this location only).
     pub logout_redirect: Option<LoginUrl>,
+    /// `sessions` appears in this very block (not inherited).
+    pub enable_here: bool,
+    /// An operator endpoint (`sessions_status`, `sessions_admin`): no
+    /// session unless this block says `sessions on` itself, so scrapes and
+    /// admin calls do not fill the zone.
+    pub endpoint: bool,
     pub check_ip: Option<bool>,
     pub check_ua: Option<bool>,
     pub domain: Option<Option<String>>,
@@ -96,6 +102,9 @@ impl LocConf {
     /// Fills unset values from the enclosing block.
     pub fn merge(&mut self, prev: &LocConf) {
         inherit(&mut self.enable, &prev.enable);
+        if self.endpoint && !self.enable_here {
+            self.enable = Some(false);
+        }
         inherit(&mut self.secret, &prev.secret);
         inherit(&mut self.name, &prev.name);
         inherit(&mut self.idle, &prev.idle);

@@ -108,6 +108,7 @@ extern "C" fn set_enable(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *m
     // SAFETY: as in `value_directive!`.
     let (cf, conf) = unsafe { (&mut *cf, &mut *conf.cast::<LocConf>()) };
     let rv = set_value(cf, &mut conf.enable, parse::flag);
+    conf.enable_here = true;
     if conf.enable == Some(true) {
         if let Some(main) = Module::main_conf_mut(cf) {
             main.used = true;
@@ -257,11 +258,15 @@ fn set_content_handler(cf: *mut ngx_conf_t, handler: ContentHandler) -> *mut c_c
     NGX_CONF_OK
 }
 
-extern "C" fn set_status(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, _conf: *mut c_void) -> *mut c_char {
+extern "C" fn set_status(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    // SAFETY: as in `value_directive!`.
+    unsafe { (*conf.cast::<LocConf>()).endpoint = true };
     set_content_handler(cf, crate::status_handler)
 }
 
-extern "C" fn set_admin(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, _conf: *mut c_void) -> *mut c_char {
+extern "C" fn set_admin(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    // SAFETY: as in `value_directive!`.
+    unsafe { (*conf.cast::<LocConf>()).endpoint = true };
     set_content_handler(cf, crate::admin_handler)
 }
 

@@ -81,3 +81,23 @@ fn status_needs_no_sessions_elsewhere() {
     let m = scrape(&n);
     assert_eq!(get(&m, "nginx_sessions_active{zone=\"sessions\"}"), 0);
 }
+
+#[test]
+fn scrapes_create_no_sessions_where_sessions_are_inherited() {
+    let n = Nginx::start(
+        "server { listen 127.0.0.1:{port}; root html; sessions on;
+                  location = /metrics { sessions_status; }
+                  location = /metrics-with-session { sessions on; sessions_status; } }",
+    );
+    for _ in 0..3 {
+        let r = n.get("/metrics");
+        assert!(r.all("Set-Cookie").is_empty(), "a scrape got a session");
+    }
+    assert_eq!(
+        get(&scrape(&n), "nginx_sessions_created_total{zone=\"sessions\"}"),
+        0
+    );
+    // Saying `sessions on` in the location itself keeps sessions there.
+    let r = n.get("/metrics-with-session");
+    assert_eq!(r.all("Set-Cookie").len(), 1);
+}
