@@ -496,7 +496,7 @@ TARGETS = {
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--duration", type=int, default=10, help="seconds per wrk row")
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; rows report the median")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds; rows report the median")
     ap.add_argument("--out", default=str(WORK / "results.md"))
     ap.add_argument("--skip-scaling", action="store_true")
     ap.add_argument("--skip-instructions", action="store_true")
