@@ -119,6 +119,13 @@ pub fn access(r: &mut Request) -> Status {
             "sessions: cookie refused ({}), new session started",
             outcome.status.as_str()
         );
+        // As BunkerWeb: the upstream never sees a refused session cookie.
+        if SCRATCH
+            .with_borrow_mut(|s| request::strip_request_cookie(r, name, &mut s.header))
+            .is_none()
+        {
+            return Status::NGX_ERROR;
+        }
     }
     if outcome.evicted > 0 {
         ngx_log_error!(

@@ -182,6 +182,38 @@ pub fn body_in_memory(r: &Request, limit: usize) -> Option<Vec<u8>> {
     }
 }
 
+/// Rewrites every request `Cookie` header without the cookies called `name`.
+pub fn strip_request_cookie(r: &mut Request, name: &[u8], scratch: &mut Vec<u8>) -> Option<()> {
+    let pool = r.as_ref().pool;
+    let req: &mut ngx_http_request_t = r.as_mut();
+    let mut part: *mut ngx_list_part_t = &mut req.headers_in.headers.part;
+    // SAFETY: walking nginx's list of request headers, as `headers_out_mut`;
+    // new values are allocated from the request pool.
+    unsafe {
+        while let Some(p) = part.as_mut() {
+            let elts = slice::from_raw_parts_mut(p.elts.cast::<ngx_table_elt_t>(), p.nelts);
+            for h in elts
+                .iter_mut()
+                .filter(|h| h.key.as_bytes().eq_ignore_ascii_case(b"cookie"))
+            {
+                if sessions_core::cookie::strip_cookie(h.value.as_bytes(), name, scratch) {
+                    let data = ngx_pnalloc(pool, scratch.len().max(1)).cast::<u8>();
+                    if data.is_null() {
+                        return None;
+                    }
+                    ptr::copy_nonoverlapping(scratch.as_ptr(), data, scratch.len());
+                    h.value = ngx_str_t {
+                        len: scratch.len(),
+                        data,
+                    };
+                }
+            }
+            part = p.next;
+        }
+    }
+    Some(())
+}
+
 /// Whether the request came over TLS.
 pub fn is_https(r: &Request) -> bool {
     // SAFETY: reading the connection's `ssl` pointer of a live request.

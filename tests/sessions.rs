@@ -341,6 +341,35 @@ fn ip_check_with_realip() {
 }
 
 #[test]
+fn refused_cookie_is_kept_from_the_upstream() {
+    let n = Nginx::start(&conf(
+        "server { listen 127.0.0.1:{port2}; sessions off; location / { return 200 \"cookie=[$http_cookie]\"; } }",
+        "location /app/ { proxy_pass http://127.0.0.1:{port2}/; }",
+    ));
+    let c = n.get("/").cookie_pair("sid");
+    let r = n.request(Request::get("/app/").cookie(&format!("a=1; {c}; b=2")));
+    assert_eq!(status(&r), "valid");
+    assert_eq!(
+        r.text(),
+        format!("cookie=[a=1; {c}; b=2]"),
+        "a valid cookie passes as sent"
+    );
+    let r = n.request(
+        Request::get("/app/")
+            .cookie(&format!("a=1; {c}; b=2"))
+            .header("User-Agent", "other"),
+    );
+    assert_eq!(status(&r), "ua_mismatch");
+    assert_eq!(
+        r.text(),
+        "cookie=[a=1; b=2]",
+        "the refused session cookie is stripped"
+    );
+    let r = n.request(Request::get("/app/").cookie("sid=v1.forged"));
+    assert_eq!((status(&r), r.text().as_str()), ("invalid", "cookie=[]"));
+}
+
+#[test]
 fn user_agent_check() {
     let n = Nginx::start(&conf(
         "",

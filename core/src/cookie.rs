@@ -170,6 +170,34 @@ pub fn cookie_values<'a>(header: &'a [u8], name: &'a [u8]) -> impl Iterator<Item
     })
 }
 
+/// Writes `header` without the cookies called `name` into `out`; returns
+/// whether any was removed. Used to keep a refused session cookie from the
+/// upstream, as BunkerWeb does.
+pub fn strip_cookie(header: &[u8], name: &[u8], out: &mut Vec<u8>) -> bool {
+    out.clear();
+    let mut removed = false;
+    for pair in header.split(|&b| b == b';') {
+        let trimmed = pair.trim_ascii();
+        let key = trimmed
+            .split(|&b| b == b'=')
+            .next()
+            .unwrap_or_default()
+            .trim_ascii();
+        if key == name && trimmed.contains(&b'=') {
+            removed = true;
+            continue;
+        }
+        if trimmed.is_empty() {
+            continue;
+        }
+        if !out.is_empty() {
+            out.extend_from_slice(b"; ");
+        }
+        out.extend_from_slice(trimmed);
+    }
+    removed
+}
+
 /// `Secure` attribute policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Secure {
@@ -420,6 +448,17 @@ mod tests {
             v.extend_from_slice(b"; sid=x");
             let _ = cookie_values(&v, b"sid").count();
         }
+    }
+
+    #[test]
+    fn strips_only_the_named_cookie() {
+        let mut out = Vec::new();
+        assert!(strip_cookie(b"a=1; sid=v1.x; b=2;sid=again", b"sid", &mut out));
+        assert_eq!(out, b"a=1; b=2");
+        assert!(!strip_cookie(b"a=1; sidx=2", b"sid", &mut out));
+        assert_eq!(out, b"a=1; sidx=2");
+        assert!(strip_cookie(b"sid=v1.x", b"sid", &mut out));
+        assert!(out.is_empty());
     }
 
     #[test]
