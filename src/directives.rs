@@ -300,15 +300,26 @@ const ANY_LEVEL: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CON
 
 type Handler = unsafe extern "C" fn(*mut ngx_conf_t, *mut ngx_command_t, *mut c_void) -> *mut c_char;
 
-const fn command(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t {
+/// A directive of `contexts` whose handler receives the configuration at `conf`.
+const fn directive(name: ngx_str_t, contexts: u32, args: u32, conf: usize, set: Handler) -> ngx_command_t {
     ngx_command_t {
         name,
-        type_: (ANY_LEVEL | args) as ngx_uint_t,
+        type_: (contexts | args) as ngx_uint_t,
         set: Some(set),
-        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        conf,
         offset: 0,
         post: ptr::null_mut(),
     }
+}
+
+/// A directive valid in `http`, `server` and `location`.
+const fn command(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t {
+    directive(name, ANY_LEVEL, args, NGX_HTTP_LOC_CONF_OFFSET, set)
+}
+
+/// A directive valid in `location` only.
+const fn location_command(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t {
+    directive(name, NGX_HTTP_LOC_CONF, args, NGX_HTTP_LOC_CONF_OFFSET, set)
 }
 
 pub static mut COMMANDS: [ngx_command_t; 24] = [
@@ -367,37 +378,19 @@ pub static mut COMMANDS: [ngx_command_t; 24] = [
         set_require_login,
     ),
     command(ngx_string!("sessions_login_url"), NGX_CONF_TAKE1, set_login_url),
-    ngx_command_t {
-        name: ngx_string!("sessions_logout"),
-        type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE1) as ngx_uint_t,
-        set: Some(set_logout),
-        conf: NGX_HTTP_LOC_CONF_OFFSET,
-        offset: 0,
-        post: ptr::null_mut(),
-    },
-    ngx_command_t {
-        name: ngx_string!("sessions_admin"),
-        type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS) as ngx_uint_t,
-        set: Some(set_admin),
-        conf: NGX_HTTP_LOC_CONF_OFFSET,
-        offset: 0,
-        post: ptr::null_mut(),
-    },
-    ngx_command_t {
-        name: ngx_string!("sessions_status"),
-        type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS) as ngx_uint_t,
-        set: Some(set_status),
-        conf: NGX_HTTP_LOC_CONF_OFFSET,
-        offset: 0,
-        post: ptr::null_mut(),
-    },
-    ngx_command_t {
-        name: ngx_string!("sessions_zone"),
-        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
-        set: Some(set_zone),
-        conf: NGX_HTTP_MAIN_CONF_OFFSET,
-        offset: 0,
-        post: ptr::null_mut(),
-    },
+    location_command(
+        ngx_string!("sessions_logout"),
+        NGX_CONF_NOARGS | NGX_CONF_TAKE1,
+        set_logout,
+    ),
+    location_command(ngx_string!("sessions_admin"), NGX_CONF_NOARGS, set_admin),
+    location_command(ngx_string!("sessions_status"), NGX_CONF_NOARGS, set_status),
+    directive(
+        ngx_string!("sessions_zone"),
+        NGX_HTTP_MAIN_CONF,
+        NGX_CONF_TAKE1,
+        NGX_HTTP_MAIN_CONF_OFFSET,
+        set_zone,
+    ),
     ngx_command_t::empty(),
 ];

@@ -357,6 +357,13 @@ mod tests {
         }
     }
 
+    /// `policy()` with some timeouts changed.
+    fn policy_with(f: impl FnOnce(&mut Timeouts)) -> Policy {
+        let mut p = policy();
+        f(&mut p.timeouts);
+        p
+    }
+
     fn present(o: &Outcome) -> Presented {
         Presented::Id {
             id: o.id,
@@ -428,13 +435,7 @@ mod tests {
     fn idle_and_absolute_expiry_destroy_the_old_session() {
         let mut m = Mem::new(16, 8);
         let mut t = m.table();
-        let p = Policy {
-            timeouts: Timeouts {
-                rolling: 0,
-                ..policy().timeouts
-            },
-            ..policy()
-        };
+        let p = policy_with(|t| t.rolling = 0);
         let a = resolve(&mut t, Presented::Nothing, &facts(0), &p, &mut RandomPool::new()).unwrap();
         let b = resolve(&mut t, present(&a), &facts(1_001), &p, &mut RandomPool::new()).unwrap();
         assert_eq!(b.status, Status::ExpiredIdle);
@@ -496,13 +497,7 @@ mod tests {
     fn session_not_renewed_in_time_expires_rolling() {
         let mut m = Mem::new(16, 8);
         let mut t = m.table();
-        let p = Policy {
-            timeouts: Timeouts {
-                idle: 0,
-                ..policy().timeouts
-            },
-            ..policy()
-        };
+        let p = policy_with(|t| t.idle = 0);
         let a = resolve(&mut t, Presented::Nothing, &facts(0), &p, &mut RandomPool::new()).unwrap();
         let b = resolve(&mut t, present(&a), &facts(4_001), &p, &mut RandomPool::new()).unwrap();
         assert_eq!(b.status, Status::ExpiredRolling);
@@ -659,13 +654,7 @@ mod tests {
     fn data_follows_the_session_through_renewal_and_login() {
         let mut m = Mem::new(16, 8);
         let mut t = m.table();
-        let p = Policy {
-            timeouts: Timeouts {
-                idle: 0,
-                ..policy().timeouts
-            },
-            ..policy()
-        };
+        let p = policy_with(|t| t.idle = 0);
         let rng = &mut RandomPool::new();
         let a = resolve(&mut t, Presented::Nothing, &facts(0), &p, rng).unwrap();
         let mut blob = Vec::new();
