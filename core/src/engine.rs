@@ -53,13 +53,22 @@ pub struct Facts<'a> {
     pub ua: u64,
 }
 
-/// A fixed-key 64-bit hash of the User-Agent: enough to notice a change,
-/// and the same in every worker of one build.
+/// A 64-bit hash of the User-Agent, the same in every worker: enough to
+/// notice a change. It needs no key: whoever could aim a collision at a
+/// victim's User-Agent already knows it and could simply send it.
 pub fn fingerprint(ua: &[u8]) -> u64 {
-    use std::hash::{DefaultHasher, Hasher};
-    let mut h = DefaultHasher::new();
-    h.write(ua);
-    h.finish()
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut h = (ua.len() as u64).wrapping_mul(K);
+    let mut words = ua.chunks_exact(8);
+    for w in &mut words {
+        h = (h ^ u64::from_le_bytes(w.try_into().expect("8 bytes")))
+            .wrapping_mul(K)
+            .rotate_left(31);
+    }
+    let mut last = [0u8; 8];
+    last[..words.remainder().len()].copy_from_slice(words.remainder());
+    h = (h ^ u64::from_le_bytes(last)).wrapping_mul(K);
+    h ^ (h >> 29)
 }
 
 /// What the client presented.
@@ -197,7 +206,7 @@ pub fn resolve<S: Store>(
         });
     }
     let deadline = t.deadline(rec.times());
-    table.update(&id, &rec, deadline);
+    table.touch(&id, facts.now, deadline);
     Ok(Outcome {
         status: Status::Valid,
         id,
@@ -533,6 +542,18 @@ mod tests {
     fn fingerprint_is_stable_and_discriminating() {
         assert_eq!(fingerprint(b"curl/8"), fingerprint(b"curl/8"));
         assert_ne!(fingerprint(b"curl/8"), fingerprint(b"curl/9"));
+        assert_ne!(fingerprint(b""), fingerprint(b"\0"));
+        assert_ne!(fingerprint(b"abcdefgh"), fingerprint(b"abcdefgh\0"));
+        // Every one-byte change of a browser User-Agent changes it.
+        let ua = b"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36";
+        let base = fingerprint(ua);
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..ua.len() {
+            let mut v = ua.to_vec();
+            v[i] ^= 1;
+            assert_ne!(fingerprint(&v), base, "byte {i}");
+            assert!(seen.insert(fingerprint(&v)));
+        }
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub trait Store {
     fn get(&mut self, id: &SessionId) -> Option<Entry>;
     /// Saves a live record; `deadline` is when it may be dropped unasked.
     fn update(&mut self, id: &SessionId, rec: &Record, deadline: Option<u64>);
+    /// Records a request on a live session without rewriting its record.
+    fn touch(&mut self, id: &SessionId, last_seen: u64, deadline: Option<u64>);
     /// Marks `id` as replaced by `successor`, still accepted until `until`.
     fn retire(&mut self, id: &SessionId, successor: SessionId, until: u64);
     fn remove(&mut self, id: &SessionId);
@@ -45,6 +47,10 @@ impl Store for Table<'_> {
 
     fn update(&mut self, id: &SessionId, rec: &Record, deadline: Option<u64>) {
         Table::update(self, id, rec, deadline);
+    }
+
+    fn touch(&mut self, id: &SessionId, last_seen: u64, deadline: Option<u64>) {
+        Table::touch(self, id, last_seen, deadline);
     }
 
     fn retire(&mut self, id: &SessionId, successor: SessionId, until: u64) {

@@ -485,6 +485,17 @@ impl<'a> Table<'a> {
         true
     }
 
+    /// Records activity on a live session: last-seen, deadline, most recently used.
+    pub fn touch(&mut self, id: &SessionId, last_seen: u64, deadline: Option<u64>) -> bool {
+        let Some(i) = self.find(id) else { return false };
+        let s = &mut self.slots[i as usize];
+        s.rec.last_seen = last_seen;
+        s.deadline = deadline.unwrap_or(u64::MAX);
+        self.lru_unlink(i);
+        self.lru_push_head(i);
+        true
+    }
+
     /// Turns `id` into a pointer to `successor`, accepted until `until`.
     /// The caller carries the record, data included, over to `successor`:
     /// the retired slot gives up its data chain.
