@@ -373,11 +373,13 @@ mod tests {
         p
     }
 
+    /// A verified cookie for `id`, signed by the current key.
+    fn by_id(id: SessionId) -> Presented {
+        Presented::Id { id, stale_key: false }
+    }
+
     fn present(o: &Outcome) -> Presented {
-        Presented::Id {
-            id: o.id,
-            stale_key: false,
-        }
+        by_id(o.id)
     }
 
     #[test]
@@ -426,10 +428,7 @@ mod tests {
         let chosen = SessionId([0x41; 16]);
         let b = resolve(
             &mut t,
-            Presented::Id {
-                id: chosen,
-                stale_key: false,
-            },
+            by_id(chosen),
             &facts(0),
             &policy(),
             &mut RandomPool::new(),
@@ -639,17 +638,7 @@ mod tests {
             Status::Unknown,
             "the pre-login cookie no longer works"
         );
-        let now = resolve(
-            &mut t,
-            Presented::Id {
-                id: new_id,
-                stale_key: false,
-            },
-            &facts(7),
-            &p,
-            rng,
-        )
-        .unwrap();
+        let now = resolve(&mut t, by_id(new_id), &facts(7), &p, rng).unwrap();
         assert_eq!(now.status, Status::Valid);
         assert_eq!(now.record.user(), Some(&b"alice"[..]));
         assert_eq!(t.header().stats.logins, 1);
@@ -722,14 +711,7 @@ mod tests {
         };
         let (id, _) = apply(&mut t, &a.id, login, 0, &p, rng).unwrap().unwrap();
         // Idle for 30 s, far past the 1 s idle timeout: still valid.
-        let r = resolve(
-            &mut t,
-            Presented::Id { id, stale_key: false },
-            &facts(30_000),
-            &p,
-            rng,
-        )
-        .unwrap();
+        let r = resolve(&mut t, by_id(id), &facts(30_000), &p, rng).unwrap();
         assert_eq!(r.status, Status::Valid);
         assert_eq!(
             r.deadline,
@@ -737,14 +719,7 @@ mod tests {
             "the remember lifetime counts from creation"
         );
         // Past the remember lifetime it ends.
-        let r = resolve(
-            &mut t,
-            Presented::Id { id, stale_key: false },
-            &facts(60_001),
-            &p,
-            rng,
-        )
-        .unwrap();
+        let r = resolve(&mut t, by_id(id), &facts(60_001), &p, rng).unwrap();
         assert_eq!(r.status, Status::ExpiredAbsolute);
     }
 
