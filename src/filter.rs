@@ -28,8 +28,11 @@ pub extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
                 }
             }
         }
+        // A filter that finalizes the request (a failed If-Match, say)
+        // clears the headers already set, ours included: set it again.
+        let cleared = req.as_ref().filter_finalize() != 0;
         if let Some(ctx) = request::ctx(req) {
-            if !ctx.cookie_sent && ctx.set_cookie.len > 0 {
+            if (!ctx.cookie_sent || cleared) && ctx.set_cookie.len > 0 {
                 if request::add_set_cookie(req, ctx.set_cookie).is_none() {
                     return Status::NGX_ERROR.into();
                 }

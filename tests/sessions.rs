@@ -463,6 +463,24 @@ fn cookie_reaches_proxied_error_and_redirect_responses_once() {
 }
 
 #[test]
+fn cookie_survives_a_filter_finalized_response() {
+    // If-Match that fails: nginx's not-modified filter clears the headers
+    // and answers 412 through ngx_http_filter_finalize_request.
+    let n = Nginx::start(&conf("", ""));
+    let r = n.request(Request::get("/index.html").header("If-Match", "\"nope\""));
+    assert_eq!(r.status, 412);
+    assert_eq!(r.set_cookies("sid").len(), 1, "{:?}", r.headers);
+    let first = n.get("/");
+    let r = n.request(
+        Request::get("/index.html")
+            .cookie(&first.cookie_pair("sid"))
+            .header("If-Match", "\"nope\""),
+    );
+    assert_eq!((r.status, status(&r)), (412, "valid"));
+    assert!(r.all("Set-Cookie").is_empty());
+}
+
+#[test]
 fn internal_redirect_keeps_the_presented_session() {
     let n = Nginx::start(&conf(
         "",
