@@ -279,6 +279,13 @@ pub fn ctx(r: &Request) -> Option<&'static mut Ctx> {
     if let Some(c) = unsafe { (*slot).cast::<Ctx>().as_mut() } {
         return Some(c);
     }
+    // Module contexts are wiped only by an internal redirect (or named
+    // location), which sets `internal`, or by a filter finalizing the
+    // request, which sets `filter_finalize`; without either there is nothing
+    // to find, so the hot path skips the walk.
+    if main.internal() == 0 && main.filter_finalize() == 0 {
+        return None;
+    }
     // SAFETY: walking the request pool's cleanup list, all entries valid.
     let mut cln = unsafe { (*main.pool).cleanup };
     while let Some(c) = unsafe { cln.as_ref() } {
