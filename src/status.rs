@@ -108,16 +108,13 @@ pub fn handler(r: &mut Request) -> Status {
     let Some(table) = Module::main_conf(r).and_then(|m| m.table) else {
         return HTTPStatus::NOT_FOUND.into();
     };
-    let snapshot = table.with(|t| Snapshot {
-        zone: String::new(),
+    let zone = table.zone_name();
+    let body = render(&table.with(|t| Snapshot {
+        zone,
         active: t.len(),
         capacity: t.capacity(),
         stats: t.header().stats,
-    });
-    let body = render(&Snapshot {
-        zone: table.zone_name(),
-        ..snapshot
-    });
+    }));
 
     request::send_body(
         r,

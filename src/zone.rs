@@ -137,24 +137,16 @@ pub extern "C" fn init(shm_zone: *mut ngx_shm_zone_t, _old: *mut c_void) -> ngx_
             );
             return Status::NGX_ERROR.into();
         };
-        let table = SharedTable {
-            zone: NonNull::from(&mut *zone),
-            region,
-            plan,
-        };
         // SAFETY: the fresh region is ours alone (shared memory starts
-        // zeroed); `format` initialises all of it.
+        // zeroed); `format` initialises all of it. No lock: the master is
+        // the only process that knows this zone yet.
         let (hdr, buckets, slots, chunks) = unsafe { carve(region.as_ptr(), plan) };
-        Table::format(hdr, buckets, slots, chunks);
-        let seeded = table.with(|t| {
-            let h = t.header();
-            let mut secret = [0u8; 32];
-            sessions_core::id::fill_random(&mut secret).ok()?;
-            h.random_secret = secret;
-            h.random_name = random_alnum::<16>().ok()?;
-            Some(())
-        });
-        if seeded.is_none() {
+        let mut t = Table::format(hdr, buckets, slots, chunks);
+        let h = t.header();
+        let seeded = sessions_core::id::fill_random(&mut h.random_secret)
+            .and_then(|()| random_alnum::<16>())
+            .map(|name| h.random_name = name);
+        if seeded.is_err() {
             ngx_log_error!(NGX_LOG_EMERG, log, "the system random source failed");
             return Status::NGX_ERROR.into();
         }
