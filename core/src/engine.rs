@@ -373,6 +373,11 @@ mod tests {
         p
     }
 
+    /// `resolve` with the default test policy and a fresh random pool.
+    fn at(t: &mut Table<'_>, presented: Presented, now: u64) -> Outcome {
+        resolve(t, presented, &facts(now), &policy(), &mut RandomPool::new()).unwrap()
+    }
+
     /// A verified cookie for `id`, signed by the current key.
     fn by_id(id: SessionId) -> Presented {
         Presented::Id { id, stale_key: false }
@@ -386,24 +391,10 @@ mod tests {
     fn new_then_valid_without_cookie() {
         let mut m = Mem::new(16, 8);
         let mut t = m.table();
-        let a = resolve(
-            &mut t,
-            Presented::Nothing,
-            &facts(0),
-            &policy(),
-            &mut RandomPool::new(),
-        )
-        .unwrap();
+        let a = at(&mut t, Presented::Nothing, 0);
         assert_eq!(a.status, Status::New);
         assert!(a.issue_cookie);
-        let b = resolve(
-            &mut t,
-            present(&a),
-            &facts(100),
-            &policy(),
-            &mut RandomPool::new(),
-        )
-        .unwrap();
+        let b = at(&mut t, present(&a), 100);
         assert_eq!(b.status, Status::Valid);
         assert!(!b.issue_cookie);
         assert_eq!(b.id, a.id);
@@ -416,24 +407,10 @@ mod tests {
     fn invalid_and_unknown_get_fresh_sessions() {
         let mut m = Mem::new(16, 8);
         let mut t = m.table();
-        let a = resolve(
-            &mut t,
-            Presented::Invalid,
-            &facts(0),
-            &policy(),
-            &mut RandomPool::new(),
-        )
-        .unwrap();
+        let a = at(&mut t, Presented::Invalid, 0);
         assert_eq!(a.status, Status::Invalid);
         let chosen = SessionId([0x41; 16]);
-        let b = resolve(
-            &mut t,
-            by_id(chosen),
-            &facts(0),
-            &policy(),
-            &mut RandomPool::new(),
-        )
-        .unwrap();
+        let b = at(&mut t, by_id(chosen), 0);
         assert_eq!(b.status, Status::Unknown);
         assert_ne!(b.id, chosen, "never adopt a presented id");
         assert!(t.get(&chosen).is_none());
@@ -559,25 +536,15 @@ mod tests {
     fn stale_key_reissues_same_id() {
         let mut m = Mem::new(16, 8);
         let mut t = m.table();
-        let a = resolve(
-            &mut t,
-            Presented::Nothing,
-            &facts(0),
-            &policy(),
-            &mut RandomPool::new(),
-        )
-        .unwrap();
-        let b = resolve(
+        let a = at(&mut t, Presented::Nothing, 0);
+        let b = at(
             &mut t,
             Presented::Id {
                 id: a.id,
                 stale_key: true,
             },
-            &facts(1),
-            &policy(),
-            &mut RandomPool::new(),
-        )
-        .unwrap();
+            1,
+        );
         assert_eq!(b.status, Status::Valid);
         assert_eq!(b.id, a.id);
         assert!(b.issue_cookie);
@@ -727,35 +694,13 @@ mod tests {
     fn full_table_reports_evictions() {
         let mut m = Mem::new(8, 8);
         let mut t = m.table();
-        let first = resolve(
-            &mut t,
-            Presented::Nothing,
-            &facts(0),
-            &policy(),
-            &mut RandomPool::new(),
-        )
-        .unwrap();
+        let first = at(&mut t, Presented::Nothing, 0);
         let mut evicted = 0;
         for _ in 0..10 {
-            evicted += resolve(
-                &mut t,
-                Presented::Nothing,
-                &facts(0),
-                &policy(),
-                &mut RandomPool::new(),
-            )
-            .unwrap()
-            .evicted;
+            evicted += at(&mut t, Presented::Nothing, 0).evicted;
         }
         assert_eq!(evicted, 3);
-        let again = resolve(
-            &mut t,
-            present(&first),
-            &facts(1),
-            &policy(),
-            &mut RandomPool::new(),
-        )
-        .unwrap();
+        let again = at(&mut t, present(&first), 1);
         assert_eq!(again.status, Status::Unknown);
     }
 }
