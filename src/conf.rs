@@ -4,6 +4,7 @@
 use std::ptr;
 
 use nginx_sys::{ngx_http_complex_value_t, ngx_shm_zone_t};
+use sessions_core::redis_conf::{RedisSettings, Topology, Unavailable};
 use sessions_core::{CookieAttrs, Keyring, Policy, SameSite, Secure, Timeouts};
 
 /// Where a location's secret comes from.
@@ -38,6 +39,16 @@ pub struct MainConf {
     pub random_name: Vec<u8>,
     /// The shared table, once the zone is initialised.
     pub table: Option<crate::zone::SharedTable>,
+    /// `sessions_redis_*` as configured.
+    pub redis: RedisSettings,
+    /// Some enabled location stores sessions in Redis: set at merge time,
+    /// checked (and `topology` computed) in `init_main_conf`.
+    pub redis_used: bool,
+    pub topology: Option<Topology>,
+    /// Some Redis location uses a `random` secret or name: adopt them from Redis.
+    pub redis_random_used: bool,
+    /// In a worker, the secret's keys and the name adopted from Redis.
+    pub redis_random: Option<(Keyring, Vec<u8>)>,
 }
 
 impl Default for MainConf {
@@ -49,6 +60,11 @@ impl Default for MainConf {
             random_keys: None,
             random_name: Vec::new(),
             table: None,
+            redis: RedisSettings::default(),
+            redis_used: false,
+            topology: None,
+            redis_random_used: false,
+            redis_random: None,
         }
     }
 }
@@ -86,6 +102,9 @@ pub struct LocConf {
     pub http_only: Option<bool>,
     pub same_site: Option<Option<SameSite>>,
     pub max_age: Option<Option<u64>>,
+    /// `sessions_store redis`.
+    pub store_redis: Option<bool>,
+    pub unavailable: Option<Unavailable>,
 
     /// Computed by `finish` after merging.
     pub policy: Policy,
@@ -123,6 +142,8 @@ impl LocConf {
         inherit(&mut self.http_only, &prev.http_only);
         inherit(&mut self.same_site, &prev.same_site);
         inherit(&mut self.max_age, &prev.max_age);
+        inherit(&mut self.store_redis, &prev.store_redis);
+        inherit(&mut self.unavailable, &prev.unavailable);
         self.finish();
     }
 
@@ -169,16 +190,35 @@ impl LocConf {
             || matches!(self.name, None | Some(NameConf::Random))
     }
 
-    /// The keys and cookie name for a request, resolving `random` through the zone.
+    pub fn redis(&self) -> bool {
+        self.store_redis == Some(true)
+    }
+
+    /// The keys and cookie name for a request. `random` means the zone's
+    /// values, or in a Redis location the values adopted from Redis (`None`
+    /// until they are).
     pub fn keys_and_name<'a>(&'a self, main: &'a MainConf) -> Option<(&'a Keyring, &'a [u8])> {
+        if self.redis() && self.uses_random() {
+            let (k, n) = main.redis_random.as_ref()?;
+            return Some(self.pick(k, n));
+        }
+        self.local_keys_and_name(main)
+    }
+
+    /// As `keys_and_name`, with `random` always the zone's values.
+    pub fn local_keys_and_name<'a>(&'a self, main: &'a MainConf) -> Option<(&'a Keyring, &'a [u8])> {
+        Some(self.pick(main.random_keys.as_ref()?, &main.random_name))
+    }
+
+    fn pick<'a>(&'a self, random_keys: &'a Keyring, random_name: &'a [u8]) -> (&'a Keyring, &'a [u8]) {
         let keys = match &self.secret {
             Some(SecretConf::Keys(k)) => k,
-            _ => main.random_keys.as_ref()?,
+            _ => random_keys,
         };
         let name = match &self.name {
             Some(NameConf::Fixed(n)) => n.as_slice(),
-            _ => main.random_name.as_slice(),
+            _ => random_name,
         };
-        Some((keys, name))
+        (keys, name)
     }
 }

@@ -8,13 +8,15 @@ use std::ptr;
 use nginx_sys::{
     ngx_command_t, ngx_conf_t, ngx_http_compile_complex_value, ngx_http_compile_complex_value_t,
     ngx_http_complex_value_t, ngx_pcalloc, ngx_shared_memory_add, ngx_str_t, ngx_uint_t, NGX_CONF_1MORE,
-    NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
-    NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG,
+    NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_HTTP_LOC_CONF,
+    NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF,
+    NGX_LOG_EMERG,
 };
 use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::{ngx_conf_log_error, ngx_string};
 use sessions_core::parse::{self, Reason};
+use sessions_core::redis_conf::{self, DEFAULT_PORT, DEFAULT_SENTINEL_PORT};
 use sessions_core::Keyring;
 
 use crate::conf::{LocConf, LoginUrl, MainConf, NameConf, SecretConf};
@@ -87,6 +89,8 @@ macro_rules! value_directive {
 }
 
 value_directive! {
+    set_store: store_redis = redis_conf::store;
+    set_unavailable: unavailable = redis_conf::unavailable;
     set_idle: idle = parse::time_ms;
     set_rolling: rolling = parse::time_ms;
     set_absolute: absolute = parse::time_ms;
@@ -102,6 +106,166 @@ value_directive! {
     set_http_only: http_only = parse::flag;
     set_same_site: same_site = parse::same_site;
     set_max_age: max_age = parse::max_age;
+}
+
+/// Handlers for `sessions_redis_*` directives that take one value into one
+/// field of the `http`-level Redis settings.
+macro_rules! redis_directive {
+    ($($handler:ident: $field:ident = $parse:expr;)+) => {$(
+        extern "C" fn $handler(
+            cf: *mut ngx_conf_t,
+            _cmd: *mut ngx_command_t,
+            conf: *mut c_void,
+        ) -> *mut c_char {
+            // SAFETY: nginx passes a valid `cf` and this module's main
+            // configuration (NGX_HTTP_MAIN_CONF_OFFSET) to the handler.
+            let (cf, conf) = unsafe { (&mut *cf, &mut *conf.cast::<MainConf>()) };
+            set_value(cf, &mut conf.redis.$field, $parse)
+        }
+    )+};
+}
+
+redis_directive! {
+    set_redis_server: server = |v| redis_conf::address(v, DEFAULT_PORT);
+    set_redis_sentinel_master: sentinel_master = redis_conf::word;
+    set_redis_database: database = redis_conf::database;
+    set_redis_username: username = redis_conf::word;
+    set_redis_password: password = redis_conf::word;
+    set_redis_sentinel_username: sentinel_username = redis_conf::word;
+    set_redis_sentinel_password: sentinel_password = redis_conf::word;
+    set_redis_tls: tls = parse::flag;
+    set_redis_tls_verify: tls_verify = parse::flag;
+    set_redis_tls_server_name: tls_server_name = redis_conf::word;
+    set_redis_connect_timeout: connect_timeout = positive_ms;
+    set_redis_timeout: timeout = positive_ms;
+    set_redis_prefix: prefix = redis_conf::prefix;
+}
+
+fn positive_ms(v: &[u8]) -> Result<u64, Reason> {
+    parse::time_ms(v).and_then(|t| if t == 0 { Err("it must not be 0") } else { Ok(t) })
+}
+
+/// Reads a file named in a directive, relative to the configuration prefix.
+fn read_conf_file(cf: &ngx_conf_t, value: &ngx_str_t) -> Result<Vec<u8>, String> {
+    let name = value.to_string();
+    let path = if name.starts_with('/') {
+        name
+    } else {
+        // SAFETY: the cycle under configuration and its prefix are valid.
+        let prefix = unsafe { (*cf.cycle).conf_prefix }.to_string();
+        format!("{prefix}{name}")
+    };
+    std::fs::read(&path).map_err(|e| format!("cannot read \"{path}\": {e}"))
+}
+
+/// Handlers for directives naming a file whose contents are kept.
+macro_rules! redis_file_directive {
+    ($($handler:ident: $field:ident = $parse:expr;)+) => {$(
+        extern "C" fn $handler(
+            cf: *mut ngx_conf_t,
+            _cmd: *mut ngx_command_t,
+            conf: *mut c_void,
+        ) -> *mut c_char {
+            // SAFETY: as in `redis_directive!`.
+            let (cf, conf) = unsafe { (&mut *cf, &mut *conf.cast::<MainConf>()) };
+            if conf.redis.$field.is_some() {
+                return DUPLICATE;
+            }
+            let value = cf.args()[1];
+            let parsed = read_conf_file(cf, &value).and_then(|b| $parse(b).map_err(String::from));
+            match parsed {
+                Ok(v) => {
+                    conf.redis.$field = Some(v);
+                    NGX_CONF_OK
+                }
+                Err(why) => {
+                    let name = cf.args()[0];
+                    ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"{name}\" directive: {why}");
+                    NGX_CONF_ERROR
+                }
+            }
+        }
+    )+};
+}
+
+fn pem(b: Vec<u8>) -> Result<Vec<u8>, Reason> {
+    if b.windows(11).any(|w| w == b"-----BEGIN ") {
+        Ok(b)
+    } else {
+        Err("the file is not in PEM format")
+    }
+}
+
+redis_file_directive! {
+    set_redis_password_file: password = |b: Vec<u8>| redis_conf::password_file_contents(&b);
+    set_redis_tls_trusted: tls_trusted_certificate = pem;
+    set_redis_tls_certificate: tls_certificate = pem;
+    set_redis_tls_certificate_key: tls_certificate_key = pem;
+}
+
+/// `sessions_redis_sentinel` and `sessions_redis_cluster`: a list of nodes.
+fn set_nodes(cf: *mut ngx_conf_t, conf: *mut c_void, sentinel: bool) -> *mut c_char {
+    // SAFETY: as in `redis_directive!`.
+    let (cf, conf) = unsafe { (&mut *cf, &mut *conf.cast::<MainConf>()) };
+    let slot = if sentinel {
+        &mut conf.redis.sentinels
+    } else {
+        &mut conf.redis.cluster
+    };
+    if slot.is_some() {
+        return DUPLICATE;
+    }
+    let port = if sentinel {
+        DEFAULT_SENTINEL_PORT
+    } else {
+        DEFAULT_PORT
+    };
+    let mut nodes = Vec::new();
+    for i in 1..cf.args().len() {
+        let a = cf.args()[i];
+        match redis_conf::address(a.as_bytes(), port) {
+            Ok(n) => nodes.push(n),
+            Err(reason) => return cf.invalid(&a, reason),
+        }
+    }
+    *slot = Some(nodes);
+    NGX_CONF_OK
+}
+
+extern "C" fn set_redis_sentinel(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    set_nodes(cf, conf, true)
+}
+
+extern "C" fn set_redis_cluster(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    set_nodes(cf, conf, false)
+}
+
+extern "C" fn set_redis_connections(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: as in `redis_directive!`.
+    let (cf, conf) = unsafe { (&mut *cf, &mut *conf.cast::<MainConf>()) };
+    if conf.redis.connections.is_some() {
+        return DUPLICATE;
+    }
+    let args = cf.args().to_vec();
+    match redis_conf::connections(args[1].as_bytes(), args.get(2).map(|a| a.as_bytes())) {
+        Ok(c) => {
+            conf.redis.connections = Some(c);
+            NGX_CONF_OK
+        }
+        Err(reason) => cf.invalid(&args[1], reason),
+    }
 }
 
 extern "C" fn set_enable(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
@@ -298,6 +462,11 @@ pub fn add_zone(cf: &mut ngx_conf_t, main: &mut MainConf, mut name: ngx_str_t, s
 
 const ANY_LEVEL: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
 
+/// A directive valid in `http` only, for the Redis connection settings.
+const fn redis_command(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t {
+    directive(name, NGX_HTTP_MAIN_CONF, args, NGX_HTTP_MAIN_CONF_OFFSET, set)
+}
+
 type Handler = unsafe extern "C" fn(*mut ngx_conf_t, *mut ngx_command_t, *mut c_void) -> *mut c_char;
 
 /// A directive of `contexts` whose handler receives the configuration at `conf`.
@@ -322,7 +491,7 @@ const fn location_command(name: ngx_str_t, args: u32, set: Handler) -> ngx_comma
     directive(name, NGX_HTTP_LOC_CONF, args, NGX_HTTP_LOC_CONF_OFFSET, set)
 }
 
-pub static mut COMMANDS: [ngx_command_t; 24] = [
+pub static mut COMMANDS: [ngx_command_t; 46] = [
     command(ngx_string!("sessions"), NGX_CONF_FLAG, set_enable),
     command(ngx_string!("sessions_secret"), NGX_CONF_1MORE, set_secret),
     command(ngx_string!("sessions_name"), NGX_CONF_TAKE1, set_name),
@@ -391,6 +560,108 @@ pub static mut COMMANDS: [ngx_command_t; 24] = [
         NGX_CONF_TAKE1,
         NGX_HTTP_MAIN_CONF_OFFSET,
         set_zone,
+    ),
+    command(ngx_string!("sessions_store"), NGX_CONF_TAKE1, set_store),
+    command(
+        ngx_string!("sessions_redis_unavailable"),
+        NGX_CONF_TAKE1,
+        set_unavailable,
+    ),
+    redis_command(
+        ngx_string!("sessions_redis_server"),
+        NGX_CONF_TAKE1,
+        set_redis_server,
+    ),
+    redis_command(
+        ngx_string!("sessions_redis_sentinel"),
+        NGX_CONF_1MORE,
+        set_redis_sentinel,
+    ),
+    redis_command(
+        ngx_string!("sessions_redis_sentinel_master"),
+        NGX_CONF_TAKE1,
+        set_redis_sentinel_master,
+    ),
+    redis_command(
+        ngx_string!("sessions_redis_sentinel_username"),
+        NGX_CONF_TAKE1,
+        set_redis_sentinel_username,
+    ),
+    redis_command(
+        ngx_string!("sessions_redis_sentinel_password"),
+        NGX_CONF_TAKE1,
+        set_redis_sentinel_password,
+    ),
+    redis_command(
+        ngx_string!("sessions_redis_cluster"),
+        NGX_CONF_1MORE,
+        set_redis_cluster,
+    ),
+    redis_command(
+        ngx_string!("sessions_redis_database"),
+        NGX_CONF_TAKE1,
+        set_redis_database,
+    ),
+    redis_command(
+        ngx_string!("sessions_redis_username"),
+        NGX_CONF_TAKE1,
+        set_redis_username,
+    ),
+    redis_command(
+        ngx_string!("sessions_redis_password"),
+        NGX_CONF_TAKE1,
+        set_redis_password,
+    ),
+    redis_command(
+        ngx_string!("sessions_redis_password_file"),
+        NGX_CONF_TAKE1,
+        set_redis_password_file,
+    ),
+    redis_command(ngx_string!("sessions_redis_tls"), NGX_CONF_TAKE1, set_redis_tls),
+    redis_command(
+        ngx_string!("sessions_redis_tls_verify"),
+        NGX_CONF_TAKE1,
+        set_redis_tls_verify,
+    ),
+    redis_command(
+        ngx_string!("sessions_redis_tls_trusted_certificate"),
+        NGX_CONF_TAKE1,
+        set_redis_tls_trusted,
+    ),
+    redis_command(
+        ngx_string!("sessions_redis_tls_certificate"),
+        NGX_CONF_TAKE1,
+        set_redis_tls_certificate,
+    ),
+    redis_command(
+        ngx_string!("sessions_redis_tls_certificate_key"),
+        NGX_CONF_TAKE1,
+        set_redis_tls_certificate_key,
+    ),
+    redis_command(
+        ngx_string!("sessions_redis_tls_server_name"),
+        NGX_CONF_TAKE1,
+        set_redis_tls_server_name,
+    ),
+    redis_command(
+        ngx_string!("sessions_redis_connect_timeout"),
+        NGX_CONF_TAKE1,
+        set_redis_connect_timeout,
+    ),
+    redis_command(
+        ngx_string!("sessions_redis_timeout"),
+        NGX_CONF_TAKE1,
+        set_redis_timeout,
+    ),
+    redis_command(
+        ngx_string!("sessions_redis_connections"),
+        NGX_CONF_TAKE12,
+        set_redis_connections,
+    ),
+    redis_command(
+        ngx_string!("sessions_redis_prefix"),
+        NGX_CONF_TAKE1,
+        set_redis_prefix,
     ),
     ngx_command_t::empty(),
 ];

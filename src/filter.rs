@@ -13,6 +13,7 @@ use sessions_core::{apply, update_data, Control, ControlError, DataUpdateError};
 
 use crate::conf::LocConf;
 use crate::handler::{deleted_cookie, session_cookie, SCRATCH};
+use crate::remote::on_store;
 use crate::{request, Module};
 
 pub static mut NEXT_HEADER_FILTER: ngx_http_output_header_filter_pt = None;
@@ -110,13 +111,16 @@ fn control(r: &mut Request, lc: &LocConf) -> Option<()> {
         return Some(()); // no session in this request: nothing to change
     };
     let main = Module::main_conf(r)?;
-    let (Some(table), Some((keys, name))) = (main.table, lc.keys_and_name(main)) else {
+    let Some((keys, name)) = lc.keys_and_name(main) else {
         return Some(());
     };
     let now = request::now_ms();
     let id = ctx.id;
-    let result =
-        SCRATCH.with_borrow_mut(|s| table.with(|t| apply(t, &id, control, now, &lc.policy, &mut s.rng)));
+    let Some(result) = on_store(main, lc, ctx, now, |t, rng, _| {
+        apply(t, &id, control, now, &lc.policy, rng)
+    }) else {
+        return Some(());
+    };
     match result {
         Ok(None) => {
             ngx_log_error!(
@@ -137,6 +141,7 @@ fn control(r: &mut Request, lc: &LocConf) -> Option<()> {
                 ctx.user = request::pool_str(r, u)?;
             }
             ctx.id = new_id;
+            ctx.record = rec;
             ctx.set_cookie = session_cookie(r, lc, keys, name, &new_id, &rec)?;
         }
         Err(ControlError::NoSession) => {
@@ -165,9 +170,12 @@ fn data(r: &mut Request, changes: &[(&[u8], Option<&[u8]>)]) -> Option<()> {
     let Some(ctx) = request::ctx(r) else {
         return Some(());
     };
-    let table = Module::main_conf(r)?.table?;
+    let (main, lc) = (Module::main_conf(r)?, Module::location_conf(r)?);
     let id = ctx.id;
-    let result = SCRATCH.with_borrow_mut(|s| table.with(|t| update_data(t, &id, changes, &mut s.data)));
+    let now = request::now_ms();
+    let result = on_store(main, lc, ctx, now, |t, _, data| {
+        update_data(t, &id, changes, data)
+    })?;
     match result {
         Ok(()) => ctx.data = SCRATCH.with_borrow(|s| request::pool_str(r, &s.data))?,
         Err(DataUpdateError::Invalid(e)) => {

@@ -12,9 +12,9 @@ use sessions_core::cookie::{cookie_values, encode_value, Owner, VerifyCache};
 use sessions_core::engine::{fingerprint, Presented};
 use sessions_core::gate::{login_redirect, wants_401};
 use sessions_core::id::RandomPool;
-use sessions_core::{apply, resolve, Control, Facts, Keyring, Record, SessionId};
+use sessions_core::{apply, resolve, Control, Facts, Keyring, Outcome, Record, SessionId};
 
-use crate::conf::LocConf;
+use crate::conf::{LocConf, MainConf};
 use crate::request::{self, Ctx};
 use crate::Module;
 
@@ -57,38 +57,71 @@ pub fn access(r: &mut Request) -> Status {
     let Some(main) = Module::main_conf(r) else {
         return Status::NGX_DECLINED;
     };
-    let (Some(table), Some((keys, name))) = (main.table, lc.keys_and_name(main)) else {
+    if lc.redis() {
+        return crate::remote::access(r, lc, main);
+    }
+    let Some((keys, name)) = lc.keys_and_name(main) else {
         return Status::NGX_DECLINED;
     };
+    let presented = presented(r, keys, name).0;
+    local(r, lc, main, keys, name, presented)
+}
 
+/// The session cookie the client presented, and which key verified it.
+pub fn presented(r: &Request, keys: &Keyring, name: &[u8]) -> (Presented, u8) {
     let owner = Owner {
         keys: ptr::from_ref(keys).addr(),
         name: name.as_ptr().addr(),
         name_len: name.len(),
     };
-    let presented = SCRATCH.with_borrow_mut(|s| {
+    SCRATCH.with_borrow_mut(|s| {
         let mut presented = Presented::Nothing;
         for header in request::cookie_headers(r) {
             for value in cookie_values(header, name) {
                 match s.verified.decode_value(owner, keys, name, value) {
                     Ok(v) => {
-                        return Presented::Id {
+                        let p = Presented::Id {
                             id: v.id,
                             stale_key: v.stale_key,
-                        }
+                        };
+                        return (p, v.key);
                     }
                     Err(_) => presented = Presented::Invalid,
                 }
             }
         }
-        presented
-    });
+        (presented, 0)
+    })
+}
 
+/// Verified cookies are forgotten when the keys behind `random` change.
+pub fn forget_verified() {
+    SCRATCH.with_borrow_mut(|s| s.verified = VerifyCache::default());
+}
+
+/// What the request brings: time, address, User-Agent fingerprint.
+pub fn facts(r: &Request) -> (u64, [u8; 16], usize, u64) {
     let (ip, ip_len) = request::client_ip(r);
+    (request::now_ms(), ip, ip_len, fingerprint(request::user_agent(r)))
+}
+
+/// Decides the session in the local zone.
+pub fn local(
+    r: &mut Request,
+    lc: &LocConf,
+    main: &MainConf,
+    keys: &Keyring,
+    name: &[u8],
+    presented: Presented,
+) -> Status {
+    let Some(table) = main.table else {
+        return Status::NGX_DECLINED;
+    };
+    let (now, ip, ip_len, ua) = facts(r);
     let facts = Facts {
-        now: request::now_ms(),
+        now,
         ip: &ip[..ip_len],
-        ua: fingerprint(request::user_agent(r)),
+        ua,
     };
     let outcome = SCRATCH.with_borrow_mut(|s| {
         s.data.clear();
@@ -100,18 +133,30 @@ pub fn access(r: &mut Request) -> Status {
             Ok::<_, sessions_core::id::RandomError>(o)
         })
     });
-    let outcome = match outcome {
-        Ok(o) => o,
+    match outcome {
+        Ok(o) => conclude(r, lc, keys, name, &o, false),
         Err(e) => {
             ngx_log_error!(
                 NGX_LOG_ALERT,
                 r.log(),
                 "sessions: {e}, request served without a session"
             );
-            return Status::NGX_DECLINED;
+            Status::NGX_DECLINED
         }
-    };
+    }
+}
 
+/// Acts on a decision: logs, strips a refused cookie, keeps the context,
+/// prepares the cookie, applies the login gate. The session's data is in
+/// `SCRATCH.data`.
+pub fn conclude(
+    r: &mut Request,
+    lc: &LocConf,
+    keys: &Keyring,
+    name: &[u8],
+    outcome: &Outcome,
+    remote: bool,
+) -> Status {
     if outcome.status.is_refusal() {
         ngx_log_error!(
             NGX_LOG_INFO,
@@ -139,9 +184,9 @@ pub fn access(r: &mut Request) -> Status {
     let mut ctx = Ctx::new(
         outcome.status,
         outcome.id,
-        outcome.record.handle,
-        outcome.record.created,
+        &outcome.record,
         outcome.deadline.unwrap_or(u64::MAX),
+        remote,
     );
     if let Some(user) = outcome.record.user() {
         let Some(u) = request::pool_str(r, user) else {
@@ -149,7 +194,7 @@ pub fn access(r: &mut Request) -> Status {
         };
         ctx.user = u;
     }
-    if outcome.record.has_data() {
+    if SCRATCH.with_borrow(|s| !s.data.is_empty()) {
         let Some(d) = SCRATCH.with_borrow(|s| request::pool_str(r, &s.data)) else {
             return Status::NGX_ERROR;
         };
@@ -243,12 +288,13 @@ pub fn logout(r: &mut Request) -> Status {
     };
     let main = Module::main_conf(r);
     if let (Some(ctx), Some(main)) = (request::ctx(r), main) {
-        if let (Some(table), Some((_, name))) = (main.table, lc.keys_and_name(main)) {
+        if let Some((_, name)) = lc.keys_and_name(main) {
             let now = request::now_ms();
-            let done = SCRATCH.with_borrow_mut(|s| {
-                table.with(|t| apply(t, &ctx.id, Control::Destroy, now, &lc.policy, &mut s.rng))
+            let id = ctx.id;
+            let done = crate::remote::on_store(main, lc, ctx, now, |t, rng, _| {
+                apply(t, &id, Control::Destroy, now, &lc.policy, rng)
             });
-            if done.is_ok() {
+            if matches!(done, Some(Ok(_))) {
                 ngx_log_error!(NGX_LOG_INFO, r.log(), "sessions: session ended by logout");
             }
             let Some(c) = deleted_cookie(r, lc, name) else {

@@ -21,6 +21,9 @@ mod conf;
 mod directives;
 mod filter;
 mod handler;
+mod park;
+mod redis_client;
+mod remote;
 mod request;
 mod status;
 mod variables;
@@ -54,6 +57,15 @@ impl HttpModule for Module {
     unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
         // SAFETY: `cf` is valid during configuration.
         let cf = unsafe { &mut *cf };
+        if let Some(main) = Module::main_conf_mut(cf).filter(|m| m.redis_used) {
+            match main.redis.topology() {
+                Ok(t) => main.topology = Some(t),
+                Err(why) => {
+                    ngx::ngx_conf_log_error!(nginx_sys::NGX_LOG_EMERG, cf, "{why}");
+                    return Status::NGX_ERROR.into();
+                }
+            }
+        }
         let Some(cmcf) = NgxHttpCoreModule::main_conf_mut(cf) else {
             return Status::NGX_ERROR.into();
         };
@@ -110,11 +122,13 @@ unsafe extern "C" fn merge_loc_conf(
     // SAFETY: nginx passes two of our location configurations and a valid `cf`.
     let (cf, prev, conf) = unsafe { (&mut *cf, &*prev.cast::<LocConf>(), &mut *conf.cast::<LocConf>()) };
     conf.merge(prev);
-    if conf.enabled() && conf.uses_random() {
-        match Module::main_conf_mut(cf) {
-            Some(main) => main.uses_random = true,
-            None => return NGX_CONF_ERROR,
-        }
+    if conf.enabled() {
+        let Some(main) = Module::main_conf_mut(cf) else {
+            return NGX_CONF_ERROR;
+        };
+        main.uses_random |= conf.uses_random();
+        main.redis_used |= conf.redis();
+        main.redis_random_used |= conf.redis() && conf.uses_random();
     }
     NGX_CONF_OK
 }
@@ -150,7 +164,26 @@ pub static mut ngx_http_sessions_module: ngx_module_t = ngx_module_t {
     ..ngx_module_t::default()
 };
 
-extern "C" fn init_process(_cycle: *mut nginx_sys::ngx_cycle_t) -> ngx_int_t {
+extern "C" fn init_process(cycle: *mut nginx_sys::ngx_cycle_t) -> ngx_int_t {
     handler::init_worker();
+    // SAFETY: nginx passes the live cycle; `ngx_process` is set before
+    // init_process runs.
+    let (cycle_ref, worker) = unsafe {
+        (
+            &*cycle,
+            nginx_sys::ngx_process as u32 == nginx_sys::NGX_PROCESS_WORKER,
+        )
+    };
+    if let Some(main) = Module::main_conf(cycle_ref).filter(|m| worker && m.redis_used) {
+        if let Some(topology) = &main.topology {
+            if let Err(why) = park::start(cycle, &main.redis, topology, main.redis_random_used) {
+                ngx::ngx_log_error!(
+                    nginx_sys::NGX_LOG_ALERT,
+                    cycle_ref.log,
+                    "sessions: cannot start the Redis client: {why}; Redis locations answer as if Redis were down"
+                );
+            }
+        }
+    }
     Status::NGX_OK.into()
 }

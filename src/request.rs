@@ -11,7 +11,7 @@ use nginx_sys::{
 };
 use ngx::core::{Buffer, Status as NgxStatus};
 use ngx::http::{HTTPStatus, Request};
-use sessions_core::{Handle, SessionId, Status};
+use sessions_core::{Handle, Record, SessionId, Status};
 
 use crate::ngx_http_sessions_module;
 
@@ -242,20 +242,26 @@ pub struct Ctx {
     /// `Set-Cookie` value to send, empty for none.
     pub set_cookie: ngx_str_t,
     pub cookie_sent: bool,
+    /// The record as decided, for changes made later in the request.
+    pub record: Record,
+    /// The session lives in Redis (not in the local zone).
+    pub remote: bool,
 }
 
 const CTX_MAGIC: u32 = 0x5e55_1075;
 
 impl Ctx {
-    pub fn new(status: Status, id: SessionId, handle: Handle, created_ms: u64, expires_ms: u64) -> Self {
+    pub fn new(status: Status, id: SessionId, record: &Record, expires_ms: u64, remote: bool) -> Self {
         Self {
             magic: CTX_MAGIC,
             status,
             id,
-            handle,
+            handle: record.handle,
+            record: *record,
+            remote,
             user: ngx_str_t::default(),
             data: ngx_str_t::default(),
-            created_ms,
+            created_ms: record.created,
             expires_ms,
             set_cookie: ngx_str_t::default(),
             cookie_sent: false,

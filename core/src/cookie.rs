@@ -47,6 +47,8 @@ pub fn encode_value(keys: &Keyring, name: &[u8], id: &SessionId, out: &mut Vec<u
 pub struct Verified {
     pub id: SessionId,
     pub stale_key: bool,
+    /// Which key of the ring verified it (0: the signing key).
+    pub key: u8,
 }
 
 /// Checks a presented value; the MAC comparison is constant time.
@@ -70,6 +72,7 @@ fn verify_raw(keys: &Keyring, name: &[u8], raw: &Raw) -> Result<Verified, Cookie
         Some(i) => Ok(Verified {
             id: SessionId(id),
             stale_key: i != 0,
+            key: u8::try_from(i).unwrap_or(u8::MAX),
         }),
         None => Err(CookieError::BadMac),
     }
@@ -88,7 +91,7 @@ pub struct Owner {
 struct CacheEntry {
     owner: Owner,
     raw: Raw,
-    stale_key: bool,
+    key: u8,
 }
 
 /// Recently verified cookie values, so that a client's repeated cookie costs
@@ -135,14 +138,15 @@ impl VerifyCache {
             id.copy_from_slice(&raw[..16]);
             return Ok(Verified {
                 id: SessionId(id),
-                stale_key: e.stale_key,
+                stale_key: e.key != 0,
+                key: e.key,
             });
         }
         let v = verify_raw(keys, name, &raw)?;
         self.entries[slot] = CacheEntry {
             owner,
             raw,
-            stale_key: v.stale_key,
+            key: v.key,
         };
         Ok(v)
     }
@@ -322,7 +326,11 @@ mod tests {
         assert!(v.starts_with(b"v1."));
         assert_eq!(
             decode_value(&ring(), b"sid", &v),
-            Ok(Verified { id, stale_key: false })
+            Ok(Verified {
+                id,
+                stale_key: false,
+                key: 0
+            })
         );
     }
 
@@ -360,7 +368,11 @@ mod tests {
         let v = value(&old_only, b"sid", &id);
         assert_eq!(
             decode_value(&ring(), b"sid", &v),
-            Ok(Verified { id, stale_key: true })
+            Ok(Verified {
+                id,
+                stale_key: true,
+                key: 1
+            })
         );
         let unrelated = Keyring::from_secrets(&["x"]).unwrap();
         assert_eq!(decode_value(&unrelated, b"sid", &v), Err(CookieError::BadMac));

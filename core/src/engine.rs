@@ -136,7 +136,7 @@ pub struct Outcome {
 }
 
 /// Resolves the request's session, creating, renewing or destroying as needed.
-pub fn resolve<S: Store>(
+pub fn resolve<S: Store + ?Sized>(
     table: &mut S,
     presented: Presented,
     facts: &Facts<'_>,
@@ -239,7 +239,7 @@ pub enum ControlError {
 
 /// Applies `control` to session `id`. Returns the new id and record, or
 /// `None` when the session was destroyed.
-pub fn apply<S: Store>(
+pub fn apply<S: Store + ?Sized>(
     table: &mut S,
     id: &SessionId,
     control: Control<'_>,
@@ -291,7 +291,7 @@ pub enum DataUpdateError {
 
 /// Sets (`Some`) and removes (`None`) keys of session `id`'s data; on
 /// success `out` holds the new encoded map.
-pub fn update_data<S: Store>(
+pub fn update_data<S: Store + ?Sized>(
     table: &mut S,
     id: &SessionId,
     changes: &[(&[u8], Option<&[u8]>)],
@@ -306,7 +306,7 @@ pub fn update_data<S: Store>(
     table.set_data(id, out).map_err(|_| DataUpdateError::Full)
 }
 
-fn fresh_id<S: Store>(table: &mut S, rng: &mut RandomPool) -> Result<SessionId, RandomError> {
+fn fresh_id<S: Store + ?Sized>(table: &mut S, rng: &mut RandomPool) -> Result<SessionId, RandomError> {
     loop {
         let id = SessionId::from_pool(rng)?;
         if table.get(&id).is_none() {
@@ -315,7 +315,7 @@ fn fresh_id<S: Store>(table: &mut S, rng: &mut RandomPool) -> Result<SessionId, 
     }
 }
 
-fn create<S: Store>(
+fn create<S: Store + ?Sized>(
     table: &mut S,
     status: Status,
     facts: &Facts<'_>,

@@ -20,8 +20,13 @@ pub const MAX_NAME: usize = 128;
 const SALT: &[u8] = b"ngx-sessions";
 const COOKIE_MAC_INFO: &[u8] = b"ngx-sessions v1 cookie mac";
 
+/// HKDF-SHA256 of a secret under this crate's salt, for one purpose.
+pub(crate) fn hkdf_sha256(ikm: &[u8], info: &[u8]) -> [u8; 32] {
+    hkdf_sha256_salted(ikm, SALT, info)
+}
+
 /// HKDF-SHA256 (RFC 5869) with one output block.
-fn hkdf_sha256(ikm: &[u8], salt: &[u8], info: &[u8]) -> [u8; 32] {
+fn hkdf_sha256_salted(ikm: &[u8], salt: &[u8], info: &[u8]) -> [u8; 32] {
     let prk = HmacSha256::new_from_slice(salt)
         .expect("HMAC takes any key length")
         .chain_update(ikm)
@@ -40,13 +45,16 @@ fn hkdf_sha256(ikm: &[u8], salt: &[u8], info: &[u8]) -> [u8; 32] {
 #[derive(Clone)]
 pub struct Key {
     mac: HmacSha256,
+    /// Keys for records kept in an outside store under this secret.
+    seal: crate::sealed::SealKeys,
 }
 
 impl Key {
     pub fn derive(secret: &[u8]) -> Self {
-        let k = hkdf_sha256(secret, SALT, COOKIE_MAC_INFO);
+        let k = hkdf_sha256(secret, COOKIE_MAC_INFO);
         Self {
             mac: HmacSha256::new_from_slice(&k).expect("HMAC takes any key length"),
+            seal: crate::sealed::SealKeys::derive(secret),
         }
     }
 
@@ -63,6 +71,10 @@ impl Key {
         msg[6 + n..22 + n].copy_from_slice(id);
         m.update(&msg[..22 + n]);
         m
+    }
+
+    pub fn seal(&self) -> &crate::sealed::SealKeys {
+        &self.seal
     }
 
     /// The tag binding cookie name and session id.
@@ -106,6 +118,11 @@ impl Keyring {
         &self.keys[0]
     }
 
+    /// Key `i` (as `verify` numbers them), the signing key when out of range.
+    pub fn key(&self, i: usize) -> &Key {
+        self.keys.get(i).unwrap_or(&self.keys[0])
+    }
+
     /// Index of the first key that verifies the tag.
     pub fn verify(&self, name: &[u8], id: &[u8; 16], tag: &[u8; TAG_LEN]) -> Option<usize> {
         self.keys.iter().position(|k| k.verify(name, id, tag))
@@ -121,7 +138,7 @@ mod tests {
         let ikm = [0x0bu8; 22];
         let salt: Vec<u8> = (0x00..=0x0c).collect();
         let info: Vec<u8> = (0xf0..=0xf9).collect();
-        let okm = hkdf_sha256(&ikm, &salt, &info);
+        let okm = hkdf_sha256_salted(&ikm, &salt, &info);
         let want = "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf";
         let got: String = okm.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(got, want);

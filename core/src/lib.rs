@@ -15,9 +15,12 @@ pub mod gate;
 pub mod id;
 pub mod keys;
 pub mod parse;
+pub mod redis_conf;
+pub mod sealed;
 pub mod store;
 pub mod table;
 pub mod timeouts;
+pub mod view;
 
 pub use cookie::{CookieAttrs, CookieError, SameSite, Secure};
 pub use engine::{

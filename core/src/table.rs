@@ -171,6 +171,43 @@ impl Record {
         self.data != NIL
     }
 
+    /// Appends the record's fields (not its data) in a portable layout, for
+    /// a store outside this table.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.handle.0);
+        for t in [self.created, self.last_seen, self.renewed, self.ua] {
+            out.extend_from_slice(&t.to_le_bytes());
+        }
+        out.push(self.ip_len);
+        out.extend_from_slice(&self.ip);
+        out.push(self.flags);
+        out.push(self.user_len);
+        out.extend_from_slice(&self.user[..usize::from(self.user_len)]);
+    }
+
+    /// Reads what `encode` wrote; returns the record and the bytes used.
+    pub fn decode(b: &[u8]) -> Option<(Self, usize)> {
+        const FIXED: usize = 8 + 4 * 8 + 1 + 16 + 2;
+        let fixed = b.get(..FIXED)?;
+        let u64_at = |i: usize| u64::from_le_bytes(fixed[i..i + 8].try_into().expect("8 bytes"));
+        let mut r = Self::EMPTY;
+        r.handle = Handle(fixed[..8].try_into().expect("8 bytes"));
+        r.created = u64_at(8);
+        r.last_seen = u64_at(16);
+        r.renewed = u64_at(24);
+        r.ua = u64_at(32);
+        r.ip_len = fixed[40];
+        r.ip.copy_from_slice(&fixed[41..57]);
+        r.flags = fixed[57];
+        r.user_len = fixed[58];
+        let n = usize::from(r.user_len);
+        if usize::from(r.ip_len) > 16 || n > MAX_USER {
+            return None;
+        }
+        r.user[..n].copy_from_slice(b.get(FIXED..FIXED + n)?);
+        Some((r, FIXED + n))
+    }
+
     pub fn times(&self) -> Times {
         Times {
             created: self.created,

@@ -98,12 +98,14 @@ fn main_conf(workers: u32, http: &str) -> String {
          pid logs/nginx.pid;\n\
          events {{ worker_connections 256; }}\n\
          http {{\n\
+         {store}\
          access_log off; keepalive_requests 1000000;\n\
          client_body_temp_path tmp_body; proxy_temp_path tmp_proxy;\n\
          fastcgi_temp_path tmp_fcgi; uwsgi_temp_path tmp_uwsgi; scgi_temp_path tmp_scgi;\n\
          {http}\n}}\n",
         module = module_path().display(),
         user = user_directive(),
+        store = suite_store(),
     )
 }
 
@@ -467,5 +469,141 @@ impl Conn {
             }
             self.buf.extend_from_slice(&chunk[..n]);
         }
+    }
+}
+
+/// The scenario suite runs twice: as `sessions` (local zone) and as
+/// `sessions_redis` (every session in Redis), the same source included.
+pub fn redis_suite() -> bool {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| {
+            p.file_name()
+                .map(|n| n.to_string_lossy().starts_with("sessions_redis-"))
+        })
+        .unwrap_or(false)
+}
+
+thread_local! {
+    /// The Redis server of the running test (each test has its own thread).
+    static SUITE_REDIS: std::cell::RefCell<Option<Redis>> = const { std::cell::RefCell::new(None) };
+}
+
+/// In the Redis run of the suite, the `http`-level lines that store every
+/// session in this test's own `redis-server`.
+fn suite_store() -> String {
+    if !redis_suite() {
+        return String::new();
+    }
+    let port = SUITE_REDIS.with_borrow_mut(|r| r.get_or_insert_with(|| Redis::start(&[])).port);
+    format!("sessions_store redis; sessions_redis_server 127.0.0.1:{port};\n")
+}
+
+/// The suite's Redis server for this test, if it runs on Redis.
+pub fn suite_redis_cli(args: &[&str]) -> Option<String> {
+    SUITE_REDIS.with_borrow(|r| r.as_ref().map(|r| r.cli(args)))
+}
+
+/// A `redis-server` on loopback, stopped when dropped.
+pub struct Redis {
+    pub port: u16,
+    pub dir: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+    /// `redis-cli` arguments that authenticate (`--user`, `--pass`), if any.
+    pub auth: Vec<String>,
+}
+
+impl Redis {
+    /// Starts `redis-server` with `extra` arguments (`--requirepass x`, ...).
+    pub fn start(extra: &[&str]) -> Self {
+        Self::start_on(free_port(), extra)
+    }
+
+    pub fn start_on(port: u16, extra: &[&str]) -> Self {
+        let dir = scratch_dir("redis");
+        let mut args: Vec<String> = [
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.push(dir.display().to_string());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut r = Self {
+            port,
+            dir,
+            args,
+            child: None,
+            auth: Vec::new(),
+        };
+        r.run();
+        r
+    }
+
+    /// (Re)starts the server with its arguments and waits until it listens.
+    pub fn run(&mut self) {
+        let log = fs::File::create(self.dir.join("redis.log")).unwrap();
+        let child = Command::new("redis-server")
+            .args(&self.args)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("redis-server (apt install redis-server)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Stops the server (SIGKILL: nothing is saved anyway).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            Command::new("kill")
+                .arg(format!("-{sig}"))
+                .arg(c.id().to_string())
+                .status()
+                .unwrap();
+        }
+    }
+
+    /// `redis-cli` output for `args`, trimmed.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "--no-auth-warning",
+            ])
+            .args(&self.auth)
+            .args(args)
+            .output()
+            .expect("redis-cli (apt install redis-tools)");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

@@ -1,0 +1,215 @@
+//! Session records sealed for a store outside this process (Redis).
+//!
+//! Whoever reads the store must learn nothing and forge nothing:
+//! - the key is `prefix` + HMAC(index key, id), so it does not reveal the id;
+//! - the value is ChaCha20-Poly1305 under a key derived from the secret and
+//!   the session id, which only the cookie carries: the secret alone does
+//!   not open a dump, and a value copied to another key fails to open;
+//! - the key name is bound as associated data.
+
+use chacha20poly1305::aead::{Aead, KeyInit as _, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Nonce};
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
+use crate::id::{RandomError, RandomPool, SessionId};
+use crate::keys::hkdf_sha256;
+use crate::table::{Entry, Record};
+
+type HmacSha256 = Hmac<Sha256>;
+
+const INDEX_INFO: &[u8] = b"ngx-sessions v1 store index";
+const SEAL_INFO: &[u8] = b"ngx-sessions v1 store seal";
+const VERSION: u8 = 1;
+const NONCE_LEN: usize = 12;
+const LIVE: u8 = 1;
+const GRACE: u8 = 2;
+
+/// Keys for one secret.
+#[derive(Clone)]
+pub struct SealKeys {
+    index: HmacSha256,
+    seal: HmacSha256,
+}
+
+impl core::fmt::Debug for SealKeys {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("SealKeys(..)")
+    }
+}
+
+/// A stored value that did not open: wrong key name, wrong secret, altered
+/// or unknown layout. The session is then unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unsealed;
+
+impl SealKeys {
+    pub fn derive(secret: &[u8]) -> Self {
+        let mac = |info| HmacSha256::new_from_slice(&hkdf_sha256(secret, info)).expect("any key length");
+        Self {
+            index: mac(INDEX_INFO),
+            seal: mac(SEAL_INFO),
+        }
+    }
+
+    /// Appends the store key of session `id` to `out`, after `prefix`.
+    pub fn address(&self, prefix: &[u8], id: &SessionId, out: &mut Vec<u8>) {
+        let h = self.index.clone().chain_update(id.0).finalize().into_bytes();
+        out.extend_from_slice(prefix);
+        crate::b64::encode_into(&h, out);
+    }
+
+    fn cipher(&self, id: &SessionId) -> ChaCha20Poly1305 {
+        let k = self.seal.clone().chain_update(id.0).finalize().into_bytes();
+        ChaCha20Poly1305::new_from_slice(&k).expect("32-byte key")
+    }
+
+    /// The value to store for `entry` (with `data` when live) under `address`.
+    pub fn seal(
+        &self,
+        id: &SessionId,
+        address: &[u8],
+        entry: &Entry,
+        data: &[u8],
+        rng: &mut RandomPool,
+    ) -> Result<Vec<u8>, RandomError> {
+        let mut plain = Vec::with_capacity(160 + data.len());
+        match entry {
+            Entry::Live(rec) => {
+                plain.push(LIVE);
+                rec.encode(&mut plain);
+                plain.extend_from_slice(data);
+            }
+            Entry::Grace { successor, until } => {
+                plain.push(GRACE);
+                plain.extend_from_slice(&successor.0);
+                plain.extend_from_slice(&until.to_le_bytes());
+            }
+        }
+        let mut nonce = [0u8; NONCE_LEN];
+        rng.fill(&mut nonce)?;
+        let sealed = self
+            .cipher(id)
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: &plain,
+                    aad: address,
+                },
+            )
+            .expect("a buffer this small always encrypts");
+        let mut out = Vec::with_capacity(1 + NONCE_LEN + sealed.len());
+        out.push(VERSION);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&sealed);
+        Ok(out)
+    }
+
+    /// Opens what `seal` wrote: the entry and, for a live one, its data.
+    pub fn open(&self, id: &SessionId, address: &[u8], value: &[u8]) -> Result<(Entry, Vec<u8>), Unsealed> {
+        let (&version, rest) = value.split_first().ok_or(Unsealed)?;
+        if version != VERSION || rest.len() < NONCE_LEN {
+            return Err(Unsealed);
+        }
+        let (nonce, sealed) = rest.split_at(NONCE_LEN);
+        let plain = self
+            .cipher(id)
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: sealed,
+                    aad: address,
+                },
+            )
+            .map_err(|_| Unsealed)?;
+        match plain.split_first() {
+            Some((&LIVE, body)) => {
+                let (rec, used) = Record::decode(body).ok_or(Unsealed)?;
+                Ok((Entry::Live(rec), body[used..].to_vec()))
+            }
+            Some((&GRACE, body)) if body.len() == 24 => {
+                let successor = SessionId(body[..16].try_into().expect("16 bytes"));
+                let until = u64::from_le_bytes(body[16..].try_into().expect("8 bytes"));
+                Ok((Entry::Grace { successor, until }, Vec::new()))
+            }
+            _ => Err(Unsealed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::Handle;
+
+    fn rec() -> Record {
+        let mut r = Record::new(Handle([9; 8]), 1_000, &[127, 0, 0, 1], 77);
+        r.log_in(b"alice", true).unwrap();
+        r.last_seen = 2_000;
+        r
+    }
+
+    #[test]
+    fn live_and_grace_round_trip() {
+        let k = SealKeys::derive(b"secret");
+        let id = SessionId([1; 16]);
+        let mut addr = Vec::new();
+        k.address(b"s:", &id, &mut addr);
+        let mut rng = RandomPool::new();
+        let v = k.seal(&id, &addr, &Entry::Live(rec()), b"a=1", &mut rng).unwrap();
+        let (e, data) = k.open(&id, &addr, &v).unwrap();
+        assert_eq!(e, Entry::Live(rec()));
+        assert_eq!(data, b"a=1");
+        let g = Entry::Grace {
+            successor: SessionId([2; 16]),
+            until: 55,
+        };
+        let v = k.seal(&id, &addr, &g, b"", &mut rng).unwrap();
+        assert_eq!(k.open(&id, &addr, &v).unwrap().0, g);
+    }
+
+    #[test]
+    fn address_hides_the_id_and_depends_on_the_secret() {
+        let id = SessionId([0xab; 16]);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        SealKeys::derive(b"one").address(b"p:", &id, &mut a);
+        SealKeys::derive(b"two").address(b"p:", &id, &mut b);
+        assert_ne!(a, b);
+        assert!(a.starts_with(b"p:"));
+        let mut hex_b64 = Vec::new();
+        crate::b64::encode_into(&id.0, &mut hex_b64);
+        assert!(!a.windows(hex_b64.len()).any(|w| w == hex_b64.as_slice()));
+    }
+
+    #[test]
+    fn value_opens_only_for_its_id_key_and_secret() {
+        let k = SealKeys::derive(b"secret");
+        let (id, other) = (SessionId([1; 16]), SessionId([2; 16]));
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        k.address(b"", &id, &mut a);
+        k.address(b"", &other, &mut b);
+        let v = k
+            .seal(&id, &a, &Entry::Live(rec()), b"x", &mut RandomPool::new())
+            .unwrap();
+        assert!(!v.windows(5).any(|w| w == b"alice"));
+        assert_eq!(k.open(&other, &b, &v), Err(Unsealed)); // copied to another key
+        assert_eq!(k.open(&id, &b, &v), Err(Unsealed)); // right id, wrong key name
+        assert_eq!(SealKeys::derive(b"other").open(&id, &a, &v), Err(Unsealed));
+        for i in 0..v.len() {
+            let mut t = v.clone();
+            t[i] ^= 1;
+            assert_eq!(k.open(&id, &a, &t), Err(Unsealed));
+        }
+        assert_eq!(k.open(&id, &a, &[]), Err(Unsealed));
+    }
+
+    #[test]
+    fn record_decode_refuses_truncation() {
+        let mut b = Vec::new();
+        rec().encode(&mut b);
+        assert_eq!(Record::decode(&b).unwrap().1, b.len());
+        for n in 0..b.len() {
+            assert!(Record::decode(&b[..n]).is_none());
+        }
+    }
+}

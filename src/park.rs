@@ -1,0 +1,363 @@
+//! Requests waiting for the Redis thread, and the eventfd through which
+//! that thread wakes nginx's event loop. A parked request is held by a
+//! token, never by a pointer the other thread sees; a pool cleanup forgets
+//! the request if it ends while it waits (client gone), so a late answer
+//! touches nothing.
+
+use std::cell::RefCell;
+use std::ffi::c_void;
+use std::ptr;
+
+use nginx_sys::{ngx_add_timer, ngx_del_timer, ngx_http_finalize_request, NGX_HTTP_SERVICE_UNAVAILABLE};
+use nginx_sys::{
+    ngx_connection_t, ngx_cycle_t, ngx_event_t, ngx_get_connection, ngx_handle_read_event,
+    ngx_http_block_reading, ngx_http_core_run_phases, ngx_http_request_t, ngx_http_run_posted_requests,
+    ngx_http_test_reading, ngx_pool_cleanup_add, NGX_LOG_ERR, NGX_LOG_NOTICE,
+};
+use ngx::http::HttpModuleMainConf;
+use ngx::http::Request;
+use ngx::ngx_log_error;
+use sessions_core::redis_conf::{RedisSettings, Topology};
+use sessions_core::Keyring;
+
+use crate::Module;
+
+use crate::redis_client::{Answer, Client, Job, Reply};
+
+/// What a resumed request finds.
+// Moved once per request; boxing would cost an allocation instead.
+#[allow(clippy::large_enum_variant)]
+pub enum Wake {
+    Answer(Answer),
+    /// Nothing for it in particular: look again (keys were adopted, or
+    /// adopting them failed).
+    Retry,
+}
+
+struct Parked {
+    r: *mut ngx_http_request_t,
+    generation: u32,
+}
+
+struct Worker {
+    client: Client,
+    _conn: *mut ngx_connection_t,
+    log: *mut nginx_sys::ngx_log_t,
+    parked: Vec<Parked>,
+    free: Vec<u32>,
+    generation: u32,
+    /// Requests waiting for the random secret and name from Redis.
+    waiting: Vec<u64>,
+    adopt_in_flight: bool,
+    /// Adopting failed; requests fall back until a retry succeeds.
+    adopt_failed_at: Option<u64>,
+    adopted: bool,
+    /// How long a request may wait, in ms (see `redis::patience`).
+    patience: u64,
+}
+
+/// Token of the worker's own adoption job.
+const ADOPT: u64 = u64::MAX;
+/// How long after a failed adoption requests stop waiting for another.
+const ADOPT_RETRY_MS: u64 = 1_000;
+
+thread_local! {
+    static WORKER: RefCell<Option<Worker>> = const { RefCell::new(None) };
+    static RESUMED: RefCell<Option<(*mut ngx_http_request_t, Wake)>> = const { RefCell::new(None) };
+    static REPLIES: RefCell<Vec<Reply>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Starts the Redis thread of this worker and watches its eventfd.
+pub fn start(
+    cycle: *mut ngx_cycle_t,
+    settings: &RedisSettings,
+    topology: &Topology,
+    adopt: bool,
+) -> Result<(), String> {
+    // SAFETY: creating a non-blocking eventfd owned by this process.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(format!("eventfd() failed: {}", std::io::Error::last_os_error()));
+    }
+    // The thread must not take nginx's signals: block them all while it
+    // is created, as nginx's thread pools do.
+    // SAFETY: plain signal-mask calls on this thread, restored at once.
+    let client = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let c = crate::redis_client::start(settings, topology, fd);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, ptr::null_mut());
+        c
+    };
+    let client = client.inspect_err(|_| {
+        // SAFETY: closing the eventfd made above, not shared yet.
+        unsafe { libc::close(fd) };
+    })?;
+    // SAFETY: the cycle is live in init_process; the connection comes from
+    // its free list and its events are set up before being registered.
+    let conn = unsafe {
+        let log = (*cycle).log;
+        let c = ngx_get_connection(fd, log);
+        if c.is_null() {
+            return Err("no free connection for the Redis eventfd".into());
+        }
+        let rev = (*c).read;
+        (*rev).handler = Some(on_wake);
+        // Like nginx's own channel: not a client socket a graceful exit waits for.
+        (*rev).set_channel(1);
+        (*rev).log = log;
+        (*(*c).write).log = log;
+        (*c).log = log;
+        if ngx_handle_read_event(rev, 0) != 0 {
+            return Err("cannot watch the Redis eventfd".into());
+        }
+        c
+    };
+    if adopt {
+        client.submit(ADOPT, Job::Adopt);
+    }
+    WORKER.set(Some(Worker {
+        client,
+        _conn: conn,
+        // SAFETY: the cycle's log lives as long as the worker.
+        log: unsafe { (*cycle).log },
+        parked: Vec::new(),
+        free: Vec::new(),
+        generation: 0,
+        waiting: Vec::new(),
+        adopt_in_flight: adopt,
+        adopt_failed_at: None,
+        adopted: false,
+        patience: crate::redis_client::patience(settings).as_millis() as u64,
+    }));
+    Ok(())
+}
+
+pub fn running() -> bool {
+    WORKER.with_borrow(|w| w.is_some())
+}
+
+/// The answer a request was woken with, if `r` is the request being resumed.
+pub fn resumed(r: &Request) -> Option<Wake> {
+    let me = ptr::from_ref(r.as_ref()).cast_mut();
+    RESUMED.with_borrow_mut(|s| match s {
+        Some((p, _)) if *p == me => s.take().map(|(_, w)| w),
+        _ => None,
+    })
+}
+
+/// Whether requests should stop waiting for adoption (it failed recently).
+pub fn adoption_failed(now: u64) -> bool {
+    WORKER.with_borrow_mut(|w| {
+        let Some(w) = w.as_mut() else { return true };
+        match w.adopt_failed_at {
+            Some(t) if now.saturating_sub(t) < ADOPT_RETRY_MS => true,
+            Some(_) => {
+                w.adopt_failed_at = None;
+                false
+            }
+            None => false,
+        }
+    })
+}
+
+/// Sends a job nobody waits for.
+pub fn submit(job: Job) {
+    WORKER.with_borrow(|w| {
+        if let Some(w) = w {
+            w.client.submit(0, job);
+        }
+    });
+}
+
+/// Parks `r` until `job` is answered (`None`: until adoption ends).
+/// `false` when the request could not be parked (out of memory, no thread).
+pub fn park(r: &mut Request, job: Option<Job>) -> bool {
+    let req: &mut ngx_http_request_t = r.as_mut();
+    let rp = ptr::from_mut(req);
+    let token = WORKER.with_borrow_mut(|w| {
+        let w = w.as_mut()?;
+        w.generation = w.generation.wrapping_add(1);
+        let entry = Parked {
+            r: rp,
+            generation: w.generation,
+        };
+        let index = match w.free.pop() {
+            Some(i) => {
+                w.parked[i as usize] = entry;
+                i
+            }
+            None => {
+                w.parked.push(entry);
+                u32::try_from(w.parked.len() - 1).ok()?
+            }
+        };
+        Some((u64::from(w.generation) << 32) | u64::from(index))
+    });
+    let Some(token) = token else { return false };
+    // SAFETY: adding a cleanup to the live request's pool; its data is the
+    // token (an integer), not a pointer.
+    let Some(cln) = (unsafe { ngx_pool_cleanup_add(req.pool, 0).as_mut() }) else {
+        forget(token);
+        return false;
+    };
+    cln.handler = Some(request_gone);
+    cln.data = ptr::without_provenance_mut(token as usize);
+    let sent = WORKER.with_borrow_mut(|w| {
+        let Some(w) = w.as_mut() else { return false };
+        match job {
+            Some(job) => w.client.submit(token, job),
+            None => {
+                if !w.adopt_in_flight {
+                    w.adopt_in_flight = w.client.submit(ADOPT, Job::Adopt);
+                }
+                w.waiting.push(token);
+                true
+            }
+        }
+    });
+    if !sent {
+        forget(token);
+        return false;
+    }
+    // Notice a client that goes away while it waits; a timer bounds the
+    // wait and keeps a gracefully exiting worker alive until the answer.
+    req.read_event_handler = Some(ngx_http_test_reading);
+    req.write_event_handler = Some(waited_too_long);
+    let patience = WORKER.with_borrow(|w| w.as_ref().map_or(1_000, |w| w.patience));
+    // SAFETY: the connection of a live request and its write event.
+    unsafe { ngx_add_timer((*req.connection).write, patience as _) };
+    true
+}
+
+/// The write event of a parked request: only its timer can fire it.
+extern "C" fn waited_too_long(r: *mut ngx_http_request_t) {
+    // SAFETY: nginx calls this with the live request whose event fired.
+    let wev = unsafe { (*(*r).connection).write };
+    // SAFETY: as above.
+    if unsafe { (*wev).timedout() } == 0 {
+        return;
+    }
+    let token = WORKER.with_borrow(|w| {
+        let w = w.as_ref()?;
+        let i = w.parked.iter().position(|p| p.r == r)?;
+        Some((u64::from(w.parked[i].generation) << 32) | i as u64)
+    });
+    if let Some(t) = token {
+        forget(t);
+    }
+    // SAFETY: as above; the request is finalized once, here.
+    unsafe {
+        ngx_log_error!(
+            NGX_LOG_ERR,
+            (*(*r).connection).log,
+            "sessions: no answer from Redis in time"
+        );
+        ngx_http_finalize_request(r, NGX_HTTP_SERVICE_UNAVAILABLE as _);
+    }
+}
+
+fn slot(w: &mut Worker, token: u64) -> Option<&mut Parked> {
+    let p = w.parked.get_mut((token & 0xffff_ffff) as usize)?;
+    (u64::from(p.generation) == token >> 32 && !p.r.is_null()).then_some(p)
+}
+
+/// Frees the slot of `token`; returns the request if it is still there.
+fn forget(token: u64) -> Option<*mut ngx_http_request_t> {
+    WORKER.with_borrow_mut(|w| {
+        let w = w.as_mut()?;
+        let p = slot(w, token)?;
+        let r = std::mem::replace(&mut p.r, ptr::null_mut());
+        w.free.push((token & 0xffff_ffff) as u32);
+        Some(r)
+    })
+}
+
+extern "C" fn request_gone(data: *mut c_void) {
+    forget(data.addr() as u64);
+}
+
+/// Resumes a parked request with `wake`, as nginx resumes a request whose
+/// subrequest finished.
+fn resume(token: u64, wake: Wake) {
+    let Some(r) = forget(token) else { return };
+    RESUMED.set(Some((r, wake)));
+    // SAFETY: `r` is alive: its pool cleanup would have cleared the slot.
+    // Running the phases again re-enters the access handler, which takes
+    // the answer; then the posted subrequests run, as nginx's own handler does.
+    unsafe {
+        let wev = (*(*r).connection).write;
+        if (*wev).timer_set() != 0 {
+            ngx_del_timer(wev);
+        }
+        (*r).read_event_handler = Some(ngx_http_block_reading);
+        (*r).write_event_handler = Some(ngx_http_core_run_phases);
+        let c = (*r).connection;
+        ngx_http_core_run_phases(r);
+        ngx_http_run_posted_requests(c);
+    }
+    RESUMED.set(None);
+}
+
+extern "C" fn on_wake(ev: *mut ngx_event_t) {
+    // SAFETY: `ev` is the read event of our eventfd connection.
+    let fd = unsafe { (*(*ev).data.cast::<ngx_connection_t>()).fd };
+    let mut n: u64 = 0;
+    // SAFETY: draining the non-blocking eventfd (edge-triggered).
+    while unsafe { libc::read(fd, (&raw mut n).cast(), 8) } == 8 {}
+    let mut replies = REPLIES.take();
+    WORKER.with_borrow(|w| {
+        if let Some(w) = w {
+            w.client.take_replies(&mut replies);
+        }
+    });
+    for reply in replies.drain(..) {
+        handle(reply);
+    }
+    REPLIES.set(replies);
+}
+
+fn handle(reply: Reply) {
+    let log = WORKER.with_borrow(|w| w.as_ref().map(|w| w.log));
+    if let (Some(t), Some(log)) = (&reply.transition, log) {
+        match t {
+            Err(why) => {
+                ngx_log_error!(NGX_LOG_ERR, log, "sessions: Redis is unreachable: {why}");
+            }
+            Ok(()) => {
+                ngx_log_error!(NGX_LOG_NOTICE, log, "sessions: Redis is reachable again");
+            }
+        }
+    }
+    match reply.token {
+        0 => {}
+        ADOPT => {
+            let waiting = WORKER.with_borrow_mut(|w| {
+                let w = w.as_mut()?;
+                w.adopt_in_flight = false;
+                match reply.answer {
+                    Answer::Adopted { secret, name } => {
+                        // SAFETY: the worker's own cycle; its main
+                        // configuration is this process's memory and only
+                        // this thread touches it.
+                        let main = unsafe { Module::main_conf_mut(&*nginx_sys::ngx_cycle) };
+                        if let (Some(main), Some(keys)) = (main, Keyring::from_secrets(&[&secret])) {
+                            main.redis_random = Some((keys, name));
+                        }
+                        w.adopted = true;
+                        w.adopt_failed_at = None;
+                    }
+                    _ => w.adopt_failed_at = Some(crate::request::now_ms()),
+                }
+                Some(std::mem::take(&mut w.waiting))
+            });
+            crate::handler::forget_verified();
+            for token in waiting.unwrap_or_default() {
+                resume(token, Wake::Retry);
+            }
+        }
+        token => resume(token, Wake::Answer(reply.answer)),
+    }
+}

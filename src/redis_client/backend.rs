@@ -1,0 +1,364 @@
+//! Connections to Redis for one worker: standalone, Sentinel or Cluster,
+//! each reconnected with backoff when it fails. Runs on the worker's Redis
+//! thread only; nothing here knows about nginx.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use redis::aio::MultiplexedConnection;
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
+use redis::{
+    AsyncConnectionConfig, Client, ClientTlsConfig, ConnectionAddr, ConnectionInfo, IntoConnectionInfo,
+    RedisConnectionInfo, RedisError, RedisResult, TlsCertificates, TlsMode,
+};
+use sessions_core::redis_conf::{self as rc, Address, RedisSettings, Topology};
+
+const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Why a command could not run.
+#[derive(Debug)]
+pub struct Down(pub String);
+
+impl From<RedisError> for Down {
+    fn from(e: RedisError) -> Self {
+        Down(e.to_string())
+    }
+}
+
+/// When the next connection attempt may run.
+struct Backoff {
+    next: Option<Instant>,
+    delay: Duration,
+}
+
+impl Backoff {
+    const fn new() -> Self {
+        Self {
+            next: None,
+            delay: BACKOFF_FIRST,
+        }
+    }
+
+    fn ready(&self) -> bool {
+        self.next.is_none_or(|t| Instant::now() >= t)
+    }
+
+    fn failed(&mut self) {
+        self.next = Some(Instant::now() + self.delay);
+        self.delay = (self.delay * 2).min(BACKOFF_MAX);
+    }
+
+    fn succeeded(&mut self) {
+        *self = Self::new();
+    }
+}
+
+/// One open connection (or none yet) and its reconnection state.
+struct Slot<C> {
+    conn: Option<C>,
+    backoff: Backoff,
+}
+
+/// A connection a command can run on.
+#[derive(Clone)]
+pub enum Conn {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl Conn {
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Self::Cluster(_))
+    }
+
+    pub async fn run<T: redis::FromRedisValue>(&mut self, cmd: &redis::Cmd) -> RedisResult<T> {
+        match self {
+            Self::Single(c) => cmd.query_async(c).await,
+            Self::Cluster(c) => cmd.query_async(c).await,
+        }
+    }
+
+    pub async fn pipe(&mut self, p: &redis::Pipeline) -> RedisResult<()> {
+        match self {
+            Self::Single(c) => p.query_async(c).await,
+            Self::Cluster(c) => p.query_async(c).await,
+        }
+    }
+}
+    }
+}
+
+enum Kind {
+    Standalone(Client),
+    Sentinel(tokio::sync::Mutex<SentinelClient>),
+    Cluster(redis::cluster::ClusterClient),
+}
+
+pub struct Backend {
+    kind: Kind,
+    config: AsyncConnectionConfig,
+    /// Bounds connecting, discovery included.
+    connect_timeout: Duration,
+    slots: Vec<RefCell<Slot<Conn>>>,
+    /// Serialises connection attempts per slot, so a burst connects once.
+    connecting: Vec<tokio::sync::Mutex<()>>,
+    min: usize,
+}
+
+/// Resolves the TLS server name to the configured address, so the name
+/// checked in the certificate may differ from the address dialled.
+struct FixedResolver {
+    name: String,
+    host: String,
+    port: u16,
+}
+
+impl redis::io::AsyncDNSResolver for FixedResolver {
+    fn resolve<'a, 'b: 'a>(
+        &'a self,
+        host: &'b str,
+        port: u16,
+    ) -> redis::RedisFuture<'a, Box<dyn Iterator<Item = SocketAddr> + Send + 'a>> {
+        Box::pin(async move {
+            let (h, p) = if host == self.name {
+                (self.host.as_str(), self.port)
+            } else {
+                (host, port)
+            };
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((h, p)).await?.collect();
+            Ok(Box::new(addrs.into_iter()) as Box<dyn Iterator<Item = SocketAddr> + Send>)
+        })
+    }
+}
+
+fn tls_mode(s: &RedisSettings) -> Option<TlsMode> {
+    s.tls.unwrap_or(false).then(|| {
+        if s.tls_verify.unwrap_or(true) {
+            TlsMode::Secure
+        } else {
+            TlsMode::Insecure
+        }
+    })
+}
+
+fn certificates(s: &RedisSettings) -> TlsCertificates {
+    TlsCertificates {
+        client_tls: match (&s.tls_certificate, &s.tls_certificate_key) {
+            (Some(cert), Some(key)) => Some(ClientTlsConfig {
+                client_cert: cert.clone(),
+                client_key: key.clone(),
+            }),
+            _ => None,
+        },
+        root_cert: s.tls_trusted_certificate.clone(),
+    }
+}
+
+/// The address to dial for `a`; with TLS and a server name, the name (see
+/// `FixedResolver`).
+fn connection_addr(a: &Address, s: &RedisSettings) -> ConnectionAddr {
+    match (a, tls_mode(s)) {
+        (Address::Unix(p), _) => ConnectionAddr::Unix(p.into()),
+        (Address::Tcp { host, port }, None) => ConnectionAddr::Tcp(host.clone(), *port),
+        (Address::Tcp { host, port }, Some(mode)) => ConnectionAddr::TcpTls {
+            host: s.tls_server_name.clone().unwrap_or_else(|| host.clone()),
+            port: *port,
+            insecure: mode == TlsMode::Insecure,
+            tls_params: None,
+        },
+    }
+}
+
+fn redis_info(s: &RedisSettings) -> RedisConnectionInfo {
+    let mut r = RedisConnectionInfo::default().set_db(i64::from(s.database.unwrap_or(0)));
+    if let Some(u) = &s.username {
+        r = r.set_username(u);
+    }
+    if let Some(p) = &s.password {
+        r = r.set_password(p);
+    }
+    r
+}
+
+impl Backend {
+    pub fn new(s: &RedisSettings, topology: &Topology) -> RedisResult<Self> {
+        let connect_timeout = Duration::from_millis(s.connect_timeout.unwrap_or(rc::DEFAULT_CONNECT_TIMEOUT));
+        let timeout = Duration::from_millis(s.timeout.unwrap_or(rc::DEFAULT_TIMEOUT));
+        let mut config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(connect_timeout))
+            .set_response_timeout(Some(timeout));
+        let (max, min) = s.connections();
+        let tls = tls_mode(s).is_some();
+        let kind = match topology {
+            Topology::Standalone(a) => {
+                if let (Some(name), Address::Tcp { host, port }) = (&s.tls_server_name, a) {
+                    if tls {
+                        config = config.set_dns_resolver(FixedResolver {
+                            name: name.clone(),
+                            host: host.clone(),
+                            port: *port,
+                        });
+                    }
+                }
+                let info = connection_addr(a, s)
+                    .into_connection_info()?
+                    .set_redis_settings(redis_info(s));
+                let client = if tls {
+                    Client::build_with_tls(info, certificates(s))?
+                } else {
+                    Client::open(info)?
+                };
+                Kind::Standalone(client)
+            }
+            Topology::Sentinel { master, nodes } => {
+                let addrs = nodes.iter().map(|a| match a {
+                    Address::Unix(p) => ConnectionAddr::Unix(p.into()),
+                    Address::Tcp { host, port } => ConnectionAddr::Tcp(host.clone(), *port),
+                });
+                let mut b = SentinelClientBuilder::new(addrs, master, SentinelServerType::Master)?
+                    .set_client_to_redis_db(i64::from(s.database.unwrap_or(0)));
+                if let Some(u) = &s.username {
+                    b = b.set_client_to_redis_username(u);
+                }
+                if let Some(p) = &s.password {
+                    b = b.set_client_to_redis_password(p);
+                }
+                if let Some(u) = &s.sentinel_username {
+                    b = b.set_client_to_sentinel_username(u);
+                }
+                if let Some(p) = &s.sentinel_password {
+                    b = b.set_client_to_sentinel_password(p);
+                }
+                if let Some(mode) = tls_mode(s) {
+                    b = b
+                        .set_client_to_redis_tls_mode(mode)
+                        .set_client_to_redis_certificates(certificates(s));
+                }
+                Kind::Sentinel(tokio::sync::Mutex::new(b.build()?))
+            }
+            Topology::Cluster(nodes) => {
+                let infos = nodes
+                    .iter()
+                    .map(|a| connection_addr(a, s).into_connection_info())
+                    .collect::<RedisResult<Vec<ConnectionInfo>>>()?;
+                let mut b = ClusterClientBuilder::new(infos)
+                    .connection_timeout(connect_timeout)
+                    .response_timeout(timeout)
+                    .retries(2);
+                if let Some(u) = &s.username {
+                    b = b.username(u);
+                }
+                if let Some(p) = &s.password {
+                    b = b.password(p);
+                }
+                if let Some(mode) = tls_mode(s) {
+                    b = b.tls(mode).certs(certificates(s));
+                }
+                Kind::Cluster(b.build()?)
+            }
+        };
+        // A cluster connection multiplexes over every node already.
+        let n = if matches!(kind, Kind::Cluster(_)) {
+            1
+        } else {
+            max as usize
+        };
+        Ok(Self {
+            kind,
+            config,
+            connect_timeout,
+            slots: (0..n)
+                .map(|_| {
+                    RefCell::new(Slot {
+                        conn: None,
+                        backoff: Backoff::new(),
+                    })
+                })
+                .collect(),
+            connecting: (0..n).map(|_| tokio::sync::Mutex::new(())).collect(),
+            min: (min as usize).min(n),
+        })
+    }
+
+    /// How many connections to open before the first request.
+    pub fn min(&self) -> usize {
+        self.min
+    }
+
+    async fn open(&self) -> Result<Conn, Down> {
+        let fut = async {
+            match &self.kind {
+                Kind::Standalone(c) => Ok(Conn::Single(
+                    c.get_multiplexed_async_connection_with_config(&self.config)
+                        .await?,
+                )),
+                Kind::Sentinel(sc) => {
+                    // The master is asked of the sentinels on every connect,
+                    // so a failover is followed on the next reconnection.
+                    let client = sc.lock().await.async_get_client().await?;
+                    Ok(Conn::Single(
+                        client
+                            .get_multiplexed_async_connection_with_config(&self.config)
+                            .await?,
+                    ))
+                }
+                Kind::Cluster(c) => Ok(Conn::Cluster(c.get_async_connection().await?)),
+            }
+        };
+        match tokio::time::timeout(self.connect_timeout * 3, fut).await {
+            Ok(r) => r.map_err(|e: RedisError| Down(e.to_string())),
+            Err(_) => Err(Down("connection timed out".into())),
+        }
+    }
+
+    /// Connection `hint` (modulo the pool), opened when needed. Fails fast
+    /// while a failed connection waits out its backoff.
+    pub async fn conn(&self, hint: usize) -> Result<Conn, Down> {
+        let i = hint % self.slots.len();
+        if let Some(c) = &self.slots[i].borrow().conn {
+            return Ok(c.clone());
+        }
+        let _one = self.connecting[i].lock().await;
+        {
+            let slot = self.slots[i].borrow();
+            if let Some(c) = &slot.conn {
+                return Ok(c.clone());
+            }
+            if !slot.backoff.ready() {
+                return Err(Down("waiting to reconnect".into()));
+            }
+        }
+        let r = self.open().await;
+        let mut slot = self.slots[i].borrow_mut();
+        match r {
+            Ok(c) => {
+                slot.backoff.succeeded();
+                slot.conn = Some(c.clone());
+                Ok(c)
+            }
+            Err(e) => {
+                slot.backoff.failed();
+                Err(e)
+            }
+        }
+    }
+
+    /// Drops connection `hint` after an error that says it is broken or
+    /// points at a replica (after a failover), so the next use reconnects.
+    pub fn broken(&self, hint: usize, e: &RedisError) {
+        let replica = e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly);
+        if e.is_io_error()
+            || e.is_connection_dropped()
+            || e.is_timeout()
+            || e.is_unrecoverable_error()
+            || replica
+        {
+            let i = hint % self.slots.len();
+            self.slots[i].borrow_mut().conn = None;
+        }
+    }
+}

@@ -1,0 +1,410 @@
+//! The Redis store: a thread per worker runs a small tokio runtime that owns
+//! the connections; the nginx thread hands it jobs and is woken through an
+//! eventfd when answers are ready. Nothing here touches nginx structures.
+
+mod backend;
+
+use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::RedisError;
+use sessions_core::engine::Presented;
+use sessions_core::id::{random_alnum, RandomPool};
+use sessions_core::redis_conf::{RedisSettings, Topology};
+use sessions_core::sealed::SealKeys;
+use sessions_core::store::Event;
+use sessions_core::table::Entry;
+use sessions_core::view::{View, Write};
+use sessions_core::{resolve, Facts, Outcome, Policy, SessionId};
+use tokio::sync::mpsc;
+
+use backend::{Backend, Conn, Down};
+
+/// Keys for the records of one session: where it was read, where it goes.
+#[derive(Clone)]
+pub struct Keys {
+    pub read: SealKeys,
+    pub write: SealKeys,
+    /// `read` is an older secret's: rewrite what is kept under `write`.
+    pub migrate: bool,
+}
+
+/// One request's session, decided on the Redis thread.
+pub struct Lookup {
+    pub presented: Presented,
+    pub keys: Keys,
+    pub now: u64,
+    pub ip: ([u8; 16], usize),
+    pub ua: u64,
+    pub policy: Policy,
+}
+
+// Moved once per job; the channel holds few of them.
+#[allow(clippy::large_enum_variant)]
+pub enum Job {
+    Lookup(Box<Lookup>),
+    /// Writes decided on the nginx thread (logout, login by an upstream);
+    /// nobody waits for them.
+    Write {
+        writes: Vec<Write>,
+        keys: SealKeys,
+    },
+    /// The random secret and cookie name shared by every instance.
+    Adopt,
+}
+
+pub enum Answer {
+    Resolved {
+        outcome: Outcome,
+        data: Vec<u8>,
+        events: Vec<Event>,
+    },
+    Unavailable,
+    /// The OS random source failed.
+    NoRandom,
+    Adopted {
+        secret: Vec<u8>,
+        name: Vec<u8>,
+    },
+    Written,
+}
+
+pub struct Reply {
+    pub token: u64,
+    pub answer: Answer,
+    /// Set when Redis just went down (with why) or came back.
+    pub transition: Option<Result<(), String>>,
+}
+
+/// The nginx thread's side of the Redis thread.
+pub struct Client {
+    jobs: mpsc::UnboundedSender<(u64, Job)>,
+    replies: Arc<Mutex<Vec<Reply>>>,
+}
+
+impl Client {
+    pub fn submit(&self, token: u64, job: Job) -> bool {
+        self.jobs.send((token, job)).is_ok()
+    }
+
+    /// Answers that arrived since the last call.
+    pub fn take_replies(&self, out: &mut Vec<Reply>) {
+        let mut r = self.replies.lock().unwrap_or_else(|e| e.into_inner());
+        out.append(&mut r);
+    }
+}
+
+/// Starts the thread; `wake` is an eventfd the nginx thread watches.
+pub fn start(settings: &RedisSettings, topology: &Topology, wake: RawFd) -> Result<Client, String> {
+    let backend = Backend::new(settings, topology).map_err(|e| e.to_string())?;
+    let prefix = settings.prefix().to_vec();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let replies = Arc::new(Mutex::new(Vec::new()));
+    let out = Replies {
+        list: replies.clone(),
+        wake,
+    };
+    // rustls needs one process-wide crypto provider; a second install fails harmlessly.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let limit = patience(settings);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    std::thread::Builder::new()
+        .name("sessions-redis".into())
+        .spawn(move || {
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&rt, serve(backend, prefix, rx, out, limit));
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(Client { jobs: tx, replies })
+}
+
+#[derive(Clone)]
+struct Replies {
+    list: Arc<Mutex<Vec<Reply>>>,
+    wake: RawFd,
+}
+
+impl Replies {
+    fn send(&self, reply: Reply) {
+        self.list.lock().unwrap_or_else(|e| e.into_inner()).push(reply);
+        let one: u64 = 1;
+        // SAFETY: writing 8 bytes to the worker's eventfd, which lives as
+        // long as the worker process.
+        unsafe { libc::write(self.wake, (&raw const one).cast(), 8) };
+    }
+}
+
+struct Shared {
+    backend: Backend,
+    prefix: Vec<u8>,
+    out: Replies,
+    /// Whether the last command reached Redis.
+    up: std::cell::Cell<bool>,
+    rng: std::cell::RefCell<RandomPool>,
+    next: std::cell::Cell<usize>,
+}
+
+async fn serve(
+    backend: Backend,
+    prefix: Vec<u8>,
+    mut rx: mpsc::UnboundedReceiver<(u64, Job)>,
+    out: Replies,
+    limit: Duration,
+) {
+    let shared = Rc::new(Shared {
+        backend,
+        prefix,
+        out,
+        up: std::cell::Cell::new(true),
+        rng: std::cell::RefCell::new(RandomPool::new()),
+        next: std::cell::Cell::new(0),
+    });
+    for i in 0..shared.backend.min() {
+        let s = shared.clone();
+        tokio::task::spawn_local(async move {
+            let _ = s.backend.conn(i).await;
+        });
+    }
+    while let Some((token, job)) = rx.recv().await {
+        let s = shared.clone();
+        tokio::task::spawn_local(async move {
+            let work = async {
+                match job {
+                    Job::Lookup(l) => s.lookup(&l).await,
+                    Job::Write { writes, keys } => {
+                        s.write(&writes, &keys, None).await.map(|()| Answer::Written)
+                    }
+                    Job::Adopt => s.adopt().await,
+                }
+            };
+            // Every job ends before nginx's own timer for it (`patience`).
+            let answer = match tokio::time::timeout(limit / 2, work).await {
+                Ok(Ok(a)) => a,
+                Ok(Err(Failure::NoRandom)) => Answer::NoRandom,
+                Ok(Err(Failure::Down)) => Answer::Unavailable,
+                Err(_) => {
+                    LAST_ERROR.with_borrow_mut(|e| *e = "timed out".into());
+                    Answer::Unavailable
+                }
+            };
+            let transition = match (&answer, s.up.get()) {
+                (Answer::Unavailable, true) => Some(Err(s.last_error())),
+                (Answer::Unavailable, false) | (_, true) => None,
+                (_, false) => Some(Ok(())),
+            };
+            if transition.is_some() {
+                s.up.set(!matches!(answer, Answer::Unavailable));
+            }
+            s.out.send(Reply {
+                token,
+                answer,
+                transition,
+            });
+        });
+    }
+}
+
+enum Failure {
+    /// Redis could not be reached (why is in `LAST_ERROR`).
+    Down,
+    NoRandom,
+}
+
+impl From<Down> for Failure {
+    fn from(d: Down) -> Self {
+        LAST_ERROR.with_borrow_mut(|e| *e = d.0);
+        Failure::Down
+    }
+}
+
+thread_local! {
+    static LAST_ERROR: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+impl Shared {
+    fn last_error(&self) -> String {
+        LAST_ERROR.with_borrow(|e| e.clone())
+    }
+
+    fn address(&self, keys: &SealKeys, id: &SessionId) -> Vec<u8> {
+        let mut a = Vec::with_capacity(self.prefix.len() + 43);
+        keys.address(&self.prefix, id, &mut a);
+        a
+    }
+
+    /// Runs `cmd` on a connection picked by `hint`, once more on a fresh
+    /// connection if the first was broken (a failover, a restarted server).
+    async fn run<T: redis::FromRedisValue>(&self, hint: usize, cmd: &redis::Cmd) -> Result<T, Down> {
+        let mut last = None;
+        for _ in 0..2 {
+            let mut c = self.backend.conn(hint).await?;
+            match c.run(cmd).await {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    self.backend.broken(hint, &e);
+                    last = Some(e);
+                }
+            }
+        }
+        Err(Down::from(last.expect("an attempt ran")))
+    }
+
+    fn hint(&self) -> usize {
+        let n = self.next.get().wrapping_add(1);
+        self.next.set(n);
+        n
+    }
+
+    async fn lookup(&self, l: &Lookup) -> Result<Answer, Failure> {
+        let hint = self.hint();
+        let idle = l.policy.timeouts.idle;
+        let touch_interval = if idle == 0 {
+            60_000
+        } else {
+            (idle / 10).min(60_000)
+        };
+        let mut view = View::new(l.now, touch_interval);
+        if let Presented::Id { id, .. } = l.presented {
+            let mut cur = id;
+            for _ in 0..3 {
+                let addr = self.address(&l.keys.read, &cur);
+                let v: Option<Vec<u8>> = self.run(hint, redis::cmd("GET").arg(&addr)).await?;
+                // A value that does not open is a session we do not know.
+                let Some(Ok((entry, data))) = v.map(|v| l.keys.read.open(&cur, &addr, &v)) else {
+                    break;
+                };
+                let next = match entry {
+                    Entry::Grace { successor, until } if l.now <= until => Some(successor),
+                    _ => None,
+                };
+                view.preload(cur, entry, data, None);
+                match next {
+                    Some(s) => cur = s,
+                    None => break,
+                }
+            }
+        }
+        let facts = Facts {
+            now: l.now,
+            ip: &l.ip.0[..l.ip.1],
+            ua: l.ua,
+        };
+        let outcome = {
+            let mut rng = self.rng.borrow_mut();
+            resolve(&mut view, l.presented, &facts, &l.policy, &mut rng).map_err(|_| Failure::NoRandom)?
+        };
+        if l.keys.migrate {
+            view.rewrite_all();
+        }
+        let writes = view.finish();
+        let old = l.keys.migrate.then_some(&l.keys.read);
+        self.write(&writes, &l.keys.write, old).await?;
+        Ok(Answer::Resolved {
+            data: view.data_of(outcome.record.handle).to_vec(),
+            outcome,
+            events: std::mem::take(&mut view.events),
+        })
+    }
+
+    /// Sends `writes` in one pipeline (one command at a time to a cluster,
+    /// whose keys live on different nodes). `old`: keys whose copies of the
+    /// written ids are deleted (secret rotation).
+    async fn write(&self, writes: &[Write], keys: &SealKeys, old: Option<&SealKeys>) -> Result<(), Failure> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let mut cmds = Vec::with_capacity(writes.len() + 1);
+        for w in writes {
+            match w {
+                Write::Put { id, entry, data, ttl } => {
+                    let addr = self.address(keys, id);
+                    let value = keys
+                        .seal(id, &addr, entry, data, &mut self.rng.borrow_mut())
+                        .map_err(|_| Failure::NoRandom)?;
+                    let mut c = redis::cmd("SET");
+                    c.arg(addr).arg(value);
+                    if let Some(ttl) = ttl {
+                        c.arg("PX").arg(*ttl);
+                    }
+                    cmds.push(c);
+                    if let Some(old) = old {
+                        cmds.push(redis::cmd("DEL").arg(self.address(old, id)).clone());
+                    }
+                }
+                Write::Delete { id } => {
+                    cmds.push(redis::cmd("DEL").arg(self.address(keys, id)).clone());
+                    if let Some(old) = old {
+                        cmds.push(redis::cmd("DEL").arg(self.address(old, id)).clone());
+                    }
+                }
+            }
+        }
+        let hint = self.hint();
+        let mut last: Option<RedisError> = None;
+        for _ in 0..2 {
+            let mut c: Conn = self.backend.conn(hint).await?;
+            let r = if c.is_cluster() {
+                let mut r = Ok(());
+                for cmd in &cmds {
+                    r = c.run::<()>(cmd).await;
+                    if r.is_err() {
+                        break;
+                    }
+                }
+                r
+            } else {
+                let mut p = redis::pipe();
+                for cmd in &cmds {
+                    p.add_command(cmd.clone()).ignore();
+                }
+                c.pipe(&p).await
+            };
+            match r {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    self.backend.broken(hint, &e);
+                    last = Some(e);
+                }
+            }
+        }
+        Err(Down::from(last.expect("an attempt ran")).into())
+    }
+
+    /// The first instance stores a random secret and name; all adopt them.
+    async fn adopt(&self) -> Result<Answer, Failure> {
+        let mut secret = [0u8; 32];
+        sessions_core::id::fill_random(&mut secret).map_err(|_| Failure::NoRandom)?;
+        let secret: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+        let name = random_alnum::<16>().map_err(|_| Failure::NoRandom)?;
+        let mut got = Vec::with_capacity(2);
+        for (key, ours) in [("random-secret", secret.as_bytes()), ("random-name", &name[..])] {
+            let mut k = self.prefix.clone();
+            k.extend_from_slice(key.as_bytes());
+            // SET NX GET: the value already there, or ours now stored.
+            let v: Option<Vec<u8>> = self
+                .run(0, redis::cmd("SET").arg(k).arg(ours).arg("NX").arg("GET"))
+                .await?;
+            got.push(v.unwrap_or_else(|| ours.to_vec()));
+        }
+        let name = got.pop().expect("two values");
+        let secret = got.pop().expect("two values");
+        Ok(Answer::Adopted { secret, name })
+    }
+}
+
+/// How long a request may wait for the Redis thread before nginx gives up
+/// on it: the connection and command timeouts, twice (one retry), plus slack.
+pub fn patience(settings: &RedisSettings) -> Duration {
+    let c = settings
+        .connect_timeout
+        .unwrap_or(sessions_core::redis_conf::DEFAULT_CONNECT_TIMEOUT);
+    let t = settings
+        .timeout
+        .unwrap_or(sessions_core::redis_conf::DEFAULT_TIMEOUT);
+    Duration::from_millis(2 * (3 * c + 3 * t) + 1_000)
+}

@@ -1,0 +1,151 @@
+//! The access handler's Redis path: the request is parked while the Redis
+//! thread fetches and decides, then resumed to act on the answer exactly
+//! as the local path does. Sessions live in Redis; the local zone keeps
+//! the counters and, under `sessions_redis_unavailable local`, the
+//! sessions started while Redis was unreachable.
+
+use nginx_sys::NGX_LOG_ALERT;
+use ngx::core::Status;
+use ngx::http::{HTTPStatus, Request};
+use ngx::ngx_log_error;
+use sessions_core::engine::Presented;
+use sessions_core::id::RandomPool;
+use sessions_core::redis_conf::Unavailable;
+use sessions_core::store::{Event, Store};
+use sessions_core::table::Entry;
+use sessions_core::view::View;
+
+use crate::conf::{LocConf, MainConf};
+use crate::handler::{self, SCRATCH};
+use crate::park::{self, Wake};
+use crate::redis_client::{Answer, Job, Keys, Lookup};
+use crate::request::Ctx;
+
+pub fn access(r: &mut Request, lc: &LocConf, main: &MainConf) -> Status {
+    match park::resumed(r) {
+        Some(Wake::Answer(a)) => return answered(r, lc, main, a),
+        Some(Wake::Retry) | None => {}
+    }
+    if !park::running() {
+        return unavailable(r, lc, main);
+    }
+    let Some((keys, name)) = lc.keys_and_name(main) else {
+        // `random` secret or name not adopted from Redis yet.
+        if park::adoption_failed(crate::request::now_ms()) {
+            return unavailable(r, lc, main);
+        }
+        return if park::park(r, None) {
+            Status::NGX_AGAIN
+        } else {
+            Status::NGX_ERROR
+        };
+    };
+    let (presented, key) = handler::presented(r, keys, name);
+    // A session started here while Redis was down stays here.
+    if lc.unavailable == Some(Unavailable::Local) {
+        if let (Presented::Id { id, .. }, Some(table)) = (presented, main.table) {
+            if matches!(table.with(|t| t.get(&id)), Some(Entry::Live(_))) {
+                return handler::local(r, lc, main, keys, name, presented);
+            }
+        }
+    }
+    let (now, ip, ip_len, ua) = handler::facts(r);
+    let read = keys.key(usize::from(key)).seal().clone();
+    let job = Lookup {
+        presented,
+        keys: Keys {
+            write: keys.primary().seal().clone(),
+            migrate: key != 0,
+            read,
+        },
+        now,
+        ip: (ip, ip_len),
+        ua,
+        policy: lc.policy,
+    };
+    if park::park(r, Some(Job::Lookup(Box::new(job)))) {
+        Status::NGX_AGAIN
+    } else {
+        Status::NGX_ERROR
+    }
+}
+
+fn answered(r: &mut Request, lc: &LocConf, main: &MainConf, answer: Answer) -> Status {
+    match answer {
+        Answer::Resolved {
+            outcome,
+            data,
+            events,
+        } => {
+            count(main, &events);
+            let Some((keys, name)) = lc.keys_and_name(main) else {
+                return Status::NGX_ERROR;
+            };
+            SCRATCH.with_borrow_mut(|s| {
+                s.data.clear();
+                s.data.extend_from_slice(&data);
+            });
+            handler::conclude(r, lc, keys, name, &outcome, true)
+        }
+        Answer::NoRandom => {
+            ngx_log_error!(
+                NGX_LOG_ALERT,
+                r.log(),
+                "sessions: the system random source failed, request served without a session"
+            );
+            Status::NGX_DECLINED
+        }
+        _ => unavailable(r, lc, main),
+    }
+}
+
+/// Redis cannot answer: 503, or a session in the local zone.
+fn unavailable(r: &mut Request, lc: &LocConf, main: &MainConf) -> Status {
+    if lc.unavailable != Some(Unavailable::Local) {
+        return HTTPStatus::SERVICE_UNAVAILABLE.into();
+    }
+    let Some((keys, name)) = lc.keys_and_name(main).or_else(|| lc.local_keys_and_name(main)) else {
+        return Status::NGX_DECLINED;
+    };
+    let presented = handler::presented(r, keys, name).0;
+    handler::local(r, lc, main, keys, name, presented)
+}
+
+fn count(main: &MainConf, events: &[Event]) {
+    if let (Some(table), false) = (main.table, events.is_empty()) {
+        table.with(|t| events.iter().for_each(|&e| t.count(e)));
+    }
+}
+
+/// Runs `f` over the store that holds the request's session: the local
+/// zone under its lock, or a view of the Redis record whose changes are
+/// then sent to Redis (nobody waits for them: a response header filter
+/// cannot). `f` gets the worker's random pool and data buffer.
+pub fn on_store<R>(
+    main: &MainConf,
+    lc: &LocConf,
+    ctx: &Ctx,
+    now: u64,
+    f: impl FnOnce(&mut dyn Store, &mut RandomPool, &mut Vec<u8>) -> R,
+) -> Option<R> {
+    if !ctx.remote {
+        let table = main.table?;
+        return Some(SCRATCH.with_borrow_mut(|s| table.with(|t| f(t, &mut s.rng, &mut s.data))));
+    }
+    let seal = lc.keys_and_name(main)?.0.primary().seal().clone();
+    let mut view = View::new(now, 0);
+    let deadline = (ctx.expires_ms != u64::MAX).then_some(ctx.expires_ms);
+    view.preload(
+        ctx.id,
+        Entry::Live(ctx.record),
+        ctx.data.as_bytes().to_vec(),
+        deadline,
+    );
+    let result = SCRATCH.with_borrow_mut(|s| f(&mut view, &mut s.rng, &mut s.data));
+    count(main, &view.events);
+    let writes = view.finish();
+    if !writes.is_empty() {
+        park::submit(Job::Write { writes, keys: seal });
+    }
+    Some(result)
+}
