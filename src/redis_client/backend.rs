@@ -89,8 +89,6 @@ impl Conn {
         }
     }
 }
-    }
-}
 
 enum Kind {
     Standalone(Client),
