@@ -92,9 +92,17 @@ impl Conn {
 
 enum Kind {
     Standalone(Client),
-    Sentinel(tokio::sync::Mutex<SentinelClient>),
+    Sentinel {
+        client: tokio::sync::Mutex<SentinelClient>,
+        master_name: String,
+        /// The master the open connections lead to.
+        master: RefCell<Option<ConnectionAddr>>,
+    },
     Cluster(redis::cluster::ClusterClient),
 }
+
+/// How often the sentinels are asked whether the master moved.
+const SENTINEL_WATCH: Duration = Duration::from_millis(500);
 
 pub struct Backend {
     kind: Kind,
@@ -236,7 +244,11 @@ impl Backend {
                         .set_client_to_redis_tls_mode(mode)
                         .set_client_to_redis_certificates(certificates(s));
                 }
-                Kind::Sentinel(tokio::sync::Mutex::new(b.build()?))
+                Kind::Sentinel {
+                    client: tokio::sync::Mutex::new(b.build()?),
+                    master_name: master.clone(),
+                    master: RefCell::new(None),
+                }
             }
             Topology::Cluster(nodes) => {
                 let infos = nodes
@@ -294,10 +306,13 @@ impl Backend {
                     c.get_multiplexed_async_connection_with_config(&self.config)
                         .await?,
                 )),
-                Kind::Sentinel(sc) => {
+                Kind::Sentinel {
+                    client: sc, master, ..
+                } => {
                     // The master is asked of the sentinels on every connect,
                     // so a failover is followed on the next reconnection.
                     let client = sc.lock().await.async_get_client().await?;
+                    master.replace(Some(client.get_connection_info().addr().clone()));
                     Ok(Conn::Single(
                         client
                             .get_multiplexed_async_connection_with_config(&self.config)
@@ -341,6 +356,61 @@ impl Backend {
             Err(e) => {
                 slot.backoff.failed();
                 Err(e)
+            }
+        }
+    }
+
+    /// With Sentinel, asks the sentinels every `SENTINEL_WATCH` where the
+    /// master is and drops the connections when it moved, so that writes do
+    /// not go on to a demoted master (whose data a resync would discard).
+    pub async fn watch_sentinels(&self) {
+        let Kind::Sentinel {
+            client,
+            master_name,
+            master,
+        } = &self.kind
+        else {
+            return;
+        };
+        let mut conn: Option<MultiplexedConnection> = None;
+        loop {
+            tokio::time::sleep(SENTINEL_WATCH).await;
+            if master.borrow().is_none() {
+                continue;
+            }
+            if conn.is_none() {
+                let c = async {
+                    let sentinel = client.lock().await.async_get_sentinel_client().await?;
+                    sentinel
+                        .get_multiplexed_async_connection_with_config(&self.config)
+                        .await
+                };
+                conn = tokio::time::timeout(self.connect_timeout, c)
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
+            }
+            let Some(c) = &mut conn else { continue };
+            let asked: RedisResult<Option<(String, u16)>> = redis::cmd("SENTINEL")
+                .arg("GET-MASTER-ADDR-BY-NAME")
+                .arg(master_name)
+                .query_async(c)
+                .await;
+            let Ok(Some((host, port))) = asked else {
+                conn = None;
+                continue;
+            };
+            let moved = match &*master.borrow() {
+                Some(ConnectionAddr::Tcp(h, p)) | Some(ConnectionAddr::TcpTls { host: h, port: p, .. }) => {
+                    *h != host || *p != port
+                }
+                _ => false,
+            };
+            if moved {
+                master.replace(None);
+                for slot in &self.slots {
+                    slot.borrow_mut().conn = None;
+                }
             }
         }
     }

@@ -170,6 +170,10 @@ async fn serve(
             let _ = s.backend.conn(i).await;
         });
     }
+    {
+        let s = shared.clone();
+        tokio::task::spawn_local(async move { s.backend.watch_sentinels().await });
+    }
     while let Some((token, job)) = rx.recv().await {
         let s = shared.clone();
         tokio::task::spawn_local(async move {

@@ -472,8 +472,8 @@ impl Conn {
     }
 }
 
-/// The scenario suite runs twice: as `sessions` (local zone) and as
-/// `sessions_redis` (every session in Redis), the same source included.
+/// Suites run twice: as `sessions` (local zone) and as `sessions_redis`
+/// (every session in Redis), the same source included; `login` likewise.
 pub fn redis_suite() -> bool {
     std::env::current_exe()
         .ok()
@@ -574,6 +574,15 @@ impl Redis {
         }
     }
 
+    /// Stops the server the way an operator does, saving its data, so that
+    /// `run` brings the same sessions back.
+    pub fn shutdown_saving(&mut self) {
+        self.cli(&["SHUTDOWN", "SAVE"]);
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
+    }
+
     pub fn signal(&self, sig: &str) {
         if let Some(c) = &self.child {
             Command::new("kill")
@@ -605,5 +614,15 @@ impl Redis {
 impl Drop for Redis {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A child process killed and reaped when dropped, even by a failing test.
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }

@@ -1,0 +1,597 @@
+//! Redis storage against real `redis-server` processes on loopback: every
+//! way to connect, Sentinel failover, Cluster, instances sharing sessions,
+//! outages, and what an attacker reading Redis can learn.
+
+mod common;
+
+use std::fs;
+use std::io::Write as _;
+use std::net::TcpStream;
+use std::process::Command;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use common::{Nginx, Redis, Request, Response};
+
+/// An `http` block: sessions in Redis with `redis` settings; `/plain/`
+/// without sessions, `/local/` in the local zone.
+fn conf(redis: &str, extra: &str) -> String {
+    format!(
+        "sessions on; sessions_secret redis-test-secret-0123; sessions_name sid;
+         sessions_store redis;
+         {redis}
+         {extra}
+         server {{
+           listen 127.0.0.1:{{port}};
+           root html;
+           add_header X-Session-Status $session_status always;
+           add_header X-Session-Id $session_id always;
+           location /plain/ {{ sessions off; alias html/; }}
+           location /local/ {{ sessions_store shm; alias html/; }}
+         }}"
+    )
+}
+
+fn status(r: &Response) -> &str {
+    r.header("X-Session-Status").unwrap_or("")
+}
+
+fn sid(r: &Response) -> &str {
+    r.header("X-Session-Id").unwrap_or("")
+}
+
+/// A session is created, then its cookie is accepted.
+fn assert_round_trip(n: &Nginx) -> String {
+    let first = n.get("/");
+    assert_eq!(first.status, 200, "{}", n.error_log());
+    assert_eq!(status(&first), "new", "{}", n.error_log());
+    let c = first.cookie_pair("sid");
+    let r = n.request(Request::get("/").cookie(&c));
+    assert_eq!(status(&r), "valid", "{}", n.error_log());
+    assert_eq!(sid(&r), sid(&first));
+    c
+}
+
+fn keys(r: &Redis, extra: &[&str]) -> Vec<String> {
+    let mut args = extra.to_vec();
+    args.push("--scan");
+    r.cli(&args).lines().map(str::to_string).collect()
+}
+
+fn assert_no_alert(n: &Nginx) {
+    let log = n.error_log();
+    for bad in ["exited on signal", "[alert]", "[crit]", "[emerg]"] {
+        assert!(!log.contains(bad), "{bad} in error log:\n{log}");
+    }
+}
+
+#[test]
+fn unix_socket_database_and_acl_user_with_password_file() {
+    let dir = common::scratch_dir("acl");
+    let sock = dir.join("redis.sock").display().to_string();
+    let mut redis = Redis::start(&[
+        "--unixsocket",
+        &sock,
+        "--unixsocketperm",
+        "777",
+        "--user",
+        "default",
+        "off",
+        "--user",
+        "sessions",
+        "on",
+        ">acl-pass-123",
+        "~*",
+        "+@all",
+    ]);
+    redis.auth = vec![
+        "--user".into(),
+        "sessions".into(),
+        "--pass".into(),
+        "acl-pass-123".into(),
+    ];
+    let pw = dir.join("redis.pw");
+    fs::write(&pw, "acl-pass-123\n").unwrap();
+    let n = Nginx::start(&conf(
+        &format!(
+            "sessions_redis_server unix:{sock}; sessions_redis_database 3;
+             sessions_redis_username sessions; sessions_redis_password_file {};",
+            pw.display()
+        ),
+        "",
+    ));
+    assert_round_trip(&n);
+    assert_eq!(
+        keys(&redis, &["-n", "3"]).len(),
+        1,
+        "the session is in database 3"
+    );
+    assert!(keys(&redis, &[]).is_empty(), "nothing in database 0");
+    assert_no_alert(&n);
+}
+
+#[test]
+fn password_in_config_and_a_wrong_one() {
+    let redis = Redis::start(&["--requirepass", "right-password"]);
+    let n = Nginx::start(&conf(
+        &format!(
+            "sessions_redis_server 127.0.0.1:{}; sessions_redis_password right-password;",
+            redis.port
+        ),
+        "",
+    ));
+    assert_round_trip(&n);
+    drop(n);
+    let n = Nginx::start(&conf(
+        &format!(
+            "sessions_redis_server 127.0.0.1:{}; sessions_redis_password wrong-password;",
+            redis.port
+        ),
+        "",
+    ));
+    for _ in 0..3 {
+        assert_eq!(n.get("/").status, 503, "fails closed by default");
+    }
+    assert_eq!(n.get("/plain/").status, 200);
+    let log = n.error_log();
+    assert_eq!(log.matches("Redis is unreachable").count(), 1, "{log}");
+    assert!(!log.contains("wrong-password"), "the password is never logged");
+}
+
+/// A CA, and a certificate it signs for `san`, made with openssl.
+fn make_certs(dir: &std::path::Path, san: &str) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    for (name, cn) in [("server", "redis"), ("client", "nginx")] {
+        run(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            &format!("/CN={cn}"),
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+        ]);
+        fs::write(dir.join("ext.cnf"), format!("subjectAltName={san}\n")).unwrap();
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            &format!("{name}.pem"),
+        ]);
+    }
+}
+
+#[test]
+fn tls_with_a_test_ca_client_certificate_and_server_name() {
+    let dir = common::scratch_dir("tls");
+    make_certs(&dir, "DNS:redis.test");
+    let d = dir.display();
+    let port = common::free_port();
+    let redis = Redis::start_on(
+        common::free_port(),
+        &[
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            &format!("{d}/server.pem"),
+            "--tls-key-file",
+            &format!("{d}/server.key"),
+            "--tls-ca-cert-file",
+            &format!("{d}/ca.pem"),
+            "--tls-auth-clients",
+            "yes",
+        ],
+    );
+    let tls = format!(
+        "sessions_redis_server 127.0.0.1:{port}; sessions_redis_tls on;
+         sessions_redis_tls_trusted_certificate {d}/ca.pem;
+         sessions_redis_tls_certificate {d}/client.pem; sessions_redis_tls_certificate_key {d}/client.key;"
+    );
+    // The certificate names redis.test, not 127.0.0.1: the server name says so.
+    let n = Nginx::start(&conf(
+        &format!("{tls} sessions_redis_tls_server_name redis.test;"),
+        "",
+    ));
+    assert_round_trip(&n);
+    assert_eq!(keys(&redis, &[]).len(), 1, "stored through TLS");
+    drop(n);
+    // Without the server name the certificate does not match: refused.
+    let n = Nginx::start(&conf(&tls, ""));
+    assert_eq!(n.get("/").status, 503);
+    assert!(n.error_log().contains("Redis is unreachable"));
+    drop(n);
+    // Unless verification is off.
+    let n = Nginx::start(&conf(&format!("{tls} sessions_redis_tls_verify off;"), ""));
+    assert_round_trip(&n);
+    drop(n);
+    // Without a client certificate the server refuses us.
+    let n = Nginx::start(&conf(
+        &format!(
+            "sessions_redis_server 127.0.0.1:{port}; sessions_redis_tls on;
+             sessions_redis_tls_trusted_certificate {d}/ca.pem; sessions_redis_tls_server_name redis.test;"
+        ),
+        "",
+    ));
+    assert_eq!(n.get("/").status, 503);
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn sentinel_failover_keeps_sessions() {
+    let master = Redis::start(&[]);
+    let replica = Redis::start(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
+    let dir = common::scratch_dir("sentinel");
+    let sport = common::free_port();
+    let sconf = dir.join("sentinel.conf");
+    fs::write(
+        &sconf,
+        format!(
+            "port {sport}\nbind 127.0.0.1\ndir {}\n\
+             sentinel monitor mymaster 127.0.0.1 {} 1\n\
+             sentinel down-after-milliseconds mymaster 1000\n\
+             sentinel failover-timeout mymaster 5000\n",
+            dir.display(),
+            master.port
+        ),
+    )
+    .unwrap();
+    let log = fs::File::create(dir.join("sentinel.log")).unwrap();
+    let _sentinel = common::Reaped(
+        Command::new("redis-server")
+            .arg(&sconf)
+            .arg("--sentinel")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let ask = |args: &[&str]| {
+        let out = Command::new("redis-cli")
+            .args(["-p", &sport.to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    wait_until("sentinel", || ask(&["PING"]) == "PONG");
+    wait_until("the replica to sync", || {
+        replica
+            .cli(&["INFO", "replication"])
+            .contains("master_link_status:up")
+    });
+    let n = Nginx::start(&conf(
+        &format!("sessions_redis_sentinel 127.0.0.1:{sport}; sessions_redis_sentinel_master mymaster;"),
+        "",
+    ));
+    let c = assert_round_trip(&n);
+    wait_until("the session to reach the replica", || {
+        keys(&replica, &[]).len() == 1
+    });
+
+    wait_until("sentinel to see the replica", || {
+        ask(&["SENTINEL", "REPLICAS", "mymaster"]).contains(&replica.port.to_string())
+    });
+    wait_until("the failover to start", || {
+        ask(&["SENTINEL", "FAILOVER", "mymaster"]) == "OK"
+    });
+    wait_until("the replica to be promoted", || {
+        ask(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"]).contains(&replica.port.to_string())
+            && replica.cli(&["ROLE"]).starts_with("master")
+    });
+    wait_until("the old master to be demoted", || {
+        master.cli(&["ROLE"]).starts_with("slave")
+    });
+    // The session made before the failover still validates, and new ones
+    // are written to the new master.
+    wait_until("the old session to validate", || {
+        status(&n.request(Request::get("/").cookie(&c))) == "valid"
+    });
+    let before = keys(&replica, &[]).len();
+    let r = n.get("/");
+    assert_eq!(status(&r), "new");
+    assert_eq!(keys(&replica, &[]).len(), before + 1, "written to the new master");
+    assert_no_alert(&n);
+}
+
+#[test]
+fn cluster_spreads_sessions_over_slots() {
+    let nodes: Vec<Redis> = (0..3)
+        .map(|_| {
+            Redis::start(&[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "5000",
+            ])
+        })
+        .collect();
+    let addrs: Vec<String> = nodes.iter().map(|r| format!("127.0.0.1:{}", r.port)).collect();
+    let out = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addrs)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    wait_until("the cluster", || {
+        nodes
+            .iter()
+            .all(|r| r.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+    });
+    let n = Nginx::start(&conf(
+        &format!("sessions_redis_cluster {} {};", addrs[0], addrs[1]),
+        "",
+    ));
+    let mut cookies = Vec::new();
+    for _ in 0..30 {
+        let r = n.get("/");
+        assert_eq!(status(&r), "new", "{}", n.error_log());
+        cookies.push((r.cookie_pair("sid"), sid(&r).to_string()));
+    }
+    for (c, id) in &cookies {
+        let r = n.request(Request::get("/").cookie(c));
+        assert_eq!(status(&r), "valid");
+        assert_eq!(sid(&r), id);
+    }
+    let per_node: Vec<usize> = nodes
+        .iter()
+        .map(|r| r.cli(&["DBSIZE"]).parse().unwrap())
+        .collect();
+    assert_eq!(per_node.iter().sum::<usize>(), 30, "{per_node:?}");
+    assert!(
+        per_node.iter().all(|&k| k > 0),
+        "every master holds sessions: {per_node:?}"
+    );
+    assert_no_alert(&n);
+}
+
+#[test]
+fn two_instances_share_sessions_with_random_secret_and_name() {
+    let redis = Redis::start(&[]);
+    let http = format!(
+        "sessions on; sessions_store redis; sessions_redis_server 127.0.0.1:{};
+         server {{ listen 127.0.0.1:{{port}}; root html;
+                  add_header X-Session-Status $session_status always;
+                  add_header X-Session-Id $session_id always; }}",
+        redis.port
+    );
+    let a = Nginx::start(&http);
+    let b = Nginx::start_with(2, &http);
+    let first = a.get("/");
+    let set = first.all("Set-Cookie");
+    assert_eq!(set.len(), 1, "{}", a.error_log());
+    let name = set[0].split('=').next().unwrap().to_string();
+    assert_eq!(name.len(), 16);
+    let c = first.cookie_pair(&name);
+    for _ in 0..10 {
+        let r = b.request(Request::get("/").cookie(&c));
+        assert_eq!(status(&r), "valid", "{}", b.error_log());
+        assert_eq!(sid(&r), sid(&first));
+    }
+    assert_eq!(b.get("/").set_cookies(&name).len(), 1, "b uses the same name");
+    let stored = keys(&redis, &[]);
+    assert!(stored.iter().any(|k| k == "sessions:random-secret"), "{stored:?}");
+    assert!(stored.iter().any(|k| k == "sessions:random-name"), "{stored:?}");
+}
+
+#[test]
+fn redis_down_fails_closed_then_recovers_without_reload() {
+    let mut redis = Redis::start(&[]);
+    let n = Nginx::start(&conf(
+        &format!(
+            "sessions_redis_server 127.0.0.1:{}; sessions_redis_timeout 300ms;",
+            redis.port
+        ),
+        "",
+    ));
+    let c = assert_round_trip(&n);
+    redis.shutdown_saving();
+    for _ in 0..5 {
+        assert_eq!(n.request(Request::get("/").cookie(&c)).status, 503);
+        assert_eq!(n.get("/plain/").status, 200, "locations without sessions answer");
+        assert_eq!(status(&n.get("/local/")), "new", "shm locations answer");
+    }
+    assert_eq!(n.error_log().matches("Redis is unreachable").count(), 1);
+    redis.run();
+    wait_until("recovery", || {
+        n.request(Request::get("/").cookie(&c)).status == 200
+    });
+    let r = n.request(Request::get("/").cookie(&c));
+    assert_eq!(
+        status(&r),
+        "valid",
+        "a session from before the outage is valid again"
+    );
+    let log = n.error_log();
+    assert_eq!(log.matches("Redis is reachable again").count(), 1, "{log}");
+    assert_no_alert(&n);
+}
+
+#[test]
+fn redis_down_with_local_fallback() {
+    let mut redis = Redis::start(&[]);
+    let n = Nginx::start(&conf(
+        &format!(
+            "sessions_redis_server 127.0.0.1:{}; sessions_redis_unavailable local;",
+            redis.port
+        ),
+        "",
+    ));
+    let before = assert_round_trip(&n);
+    redis.shutdown_saving();
+    let r = n.request(Request::get("/").cookie(&before));
+    assert_eq!(r.status, 200, "served during the outage");
+    assert_eq!(
+        status(&r),
+        "unknown",
+        "the Redis session is not in the local zone"
+    );
+    let during = n.get("/");
+    assert_eq!(status(&during), "new");
+    let local = during.cookie_pair("sid");
+    assert_eq!(status(&n.request(Request::get("/").cookie(&local))), "valid");
+    redis.run();
+    wait_until("recovery", || {
+        status(&n.request(Request::get("/").cookie(&before))) == "valid"
+    });
+    assert_eq!(
+        status(&n.request(Request::get("/").cookie(&local))),
+        "valid",
+        "a session started during the outage lives on in the local zone"
+    );
+    assert_no_alert(&n);
+}
+
+#[test]
+fn a_stalled_redis_delays_only_its_requests_and_a_client_may_leave() {
+    let redis = Redis::start(&[]);
+    let n = Nginx::start(&conf(
+        &format!(
+            "sessions_redis_server 127.0.0.1:{}; sessions_redis_timeout 500ms;",
+            redis.port
+        ),
+        "",
+    ));
+    let c = assert_round_trip(&n);
+    redis.signal("STOP");
+    // A client that gives up while its request waits.
+    for _ in 0..5 {
+        let mut s = TcpStream::connect(("127.0.0.1", n.port)).unwrap();
+        write!(s, "GET / HTTP/1.1\r\nHost: x\r\nCookie: {c}\r\n\r\n").unwrap();
+        drop(s);
+    }
+    let waiting = std::thread::spawn({
+        let port = n.port;
+        let c = c.clone();
+        move || {
+            let t = Instant::now();
+            let r = common::send(port, &Request::get("/").cookie(&c));
+            (r.status, t.elapsed())
+        }
+    });
+    let t = Instant::now();
+    for _ in 0..20 {
+        assert_eq!(n.get("/plain/").status, 200);
+    }
+    assert!(t.elapsed() < Duration::from_millis(400), "{:?}", t.elapsed());
+    let (code, took) = waiting.join().unwrap();
+    assert_eq!(code, 503, "the command timeout ends the wait");
+    assert!(took >= Duration::from_millis(400), "{took:?}");
+    redis.signal("CONT");
+    wait_until("recovery", || {
+        status(&n.request(Request::get("/").cookie(&c))) == "valid"
+    });
+    assert_no_alert(&n);
+    assert_eq!(n.worker_pids().len(), 1);
+}
+
+/// The raw bytes stored under `key`.
+fn raw_value(r: &Redis, key: &str) -> Vec<u8> {
+    Command::new("redis-cli")
+        .args(["-p", &r.port.to_string(), "--raw", "GET", key])
+        .output()
+        .unwrap()
+        .stdout
+}
+
+#[test]
+fn redis_learns_neither_ids_nor_data_and_values_do_not_move() {
+    let redis = Redis::start(&[]);
+    let n = Nginx::start(&conf(
+        &format!("sessions_redis_server 127.0.0.1:{};", redis.port),
+        "server { listen 127.0.0.1:{port2};
+                  location / { add_header X-Session-User alice-in-clear;
+                               add_header X-Session-Set \"color=blue-in-clear\"; return 200; } }
+         server { listen 127.0.0.1:{port3}; sessions_control_headers on;
+                  add_header X-Session-Status $session_status always;
+                  location / { proxy_pass http://127.0.0.1:{port2}; } }",
+    ));
+    let login = common::send(n.port3, &Request::get("/"));
+    assert_eq!(login.status, 200);
+    let a = login.cookie_pair("sid");
+    wait_until("the login write", || keys(&redis, &[]).len() == 1);
+    let b = n.get("/").cookie_pair("sid");
+    let stored = keys(&redis, &[]);
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    for cookie in [&a, &b] {
+        // The cookie is v1.<base64url(id || tag)>: the id is its first 16 bytes.
+        let v = cookie.strip_prefix("sid=v1.").unwrap();
+        let id_b64 = &v[..21];
+        for k in &stored {
+            assert!(!k.contains(id_b64), "key {k} shows the id");
+        }
+    }
+    for k in &stored {
+        let v = raw_value(&redis, k);
+        for clear in [&b"alice-in-clear"[..], b"blue-in-clear", b"color"] {
+            assert!(
+                !v.windows(clear.len()).any(|w| w == clear),
+                "value of {k} shows data"
+            );
+        }
+    }
+    // Copy a's value over b's key: b's cookie must not get a's session.
+    let a_key = stored
+        .iter()
+        .find(|k| {
+            raw_value(&redis, k).len() > raw_value(&redis, stored.iter().find(|x| x != k).unwrap()).len()
+        })
+        .unwrap();
+    let b_key = stored.iter().find(|k| *k != a_key).unwrap();
+    assert_eq!(redis.cli(&["COPY", a_key, b_key, "REPLACE"]), "1");
+    let r = common::send(n.port3, &Request::get("/").cookie(&b));
+    assert_eq!(status(&r), "unknown", "a moved value does not open");
+    assert_eq!(
+        status(&common::send(n.port3, &Request::get("/").cookie(&a))),
+        "valid"
+    );
+}
