@@ -1,5 +1,5 @@
-//! Login state: an application logs a session in or out through response
-//! headers; the login gate; remember-me; logout; their counters.
+// Login state: an application logs a session in or out through response
+// headers; the login gate; remember-me; logout; their counters.
 
 mod common;
 
