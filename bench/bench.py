@@ -46,6 +46,7 @@ http {{
     client_body_temp_path tmp_body; proxy_temp_path tmp_proxy;
     fastcgi_temp_path tmp_fcgi; uwsgi_temp_path tmp_uwsgi; scgi_temp_path tmp_scgi;
     sessions_zone bench:{zone};
+    sessions_redis_server 127.0.0.1:{redis_port};
     sessions_secret {secret};
     sessions_name sid;
     sessions_check_ip on;
@@ -55,6 +56,7 @@ http {{
         root html;
         location /plain/ {{ }}
         location /s/ {{ sessions on; }}
+        location /r/ {{ sessions on; sessions_store redis; }}
         location /roll/ {{
             sessions on;
             sessions_idling_timeout 0;
@@ -111,16 +113,16 @@ class Nginx:
     def __init__(self, name, zone="64m", rolling="40s", wrap=None):
         self.dir = WORK / name
         shutil.rmtree(self.dir, ignore_errors=True)
-        for d in ("logs", "html/plain", "html/s", "html/roll"):
+        for d in ("logs", "html/plain", "html/s", "html/r", "html/roll"):
             (self.dir / d).mkdir(parents=True)
         page = "x" * 612  # the size of nginx's default index.html
-        for d in ("plain", "s", "roll"):
+        for d in ("plain", "s", "r", "roll"):
             (self.dir / "html" / d / "index.html").write_text(page)
         self.port = free_port()
         master = "master_process off;" if wrap else ""
         (self.dir / "nginx.conf").write_text(
             CONF.format(module=MODULE, master=master, zone=zone, secret=SECRET, port=self.port, rolling=rolling,
-                        app_port=free_port(), profile=PROFILE)
+                        app_port=free_port(), profile=PROFILE, redis_port=REDIS.port)
         )
         cmd = (wrap or []) + [nginx_bin(), "-p", str(self.dir), "-c", "nginx.conf", "-e", "logs/error.log",
                               "-g", "daemon off;"]
@@ -154,6 +156,40 @@ class Nginx:
             self.proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+
+class Redis:
+    """A redis-server for the Redis rows, on wrk's CPU (nginx has CPU 0)."""
+
+    def __init__(self):
+        self.port = free_port()
+        d = WORK / "redis"
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True)
+        pin = ["taskset", "-c", "1"] if shutil.which("taskset") else []
+        self.proc = subprocess.Popen(
+            pin + ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                   "--appendonly", "no", "--dir", str(d)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                check(self.proc.poll() is None and time.time() < deadline, "redis-server did not start")
+                time.sleep(0.05)
+
+    def dbsize(self):
+        out = subprocess.run(["redis-cli", "-p", str(self.port), "DBSIZE"], capture_output=True, text=True)
+        return int(out.stdout.strip())
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+REDIS = None
 
 
 class Client:
@@ -283,6 +319,12 @@ def throughput(duration, rounds):
         for _ in range(5):
             status, sc = c.get("/s/index.html", data_cookie())
             check(status == 200 and sc is None, "data: no Set-Cookie for a valid session")
+        keys = REDIS.dbsize()
+        redis_valid = c.get("/r/index.html")[1]
+        check(redis_valid is not None and REDIS.dbsize() == keys + 1, "redis: a new session is stored in Redis")
+        for _ in range(20):
+            status, sc = c.get("/r/index.html", redis_valid)
+            check(status == 200 and sc is None, "redis valid: no Set-Cookie for a valid session")
 
         # Interleaved rounds; each row reports its median round.
         # Valid rows start from a fresh session each round: new-session rounds
@@ -292,6 +334,8 @@ def throughput(duration, rounds):
             ("new session (shm)", "/s/index.html", None),
             ("valid session (shm)", "/s/index.html", lambda: c.get("/s/index.html")[1]),
             ("valid session with stored data (shm)", "/s/index.html", data_cookie),
+            ("new session (Redis)", "/r/index.html", None),
+            ("valid session (Redis)", "/r/index.html", lambda: c.get("/r/index.html")[1]),
         ]
         runs = {name: [] for name, _, _ in plan}
         for i in range(rounds):
@@ -304,9 +348,9 @@ def throughput(duration, rounds):
                 # The module's own counters prove each run took its path:
                 # no session created by a valid run, one per response (plus
                 # at most the requests wrk left in flight) by a new one.
-                if path == "/s/index.html" and cookie is None:
+                if path in ("/s/index.html", "/r/index.html") and cookie is None:
                     check(r["requests"] <= created <= r["requests"] + 50, f"new: {created} sessions for {r['requests']}")
-                elif path == "/s/index.html":
+                elif path in ("/s/index.html", "/r/index.html"):
                     check(created == 0, f"{name}: the run created {created} sessions")
                     check(c.get(path, cookie)[1] is None, f"{name}: the cookie stayed valid throughout")
                 runs[name].append(r)
@@ -508,7 +552,8 @@ def main():
         f"ngx-sessions benchmark, {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}, "
         f"{platform.node()}, {os.cpu_count()} cores, {platform.machine()}",
         f"nginx 1 worker on CPU 0, wrk -t1 -c50 -d{args.duration}s on CPU 1, 612-byte static file, "
-        f"median of {args.rounds} interleaved rounds; the valid rows send one cookie on every request",
+        f"median of {args.rounds} interleaved rounds; the valid rows send one cookie on every request;",
+        "the Redis rows use a redis-server on loopback sharing CPU 1 with wrk (the worker's Redis thread is on CPU 0)",
         "",
         "The ratio is the median over rounds of (row / plain row of the same round), with its range;",
         "the renewal row is compared with the same wrk Lua script fetching the static file.",
@@ -581,4 +626,9 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    WORK.mkdir(parents=True, exist_ok=True)
+    REDIS = Redis()
+    try:
+        main()
+    finally:
+        REDIS.stop()

@@ -6,6 +6,7 @@
 
 use std::cell::RefCell;
 use std::ffi::c_void;
+use std::os::fd::FromRawFd;
 use std::ptr;
 
 use nginx_sys::{ngx_add_timer, ngx_del_timer, ngx_http_finalize_request, NGX_HTTP_SERVICE_UNAVAILABLE};
@@ -81,13 +82,20 @@ pub fn start(
     }
     // The thread must not take nginx's signals: block them all while it
     // is created, as nginx's thread pools do.
-    // SAFETY: plain signal-mask calls on this thread, restored at once.
+    // SAFETY: signal-mask calls on this thread, restored at once; `dup` of
+    // the eventfd above, whose copy the `File` then owns alone.
     let client = unsafe {
         let mut all: libc::sigset_t = std::mem::zeroed();
         let mut old: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-        let c = crate::redis_client::start(settings, topology, fd);
+        // The thread gets its own descriptor of the eventfd, as a file.
+        let waker = libc::dup(fd);
+        let c = if waker < 0 {
+            Err(format!("dup() failed: {}", std::io::Error::last_os_error()))
+        } else {
+            crate::redis_client::start(settings, topology, std::fs::File::from_raw_fd(waker))
+        };
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, ptr::null_mut());
         c
     };

@@ -4,7 +4,8 @@
 
 mod backend;
 
-use std::os::fd::RawFd;
+use std::fs::File;
+use std::io::Write as _;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -97,14 +98,14 @@ impl Client {
 }
 
 /// Starts the thread; `wake` is an eventfd the nginx thread watches.
-pub fn start(settings: &RedisSettings, topology: &Topology, wake: RawFd) -> Result<Client, String> {
+pub fn start(settings: &RedisSettings, topology: &Topology, wake: File) -> Result<Client, String> {
     let backend = Backend::new(settings, topology).map_err(|e| e.to_string())?;
     let prefix = settings.prefix().to_vec();
     let (tx, rx) = mpsc::unbounded_channel();
     let replies = Arc::new(Mutex::new(Vec::new()));
     let out = Replies {
         list: replies.clone(),
-        wake,
+        wake: Arc::new(wake),
     };
     // rustls needs one process-wide crypto provider; a second install fails harmlessly.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -126,16 +127,14 @@ pub fn start(settings: &RedisSettings, topology: &Topology, wake: RawFd) -> Resu
 #[derive(Clone)]
 struct Replies {
     list: Arc<Mutex<Vec<Reply>>>,
-    wake: RawFd,
+    wake: Arc<File>,
 }
 
 impl Replies {
     fn send(&self, reply: Reply) {
         self.list.lock().unwrap_or_else(|e| e.into_inner()).push(reply);
-        let one: u64 = 1;
-        // SAFETY: writing 8 bytes to the worker's eventfd, which lives as
-        // long as the worker process.
-        unsafe { libc::write(self.wake, (&raw const one).cast(), 8) };
+        // An eventfd counter write cannot block here (it would take 2^64 wakes).
+        let _ = (&*self.wake).write(&1u64.to_ne_bytes());
     }
 }
 
