@@ -233,3 +233,176 @@ impl Store for View {
         self.events.push(event);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{apply, resolve, update_data, Control, Facts, Policy, Presented, Status};
+    use crate::id::RandomPool;
+    use crate::timeouts::Timeouts;
+    use std::collections::HashMap;
+
+    /// What the outside store would hold after applying the writes.
+    #[derive(Default)]
+    struct Stored(HashMap<[u8; 16], (Entry, Vec<u8>, Option<u64>)>);
+
+    impl Stored {
+        /// A view of what a request with `id` would fetch (following grace).
+        fn view(&self, id: Option<SessionId>, now: u64, touch: u64) -> View {
+            let mut v = View::new(now, touch);
+            let mut cur = id;
+            while let Some(i) = cur.take() {
+                if let Some((e, d, _)) = self.0.get(&i.0) {
+                    if let Entry::Grace { successor, .. } = e {
+                        cur = Some(*successor);
+                    }
+                    v.preload(i, *e, d.clone(), None);
+                }
+            }
+            v
+        }
+
+        fn apply(&mut self, writes: Vec<Write>) -> usize {
+            let n = writes.len();
+            for w in writes {
+                match w {
+                    Write::Put { id, entry, data, ttl } => {
+                        self.0.insert(id.0, (entry, data, ttl));
+                    }
+                    Write::Delete { id } => {
+                        self.0.remove(&id.0);
+                    }
+                }
+            }
+            n
+        }
+    }
+
+    fn policy() -> Policy {
+        Policy {
+            timeouts: Timeouts {
+                idle: 1_000,
+                rolling: 4_000,
+                absolute: 10_000,
+            },
+            grace: 500,
+            ..Policy::default()
+        }
+    }
+
+    const FACTS: fn(u64) -> Facts<'static> = |now| Facts {
+        now,
+        ip: &[127, 0, 0, 1],
+        ua: 7,
+    };
+
+    fn request(s: &mut Stored, id: Option<SessionId>, now: u64) -> (crate::engine::Outcome, usize) {
+        let mut v = s.view(id, now, 100);
+        let presented = id.map_or(Presented::Nothing, |id| Presented::Id { id, stale_key: false });
+        let o = resolve(&mut v, presented, &FACTS(now), &policy(), &mut RandomPool::new()).unwrap();
+        let n = s.apply(v.finish());
+        (o, n)
+    }
+
+    #[test]
+    fn new_session_is_one_put_with_the_remaining_life_as_ttl() {
+        let mut s = Stored::default();
+        let (o, writes) = request(&mut s, None, 0);
+        assert_eq!((o.status, writes), (Status::New, 1));
+        let (_, _, ttl) = s.0[&o.id.0];
+        assert_eq!(ttl, Some(1_000 + EXPIRED_KEPT), "idle is the nearest deadline");
+    }
+
+    #[test]
+    fn touches_are_written_only_past_the_interval() {
+        let mut s = Stored::default();
+        let id = request(&mut s, None, 0).0.id;
+        assert_eq!(
+            request(&mut s, Some(id), 50),
+            (request(&mut s, Some(id), 50).0, 0)
+        );
+        let (o, writes) = request(&mut s, Some(id), 99);
+        assert_eq!(
+            (o.status, writes),
+            (Status::Valid, 0),
+            "below the interval: no write"
+        );
+        let (o, writes) = request(&mut s, Some(id), 150);
+        assert_eq!(
+            (o.status, writes),
+            (Status::Valid, 1),
+            "past it: last-seen written"
+        );
+        let Entry::Live(rec) = s.0[&id.0].0 else { panic!() };
+        assert_eq!(rec.last_seen, 150);
+        // Idle is judged against the stored last-seen: early by at most the interval.
+        assert_eq!(request(&mut s, Some(id), 1_151).0.status, Status::ExpiredIdle);
+    }
+
+    #[test]
+    fn renewal_keeps_a_grace_pointer_and_expiry_deletes() {
+        let mut s = Stored::default();
+        let first = request(&mut s, None, 0).0;
+        let mut now = 0;
+        // Keep it alive until the renewal point (3/4 of 4 s).
+        while now < 2_500 {
+            now += 500;
+            request(&mut s, Some(first.id), now);
+        }
+        let (r, writes) = request(&mut s, Some(first.id), now + 600);
+        assert_eq!((r.status, writes), (Status::Renewed, 2));
+        assert!(matches!(s.0[&first.id.0].0, Entry::Grace { successor, .. } if successor == r.id));
+        let (g, _) = request(&mut s, Some(first.id), now + 700);
+        assert_eq!((g.status, g.id, g.issue_cookie), (Status::Valid, r.id, true));
+        let (late, _) = request(&mut s, Some(first.id), now + 1_200);
+        assert_eq!(late.status, Status::ExpiredRolling);
+        assert!(!s.0.contains_key(&first.id.0), "the stale pointer is deleted");
+    }
+
+    #[test]
+    fn login_moves_data_to_the_new_id() {
+        let mut s = Stored::default();
+        let id = request(&mut s, None, 0).0.id;
+        let mut v = s.view(Some(id), 10, 100);
+        let mut out = Vec::new();
+        update_data(&mut v, &id, &[(b"k", Some(b"v"))], &mut out).unwrap();
+        s.apply(v.finish());
+        let mut v = s.view(Some(id), 20, 100);
+        let control = Control::LogIn {
+            user: b"alice",
+            remember: false,
+        };
+        let (new_id, rec) = apply(&mut v, &id, control, 20, &policy(), &mut RandomPool::new())
+            .unwrap()
+            .unwrap();
+        s.apply(v.finish());
+        assert!(!s.0.contains_key(&id.0), "no grace for a pre-login id");
+        let (e, data, _) = &s.0[&new_id.0];
+        assert_eq!(*e, Entry::Live(rec));
+        assert_eq!(data, &out);
+        let mut v = s.view(Some(new_id), 30, 100);
+        apply(
+            &mut v,
+            &new_id,
+            Control::Destroy,
+            30,
+            &policy(),
+            &mut RandomPool::new(),
+        )
+        .unwrap();
+        assert_eq!(v.finish(), vec![Write::Delete { id: new_id }]);
+        assert_eq!(v.events, vec![crate::store::Event::Logout]);
+    }
+
+    #[test]
+    fn rewrite_all_writes_even_an_untouched_session() {
+        let mut s = Stored::default();
+        let id = request(&mut s, None, 0).0.id;
+        let mut v = s.view(Some(id), 10, 100);
+        let p = Presented::Id { id, stale_key: true };
+        resolve(&mut v, p, &FACTS(10), &policy(), &mut RandomPool::new()).unwrap();
+        assert!(v.finish().is_empty());
+        v.rewrite_all();
+        assert_eq!(v.finish().len(), 1);
+    }
+}
