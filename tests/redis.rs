@@ -595,3 +595,160 @@ fn redis_learns_neither_ids_nor_data_and_values_do_not_move() {
         "valid"
     );
 }
+
+#[test]
+fn bad_redis_settings_fail_config_test() {
+    let cases: &[(&str, &str)] = &[
+        ("", "\"sessions_store redis\" needs \"sessions_redis_server\""),
+        (
+            "sessions_redis_server 127.0.0.1:0;",
+            "in \"sessions_redis_server\" directive, the port must be 1 to 65535",
+        ),
+        (
+            "sessions_redis_server [zz]:1;",
+            "the part in brackets must be an IPv6 address",
+        ),
+        (
+            "sessions_redis_server unix:rel;",
+            "a unix socket path must be absolute",
+        ),
+        (
+            "sessions_redis_server a; sessions_redis_cluster b;",
+            "only one of",
+        ),
+        (
+            "sessions_redis_cluster a; sessions_redis_database 2;",
+            "Redis Cluster has only database 0",
+        ),
+        (
+            "sessions_redis_sentinel a;",
+            "needs \"sessions_redis_sentinel_master\"",
+        ),
+        (
+            "sessions_redis_server a; sessions_redis_password_file /nonexistent/pw;",
+            "cannot read \"/nonexistent/pw\"",
+        ),
+        (
+            "sessions_redis_server a; sessions_redis_tls_trusted_certificate nginx.conf;",
+            "not in PEM format",
+        ),
+        (
+            "sessions_redis_server a; sessions_redis_connections 0;",
+            "in \"sessions_redis_connections\" directive",
+        ),
+        (
+            "sessions_redis_server a; sessions_redis_connections 4 5;",
+            "a minimum from 0 to the maximum",
+        ),
+        (
+            "sessions_redis_server a; sessions_redis_timeout 0;",
+            "it must not be 0",
+        ),
+        (
+            "sessions_redis_server a; sessions_redis_database -1;",
+            "it must be a database number",
+        ),
+        (
+            "sessions_redis_server a; sessions_redis_prefix \"a b\";",
+            "without spaces",
+        ),
+        (
+            "sessions_redis_server a; sessions_redis_tls maybe;",
+            "it must be \"on\" or \"off\"",
+        ),
+        (
+            "sessions_redis_server a; sessions_redis_unavailable maybe;",
+            "it must be \"503\" or \"local\"",
+        ),
+        (
+            "sessions_redis_server a; sessions_redis_server b;",
+            "is duplicate",
+        ),
+    ];
+    for (redis, want) in cases {
+        let n = Nginx::prepare("badredis");
+        n.write_conf(1, &conf(redis, ""));
+        let (ok, out) = n.test_config();
+        assert!(!ok, "{redis} passed nginx -t");
+        assert!(out.contains(want), "{redis}: {out}");
+    }
+    let n = Nginx::prepare("badstore");
+    n.write_conf(
+        1,
+        "server { listen 127.0.0.1:{port}; sessions_store disk; sessions_redis_server a; }",
+    );
+    let (ok, out) = n.test_config();
+    assert!(!ok && out.contains("it must be \"shm\" or \"redis\""), "{out}");
+    assert!(
+        !out.contains("sessions_redis_server") || out.contains("is not allowed here"),
+        "{out}"
+    );
+    let n = Nginx::prepare("redisinserver");
+    n.write_conf(1, "server { listen 127.0.0.1:{port}; sessions_redis_server a; }");
+    let (ok, out) = n.test_config();
+    assert!(
+        !ok && out.contains("\"sessions_redis_server\" directive is not allowed here"),
+        "{out}"
+    );
+}
+
+#[test]
+fn many_requests_share_a_few_connections() {
+    let redis = Redis::start(&[]);
+    let n = Nginx::start(&conf(
+        &format!(
+            "sessions_redis_server 127.0.0.1:{}; sessions_redis_connections 2 1;",
+            redis.port
+        ),
+        "",
+    ));
+    let c = assert_round_trip(&n);
+    let port = n.port;
+    let threads: Vec<_> = (0..32)
+        .map(|_| {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                let mut conn = common::Conn::open(port);
+                (0..20)
+                    .filter(|_| status(&conn.get("/", Some(&c))) == "valid")
+                    .count()
+            })
+        })
+        .collect();
+    let valid: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(valid, 32 * 20);
+    // redis-cli's own connection is one of the clients listed.
+    let clients = redis.cli(&["CLIENT", "LIST"]).lines().count();
+    assert!(clients <= 3, "{clients} clients for 640 requests in one worker");
+}
+
+#[test]
+fn reload_while_requests_wait_for_a_stalled_redis() {
+    let redis = Redis::start(&[]);
+    let http = conf(
+        &format!(
+            "sessions_redis_server 127.0.0.1:{}; sessions_redis_timeout 500ms;",
+            redis.port
+        ),
+        "",
+    );
+    let n = Nginx::start(&http);
+    let c = assert_round_trip(&n);
+    redis.signal("STOP");
+    let waiting = std::thread::spawn({
+        let (port, c) = (n.port, c.clone());
+        move || common::send(port, &Request::get("/").cookie(&c)).status
+    });
+    sleep(Duration::from_millis(100));
+    n.reload(1, &format!("{http}\n# reloaded"));
+    assert_eq!(
+        waiting.join().unwrap(),
+        503,
+        "the old worker answers its parked request"
+    );
+    redis.signal("CONT");
+    wait_until("recovery", || {
+        status(&n.request(Request::get("/").cookie(&c))) == "valid"
+    });
+    assert_no_alert(&n);
+}
