@@ -111,16 +111,21 @@ fn unix_socket_database_and_acl_user_with_password_file() {
 }
 
 #[test]
-fn password_in_config_and_a_wrong_one() {
-    let redis = Redis::start(&["--requirepass", "right-password"]);
+fn password_in_config_ipv6_literal_prefix_and_a_wrong_password() {
+    let mut redis = Redis::start(&["--requirepass", "right-password", "--bind", "127.0.0.1", "::1"]);
+    redis.auth = vec!["--pass".into(), "right-password".into()];
     let n = Nginx::start(&conf(
         &format!(
-            "sessions_redis_server 127.0.0.1:{}; sessions_redis_password right-password;",
+            "sessions_redis_server [::1]:{}; sessions_redis_password right-password;
+             sessions_redis_prefix app1:;",
             redis.port
         ),
         "",
     ));
     assert_round_trip(&n);
+    let stored = keys(&redis, &[]);
+    assert_eq!(stored.len(), 1);
+    assert!(stored[0].starts_with("app1:"), "{stored:?}");
     drop(n);
     let n = Nginx::start(&conf(
         &format!(
@@ -265,8 +270,19 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
 
 #[test]
 fn sentinel_failover_keeps_sessions() {
-    let master = Redis::start(&[]);
-    let replica = Redis::start(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
+    // The data nodes want a password; the sentinel an ACL user of its own.
+    let mut master = Redis::start(&["--requirepass", "data-pw", "--masterauth", "data-pw"]);
+    let mut replica = Redis::start(&[
+        "--replicaof",
+        "127.0.0.1",
+        &master.port.to_string(),
+        "--requirepass",
+        "data-pw",
+        "--masterauth",
+        "data-pw",
+    ]);
+    master.auth = vec!["--pass".into(), "data-pw".into()];
+    replica.auth = master.auth.clone();
     let dir = common::scratch_dir("sentinel");
     let sport = common::free_port();
     let sconf = dir.join("sentinel.conf");
@@ -274,7 +290,10 @@ fn sentinel_failover_keeps_sessions() {
         &sconf,
         format!(
             "port {sport}\nbind 127.0.0.1\ndir {}\n\
+             user default off\n\
+             user watcher on >sentinel-pw allcommands allchannels\n\
              sentinel monitor mymaster 127.0.0.1 {} 1\n\
+             sentinel auth-pass mymaster data-pw\n\
              sentinel down-after-milliseconds mymaster 1000\n\
              sentinel failover-timeout mymaster 5000\n",
             dir.display(),
@@ -294,7 +313,15 @@ fn sentinel_failover_keeps_sessions() {
     );
     let ask = |args: &[&str]| {
         let out = Command::new("redis-cli")
-            .args(["-p", &sport.to_string()])
+            .args([
+                "-p",
+                &sport.to_string(),
+                "--user",
+                "watcher",
+                "--pass",
+                "sentinel-pw",
+                "--no-auth-warning",
+            ])
             .args(args)
             .output()
             .unwrap();
@@ -307,7 +334,11 @@ fn sentinel_failover_keeps_sessions() {
             .contains("master_link_status:up")
     });
     let n = Nginx::start(&conf(
-        &format!("sessions_redis_sentinel 127.0.0.1:{sport}; sessions_redis_sentinel_master mymaster;"),
+        &format!(
+            "sessions_redis_sentinel 127.0.0.1:{sport}; sessions_redis_sentinel_master mymaster;
+             sessions_redis_sentinel_username watcher; sessions_redis_sentinel_password sentinel-pw;
+             sessions_redis_password data-pw;"
+        ),
         "",
     ));
     let c = assert_round_trip(&n);
@@ -344,19 +375,44 @@ fn sentinel_failover_keeps_sessions() {
 fn cluster_spreads_sessions_over_slots() {
     let nodes: Vec<Redis> = (0..3)
         .map(|_| {
-            Redis::start(&[
+            let mut r = Redis::start(&[
                 "--cluster-enabled",
                 "yes",
                 "--cluster-config-file",
                 "nodes.conf",
                 "--cluster-node-timeout",
                 "5000",
-            ])
+                "--user",
+                "default",
+                "off",
+                "--user",
+                "app",
+                "on",
+                ">cluster-pw",
+                "~*",
+                "&*",
+                "+@all",
+            ]);
+            r.auth = vec![
+                "--user".into(),
+                "app".into(),
+                "--pass".into(),
+                "cluster-pw".into(),
+            ];
+            r
         })
         .collect();
     let addrs: Vec<String> = nodes.iter().map(|r| format!("127.0.0.1:{}", r.port)).collect();
     let out = Command::new("redis-cli")
-        .args(["--cluster", "create"])
+        .args([
+            "--user",
+            "app",
+            "--pass",
+            "cluster-pw",
+            "--no-auth-warning",
+            "--cluster",
+            "create",
+        ])
         .args(&addrs)
         .args(["--cluster-replicas", "0", "--cluster-yes"])
         .output()
@@ -368,7 +424,10 @@ fn cluster_spreads_sessions_over_slots() {
             .all(|r| r.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok"))
     });
     let n = Nginx::start(&conf(
-        &format!("sessions_redis_cluster {} {};", addrs[0], addrs[1]),
+        &format!(
+            "sessions_redis_cluster {} {}; sessions_redis_username app; sessions_redis_password cluster-pw;",
+            addrs[0], addrs[1]
+        ),
         "",
     ));
     let mut cookies = Vec::new();

@@ -33,6 +33,8 @@ impl From<RedisError> for Down {
 struct Backoff {
     next: Option<Instant>,
     delay: Duration,
+    /// Why the last attempt failed, repeated while waiting.
+    why: String,
 }
 
 impl Backoff {
@@ -40,6 +42,7 @@ impl Backoff {
         Self {
             next: None,
             delay: BACKOFF_FIRST,
+            why: String::new(),
         }
     }
 
@@ -47,7 +50,8 @@ impl Backoff {
         self.next.is_none_or(|t| Instant::now() >= t)
     }
 
-    fn failed(&mut self) {
+    fn failed(&mut self, why: &str) {
+        why.clone_into(&mut self.why);
         self.next = Some(Instant::now() + self.delay);
         self.delay = (self.delay * 2).min(BACKOFF_MAX);
     }
@@ -253,7 +257,11 @@ impl Backend {
             Topology::Cluster(nodes) => {
                 let infos = nodes
                     .iter()
-                    .map(|a| connection_addr(a, s).into_connection_info())
+                    .map(|a| {
+                        connection_addr(a, s)
+                            .into_connection_info()
+                            .map(|i| i.set_redis_settings(redis_info(s)))
+                    })
                     .collect::<RedisResult<Vec<ConnectionInfo>>>()?;
                 let mut b = ClusterClientBuilder::new(infos)
                     .connection_timeout(connect_timeout)
@@ -342,7 +350,7 @@ impl Backend {
                 return Ok(c.clone());
             }
             if !slot.backoff.ready() {
-                return Err(Down("waiting to reconnect".into()));
+                return Err(Down(slot.backoff.why.clone()));
             }
         }
         let r = self.open().await;
@@ -354,7 +362,7 @@ impl Backend {
                 Ok(c)
             }
             Err(e) => {
-                slot.backoff.failed();
+                slot.backoff.failed(&e.0);
                 Err(e)
             }
         }
