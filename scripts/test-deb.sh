@@ -23,4 +23,4 @@ test "$(readlink "$link")" = /usr/share/nginx/modules-available/mod-http-session
 /usr/sbin/nginx -V 2>&1 | head -n 1
 
 NGINX_BIN=/usr/sbin/nginx SESSIONS_MODULE="$so" \
-  cargo test --release --test sessions -- --test-threads=8
+  cargo test --release --test sessions --test sessions_redis -- --test-threads=8

@@ -26,4 +26,4 @@ test -f "$so"
 echo "built $so"
 
 cd "$repo"
-SESSIONS_MODULE="$so" cargo test --release --test sessions -- --test-threads=8
+SESSIONS_MODULE="$so" cargo test --release --test sessions --test sessions_redis -- --test-threads=8

@@ -244,6 +244,56 @@ class Templates(unittest.TestCase):
         finally:
             n.stop()
 
+    def test_bunkerweb_redis_settings_store_sessions_in_redis(self):
+        port = free_port()
+        work = Path(tempfile.mkdtemp(prefix="bw-redis-", dir=ROOT / "target"))
+        redis = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                  "--requirepass", "bw-pass", "--dir", str(work)],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                self.assertLess(time.time(), deadline, "redis-server did not start")
+                time.sleep(0.05)
+        # BunkerWeb's core Redis settings with their defaults, pointed at it.
+        values = {**defaults(), "USE_REDIS": "yes", "REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(port),
+                  "REDIS_DATABASE": "2", "REDIS_SSL": "no", "REDIS_SSL_VERIFY": "yes", "REDIS_TIMEOUT": "1000",
+                  "REDIS_USERNAME": "", "REDIS_PASSWORD": "bw-pass", "REDIS_SENTINEL_HOSTS": "",
+                  "REDIS_SENTINEL_USERNAME": "", "REDIS_SENTINEL_PASSWORD": "", "REDIS_SENTINEL_MASTER": "",
+                  "REDIS_KEEPALIVE_POOL": "10"}
+        rendered = render("http", values)
+        for line in ("sessions_store redis;", f"sessions_redis_server 127.0.0.1:{port};",
+                     "sessions_redis_database 2;", "sessions_redis_timeout 1000ms;",
+                     "sessions_redis_connections 10;", 'sessions_redis_password "bw-pass";'):
+            self.assertIn(line, rendered)
+        sentinel = render("http", {**values, "REDIS_SENTINEL_HOSTS": "10.0.0.1 10.0.0.2:26380",
+                                   "REDIS_SENTINEL_MASTER": "bw"})
+        self.assertIn("sessions_redis_sentinel 10.0.0.1 10.0.0.2:26380;", sentinel)
+        self.assertIn('sessions_redis_sentinel_master "bw";', sentinel)
+        self.assertIn("sessions_redis_server [::1]:6379;", render("http", {**values, "REDIS_HOST": "::1",
+                                                                           "REDIS_PORT": "6379"}))
+        n = Nginx(values, [{}])
+        try:
+            t = n.test()
+            self.assertEqual(t.returncode, 0, t.stderr)
+            n.start()
+            r = n.get(0)
+            self.assertEqual(r.getheader("X-Session-Status"), "new", (n.dir / "logs" / "error.log").read_text())
+            cookie = r.getheader("Set-Cookie").split(";")[0]
+            self.assertEqual(n.get(0, cookie).getheader("X-Session-Status"), "valid")
+            keys = subprocess.run(["redis-cli", "-p", str(port), "--no-auth-warning", "-a", "bw-pass", "-n", "2",
+                                   "--scan", "--pattern", "sessions:*"], capture_output=True, text=True).stdout
+            # The session, and the random secret and name shared through Redis.
+            self.assertEqual(len(keys.split()), 3, keys)
+        finally:
+            n.stop()
+            redis.kill()
+            redis.wait()
+            shutil.rmtree(work, ignore_errors=True)
+
     def test_secret_with_quotes_is_one_argument(self):
         values = {**defaults(), "SESSIONS_SECRET": 'a"b\\c; sessions off'}
         rendered = render("http", values)
