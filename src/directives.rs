@@ -72,23 +72,26 @@ fn set_value<T>(
     }
 }
 
-/// Handlers for directives that take one value into one `LocConf` field.
+/// Handlers for directives that take one value into one field of the
+/// configuration `$conf` that nginx hands them (`LocConf`, or `MainConf` for
+/// the `http`-level Redis settings).
 macro_rules! value_directive {
-    ($($handler:ident: $field:ident = $parse:expr;)+) => {$(
+    ($conf:ty => $($handler:ident: $($field:ident).+ = $parse:expr;)+) => {$(
         extern "C" fn $handler(
             cf: *mut ngx_conf_t,
             _cmd: *mut ngx_command_t,
             conf: *mut c_void,
         ) -> *mut c_char {
-            // SAFETY: nginx passes a valid `cf` and this module's location
-            // configuration (NGX_HTTP_LOC_CONF_OFFSET) to the handler.
-            let (cf, conf) = unsafe { (&mut *cf, &mut *conf.cast::<LocConf>()) };
-            set_value(cf, &mut conf.$field, $parse)
+            // SAFETY: nginx passes a valid `cf` and this module's
+            // configuration of the type the command's offset names.
+            let (cf, conf) = unsafe { (&mut *cf, &mut *conf.cast::<$conf>()) };
+            set_value(cf, &mut conf.$($field).+, $parse)
         }
     )+};
 }
 
 value_directive! {
+    LocConf =>
     set_store: store_redis = redis_conf::store;
     set_unavailable: unavailable = redis_conf::unavailable;
     set_idle: idle = parse::time_ms;
@@ -108,37 +111,21 @@ value_directive! {
     set_max_age: max_age = parse::max_age;
 }
 
-/// Handlers for `sessions_redis_*` directives that take one value into one
-/// field of the `http`-level Redis settings.
-macro_rules! redis_directive {
-    ($($handler:ident: $field:ident = $parse:expr;)+) => {$(
-        extern "C" fn $handler(
-            cf: *mut ngx_conf_t,
-            _cmd: *mut ngx_command_t,
-            conf: *mut c_void,
-        ) -> *mut c_char {
-            // SAFETY: nginx passes a valid `cf` and this module's main
-            // configuration (NGX_HTTP_MAIN_CONF_OFFSET) to the handler.
-            let (cf, conf) = unsafe { (&mut *cf, &mut *conf.cast::<MainConf>()) };
-            set_value(cf, &mut conf.redis.$field, $parse)
-        }
-    )+};
-}
-
-redis_directive! {
-    set_redis_server: server = |v| redis_conf::address(v, DEFAULT_PORT);
-    set_redis_sentinel_master: sentinel_master = redis_conf::word;
-    set_redis_database: database = redis_conf::database;
-    set_redis_username: username = redis_conf::word;
-    set_redis_password: password = redis_conf::word;
-    set_redis_sentinel_username: sentinel_username = redis_conf::word;
-    set_redis_sentinel_password: sentinel_password = redis_conf::word;
-    set_redis_tls: tls = parse::flag;
-    set_redis_tls_verify: tls_verify = parse::flag;
-    set_redis_tls_server_name: tls_server_name = redis_conf::word;
-    set_redis_connect_timeout: connect_timeout = positive_ms;
-    set_redis_timeout: timeout = positive_ms;
-    set_redis_prefix: prefix = redis_conf::prefix;
+value_directive! {
+    MainConf =>
+    set_redis_server: redis.server = |v| redis_conf::address(v, DEFAULT_PORT);
+    set_redis_sentinel_master: redis.sentinel_master = redis_conf::word;
+    set_redis_database: redis.database = redis_conf::database;
+    set_redis_username: redis.username = redis_conf::word;
+    set_redis_password: redis.password = redis_conf::word;
+    set_redis_sentinel_username: redis.sentinel_username = redis_conf::word;
+    set_redis_sentinel_password: redis.sentinel_password = redis_conf::word;
+    set_redis_tls: redis.tls = parse::flag;
+    set_redis_tls_verify: redis.tls_verify = parse::flag;
+    set_redis_tls_server_name: redis.tls_server_name = redis_conf::word;
+    set_redis_connect_timeout: redis.connect_timeout = positive_ms;
+    set_redis_timeout: redis.timeout = positive_ms;
+    set_redis_prefix: redis.prefix = redis_conf::prefix;
 }
 
 fn positive_ms(v: &[u8]) -> Result<u64, Reason> {
@@ -166,7 +153,7 @@ macro_rules! redis_file_directive {
             _cmd: *mut ngx_command_t,
             conf: *mut c_void,
         ) -> *mut c_char {
-            // SAFETY: as in `redis_directive!`.
+            // SAFETY: as in `value_directive!`.
             let (cf, conf) = unsafe { (&mut *cf, &mut *conf.cast::<MainConf>()) };
             if conf.redis.$field.is_some() {
                 return DUPLICATE;
@@ -205,7 +192,7 @@ redis_file_directive! {
 
 /// `sessions_redis_sentinel` and `sessions_redis_cluster`: a list of nodes.
 fn set_nodes(cf: *mut ngx_conf_t, conf: *mut c_void, sentinel: bool) -> *mut c_char {
-    // SAFETY: as in `redis_directive!`.
+    // SAFETY: as in `value_directive!`.
     let (cf, conf) = unsafe { (&mut *cf, &mut *conf.cast::<MainConf>()) };
     let slot = if sentinel {
         &mut conf.redis.sentinels
@@ -253,7 +240,7 @@ extern "C" fn set_redis_connections(
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
-    // SAFETY: as in `redis_directive!`.
+    // SAFETY: as in `value_directive!`.
     let (cf, conf) = unsafe { (&mut *cf, &mut *conf.cast::<MainConf>()) };
     if conf.redis.connections.is_some() {
         return DUPLICATE;

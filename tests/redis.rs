@@ -58,13 +58,6 @@ fn keys(r: &Redis, extra: &[&str]) -> Vec<String> {
     r.cli(&args).lines().map(str::to_string).collect()
 }
 
-fn assert_no_alert(n: &Nginx) {
-    let log = n.error_log();
-    for bad in ["exited on signal", "[alert]", "[crit]", "[emerg]"] {
-        assert!(!log.contains(bad), "{bad} in error log:\n{log}");
-    }
-}
-
 #[test]
 fn unix_socket_database_and_acl_user_with_password_file() {
     let dir = common::scratch_dir("acl");
@@ -107,7 +100,7 @@ fn unix_socket_database_and_acl_user_with_password_file() {
         "the session is in database 3"
     );
     assert!(keys(&redis, &[]).is_empty(), "nothing in database 0");
-    assert_no_alert(&n);
+    n.assert_clean_log();
 }
 
 #[test]
@@ -368,7 +361,7 @@ fn sentinel_failover_keeps_sessions() {
     let r = n.get("/");
     assert_eq!(status(&r), "new");
     assert_eq!(keys(&replica, &[]).len(), before + 1, "written to the new master");
-    assert_no_alert(&n);
+    n.assert_clean_log();
 }
 
 #[test]
@@ -450,7 +443,7 @@ fn cluster_spreads_sessions_over_slots() {
         per_node.iter().all(|&k| k > 0),
         "every master holds sessions: {per_node:?}"
     );
-    assert_no_alert(&n);
+    n.assert_clean_log();
 }
 
 #[test]
@@ -512,7 +505,7 @@ fn redis_down_fails_closed_then_recovers_without_reload() {
     );
     let log = n.error_log();
     assert_eq!(log.matches("Redis is reachable again").count(), 1, "{log}");
-    assert_no_alert(&n);
+    n.assert_clean_log();
 }
 
 #[test]
@@ -547,7 +540,7 @@ fn redis_down_with_local_fallback() {
         "valid",
         "a session started during the outage lives on in the local zone"
     );
-    assert_no_alert(&n);
+    n.assert_clean_log();
 }
 
 #[test]
@@ -589,7 +582,7 @@ fn a_stalled_redis_delays_only_its_requests_and_a_client_may_leave() {
     wait_until("recovery", || {
         status(&n.request(Request::get("/").cookie(&c))) == "valid"
     });
-    assert_no_alert(&n);
+    n.assert_clean_log();
     assert_eq!(n.worker_pids().len(), 1);
 }
 
@@ -809,5 +802,5 @@ fn reload_while_requests_wait_for_a_stalled_redis() {
     wait_until("recovery", || {
         status(&n.request(Request::get("/").cookie(&c))) == "valid"
     });
-    assert_no_alert(&n);
+    n.assert_clean_log();
 }

@@ -37,14 +37,6 @@ fn sid(r: &Response) -> &str {
     r.header("X-Session-Id").unwrap_or("")
 }
 
-/// Nothing crashed and nothing was logged above `info` that we did not ask for.
-fn assert_clean_log(n: &Nginx) {
-    let log = n.error_log();
-    for bad in ["exited on signal", "[alert]", "[crit]", "[emerg]"] {
-        assert!(!log.contains(bad), "{bad} in error log:\n{log}");
-    }
-}
-
 #[test]
 fn new_session_sets_cookie_with_default_attributes() {
     let n = Nginx::start(&conf("", ""));
@@ -62,7 +54,7 @@ fn new_session_sets_cookie_with_default_attributes() {
     assert_eq!(attrs, "Path=/; HttpOnly; SameSite=Lax");
     // The log id is not part of the cookie.
     assert!(!set[0].contains(sid(&r)));
-    assert_clean_log(&n);
+    n.assert_clean_log();
 }
 
 #[test]
@@ -189,7 +181,7 @@ fn tampered_or_garbage_cookies_get_fresh_sessions() {
         "refusals are logged at info"
     );
     assert!(!log.contains(SECRET) && !log.contains(&value[3..]));
-    assert_clean_log(&n);
+    n.assert_clean_log();
 }
 
 #[test]
@@ -414,7 +406,7 @@ fn cookie_reaches_proxied_error_and_redirect_responses_once() {
     let r = n.get("/ssi.html");
     assert_eq!((r.status, r.text().as_str()), (200, "hello\ndir\n"));
     assert_eq!(r.set_cookies("sid").len(), 1);
-    assert_clean_log(&n);
+    n.assert_clean_log();
 }
 
 #[test]
@@ -509,7 +501,7 @@ fn sessions_and_random_secret_survive_reload() {
             .count(),
         1
     );
-    assert_clean_log(&n);
+    n.assert_clean_log();
 }
 
 #[test]

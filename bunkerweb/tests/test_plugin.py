@@ -74,6 +74,19 @@ def free_port():
         return s.getsockname()[1]
 
 
+def wait_port(port, proc, why):
+    """Waits until `proc` listens on `port`; fails with `why()` if it dies or takes 10 s."""
+    deadline = time.time() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                raise AssertionError(why())
+            time.sleep(0.05)
+
+
 class Nginx:
     """nginx with the rendered plugin configuration: the http template in
     `http`, the server-http template inside each server, as BunkerWeb does."""
@@ -114,15 +127,7 @@ class Nginx:
         self.proc = subprocess.Popen(self.cmd("-g", "daemon off;"), stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
         for port in self.ports:
-            deadline = time.time() + 10
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    if self.proc.poll() is not None or time.time() > deadline:
-                        raise AssertionError((self.dir / "logs" / "error.log").read_text())
-                    time.sleep(0.05)
+            wait_port(port, self.proc, lambda: (self.dir / "logs" / "error.log").read_text())
         return self
 
     def get(self, server, cookie=None):
@@ -250,14 +255,7 @@ class Templates(unittest.TestCase):
         redis = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                                   "--requirepass", "bw-pass", "--dir", str(work)],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                self.assertLess(time.time(), deadline, "redis-server did not start")
-                time.sleep(0.05)
+        wait_port(port, redis, lambda: "redis-server did not start")
         # BunkerWeb's core Redis settings with their defaults, pointed at it.
         values = {**defaults(), "USE_REDIS": "yes", "REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(port),
                   "REDIS_DATABASE": "2", "REDIS_SSL": "no", "REDIS_SSL_VERIFY": "yes", "REDIS_TIMEOUT": "1000",

@@ -341,18 +341,19 @@ fn create<S: Store + ?Sized>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::table::tests::Mem;
     use crate::table::Table;
 
     const IP: &[u8] = &[10, 0, 0, 1];
 
-    fn facts(now: u64) -> Facts<'static> {
+    pub(crate) fn facts(now: u64) -> Facts<'static> {
         Facts { now, ip: IP, ua: 42 }
     }
 
-    fn policy() -> Policy {
+    /// 1 s idle, 4 s rolling, 10 s absolute, 0.5 s grace.
+    pub(crate) fn policy() -> Policy {
         Policy {
             timeouts: Timeouts {
                 idle: 1_000,

@@ -237,9 +237,9 @@ impl Store for View {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{apply, resolve, update_data, Control, Facts, Policy, Presented, Status};
+    use crate::engine::tests::{facts, policy};
+    use crate::engine::{apply, resolve, update_data, Control, Presented, Status};
     use crate::id::RandomPool;
-    use crate::timeouts::Timeouts;
     use std::collections::HashMap;
 
     /// What the outside store would hold after applying the writes.
@@ -278,28 +278,10 @@ mod tests {
         }
     }
 
-    fn policy() -> Policy {
-        Policy {
-            timeouts: Timeouts {
-                idle: 1_000,
-                rolling: 4_000,
-                absolute: 10_000,
-            },
-            grace: 500,
-            ..Policy::default()
-        }
-    }
-
-    const FACTS: fn(u64) -> Facts<'static> = |now| Facts {
-        now,
-        ip: &[127, 0, 0, 1],
-        ua: 7,
-    };
-
     fn request(s: &mut Stored, id: Option<SessionId>, now: u64) -> (crate::engine::Outcome, usize) {
         let mut v = s.view(id, now, 100);
         let presented = id.map_or(Presented::Nothing, |id| Presented::Id { id, stale_key: false });
-        let o = resolve(&mut v, presented, &FACTS(now), &policy(), &mut RandomPool::new()).unwrap();
+        let o = resolve(&mut v, presented, &facts(now), &policy(), &mut RandomPool::new()).unwrap();
         let n = s.apply(v.finish());
         (o, n)
     }
@@ -400,7 +382,7 @@ mod tests {
         let id = request(&mut s, None, 0).0.id;
         let mut v = s.view(Some(id), 10, 100);
         let p = Presented::Id { id, stale_key: true };
-        resolve(&mut v, p, &FACTS(10), &policy(), &mut RandomPool::new()).unwrap();
+        resolve(&mut v, p, &facts(10), &policy(), &mut RandomPool::new()).unwrap();
         assert!(v.finish().is_empty());
         v.rewrite_all();
         assert_eq!(v.finish().len(), 1);

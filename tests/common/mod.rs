@@ -237,6 +237,14 @@ impl Nginx {
         sleep(Duration::from_millis(200));
     }
 
+    /// Nothing crashed and nothing was logged at `alert` or above.
+    pub fn assert_clean_log(&self) {
+        let log = self.error_log();
+        for bad in ["exited on signal", "[alert]", "[crit]", "[emerg]"] {
+            assert!(!log.contains(bad), "{bad} in error log:\n{log}");
+        }
+    }
+
     pub fn error_log(&self) -> String {
         fs::read_to_string(self.dir.join("logs/error.log")).unwrap_or_default()
     }
