@@ -804,3 +804,31 @@ fn reload_while_requests_wait_for_a_stalled_redis() {
     });
     n.assert_clean_log();
 }
+
+#[test]
+fn a_login_from_a_response_is_seen_by_the_very_next_request() {
+    let redis = Redis::start(&[]);
+    let n = Nginx::start(&conf(
+        &format!(
+            "sessions_redis_server 127.0.0.1:{}; sessions_redis_connections 8 8;",
+            redis.port
+        ),
+        "server { listen 127.0.0.1:{port2};
+                  location / { add_header X-Session-User $arg_user; return 200; } }
+         server { listen 127.0.0.1:{port3}; sessions_control_headers on;
+                  add_header X-User $session_user always;
+                  location /login { proxy_pass http://127.0.0.1:{port2}; }
+                  location / { root html; } }",
+    ));
+    // The login is written when the response headers go out, nobody
+    // waiting; the next request must still see it. (Reads and writes of one
+    // session share a connection, so this worker's order is Redis's order.)
+    let mut conn = common::Conn::open(n.port3);
+    for i in 0..200 {
+        let user = format!("user{i}");
+        let r = conn.get(&format!("/login?user={user}"), None);
+        let c = r.cookie_pair("sid");
+        let r = conn.get("/", Some(&c));
+        assert_eq!(r.header("X-User"), Some(user.as_str()), "round {i}");
+    }
+}

@@ -257,14 +257,27 @@ impl Shared {
         Err(Down::from(last.expect("an attempt ran")))
     }
 
-    fn hint(&self) -> usize {
-        let n = self.next.get().wrapping_add(1);
-        self.next.set(n);
-        n
+    /// Which connection serves session `id`: always the same one, so that a
+    /// write nobody waits for (a login from a response header) reaches
+    /// Redis before this worker's next read of that session, both being
+    /// queued in order on one connection. Requests without a session spread.
+    fn hint(&self, id: Option<&SessionId>) -> usize {
+        match id {
+            Some(id) => u32::from_le_bytes([id.0[0], id.0[1], id.0[2], id.0[3]]) as usize,
+            None => {
+                let n = self.next.get().wrapping_add(1);
+                self.next.set(n);
+                n
+            }
+        }
     }
 
     async fn lookup(&self, l: &Lookup) -> Result<Answer, Failure> {
-        let hint = self.hint();
+        let presented = match &l.presented {
+            Presented::Id { id, .. } => Some(id),
+            _ => None,
+        };
+        let hint = self.hint(presented);
         let idle = l.policy.timeouts.idle;
         let touch_interval = if idle == 0 {
             60_000
@@ -347,7 +360,16 @@ impl Shared {
                 }
             }
         }
-        let hint = self.hint();
+        // The session the writes leave behind: the last one stored.
+        let newest = writes.iter().rev().find_map(|w| match w {
+            Write::Put {
+                id,
+                entry: Entry::Live(_),
+                ..
+            } => Some(id),
+            _ => None,
+        });
+        let hint = self.hint(newest);
         let mut last: Option<RedisError> = None;
         for _ in 0..2 {
             let mut c: Conn = self.backend.conn(hint).await?;
