@@ -15,15 +15,13 @@ use nginx_sys::{
     ngx_http_block_reading, ngx_http_core_run_phases, ngx_http_request_t, ngx_http_run_posted_requests,
     ngx_http_test_reading, ngx_pool_cleanup_add, NGX_LOG_ERR, NGX_LOG_NOTICE,
 };
-use ngx::http::HttpModuleMainConf;
-use ngx::http::Request;
+use ngx::http::{HttpModuleMainConf, Request};
 use ngx::ngx_log_error;
 use sessions_core::redis_conf::{RedisSettings, Topology};
 use sessions_core::Keyring;
 
-use crate::Module;
-
 use crate::redis_client::{Answer, Client, Job, Reply};
+use crate::Module;
 
 /// What a resumed request finds.
 // Moved once per request; boxing would cost an allocation instead.
@@ -52,8 +50,7 @@ struct Worker {
     adopt_in_flight: bool,
     /// Adopting failed; requests fall back until a retry succeeds.
     adopt_failed_at: Option<u64>,
-    adopted: bool,
-    /// How long a request may wait, in ms (see `redis::patience`).
+    /// How long a request may wait, in ms (see `redis_client::patience`).
     patience: u64,
 }
 
@@ -137,7 +134,6 @@ pub fn start(
         waiting: Vec::new(),
         adopt_in_flight: adopt,
         adopt_failed_at: None,
-        adopted: false,
         patience: crate::redis_client::patience(settings).as_millis() as u64,
     }));
     Ok(())
@@ -354,7 +350,6 @@ fn handle(reply: Reply) {
                         if let (Some(main), Some(keys)) = (main, Keyring::from_secrets(&[&secret])) {
                             main.redis_random = Some((keys, name));
                         }
-                        w.adopted = true;
                         w.adopt_failed_at = None;
                     }
                     _ => w.adopt_failed_at = Some(crate::request::now_ms()),

@@ -105,6 +105,9 @@ enum Kind {
     Cluster(redis::cluster::ClusterClient),
 }
 
+/// How often closed connections of the kept-open minimum are reopened.
+const KEEP_OPEN: Duration = Duration::from_secs(1);
+
 /// How often the sentinels are asked whether the master moved.
 const SENTINEL_WATCH: Duration = Duration::from_millis(500);
 
@@ -302,9 +305,27 @@ impl Backend {
         })
     }
 
-    /// How many connections to open before the first request.
-    pub fn min(&self) -> usize {
-        self.min
+    /// Keeps the first `min` connections open: opens them at start, then
+    /// every `KEEP_OPEN` pings them and reopens any that broke (each attempt
+    /// still subject to its backoff), so that a request rarely pays for a
+    /// reconnection.
+    pub async fn keep_open(&self) {
+        loop {
+            for i in 0..self.min {
+                let open = self.slots[i].borrow().conn.clone();
+                match open {
+                    Some(mut c) => {
+                        if let Err(e) = c.run::<()>(&redis::cmd("PING")).await {
+                            self.broken(i, &e);
+                        }
+                    }
+                    None => {
+                        let _ = self.conn(i).await;
+                    }
+                }
+            }
+            tokio::time::sleep(KEEP_OPEN).await;
+        }
     }
 
     async fn open(&self) -> Result<Conn, Down> {

@@ -163,16 +163,10 @@ async fn serve(
         rng: std::cell::RefCell::new(RandomPool::new()),
         next: std::cell::Cell::new(0),
     });
-    for i in 0..shared.backend.min() {
-        let s = shared.clone();
-        tokio::task::spawn_local(async move {
-            let _ = s.backend.conn(i).await;
-        });
-    }
-    {
-        let s = shared.clone();
-        tokio::task::spawn_local(async move { s.backend.watch_sentinels().await });
-    }
+    let s = shared.clone();
+    tokio::task::spawn_local(async move { s.backend.keep_open().await });
+    let s = shared.clone();
+    tokio::task::spawn_local(async move { s.backend.watch_sentinels().await });
     while let Some((token, job)) = rx.recv().await {
         let s = shared.clone();
         tokio::task::spawn_local(async move {
