@@ -330,13 +330,13 @@ fn sentinel_failover_keeps_sessions() {
         &format!(
             "sessions_redis_sentinel 127.0.0.1:{sport}; sessions_redis_sentinel_master mymaster;
              sessions_redis_sentinel_username watcher; sessions_redis_sentinel_password sentinel-pw;
-             sessions_redis_password data-pw;"
+             sessions_redis_password data-pw; sessions_redis_database 2;"
         ),
         "",
     ));
     let c = assert_round_trip(&n);
     wait_until("the session to reach the replica", || {
-        keys(&replica, &[]).len() == 1
+        keys(&replica, &["-n", "2"]).len() == 1
     });
 
     wait_until("sentinel to see the replica", || {
@@ -357,10 +357,14 @@ fn sentinel_failover_keeps_sessions() {
     wait_until("the old session to validate", || {
         status(&n.request(Request::get("/").cookie(&c))) == "valid"
     });
-    let before = keys(&replica, &[]).len();
+    let before = keys(&replica, &["-n", "2"]).len();
     let r = n.get("/");
     assert_eq!(status(&r), "new");
-    assert_eq!(keys(&replica, &[]).len(), before + 1, "written to the new master");
+    assert_eq!(
+        keys(&replica, &["-n", "2"]).len(),
+        before + 1,
+        "written to the new master"
+    );
     n.assert_clean_log();
 }
 
