@@ -841,3 +841,62 @@ fn a_login_from_a_response_is_seen_by_the_very_next_request() {
         assert_eq!(r.header("X-User"), Some(user.as_str()), "round {i}");
     }
 }
+
+/// `h2load` over one HTTP/2 connection per client, many streams each:
+/// the count of 2xx answers.
+fn h2load(port: u16, cookie: &str, requests: u32, kill_after: Option<Duration>) -> u32 {
+    let mut cmd = Command::new("h2load");
+    cmd.args([
+        "-n",
+        &requests.to_string(),
+        "-c",
+        "2",
+        "-m",
+        "20",
+        "-H",
+        &format!("cookie: {cookie}"),
+    ])
+    .arg(format!("http://127.0.0.1:{port}/"))
+    .stderr(std::process::Stdio::null());
+    let out = match kill_after {
+        None => cmd.output().expect("h2load (apt install nghttp2-client)"),
+        Some(t) => {
+            let mut child = cmd.stdout(std::process::Stdio::null()).spawn().unwrap();
+            sleep(t);
+            let _ = child.kill();
+            let _ = child.wait();
+            return 0;
+        }
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("status codes: "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no status line from h2load:\n{text}"))
+}
+
+#[test]
+fn http2_streams_wait_for_redis_and_may_be_reset() {
+    let redis = Redis::start(&[]);
+    let n = Nginx::start(&conf(
+        &format!(
+            "sessions_redis_server 127.0.0.1:{}; sessions_redis_timeout 2s;",
+            redis.port
+        ),
+        // h2load sends its own User-Agent.
+        "server { listen 127.0.0.1:{port2}; http2 on; root html; sessions_check_user_agent off; }",
+    ));
+    let c = assert_round_trip(&n);
+    let pids = n.worker_pids();
+    assert_eq!(h2load(n.port2, &c, 200, None), 200, "every stream answered");
+    assert_eq!(status(&n.request(Request::get("/").cookie(&c))), "valid");
+    // Streams parked on a stalled Redis, then the client vanishes.
+    redis.signal("STOP");
+    h2load(n.port2, &c, 40, Some(Duration::from_millis(300)));
+    redis.signal("CONT");
+    assert_eq!(h2load(n.port2, &c, 200, None), 200);
+    assert_eq!(status(&n.request(Request::get("/").cookie(&c))), "valid");
+    assert_eq!(n.worker_pids(), pids, "no worker died");
+    n.assert_clean_log();
+}
