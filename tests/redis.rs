@@ -900,3 +900,47 @@ fn http2_streams_wait_for_redis_and_may_be_reset() {
     assert_eq!(n.worker_pids(), pids, "no worker died");
     n.assert_clean_log();
 }
+
+#[test]
+fn killed_workers_are_replaced_with_their_own_redis_thread() {
+    let redis = Redis::start(&[]);
+    let n = Nginx::start_with(
+        2,
+        &conf(&format!("sessions_redis_server 127.0.0.1:{};", redis.port), "")
+            .replace("listen 127.0.0.1:{port};", "listen 127.0.0.1:{port} reuseport;"),
+    );
+    let c = assert_round_trip(&n);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let port = n.port;
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, c) = (stop.clone(), c.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    // A killed worker resets our connection: reconnect and go on.
+                    let Ok(mut conn) = common::Conn::try_open(port) else {
+                        continue;
+                    };
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                        && conn.try_get("/", Some(&c)).is_ok()
+                    {}
+                }
+            })
+        })
+        .collect();
+    for _ in 0..20 {
+        sleep(Duration::from_millis(100));
+        if let Some(&pid) = n.worker_pids().first() {
+            let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in load {
+        t.join().unwrap();
+    }
+    sleep(Duration::from_millis(300));
+    for _ in 0..40 {
+        assert_eq!(status(&n.request(Request::get("/").cookie(&c))), "valid");
+    }
+    assert_eq!(n.worker_pids().len(), 2);
+}
