@@ -4,6 +4,7 @@
 
 mod backend;
 
+use std::cell::{Cell, RefCell};
 use std::fs::File;
 use std::io::Write as _;
 use std::rc::Rc;
@@ -143,9 +144,9 @@ struct Shared {
     prefix: Vec<u8>,
     out: Replies,
     /// Whether the last command reached Redis.
-    up: std::cell::Cell<bool>,
-    rng: std::cell::RefCell<RandomPool>,
-    next: std::cell::Cell<usize>,
+    up: Cell<bool>,
+    rng: RefCell<RandomPool>,
+    next: Cell<usize>,
 }
 
 async fn serve(
@@ -159,9 +160,9 @@ async fn serve(
         backend,
         prefix,
         out,
-        up: std::cell::Cell::new(true),
-        rng: std::cell::RefCell::new(RandomPool::new()),
-        next: std::cell::Cell::new(0),
+        up: Cell::new(true),
+        rng: RefCell::new(RandomPool::new()),
+        next: Cell::new(0),
     });
     let s = shared.clone();
     tokio::task::spawn_local(async move { s.backend.keep_open().await });
@@ -220,7 +221,7 @@ impl From<Down> for Failure {
 }
 
 thread_local! {
-    static LAST_ERROR: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+    static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
 }
 
 impl Shared {
