@@ -171,14 +171,18 @@ fn certificates(s: &RedisSettings) -> TlsCertificates {
     }
 }
 
-/// The address to dial for `a`; with TLS and a server name, the name (see
-/// `FixedResolver`).
-fn connection_addr(a: &Address, s: &RedisSettings) -> ConnectionAddr {
+/// The address to dial for `a`; with TLS and `by_name`, the server name,
+/// which `FixedResolver` maps back to the address.
+fn connection_addr(a: &Address, s: &RedisSettings, by_name: bool) -> ConnectionAddr {
     match (a, tls_mode(s)) {
         (Address::Unix(p), _) => ConnectionAddr::Unix(p.into()),
         (Address::Tcp { host, port }, None) => ConnectionAddr::Tcp(host.clone(), *port),
         (Address::Tcp { host, port }, Some(mode)) => ConnectionAddr::TcpTls {
-            host: s.tls_server_name.clone().unwrap_or_else(|| host.clone()),
+            host: s
+                .tls_server_name
+                .clone()
+                .filter(|_| by_name)
+                .unwrap_or_else(|| host.clone()),
             port: *port,
             insecure: mode == TlsMode::Insecure,
             tls_params: None,
@@ -217,7 +221,7 @@ impl Backend {
                         });
                     }
                 }
-                let info = connection_addr(a, s)
+                let info = connection_addr(a, s, true)
                     .into_connection_info()?
                     .set_redis_settings(redis_info(s));
                 let client = if tls {
@@ -261,7 +265,7 @@ impl Backend {
                 let infos = nodes
                     .iter()
                     .map(|a| {
-                        connection_addr(a, s)
+                        connection_addr(a, s, false)
                             .into_connection_info()
                             .map(|i| i.set_redis_settings(redis_info(s)))
                     })
