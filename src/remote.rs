@@ -101,7 +101,9 @@ fn answered(r: &mut Request, lc: &LocConf, main: &MainConf, answer: Answer) -> S
 
 /// Redis cannot answer: 503, or a session in the local zone.
 fn unavailable(r: &mut Request, lc: &LocConf, main: &MainConf) -> Status {
-    if lc.unavailable != Some(Unavailable::Local) {
+    let local = lc.unavailable == Some(Unavailable::Local);
+    count(main, &[Event::RedisUnavailable { local }]);
+    if !local {
         return HTTPStatus::SERVICE_UNAVAILABLE.into();
     }
     let Some((keys, name)) = lc.keys_and_name(main).or_else(|| lc.local_keys_and_name(main)) else {

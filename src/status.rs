@@ -93,6 +93,15 @@ fn render(s: &Snapshot) -> String {
             ("reason=\"ua_mismatch\"", st.refused_ua),
         ],
     );
+    metric(
+        "redis_unavailable_total",
+        "counter",
+        "Requests that found Redis unreachable, by what they got.",
+        &[
+            ("action=\"refused\"", st.redis_refused),
+            ("action=\"local\"", st.redis_local),
+        ],
+    );
     out
 }
 

@@ -28,6 +28,7 @@ fn conf(redis: &str, extra: &str) -> String {
            add_header X-Session-Id $session_id always;
            location /plain/ {{ sessions off; alias html/; }}
            location /local/ {{ sessions_store shm; alias html/; }}
+           location = /metrics {{ sessions_status; }}
          }}"
     )
 }
@@ -535,6 +536,12 @@ fn redis_down_with_local_fallback() {
     assert_eq!(status(&during), "new");
     let local = during.cookie_pair("sid");
     assert_eq!(status(&n.request(Request::get("/").cookie(&local))), "valid");
+    // Two requests asked Redis; the third found its session in the zone first.
+    let metrics = n.get("/metrics").text();
+    assert!(
+        metrics.contains("nginx_sessions_redis_unavailable_total{zone=\"sessions\",action=\"local\"} 2"),
+        "{metrics}"
+    );
     redis.run();
     wait_until("recovery", || {
         status(&n.request(Request::get("/").cookie(&before))) == "valid"

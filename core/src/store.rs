@@ -18,6 +18,10 @@ pub enum Event {
     Refused(Status),
     Login,
     Logout,
+    /// A request found Redis unreachable; `local`: it got a zone session.
+    RedisUnavailable {
+        local: bool,
+    },
 }
 
 pub trait Store {
@@ -91,6 +95,8 @@ impl Store for Table<'_> {
             Event::Refused(Status::Unknown) => &mut s.refused_unknown,
             Event::Login => &mut s.logins,
             Event::Logout => &mut s.logouts,
+            Event::RedisUnavailable { local: false } => &mut s.redis_refused,
+            Event::RedisUnavailable { local: true } => &mut s.redis_local,
             Event::Refused(Status::New | Status::Valid | Status::Renewed) => return,
         };
         *counter += 1;

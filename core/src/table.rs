@@ -11,7 +11,7 @@ use crate::timeouts::Times;
 
 const NIL: u32 = u32::MAX;
 /// Changes with the memory layout: a zone left by another layout is refused.
-const MAGIC: u64 = 0x6e67_7873_6573_7332; // "ngxsess2"
+const MAGIC: u64 = 0x6e67_7873_6573_7333; // "ngxsess3"
 
 /// Slot states.
 const FREE: u32 = 0;
@@ -40,6 +40,10 @@ pub struct Stats {
     pub refused_ua: u64,
     pub logins: u64,
     pub logouts: u64,
+    /// Requests that found Redis unreachable: answered 503, or given a
+    /// session in the zone (`sessions_redis_unavailable local`).
+    pub redis_refused: u64,
+    pub redis_local: u64,
 }
 
 /// Zone-wide values kept with the table.
@@ -447,6 +451,8 @@ impl<'a> Table<'a> {
                 refused_ua: 0,
                 logins: 0,
                 logouts: 0,
+                redis_refused: 0,
+                redis_local: 0,
             },
             random_secret: [0; 32],
             random_name: [0; 16],
