@@ -12,6 +12,7 @@ use ngx::http::{HTTPStatus, HttpModuleLocationConf, HttpModuleMainConf, Request}
 use ngx::ngx_log_error;
 use sessions_core::admin::{self, AdminRequest, Verb};
 
+use crate::redis_client::{Answer, Job};
 use crate::{request, Module};
 
 /// Largest JSON body accepted.
@@ -70,6 +71,9 @@ extern "C" fn body_read(r: *mut ngx_http_request_t) {
 }
 
 fn act(r: &mut Request, req: AdminRequest) -> Status {
+    if Module::location_conf(r).is_some_and(|lc| lc.redis()) {
+        return act_on_redis(r, req);
+    }
     let (Some(lc), Some(table)) = (
         Module::location_conf(r),
         Module::main_conf(r).and_then(|m| m.table),
@@ -105,5 +109,62 @@ fn act(r: &mut Request, req: AdminRequest) -> Status {
     if !matches!(req, AdminRequest::List { .. }) {
         ngx_log_error!(NGX_LOG_INFO, r.log(), "sessions: admin revocation: {body}");
     }
+    request::send_body(r, status, JSON, body.as_bytes())
+}
+
+/// With `sessions_store redis`: "log out everywhere" goes to Redis. Listing
+/// and revoking one session by `$session_id` cannot: a Redis record opens
+/// only with its session's id, which only the cookie carries.
+fn act_on_redis(r: &mut Request, req: AdminRequest) -> Status {
+    let AdminRequest::RevokeUser { user } = req else {
+        let why = "with sessions_store redis only revoking a user's sessions is possible: \
+                   Redis records open only with the session's cookie";
+        return request::send_body(
+            r,
+            HTTPStatus::NOT_IMPLEMENTED,
+            JSON,
+            admin::error_json(why).as_bytes(),
+        );
+    };
+    let keys = Module::main_conf(r)
+        .zip(Module::location_conf(r))
+        .and_then(|(main, lc)| lc.keys_and_name(main))
+        .map(|(keys, _)| keys.primary().seal().clone());
+    let Some(keys) = keys.filter(|_| crate::park::running()) else {
+        let why = "Redis is not available";
+        return request::send_body(
+            r,
+            HTTPStatus::SERVICE_UNAVAILABLE,
+            JSON,
+            admin::error_json(why).as_bytes(),
+        );
+    };
+    if crate::park::park_admin(r, Job::Revoke { user, keys }) {
+        Status::NGX_DONE
+    } else {
+        Status::NGX_ERROR
+    }
+}
+
+/// Sends the Redis thread's answer to a parked admin request.
+pub fn answered(r: &mut Request, answer: Answer) -> Status {
+    let (status, body) = match answer {
+        Answer::Revoked(n) => {
+            if let Some(table) = Module::main_conf(r).and_then(|m| m.table) {
+                table.with(|t| t.header().stats.logouts += n as u64);
+            }
+            let body = admin::revoked_json(n);
+            ngx_log_error!(
+                NGX_LOG_INFO,
+                r.log(),
+                "sessions: admin revocation in Redis: {body}"
+            );
+            (HTTPStatus::OK, body)
+        }
+        _ => (
+            HTTPStatus::SERVICE_UNAVAILABLE,
+            admin::error_json("Redis is not available"),
+        ),
+    };
     request::send_body(r, status, JSON, body.as_bytes())
 }

@@ -36,6 +36,8 @@ pub enum Wake {
 struct Parked {
     r: *mut ngx_http_request_t,
     generation: u32,
+    /// Where the answer goes: the access phase, or `sessions_admin`.
+    admin: bool,
 }
 
 struct Worker {
@@ -176,9 +178,27 @@ pub fn submit(job: Job) {
     });
 }
 
-/// Parks `r` until `job` is answered (`None`: until adoption ends).
+/// Parks `r` in the access phase until `job` is answered (`None`: until
+/// adoption ends); the phase runs again with the answer (see `resumed`).
 /// `false` when the request could not be parked (out of memory, no thread).
 pub fn park(r: &mut Request, job: Option<Job>) -> bool {
+    park_for(r, job, false)
+}
+
+/// Parks `sessions_admin`'s request until `job` is answered, which
+/// `admin::answered` then sends. The caller returns `NGX_DONE`.
+pub fn park_admin(r: &mut Request, job: Job) -> bool {
+    if !park_for(r, Some(job), true) {
+        return false;
+    }
+    // As for a request body being read: the content phase's NGX_DONE
+    // releases this, the answer finalizes the request.
+    // SAFETY: the main request of a live request.
+    unsafe { (*r.as_mut().main).set_count((*r.as_ref().main).count() + 1) };
+    true
+}
+
+fn park_for(r: &mut Request, job: Option<Job>, admin: bool) -> bool {
     let req: &mut ngx_http_request_t = r.as_mut();
     let rp = ptr::from_mut(req);
     let token = WORKER.with_borrow_mut(|w| {
@@ -187,6 +207,7 @@ pub fn park(r: &mut Request, job: Option<Job>) -> bool {
         let entry = Parked {
             r: rp,
             generation: w.generation,
+            admin,
         };
         let index = match w.free.pop() {
             Some(i) => {
@@ -268,14 +289,16 @@ fn slot(w: &mut Worker, token: u64) -> Option<&mut Parked> {
     (u64::from(p.generation) == token >> 32 && !p.r.is_null()).then_some(p)
 }
 
-/// Frees the slot of `token`; returns the request if it is still there.
-fn forget(token: u64) -> Option<*mut ngx_http_request_t> {
+/// Frees the slot of `token`; returns the request if it is still there,
+/// and whether `sessions_admin` parked it.
+fn forget(token: u64) -> Option<(*mut ngx_http_request_t, bool)> {
     WORKER.with_borrow_mut(|w| {
         let w = w.as_mut()?;
         let p = slot(w, token)?;
         let r = std::mem::replace(&mut p.r, ptr::null_mut());
+        let admin = p.admin;
         w.free.push((token & 0xffff_ffff) as u32);
-        Some(r)
+        Some((r, admin))
     })
 }
 
@@ -286,11 +309,11 @@ extern "C" fn request_gone(data: *mut c_void) {
 /// Resumes a parked request with `wake`, as nginx resumes a request whose
 /// subrequest finished.
 fn resume(token: u64, wake: Wake) {
-    let Some(r) = forget(token) else { return };
-    RESUMED.set(Some((r, wake)));
+    let Some((r, admin)) = forget(token) else { return };
     // SAFETY: `r` is alive: its pool cleanup would have cleared the slot.
     // Running the phases again re-enters the access handler, which takes
-    // the answer; then the posted subrequests run, as nginx's own handler does.
+    // the answer (an admin request is answered and finalized instead);
+    // then the posted subrequests run, as nginx's own handler does.
     unsafe {
         let wev = (*(*r).connection).write;
         if (*wev).timer_set() != 0 {
@@ -299,10 +322,19 @@ fn resume(token: u64, wake: Wake) {
         (*r).read_event_handler = Some(ngx_http_block_reading);
         (*r).write_event_handler = Some(ngx_http_core_run_phases);
         let c = (*r).connection;
-        ngx_http_core_run_phases(r);
+        match wake {
+            Wake::Answer(answer) if admin => {
+                let rc = crate::admin::answered(Request::from_ngx_http_request(r), answer);
+                ngx_http_finalize_request(r, rc.0);
+            }
+            wake => {
+                RESUMED.set(Some((r, wake)));
+                ngx_http_core_run_phases(r);
+                RESUMED.set(None);
+            }
+        }
         ngx_http_run_posted_requests(c);
     }
-    RESUMED.set(None);
 }
 
 extern "C" fn on_wake(ev: *mut ngx_event_t) {

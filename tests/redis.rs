@@ -621,16 +621,25 @@ fn redis_learns_neither_ids_nor_data_and_values_do_not_move() {
     let login = common::send(n.port3, &Request::get("/"));
     assert_eq!(login.status, 200);
     let a = login.cookie_pair("sid");
-    wait_until("the login write", || keys(&redis, &[]).len() == 1);
+    // The login leaves its session and alice's index (for log out everywhere).
+    wait_until("the login write", || keys(&redis, &[]).len() == 2);
     let b = n.get("/").cookie_pair("sid");
-    let stored = keys(&redis, &[]);
-    assert_eq!(stored.len(), 2, "{stored:?}");
+    let all = keys(&redis, &[]);
+    let (index, stored): (Vec<String>, Vec<String>) = all.iter().cloned().partition(|k| k.contains(":user:"));
+    assert_eq!((index.len(), stored.len()), (1, 2), "{all:?}");
+    assert!(!index[0].contains("alice"), "the index does not name the user");
+    let members = redis.cli(&["SMEMBERS", &index[0]]);
+    assert!(
+        stored.iter().any(|k| members == *k),
+        "it lists alice's session key: {members}"
+    );
     for cookie in [&a, &b] {
         // The cookie is v1.<base64url(id || tag)>: the id is its first 16 bytes.
         let v = cookie.strip_prefix("sid=v1.").unwrap();
         let id_b64 = &v[..21];
         for k in &stored {
             assert!(!k.contains(id_b64), "key {k} shows the id");
+            assert!(!members.contains(id_b64), "the index shows the id");
         }
     }
     for k in &stored {
@@ -950,4 +959,67 @@ fn killed_workers_are_replaced_with_their_own_redis_thread() {
         assert_eq!(status(&n.request(Request::get("/").cookie(&c))), "valid");
     }
     assert_eq!(n.worker_pids().len(), 2);
+}
+
+#[test]
+fn log_out_everywhere_in_redis() {
+    let redis = Redis::start(&[]);
+    let n = Nginx::start(&conf(
+        &format!("sessions_redis_server 127.0.0.1:{};", redis.port),
+        "server { listen 127.0.0.1:{port2};
+                  location / { add_header X-Session-User $arg_user; return 200; } }
+         server { listen 127.0.0.1:{port3}; sessions_control_headers on;
+                  sessions_idling_timeout 0; sessions_absolute_timeout 0;
+                  sessions_rolling_timeout 2s; sessions_renewal_grace 1s;
+                  add_header X-Session-Status $session_status always;
+                  add_header X-User $session_user always;
+                  location /login { proxy_pass http://127.0.0.1:{port2}; }
+                  location / { root html; }
+                  location = /admin { sessions_admin; } }",
+    ));
+    let login = |user: &str| {
+        let r = common::send(n.port3, &Request::get(&format!("/login?user={user}")));
+        assert_eq!(r.status, 200);
+        r.cookie_pair("sid")
+    };
+    let on = |c: &str| common::send(n.port3, &Request::get("/").cookie(c));
+    let (a1, a2, b1) = (login("alice"), login("alice"), login("bob"));
+    wait_until("the logins", || on(&b1).header("X-User") == Some("bob"));
+    // Renew one of alice's sessions: its new id must be revoked too.
+    sleep(Duration::from_millis(1600));
+    let r = on(&a1);
+    assert_eq!(status(&r), "renewed");
+    let a1_new = r.cookie_pair("sid");
+    assert_eq!(on(&a2).header("X-User"), Some("alice"));
+
+    let mut del = Request::get("/admin?user=alice");
+    del.method = "DELETE".into();
+    let r = common::send(n.port3, &del);
+    assert_eq!(
+        (r.status, r.text().trim()),
+        (200, "{\"revoked\":2}"),
+        "{}",
+        n.error_log()
+    );
+    for c in [&a1, &a1_new, &a2] {
+        assert_ne!(
+            on(c).header("X-User"),
+            Some("alice"),
+            "alice is logged out everywhere"
+        );
+    }
+    assert_eq!(on(&b1).header("X-User"), Some("bob"), "bob is not");
+    // Listing needs the records, which open only with a cookie.
+    let r = common::send(n.port3, &Request::get("/admin?user=bob"));
+    assert_eq!(r.status, 501);
+    assert!(r.text().contains("\"error\""));
+    let stored = keys(&redis, &[]).join(" ");
+    assert!(!stored.contains("alice") && !stored.contains("bob"), "{stored}");
+    // The JSON form, through nginx's body reader.
+    let mut post = Request::get("/admin");
+    post.method = "POST".into();
+    let r = common::send_with_body(n.port3, &post, br#"{"action":"revoke","user":"bob"}"#);
+    assert_eq!((r.status, r.text().trim()), (200, "{\"revoked\":1}"));
+    assert_ne!(on(&b1).header("X-User"), Some("bob"));
+    n.assert_clean_log();
 }

@@ -59,6 +59,22 @@ impl SealKeys {
         crate::b64::encode_into(&h, out);
     }
 
+    /// Appends the key of the set that lists `user`'s sessions (their store
+    /// keys, so that "log out everywhere" can delete them), after `prefix`.
+    /// Keyed like session keys: it does not show the user name.
+    pub fn user_index(&self, prefix: &[u8], user: &[u8], out: &mut Vec<u8>) {
+        let h = self
+            .index
+            .clone()
+            .chain_update(b"user\0")
+            .chain_update(user)
+            .finalize()
+            .into_bytes();
+        out.extend_from_slice(prefix);
+        out.extend_from_slice(b"user:");
+        crate::b64::encode_into(&h, out);
+    }
+
     fn cipher(&self, id: &SessionId) -> ChaCha20Poly1305 {
         let k = self.seal.clone().chain_update(id.0).finalize().into_bytes();
         ChaCha20Poly1305::new_from_slice(&k).expect("32-byte key")
@@ -179,6 +195,18 @@ mod tests {
         let mut hex_b64 = Vec::new();
         crate::b64::encode_into(&id.0, &mut hex_b64);
         assert!(!a.windows(hex_b64.len()).any(|w| w == hex_b64.as_slice()));
+    }
+
+    #[test]
+    fn user_index_is_keyed_and_hides_the_name() {
+        let k = SealKeys::derive(b"secret");
+        let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
+        k.user_index(b"p:", b"alice", &mut a);
+        k.user_index(b"p:", b"bob", &mut b);
+        SealKeys::derive(b"other").user_index(b"p:", b"alice", &mut c);
+        assert!(a.starts_with(b"p:user:"));
+        assert!(a != b && a != c);
+        assert!(!a.windows(5).any(|w| w == b"alice"));
     }
 
     #[test]

@@ -55,6 +55,11 @@ pub enum Job {
     },
     /// The random secret and cookie name shared by every instance.
     Adopt,
+    /// "Log out everywhere": every session of a user.
+    Revoke {
+        user: Vec<u8>,
+        keys: SealKeys,
+    },
 }
 
 pub enum Answer {
@@ -71,6 +76,8 @@ pub enum Answer {
         name: Vec<u8>,
     },
     Written,
+    /// Sessions ended by `Revoke`.
+    Revoked(usize),
 }
 
 pub struct Reply {
@@ -178,6 +185,7 @@ async fn serve(
                         s.write(&writes, &keys, None).await.map(|()| Answer::Written)
                     }
                     Job::Adopt => s.adopt().await,
+                    Job::Revoke { user, keys } => s.revoke(&keys, &user).await,
                 }
             };
             // Every job ends before nginx's own timer for it (`patience`).
@@ -338,11 +346,16 @@ impl Shared {
                         .seal(id, &addr, entry, data, &mut self.rng.borrow_mut())
                         .map_err(|_| Failure::NoRandom)?;
                     let mut c = redis::cmd("SET");
-                    c.arg(addr).arg(value);
+                    c.arg(&addr).arg(value);
                     if let Some(ttl) = ttl {
                         c.arg("PX").arg(*ttl);
                     }
                     cmds.push(c);
+                    if let Entry::Live(rec) = entry {
+                        if let Some(user) = rec.user() {
+                            self.index(keys, user, &addr, writes, *ttl, &mut cmds);
+                        }
+                    }
                     if let Some(old) = old {
                         cmds.push(redis::cmd("DEL").arg(self.address(old, id)).clone());
                     }
@@ -393,6 +406,57 @@ impl Shared {
             }
         }
         Err(Down::from(last.expect("an attempt ran")).into())
+    }
+
+    /// Lists a logged-in session's key in its user's index (for "log out
+    /// everywhere"), and drops from it the ids the same writes retire (a
+    /// renewal's old id: its grace pointer leads to this key anyway). The
+    /// index lives as long as the longest session in it.
+    fn index(
+        &self,
+        keys: &SealKeys,
+        user: &[u8],
+        addr: &[u8],
+        writes: &[Write],
+        ttl: Option<u64>,
+        cmds: &mut Vec<redis::Cmd>,
+    ) {
+        let mut idx = Vec::with_capacity(self.prefix.len() + 48);
+        keys.user_index(&self.prefix, user, &mut idx);
+        cmds.push(redis::cmd("SADD").arg(&idx).arg(addr).clone());
+        for w in writes {
+            if let Write::Put {
+                id,
+                entry: Entry::Grace { .. },
+                ..
+            } = w
+            {
+                cmds.push(redis::cmd("SREM").arg(&idx).arg(self.address(keys, id)).clone());
+            }
+        }
+        if let Some(ttl) = ttl {
+            // NX sets the first expiry, GT only ever extends it.
+            cmds.push(redis::cmd("PEXPIRE").arg(&idx).arg(ttl).arg("NX").clone());
+            cmds.push(redis::cmd("PEXPIRE").arg(&idx).arg(ttl).arg("GT").clone());
+        } else {
+            cmds.push(redis::cmd("PERSIST").arg(&idx).clone());
+        }
+    }
+
+    /// Ends every session of `user` kept under `keys`: deletes the keys its
+    /// index lists, then the index. Returns how many sessions existed.
+    async fn revoke(&self, keys: &SealKeys, user: &[u8]) -> Result<Answer, Failure> {
+        let mut idx = Vec::new();
+        keys.user_index(&self.prefix, user, &mut idx);
+        let members: Vec<Vec<u8>> = self.run(0, redis::cmd("SMEMBERS").arg(&idx)).await?;
+        let mut revoked = 0;
+        for m in &members {
+            // One command a key: in a cluster they live on different nodes.
+            let n: usize = self.run(0, redis::cmd("DEL").arg(m)).await?;
+            revoked += n;
+        }
+        let _: usize = self.run(0, redis::cmd("DEL").arg(&idx)).await?;
+        Ok(Answer::Revoked(revoked))
     }
 
     /// The first instance stores a random secret and name; all adopt them.
