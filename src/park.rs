@@ -42,7 +42,6 @@ struct Parked {
 
 struct Worker {
     client: Client,
-    _conn: *mut ngx_connection_t,
     log: *mut nginx_sys::ngx_log_t,
     parked: Vec<Parked>,
     free: Vec<u32>,
@@ -103,8 +102,9 @@ pub fn start(
         unsafe { libc::close(fd) };
     })?;
     // SAFETY: the cycle is live in init_process; the connection comes from
-    // its free list and its events are set up before being registered.
-    let conn = unsafe {
+    // its free list and its events are set up before being registered. It
+    // lives as long as the worker; nothing needs to find it again.
+    unsafe {
         let log = (*cycle).log;
         let c = ngx_get_connection(fd, log);
         if c.is_null() {
@@ -120,14 +120,12 @@ pub fn start(
         if ngx_handle_read_event(rev, 0) != 0 {
             return Err("cannot watch the Redis eventfd".into());
         }
-        c
-    };
+    }
     if adopt {
         client.submit(ADOPT, Job::Adopt);
     }
     WORKER.set(Some(Worker {
         client,
-        _conn: conn,
         // SAFETY: the cycle's log lives as long as the worker.
         log: unsafe { (*cycle).log },
         parked: Vec::new(),

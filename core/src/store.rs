@@ -26,8 +26,6 @@ pub enum Event {
 
 pub trait Store {
     fn get(&mut self, id: &SessionId) -> Option<Entry>;
-    /// Saves a live record; `deadline` is when it may be dropped unasked.
-    fn update(&mut self, id: &SessionId, rec: &Record, deadline: Option<u64>);
     /// Records a request on a live session without rewriting its record.
     fn touch(&mut self, id: &SessionId, last_seen: u64, deadline: Option<u64>);
     /// Marks `id` as replaced by `successor`, still accepted until `until`.
@@ -47,10 +45,6 @@ pub trait Store {
 impl Store for Table<'_> {
     fn get(&mut self, id: &SessionId) -> Option<Entry> {
         Table::get(self, id)
-    }
-
-    fn update(&mut self, id: &SessionId, rec: &Record, deadline: Option<u64>) {
-        Table::update(self, id, rec, deadline);
     }
 
     fn touch(&mut self, id: &SessionId, last_seen: u64, deadline: Option<u64>) {

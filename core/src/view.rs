@@ -172,10 +172,6 @@ impl Store for View {
         self.items.iter().find(|i| i.id == *id).and_then(|i| i.entry)
     }
 
-    fn update(&mut self, id: &SessionId, rec: &Record, deadline: Option<u64>) {
-        self.set(*id, Some(Entry::Live(*rec)), Change::Written, deadline);
-    }
-
     fn touch(&mut self, id: &SessionId, last_seen: u64, deadline: Option<u64>) {
         if let Some(i) = self.item(id) {
             if let Some(Entry::Live(rec)) = &mut i.entry {

@@ -150,7 +150,7 @@ struct Shared {
     backend: Backend,
     prefix: Vec<u8>,
     out: Replies,
-    /// Whether the last command reached Redis.
+    /// Whether the last job reached Redis.
     up: Cell<bool>,
     rng: RefCell<RandomPool>,
     next: Cell<usize>,
@@ -189,23 +189,15 @@ async fn serve(
                 }
             };
             // Every job ends before nginx's own timer for it (`patience`).
-            let answer = match tokio::time::timeout(limit / 2, work).await {
-                Ok(Ok(a)) => a,
-                Ok(Err(Failure::NoRandom)) => Answer::NoRandom,
-                Ok(Err(Failure::Down)) => Answer::Unavailable,
-                Err(_) => {
-                    LAST_ERROR.with_borrow_mut(|e| *e = "timed out".into());
-                    Answer::Unavailable
-                }
+            let (answer, down) = match tokio::time::timeout(limit / 2, work).await {
+                Ok(Ok(a)) => (a, None),
+                Ok(Err(Failure::NoRandom)) => (Answer::NoRandom, None),
+                Ok(Err(Failure::Down(why))) => (Answer::Unavailable, Some(why)),
+                Err(_) => (Answer::Unavailable, Some("timed out".into())),
             };
-            let transition = match (&answer, s.up.get()) {
-                (Answer::Unavailable, true) => Some(Err(s.last_error())),
-                (Answer::Unavailable, false) | (_, true) => None,
-                (_, false) => Some(Ok(())),
-            };
-            if transition.is_some() {
-                s.up.set(!matches!(answer, Answer::Unavailable));
-            }
+            // Only a change of state is reported (and logged once).
+            let up = down.is_none();
+            let transition = (up != s.up.replace(up)).then(|| down.map_or(Ok(()), Err));
             s.out.send(Reply {
                 token,
                 answer,
@@ -216,27 +208,18 @@ async fn serve(
 }
 
 enum Failure {
-    /// Redis could not be reached (why is in `LAST_ERROR`).
-    Down,
+    /// Redis could not be reached, and why.
+    Down(String),
     NoRandom,
 }
 
 impl From<Down> for Failure {
     fn from(d: Down) -> Self {
-        LAST_ERROR.with_borrow_mut(|e| *e = d.0);
-        Failure::Down
+        Failure::Down(d.0)
     }
-}
-
-thread_local! {
-    static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
 }
 
 impl Shared {
-    fn last_error(&self) -> String {
-        LAST_ERROR.with_borrow(|e| e.clone())
-    }
-
     fn address(&self, keys: &SealKeys, id: &SessionId) -> Vec<u8> {
         let mut a = Vec::with_capacity(self.prefix.len() + 43);
         keys.address(&self.prefix, id, &mut a);
