@@ -123,13 +123,9 @@ value_directive! {
     set_redis_tls: redis.tls = parse::flag;
     set_redis_tls_verify: redis.tls_verify = parse::flag;
     set_redis_tls_server_name: redis.tls_server_name = redis_conf::word;
-    set_redis_connect_timeout: redis.connect_timeout = positive_ms;
-    set_redis_timeout: redis.timeout = positive_ms;
+    set_redis_connect_timeout: redis.connect_timeout = parse::positive_time_ms;
+    set_redis_timeout: redis.timeout = parse::positive_time_ms;
     set_redis_prefix: redis.prefix = redis_conf::prefix;
-}
-
-fn positive_ms(v: &[u8]) -> Result<u64, Reason> {
-    parse::time_ms(v).and_then(|t| if t == 0 { Err("it must not be 0") } else { Ok(t) })
 }
 
 /// Reads a file named in a directive, relative to the configuration prefix.

@@ -67,6 +67,14 @@ pub fn time_ms(v: &[u8]) -> Result<u64, Reason> {
     Ok(total)
 }
 
+/// As `time_ms`, but `0` is refused (a timeout that must exist).
+pub fn positive_time_ms(v: &[u8]) -> Result<u64, Reason> {
+    match time_ms(v)? {
+        0 => Err("it must not be 0"),
+        t => Ok(t),
+    }
+}
+
 /// A size with an optional `k`/`K`, `m`/`M` or `g`/`G` suffix.
 pub fn size(v: &[u8]) -> Result<usize, Reason> {
     const REASON: Reason = "it must be a size such as \"10m\"";
@@ -205,6 +213,8 @@ mod tests {
         assert_eq!(time_ms(b"1h30m"), Ok(5_400_000));
         assert_eq!(time_ms(b"1500ms"), Ok(1_500));
         assert_eq!(time_ms(b"2s"), Ok(2_000));
+        assert_eq!(positive_time_ms(b"300ms"), Ok(300));
+        assert_eq!(positive_time_ms(b"0"), Err("it must not be 0"));
         for bad in [
             &b""[..],
             b"abc",
