@@ -24,7 +24,8 @@ fn demo_page_shows_the_visitors_session() {
             &format!("root {};", repo.join("nginx-conf/demo").display()),
         )
         .replace(".run/", "")
-        .replace("error_log stderr notice;", "error_log logs/error.log notice;");
+        // `info`: the harness waits for a worker to log that it accepted its probe.
+        .replace("error_log stderr notice;", "error_log logs/error.log info;");
     fs::write(n.dir.join("demo.conf"), conf).unwrap();
     n.spawn_conf("demo.conf");
 

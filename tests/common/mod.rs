@@ -188,15 +188,30 @@ impl Nginx {
         self.wait_listening(self.port);
     }
 
+    /// Returns once a worker has accepted a connection on `port`: a probe
+    /// that connects, closes, and shows up in the log as "client closed
+    /// connection". A connect alone is not enough: twice under load a probe
+    /// connected, nginx never logged it, and the next request was reset.
     pub fn wait_listening(&mut self, port: u16) {
+        const ACCEPTED: &str = "client closed connection while waiting for request";
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        loop {
+            let seen = self.error_log().matches(ACCEPTED).count();
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                let wait = Instant::now() + Duration::from_secs(1);
+                while Instant::now() < wait {
+                    if self.error_log().matches(ACCEPTED).count() > seen {
+                        return;
+                    }
+                    sleep(Duration::from_millis(5));
+                }
+            }
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 panic!("nginx exited with {status}:\n{}", self.error_log());
             }
             assert!(
                 Instant::now() < deadline,
-                "nginx did not listen on {port}:\n{}",
+                "nginx did not accept on {port}:\n{}",
                 self.error_log()
             );
             sleep(Duration::from_millis(20));
