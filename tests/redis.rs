@@ -380,6 +380,10 @@ fn cluster_spreads_sessions_over_slots() {
                 "nodes.conf",
                 "--cluster-node-timeout",
                 "5000",
+                // The bus would default to port + 10000, inside the kernel's
+                // ephemeral range, where an outgoing connection may hold it.
+                "--cluster-port",
+                &common::free_port().to_string(),
                 "--user",
                 "default",
                 "off",

@@ -589,7 +589,14 @@ impl Redis {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
+            let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            let log = || fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();
+            assert!(exited.is_none(), "redis-server exited:\n{}", log());
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not start:\n{}",
+                log()
+            );
             sleep(Duration::from_millis(10));
         }
     }
