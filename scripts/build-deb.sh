@@ -30,16 +30,16 @@ NGINX_BUILD_DIR="$work/nginx/objs" CARGO_TARGET_DIR="$work/cargo" \
 
 nginx_version=$(sed -n 's/^#define NGINX_VERSION *"\(.*\)"/\1/p' "$work/nginx/src/core/nginx.h")
 # The ABI the packaged nginx provides, e.g. nginx-abi-1.22.1-7.
-abi=$(dpkg-query -W -f='${Provides}\n' nginx nginx-core 2>/dev/null | tr ',' '\n' | sed -n 's/^ *\(nginx-abi-[^ ]*\).*/\1/p' | head -n 1)
+abi=$(dpkg-query -W -f='${Provides}\n' nginx nginx-core 2>/dev/null | tr ',' '\n' | sed -n 's/^ *\(nginx-abi-[^ ]*\).*/\1/p' | sed -n 1p)
 if [ -z "$abi" ]; then
-  abi=$(apt-cache show nginx 2>/dev/null | sed -n 's/^Provides:.*\(nginx-abi-[^ ,]*\).*/\1/p' | head -n 1)
+  abi=$(apt-cache show nginx 2>/dev/null | sed -n 's/^Provides:.*\(nginx-abi-[^ ,]*\).*/\1/p' | sed -n 1p)
 fi
 if [ -z "$abi" ]; then
   echo "cannot tell the nginx ABI (nginx-abi-*): is Debian's nginx known to apt?" >&2
   exit 1
 fi
 
-version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | sed -n 1p)
 arch=$(dpkg --print-architecture)
 pkg=libnginx-mod-http-sessions
 root=$work/pkg

@@ -13,7 +13,7 @@ case "${1:-}" in
 esac
 missing=()
 for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] || missing+=("$p")
 done
 if ! command -v cargo >/dev/null; then
   echo "cargo is not on PATH: install Rust (rustup) first" >&2

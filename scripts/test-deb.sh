@@ -20,7 +20,7 @@ test "$(readlink "$link")" = /usr/share/nginx/modules-available/mod-http-session
   || { echo "missing or wrong $link" >&2; exit 1; }
 # Debian's own nginx.conf includes modules-enabled: the module must load there.
 /usr/sbin/nginx -t
-/usr/sbin/nginx -V 2>&1 | head -n 1
+/usr/sbin/nginx -v
 
 NGINX_BIN=/usr/sbin/nginx SESSIONS_MODULE="$so" \
   cargo test --release --test sessions --test sessions_redis -- --test-threads=8
