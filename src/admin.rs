@@ -12,6 +12,9 @@ use ngx::http::{HTTPStatus, HttpModuleLocationConf, HttpModuleMainConf, Request}
 use ngx::ngx_log_error;
 use sessions_core::admin::{self, AdminRequest, Verb};
 
+use sessions_core::table::Record;
+
+use crate::conf::LocConf;
 use crate::redis_client::{Answer, Job};
 use crate::{request, Module};
 
@@ -82,12 +85,8 @@ fn act(r: &mut Request, req: AdminRequest) -> Status {
     };
     let (status, body) = table.with(|t| match &req {
         AdminRequest::List { user } => {
-            let sessions = t
-                .sessions_of(user)
-                .iter()
-                .map(|(_, rec)| admin::session_json(rec, lc.policy.timeouts_for(rec).deadline(rec.times())))
-                .collect();
-            (HTTPStatus::OK, admin::list_json(user, sessions))
+            let sessions = t.sessions_of(user).into_iter().map(|(_, rec)| rec);
+            (HTTPStatus::OK, list_json(lc, user, sessions))
         }
         AdminRequest::RevokeUser { user } => {
             let ids: Vec<_> = t.sessions_of(user).into_iter().map(|(id, _)| id).collect();
@@ -97,14 +96,13 @@ fn act(r: &mut Request, req: AdminRequest) -> Status {
             t.header().stats.logouts += ids.len() as u64;
             (HTTPStatus::OK, admin::revoked_json(ids.len()))
         }
-        AdminRequest::RevokeId { id } => match t.find_handle(id) {
-            Some(sid) => {
-                t.remove(&sid);
+        AdminRequest::RevokeId { id } => {
+            let found = t.find_handle(id).inspect(|sid| {
+                t.remove(sid);
                 t.header().stats.logouts += 1;
-                (HTTPStatus::OK, admin::revoked_json(1))
-            }
-            None => (HTTPStatus::NOT_FOUND, admin::revoked_json(0)),
-        },
+            });
+            revoked_one(found.is_some())
+        }
     });
     if !matches!(req, AdminRequest::List { .. }) {
         ngx_log_error!(NGX_LOG_INFO, r.log(), "sessions: admin revocation: {body}");
@@ -112,59 +110,72 @@ fn act(r: &mut Request, req: AdminRequest) -> Status {
     request::send_body(r, status, JSON, body.as_bytes())
 }
 
-/// With `sessions_store redis`: "log out everywhere" goes to Redis. Listing
-/// and revoking one session by `$session_id` cannot: a Redis record opens
-/// only with its session's id, which only the cookie carries.
+fn list_json(lc: &LocConf, user: &[u8], sessions: impl Iterator<Item = Record>) -> String {
+    let sessions = sessions
+        .map(|rec| admin::session_json(&rec, lc.policy.timeouts_for(&rec).deadline(rec.times())))
+        .collect();
+    admin::list_json(user, sessions)
+}
+
+fn revoked_one(found: bool) -> (HTTPStatus, String) {
+    if found {
+        (HTTPStatus::OK, admin::revoked_json(1))
+    } else {
+        (HTTPStatus::NOT_FOUND, admin::revoked_json(0))
+    }
+}
+
+/// With `sessions_store redis` the request goes to the Redis thread. Only
+/// logged-in sessions are found: they are the ones listed in a user's
+/// index (a Redis record opens only with its session's cookie).
 fn act_on_redis(r: &mut Request, req: AdminRequest) -> Status {
-    let AdminRequest::RevokeUser { user } = req else {
-        let why = "with sessions_store redis only revoking a user's sessions is possible: \
-                   Redis records open only with the session's cookie";
-        return request::send_body(
-            r,
-            HTTPStatus::NOT_IMPLEMENTED,
-            JSON,
-            admin::error_json(why).as_bytes(),
-        );
-    };
     let keys = Module::main_conf(r)
         .zip(Module::location_conf(r))
         .and_then(|(main, lc)| lc.keys_and_name(main))
         .map(|(keys, _)| keys.primary().seal().clone());
     let Some(keys) = keys.filter(|_| crate::park::running()) else {
-        let why = "Redis is not available";
-        return request::send_body(
-            r,
-            HTTPStatus::SERVICE_UNAVAILABLE,
-            JSON,
-            admin::error_json(why).as_bytes(),
-        );
+        return unavailable(r);
     };
-    if crate::park::park_admin(r, Job::Revoke { user, keys }) {
+    let job = match req {
+        AdminRequest::List { user } => Job::List { user, keys },
+        AdminRequest::RevokeUser { user } => Job::Revoke { user, keys },
+        AdminRequest::RevokeId { id } => Job::RevokeHandle { handle: id, keys },
+    };
+    if crate::park::park_admin(r, job) {
         Status::NGX_DONE
     } else {
         Status::NGX_ERROR
     }
 }
 
+fn unavailable(r: &mut Request) -> Status {
+    let body = admin::error_json("Redis is not available");
+    request::send_body(r, HTTPStatus::SERVICE_UNAVAILABLE, JSON, body.as_bytes())
+}
+
 /// Sends the Redis thread's answer to a parked admin request.
 pub fn answered(r: &mut Request, answer: Answer) -> Status {
-    let (status, body) = match answer {
-        Answer::Revoked(n) => {
-            if let Some(table) = Module::main_conf(r).and_then(|m| m.table) {
-                table.with(|t| t.header().stats.logouts += n as u64);
-            }
-            let body = admin::revoked_json(n);
-            ngx_log_error!(
-                NGX_LOG_INFO,
-                r.log(),
-                "sessions: admin revocation in Redis: {body}"
-            );
-            (HTTPStatus::OK, body)
+    let (status, body, revoked) = match answer {
+        Answer::Listed { user, sessions } => match Module::location_conf(r) {
+            Some(lc) => (HTTPStatus::OK, list_json(lc, &user, sessions.into_iter()), None),
+            None => return HTTPStatus::NOT_FOUND.into(),
+        },
+        Answer::Revoked(n) => (HTTPStatus::OK, admin::revoked_json(n), Some(n)),
+        Answer::RevokedOne(found) => {
+            let (status, body) = revoked_one(found);
+            (status, body, Some(usize::from(found)))
         }
-        _ => (
-            HTTPStatus::SERVICE_UNAVAILABLE,
-            admin::error_json("Redis is not available"),
-        ),
+        _ => return unavailable(r),
     };
+    if let Some(n) = revoked {
+        if let Some(table) = Module::main_conf(r).and_then(|m| m.table) {
+            table.with(|t| t.header().stats.logouts += n as u64);
+        }
+        ngx_log_error!(
+            NGX_LOG_INFO,
+            r.log(),
+            "sessions: admin revocation in Redis: {body}"
+        );
+    }
     request::send_body(r, status, JSON, body.as_bytes())
 }

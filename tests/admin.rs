@@ -1,4 +1,5 @@
-//! `sessions_admin`: list a user's sessions, revoke one, log a user out everywhere.
+// `sessions_admin`: list a user's sessions, revoke one, log a user out
+// everywhere. `admin_redis.rs` runs it with sessions in Redis.
 
 mod common;
 

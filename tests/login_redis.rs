@@ -2,3 +2,19 @@
 //! (see `common::redis_suite`).
 
 include!("login.rs");
+
+#[test]
+fn this_run_really_uses_redis() {
+    assert!(common::redis_suite());
+    let n = Nginx::start(CONF);
+    let c = n.get("/").cookie_pair("sid");
+    let c = n
+        .request(Request::get("/app/login?user=dave").cookie(&c))
+        .cookie_pair("sid");
+    assert_eq!(
+        n.request(Request::get("/").cookie(&c)).header("X-User"),
+        Some("dave")
+    );
+    let keys = common::suite_redis_cli(&["--scan"]).expect("a Redis for this test");
+    assert!(keys.lines().any(|k| k.starts_with("sessions:user:")), "{keys}");
+}

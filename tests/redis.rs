@@ -620,23 +620,59 @@ fn redis_learns_neither_ids_nor_data_and_values_do_not_move() {
                                add_header X-Session-Set \"color=blue-in-clear\"; return 200; } }
          server { listen 127.0.0.1:{port3}; sessions_control_headers on;
                   add_header X-Session-Status $session_status always;
+                  add_header X-Session-Id $session_id always;
                   location / { proxy_pass http://127.0.0.1:{port2}; } }",
     ));
     let login = common::send(n.port3, &Request::get("/"));
     assert_eq!(login.status, 200);
     let a = login.cookie_pair("sid");
-    // The login leaves its session and alice's index (for log out everywhere).
-    wait_until("the login write", || keys(&redis, &[]).len() == 2);
+    let handle = login.header("X-Session-Id").unwrap().to_string();
+    // The login leaves its session, alice's index and a pointer from the
+    // session's handle to that index (for the admin endpoint).
+    wait_until("the login write", || keys(&redis, &[]).len() == 3);
     let b = n.get("/").cookie_pair("sid");
     let all = keys(&redis, &[]);
-    let (index, stored): (Vec<String>, Vec<String>) = all.iter().cloned().partition(|k| k.contains(":user:"));
-    assert_eq!((index.len(), stored.len()), (1, 2), "{all:?}");
+    let (index, rest): (Vec<String>, Vec<String>) = all.iter().cloned().partition(|k| k.contains(":user:"));
+    let (pointer, stored): (Vec<String>, Vec<String>) =
+        rest.into_iter().partition(|k| k.contains(":handle:"));
+    assert_eq!((index.len(), pointer.len(), stored.len()), (1, 1, 2), "{all:?}");
     assert!(!index[0].contains("alice"), "the index does not name the user");
-    let members = redis.cli(&["SMEMBERS", &index[0]]);
+    assert!(
+        !pointer[0].contains(&handle),
+        "the pointer does not show the handle"
+    );
+    assert_eq!(
+        raw_value(&redis, &pointer[0]),
+        format!("{}\n", index[0]).into_bytes()
+    );
+    let members = redis.cli(&["HKEYS", &index[0]]);
     assert!(
         stored.contains(&members),
         "it lists alice's session key: {members}"
     );
+    let summary = Command::new("redis-cli")
+        .args([
+            "-p",
+            &redis.port.to_string(),
+            "--raw",
+            "HGET",
+            &index[0],
+            &members,
+        ])
+        .output()
+        .unwrap()
+        .stdout;
+    assert!(summary.len() > 60, "a summary is kept");
+    let raw_handle: Vec<u8> = (0..handle.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&handle[i..i + 2], 16).unwrap())
+        .collect();
+    for clear in [&b"alice-in-clear"[..], handle.as_bytes(), &raw_handle] {
+        assert!(
+            !summary.windows(clear.len()).any(|w| w == clear),
+            "the summary is sealed"
+        );
+    }
     for cookie in [&a, &b] {
         // The cookie is v1.<base64url(id || tag)>: the id is its first 16 bytes.
         let v = cookie.strip_prefix("sid=v1.").unwrap();
@@ -1013,10 +1049,12 @@ fn log_out_everywhere_in_redis() {
         );
     }
     assert_eq!(on(&b1).header("X-User"), Some("bob"), "bob is not");
-    // Listing needs the records, which open only with a cookie.
+    // Listing reads the summaries kept in the user's index.
     let r = common::send(n.port3, &Request::get("/admin?user=bob"));
-    assert_eq!(r.status, 501);
-    assert!(r.text().contains("\"error\""));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text().matches("\"id\":").count(), 1, "{}", r.text());
+    let r = common::send(n.port3, &Request::get("/admin?user=alice"));
+    assert!(r.text().contains("\"sessions\":[]"), "{}", r.text());
     let stored = keys(&redis, &[]).join(" ");
     assert!(!stored.contains("alice") && !stored.contains("bob"), "{stored}");
     // The JSON form, through nginx's body reader.

@@ -6,13 +6,20 @@
 //!   the session id, which only the cookie carries: the secret alone does
 //!   not open a dump, and a value copied to another key fails to open;
 //! - the key name is bound as associated data.
+//!
+//! A logged-in session is also listed in its user's index (a hash: session
+//! key -> summary) so that the admin endpoint can list and revoke it. The
+//! summary is the record without data, sealed under a key derived from the
+//! secret alone (the admin has no cookie), bound to its session key; the
+//! index's own key, and a pointer from the session's public handle to it,
+//! are keyed hashes that show neither user nor handle.
 
 use chacha20poly1305::aead::{Aead, KeyInit as _, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-use crate::id::{RandomError, RandomPool, SessionId};
+use crate::id::{Handle, RandomError, RandomPool, SessionId};
 use crate::keys::hkdf_sha256;
 use crate::table::{Entry, Record};
 
@@ -20,6 +27,7 @@ type HmacSha256 = Hmac<Sha256>;
 
 const INDEX_INFO: &[u8] = b"ngx-sessions v1 store index";
 const SEAL_INFO: &[u8] = b"ngx-sessions v1 store seal";
+const SUMMARY_INFO: &[u8] = b"ngx-sessions v1 store summary";
 const VERSION: u8 = 1;
 const NONCE_LEN: usize = 12;
 const LIVE: u8 = 1;
@@ -30,6 +38,7 @@ const GRACE: u8 = 2;
 pub struct SealKeys {
     index: HmacSha256,
     seal: HmacSha256,
+    summary: ChaCha20Poly1305,
 }
 
 impl core::fmt::Debug for SealKeys {
@@ -49,6 +58,8 @@ impl SealKeys {
         Self {
             index: mac(INDEX_INFO),
             seal: mac(SEAL_INFO),
+            summary: ChaCha20Poly1305::new_from_slice(&hkdf_sha256(secret, SUMMARY_INFO))
+                .expect("32-byte key"),
         }
     }
 
@@ -73,6 +84,42 @@ impl SealKeys {
         out.extend_from_slice(prefix);
         out.extend_from_slice(b"user:");
         crate::b64::encode_into(&h, out);
+    }
+
+    /// Appends the key that leads from a logged-in session's handle (as in
+    /// `$session_id`) to its user's index, after `prefix`.
+    pub fn handle_pointer(&self, prefix: &[u8], handle: &Handle, out: &mut Vec<u8>) {
+        let h = self
+            .index
+            .clone()
+            .chain_update(b"handle\0")
+            .chain_update(handle.0)
+            .finalize()
+            .into_bytes();
+        out.extend_from_slice(prefix);
+        out.extend_from_slice(b"handle:");
+        crate::b64::encode_into(&h, out);
+    }
+
+    /// The summary of `rec` kept in its user's index under `address`.
+    pub fn seal_summary(
+        &self,
+        address: &[u8],
+        rec: &Record,
+        rng: &mut RandomPool,
+    ) -> Result<Vec<u8>, RandomError> {
+        let mut plain = Vec::with_capacity(96);
+        rec.encode(&mut plain);
+        seal_with(&self.summary, address, &plain, rng)
+    }
+
+    /// Opens what `seal_summary` wrote for `address`.
+    pub fn open_summary(&self, address: &[u8], value: &[u8]) -> Result<Record, Unsealed> {
+        let plain = open_with(&self.summary, address, value)?;
+        match Record::decode(&plain) {
+            Some((rec, used)) if used == plain.len() => Ok(rec),
+            _ => Err(Unsealed),
+        }
     }
 
     fn cipher(&self, id: &SessionId) -> ChaCha20Poly1305 {
@@ -102,42 +149,12 @@ impl SealKeys {
                 plain.extend_from_slice(&until.to_le_bytes());
             }
         }
-        let mut nonce = [0u8; NONCE_LEN];
-        rng.fill(&mut nonce)?;
-        let sealed = self
-            .cipher(id)
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: &plain,
-                    aad: address,
-                },
-            )
-            .expect("a buffer this small always encrypts");
-        let mut out = Vec::with_capacity(1 + NONCE_LEN + sealed.len());
-        out.push(VERSION);
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&sealed);
-        Ok(out)
+        seal_with(&self.cipher(id), address, &plain, rng)
     }
 
     /// Opens what `seal` wrote: the entry and, for a live one, its data.
     pub fn open(&self, id: &SessionId, address: &[u8], value: &[u8]) -> Result<(Entry, Vec<u8>), Unsealed> {
-        let (&version, rest) = value.split_first().ok_or(Unsealed)?;
-        if version != VERSION || rest.len() < NONCE_LEN {
-            return Err(Unsealed);
-        }
-        let (nonce, sealed) = rest.split_at(NONCE_LEN);
-        let plain = self
-            .cipher(id)
-            .decrypt(
-                Nonce::from_slice(nonce),
-                Payload {
-                    msg: sealed,
-                    aad: address,
-                },
-            )
-            .map_err(|_| Unsealed)?;
+        let plain = open_with(&self.cipher(id), address, value)?;
         match plain.split_first() {
             Some((&LIVE, body)) => {
                 let (rec, used) = Record::decode(body).ok_or(Unsealed)?;
@@ -153,10 +170,39 @@ impl SealKeys {
     }
 }
 
+/// `VERSION`, a random nonce, then `plain` encrypted with `aad` bound.
+fn seal_with(
+    cipher: &ChaCha20Poly1305,
+    aad: &[u8],
+    plain: &[u8],
+    rng: &mut RandomPool,
+) -> Result<Vec<u8>, RandomError> {
+    let mut nonce = [0u8; NONCE_LEN];
+    rng.fill(&mut nonce)?;
+    let sealed = cipher
+        .encrypt(Nonce::from_slice(&nonce), Payload { msg: plain, aad })
+        .expect("a buffer this small always encrypts");
+    let mut out = Vec::with_capacity(1 + NONCE_LEN + sealed.len());
+    out.push(VERSION);
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&sealed);
+    Ok(out)
+}
+
+fn open_with(cipher: &ChaCha20Poly1305, aad: &[u8], value: &[u8]) -> Result<Vec<u8>, Unsealed> {
+    let (&version, rest) = value.split_first().ok_or(Unsealed)?;
+    if version != VERSION || rest.len() < NONCE_LEN {
+        return Err(Unsealed);
+    }
+    let (nonce, sealed) = rest.split_at(NONCE_LEN);
+    cipher
+        .decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad })
+        .map_err(|_| Unsealed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::id::Handle;
 
     fn rec() -> Record {
         let mut r = Record::new(Handle([9; 8]), 1_000, &[127, 0, 0, 1], 77);
@@ -229,6 +275,39 @@ mod tests {
             assert_eq!(k.open(&id, &a, &t), Err(Unsealed));
         }
         assert_eq!(k.open(&id, &a, &[]), Err(Unsealed));
+    }
+
+    #[test]
+    fn summary_opens_only_under_its_session_key_and_secret() {
+        let k = SealKeys::derive(b"secret");
+        let mut rng = RandomPool::new();
+        let v = k.seal_summary(b"p:a", &rec(), &mut rng).unwrap();
+        assert_eq!(k.open_summary(b"p:a", &v), Ok(rec()));
+        assert!(!v.windows(5).any(|w| w == b"alice"));
+        assert_eq!(k.open_summary(b"p:b", &v), Err(Unsealed)); // moved to another session
+        assert_eq!(SealKeys::derive(b"other").open_summary(b"p:a", &v), Err(Unsealed));
+        for i in 0..v.len() {
+            let mut t = v.clone();
+            t[i] ^= 1;
+            assert_eq!(k.open_summary(b"p:a", &t), Err(Unsealed));
+        }
+        // A session value is not a summary, nor the other way round.
+        let id = SessionId([1; 16]);
+        let s = k.seal(&id, b"p:a", &Entry::Live(rec()), b"", &mut rng).unwrap();
+        assert_eq!(k.open_summary(b"p:a", &s), Err(Unsealed));
+        assert!(k.open(&id, b"p:a", &v).is_err());
+    }
+
+    #[test]
+    fn handle_pointer_is_keyed_and_hides_the_handle() {
+        let h = Handle([0x5a; 8]);
+        let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
+        SealKeys::derive(b"one").handle_pointer(b"p:", &h, &mut a);
+        SealKeys::derive(b"two").handle_pointer(b"p:", &h, &mut b);
+        SealKeys::derive(b"one").handle_pointer(b"p:", &Handle([0x5b; 8]), &mut c);
+        assert!(a.starts_with(b"p:handle:"));
+        assert!(a != b && a != c);
+        assert!(!String::from_utf8_lossy(&a).contains("5a5a5a5a"));
     }
 
     #[test]

@@ -13,11 +13,12 @@ use std::time::Duration;
 
 use redis::RedisError;
 use sessions_core::engine::Presented;
+use sessions_core::id::Handle;
 use sessions_core::id::{random_alnum, RandomPool};
 use sessions_core::redis_conf::{RedisSettings, Topology};
 use sessions_core::sealed::SealKeys;
 use sessions_core::store::Event;
-use sessions_core::table::Entry;
+use sessions_core::table::{Entry, Record};
 use sessions_core::view::{View, Write};
 use sessions_core::{resolve, Facts, Outcome, Policy, SessionId};
 use tokio::sync::mpsc;
@@ -55,9 +56,19 @@ pub enum Job {
     },
     /// The random secret and cookie name shared by every instance.
     Adopt,
+    /// The admin endpoint: a user's logged-in sessions.
+    List {
+        user: Vec<u8>,
+        keys: SealKeys,
+    },
     /// "Log out everywhere": every session of a user.
     Revoke {
         user: Vec<u8>,
+        keys: SealKeys,
+    },
+    /// One logged-in session, by its handle (`$session_id`).
+    RevokeHandle {
+        handle: Handle,
         keys: SealKeys,
     },
 }
@@ -76,8 +87,15 @@ pub enum Answer {
         name: Vec<u8>,
     },
     Written,
-    /// Sessions ended by `Revoke`.
+    /// The sessions `List` found, as their summaries.
+    Listed {
+        user: Vec<u8>,
+        sessions: Vec<Record>,
+    },
+    /// How many sessions `Revoke` ended.
     Revoked(usize),
+    /// Whether `RevokeHandle` found its session.
+    RevokedOne(bool),
 }
 
 pub struct Reply {
@@ -154,6 +172,11 @@ struct Shared {
     up: Cell<bool>,
     rng: RefCell<RandomPool>,
     next: Cell<usize>,
+    /// Writes nobody waits for (a login, logout or new id from a response),
+    /// by the ids they touch, held locked until they are done. Reads of those
+    /// ids, and admin jobs, wait for them: the next request of a session
+    /// sees what its last response changed, whichever connections they use.
+    pending: RefCell<Vec<(SessionId, Arc<tokio::sync::Mutex<()>>)>>,
 }
 
 async fn serve(
@@ -170,6 +193,7 @@ async fn serve(
         up: Cell::new(true),
         rng: RefCell::new(RandomPool::new()),
         next: Cell::new(0),
+        pending: RefCell::new(Vec::new()),
     });
     let s = shared.clone();
     tokio::task::spawn_local(async move { s.backend.keep_open().await });
@@ -177,6 +201,11 @@ async fn serve(
     tokio::task::spawn_local(async move { s.backend.watch_sentinels().await });
     while let Some((token, job)) = rx.recv().await {
         let s = shared.clone();
+        // Registered now, before any later job can start.
+        let held = match &job {
+            Job::Write { writes, .. } => Some(s.hold(writes)),
+            _ => None,
+        };
         tokio::task::spawn_local(async move {
             let work = async {
                 match job {
@@ -185,7 +214,9 @@ async fn serve(
                         s.write(&writes, &keys, None).await.map(|()| Answer::Written)
                     }
                     Job::Adopt => s.adopt().await,
+                    Job::List { user, keys } => s.list(&keys, user).await,
                     Job::Revoke { user, keys } => s.revoke(&keys, &user).await,
+                    Job::RevokeHandle { handle, keys } => s.revoke_handle(&keys, &handle).await,
                 }
             };
             // Every job ends before nginx's own timer for it (`patience`).
@@ -195,6 +226,9 @@ async fn serve(
                 Ok(Err(Failure::Down(why))) => (Answer::Unavailable, Some(why)),
                 Err(_) => (Answer::Unavailable, Some("timed out".into())),
             };
+            if let Some(held) = held {
+                s.release(held);
+            }
             // Only a change of state is reported (and logged once).
             let up = down.is_none();
             let transition = (up != s.up.replace(up)).then(|| down.map_or(Ok(()), Err));
@@ -205,6 +239,12 @@ async fn serve(
             });
         });
     }
+}
+
+/// A write in flight, locked until it is done (see `Shared::pending`).
+struct Held {
+    lock: Arc<tokio::sync::Mutex<()>>,
+    _guard: tokio::sync::OwnedMutexGuard<()>,
 }
 
 enum Failure {
@@ -243,10 +283,42 @@ impl Shared {
         Err(Down::from(last.expect("an attempt ran")))
     }
 
-    /// Which connection serves session `id`: always the same one, so that a
-    /// write nobody waits for (a login from a response header) reaches
-    /// Redis before this worker's next read of that session, both being
-    /// queued in order on one connection. Requests without a session spread.
+    /// Marks the ids `writes` touch as being written until `release`.
+    fn hold(&self, writes: &[Write]) -> Held {
+        let lock = Arc::new(tokio::sync::Mutex::new(()));
+        let guard = lock.clone().try_lock_owned().expect("a new lock is free");
+        let mut pending = self.pending.borrow_mut();
+        for w in writes {
+            let (Write::Put { id, .. } | Write::Delete { id }) = w;
+            pending.push((*id, lock.clone()));
+        }
+        Held { lock, _guard: guard }
+    }
+
+    fn release(&self, held: Held) {
+        self.pending
+            .borrow_mut()
+            .retain(|(_, l)| !Arc::ptr_eq(l, &held.lock));
+    }
+
+    /// Waits until no write nobody waits for touches `id` (any id: `None`).
+    async fn settled(&self, id: Option<&SessionId>) {
+        loop {
+            let lock = self
+                .pending
+                .borrow()
+                .iter()
+                .find(|(p, _)| id.is_none_or(|id| id == p))
+                .map(|(_, l)| l.clone());
+            match lock {
+                Some(l) => drop(l.lock().await),
+                None => return,
+            }
+        }
+    }
+
+    /// Which connection serves session `id`: always the same one, which
+    /// spreads sessions over the connections. Requests without one spread too.
     fn hint(&self, id: Option<&SessionId>) -> usize {
         match id {
             Some(id) => u32::from_le_bytes([id.0[0], id.0[1], id.0[2], id.0[3]]) as usize,
@@ -274,6 +346,7 @@ impl Shared {
         if let Presented::Id { id, .. } = l.presented {
             let mut cur = id;
             for _ in 0..3 {
+                self.settled(Some(&cur)).await;
                 let addr = self.address(&l.keys.read, &cur);
                 let v: Option<Vec<u8>> = self.run(hint, redis::cmd("GET").arg(&addr)).await?;
                 // A value that does not open is a session we do not know.
@@ -336,7 +409,7 @@ impl Shared {
                     cmds.push(c);
                     if let Entry::Live(rec) = entry {
                         if let Some(user) = rec.user() {
-                            self.index(keys, user, &addr, writes, *ttl, &mut cmds);
+                            self.index(keys, user, rec, &addr, writes, *ttl, &mut cmds)?;
                         }
                     }
                     if let Some(old) = old {
@@ -391,22 +464,27 @@ impl Shared {
         Err(Down::from(last.expect("an attempt ran")).into())
     }
 
-    /// Lists a logged-in session's key in its user's index (for "log out
-    /// everywhere"), and drops from it the ids the same writes retire (a
+    /// Lists a logged-in session in its user's index (session key ->
+    /// sealed summary, for the admin endpoint) and points its handle at
+    /// that index; drops from the index the ids the same writes retire (a
     /// renewal's old id: its grace pointer leads to this key anyway). The
     /// index lives as long as the longest session in it.
+    #[allow(clippy::too_many_arguments)]
     fn index(
         &self,
         keys: &SealKeys,
         user: &[u8],
+        rec: &Record,
         addr: &[u8],
         writes: &[Write],
         ttl: Option<u64>,
         cmds: &mut Vec<redis::Cmd>,
-    ) {
-        let mut idx = Vec::with_capacity(self.prefix.len() + 48);
-        keys.user_index(&self.prefix, user, &mut idx);
-        cmds.push(redis::cmd("SADD").arg(&idx).arg(addr).clone());
+    ) -> Result<(), Failure> {
+        let idx = self.user_index(keys, user);
+        let summary = keys
+            .seal_summary(addr, rec, &mut self.rng.borrow_mut())
+            .map_err(|_| Failure::NoRandom)?;
+        cmds.push(redis::cmd("HSET").arg(&idx).arg(addr).arg(summary).clone());
         for w in writes {
             if let Write::Put {
                 id,
@@ -414,32 +492,95 @@ impl Shared {
                 ..
             } = w
             {
-                cmds.push(redis::cmd("SREM").arg(&idx).arg(self.address(keys, id)).clone());
+                cmds.push(redis::cmd("HDEL").arg(&idx).arg(self.address(keys, id)).clone());
             }
         }
+        let mut pointer = redis::cmd("SET");
+        pointer.arg(self.handle_pointer(keys, &rec.handle)).arg(&idx);
         if let Some(ttl) = ttl {
+            pointer.arg("PX").arg(ttl);
             // NX sets the first expiry, GT only ever extends it.
             cmds.push(redis::cmd("PEXPIRE").arg(&idx).arg(ttl).arg("NX").clone());
             cmds.push(redis::cmd("PEXPIRE").arg(&idx).arg(ttl).arg("GT").clone());
         } else {
             cmds.push(redis::cmd("PERSIST").arg(&idx).clone());
         }
+        cmds.push(pointer);
+        Ok(())
+    }
+
+    fn user_index(&self, keys: &SealKeys, user: &[u8]) -> Vec<u8> {
+        let mut idx = Vec::with_capacity(self.prefix.len() + 48);
+        keys.user_index(&self.prefix, user, &mut idx);
+        idx
+    }
+
+    fn handle_pointer(&self, keys: &SealKeys, handle: &Handle) -> Vec<u8> {
+        let mut p = Vec::with_capacity(self.prefix.len() + 50);
+        keys.handle_pointer(&self.prefix, handle, &mut p);
+        p
+    }
+
+    /// The sessions an index lists that still exist, with their summaries;
+    /// entries whose session ended are dropped from the index on the way.
+    async fn indexed(&self, keys: &SealKeys, idx: &[u8]) -> Result<Vec<(Vec<u8>, Record)>, Failure> {
+        self.settled(None).await;
+        let entries: Vec<(Vec<u8>, Vec<u8>)> = self.run(0, redis::cmd("HGETALL").arg(idx)).await?;
+        let mut live = Vec::with_capacity(entries.len());
+        for (addr, summary) in entries {
+            // One command a key: in a cluster they live on different nodes.
+            let exists: bool = self.run(0, redis::cmd("EXISTS").arg(&addr)).await?;
+            if !exists {
+                let _: usize = self.run(0, redis::cmd("HDEL").arg(idx).arg(&addr)).await?;
+                continue;
+            }
+            // A summary that does not open (another secret's) is not listed.
+            if let Ok(rec) = keys.open_summary(&addr, &summary) {
+                live.push((addr, rec));
+            }
+        }
+        Ok(live)
+    }
+
+    async fn list(&self, keys: &SealKeys, user: Vec<u8>) -> Result<Answer, Failure> {
+        let idx = self.user_index(keys, &user);
+        let found = self.indexed(keys, &idx).await?;
+        let sessions = found.into_iter().map(|(_, rec)| rec).collect();
+        Ok(Answer::Listed { user, sessions })
     }
 
     /// Ends every session of `user` kept under `keys`: deletes the keys its
     /// index lists, then the index. Returns how many sessions existed.
     async fn revoke(&self, keys: &SealKeys, user: &[u8]) -> Result<Answer, Failure> {
-        let mut idx = Vec::new();
-        keys.user_index(&self.prefix, user, &mut idx);
-        let members: Vec<Vec<u8>> = self.run(0, redis::cmd("SMEMBERS").arg(&idx)).await?;
+        self.settled(None).await;
+        let idx = self.user_index(keys, user);
+        let members: Vec<Vec<u8>> = self.run(0, redis::cmd("HKEYS").arg(&idx)).await?;
         let mut revoked = 0;
         for m in &members {
-            // One command a key: in a cluster they live on different nodes.
             let n: usize = self.run(0, redis::cmd("DEL").arg(m)).await?;
             revoked += n;
         }
         let _: usize = self.run(0, redis::cmd("DEL").arg(&idx)).await?;
         Ok(Answer::Revoked(revoked))
+    }
+
+    /// Ends the logged-in session whose handle is `handle`, found through
+    /// its pointer and its user's index.
+    async fn revoke_handle(&self, keys: &SealKeys, handle: &Handle) -> Result<Answer, Failure> {
+        let pointer = self.handle_pointer(keys, handle);
+        let idx: Option<Vec<u8>> = self.run(0, redis::cmd("GET").arg(&pointer)).await?;
+        let Some(idx) = idx else {
+            return Ok(Answer::RevokedOne(false));
+        };
+        let mut revoked = 0;
+        for (addr, rec) in self.indexed(keys, &idx).await? {
+            if rec.handle == *handle {
+                revoked += self.run::<usize>(0, redis::cmd("DEL").arg(&addr)).await?;
+                let _: usize = self.run(0, redis::cmd("HDEL").arg(&idx).arg(&addr)).await?;
+            }
+        }
+        let _: usize = self.run(0, redis::cmd("DEL").arg(&pointer)).await?;
+        Ok(Answer::RevokedOne(revoked > 0))
     }
 
     /// The first instance stores a random secret and name; all adopt them.

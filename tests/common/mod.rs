@@ -501,14 +501,12 @@ impl Conn {
 }
 
 /// Suites run twice: as `sessions` (local zone) and as `sessions_redis`
-/// (every session in Redis), the same source included; `login` likewise.
+/// (every session in Redis), the same source included; `login` and
+/// `admin` likewise. Cargo names a test binary `<file>-<hash>`.
 pub fn redis_suite() -> bool {
     std::env::current_exe()
         .ok()
-        .and_then(|p| {
-            p.file_name()
-                .map(|n| n.to_string_lossy().starts_with("sessions_redis-"))
-        })
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().contains("_redis-")))
         .unwrap_or(false)
 }
 
