@@ -231,6 +231,28 @@ extern "C" fn set_redis_cluster(
     set_nodes(cf, conf, false)
 }
 
+/// `sessions_redis_tls_protocols TLSv1.2 TLSv1.3;`
+extern "C" fn set_redis_tls_protocols(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: as in `value_directive!`.
+    let (cf, conf) = unsafe { (&mut *cf, &mut *conf.cast::<MainConf>()) };
+    if conf.redis.tls_protocols.is_some() {
+        return DUPLICATE;
+    }
+    let mut protocols = redis_conf::TlsProtocols::default();
+    for i in 1..cf.args().len() {
+        let a = cf.args()[i];
+        if let Err(reason) = protocols.add(a.as_bytes()) {
+            return cf.invalid(&a, reason);
+        }
+    }
+    conf.redis.tls_protocols = Some(protocols);
+    NGX_CONF_OK
+}
+
 extern "C" fn set_redis_connections(
     cf: *mut ngx_conf_t,
     _cmd: *mut ngx_command_t,
@@ -474,7 +496,7 @@ const fn location_command(name: ngx_str_t, args: u32, set: Handler) -> ngx_comma
     directive(name, NGX_HTTP_LOC_CONF, args, NGX_HTTP_LOC_CONF_OFFSET, set)
 }
 
-pub static mut COMMANDS: [ngx_command_t; 46] = [
+pub static mut COMMANDS: [ngx_command_t; 47] = [
     command(ngx_string!("sessions"), NGX_CONF_FLAG, set_enable),
     command(ngx_string!("sessions_secret"), NGX_CONF_1MORE, set_secret),
     command(ngx_string!("sessions_name"), NGX_CONF_TAKE1, set_name),
@@ -620,6 +642,11 @@ pub static mut COMMANDS: [ngx_command_t; 46] = [
         ngx_string!("sessions_redis_tls_certificate_key"),
         NGX_CONF_TAKE1,
         set_redis_tls_certificate_key,
+    ),
+    redis_command(
+        ngx_string!("sessions_redis_tls_protocols"),
+        NGX_CONF_1MORE,
+        set_redis_tls_protocols,
     ),
     redis_command(
         ngx_string!("sessions_redis_tls_server_name"),

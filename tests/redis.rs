@@ -254,6 +254,61 @@ fn tls_with_a_test_ca_client_certificate_and_server_name() {
     assert_eq!(n.get("/").status, 503);
 }
 
+#[test]
+fn tls_protocols_decide_what_can_be_agreed() {
+    let dir = common::scratch_dir("tls-protocols");
+    make_certs(&dir, "IP:127.0.0.1");
+    let d = dir.display();
+    let tls_redis = |version: &str| {
+        let port = common::free_port();
+        let r = Redis::start_on(
+            common::free_port(),
+            &[
+                "--tls-port",
+                &port.to_string(),
+                "--tls-cert-file",
+                &format!("{d}/server.pem"),
+                "--tls-key-file",
+                &format!("{d}/server.key"),
+                "--tls-ca-cert-file",
+                &format!("{d}/ca.pem"),
+                "--tls-auth-clients",
+                "no",
+                "--tls-protocols",
+                version,
+            ],
+        );
+        (r, port)
+    };
+    let (_r12, only12) = tls_redis("TLSv1.2");
+    let (_r13, only13) = tls_redis("TLSv1.3");
+    let start = |port: u16, protocols: &str| {
+        Nginx::start(&conf(
+            &format!(
+                "sessions_redis_server 127.0.0.1:{port}; sessions_redis_tls on;
+                 sessions_redis_tls_trusted_certificate {d}/ca.pem; {protocols}"
+            ),
+            "",
+        ))
+    };
+    for (port, protocols, agreed) in [
+        (only12, "", true),
+        (only13, "", true),
+        (only12, "sessions_redis_tls_protocols TLSv1.2;", true),
+        (only12, "sessions_redis_tls_protocols TLSv1.3;", false),
+        (only13, "sessions_redis_tls_protocols TLSv1.2;", false),
+        (only13, "sessions_redis_tls_protocols TLSv1.2 TLSv1.3;", true),
+    ] {
+        let n = start(port, protocols);
+        if agreed {
+            assert_round_trip(&n);
+        } else {
+            assert_eq!(n.get("/").status, 503, "{protocols} with {port}");
+            assert!(n.error_log().contains("Redis is unreachable"));
+        }
+    }
+}
+
 fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !f() {
@@ -767,6 +822,15 @@ fn bad_redis_settings_fail_config_test() {
         (
             "sessions_redis_server a; sessions_redis_tls maybe;",
             "it must be \"on\" or \"off\"",
+        ),
+        (
+            "sessions_redis_server a; sessions_redis_tls_protocols TLSv1.2 TLSv1.1;",
+            "invalid value \"TLSv1.1\" in \"sessions_redis_tls_protocols\" directive, \
+             only TLSv1.2 and TLSv1.3 are supported with Redis",
+        ),
+        (
+            "sessions_redis_server a; sessions_redis_tls_protocols tls13;",
+            "it must be \"TLSv1.2\" or \"TLSv1.3\"",
         ),
         (
             "sessions_redis_server a; sessions_redis_unavailable maybe;",

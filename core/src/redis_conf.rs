@@ -61,6 +61,7 @@ pub struct RedisSettings {
     pub tls_certificate: Option<Vec<u8>>,
     pub tls_certificate_key: Option<Vec<u8>>,
     pub tls_server_name: Option<String>,
+    pub tls_protocols: Option<TlsProtocols>,
     pub connect_timeout: Option<u64>,
     pub timeout: Option<u64>,
     pub connections: Option<(u32, u32)>,
@@ -159,6 +160,28 @@ pub fn address(v: &[u8], default_port: u16) -> Result<Address, Reason> {
     })
 }
 
+/// The TLS versions offered to Redis (rustls speaks only these two).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TlsProtocols {
+    pub v1_2: bool,
+    pub v1_3: bool,
+}
+
+impl TlsProtocols {
+    /// Adds one `sessions_redis_tls_protocols` value.
+    pub fn add(&mut self, v: &[u8]) -> Result<(), Reason> {
+        match v {
+            b"TLSv1.2" => self.v1_2 = true,
+            b"TLSv1.3" => self.v1_3 = true,
+            b"SSLv2" | b"SSLv3" | b"TLSv1" | b"TLSv1.1" => {
+                return Err("only TLSv1.2 and TLSv1.3 are supported with Redis")
+            }
+            _ => return Err("it must be \"TLSv1.2\" or \"TLSv1.3\""),
+        }
+        Ok(())
+    }
+}
+
 /// A database index.
 pub fn database(v: &[u8]) -> Result<u32, Reason> {
     std::str::from_utf8(v)
@@ -223,6 +246,28 @@ pub fn unavailable(v: &[u8]) -> Result<Unavailable, Reason> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn tls_protocols() {
+        let mut p = TlsProtocols::default();
+        assert_eq!(p.add(b"TLSv1.3"), Ok(()));
+        assert_eq!(
+            p,
+            TlsProtocols {
+                v1_2: false,
+                v1_3: true
+            }
+        );
+        assert_eq!(p.add(b"TLSv1.2"), Ok(()));
+        assert!(p.v1_2 && p.v1_3);
+        assert_eq!(
+            p.add(b"TLSv1.1"),
+            Err("only TLSv1.2 and TLSv1.3 are supported with Redis")
+        );
+        for bad in [&b""[..], b"tlsv1.2", b"TLSv1.4", b"1.3"] {
+            assert!(TlsProtocols::default().add(bad).is_err(), "{bad:?}");
+        }
+    }
+
     use super::*;
 
     fn tcp(host: &str, port: u16) -> Address {

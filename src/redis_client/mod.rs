@@ -133,8 +133,18 @@ pub fn start(settings: &RedisSettings, topology: &Topology, wake: File) -> Resul
         list: replies.clone(),
         wake: Arc::new(wake),
     };
-    // rustls needs one process-wide crypto provider; a second install fails harmlessly.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    // rustls needs one process-wide crypto provider; a second install fails
+    // harmlessly. redis-rs offers both TLS versions: the cipher suites kept
+    // here decide which can be agreed.
+    let mut provider = rustls::crypto::ring::default_provider();
+    if let Some(p) = settings.tls_protocols {
+        provider.cipher_suites.retain(|s| match s.version().version {
+            rustls::ProtocolVersion::TLSv1_2 => p.v1_2,
+            rustls::ProtocolVersion::TLSv1_3 => p.v1_3,
+            _ => false,
+        });
+    }
+    let _ = provider.install_default();
     let limit = patience(settings);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
