@@ -11,7 +11,6 @@ use ngx::core::Status;
 use ngx::http::{HTTPStatus, HttpModuleLocationConf, HttpModuleMainConf, Request};
 use ngx::ngx_log_error;
 use sessions_core::admin::{self, AdminRequest, Verb};
-
 use sessions_core::table::Record;
 
 use crate::conf::LocConf;

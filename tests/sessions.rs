@@ -222,6 +222,47 @@ fn absolute_timeout_ends_an_active_session() {
 }
 
 #[test]
+fn requests_at_once_at_renewal_agree_on_one_new_id() {
+    let n = Nginx::start(&conf(
+        "sessions_idling_timeout 0; sessions_absolute_timeout 0; sessions_rolling_timeout 2s; sessions_renewal_grace 10s;",
+        "",
+    ));
+    let first = n.get("/");
+    let old = first.cookie_pair("sid");
+    sleep(Duration::from_millis(1600));
+    // Twelve requests with the cookie due for renewal, sent at once.
+    let start = std::sync::Arc::new(std::sync::Barrier::new(12));
+    let clients: Vec<_> = (0..12)
+        .map(|_| {
+            let (start, old, port) = (start.clone(), old.clone(), n.port);
+            std::thread::spawn(move || {
+                start.wait();
+                common::send(port, &Request::get("/").cookie(&old))
+            })
+        })
+        .collect();
+    let answers: Vec<Response> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    let statuses: Vec<&str> = answers.iter().map(status).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == "renewed").count(),
+        1,
+        "one renewal, the rest pass on its grace: {statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == "renewed" || *s == "valid"),
+        "{statuses:?}"
+    );
+    let new: HashSet<String> = answers.iter().map(|r| r.cookie_pair("sid")).collect();
+    assert_eq!(new.len(), 1, "every answer carries the same new id: {new:?}");
+    assert!(answers.iter().all(|r| sid(r) == sid(&first)));
+    let new = new.into_iter().next().unwrap();
+    assert_ne!(new, old);
+    let r = n.request(Request::get("/").cookie(&new));
+    assert_eq!(status(&r), "valid");
+    assert!(r.all("Set-Cookie").is_empty());
+}
+
+#[test]
 fn rolling_renewal_with_grace_then_expiry() {
     let n = Nginx::start(&conf(
         "sessions_idling_timeout 0; sessions_absolute_timeout 0; sessions_rolling_timeout 2s; sessions_renewal_grace 1s;",

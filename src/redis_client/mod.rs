@@ -182,10 +182,8 @@ struct Shared {
     up: Cell<bool>,
     rng: RefCell<RandomPool>,
     next: Cell<usize>,
-    /// Writes nobody waits for (a login, logout or new id from a response),
-    /// by the ids they touch, held locked until they are done. Reads of those
-    /// ids, and admin jobs, wait for them: the next request of a session
-    /// sees what its last response changed, whichever connections they use.
+    /// Jobs in flight by the session ids they read or write, each locked
+    /// until it is done (see `Turn`).
     pending: RefCell<Vec<(SessionId, Arc<tokio::sync::Mutex<()>>)>>,
 }
 
@@ -211,13 +209,11 @@ async fn serve(
     tokio::task::spawn_local(async move { s.backend.watch_sentinels().await });
     while let Some((token, job)) = rx.recv().await {
         let s = shared.clone();
-        // Registered now, before any later job can start.
-        let held = match &job {
-            Job::Write { writes, .. } => Some(s.hold(writes)),
-            _ => None,
-        };
+        // Taken now, in the order jobs arrive.
+        let turn = s.turn(&job);
         tokio::task::spawn_local(async move {
             let work = async {
+                turn.wait().await;
                 match job {
                     Job::Lookup(l) => s.lookup(&l).await,
                     Job::Write { writes, keys } => {
@@ -236,9 +232,7 @@ async fn serve(
                 Ok(Err(Failure::Down(why))) => (Answer::Unavailable, Some(why)),
                 Err(_) => (Answer::Unavailable, Some("timed out".into())),
             };
-            if let Some(held) = held {
-                s.release(held);
-            }
+            s.done(turn);
             // Only a change of state is reported (and logged once).
             let up = down.is_none();
             let transition = (up != s.up.replace(up)).then(|| down.map_or(Ok(()), Err));
@@ -251,10 +245,25 @@ async fn serve(
     }
 }
 
-/// A write in flight, locked until it is done (see `Shared::pending`).
-struct Held {
+/// A job's place among the jobs of the same sessions. Jobs of one session
+/// run one after the other, in the order they arrived: the next request
+/// of a session sees what its last response changed (a login, logout or
+/// new id, sent as the response left), whichever connection each uses;
+/// two requests at once do not both renew it; a touch does not overwrite
+/// a login. Admin jobs come after every job before them.
+struct Turn {
     lock: Arc<tokio::sync::Mutex<()>>,
     _guard: tokio::sync::OwnedMutexGuard<()>,
+    /// The jobs to wait for.
+    after: Vec<Arc<tokio::sync::Mutex<()>>>,
+}
+
+impl Turn {
+    async fn wait(&self) {
+        for earlier in &self.after {
+            drop(earlier.lock().await);
+        }
+    }
 }
 
 enum Failure {
@@ -293,38 +302,44 @@ impl Shared {
         Err(Down::from(last.expect("an attempt ran")))
     }
 
-    /// Marks the ids `writes` touch as being written until `release`.
-    fn hold(&self, writes: &[Write]) -> Held {
+    /// The job's turn: after the jobs in flight on its sessions (on all
+    /// sessions, for admin jobs), before those that come after it.
+    fn turn(&self, job: &Job) -> Turn {
+        let ids: Vec<SessionId> = match job {
+            Job::Lookup(l) => match l.presented {
+                Presented::Id { id, .. } => vec![id],
+                _ => Vec::new(),
+            },
+            Job::Write { writes, .. } => writes
+                .iter()
+                .map(|(Write::Put { id, .. } | Write::Delete { id })| *id)
+                .collect(),
+            _ => Vec::new(),
+        };
+        let all = matches!(
+            job,
+            Job::List { .. } | Job::Revoke { .. } | Job::RevokeHandle { .. }
+        );
         let lock = Arc::new(tokio::sync::Mutex::new(()));
         let guard = lock.clone().try_lock_owned().expect("a new lock is free");
         let mut pending = self.pending.borrow_mut();
-        for w in writes {
-            let (Write::Put { id, .. } | Write::Delete { id }) = w;
-            pending.push((*id, lock.clone()));
+        let after = pending
+            .iter()
+            .filter(|(id, _)| all || ids.contains(id))
+            .map(|(_, l)| l.clone())
+            .collect();
+        pending.extend(ids.into_iter().map(|id| (id, lock.clone())));
+        Turn {
+            lock,
+            _guard: guard,
+            after,
         }
-        Held { lock, _guard: guard }
     }
 
-    fn release(&self, held: Held) {
+    fn done(&self, turn: Turn) {
         self.pending
             .borrow_mut()
-            .retain(|(_, l)| !Arc::ptr_eq(l, &held.lock));
-    }
-
-    /// Waits until no write nobody waits for touches `id` (any id: `None`).
-    async fn settled(&self, id: Option<&SessionId>) {
-        loop {
-            let lock = self
-                .pending
-                .borrow()
-                .iter()
-                .find(|(p, _)| id.is_none_or(|id| id == p))
-                .map(|(_, l)| l.clone());
-            match lock {
-                Some(l) => drop(l.lock().await),
-                None => return,
-            }
-        }
+            .retain(|(_, l)| !Arc::ptr_eq(l, &turn.lock));
     }
 
     /// Which connection serves session `id`: always the same one, which
@@ -356,7 +371,6 @@ impl Shared {
         if let Presented::Id { id, .. } = l.presented {
             let mut cur = id;
             for _ in 0..3 {
-                self.settled(Some(&cur)).await;
                 let addr = self.address(&l.keys.read, &cur);
                 let v: Option<Vec<u8>> = self.run(hint, redis::cmd("GET").arg(&addr)).await?;
                 // A value that does not open is a session we do not know.
@@ -418,9 +432,7 @@ impl Shared {
                     }
                     cmds.push(c);
                     if let Entry::Live(rec) = entry {
-                        if let Some(user) = rec.user() {
-                            self.index(keys, user, rec, &addr, writes, *ttl, &mut cmds)?;
-                        }
+                        self.index(keys, rec, &addr, writes, *ttl, &mut cmds)?;
                     }
                     if let Some(old) = old {
                         cmds.push(redis::cmd("DEL").arg(self.address(old, id)).clone());
@@ -474,22 +486,23 @@ impl Shared {
         Err(Down::from(last.expect("an attempt ran")).into())
     }
 
-    /// Lists a logged-in session in its user's index (session key ->
+    /// Lists a logged-in session (`rec`) in its user's index (session key ->
     /// sealed summary, for the admin endpoint) and points its handle at
     /// that index; drops from the index the ids the same writes retire (a
     /// renewal's old id: its grace pointer leads to this key anyway). The
     /// index lives as long as the longest session in it.
-    #[allow(clippy::too_many_arguments)]
     fn index(
         &self,
         keys: &SealKeys,
-        user: &[u8],
         rec: &Record,
         addr: &[u8],
         writes: &[Write],
         ttl: Option<u64>,
         cmds: &mut Vec<redis::Cmd>,
     ) -> Result<(), Failure> {
+        let Some(user) = rec.user() else {
+            return Ok(());
+        };
         let idx = self.user_index(keys, user);
         let summary = keys
             .seal_summary(addr, rec, &mut self.rng.borrow_mut())
@@ -534,7 +547,6 @@ impl Shared {
     /// The sessions an index lists that still exist, with their summaries;
     /// entries whose session ended are dropped from the index on the way.
     async fn indexed(&self, keys: &SealKeys, idx: &[u8]) -> Result<Vec<(Vec<u8>, Record)>, Failure> {
-        self.settled(None).await;
         let entries: Vec<(Vec<u8>, Vec<u8>)> = self.run(0, redis::cmd("HGETALL").arg(idx)).await?;
         let mut live = Vec::with_capacity(entries.len());
         for (addr, summary) in entries {
@@ -562,7 +574,6 @@ impl Shared {
     /// Ends every session of `user` kept under `keys`: deletes the keys its
     /// index lists, then the index. Returns how many sessions existed.
     async fn revoke(&self, keys: &SealKeys, user: &[u8]) -> Result<Answer, Failure> {
-        self.settled(None).await;
         let idx = self.user_index(keys, user);
         let members: Vec<Vec<u8>> = self.run(0, redis::cmd("HKEYS").arg(&idx)).await?;
         let mut revoked = 0;
