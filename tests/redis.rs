@@ -76,7 +76,23 @@ fn unix_socket_database_and_acl_user_with_password_file() {
         "on",
         ">acl-pass-123",
         "~*",
-        "+@all",
+        // The commands the README lists, no more.
+        "+get",
+        "+set",
+        "+del",
+        "+exists",
+        "+eval",
+        "+hset",
+        "+hdel",
+        "+hgetall",
+        "+hkeys",
+        "+pexpire",
+        "+persist",
+        "+ping",
+        "+select",
+        // For redis-cli in this test.
+        "+scan",
+        "+ttl",
     ]);
     redis.auth = vec![
         "--user".into(),
@@ -92,7 +108,16 @@ fn unix_socket_database_and_acl_user_with_password_file() {
              sessions_redis_username sessions; sessions_redis_password_file {};",
             pw.display()
         ),
-        "",
+        "server { listen 127.0.0.1:{port2};
+                  location / { add_header X-Session-User $arg_user; return 200; } }
+         server { listen 127.0.0.1:{port3}; sessions_control_headers on;
+                  sessions_idling_timeout 2s;
+                  add_header X-Session-Status $session_status always;
+                  add_header X-Session-Id $session_id always;
+                  add_header X-User $session_user always;
+                  location /login { proxy_pass http://127.0.0.1:{port2}; }
+                  location / { root html; }
+                  location = /admin { sessions_admin; } }",
     ));
     assert_round_trip(&n);
     assert_eq!(
@@ -101,6 +126,32 @@ fn unix_socket_database_and_acl_user_with_password_file() {
         "the session is in database 3"
     );
     assert!(keys(&redis, &[]).is_empty(), "nothing in database 0");
+    // Everything else the module sends, with only the listed commands:
+    // a login, a last-seen update, listing and both revocations.
+    let on = |c: &str| common::send(n.port3, &Request::get("/").cookie(c));
+    let login = || {
+        let r = common::send(n.port3, &Request::get("/login?user=ann"));
+        (
+            r.cookie_pair("sid"),
+            r.header("X-Session-Id").unwrap().to_string(),
+        )
+    };
+    let (c1, id1) = login();
+    let (c2, _) = login();
+    sleep(Duration::from_millis(300));
+    let r = on(&c1);
+    assert_eq!((status(&r), r.header("X-User")), ("valid", Some("ann")));
+    let listed = common::send(n.port3, &Request::get("/admin?user=ann"));
+    assert_eq!(listed.status, 200);
+    assert_eq!(listed.text().matches("\"id\":").count(), 2, "{}", listed.text());
+    let mut del = Request::get(&format!("/admin?id={id1}"));
+    del.method = "DELETE".into();
+    assert_eq!(common::send(n.port3, &del).status, 200);
+    assert_eq!(status(&on(&c1)), "unknown");
+    let mut del = Request::get("/admin?user=ann");
+    del.method = "DELETE".into();
+    assert_eq!(common::send(n.port3, &del).text().trim(), "{\"revoked\":1}");
+    assert_eq!(status(&on(&c2)), "unknown");
     n.assert_clean_log();
 }
 
@@ -449,6 +500,25 @@ fn cluster_spreads_sessions_over_slots() {
                 "~*",
                 "&*",
                 "+@all",
+                // nginx's user: the README's commands for a Cluster.
+                "--user",
+                "nginx",
+                "on",
+                ">nginx-pw",
+                "~*",
+                "+get",
+                "+set",
+                "+del",
+                "+exists",
+                "+eval",
+                "+hset",
+                "+hdel",
+                "+hgetall",
+                "+hkeys",
+                "+pexpire",
+                "+persist",
+                "+ping",
+                "+cluster|slots",
             ]);
             r.auth = vec![
                 "--user".into(),
@@ -482,7 +552,8 @@ fn cluster_spreads_sessions_over_slots() {
     });
     let n = Nginx::start(&conf(
         &format!(
-            "sessions_redis_cluster {} {}; sessions_redis_username app; sessions_redis_password cluster-pw;",
+            "sessions_redis_cluster {} {}; sessions_redis_username nginx; sessions_redis_password nginx-pw;
+             sessions_idling_timeout 2s;",
             addrs[0], addrs[1]
         ),
         "",
@@ -493,10 +564,17 @@ fn cluster_spreads_sessions_over_slots() {
         assert_eq!(status(&r), "new", "{}", n.error_log());
         cookies.push((r.cookie_pair("sid"), sid(&r).to_string()));
     }
-    for (c, id) in &cookies {
-        let r = n.request(Request::get("/").cookie(c));
-        assert_eq!(status(&r), "valid");
-        assert_eq!(sid(&r), id);
+    // Twice: the second round, past a tenth of the idle timeout, writes
+    // the last-seen times (a compare-and-set script on each node).
+    for round in 0..2 {
+        if round == 1 {
+            sleep(Duration::from_millis(300));
+        }
+        for (c, id) in &cookies {
+            let r = n.request(Request::get("/").cookie(c));
+            assert_eq!(status(&r), "valid", "{}", n.error_log());
+            assert_eq!(sid(&r), id);
+        }
     }
     let per_node: Vec<usize> = nodes
         .iter()
@@ -1128,4 +1206,68 @@ fn log_out_everywhere_in_redis() {
     assert_eq!((r.status, r.text().trim()), (200, "{\"revoked\":1}"));
     assert_ne!(on(&b1).header("X-User"), Some("bob"));
     n.assert_clean_log();
+}
+
+/// Two instances; while Redis holds writes back (`CLIENT PAUSE WRITE`),
+/// one instance changes a session and the other reads it before that
+/// change lands and then writes its last-seen time. That stale write must
+/// not undo the change: neither a login (and its new id) nor a revocation.
+#[test]
+fn a_stale_read_on_another_instance_does_not_undo_a_change() {
+    let redis = Redis::start(&[]);
+    let instance = || {
+        Nginx::start(&conf(
+            &format!(
+                "sessions_redis_server 127.0.0.1:{}; sessions_redis_timeout 3s;",
+                redis.port
+            ),
+            "server { listen 127.0.0.1:{port2};
+                      location / { add_header X-Session-User $arg_user; return 200; } }
+             server { listen 127.0.0.1:{port3}; sessions_control_headers on;
+                      sessions_idling_timeout 2s;
+                      add_header X-Session-Status $session_status always;
+                      add_header X-User $session_user always;
+                      location /login { proxy_pass http://127.0.0.1:{port2}; }
+                      location / { root html; }
+                      location = /admin { sessions_admin; } }",
+        ))
+    };
+    let (a, b) = (instance(), instance());
+    let on = |n: &Nginx, c: &str| common::send(n.port3, &Request::get("/").cookie(c));
+    let pause_writes = || assert_eq!(redis.cli(&["CLIENT", "PAUSE", "800", "WRITE"]), "OK");
+
+    // A login on a, whose write waits; then b reads the session as it was
+    // and, its last-seen time being due (a tenth of 2 s), writes it. The
+    // login ends the old id (fixation): b must decide again and agree.
+    let old = common::send(a.port3, &Request::get("/")).cookie_pair("sid");
+    let created = Instant::now();
+    pause_writes();
+    let r = common::send(a.port3, &Request::get("/login?user=alice").cookie(&old));
+    assert_eq!(r.status, 200);
+    let new = r.cookie_pair("sid");
+    sleep(Duration::from_millis(300).saturating_sub(created.elapsed()));
+    let r = on(&b, &old);
+    assert_eq!(status(&r), "unknown", "b decided again after the login");
+    assert_eq!(status(&on(&a, &old)), "unknown", "the old id stays ended");
+    assert_eq!(on(&a, &new).header("X-User"), Some("alice"));
+
+    // A revocation on a, whose delete waits; b's stale read must not bring
+    // the session back.
+    sleep(Duration::from_millis(300));
+    pause_writes();
+    let mut del = Request::get("/admin?user=alice");
+    del.method = "DELETE".into();
+    let admin = std::thread::spawn({
+        let port = a.port3;
+        move || common::send(port, &del)
+    });
+    sleep(Duration::from_millis(100));
+    let r = on(&b, &new);
+    assert_ne!(r.header("X-User"), Some("alice"), "{}", b.error_log());
+    assert_eq!(status(&r), "unknown");
+    let r = admin.join().unwrap();
+    assert_eq!((r.status, r.text().trim()), (200, "{\"revoked\":1}"));
+    assert_eq!(status(&on(&a, &new)), "unknown", "still revoked");
+    a.assert_clean_log();
+    b.assert_clean_log();
 }

@@ -86,7 +86,7 @@ impl Conn {
         }
     }
 
-    pub async fn pipe(&mut self, p: &redis::Pipeline) -> RedisResult<()> {
+    pub async fn pipe<T: redis::FromRedisValue>(&mut self, p: &redis::Pipeline) -> RedisResult<T> {
         match self {
             Self::Single(c) => p.query_async(c).await,
             Self::Cluster(c) => p.query_async(c).await,

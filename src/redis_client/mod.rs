@@ -217,7 +217,7 @@ async fn serve(
                 match job {
                     Job::Lookup(l) => s.lookup(&l).await,
                     Job::Write { writes, keys } => {
-                        s.write(&writes, &keys, None).await.map(|()| Answer::Written)
+                        s.write(&writes, &keys, None, &[]).await.map(|_| Answer::Written)
                     }
                     Job::Adopt => s.adopt().await,
                     Job::List { user, keys } => s.list(&keys, user).await,
@@ -244,6 +244,23 @@ async fn serve(
         });
     }
 }
+
+/// A value read from Redis: writes decided from it are made over it.
+struct Read {
+    id: SessionId,
+    address: Vec<u8>,
+    value: Vec<u8>,
+}
+
+/// How many times a request decides before writing regardless.
+const ATTEMPTS: u32 = 3;
+
+/// Replaces KEYS[1] only if it still holds ARGV[1]: by ARGV[2] with a TTL
+/// of ARGV[3] ms (0: none), or deletes it when ARGV[2] is empty. 1 if done.
+const SWAP: &str = "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end \
+    if ARGV[2] == '' then redis.call('DEL', KEYS[1]) \
+    elseif ARGV[3] == '0' then redis.call('SET', KEYS[1], ARGV[2]) \
+    else redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end return 1";
 
 /// A job's place among the jobs of the same sessions. Jobs of one session
 /// run one after the other, in the order they arrived: the next request
@@ -356,6 +373,21 @@ impl Shared {
     }
 
     async fn lookup(&self, l: &Lookup) -> Result<Answer, Failure> {
+        // Writes apply only over the values read; when another worker or
+        // instance changed one meanwhile, decide again on what it left. The
+        // last attempt writes regardless, as the zone's last writer would.
+        for attempt in 1..=ATTEMPTS {
+            let unconditional = attempt == ATTEMPTS;
+            if let Some(answer) = self.decide(l, unconditional).await? {
+                return Ok(answer);
+            }
+        }
+        unreachable!("the last attempt writes unconditionally")
+    }
+
+    /// Reads the presented session (and the ids its grace pointers lead
+    /// to), decides, and writes. `None` when a value read had changed.
+    async fn decide(&self, l: &Lookup, unconditional: bool) -> Result<Option<Answer>, Failure> {
         let presented = match &l.presented {
             Presented::Id { id, .. } => Some(id),
             _ => None,
@@ -368,13 +400,15 @@ impl Shared {
             (idle / 10).min(60_000)
         };
         let mut view = View::new(l.now, touch_interval);
+        let mut read = Vec::new();
         if let Presented::Id { id, .. } = l.presented {
             let mut cur = id;
             for _ in 0..3 {
                 let addr = self.address(&l.keys.read, &cur);
                 let v: Option<Vec<u8>> = self.run(hint, redis::cmd("GET").arg(&addr)).await?;
+                let Some(v) = v else { break };
                 // A value that does not open is a session we do not know.
-                let Some(Ok((entry, data))) = v.map(|v| l.keys.read.open(&cur, &addr, &v)) else {
+                let Ok((entry, data)) = l.keys.read.open(&cur, &addr, &v) else {
                     break;
                 };
                 let next = match entry {
@@ -382,6 +416,11 @@ impl Shared {
                     _ => None,
                 };
                 view.preload(cur, entry, data, None);
+                read.push(Read {
+                    id: cur,
+                    address: addr,
+                    value: v,
+                });
                 match next {
                     Some(s) => cur = s,
                     None => break,
@@ -402,22 +441,36 @@ impl Shared {
         }
         let writes = view.finish();
         let old = l.keys.migrate.then_some(&l.keys.read);
-        self.write(&writes, &l.keys.write, old).await?;
-        Ok(Answer::Resolved {
+        let over = if unconditional { &[][..] } else { &read[..] };
+        if !self.write(&writes, &l.keys.write, old, over).await? {
+            return Ok(None);
+        }
+        Ok(Some(Answer::Resolved {
             data: view.data_of(outcome.record.handle).to_vec(),
             outcome,
             events: std::mem::take(&mut view.events),
-        })
+        }))
     }
 
     /// Sends `writes` in one pipeline (one command at a time to a cluster,
     /// whose keys live on different nodes). `old`: keys whose copies of the
-    /// written ids are deleted (secret rotation).
-    async fn write(&self, writes: &[Write], keys: &SealKeys, old: Option<&SealKeys>) -> Result<(), Failure> {
+    /// written ids are deleted (secret rotation). A write to a key in `over`
+    /// applies only if that key still holds the value read; `false` when
+    /// one did not, and then the new sessions these writes made are removed.
+    async fn write(
+        &self,
+        writes: &[Write],
+        keys: &SealKeys,
+        old: Option<&SealKeys>,
+        over: &[Read],
+    ) -> Result<bool, Failure> {
         if writes.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
-        let mut cmds = Vec::with_capacity(writes.len() + 1);
+        let was = |id: &SessionId, addr: &[u8]| over.iter().find(|r| r.id == *id && r.address == addr);
+        // (command, whether its answer says if it applied)
+        let mut cmds: Vec<(redis::Cmd, bool)> = Vec::with_capacity(writes.len() + 1);
+        let mut made = Vec::new();
         for w in writes {
             match w {
                 Write::Put { id, entry, data, ttl } => {
@@ -425,23 +478,57 @@ impl Shared {
                     let value = keys
                         .seal(id, &addr, entry, data, &mut self.rng.borrow_mut())
                         .map_err(|_| Failure::NoRandom)?;
-                    let mut c = redis::cmd("SET");
-                    c.arg(&addr).arg(value);
-                    if let Some(ttl) = ttl {
-                        c.arg("PX").arg(*ttl);
+                    match was(id, &addr) {
+                        Some(r) => {
+                            let ttl = ttl.map_or(0, |t| t.max(1));
+                            let c = redis::cmd("EVAL")
+                                .arg(SWAP)
+                                .arg(1)
+                                .arg(&addr)
+                                .arg(&r.value)
+                                .arg(value)
+                                .arg(ttl)
+                                .clone();
+                            cmds.push((c, true));
+                        }
+                        None => {
+                            let mut c = redis::cmd("SET");
+                            c.arg(&addr).arg(value);
+                            if let Some(ttl) = ttl {
+                                c.arg("PX").arg(*ttl);
+                            }
+                            cmds.push((c, false));
+                            if matches!(entry, Entry::Live(_)) && over.iter().all(|r| r.id != *id) {
+                                made.push(addr.clone());
+                            }
+                        }
                     }
-                    cmds.push(c);
                     if let Entry::Live(rec) = entry {
                         self.index(keys, rec, &addr, writes, *ttl, &mut cmds)?;
                     }
                     if let Some(old) = old {
-                        cmds.push(redis::cmd("DEL").arg(self.address(old, id)).clone());
+                        cmds.push((redis::cmd("DEL").arg(self.address(old, id)).clone(), false));
                     }
                 }
                 Write::Delete { id } => {
-                    cmds.push(redis::cmd("DEL").arg(self.address(keys, id)).clone());
+                    let addr = self.address(keys, id);
+                    let c = match was(id, &addr) {
+                        Some(r) => (
+                            redis::cmd("EVAL")
+                                .arg(SWAP)
+                                .arg(1)
+                                .arg(&addr)
+                                .arg(&r.value)
+                                .arg("")
+                                .arg(0)
+                                .clone(),
+                            true,
+                        ),
+                        None => (redis::cmd("DEL").arg(&addr).clone(), false),
+                    };
+                    cmds.push(c);
                     if let Some(old) = old {
-                        cmds.push(redis::cmd("DEL").arg(self.address(old, id)).clone());
+                        cmds.push((redis::cmd("DEL").arg(self.address(old, id)).clone(), false));
                     }
                 }
             }
@@ -460,23 +547,41 @@ impl Shared {
         for _ in 0..2 {
             let mut c: Conn = self.backend.conn(hint).await?;
             let r = if c.is_cluster() {
-                let mut r = Ok(());
-                for cmd in &cmds {
-                    r = c.run::<()>(cmd).await;
-                    if r.is_err() {
-                        break;
+                let mut applied = Ok(Vec::new());
+                for (cmd, checked) in &cmds {
+                    let r = if *checked {
+                        c.run::<i64>(cmd).await.map(Some)
+                    } else {
+                        c.run::<()>(cmd).await.map(|()| None)
+                    };
+                    match (r, &mut applied) {
+                        (Ok(Some(v)), Ok(list)) => list.push(v),
+                        (Ok(_), _) => {}
+                        (Err(e), _) => {
+                            applied = Err(e);
+                            break;
+                        }
                     }
                 }
-                r
+                applied
             } else {
                 let mut p = redis::pipe();
-                for cmd in &cmds {
-                    p.add_command(cmd.clone()).ignore();
+                for (cmd, checked) in &cmds {
+                    p.add_command(cmd.clone());
+                    if !checked {
+                        p.ignore();
+                    }
                 }
-                c.pipe(&p).await
+                c.pipe::<Vec<i64>>(&p).await
             };
             match r {
-                Ok(()) => return Ok(()),
+                Ok(applied) if applied.iter().all(|&v| v == 1) => return Ok(true),
+                Ok(_) => {
+                    for addr in &made {
+                        let _: usize = self.run(hint, redis::cmd("DEL").arg(addr)).await?;
+                    }
+                    return Ok(false);
+                }
                 Err(e) => {
                     self.backend.broken(hint, &e);
                     last = Some(e);
@@ -498,7 +603,7 @@ impl Shared {
         addr: &[u8],
         writes: &[Write],
         ttl: Option<u64>,
-        cmds: &mut Vec<redis::Cmd>,
+        cmds: &mut Vec<(redis::Cmd, bool)>,
     ) -> Result<(), Failure> {
         let Some(user) = rec.user() else {
             return Ok(());
@@ -507,7 +612,7 @@ impl Shared {
         let summary = keys
             .seal_summary(addr, rec, &mut self.rng.borrow_mut())
             .map_err(|_| Failure::NoRandom)?;
-        cmds.push(redis::cmd("HSET").arg(&idx).arg(addr).arg(summary).clone());
+        cmds.push((redis::cmd("HSET").arg(&idx).arg(addr).arg(summary).clone(), false));
         for w in writes {
             if let Write::Put {
                 id,
@@ -515,7 +620,10 @@ impl Shared {
                 ..
             } = w
             {
-                cmds.push(redis::cmd("HDEL").arg(&idx).arg(self.address(keys, id)).clone());
+                cmds.push((
+                    redis::cmd("HDEL").arg(&idx).arg(self.address(keys, id)).clone(),
+                    false,
+                ));
             }
         }
         let mut pointer = redis::cmd("SET");
@@ -523,12 +631,12 @@ impl Shared {
         if let Some(ttl) = ttl {
             pointer.arg("PX").arg(ttl);
             // NX sets the first expiry, GT only ever extends it.
-            cmds.push(redis::cmd("PEXPIRE").arg(&idx).arg(ttl).arg("NX").clone());
-            cmds.push(redis::cmd("PEXPIRE").arg(&idx).arg(ttl).arg("GT").clone());
+            cmds.push((redis::cmd("PEXPIRE").arg(&idx).arg(ttl).arg("NX").clone(), false));
+            cmds.push((redis::cmd("PEXPIRE").arg(&idx).arg(ttl).arg("GT").clone(), false));
         } else {
-            cmds.push(redis::cmd("PERSIST").arg(&idx).clone());
+            cmds.push((redis::cmd("PERSIST").arg(&idx).clone(), false));
         }
-        cmds.push(pointer);
+        cmds.push((pointer, false));
         Ok(())
     }
 
