@@ -182,8 +182,8 @@ struct Shared {
     up: Cell<bool>,
     rng: RefCell<RandomPool>,
     next: Cell<usize>,
-    /// Jobs in flight by the session ids they read or write, each locked
-    /// until it is done (see `Turn`).
+    /// Writes nobody waits for, in flight, by the session ids they write,
+    /// each locked until it is done (see `Turn`).
     pending: RefCell<Vec<(SessionId, Arc<tokio::sync::Mutex<()>>)>>,
 }
 
@@ -262,16 +262,17 @@ const SWAP: &str = "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end \
     elseif ARGV[3] == '0' then redis.call('SET', KEYS[1], ARGV[2]) \
     else redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end return 1";
 
-/// A job's place among the jobs of the same sessions. Jobs of one session
-/// run one after the other, in the order they arrived: the next request
-/// of a session sees what its last response changed (a login, logout or
-/// new id, sent as the response left), whichever connection each uses;
-/// two requests at once do not both renew it; a touch does not overwrite
-/// a login. Admin jobs come after every job before them.
+/// A job's place after the writes nobody waits for (a login, logout, new
+/// id or data, sent as a response left) that came before it on the same
+/// session: the next request of a session sees what its last response
+/// changed, whichever connection each uses. Admin jobs come after every
+/// such write before them. Requests of one session otherwise run side by
+/// side: their own writes are made over what they read (`SWAP`).
+#[derive(Default)]
 struct Turn {
-    lock: Arc<tokio::sync::Mutex<()>>,
-    _guard: tokio::sync::OwnedMutexGuard<()>,
-    /// The jobs to wait for.
+    /// Held by a write until it is done.
+    lock: Option<(Arc<tokio::sync::Mutex<()>>, tokio::sync::OwnedMutexGuard<()>)>,
+    /// The writes to wait for.
     after: Vec<Arc<tokio::sync::Mutex<()>>>,
 }
 
@@ -319,44 +320,49 @@ impl Shared {
         Err(Down::from(last.expect("an attempt ran")))
     }
 
-    /// The job's turn: after the jobs in flight on its sessions (on all
-    /// sessions, for admin jobs), before those that come after it.
+    /// The job's turn, taken as it arrives (see `Turn`).
     fn turn(&self, job: &Job) -> Turn {
-        let ids: Vec<SessionId> = match job {
-            Job::Lookup(l) => match l.presented {
-                Presented::Id { id, .. } => vec![id],
-                _ => Vec::new(),
-            },
-            Job::Write { writes, .. } => writes
-                .iter()
-                .map(|(Write::Put { id, .. } | Write::Delete { id })| *id)
-                .collect(),
-            _ => Vec::new(),
-        };
-        let all = matches!(
-            job,
-            Job::List { .. } | Job::Revoke { .. } | Job::RevokeHandle { .. }
-        );
-        let lock = Arc::new(tokio::sync::Mutex::new(()));
-        let guard = lock.clone().try_lock_owned().expect("a new lock is free");
         let mut pending = self.pending.borrow_mut();
-        let after = pending
-            .iter()
-            .filter(|(id, _)| all || ids.contains(id))
-            .map(|(_, l)| l.clone())
-            .collect();
-        pending.extend(ids.into_iter().map(|id| (id, lock.clone())));
-        Turn {
-            lock,
-            _guard: guard,
-            after,
+        let earlier = |on: &dyn Fn(&SessionId) -> bool| {
+            pending
+                .iter()
+                .filter(|(id, _)| on(id))
+                .map(|(_, l)| l.clone())
+                .collect::<Vec<_>>()
+        };
+        match job {
+            Job::Lookup(l) => match l.presented {
+                Presented::Id { id, .. } => Turn {
+                    lock: None,
+                    after: earlier(&|p| *p == id),
+                },
+                _ => Turn::default(),
+            },
+            Job::Write { writes, .. } => {
+                let id_of = |w: &Write| match w {
+                    Write::Put { id, .. } | Write::Delete { id } => *id,
+                };
+                let after = earlier(&|p| writes.iter().any(|w| id_of(w) == *p));
+                let lock = Arc::new(tokio::sync::Mutex::new(()));
+                let guard = lock.clone().try_lock_owned().expect("a new lock is free");
+                pending.extend(writes.iter().map(|w| (id_of(w), lock.clone())));
+                Turn {
+                    lock: Some((lock, guard)),
+                    after,
+                }
+            }
+            Job::List { .. } | Job::Revoke { .. } | Job::RevokeHandle { .. } => Turn {
+                lock: None,
+                after: earlier(&|_| true),
+            },
+            Job::Adopt => Turn::default(),
         }
     }
 
     fn done(&self, turn: Turn) {
-        self.pending
-            .borrow_mut()
-            .retain(|(_, l)| !Arc::ptr_eq(l, &turn.lock));
+        if let Some((lock, _)) = turn.lock {
+            self.pending.borrow_mut().retain(|(_, l)| !Arc::ptr_eq(l, &lock));
+        }
     }
 
     /// Which connection serves session `id`: always the same one, which
