@@ -11,7 +11,6 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::RedisError;
 use sessions_core::engine::Presented;
 use sessions_core::id::Handle;
 use sessions_core::id::{random_alnum, RandomPool};
@@ -23,7 +22,7 @@ use sessions_core::view::{View, Write};
 use sessions_core::{resolve, Facts, Outcome, Policy, SessionId};
 use tokio::sync::mpsc;
 
-use backend::{Backend, Conn, Down};
+use backend::{Backend, Down};
 
 /// Keys for the records of one session: where it was read, where it goes.
 #[derive(Clone)]
@@ -262,6 +261,19 @@ const SWAP: &str = "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end \
     elseif ARGV[3] == '0' then redis.call('SET', KEYS[1], ARGV[2]) \
     else redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end return 1";
 
+/// `SWAP` over what `read` found: `value` with `ttl` ms (0: none), or a
+/// delete when `value` is empty.
+fn swap(read: &Read, value: &[u8], ttl: u64) -> redis::Cmd {
+    redis::cmd("EVAL")
+        .arg(SWAP)
+        .arg(1)
+        .arg(&read.address)
+        .arg(&read.value)
+        .arg(value)
+        .arg(ttl)
+        .clone()
+}
+
 /// A job's place after the writes nobody waits for (a login, logout, new
 /// id or data, sent as a response left) that came before it on the same
 /// session: the next request of a session sees what its last response
@@ -310,6 +322,50 @@ impl Shared {
         for _ in 0..2 {
             let mut c = self.backend.conn(hint).await?;
             match c.run(cmd).await {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    self.backend.broken(hint, &e);
+                    last = Some(e);
+                }
+            }
+        }
+        Err(Down::from(last.expect("an attempt ran")))
+    }
+
+    /// Runs `cmds` in one pipeline (one at a time on a cluster, whose keys
+    /// live on different nodes), retried as `run` does; their answers.
+    async fn run_each<T: redis::FromRedisValue>(
+        &self,
+        hint: usize,
+        cmds: &[redis::Cmd],
+    ) -> Result<Vec<T>, Down> {
+        if cmds.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut last = None;
+        for _ in 0..2 {
+            let mut c = self.backend.conn(hint).await?;
+            let r = if c.is_cluster() {
+                let mut answers = Vec::with_capacity(cmds.len());
+                let mut r = Ok(());
+                for cmd in cmds {
+                    match c.run(cmd).await {
+                        Ok(v) => answers.push(v),
+                        Err(e) => {
+                            r = Err(e);
+                            break;
+                        }
+                    }
+                }
+                r.map(|()| answers)
+            } else {
+                let mut p = redis::pipe();
+                for cmd in cmds {
+                    p.add_command(cmd.clone());
+                }
+                c.pipe(&p).await
+            };
+            match r {
                 Ok(v) => return Ok(v),
                 Err(e) => {
                     self.backend.broken(hint, &e);
@@ -485,18 +541,7 @@ impl Shared {
                         .seal(id, &addr, entry, data, &mut self.rng.borrow_mut())
                         .map_err(|_| Failure::NoRandom)?;
                     match was(id, &addr) {
-                        Some(r) => {
-                            let ttl = ttl.map_or(0, |t| t.max(1));
-                            let c = redis::cmd("EVAL")
-                                .arg(SWAP)
-                                .arg(1)
-                                .arg(&addr)
-                                .arg(&r.value)
-                                .arg(value)
-                                .arg(ttl)
-                                .clone();
-                            cmds.push((c, true));
-                        }
+                        Some(r) => cmds.push((swap(r, &value, ttl.map_or(0, |t| t.max(1))), true)),
                         None => {
                             let mut c = redis::cmd("SET");
                             c.arg(&addr).arg(value);
@@ -519,17 +564,7 @@ impl Shared {
                 Write::Delete { id } => {
                     let addr = self.address(keys, id);
                     let c = match was(id, &addr) {
-                        Some(r) => (
-                            redis::cmd("EVAL")
-                                .arg(SWAP)
-                                .arg(1)
-                                .arg(&addr)
-                                .arg(&r.value)
-                                .arg("")
-                                .arg(0)
-                                .clone(),
-                            true,
-                        ),
+                        Some(r) => (swap(r, b"", 0), true),
                         None => (redis::cmd("DEL").arg(&addr).clone(), false),
                     };
                     cmds.push(c);
@@ -549,52 +584,18 @@ impl Shared {
             _ => None,
         });
         let hint = self.hint(newest);
-        let mut last: Option<RedisError> = None;
-        for _ in 0..2 {
-            let mut c: Conn = self.backend.conn(hint).await?;
-            let r = if c.is_cluster() {
-                let mut applied = Ok(Vec::new());
-                for (cmd, checked) in &cmds {
-                    let r = if *checked {
-                        c.run::<i64>(cmd).await.map(Some)
-                    } else {
-                        c.run::<()>(cmd).await.map(|()| None)
-                    };
-                    match (r, &mut applied) {
-                        (Ok(Some(v)), Ok(list)) => list.push(v),
-                        (Ok(_), _) => {}
-                        (Err(e), _) => {
-                            applied = Err(e);
-                            break;
-                        }
-                    }
-                }
-                applied
-            } else {
-                let mut p = redis::pipe();
-                for (cmd, checked) in &cmds {
-                    p.add_command(cmd.clone());
-                    if !checked {
-                        p.ignore();
-                    }
-                }
-                c.pipe::<Vec<i64>>(&p).await
-            };
-            match r {
-                Ok(applied) if applied.iter().all(|&v| v == 1) => return Ok(true),
-                Ok(_) => {
-                    for addr in &made {
-                        let _: usize = self.run(hint, redis::cmd("DEL").arg(addr)).await?;
-                    }
-                    return Ok(false);
-                }
-                Err(e) => {
-                    self.backend.broken(hint, &e);
-                    last = Some(e);
-                }
+        let (cmds, checked): (Vec<redis::Cmd>, Vec<bool>) = cmds.into_iter().unzip();
+        let answers: Vec<redis::Value> = self.run_each(hint, &cmds).await?;
+        let applied = answers
+            .iter()
+            .zip(checked)
+            .all(|(a, checked)| !checked || *a == redis::Value::Int(1));
+        if !applied {
+            for addr in &made {
+                let _: usize = self.run(hint, redis::cmd("DEL").arg(addr)).await?;
             }
         }
-        Err(Down::from(last.expect("an attempt ran")).into())
+        Ok(applied)
     }
 
     /// Lists a logged-in session (`rec`) in its user's index (session key ->
@@ -662,18 +663,28 @@ impl Shared {
     /// entries whose session ended are dropped from the index on the way.
     async fn indexed(&self, keys: &SealKeys, idx: &[u8]) -> Result<Vec<(Vec<u8>, Record)>, Failure> {
         let entries: Vec<(Vec<u8>, Vec<u8>)> = self.run(0, redis::cmd("HGETALL").arg(idx)).await?;
+        let probes: Vec<redis::Cmd> = entries
+            .iter()
+            .map(|(addr, _)| redis::cmd("EXISTS").arg(addr).clone())
+            .collect();
+        let exists: Vec<bool> = self.run_each(0, &probes).await?;
         let mut live = Vec::with_capacity(entries.len());
-        for (addr, summary) in entries {
-            // One command a key: in a cluster they live on different nodes.
-            let exists: bool = self.run(0, redis::cmd("EXISTS").arg(&addr)).await?;
+        let mut gone = redis::cmd("HDEL");
+        gone.arg(idx);
+        let mut any_gone = false;
+        for ((addr, summary), exists) in entries.into_iter().zip(exists) {
             if !exists {
-                let _: usize = self.run(0, redis::cmd("HDEL").arg(idx).arg(&addr)).await?;
+                gone.arg(&addr);
+                any_gone = true;
                 continue;
             }
             // A summary that does not open (another secret's) is not listed.
             if let Ok(rec) = keys.open_summary(&addr, &summary) {
                 live.push((addr, rec));
             }
+        }
+        if any_gone {
+            let _: usize = self.run(0, &gone).await?;
         }
         Ok(live)
     }
@@ -690,11 +701,9 @@ impl Shared {
     async fn revoke(&self, keys: &SealKeys, user: &[u8]) -> Result<Answer, Failure> {
         let idx = self.user_index(keys, user);
         let members: Vec<Vec<u8>> = self.run(0, redis::cmd("HKEYS").arg(&idx)).await?;
-        let mut revoked = 0;
-        for m in &members {
-            let n: usize = self.run(0, redis::cmd("DEL").arg(m)).await?;
-            revoked += n;
-        }
+        // One key a DEL: in a cluster they live on different nodes.
+        let deletes: Vec<redis::Cmd> = members.iter().map(|m| redis::cmd("DEL").arg(m).clone()).collect();
+        let revoked: usize = self.run_each::<usize>(0, &deletes).await?.into_iter().sum();
         let _: usize = self.run(0, redis::cmd("DEL").arg(&idx)).await?;
         Ok(Answer::Revoked(revoked))
     }
