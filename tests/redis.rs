@@ -251,27 +251,36 @@ fn make_certs(dir: &std::path::Path, san: &str) {
     }
 }
 
+/// A Redis with a TLS port (returned) using the certificates in `dir`.
+fn tls_redis(dir: &std::path::Path, extra: &[&str]) -> (Redis, u16) {
+    let d = dir.display();
+    let port = common::free_port();
+    let (port_arg, cert, key, ca) = (
+        port.to_string(),
+        format!("{d}/server.pem"),
+        format!("{d}/server.key"),
+        format!("{d}/ca.pem"),
+    );
+    let mut args = vec![
+        "--tls-port",
+        &port_arg,
+        "--tls-cert-file",
+        &cert,
+        "--tls-key-file",
+        &key,
+        "--tls-ca-cert-file",
+        &ca,
+    ];
+    args.extend_from_slice(extra);
+    (Redis::start_on(common::free_port(), &args), port)
+}
+
 #[test]
 fn tls_with_a_test_ca_client_certificate_and_server_name() {
     let dir = common::scratch_dir("tls");
     make_certs(&dir, "DNS:redis.test");
     let d = dir.display();
-    let port = common::free_port();
-    let redis = Redis::start_on(
-        common::free_port(),
-        &[
-            "--tls-port",
-            &port.to_string(),
-            "--tls-cert-file",
-            &format!("{d}/server.pem"),
-            "--tls-key-file",
-            &format!("{d}/server.key"),
-            "--tls-ca-cert-file",
-            &format!("{d}/ca.pem"),
-            "--tls-auth-clients",
-            "yes",
-        ],
-    );
+    let (redis, port) = tls_redis(&dir, &["--tls-auth-clients", "yes"]);
     let tls = format!(
         "sessions_redis_server 127.0.0.1:{port}; sessions_redis_tls on;
          sessions_redis_tls_trusted_certificate {d}/ca.pem;
@@ -310,29 +319,8 @@ fn tls_protocols_decide_what_can_be_agreed() {
     let dir = common::scratch_dir("tls-protocols");
     make_certs(&dir, "IP:127.0.0.1");
     let d = dir.display();
-    let tls_redis = |version: &str| {
-        let port = common::free_port();
-        let r = Redis::start_on(
-            common::free_port(),
-            &[
-                "--tls-port",
-                &port.to_string(),
-                "--tls-cert-file",
-                &format!("{d}/server.pem"),
-                "--tls-key-file",
-                &format!("{d}/server.key"),
-                "--tls-ca-cert-file",
-                &format!("{d}/ca.pem"),
-                "--tls-auth-clients",
-                "no",
-                "--tls-protocols",
-                version,
-            ],
-        );
-        (r, port)
-    };
-    let (_r12, only12) = tls_redis("TLSv1.2");
-    let (_r13, only13) = tls_redis("TLSv1.3");
+    let only = |version| tls_redis(&dir, &["--tls-auth-clients", "no", "--tls-protocols", version]);
+    let ((_r12, only12), (_r13, only13)) = (only("TLSv1.2"), only("TLSv1.3"));
     let start = |port: u16, protocols: &str| {
         Nginx::start(&conf(
             &format!(
