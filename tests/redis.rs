@@ -1222,7 +1222,8 @@ fn a_stale_read_on_another_instance_does_not_undo_a_change() {
     };
     let (a, b) = (instance(), instance());
     let on = |n: &Nginx, c: &str| common::send(n.port3, &Request::get("/").cookie(c));
-    let pause_writes = || assert_eq!(redis.cli(&["CLIENT", "PAUSE", "800", "WRITE"]), "OK");
+    // Long enough for what each part sends meanwhile to queue up in order.
+    let pause_writes = || assert_eq!(redis.cli(&["CLIENT", "PAUSE", "1500", "WRITE"]), "OK");
 
     // A login on a, whose write waits; then b reads the session as it was
     // and, its last-seen time being due (a tenth of 2 s), writes it. The
@@ -1249,7 +1250,7 @@ fn a_stale_read_on_another_instance_does_not_undo_a_change() {
         let port = a.port3;
         move || common::send(port, &del)
     });
-    sleep(Duration::from_millis(100));
+    sleep(Duration::from_millis(300));
     let r = on(&b, &new);
     assert_ne!(r.header("X-User"), Some("alice"), "{}", b.error_log());
     assert_eq!(status(&r), "unknown");
