@@ -358,12 +358,15 @@ fn handle(reply: Reply) {
     if let (Some(t), Some(log)) = (&reply.transition, log) {
         match t {
             Err(why) => {
-                ngx_log_error!(NGX_LOG_ERR, log, "sessions: Redis is unreachable: {why}");
+                ngx_log_error!(NGX_LOG_ERR, log, "sessions: Redis is unavailable: {why}");
             }
             Ok(()) => {
-                ngx_log_error!(NGX_LOG_NOTICE, log, "sessions: Redis is reachable again");
+                ngx_log_error!(NGX_LOG_NOTICE, log, "sessions: Redis is available again");
             }
         }
+    }
+    if let (Some(why), Some(log)) = (&reply.refused, log) {
+        ngx_log_error!(NGX_LOG_ERR, log, "sessions: Redis refused a command: {why}");
     }
     match reply.token {
         0 => {}

@@ -96,7 +96,7 @@ fn render(s: &Snapshot) -> String {
     metric(
         "redis_unavailable_total",
         "counter",
-        "Requests that found Redis unreachable, by what they got.",
+        "Requests Redis could not serve (unreachable, or refusing commands), by what they got.",
         &[
             ("action=\"refused\"", st.redis_refused),
             ("action=\"local\"", st.redis_local),

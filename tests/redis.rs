@@ -184,7 +184,7 @@ fn password_in_config_ipv6_literal_prefix_and_a_wrong_password() {
     }
     assert_eq!(n.get("/plain/").status, 200);
     let log = n.error_log();
-    assert_eq!(log.matches("Redis is unreachable").count(), 1, "{log}");
+    assert_eq!(log.matches("Redis is unavailable").count(), 1, "{log}");
     assert!(!log.contains("wrong-password"), "the password is never logged");
 }
 
@@ -297,7 +297,7 @@ fn tls_with_a_test_ca_client_certificate_and_server_name() {
     // Without the server name the certificate does not match: refused.
     let n = Nginx::start(&conf(&tls, ""));
     assert_eq!(n.get("/").status, 503);
-    assert!(n.error_log().contains("Redis is unreachable"));
+    assert!(n.error_log().contains("Redis is unavailable"));
     drop(n);
     // Unless verification is off.
     let n = Nginx::start(&conf(&format!("{tls} sessions_redis_tls_verify off;"), ""));
@@ -343,7 +343,7 @@ fn tls_protocols_decide_what_can_be_agreed() {
             assert_round_trip(&n);
         } else {
             assert_eq!(n.get("/").status, 503, "{protocols} with {port}");
-            assert!(n.error_log().contains("Redis is unreachable"));
+            assert!(n.error_log().contains("Redis is unavailable"));
         }
     }
 }
@@ -622,7 +622,7 @@ fn redis_down_fails_closed_then_recovers_without_reload() {
         assert_eq!(n.get("/plain/").status, 200, "locations without sessions answer");
         assert_eq!(status(&n.get("/local/")), "new", "shm locations answer");
     }
-    assert_eq!(n.error_log().matches("Redis is unreachable").count(), 1);
+    assert_eq!(n.error_log().matches("Redis is unavailable").count(), 1);
     redis.run();
     wait_until("recovery", || {
         n.request(Request::get("/").cookie(&c)).status == 200
@@ -634,8 +634,37 @@ fn redis_down_fails_closed_then_recovers_without_reload() {
         "a session from before the outage is valid again"
     );
     let log = n.error_log();
-    assert_eq!(log.matches("Redis is reachable again").count(), 1, "{log}");
+    assert_eq!(log.matches("Redis is available again").count(), 1, "{log}");
     n.assert_clean_log();
+}
+
+#[test]
+fn a_full_redis_refuses_new_sessions_and_says_why_once() {
+    let redis = Redis::start(&[]);
+    let n = Nginx::start(&conf(
+        &format!("sessions_redis_server 127.0.0.1:{};", redis.port),
+        "",
+    ));
+    let c = assert_round_trip(&n);
+    // No room for any write: a new session cannot be stored, by the
+    // failure policy (503); reading a stored session needs no room.
+    assert_eq!(redis.cli(&["CONFIG", "SET", "maxmemory", "1"]), "OK");
+    for _ in 0..3 {
+        assert_eq!(n.get("/").status, 503);
+        assert_eq!(status(&n.request(Request::get("/").cookie(&c))), "valid");
+        assert_eq!(n.get("/plain/").status, 200);
+    }
+    // Redis answers, so it is not "unavailable"; the refusal is logged
+    // once (a minute), with Redis's reason, however reads and writes mix.
+    let log = n.error_log();
+    assert_eq!(log.matches("Redis refused a command").count(), 1, "{log}");
+    assert!(log.contains("OOM"), "{log}");
+    assert!(
+        !log.contains("Redis is unavailable") && !log.contains("available again"),
+        "{log}"
+    );
+    assert_eq!(redis.cli(&["CONFIG", "SET", "maxmemory", "0"]), "OK");
+    assert_eq!(status(&n.get("/")), "new");
 }
 
 #[test]

@@ -449,17 +449,19 @@ impl Backend {
     }
 
     /// Drops connection `hint` after an error that says it is broken or
-    /// points at a replica (after a failover), so the next use reconnects.
-    pub fn broken(&self, hint: usize, e: &RedisError) {
+    /// points at a replica (after a failover), so the next use reconnects;
+    /// whether it did. Other errors are Redis's answers to a command.
+    pub fn broken(&self, hint: usize, e: &RedisError) -> bool {
         let replica = e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly);
-        if e.is_io_error()
+        let broken = e.is_io_error()
             || e.is_connection_dropped()
             || e.is_timeout()
             || e.is_unrecoverable_error()
-            || replica
-        {
+            || replica;
+        if broken {
             let i = hint % self.slots.len();
             self.slots[i].borrow_mut().conn = None;
         }
+        broken
     }
 }

@@ -11,6 +11,7 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use redis::RedisError;
 use sessions_core::engine::Presented;
 use sessions_core::id::Handle;
 use sessions_core::id::{random_alnum, RandomPool};
@@ -102,6 +103,9 @@ pub struct Reply {
     pub answer: Answer,
     /// Set when Redis just went down (with why) or came back.
     pub transition: Option<Result<(), String>>,
+    /// Redis refused a command (a full Redis, a missing ACL permission):
+    /// why, at most once a minute.
+    pub refused: Option<String>,
 }
 
 /// The nginx thread's side of the Redis thread.
@@ -184,6 +188,8 @@ struct Shared {
     /// Writes nobody waits for, in flight, by the session ids they write,
     /// each locked until it is done (see `Turn`).
     pending: RefCell<Vec<(SessionId, Arc<tokio::sync::Mutex<()>>)>>,
+    /// When a refusal was last logged.
+    last_refusal: Cell<Option<std::time::Instant>>,
 }
 
 async fn serve(
@@ -201,6 +207,7 @@ async fn serve(
         rng: RefCell::new(RandomPool::new()),
         next: Cell::new(0),
         pending: RefCell::new(Vec::new()),
+        last_refusal: Cell::new(None),
     });
     let s = shared.clone();
     tokio::task::spawn_local(async move { s.backend.keep_open().await });
@@ -225,11 +232,12 @@ async fn serve(
                 }
             };
             // Every job ends before nginx's own timer for it (`patience`).
-            let (answer, down) = match tokio::time::timeout(limit / 2, work).await {
-                Ok(Ok(a)) => (a, None),
-                Ok(Err(Failure::NoRandom)) => (Answer::NoRandom, None),
-                Ok(Err(Failure::Down(why))) => (Answer::Unavailable, Some(why)),
-                Err(_) => (Answer::Unavailable, Some("timed out".into())),
+            let (answer, down, refused) = match tokio::time::timeout(limit / 2, work).await {
+                Ok(Ok(a)) => (a, None, None),
+                Ok(Err(Failure::NoRandom)) => (Answer::NoRandom, None, None),
+                Ok(Err(Failure::Down(why))) => (Answer::Unavailable, Some(why), None),
+                Ok(Err(Failure::Refused(why))) => (Answer::Unavailable, None, Some(why)),
+                Err(_) => (Answer::Unavailable, Some("timed out".into()), None),
             };
             s.done(turn);
             // Only a change of state is reported (and logged once).
@@ -239,6 +247,7 @@ async fn serve(
                 token,
                 answer,
                 transition,
+                refused: refused.filter(|_| s.report_refusal()),
             });
         });
     }
@@ -299,8 +308,13 @@ impl Turn {
 enum Failure {
     /// Redis could not be reached, and why.
     Down(String),
+    /// Redis answered a command with an error, and which.
+    Refused(String),
     NoRandom,
 }
+
+/// How often a worker logs that Redis refuses commands.
+const REFUSAL_REPORT: Duration = Duration::from_secs(60);
 
 impl From<Down> for Failure {
     fn from(d: Down) -> Self {
@@ -317,19 +331,39 @@ impl Shared {
 
     /// Runs `cmd` on a connection picked by `hint`, once more on a fresh
     /// connection if the first was broken (a failover, a restarted server).
-    async fn run<T: redis::FromRedisValue>(&self, hint: usize, cmd: &redis::Cmd) -> Result<T, Down> {
+    async fn run<T: redis::FromRedisValue>(&self, hint: usize, cmd: &redis::Cmd) -> Result<T, Failure> {
         let mut last = None;
         for _ in 0..2 {
             let mut c = self.backend.conn(hint).await?;
             match c.run(cmd).await {
                 Ok(v) => return Ok(v),
-                Err(e) => {
-                    self.backend.broken(hint, &e);
-                    last = Some(e);
-                }
+                Err(e) => last = Some(self.failed(hint, e)?),
             }
         }
-        Err(Down::from(last.expect("an attempt ran")))
+        Err(Down::from(last.expect("an attempt ran")).into())
+    }
+
+    /// An error of connection `hint`: one worth another try on a fresh
+    /// connection is handed back; an answer of Redis's is a refusal.
+    fn failed(&self, hint: usize, e: RedisError) -> Result<RedisError, Failure> {
+        if self.backend.broken(hint, &e) {
+            Ok(e)
+        } else {
+            Err(Failure::Refused(e.to_string()))
+        }
+    }
+
+    /// Whether a refusal should be logged now (see `REFUSAL_REPORT`).
+    fn report_refusal(&self) -> bool {
+        let now = std::time::Instant::now();
+        let due = self
+            .last_refusal
+            .get()
+            .is_none_or(|t| now.duration_since(t) >= REFUSAL_REPORT);
+        if due {
+            self.last_refusal.set(Some(now));
+        }
+        due
     }
 
     /// Runs `cmds` in one pipeline (one at a time on a cluster, whose keys
@@ -338,7 +372,7 @@ impl Shared {
         &self,
         hint: usize,
         cmds: &[redis::Cmd],
-    ) -> Result<Vec<T>, Down> {
+    ) -> Result<Vec<T>, Failure> {
         if cmds.is_empty() {
             return Ok(Vec::new());
         }
@@ -367,13 +401,10 @@ impl Shared {
             };
             match r {
                 Ok(v) => return Ok(v),
-                Err(e) => {
-                    self.backend.broken(hint, &e);
-                    last = Some(e);
-                }
+                Err(e) => last = Some(self.failed(hint, e)?),
             }
         }
-        Err(Down::from(last.expect("an attempt ran")))
+        Err(Down::from(last.expect("an attempt ran")).into())
     }
 
     /// The job's turn, taken as it arrives (see `Turn`).
