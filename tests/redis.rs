@@ -59,41 +59,37 @@ fn keys(r: &Redis, extra: &[&str]) -> Vec<String> {
     r.cli(&args).lines().map(str::to_string).collect()
 }
 
+/// The commands the README says an ACL user needs in every mode.
+const ACL_COMMANDS: &[&str] = &[
+    "+get", "+set", "+del", "+exists", "+eval", "+hset", "+hdel", "+hgetall", "+hkeys", "+pexpire",
+    "+persist", "+ping",
+];
+
 #[test]
 fn unix_socket_database_and_acl_user_with_password_file() {
     let dir = common::scratch_dir("acl");
     let sock = dir.join("redis.sock").display().to_string();
-    let mut redis = Redis::start(&[
-        "--unixsocket",
-        &sock,
-        "--unixsocketperm",
-        "777",
-        "--user",
-        "default",
-        "off",
-        "--user",
-        "sessions",
-        "on",
-        ">acl-pass-123",
-        "~*",
-        // The commands the README lists, no more.
-        "+get",
-        "+set",
-        "+del",
-        "+exists",
-        "+eval",
-        "+hset",
-        "+hdel",
-        "+hgetall",
-        "+hkeys",
-        "+pexpire",
-        "+persist",
-        "+ping",
-        "+select",
-        // For redis-cli in this test.
-        "+scan",
-        "+ttl",
-    ]);
+    let user = [
+        &[
+            "--unixsocket",
+            &sock,
+            "--unixsocketperm",
+            "777",
+            "--user",
+            "default",
+            "off",
+            "--user",
+            "sessions",
+            "on",
+            ">acl-pass-123",
+            "~*",
+        ],
+        ACL_COMMANDS,
+        // With a database index; and for redis-cli in this test.
+        &["+select", "+scan", "+ttl"],
+    ]
+    .concat();
+    let mut redis = Redis::start(&user);
     redis.auth = vec![
         "--user".into(),
         "sessions".into(),
@@ -467,47 +463,41 @@ fn sentinel_failover_keeps_sessions() {
 fn cluster_spreads_sessions_over_slots() {
     let nodes: Vec<Redis> = (0..3)
         .map(|_| {
-            let mut r = Redis::start(&[
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                "nodes.conf",
-                "--cluster-node-timeout",
-                "5000",
-                // The bus would default to port + 10000, inside the kernel's
-                // ephemeral range, where an outgoing connection may hold it.
-                "--cluster-port",
-                &common::free_port().to_string(),
-                "--user",
-                "default",
-                "off",
-                "--user",
-                "app",
-                "on",
-                ">cluster-pw",
-                "~*",
-                "&*",
-                "+@all",
-                // nginx's user: the README's commands for a Cluster.
-                "--user",
-                "nginx",
-                "on",
-                ">nginx-pw",
-                "~*",
-                "+get",
-                "+set",
-                "+del",
-                "+exists",
-                "+eval",
-                "+hset",
-                "+hdel",
-                "+hgetall",
-                "+hkeys",
-                "+pexpire",
-                "+persist",
-                "+ping",
-                "+cluster|slots",
-            ]);
+            let bus = common::free_port().to_string();
+            let args = [
+                &[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "5000",
+                    // The bus would default to port + 10000, inside the kernel's
+                    // ephemeral range, where an outgoing connection may hold it.
+                    "--cluster-port",
+                    &bus,
+                    "--user",
+                    "default",
+                    "off",
+                    "--user",
+                    "app",
+                    "on",
+                    ">cluster-pw",
+                    "~*",
+                    "&*",
+                    "+@all",
+                    // nginx's user: the README's commands for a Cluster.
+                    "--user",
+                    "nginx",
+                    "on",
+                    ">nginx-pw",
+                    "~*",
+                ],
+                ACL_COMMANDS,
+                &["+cluster|slots"],
+            ]
+            .concat();
+            let mut r = Redis::start(&args);
             r.auth = vec![
                 "--user".into(),
                 "app".into(),
