@@ -70,34 +70,32 @@ impl SealKeys {
         crate::b64::encode_into(&h, out);
     }
 
-    /// Appends the key of the set that lists `user`'s sessions (their store
-    /// keys, so that "log out everywhere" can delete them), after `prefix`.
-    /// Keyed like session keys: it does not show the user name.
+    /// Appends the key of `user`'s index (a hash: session key -> summary,
+    /// for the admin endpoint), after `prefix`. Keyed like session keys: it
+    /// does not show the user name.
     pub fn user_index(&self, prefix: &[u8], user: &[u8], out: &mut Vec<u8>) {
-        let h = self
-            .index
-            .clone()
-            .chain_update(b"user\0")
-            .chain_update(user)
-            .finalize()
-            .into_bytes();
-        out.extend_from_slice(prefix);
-        out.extend_from_slice(b"user:");
-        crate::b64::encode_into(&h, out);
+        self.keyed_name(prefix, b"user", user, out);
     }
 
     /// Appends the key that leads from a logged-in session's handle (as in
     /// `$session_id`) to its user's index, after `prefix`.
     pub fn handle_pointer(&self, prefix: &[u8], handle: &Handle, out: &mut Vec<u8>) {
+        self.keyed_name(prefix, b"handle", &handle.0, out);
+    }
+
+    /// `prefix` `kind` `:` base64url(HMAC(index key, `kind` NUL `value`)).
+    fn keyed_name(&self, prefix: &[u8], kind: &[u8], value: &[u8], out: &mut Vec<u8>) {
         let h = self
             .index
             .clone()
-            .chain_update(b"handle\0")
-            .chain_update(handle.0)
+            .chain_update(kind)
+            .chain_update([0])
+            .chain_update(value)
             .finalize()
             .into_bytes();
         out.extend_from_slice(prefix);
-        out.extend_from_slice(b"handle:");
+        out.extend_from_slice(kind);
+        out.push(b':');
         crate::b64::encode_into(&h, out);
     }
 

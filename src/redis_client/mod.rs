@@ -255,7 +255,6 @@ async fn serve(
 
 /// A value read from Redis: writes decided from it are made over it.
 struct Read {
-    id: SessionId,
     address: Vec<u8>,
     value: Vec<u8>,
 }
@@ -481,11 +480,11 @@ impl Shared {
     /// Reads the presented session (and the ids its grace pointers lead
     /// to), decides, and writes. `None` when a value read had changed.
     async fn decide(&self, l: &Lookup, unconditional: bool) -> Result<Option<Answer>, Failure> {
-        let presented = match &l.presented {
+        let presented = match l.presented {
             Presented::Id { id, .. } => Some(id),
             _ => None,
         };
-        let hint = self.hint(presented);
+        let hint = self.hint(presented.as_ref());
         let idle = l.policy.timeouts.idle;
         let touch_interval = if idle == 0 {
             60_000
@@ -494,8 +493,7 @@ impl Shared {
         };
         let mut view = View::new(l.now, touch_interval);
         let mut read = Vec::new();
-        if let Presented::Id { id, .. } = l.presented {
-            let mut cur = id;
+        if let Some(mut cur) = presented {
             for _ in 0..3 {
                 let addr = self.address(&l.keys.read, &cur);
                 let v: Option<Vec<u8>> = self.run(hint, redis::cmd("GET").arg(&addr)).await?;
@@ -510,7 +508,6 @@ impl Shared {
                 };
                 view.preload(cur, entry, data, None);
                 read.push(Read {
-                    id: cur,
                     address: addr,
                     value: v,
                 });
@@ -560,7 +557,7 @@ impl Shared {
         if writes.is_empty() {
             return Ok(true);
         }
-        let was = |id: &SessionId, addr: &[u8]| over.iter().find(|r| r.id == *id && r.address == addr);
+        let was = |addr: &[u8]| over.iter().find(|r| r.address == addr);
         // (command, whether its answer says if it applied)
         let mut cmds: Vec<(redis::Cmd, bool)> = Vec::with_capacity(writes.len() + 1);
         let mut made = Vec::new();
@@ -571,7 +568,7 @@ impl Shared {
                     let value = keys
                         .seal(id, &addr, entry, data, &mut self.rng.borrow_mut())
                         .map_err(|_| Failure::NoRandom)?;
-                    match was(id, &addr) {
+                    match was(&addr) {
                         Some(r) => cmds.push((swap(r, &value, ttl.map_or(0, |t| t.max(1))), true)),
                         None => {
                             let mut c = redis::cmd("SET");
@@ -580,7 +577,8 @@ impl Shared {
                                 c.arg("PX").arg(*ttl);
                             }
                             cmds.push((c, false));
-                            if matches!(entry, Entry::Live(_)) && over.iter().all(|r| r.id != *id) {
+                            // A live session at a key not read: this attempt made it.
+                            if matches!(entry, Entry::Live(_)) {
                                 made.push(addr.clone());
                             }
                         }
@@ -594,7 +592,7 @@ impl Shared {
                 }
                 Write::Delete { id } => {
                     let addr = self.address(keys, id);
-                    let c = match was(id, &addr) {
+                    let c = match was(&addr) {
                         Some(r) => (swap(r, b"", 0), true),
                         None => (redis::cmd("DEL").arg(&addr).clone(), false),
                     };
