@@ -18,6 +18,17 @@ use crate::table::{DataFull, Entry, Record};
 /// the session ended (`expired_idle`, ...) rather than finding nothing.
 pub const EXPIRED_KEPT: u64 = 60_000;
 
+/// The longest a stored last-seen may lag: a tenth of the idle timeout, at
+/// most a minute (a minute when there is no idle timeout).
+pub fn touch_interval(idle: u64) -> u64 {
+    const MAX: u64 = 60_000;
+    if idle == 0 {
+        MAX
+    } else {
+        (idle / 10).min(MAX)
+    }
+}
+
 /// One write for the outside store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Write {
@@ -237,6 +248,13 @@ mod tests {
     use crate::engine::{apply, resolve, update_data, Control, Presented, Status};
     use crate::id::RandomPool;
     use std::collections::HashMap;
+
+    #[test]
+    fn touch_interval_is_a_tenth_of_idle_at_most_a_minute() {
+        assert_eq!(touch_interval(2_000), 200);
+        assert_eq!(touch_interval(1_800_000), 60_000);
+        assert_eq!(touch_interval(0), 60_000);
+    }
 
     /// What the outside store would hold after applying the writes.
     #[derive(Default)]

@@ -19,7 +19,7 @@ use sessions_core::redis_conf::{RedisSettings, Topology};
 use sessions_core::sealed::SealKeys;
 use sessions_core::store::Event;
 use sessions_core::table::{Entry, Record};
-use sessions_core::view::{View, Write};
+use sessions_core::view::{touch_interval, View, Write};
 use sessions_core::{resolve, Facts, Outcome, Policy, SessionId};
 use tokio::sync::mpsc;
 
@@ -485,13 +485,7 @@ impl Shared {
             _ => None,
         };
         let hint = self.hint(presented.as_ref());
-        let idle = l.policy.timeouts.idle;
-        let touch_interval = if idle == 0 {
-            60_000
-        } else {
-            (idle / 10).min(60_000)
-        };
-        let mut view = View::new(l.now, touch_interval);
+        let mut view = View::new(l.now, touch_interval(l.policy.timeouts.idle));
         let mut read = Vec::new();
         if let Some(mut cur) = presented {
             for _ in 0..3 {
