@@ -41,6 +41,30 @@ pub fn valid_value(v: &[u8]) -> bool {
     v.len() <= MAX_VALUE && v.iter().all(|&b| b >= 0x20 && b != 0x7f)
 }
 
+/// Whether `blob` is a map `update` could have written: every byte part of
+/// an entry, every key and value valid, no key twice, within the bounds. A
+/// blob read back from outside this process (Redis) must pass this before
+/// any of it reaches a variable or a header.
+pub fn valid_blob(blob: &[u8]) -> bool {
+    if blob.len() > MAX_BLOB {
+        return false;
+    }
+    let mut used = 0;
+    let mut keys: Vec<&[u8]> = Vec::with_capacity(MAX_KEYS);
+    for (k, v) in entries(blob) {
+        if keys.len() == MAX_KEYS
+            || !valid_key(k)
+            || !valid_value(v)
+            || keys.iter().any(|seen| seen.eq_ignore_ascii_case(k))
+        {
+            return false;
+        }
+        keys.push(k);
+        used += 1 + k.len() + 2 + v.len();
+    }
+    used == blob.len()
+}
+
 /// Iterates the entries of an encoded map; stops at the first malformed byte.
 pub fn entries(blob: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
     let mut rest = blob;
@@ -139,6 +163,41 @@ mod tests {
         let changes: Vec<(&[u8], Option<&[u8]>)> =
             keys[..5].iter().map(|k| (k.as_bytes(), Some(&big[..]))).collect();
         assert_eq!(apply(&[], &changes), Err(DataError::TooLarge));
+    }
+
+    #[test]
+    fn only_what_update_writes_is_a_valid_blob() {
+        let b = apply(&[], &[(b"a", Some(b"1")), (b"b", Some(b"2"))]).unwrap();
+        assert!(valid_blob(&b) && valid_blob(&[]));
+        assert!(!valid_blob(&b[..b.len() - 1]), "truncated");
+        let mut trailing = b.clone();
+        trailing.push(0);
+        assert!(!valid_blob(&trailing), "a stray byte");
+        let entry = |k: &[u8], v: &[u8]| {
+            let mut e = vec![k.len() as u8];
+            e.extend_from_slice(k);
+            e.extend_from_slice(&(v.len() as u16).to_le_bytes());
+            e.extend_from_slice(v);
+            e
+        };
+        assert!(valid_blob(&entry(b"k", b"v")));
+        assert!(
+            !valid_blob(&entry(b"k", b"a\r\nX-Injected: yes")),
+            "CR LF in a value"
+        );
+        assert!(!valid_blob(&entry(b"k:", b"v")), "a bad key");
+        assert!(
+            !valid_blob(&[entry(b"k", b"1"), entry(b"K", b"2")].concat()),
+            "a key twice"
+        );
+        let many: Vec<u8> = (0..17)
+            .flat_map(|i| entry(format!("k{i}").as_bytes(), b"v"))
+            .collect();
+        assert!(!valid_blob(&many), "too many keys");
+        let big: Vec<u8> = (0..5)
+            .flat_map(|i| entry(format!("k{i}").as_bytes(), &[b'v'; 250]))
+            .collect();
+        assert!(!valid_blob(&big), "too large");
     }
 
     #[test]

@@ -156,7 +156,11 @@ impl SealKeys {
         match plain.split_first() {
             Some((&LIVE, body)) => {
                 let (rec, used) = Record::decode(body).ok_or(Unsealed)?;
-                Ok((Entry::Live(rec), body[used..].to_vec()))
+                let data = &body[used..];
+                if !crate::data::valid_blob(data) {
+                    return Err(Unsealed);
+                }
+                Ok((Entry::Live(rec), data.to_vec()))
             }
             Some((&GRACE, body)) if body.len() == 24 => {
                 let successor = SessionId(body[..16].try_into().expect("16 bytes"));
@@ -216,10 +220,11 @@ mod tests {
         let mut addr = Vec::new();
         k.address(b"s:", &id, &mut addr);
         let mut rng = RandomPool::new();
-        let v = k.seal(&id, &addr, &Entry::Live(rec()), b"a=1", &mut rng).unwrap();
+        let blob = [1, b'a', 1, 0, b'1']; // a=1
+        let v = k.seal(&id, &addr, &Entry::Live(rec()), &blob, &mut rng).unwrap();
         let (e, data) = k.open(&id, &addr, &v).unwrap();
         assert_eq!(e, Entry::Live(rec()));
-        assert_eq!(data, b"a=1");
+        assert_eq!(data, blob);
         let g = Entry::Grace {
             successor: SessionId([2; 16]),
             until: 55,
@@ -306,6 +311,56 @@ mod tests {
         assert!(a.starts_with(b"p:handle:"));
         assert!(a != b && a != c);
         assert!(!String::from_utf8_lossy(&a).contains("5a5a5a5a"));
+    }
+
+    #[test]
+    fn a_well_sealed_value_with_what_the_module_never_writes_does_not_open() {
+        // Whoever holds the secret (`random` kept in Redis) can seal
+        // anything: what opens must still be what the module writes.
+        let k = SealKeys::derive(b"secret");
+        let id = SessionId([1; 16]);
+        let mut rng = RandomPool::new();
+        let mut bad_user = rec();
+        bad_user.log_in(b"a\r\nX-Injected: yes", false).unwrap();
+        let v = k
+            .seal(&id, b"p:a", &Entry::Live(bad_user), b"", &mut rng)
+            .unwrap();
+        assert_eq!(k.open(&id, b"p:a", &v), Err(Unsealed));
+        let v = k.seal_summary(b"p:a", &bad_user, &mut rng).unwrap();
+        assert_eq!(k.open_summary(b"p:a", &v), Err(Unsealed));
+        let mut empty_user = rec();
+        empty_user.log_in(b"", false).unwrap();
+        let v = k
+            .seal(&id, b"p:a", &Entry::Live(empty_user), b"", &mut rng)
+            .unwrap();
+        assert_eq!(k.open(&id, b"p:a", &v), Err(Unsealed));
+        let bad_data = [1, b'k', 3, 0, b'\r', b'\n', b'x'];
+        let v = k
+            .seal(&id, b"p:a", &Entry::Live(rec()), &bad_data, &mut rng)
+            .unwrap();
+        assert_eq!(k.open(&id, b"p:a", &v), Err(Unsealed));
+        let good_data = [1, b'k', 1, 0, b'x'];
+        let v = k
+            .seal(&id, b"p:a", &Entry::Live(rec()), &good_data, &mut rng)
+            .unwrap();
+        assert_eq!(k.open(&id, b"p:a", &v).map(|(_, d)| d), Ok(good_data.to_vec()));
+    }
+
+    #[test]
+    fn record_decode_refuses_what_encode_never_writes() {
+        let mut b = Vec::new();
+        rec().encode(&mut b);
+        let at = |i: usize, v: u8| {
+            let mut t = b.clone();
+            t[i] = v;
+            Record::decode(&t)
+        };
+        assert!(at(40, 5).is_none(), "an address of 5 bytes");
+        assert!(at(40, 0).is_none(), "bytes past the address length");
+        assert!(at(57, 4).is_none(), "an unknown flag");
+        assert!(at(57, 0).is_none(), "a user without the logged-in flag");
+        assert!(at(59, b'\n').is_none(), "a control character in the user");
+        assert!(Record::decode(&b).is_some());
     }
 
     #[test]

@@ -209,7 +209,16 @@ impl Record {
             return None;
         }
         r.user[..n].copy_from_slice(b.get(FIXED..FIXED + n)?);
-        Some((r, FIXED + n))
+        // Only what this module writes: a record read back from outside
+        // (Redis) is as untrusted as a request header.
+        let sound = matches!(r.ip_len, 0 | 4 | 16)
+            && r.ip[usize::from(r.ip_len)..].iter().all(|&b| b == 0)
+            && match r.flags {
+                0 => n == 0,
+                f if f & !FLAG_REMEMBER == FLAG_AUTHENTICATED => crate::gate::valid_user(&r.user[..n]),
+                _ => false,
+            };
+        sound.then_some((r, FIXED + n))
     }
 
     pub fn times(&self) -> Times {
