@@ -375,7 +375,19 @@ fn handle(reply: Reply) {
                 let w = w.as_mut()?;
                 w.adopt_in_flight = false;
                 match reply.answer {
-                    Answer::Adopted { secret, name } => {
+                    Answer::Adopted {
+                        secret,
+                        name,
+                        replaced,
+                    } => {
+                        for key in replaced {
+                            ngx_log_error!(
+                                NGX_LOG_ERR,
+                                w.log,
+                                "sessions: the random secret or cookie name kept in Redis at \"{key}\" \
+                                 is not one this module writes; replaced with a new one"
+                            );
+                        }
                         // SAFETY: the worker's own cycle; its main
                         // configuration is this process's memory and only
                         // this thread touches it.

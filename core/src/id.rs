@@ -162,6 +162,31 @@ pub fn random_alnum<const N: usize>() -> Result<[u8; N], RandomError> {
     Ok(out)
 }
 
+/// The `random` secret kept in Redis for every instance: 256 random bits
+/// as 64 lowercase hex digits.
+pub fn random_secret_hex() -> Result<[u8; 64], RandomError> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut raw = [0u8; 32];
+    fill_random(&mut raw)?;
+    let mut out = [0u8; 64];
+    for (i, b) in raw.iter().enumerate() {
+        out[2 * i] = HEX[usize::from(b >> 4)];
+        out[2 * i + 1] = HEX[usize::from(b & 15)];
+    }
+    Ok(out)
+}
+
+/// Whether a secret read back from Redis is one `random_secret_hex` makes.
+pub fn is_random_secret(v: &[u8]) -> bool {
+    v.len() == 64 && v.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Whether a cookie name read back from Redis is one `random_alnum::<16>`
+/// makes: anything else could carry cookie attributes or header lines.
+pub fn is_random_name(v: &[u8]) -> bool {
+    v.len() == 16 && v.iter().all(u8::is_ascii_alphanumeric)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,6 +221,24 @@ mod tests {
         assert_eq!(Handle::from_hex(b"0001ABFF1020304F"), Some(h));
         assert_eq!(Handle::from_hex(b"0001abff1020304"), None);
         assert_eq!(Handle::from_hex(b"0001abff1020304g"), None);
+    }
+
+    #[test]
+    fn values_kept_in_redis_are_checked_as_written() {
+        let s = random_secret_hex().unwrap();
+        assert!(is_random_secret(&s));
+        assert_ne!(s, random_secret_hex().unwrap());
+        assert!(!is_random_secret(&s[..63]) && !is_random_secret(&[b'A'; 64]) && !is_random_secret(b""));
+        assert!(is_random_name(&random_alnum::<16>().unwrap()));
+        for bad in [
+            &b""[..],
+            b"a\r\nX-Injected: yes",
+            b"abcdefgh;Domain=x",
+            &[b'a'; 5000],
+            b"abcdefghijklmno",
+        ] {
+            assert!(!is_random_name(bad), "{bad:?}");
+        }
     }
 
     #[test]

@@ -85,6 +85,8 @@ pub enum Answer {
     Adopted {
         secret: Vec<u8>,
         name: Vec<u8>,
+        /// Keys whose unsound values were replaced.
+        replaced: Vec<String>,
     },
     Written,
     /// The sessions `List` found, as their summaries.
@@ -751,26 +753,66 @@ impl Shared {
     }
 
     /// The first instance stores a random secret and name; all adopt them.
+    /// What is there is checked as strictly as when it was written; a value
+    /// this module never writes (a wrong type too) is replaced, once, by a
+    /// fresh one, unless another instance replaced it meanwhile.
     async fn adopt(&self) -> Result<Answer, Failure> {
-        let mut secret = [0u8; 32];
-        sessions_core::id::fill_random(&mut secret).map_err(|_| Failure::NoRandom)?;
-        let secret: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+        let secret = sessions_core::id::random_secret_hex().map_err(|_| Failure::NoRandom)?;
         let name = random_alnum::<16>().map_err(|_| Failure::NoRandom)?;
         let mut got = Vec::with_capacity(2);
-        for (key, ours) in [("random-secret", secret.as_bytes()), ("random-name", &name[..])] {
+        let mut replaced = Vec::new();
+        type Check = fn(&[u8]) -> bool;
+        let values: [(&str, &[u8], Check); 2] = [
+            ("random-secret", &secret, sessions_core::id::is_random_secret),
+            ("random-name", &name, sessions_core::id::is_random_name),
+        ];
+        for (key, ours, sound) in values {
             let mut k = self.prefix.clone();
             k.extend_from_slice(key.as_bytes());
-            // SET NX GET: the value already there, or ours now stored.
-            let v: Option<Vec<u8>> = self
-                .run(0, redis::cmd("SET").arg(k).arg(ours).arg("NX").arg("GET"))
-                .await?;
-            got.push(v.unwrap_or_else(|| ours.to_vec()));
+            let adopt = |seen: &[u8], mode: &str| {
+                redis::cmd("EVAL")
+                    .arg(ADOPT)
+                    .arg(1)
+                    .arg(&k)
+                    .arg(ours)
+                    .arg(seen)
+                    .arg(mode)
+                    .clone()
+            };
+            let v: Vec<u8> = self.run(0, &adopt(b"", "0")).await?;
+            let v = if sound(&v) {
+                v
+            } else {
+                let again: Vec<u8> = self.run(0, &adopt(&v, "1")).await?;
+                if !sound(&again) {
+                    return Err(Failure::Refused(format!(
+                        "the value at \"{}\" is not one this module writes and could not be replaced",
+                        String::from_utf8_lossy(&k)
+                    )));
+                }
+                replaced.push(String::from_utf8_lossy(&k).into_owned());
+                again
+            };
+            got.push(v);
         }
         let name = got.pop().expect("two values");
         let secret = got.pop().expect("two values");
-        Ok(Answer::Adopted { secret, name })
+        Ok(Answer::Adopted {
+            secret,
+            name,
+            replaced,
+        })
     }
 }
+
+/// The value of KEYS[1] to adopt (a value of another type reads as empty).
+/// ARGV[3] `0`: what is there, or ARGV[1] stored when nothing is. `1`:
+/// ARGV[2] was found unsound: it is replaced by ARGV[1], unless someone
+/// replaced it meanwhile.
+const ADOPT: &str = "local v = redis.pcall('GET', KEYS[1]) \
+    if type(v) == 'table' then v = '' end \
+    if v and (ARGV[3] == '0' or v ~= ARGV[2]) then return v end \
+    redis.call('SET', KEYS[1], ARGV[1]) return ARGV[1]";
 
 /// How long a request may wait for the Redis thread before nginx gives up
 /// on it: the connection and command timeouts, twice (one retry), plus slack.
