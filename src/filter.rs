@@ -50,18 +50,26 @@ pub extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
 }
 
 /// Consumes the upstream's X-Session-* headers (none reaches the client) and
-/// applies them to the request's session. `None` only when out of memory.
+/// applies them to the request's session. Only an answer the upstream gave
+/// this very request counts: one served from a cache was given to someone
+/// else, and one that carries them is kept out of the cache. `None` only
+/// when out of memory.
 fn control(r: &mut Request, lc: &LocConf) -> Option<()> {
     let (mut user, mut bad_user) = (None::<ngx_str_t>, false);
     let (mut remember, mut regenerate, mut destroy) = (false, false, false);
     let mut changes: Vec<(&[u8], Option<&[u8]>)> = Vec::new();
-    let mut bad_set = false;
+    let (mut bad_set, mut found) = (false, false);
+    let cached = r.as_ref().cached() != 0;
     request::headers_out_mut(r, |h| {
         let name = h.key.as_bytes();
         if !ControlHeader::is_control(name) {
             return;
         }
         h.hash = 0;
+        found = true;
+        if cached {
+            return;
+        }
         let value = h.value.as_bytes();
         match ControlHeader::from_name(name) {
             Some(ControlHeader::User) if valid_user(value) => user = Some(h.value),
@@ -79,6 +87,20 @@ fn control(r: &mut Request, lc: &LocConf) -> Option<()> {
             None => {}
         }
     });
+    if found && cached {
+        ngx_log_error!(
+            NGX_LOG_ERR,
+            r.log(),
+            "sessions: X-Session-* headers in a response served from a cache ignored; \
+             they apply only to the request the upstream answered"
+        );
+        return Some(());
+    }
+    if let Some(u) = r.upstream().filter(|_| found) {
+        // SAFETY: the upstream of the live request being answered; nginx
+        // decides whether to store the response only after this filter.
+        unsafe { (*u).set_cacheable(0) };
+    }
     if bad_set {
         ngx_log_error!(
             NGX_LOG_ERR,
