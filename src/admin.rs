@@ -27,6 +27,16 @@ pub fn handler(r: &mut Request) -> Status {
         NGX_HTTP_GET | NGX_HTTP_HEAD => Verb::Read,
         NGX_HTTP_DELETE => Verb::Delete,
         NGX_HTTP_POST => {
+            // SAFETY: `content_type` is null or the live header element.
+            let ct = unsafe { r.as_ref().headers_in.content_type.as_ref() };
+            if !ct.is_some_and(|h| admin::is_json(h.value.as_bytes())) {
+                let discard = r.discard_request_body();
+                if !discard.is_ok() {
+                    return discard;
+                }
+                let body = admin::error_json("the body must be sent as Content-Type: application/json");
+                return request::send_body(r, HTTPStatus::UNSUPPORTED_MEDIA_TYPE, JSON, body.as_bytes());
+            }
             // SAFETY: starting nginx's body reader on this live request; it
             // calls `body_read` once the body is in.
             let rc = unsafe { ngx_http_read_client_request_body(r.into(), Some(body_read)) };

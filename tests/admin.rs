@@ -128,3 +128,32 @@ fn bad_admin_requests_are_refused_clearly() {
     let big = format!(r#"{{"action":"list","user":"{}"}}"#, "x".repeat(5000));
     assert_eq!(send(&n, "POST", "/admin/sessions", Some(&big)).status, 413);
 }
+
+/// A foreign page can make an admin's browser POST without asking first
+/// only as text/plain, a form or multipart: none of them may act.
+#[test]
+fn a_post_a_browser_could_send_cross_site_changes_nothing() {
+    let n = Nginx::start(CONF);
+    let (alice, _) = logged_in(&n, "alice");
+    let body = r#"{"action":"revoke","user":"alice"}"#;
+    for ct in [
+        Some("text/plain"),
+        Some("text/plain; charset=utf-8"),
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=x"),
+        None,
+    ] {
+        let mut req = Request::get("/admin/sessions");
+        req.method = "POST".into();
+        if let Some(ct) = ct {
+            req = req.header("Content-Type", ct);
+        }
+        let r = common::send_with_body(n.port, &req, body.as_bytes());
+        assert_eq!(r.status, 415, "{ct:?}: {}", r.text());
+        assert!(json(&r)["error"].as_str().unwrap().contains("application/json"));
+        assert_eq!(status(&n, &alice), "valid", "{ct:?} revoked alice");
+    }
+    let r = send(&n, "POST", "/admin/sessions", Some(body));
+    assert_eq!((r.status, json(&r)["revoked"].as_u64()), (200, Some(1)));
+    assert_eq!(status(&n, &alice), "unknown");
+}

@@ -1207,7 +1207,7 @@ fn log_out_everywhere_in_redis() {
     let stored = keys(&redis, &[]).join(" ");
     assert!(!stored.contains("alice") && !stored.contains("bob"), "{stored}");
     // The JSON form, through nginx's body reader.
-    let mut post = Request::get("/admin");
+    let mut post = Request::get("/admin").header("Content-Type", "application/json");
     post.method = "POST".into();
     let r = common::send_with_body(n.port3, &post, br#"{"action":"revoke","user":"bob"}"#);
     assert_eq!((r.status, r.text().trim()), (200, "{\"revoked\":1}"));

@@ -67,6 +67,15 @@ pub fn from_json(body: &[u8]) -> Result<AdminRequest, &'static str> {
     }
 }
 
+/// Whether a POST's `Content-Type` is JSON. A browser sends a cross-site
+/// POST without asking first only as `text/plain`, a form or multipart:
+/// requiring JSON keeps a foreign page from revoking sessions through an
+/// admin's browser (CSRF).
+pub fn is_json(content_type: &[u8]) -> bool {
+    let media = content_type.split(|&b| b == b';').next().unwrap_or_default();
+    media.trim_ascii().eq_ignore_ascii_case(b"application/json")
+}
+
 /// One session as the admin sees it; never the secret id.
 pub fn session_json(rec: &Record, deadline: Option<u64>) -> Value {
     json!({
@@ -138,6 +147,21 @@ fn percent_decode(v: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_json_is_json() {
+        assert!(is_json(b"application/json") && is_json(b"Application/JSON; charset=utf-8"));
+        for simple in [
+            &b"text/plain"[..],
+            b"application/x-www-form-urlencoded",
+            b"multipart/form-data; boundary=x",
+            b"text/plain; application/json",
+            b"application/jsonp",
+            b"",
+        ] {
+            assert!(!is_json(simple), "{simple:?}");
+        }
+    }
 
     #[test]
     fn query_requests() {
