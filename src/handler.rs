@@ -10,7 +10,7 @@ use ngx::http::{HTTPStatus, HttpModuleLocationConf, HttpModuleMainConf, Request}
 use ngx::ngx_log_error;
 use sessions_core::cookie::{cookie_values, encode_value, Owner, VerifyCache};
 use sessions_core::engine::{fingerprint, Presented};
-use sessions_core::gate::{login_redirect, wants_401};
+use sessions_core::gate::{login_redirect, wants_401, ControlHeader};
 use sessions_core::id::RandomPool;
 use sessions_core::{apply, resolve, Control, Facts, Keyring, Outcome, Record, SessionId};
 
@@ -53,6 +53,11 @@ pub fn access(r: &mut Request) -> Status {
     // An internal redirect runs this phase again: keep the first decision.
     if request::ctx(r).is_some() {
         return Status::NGX_DECLINED;
+    }
+    // A client's own X-Session-* headers never reach the upstream: one that
+    // echoed them into its answer would let the client log itself in.
+    if request::remove_request_headers(r, ControlHeader::is_control).is_none() {
+        return Status::NGX_ERROR;
     }
     let Some(main) = Module::main_conf(r) else {
         return Status::NGX_DECLINED;

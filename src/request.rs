@@ -6,8 +6,8 @@ use std::{mem, ptr, slice};
 
 use nginx_sys::ngx_chain_t;
 use nginx_sys::{
-    ngx_http_request_t, ngx_list_part_t, ngx_list_push, ngx_pnalloc, ngx_pool_cleanup_add, ngx_str_t,
-    ngx_table_elt_t, ngx_timeofday, sockaddr_in, sockaddr_in6, AF_INET, AF_INET6,
+    ngx_http_request_t, ngx_list_part_t, ngx_list_push, ngx_palloc, ngx_pnalloc, ngx_pool_cleanup_add,
+    ngx_str_t, ngx_table_elt_t, ngx_timeofday, sockaddr_in, sockaddr_in6, AF_INET, AF_INET6,
 };
 use ngx::core::{Buffer, Status as NgxStatus};
 use ngx::http::{HTTPStatus, Request};
@@ -211,6 +211,81 @@ pub fn strip_request_cookie(r: &mut Request, name: &[u8], scratch: &mut Vec<u8>)
             part = p.next;
         }
     }
+    Some(())
+}
+
+/// Removes the request headers whose names `drop` matches, so that no
+/// upstream is sent them. The kept headers stay where they are (nginx's
+/// `headers_in` fields and subrequests point at them): the list's parts are
+/// laid anew around them, on fresh part records. `None` when out of memory.
+pub fn remove_request_headers(r: &mut Request, drop: impl Fn(&[u8]) -> bool) -> Option<()> {
+    let req: &mut ngx_http_request_t = r.as_mut();
+    let pool = req.pool;
+    let list = &mut req.headers_in.headers;
+    // Runs of kept headers: (first, count, offset in its part's array).
+    let mut runs: Vec<(*mut ngx_table_elt_t, usize, usize)> = Vec::new();
+    for pass in [false, true] {
+        let mut dropped = false;
+        let mut part: *mut ngx_list_part_t = &mut list.part;
+        // SAFETY: walking nginx's list of request headers, as
+        // `headers_out_mut`; every part's `elts` is the start of an array of
+        // `nalloc` elements, `nelts` of them initialised.
+        unsafe {
+            while let Some(p) = part.as_mut() {
+                let elts = p.elts.cast::<ngx_table_elt_t>();
+                let mut start = None;
+                for i in 0..p.nelts {
+                    if !drop((*elts.add(i)).key.as_bytes()) {
+                        start = start.or(Some(i));
+                        continue;
+                    }
+                    dropped = true;
+                    if let (true, Some(s)) = (pass, start.take()) {
+                        runs.push((elts.add(s), i - s, s));
+                    }
+                }
+                if let (true, Some(s)) = (pass, start) {
+                    runs.push((elts.add(s), p.nelts - s, s));
+                }
+                part = p.next;
+            }
+        }
+        if !dropped {
+            return Some(());
+        }
+    }
+    let Some(&(_, _, last_offset)) = runs.last() else {
+        // Nothing kept: an empty first part over its own array.
+        list.part.nelts = 0;
+        list.part.next = ptr::null_mut();
+        list.last = &mut list.part;
+        return Some(());
+    };
+    let mut next: *mut ngx_list_part_t = ptr::null_mut();
+    let mut last: *mut ngx_list_part_t = ptr::null_mut();
+    for (i, &(first, count, _)) in runs.iter().enumerate().rev() {
+        let p: *mut ngx_list_part_t = if i == 0 {
+            &mut list.part
+        } else {
+            // SAFETY: a fresh part record from the request pool.
+            unsafe { ngx_palloc(pool, mem::size_of::<ngx_list_part_t>()).cast() }
+        };
+        // SAFETY: `p` is the list's own first part or the fresh record above;
+        // no run is empty, so no part is.
+        unsafe {
+            p.as_mut()?.elts = first.cast();
+            (*p).nelts = count;
+            (*p).next = next;
+        }
+        if last.is_null() {
+            last = p;
+        }
+        next = p;
+    }
+    list.last = last;
+    // `ngx_list_push` fills the last part up to `nalloc`: keep it within the
+    // array the last run lives in.
+    list.nalloc -= last_offset;
     Some(())
 }
 
