@@ -32,7 +32,8 @@ pub struct MainConf {
     pub zone: *mut ngx_shm_zone_t,
     /// Some location switches sessions on: the zone must exist.
     pub used: bool,
-    /// Some enabled location uses a `random` secret or name.
+    /// Some enabled location keeping its sessions in the zone uses a
+    /// `random` secret or name.
     pub uses_random: bool,
     /// Filled in by the zone's init: keys and name behind `random`.
     pub random_keys: Option<Keyring>,
@@ -47,6 +48,8 @@ pub struct MainConf {
     pub topology: Option<Topology>,
     /// Some Redis location uses a `random` secret or name: adopt them from Redis.
     pub redis_random_used: bool,
+    /// Some Redis location uses a `random` secret, which Redis then holds.
+    pub redis_random_secret: bool,
     /// In a worker, the secret's keys and the name adopted from Redis.
     pub redis_random: Option<(Keyring, Vec<u8>)>,
 }
@@ -64,6 +67,7 @@ impl Default for MainConf {
             redis_used: false,
             topology: None,
             redis_random_used: false,
+            redis_random_secret: false,
             redis_random: None,
         }
     }
@@ -186,8 +190,11 @@ impl LocConf {
     }
 
     pub fn uses_random(&self) -> bool {
+        self.random_secret() || matches!(self.name, None | Some(NameConf::Random))
+    }
+
+    pub fn random_secret(&self) -> bool {
         matches!(self.secret, None | Some(SecretConf::Random))
-            || matches!(self.name, None | Some(NameConf::Random))
     }
 
     pub fn redis(&self) -> bool {

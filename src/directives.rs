@@ -10,7 +10,7 @@ use nginx_sys::{
     ngx_http_complex_value_t, ngx_pcalloc, ngx_shared_memory_add, ngx_str_t, ngx_uint_t, NGX_CONF_1MORE,
     NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_HTTP_LOC_CONF,
     NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF,
-    NGX_LOG_EMERG,
+    NGX_LOG_EMERG, NGX_LOG_WARN,
 };
 use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
@@ -98,7 +98,7 @@ value_directive! {
     set_rolling: rolling = parse::time_ms;
     set_absolute: absolute = parse::time_ms;
     set_grace: grace = parse::time_ms;
-    set_remember: remember = parse::time_ms;
+    set_remember: remember = parse::positive_time_ms;
     set_control_headers: control_headers = parse::flag;
     set_require_login: require_login = parse::flag;
     set_check_ip: check_ip = parse::flag;
@@ -128,16 +128,21 @@ value_directive! {
     set_redis_prefix: redis.prefix = redis_conf::prefix;
 }
 
-/// Reads a file named in a directive, relative to the configuration prefix.
-fn read_conf_file(cf: &ngx_conf_t, value: &ngx_str_t) -> Result<Vec<u8>, String> {
+/// A file named in a directive, relative to the configuration prefix.
+fn conf_path(cf: &ngx_conf_t, value: &ngx_str_t) -> String {
     let name = value.to_string();
-    let path = if name.starts_with('/') {
+    if name.starts_with('/') {
         name
     } else {
         // SAFETY: the cycle under configuration and its prefix are valid.
         let prefix = unsafe { (*cf.cycle).conf_prefix }.to_string();
         format!("{prefix}{name}")
-    };
+    }
+}
+
+/// Reads a file named in a directive, relative to the configuration prefix.
+fn read_conf_file(cf: &ngx_conf_t, value: &ngx_str_t) -> Result<Vec<u8>, String> {
+    let path = conf_path(cf, value);
     std::fs::read(&path).map_err(|e| format!("cannot read \"{path}\": {e}"))
 }
 
@@ -310,6 +315,52 @@ extern "C" fn set_secret(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *m
     }
     conf.secret = Keyring::from_secrets(&secrets).map(SecretConf::Keys);
     NGX_CONF_OK
+}
+
+/// `sessions_secret_file FILE`: the secrets, one a line (the first signs),
+/// read by the master at configuration time. Errors name the line, never
+/// its contents.
+extern "C" fn set_secret_file(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: as in `value_directive!`.
+    let (cf, conf) = unsafe { (&mut *cf, &mut *conf.cast::<LocConf>()) };
+    if conf.secret.is_some() {
+        return DUPLICATE;
+    }
+    let value = cf.args()[1];
+    let read = read_conf_file(cf, &value).and_then(|text| {
+        let secrets = parse::secret_file(&text).map_err(|(line, why)| format!("line {line}: {why}"))?;
+        Keyring::from_secrets(&secrets).ok_or_else(|| "no secret in it".to_string())
+    });
+    match read {
+        Ok(keys) => {
+            if world_readable(cf, &value) {
+                ngx_conf_log_error!(
+                    NGX_LOG_WARN,
+                    cf,
+                    "\"sessions_secret_file\" directive: \"{value}\" can be read by any user"
+                );
+            }
+            conf.secret = Some(SecretConf::Keys(keys));
+            NGX_CONF_OK
+        }
+        Err(why) => {
+            ngx_conf_log_error!(
+                NGX_LOG_EMERG,
+                cf,
+                "\"sessions_secret_file\" directive: \"{value}\": {why}"
+            );
+            NGX_CONF_ERROR
+        }
+    }
+}
+
+fn world_readable(cf: &ngx_conf_t, value: &ngx_str_t) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(conf_path(cf, value)).is_ok_and(|m| m.permissions().mode() & 0o004 != 0)
 }
 
 extern "C" fn set_name(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
@@ -496,9 +547,14 @@ const fn location_command(name: ngx_str_t, args: u32, set: Handler) -> ngx_comma
     directive(name, NGX_HTTP_LOC_CONF, args, NGX_HTTP_LOC_CONF_OFFSET, set)
 }
 
-pub static mut COMMANDS: [ngx_command_t; 47] = [
+pub static mut COMMANDS: [ngx_command_t; 48] = [
     command(ngx_string!("sessions"), NGX_CONF_FLAG, set_enable),
     command(ngx_string!("sessions_secret"), NGX_CONF_1MORE, set_secret),
+    command(
+        ngx_string!("sessions_secret_file"),
+        NGX_CONF_TAKE1,
+        set_secret_file,
+    ),
     command(ngx_string!("sessions_name"), NGX_CONF_TAKE1, set_name),
     command(ngx_string!("sessions_idling_timeout"), NGX_CONF_TAKE1, set_idle),
     command(

@@ -58,6 +58,15 @@ impl HttpModule for Module {
         // SAFETY: `cf` is valid during configuration.
         let cf = unsafe { &mut *cf };
         if let Some(main) = Module::main_conf_mut(cf).filter(|m| m.redis_used) {
+            if main.redis_random_secret {
+                ngx::ngx_log_error!(
+                    nginx_sys::NGX_LOG_WARN,
+                    cf.log,
+                    "sessions: \"sessions_secret random\" with \"sessions_store redis\" keeps the \
+                     secret in Redis: whoever can read Redis can read the logged-in users and, with \
+                     write access, forge sessions; set sessions_secret or sessions_secret_file"
+                );
+            }
             match main.redis.topology() {
                 Ok(t) => main.topology = Some(t),
                 Err(why) => {
@@ -126,9 +135,10 @@ unsafe extern "C" fn merge_loc_conf(
         let Some(main) = Module::main_conf_mut(cf) else {
             return NGX_CONF_ERROR;
         };
-        main.uses_random |= conf.uses_random();
+        main.uses_random |= conf.uses_random() && !conf.redis();
         main.redis_used |= conf.redis();
         main.redis_random_used |= conf.redis() && conf.uses_random();
+        main.redis_random_secret |= conf.redis() && conf.random_secret();
     }
     NGX_CONF_OK
 }

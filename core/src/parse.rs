@@ -133,6 +133,27 @@ pub fn secret(v: &[u8]) -> Result<&[u8], Reason> {
     }
 }
 
+/// The secrets of a `sessions_secret_file`: one a line, the first signs;
+/// blank lines and a line's trailing `\r` are skipped. On error, the line
+/// number and why (never the line itself: it may be a secret).
+pub fn secret_file(text: &[u8]) -> Result<Vec<&[u8]>, (usize, Reason)> {
+    let mut out = Vec::new();
+    for (i, line) in text.split(|&b| b == b'\n').enumerate() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            continue;
+        }
+        if line == b"random" {
+            return Err((i + 1, "\"random\" is not a secret here"));
+        }
+        out.push(secret(line).map_err(|why| (i + 1, why))?);
+    }
+    if out.is_empty() {
+        return Err((0, "the file holds no secret"));
+    }
+    Ok(out)
+}
+
 /// `none` or a domain for the cookie's `Domain` attribute.
 pub fn domain(v: &[u8]) -> Result<Option<String>, Reason> {
     if v == b"none" {
@@ -274,5 +295,16 @@ mod tests {
         assert_eq!(max_age(b"1h"), Ok(Some(3600)));
         assert!(max_age(b"500ms").is_err());
         assert!(max_age(b"x").is_err());
+    }
+
+    #[test]
+    fn secret_files() {
+        assert_eq!(
+            secret_file(b"new secret\r\n\nold secret\n").unwrap(),
+            vec![&b"new secret"[..], b"old secret"]
+        );
+        assert_eq!(secret_file(b"\n\n"), Err((0, "the file holds no secret")));
+        assert_eq!(secret_file(b"ok\nbad\x01\n").unwrap_err().0, 2);
+        assert_eq!(secret_file(b"random\n").unwrap_err().0, 1);
     }
 }
