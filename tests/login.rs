@@ -296,3 +296,114 @@ fn data_limits_are_enforced_with_an_error_log() {
     get(&n, "/app/set?k=bad%20key&v=x", &c);
     assert!(n.error_log().contains("the key must be 1 to 32 characters"));
 }
+
+/// An application and a cache between it and the module (`proxy_cache`).
+const CACHE_CONF: &str = "
+    proxy_cache_path {dir}/cache keys_zone=boundary:1m;
+    server {
+        listen 127.0.0.1:{port2};
+        location /login { add_header X-Session-User $arg_user; add_header Cache-Control max-age=60;
+                          return 200 \"ok\\n\"; }
+        # An application that copies request headers into its answer.
+        location /echo { add_header X-Session-User $http_x_session_user;
+                         add_header X-Session-Set $http_x_session_set;
+                         return 200 \"user=$http_x_session_user set=$http_x_session_set any=$http_x_session_any keep=$http_x_keep h1=$http_h1 h15=$http_h15 h29=$http_h29 ua=$http_user_agent\\n\"; }
+    }
+    server {
+        listen 127.0.0.1:{port};
+        root html;
+        sessions on; sessions_secret boundary-test; sessions_name sid;
+        add_header X-Session-Status $session_status always;
+        add_header X-User $session_user always;
+        add_header X-Cache $upstream_cache_status always;
+        location /app/ { sessions_control_headers on; proxy_cache boundary; proxy_cache_key fixed;
+                         proxy_pass http://127.0.0.1:{port2}/; }
+        location /warm/ { sessions off; proxy_cache boundary; proxy_cache_key fixed;
+                          proxy_pass http://127.0.0.1:{port2}/; }
+        location /echo/ { sessions_control_headers on; proxy_pass http://127.0.0.1:{port2}/echo; }
+    }";
+
+/// A login is the upstream's answer to one request: it is never stored in
+/// a cache, and control headers in a cached answer are never applied.
+#[test]
+fn a_login_cannot_be_replayed_from_a_cache() {
+    let n = Nginx::start(CACHE_CONF);
+    let alice = n.get("/").cookie_pair("sid");
+    let r = get(&n, "/app/login?user=alice", &alice);
+    assert_eq!(
+        (r.header("X-User"), r.header("X-Cache")),
+        (Some("alice"), Some("MISS"))
+    );
+    assert_eq!(
+        r.header("X-Session-User"),
+        None,
+        "control headers never reach the client"
+    );
+    // Had alice's answer been stored, bob would now get it and be alice.
+    let bob = n.get("/").cookie_pair("sid");
+    let r = get(&n, "/app/login?user=bob", &bob);
+    assert_eq!(r.header("X-Cache"), Some("MISS"), "a login answer was cached");
+    assert_eq!(r.header("X-User"), Some("bob"));
+
+    // An answer with X-Session-User stored through a location without
+    // control headers, then served from the cache where they are on.
+    let r = n.get("/warm/login?user=mallory");
+    assert_eq!(r.header("X-Cache"), Some("MISS"));
+    assert_eq!(n.get("/warm/login?user=mallory").header("X-Cache"), Some("HIT"));
+    let carol = n.get("/").cookie_pair("sid");
+    let r = get(&n, "/app/login?user=carol", &carol);
+    assert_eq!(r.header("X-Cache"), Some("HIT"));
+    assert_eq!(r.header("X-User"), None, "a cached answer logged carol in");
+    assert_eq!(r.header("X-Session-User"), None);
+    assert!(r.set_cookies("sid").is_empty(), "no new id: nothing changed");
+    let r = get(&n, "/", &carol);
+    assert_eq!((status(&r), r.header("X-User")), ("valid", None));
+    assert!(
+        n.error_log().contains("served from a cache ignored"),
+        "{}",
+        n.error_log()
+    );
+    n.assert_clean_log();
+}
+
+/// The module never forwards a client's own `X-Session-*` headers, so an
+/// application that echoes request headers cannot be made to log its
+/// client in; every other header arrives, however many there are.
+#[test]
+fn client_sent_control_headers_never_reach_the_upstream() {
+    let n = Nginx::start(CACHE_CONF);
+    let c = n.get("/").cookie_pair("sid");
+    let mut req = Request::get("/echo/")
+        .cookie(&c)
+        .header("X-Session-User", "mallory")
+        .header("X-Keep", "yes")
+        .header("x-session-set", "role=admin")
+        .header("X-SESSION-ANY", "1");
+    let r = n.request(req.clone());
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("X-User"), None, "the client logged itself in");
+    assert_eq!(
+        r.text(),
+        "user= set= any= keep=yes h1= h15= h29= ua=itest/1\n",
+        "the upstream got a client's X-Session-* header"
+    );
+    // Over several parts of nginx's header list (20 headers a part),
+    // with control headers first, last and in between.
+    req = Request::get("/echo/").header("X-Session-User", "mallory");
+    for i in 1..=30 {
+        req = if i % 7 == 0 {
+            req.header(&format!("X-Session-H{i}"), "x")
+        } else {
+            req.header(&format!("H{i}"), &format!("v{i}"))
+        };
+    }
+    let r = n.request(req.cookie(&c).header("X-Session-Set", "role=admin"));
+    assert_eq!(r.header("X-User"), None);
+    assert_eq!(
+        r.text(),
+        "user= set= any= keep= h1=v1 h15=v15 h29=v29 ua=itest/1\n"
+    );
+    let r = get(&n, "/", &c);
+    assert_eq!((status(&r), r.header("X-User")), ("valid", None));
+    n.assert_clean_log();
+}
