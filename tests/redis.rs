@@ -807,7 +807,14 @@ fn redis_learns_neither_ids_nor_data_and_values_do_not_move() {
         .step_by(2)
         .map(|i| u8::from_str_radix(&handle[i..i + 2], 16).unwrap())
         .collect();
-    for clear in [&b"alice-in-clear"[..], handle.as_bytes(), &raw_handle] {
+    // 127.0.0.1, as stored in a record, and as text.
+    for clear in [
+        &b"alice-in-clear"[..],
+        handle.as_bytes(),
+        &raw_handle,
+        &[127, 0, 0, 1],
+        b"127.0.0.1",
+    ] {
         assert!(
             !summary.windows(clear.len()).any(|w| w == clear),
             "the summary is sealed"
@@ -824,7 +831,7 @@ fn redis_learns_neither_ids_nor_data_and_values_do_not_move() {
     }
     for k in &stored {
         let v = raw_value(&redis, k);
-        for clear in [&b"alice-in-clear"[..], b"blue-in-clear", b"color"] {
+        for clear in [&b"alice-in-clear"[..], b"blue-in-clear", b"color", &[127, 0, 0, 1]] {
             assert!(
                 !v.windows(clear.len()).any(|w| w == clear),
                 "value of {k} shows data"
