@@ -56,8 +56,11 @@ fn render(s: &Snapshot) -> String {
     metric(
         "evicted_total",
         "counter",
-        "Valid sessions evicted from a full zone.",
-        &[("", st.evicted)],
+        "Valid sessions evicted from a full zone: seen once, or returning (came back or logged in).",
+        &[
+            ("kind=\"once\"", st.evicted - st.evicted_returning),
+            ("kind=\"returning\"", st.evicted_returning),
+        ],
     );
     metric(
         "expired_total",

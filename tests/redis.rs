@@ -831,7 +831,12 @@ fn redis_learns_neither_ids_nor_data_and_values_do_not_move() {
     }
     for k in &stored {
         let v = raw_value(&redis, k);
-        for clear in [&b"alice-in-clear"[..], b"blue-in-clear", b"color", &[127, 0, 0, 1]] {
+        for clear in [
+            &b"alice-in-clear"[..],
+            b"blue-in-clear",
+            b"color",
+            &[127, 0, 0, 1],
+        ] {
             assert!(
                 !v.windows(clear.len()).any(|w| w == clear),
                 "value of {k} shows data"

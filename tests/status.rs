@@ -60,7 +60,9 @@ fn counters_follow_sessions_across_workers() {
     assert_eq!(get(&m, &z("refused_total", Some("unknown"))), 1);
     assert_eq!(get(&m, &z("refused_total", Some("ip_mismatch"))), 0);
     assert_eq!(get(&m, &z("expired_total", Some("idle"))), 0);
-    assert_eq!(get(&m, &z("evicted_total", None)), 0);
+    let kind = |k: &str| format!("nginx_sessions_evicted_total{{zone=\"stats\",kind=\"{k}\"}}");
+    assert_eq!(get(&m, &kind("once")), 0);
+    assert_eq!(get(&m, &kind("returning")), 0);
     assert_eq!(get(&m, &z("renewed_total", None)), 0);
 
     // Only GET and HEAD.

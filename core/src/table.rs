@@ -1,6 +1,6 @@
 //! The session table kept in shared memory.
 //!
-//! A fixed-capacity hash table with chaining and an LRU list, built only from
+//! A fixed-capacity hash table with chaining and a segmented LRU, built only from
 //! `#[repr(C)]` plain data and `u32` indices: no pointers, so the same bytes
 //! are valid in every worker and survive a reload. The module places it in the
 //! zone and holds the zone's lock around every call; here it is plain memory,
@@ -11,13 +11,17 @@ use crate::timeouts::Times;
 
 const NIL: u32 = u32::MAX;
 /// Changes with the memory layout: a zone left by another layout is refused.
-const MAGIC: u64 = 0x6e67_7873_6573_7333; // "ngxsess3"
+const MAGIC: u64 = 0x6e67_7873_6573_7334; // "ngxsess4"
 
 /// Slot states.
 const FREE: u32 = 0;
 const LIVE: u32 = 1;
 /// A renewed id, still accepted for a grace period; `rec.successor` is the new id.
 const GRACE: u32 = 2;
+/// The bits of `state` above; the flag below marks a protected slot.
+const KIND: u32 = 0xff;
+/// In the protected segment: a session that came back, or is logged in.
+const PROTECTED: u32 = 0x100;
 
 /// Counters since the zone was created, summed over workers, for metrics.
 #[repr(C)]
@@ -27,6 +31,8 @@ pub struct Stats {
     pub renewed: u64,
     /// Removed from a full table while still valid.
     pub evicted: u64,
+    /// Of those, sessions that had come back or were logged in.
+    pub evicted_returning: u64,
     /// Removed by the table because their time was up, without a request.
     pub expired: u64,
     /// Presented after their time was up, by timeout.
@@ -55,13 +61,18 @@ pub struct Header {
     bucket_mask: u32,
     len: u32,
     free_head: u32,
-    /// Most recently used.
+    /// Probation, the sessions seen once: most recently used.
     lru_head: u32,
     /// Least recently used: evicted first.
     lru_tail: u32,
     chunks: u32,
     chunk_free: u32,
     chunks_free: u32,
+    /// Protected, the sessions that came back or are logged in: evicted
+    /// only when probation is empty.
+    prot_head: u32,
+    prot_tail: u32,
+    prot_len: u32,
     _pad: u32,
     pub stats: Stats,
     /// `sessions_secret random`: generated once per zone.
@@ -369,6 +380,9 @@ impl<'a> Table<'a> {
             chunks: chunks.len() as u32,
             chunk_free: if chunks.is_empty() { NIL } else { 0 },
             chunks_free: chunks.len() as u32,
+            prot_head: NIL,
+            prot_tail: NIL,
+            prot_len: 0,
             _pad: 0,
             stats: Stats::default(),
             random_secret: [0; 32],
@@ -445,11 +459,15 @@ impl<'a> Table<'a> {
             chunks: 0,
             chunk_free: NIL,
             chunks_free: 0,
+            prot_head: NIL,
+            prot_tail: NIL,
+            prot_len: 0,
             _pad: 0,
             stats: Stats {
                 created: 0,
                 renewed: 0,
                 evicted: 0,
+                evicted_returning: 0,
                 expired: 0,
                 expired_idle: 0,
                 expired_rolling: 0,
@@ -516,7 +534,7 @@ impl<'a> Table<'a> {
     /// Looks an id up.
     pub fn get(&self, id: &SessionId) -> Option<Entry> {
         let s = &self.slots[self.find(id)? as usize];
-        Some(match s.state {
+        Some(match s.state & KIND {
             GRACE => Entry::Grace {
                 successor: s.rec.successor,
                 until: s.deadline,
@@ -533,18 +551,19 @@ impl<'a> Table<'a> {
         s.state = LIVE;
         s.deadline = deadline.unwrap_or(u64::MAX);
         self.lru_unlink(i);
-        self.lru_push_head(i);
+        self.lru_push_head(i, true);
         true
     }
 
-    /// Records activity on a live session: last-seen, deadline, most recently used.
+    /// Records activity on a live session: last-seen, deadline, most
+    /// recently used. It came back: it is protected from now on.
     pub fn touch(&mut self, id: &SessionId, last_seen: u64, deadline: Option<u64>) -> bool {
         let Some(i) = self.find(id) else { return false };
         let s = &mut self.slots[i as usize];
         s.rec.last_seen = last_seen;
         s.deadline = deadline.unwrap_or(u64::MAX);
         self.lru_unlink(i);
-        self.lru_push_head(i);
+        self.lru_push_head(i, true);
         true
     }
 
@@ -554,7 +573,7 @@ impl<'a> Table<'a> {
     pub fn retire(&mut self, id: &SessionId, successor: SessionId, until: u64) -> bool {
         let Some(i) = self.find(id) else { return false };
         let s = &mut self.slots[i as usize];
-        s.state = GRACE;
+        s.state = GRACE | (s.state & PROTECTED);
         s.rec.successor = successor;
         s.rec.data = NIL;
         s.rec.data_len = 0;
@@ -667,7 +686,7 @@ impl<'a> Table<'a> {
     pub fn sessions_of(&self, user: &[u8]) -> Vec<(SessionId, Record)> {
         self.slots
             .iter()
-            .filter(|s| s.state == LIVE && s.rec.user() == Some(user))
+            .filter(|s| s.state & KIND == LIVE && s.rec.user() == Some(user))
             .map(|s| (s.id, s.rec))
             .collect()
     }
@@ -676,7 +695,7 @@ impl<'a> Table<'a> {
     pub fn find_handle(&self, handle: &Handle) -> Option<SessionId> {
         self.slots
             .iter()
-            .find(|s| s.state == LIVE && s.rec.handle == *handle)
+            .find(|s| s.state & KIND == LIVE && s.rec.handle == *handle)
             .map(|s| s.id)
     }
 
@@ -686,23 +705,38 @@ impl<'a> Table<'a> {
     }
 
     /// Inserts a new live record. Up to two expired slots are reclaimed first
-    /// (as limit_req does); when the table is full the least recently used
-    /// slot is evicted, so an insert always succeeds. The id must be new.
+    /// (as limit_req does); when the table is full a slot is evicted, so an
+    /// insert always succeeds. The id must be new.
+    ///
+    /// Eviction is a segmented LRU, so that a flood of requests without a
+    /// cookie cannot push out the sessions that matter: a session seen once
+    /// waits in probation, where evictions happen; one that came back, or
+    /// is logged in, or carries a past (a renewal, a login's new id) is
+    /// protected, and is evicted only when probation is empty. Protected
+    /// sessions take at most three quarters of the table: beyond that, the
+    /// least recently used one goes back to probation.
     pub fn insert(&mut self, id: SessionId, rec: &Record, deadline: Option<u64>, now: u64) -> Reclaimed {
         let mut cost = Reclaimed::default();
         for _ in 0..2 {
-            let t = self.hdr.lru_tail;
-            if t == NIL || self.slots[t as usize].deadline > now {
-                break;
-            }
+            let expired = [self.hdr.lru_tail, self.hdr.prot_tail]
+                .into_iter()
+                .find(|&t| t != NIL && self.slots[t as usize].deadline <= now);
+            let Some(t) = expired else { break };
             let old = self.slots[t as usize].id;
             self.remove(&old);
             cost.expired += 1;
         }
         if self.hdr.free_head == NIL {
-            let t = self.hdr.lru_tail;
+            let t = if self.hdr.lru_tail != NIL {
+                self.hdr.lru_tail
+            } else {
+                self.hdr.prot_tail
+            };
             if t == NIL {
                 return cost; // capacity 0: nothing can be stored
+            }
+            if self.slots[t as usize].state & PROTECTED != 0 {
+                self.hdr.stats.evicted_returning += 1;
             }
             let old = self.slots[t as usize].id;
             self.remove(&old);
@@ -718,50 +752,82 @@ impl<'a> Table<'a> {
         s.deadline = deadline.unwrap_or(u64::MAX);
         s.chain = self.buckets[b];
         self.buckets[b] = i;
-        self.lru_push_head(i);
+        self.lru_push_head(i, rec.user().is_some() || rec.last_seen != rec.created);
         self.hdr.len += 1;
         self.hdr.stats.expired += u64::from(cost.expired);
         self.hdr.stats.evicted += u64::from(cost.evicted);
         cost
     }
 
-    fn lru_unlink(&mut self, i: u32) {
-        let (p, n) = {
-            let s = &self.slots[i as usize];
-            (s.lru_prev, s.lru_next)
-        };
-        if p == NIL {
-            if self.hdr.lru_head == i {
-                self.hdr.lru_head = n;
-            }
+    /// Sessions in the protected segment, for tests and metrics.
+    pub fn protected(&self) -> u32 {
+        self.hdr.prot_len
+    }
+
+    /// The (head, tail) of the segment slot `i` is in.
+    fn ends(&mut self, protected: bool) -> (&mut u32, &mut u32) {
+        if protected {
+            (&mut self.hdr.prot_head, &mut self.hdr.prot_tail)
         } else {
+            (&mut self.hdr.lru_head, &mut self.hdr.lru_tail)
+        }
+    }
+
+    fn lru_unlink(&mut self, i: u32) {
+        let (p, n, protected) = {
+            let s = &self.slots[i as usize];
+            (s.lru_prev, s.lru_next, s.state & PROTECTED != 0)
+        };
+        let (head, tail) = self.ends(protected);
+        let fix_head = p == NIL && *head == i;
+        let fix_tail = n == NIL && *tail == i;
+        if fix_head {
+            *head = n;
+        }
+        if fix_tail {
+            *tail = p;
+        }
+        if p != NIL {
             self.slots[p as usize].lru_next = n;
         }
-        if n == NIL {
-            if self.hdr.lru_tail == i {
-                self.hdr.lru_tail = p;
-            }
-        } else {
+        if n != NIL {
             self.slots[n as usize].lru_prev = p;
         }
         let s = &mut self.slots[i as usize];
         s.lru_prev = NIL;
         s.lru_next = NIL;
+        if protected {
+            s.state &= !PROTECTED;
+            self.hdr.prot_len -= 1;
+        }
     }
 
-    fn lru_push_head(&mut self, i: u32) {
-        let h = self.hdr.lru_head;
+    /// Links slot `i` (unlinked) at the head of a segment.
+    fn lru_push_head(&mut self, i: u32, protected: bool) {
+        let (head, _) = self.ends(protected);
+        let h = *head;
+        *head = i;
         {
             let s = &mut self.slots[i as usize];
             s.lru_prev = NIL;
             s.lru_next = h;
+            if protected {
+                s.state |= PROTECTED;
+            }
         }
         if h != NIL {
             self.slots[h as usize].lru_prev = i;
         } else {
-            self.hdr.lru_tail = i;
+            *self.ends(protected).1 = i;
         }
-        self.hdr.lru_head = i;
+        if protected {
+            self.hdr.prot_len += 1;
+            if self.hdr.prot_len > self.hdr.capacity - self.hdr.capacity / 4 {
+                let t = self.hdr.prot_tail;
+                self.lru_unlink(t);
+                self.lru_push_head(t, false);
+            }
+        }
     }
 }
 
@@ -1019,44 +1085,93 @@ pub(crate) mod tests {
 
     #[test]
     fn churn_keeps_structure_consistent() {
-        // Deterministic pseudo-random mix of operations against a model.
+        // Deterministic pseudo-random mix of operations against a model of
+        // the two segments (oldest first); protected holds at most 48 of 64.
         let mut m = Mem::new(64, 32);
         let mut t = m.table();
-        let mut model: Vec<u32> = Vec::new(); // LRU order, oldest first
+        let (mut prob, mut prot): (Vec<u32>, Vec<u32>) = (Vec::new(), Vec::new());
         let mut x: u32 = 12345;
         for step in 0..20_000u32 {
             x ^= x << 13;
             x ^= x >> 17;
             x ^= x << 5;
             let k = x % 200;
+            let had = |v: &Vec<u32>| v.iter().position(|&e| e == k);
             match x % 3 {
-                0 if !model.contains(&k) => {
+                0 if had(&prob).is_none() && had(&prot).is_none() => {
                     t.insert(id(k), &rec(k.into()), None, 0);
-                    if model.len() == 64 {
-                        model.remove(0);
+                    if prob.len() + prot.len() == 64 {
+                        if prob.is_empty() {
+                            prot.remove(0);
+                        } else {
+                            prob.remove(0);
+                        }
                     }
-                    model.push(k);
+                    prob.push(k);
                 }
                 1 => {
-                    let had = model.iter().position(|&v| v == k);
-                    assert_eq!(t.remove(&id(k)), had.is_some(), "step {step}");
-                    if let Some(p) = had {
-                        model.remove(p);
-                    }
+                    let found = had(&prob)
+                        .map(|p| prob.remove(p))
+                        .or_else(|| had(&prot).map(|p| prot.remove(p)));
+                    assert_eq!(t.remove(&id(k)), found.is_some(), "step {step}");
                 }
                 _ => {
-                    let had = model.iter().position(|&v| v == k);
-                    assert_eq!(t.update(&id(k), &rec(k.into()), None), had.is_some());
-                    if let Some(p) = had {
-                        model.remove(p);
-                        model.push(k);
+                    let found = had(&prob)
+                        .map(|p| prob.remove(p))
+                        .or_else(|| had(&prot).map(|p| prot.remove(p)));
+                    assert_eq!(t.touch(&id(k), 1, None), found.is_some());
+                    if found.is_some() {
+                        prot.push(k);
+                        if prot.len() > 48 {
+                            prob.push(prot.remove(0));
+                        }
                     }
                 }
             }
-            assert_eq!(t.len() as usize, model.len());
+            assert_eq!(t.len() as usize, prob.len() + prot.len());
+            assert_eq!(t.protected() as usize, prot.len(), "step {step}");
         }
         for k in 0..200 {
-            assert_eq!(t.get(&id(k)).is_some(), model.contains(&k), "key {k}");
+            let stored = prob.contains(&k) || prot.contains(&k);
+            assert_eq!(t.get(&id(k)).is_some(), stored, "key {k}");
         }
+        // New sessions evict probation in order, and never what is protected.
+        let mut n = 1000;
+        while t.len() < 64 {
+            t.insert(id(n), &rec(1000), None, 0);
+            prob.push(n);
+            n += 1;
+        }
+        for k in prob {
+            assert!(t.get(&id(k)).is_some());
+            t.insert(id(n), &rec(1000), None, 0);
+            n += 1;
+            assert!(t.get(&id(k)).is_none(), "{k} was next to go");
+        }
+        for _ in 0..500 {
+            t.insert(id(n), &rec(1000), None, 0);
+            n += 1;
+        }
+        assert!(prot.iter().all(|&k| t.get(&id(k)).is_some()));
+    }
+
+    #[test]
+    fn a_flood_of_new_sessions_evicts_only_sessions_seen_once() {
+        let mut m = Mem::new(100, 64);
+        let mut t = m.table();
+        let mut alice = rec(1);
+        alice.log_in(b"alice", false).unwrap();
+        t.insert(id(1), &alice, None, 0);
+        for k in 2..60 {
+            t.insert(id(k), &rec(k.into()), None, 0);
+            t.touch(&id(k), 5, None); // came back
+        }
+        for k in 10_000..20_000 {
+            t.insert(id(k), &rec(k.into()), None, 0);
+        }
+        assert!(t.get(&id(1)).is_some(), "the logged-in session");
+        assert!((2..60).all(|k| t.get(&id(k)).is_some()), "the returning sessions");
+        let h = t.header();
+        assert_eq!((h.stats.evicted_returning, h.stats.evicted), (0, 10_000 - 41));
     }
 }
