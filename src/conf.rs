@@ -40,6 +40,12 @@ pub struct MainConf {
     pub random_name: Vec<u8>,
     /// The shared table, once the zone is initialised.
     pub table: Option<crate::zone::SharedTable>,
+    /// `sessions_zone ... state=FILE`.
+    pub state: Option<crate::zone_state::StateConf>,
+    /// The configured secrets in use, the `http` block's first: the first
+    /// seals the state file, any opens it (none: `random`, kept in the
+    /// file itself).
+    pub state_keys: Vec<Keyring>,
     /// `sessions_redis_*` as configured.
     pub redis: RedisSettings,
     /// Some enabled location stores sessions in Redis: set at merge time,
@@ -63,12 +69,33 @@ impl Default for MainConf {
             random_keys: None,
             random_name: Vec::new(),
             table: None,
+            state: None,
+            state_keys: Vec::new(),
             redis: RedisSettings::default(),
             redis_used: false,
             topology: None,
             redis_random_used: false,
             redis_random_secret: false,
             redis_random: None,
+        }
+    }
+}
+
+impl MainConf {
+    /// Keeps `keys` among the secrets that open the state file, once.
+    pub fn note_secret(&mut self, keys: &Keyring, first: bool) {
+        let k = keys.primary().state_key();
+        if let Some(i) = self.state_keys.iter().position(|s| s.primary().state_key() == k) {
+            if first {
+                let keys = self.state_keys.remove(i);
+                self.state_keys.insert(0, keys);
+            }
+            return;
+        }
+        if first {
+            self.state_keys.insert(0, keys.clone());
+        } else {
+            self.state_keys.push(keys.clone());
         }
     }
 }

@@ -3,23 +3,25 @@
 //! from `sessions_core::parse`, report with nginx's wording.
 
 use std::ffi::{c_char, c_void};
+use std::path::PathBuf;
 use std::ptr;
 
 use nginx_sys::{
     ngx_command_t, ngx_conf_t, ngx_http_compile_complex_value, ngx_http_compile_complex_value_t,
     ngx_http_complex_value_t, ngx_pcalloc, ngx_shared_memory_add, ngx_str_t, ngx_uint_t, NGX_CONF_1MORE,
-    NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_HTTP_LOC_CONF,
+    NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_CONF_TAKE123, NGX_HTTP_LOC_CONF,
     NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF,
     NGX_LOG_EMERG, NGX_LOG_WARN,
 };
 use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::{ngx_conf_log_error, ngx_string};
-use sessions_core::parse::{self, Reason};
+use sessions_core::parse::{self, Reason, ZoneParam};
 use sessions_core::redis_conf::{self, DEFAULT_PORT, DEFAULT_SENTINEL_PORT};
 use sessions_core::Keyring;
 
 use crate::conf::{LocConf, LoginUrl, MainConf, NameConf, SecretConf};
+use crate::zone_state::StateConf;
 use crate::{zone, Module};
 
 /// Smallest zone: limit_req's rule of eight pages leaves room for the table.
@@ -398,6 +400,32 @@ extern "C" fn set_zone(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut
         len: name.len(),
         data: value.data,
     };
+    let (mut file, mut interval) = (None::<Vec<u8>>, None);
+    for a in &cf.args()[2..] {
+        let a = *a;
+        match parse::zone_param(a.as_bytes()) {
+            Ok(ZoneParam::State(f)) if file.is_none() => file = Some(f.to_vec()),
+            Ok(ZoneParam::Interval(ms)) if interval.is_none() => interval = Some(ms),
+            Ok(_) => return cf.invalid(&a, "it is given twice"),
+            Err(reason) => return cf.invalid(&a, reason),
+        }
+    }
+    if let Some(file) = file {
+        let file = String::from_utf8_lossy(&file);
+        let path = if file.starts_with('/') {
+            PathBuf::from(file.as_ref())
+        } else {
+            // SAFETY: the cycle under configuration and its prefix are valid.
+            PathBuf::from(format!("{}{file}", unsafe { (*cf.cycle).prefix }))
+        };
+        main.state = Some(StateConf {
+            path,
+            interval_ms: interval.unwrap_or(crate::zone_state::DEFAULT_INTERVAL_MS),
+        });
+    } else if interval.is_some() {
+        ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"state_interval\" needs \"state\"");
+        return NGX_CONF_ERROR;
+    }
     add_zone(cf, main, name, size)
 }
 
@@ -618,7 +646,7 @@ pub static mut COMMANDS: [ngx_command_t; 48] = [
     directive(
         ngx_string!("sessions_zone"),
         NGX_HTTP_MAIN_CONF,
-        NGX_CONF_TAKE1,
+        NGX_CONF_TAKE123,
         NGX_HTTP_MAIN_CONF_OFFSET,
         set_zone,
     ),

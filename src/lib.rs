@@ -26,10 +26,12 @@ mod redis_client;
 mod remote;
 mod request;
 mod status;
+mod threads;
 mod variables;
 mod zone;
+mod zone_state;
 
-use conf::{LocConf, MainConf};
+use conf::{LocConf, MainConf, SecretConf};
 
 pub struct Module;
 
@@ -73,6 +75,12 @@ impl HttpModule for Module {
                     ngx::ngx_conf_log_error!(nginx_sys::NGX_LOG_EMERG, cf, "{why}");
                     return Status::NGX_ERROR.into();
                 }
+            }
+        }
+        // The `http` block's own secret, if any, seals the zone's state file.
+        if let Some(SecretConf::Keys(keys)) = Module::location_conf(cf).and_then(|lc| lc.secret.clone()) {
+            if let Some(main) = Module::main_conf_mut(cf) {
+                main.note_secret(&keys, true);
             }
         }
         let Some(cmcf) = NgxHttpCoreModule::main_conf_mut(cf) else {
@@ -139,6 +147,9 @@ unsafe extern "C" fn merge_loc_conf(
         main.redis_used |= conf.redis();
         main.redis_random_used |= conf.redis() && conf.uses_random();
         main.redis_random_secret |= conf.redis() && conf.random_secret();
+        if let Some(SecretConf::Keys(keys)) = &conf.secret {
+            main.note_secret(keys, false);
+        }
     }
     NGX_CONF_OK
 }
@@ -171,6 +182,7 @@ pub static mut ngx_http_sessions_module: ngx_module_t = ngx_module_t {
     commands: unsafe { ptr::addr_of_mut!(directives::COMMANDS[0]) },
     type_: NGX_HTTP_MODULE as _,
     init_process: Some(init_process),
+    exit_master: Some(exit_master),
     ..ngx_module_t::default()
 };
 
@@ -184,6 +196,9 @@ extern "C" fn init_process(cycle: *mut nginx_sys::ngx_cycle_t) -> ngx_int_t {
             nginx_sys::ngx_process as u32 == nginx_sys::NGX_PROCESS_WORKER,
         )
     };
+    if let Some(main) = Module::main_conf(cycle_ref).filter(|_| worker) {
+        zone_state::start(cycle, main);
+    }
     if let Some(main) = Module::main_conf(cycle_ref).filter(|m| worker && m.redis_used) {
         if let Some(topology) = &main.topology {
             if let Err(why) = park::start(cycle, &main.redis, topology, main.redis_random_used) {
@@ -196,4 +211,14 @@ extern "C" fn init_process(cycle: *mut nginx_sys::ngx_cycle_t) -> ngx_int_t {
         }
     }
     Status::NGX_OK.into()
+}
+
+/// nginx is stopping and every worker is gone: the master writes the
+/// zone's state file.
+extern "C" fn exit_master(cycle: *mut nginx_sys::ngx_cycle_t) {
+    // SAFETY: nginx passes its live cycle; the zone is still mapped.
+    let cycle = unsafe { &*cycle };
+    if let Some(main) = Module::main_conf(cycle) {
+        zone_state::save_at_exit(main, cycle.log);
+    }
 }

@@ -78,24 +78,15 @@ pub fn start(
     if fd < 0 {
         return Err(format!("eventfd() failed: {}", std::io::Error::last_os_error()));
     }
-    // The thread must not take nginx's signals: block them all while it
-    // is created, as nginx's thread pools do.
-    // SAFETY: signal-mask calls on this thread, restored at once; `dup` of
-    // the eventfd above, whose copy the `File` then owns alone.
-    let client = unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-        // The thread gets its own descriptor of the eventfd, as a file.
-        let waker = libc::dup(fd);
-        let c = if waker < 0 {
-            Err(format!("dup() failed: {}", std::io::Error::last_os_error()))
-        } else {
-            crate::redis_client::start(settings, topology, std::fs::File::from_raw_fd(waker))
-        };
-        libc::pthread_sigmask(libc::SIG_SETMASK, &old, ptr::null_mut());
-        c
+    // The thread gets its own descriptor of the eventfd, as a file.
+    // SAFETY: `dup` of the eventfd above, whose copy the `File` then owns alone.
+    let waker = unsafe { libc::dup(fd) };
+    let client = if waker < 0 {
+        Err(format!("dup() failed: {}", std::io::Error::last_os_error()))
+    } else {
+        // SAFETY: as above.
+        let waker = unsafe { std::fs::File::from_raw_fd(waker) };
+        crate::threads::with_signals_blocked(|| crate::redis_client::start(settings, topology, waker))
     };
     let client = client.inspect_err(|_| {
         // SAFETY: closing the eventfd made above, not shared yet.

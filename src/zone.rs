@@ -150,6 +150,9 @@ pub extern "C" fn init(shm_zone: *mut ngx_shm_zone_t, _old: *mut c_void) -> ngx_
             ngx_log_error!(NGX_LOG_EMERG, log, "the system random source failed");
             return Status::NGX_ERROR.into();
         }
+        if let Some(state) = &main.state {
+            crate::zone_state::load(state, &main.state_keys, &mut t, &zone.shm.name.to_string(), log);
+        }
         // SAFETY: publishing the table for later cycles (reload) in the pool.
         unsafe { (*shpool).data = region.as_ptr().cast() };
         (region, plan, true)
@@ -166,10 +169,14 @@ pub extern "C" fn init(shm_zone: *mut ngx_shm_zone_t, _old: *mut c_void) -> ngx_
     main.table = Some(table);
 
     if fresh {
+        let kept = match &main.state {
+            Some(s) => format!("kept across restarts in \"{}\"", s.path.display()),
+            None => "lost when nginx stops (no state file)".to_string(),
+        };
         ngx_log_error!(
             NGX_LOG_NOTICE,
             log,
-            "sessions zone \"{}\" holds {} sessions",
+            "sessions zone \"{}\" holds {} sessions, {kept}",
             zone.shm.name,
             plan.capacity
         );
@@ -177,9 +184,13 @@ pub extern "C" fn init(shm_zone: *mut ngx_shm_zone_t, _old: *mut c_void) -> ngx_
             ngx_log_error!(
                 NGX_LOG_NOTICE,
                 log,
-                "sessions: a random secret or cookie name is in use; sessions will not survive \
-                 a restart nor be shared with other nginx instances, set sessions_secret and \
-                 sessions_name to keep them"
+                "sessions: a random secret or cookie name is in use: another nginx instance \
+                 has its own, so sessions are not shared between instances{}",
+                if main.state.is_some() {
+                    "; the state file keeps them, and with them the secret"
+                } else {
+                    ", nor kept when nginx stops"
+                }
             );
         }
     }

@@ -19,6 +19,12 @@ pub const MAX_NAME: usize = 128;
 
 const SALT: &[u8] = b"ngx-sessions";
 const COOKIE_MAC_INFO: &[u8] = b"ngx-sessions v1 cookie mac";
+const STATE_INFO: &[u8] = b"ngx-sessions v1 state file";
+
+/// The key that seals a zone's state file under `secret`.
+pub fn state_key(secret: &[u8]) -> [u8; 32] {
+    hkdf_sha256(secret, STATE_INFO)
+}
 
 /// HKDF-SHA256 of a secret under this crate's salt, for one purpose.
 pub(crate) fn hkdf_sha256(ikm: &[u8], info: &[u8]) -> [u8; 32] {
@@ -47,6 +53,8 @@ pub struct Key {
     mac: HmacSha256,
     /// Keys for records kept in an outside store under this secret.
     seal: crate::sealed::SealKeys,
+    /// Seals the zone's state file.
+    state: [u8; 32],
 }
 
 impl Key {
@@ -55,6 +63,7 @@ impl Key {
         Self {
             mac: HmacSha256::new_from_slice(&k).expect("HMAC takes any key length"),
             seal: crate::sealed::SealKeys::derive(secret),
+            state: state_key(secret),
         }
     }
 
@@ -75,6 +84,10 @@ impl Key {
 
     pub fn seal(&self) -> &crate::sealed::SealKeys {
         &self.seal
+    }
+
+    pub fn state_key(&self) -> &[u8; 32] {
+        &self.state
     }
 
     /// The tag binding cookie name and session id.
@@ -121,6 +134,11 @@ impl Keyring {
     /// Key `i` (as `verify` numbers them), the signing key when out of range.
     pub fn key(&self, i: usize) -> &Key {
         self.keys.get(i).unwrap_or(&self.keys[0])
+    }
+
+    /// Every key, the signing key first.
+    pub fn iter(&self) -> impl Iterator<Item = &Key> {
+        self.keys.iter()
     }
 
     /// Index of the first key that verifies the tag.

@@ -17,6 +17,7 @@ pub mod keys;
 pub mod parse;
 pub mod redis_conf;
 pub mod sealed;
+pub mod state;
 pub mod store;
 pub mod table;
 pub mod timeouts;

@@ -108,6 +108,28 @@ pub fn zone(v: &[u8]) -> Result<(&[u8], usize), Reason> {
     Ok((name, sz))
 }
 
+/// A parameter of `sessions_zone` after `NAME:SIZE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ZoneParam<'a> {
+    /// `state=FILE`
+    State(&'a [u8]),
+    /// `state_interval=TIME`, in ms
+    Interval(u64),
+}
+
+pub fn zone_param(v: &[u8]) -> Result<ZoneParam<'_>, Reason> {
+    if let Some(file) = v.strip_prefix(b"state=") {
+        if file.is_empty() {
+            return Err("the state file name is empty");
+        }
+        Ok(ZoneParam::State(file))
+    } else if let Some(t) = v.strip_prefix(b"state_interval=") {
+        positive_time_ms(t).map(ZoneParam::Interval)
+    } else {
+        Err("it must be \"state=FILE\" or \"state_interval=TIME\"")
+    }
+}
+
 /// A cookie name as BunkerWeb allows it: `^[a-zA-Z0-9_-]+$`.
 pub fn cookie_name(v: &[u8]) -> Result<&[u8], Reason> {
     if v.len() > crate::keys::MAX_NAME {
@@ -306,5 +328,16 @@ mod tests {
         assert_eq!(secret_file(b"\n\n"), Err((0, "the file holds no secret")));
         assert_eq!(secret_file(b"ok\nbad\x01\n").unwrap_err().0, 2);
         assert_eq!(secret_file(b"random\n").unwrap_err().0, 1);
+    }
+
+    #[test]
+    fn zone_params() {
+        assert_eq!(
+            zone_param(b"state=/var/lib/s"),
+            Ok(ZoneParam::State(b"/var/lib/s"))
+        );
+        assert_eq!(zone_param(b"state_interval=30s"), Ok(ZoneParam::Interval(30_000)));
+        assert!(zone_param(b"state=").is_err() && zone_param(b"state_interval=0").is_err());
+        assert!(zone_param(b"stat=x").is_err());
     }
 }

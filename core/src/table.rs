@@ -759,6 +759,62 @@ impl<'a> Table<'a> {
         cost
     }
 
+    /// Every entry still valid at `now`, with its deadline and data, least
+    /// recently used first (probation, then protected), for a state file.
+    pub fn export(&self, now: u64) -> Vec<crate::state::Saved> {
+        let mut out = Vec::with_capacity(self.hdr.len as usize);
+        for tail in [self.hdr.lru_tail, self.hdr.prot_tail] {
+            let mut i = tail;
+            while i != NIL {
+                let s = &self.slots[i as usize];
+                i = s.lru_prev;
+                if s.deadline <= now {
+                    continue;
+                }
+                let deadline = (s.deadline != u64::MAX).then_some(s.deadline);
+                let (entry, mut data) = match s.state & KIND {
+                    GRACE => (
+                        Entry::Grace {
+                            successor: s.rec.successor,
+                            until: s.deadline,
+                        },
+                        Vec::new(),
+                    ),
+                    _ => (
+                        Entry::Live(s.rec),
+                        Vec::with_capacity(usize::from(s.rec.data_len)),
+                    ),
+                };
+                if matches!(entry, Entry::Live(_)) {
+                    self.read_data(&s.rec, &mut data);
+                }
+                out.push(crate::state::Saved {
+                    id: s.id,
+                    entry,
+                    deadline,
+                    data,
+                });
+            }
+        }
+        out
+    }
+
+    /// Stores an entry read from a state file (see `export`); `false` when
+    /// its data found no room (the session is kept without it).
+    pub fn restore(&mut self, saved: &crate::state::Saved, now: u64) -> bool {
+        match saved.entry {
+            Entry::Live(rec) => {
+                self.insert(saved.id, &rec, saved.deadline, now);
+                saved.data.is_empty() || self.set_data(&saved.id, &saved.data).is_ok()
+            }
+            Entry::Grace { successor, until } => {
+                self.insert(saved.id, &Record::EMPTY, Some(until), now);
+                self.retire(&saved.id, successor, until);
+                true
+            }
+        }
+    }
+
     /// Sessions in the protected segment, for tests and metrics.
     pub fn protected(&self) -> u32 {
         self.hdr.prot_len
@@ -1173,5 +1229,50 @@ pub(crate) mod tests {
         assert!((2..60).all(|k| t.get(&id(k)).is_some()), "the returning sessions");
         let h = t.header();
         assert_eq!((h.stats.evicted_returning, h.stats.evicted), (0, 10_000 - 41));
+    }
+
+    #[test]
+    fn export_then_restore_keeps_sessions_data_and_order() {
+        let mut m = Mem::with_chunks(16, 8, 64);
+        let mut t = m.table();
+        let mut alice = rec(1);
+        alice.log_in(b"alice", false).unwrap();
+        t.insert(id(1), &alice, Some(10_000), 0);
+        t.set_data(&id(1), &[1, b'k', 1, 0, b'v']).unwrap();
+        for k in 2..6 {
+            t.insert(id(k), &rec(k.into()), Some(10_000), 0);
+        }
+        t.touch(&id(3), 50, Some(10_000));
+        t.retire(&id(4), id(1), 9_000);
+        t.insert(id(6), &rec(6), Some(100), 0); // gone by `now`
+        let saved = t.export(200);
+        assert_eq!(saved.len(), 5);
+        let mut m2 = Mem::with_chunks(16, 8, 64);
+        let mut t2 = m2.table();
+        for s in &saved {
+            assert!(t2.restore(s, 200));
+        }
+        let Some(Entry::Live(a)) = t2.get(&id(1)) else {
+            panic!("alice restored")
+        };
+        assert_eq!((a.user(), a.handle), (Some(&b"alice"[..]), alice.handle));
+        let mut d = Vec::new();
+        if let Some(Entry::Live(r)) = t2.get(&id(1)) {
+            t2.read_data(&r, &mut d);
+        }
+        assert_eq!(d, [1, b'k', 1, 0, b'v']);
+        assert_eq!(
+            t2.get(&id(4)),
+            Some(Entry::Grace {
+                successor: id(1),
+                until: 9_000
+            })
+        );
+        assert!(t2.get(&id(6)).is_none());
+        assert_eq!(t2.protected(), 2, "alice and the one that came back");
+        assert_eq!(
+            t2.export(200).iter().map(|s| s.id).collect::<Vec<_>>(),
+            saved.iter().map(|s| s.id).collect::<Vec<_>>()
+        );
     }
 }

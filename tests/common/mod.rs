@@ -218,6 +218,39 @@ impl Nginx {
         }
     }
 
+    /// Stops nginx as `nginx -s stop` does (SIGTERM) and waits for the
+    /// master to exit; `spawn` starts it again in the same directory.
+    pub fn stop(&mut self) {
+        let mut c = self.child.take().expect("nginx is running");
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status()
+            .unwrap();
+        let status = c.wait().unwrap();
+        assert!(
+            status.success(),
+            "nginx exited with {status}:\n{}",
+            self.error_log()
+        );
+    }
+
+    /// Kills the master and its workers with SIGKILL: nothing runs at exit.
+    pub fn kill9(&mut self) {
+        let workers = self.worker_pids();
+        let mut c = self.child.take().expect("nginx is running");
+        let _ = c.kill();
+        let _ = c.wait();
+        for w in workers {
+            let _ = Command::new("kill").arg("-KILL").arg(w.to_string()).status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            assert!(Instant::now() < deadline, "the workers outlived SIGKILL");
+            sleep(Duration::from_millis(10));
+        }
+    }
+
     /// The master's worker processes.
     pub fn worker_pids(&self) -> Vec<u32> {
         let master = self.child.as_ref().unwrap().id();
