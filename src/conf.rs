@@ -4,6 +4,7 @@
 use std::ptr;
 
 use nginx_sys::{ngx_http_complex_value_t, ngx_shm_zone_t};
+use sessions_core::proxy::Cidr;
 use sessions_core::redis_conf::{RedisSettings, Topology, Unavailable};
 use sessions_core::{CookieAttrs, Keyring, Policy, SameSite, Secure, Timeouts};
 
@@ -40,6 +41,8 @@ pub struct MainConf {
     pub random_name: Vec<u8>,
     /// The shared table, once the zone is initialised.
     pub table: Option<crate::zone::SharedTable>,
+    /// The index of `$realip_remote_addr`, when the realip module is built in.
+    pub realip_var: Option<usize>,
     /// `sessions_zone ... state=FILE`.
     pub state: Option<crate::zone_state::StateConf>,
     /// The configured secrets in use, the `http` block's first: the first
@@ -69,6 +72,7 @@ impl Default for MainConf {
             random_keys: None,
             random_name: Vec::new(),
             table: None,
+            realip_var: None,
             state: None,
             state_keys: Vec::new(),
             redis: RedisSettings::default(),
@@ -113,6 +117,8 @@ pub struct LocConf {
     pub remember: Option<u64>,
     /// Apply X-Session-* headers of upstream responses.
     pub control_headers: Option<bool>,
+    /// `sessions_pass_cookie`: the session cookie goes upstream.
+    pub pass_cookie: Option<bool>,
     /// Answer requests without a logged-in session with 401 or a redirect.
     pub require_login: Option<bool>,
     /// Where to send them; `None` inside means 401 only.
@@ -133,6 +139,9 @@ pub struct LocConf {
     pub http_only: Option<bool>,
     pub same_site: Option<Option<SameSite>>,
     pub max_age: Option<Option<u64>>,
+    /// `sessions_trusted_proxies`: peers whose `X-Forwarded-Proto` counts
+    /// (empty: none, `off`).
+    pub trusted: Option<Vec<Cidr>>,
     /// `sessions_store redis`.
     pub store_redis: Option<bool>,
     pub unavailable: Option<Unavailable>,
@@ -163,6 +172,7 @@ impl LocConf {
         inherit(&mut self.grace, &prev.grace);
         inherit(&mut self.remember, &prev.remember);
         inherit(&mut self.control_headers, &prev.control_headers);
+        inherit(&mut self.pass_cookie, &prev.pass_cookie);
         inherit(&mut self.require_login, &prev.require_login);
         inherit(&mut self.login_url, &prev.login_url);
         inherit(&mut self.check_ip, &prev.check_ip);
@@ -173,6 +183,7 @@ impl LocConf {
         inherit(&mut self.http_only, &prev.http_only);
         inherit(&mut self.same_site, &prev.same_site);
         inherit(&mut self.max_age, &prev.max_age);
+        inherit(&mut self.trusted, &prev.trusted);
         inherit(&mut self.store_redis, &prev.store_redis);
         inherit(&mut self.unavailable, &prev.unavailable);
         self.finish();
@@ -206,6 +217,14 @@ impl LocConf {
 
     pub fn enabled(&self) -> bool {
         self.enable == Some(true)
+    }
+
+    pub fn trusted_proxies(&self) -> &[Cidr] {
+        self.trusted.as_deref().unwrap_or_default()
+    }
+
+    pub fn pass_cookie(&self) -> bool {
+        self.pass_cookie != Some(false)
     }
 
     pub fn control_headers(&self) -> bool {

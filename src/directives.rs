@@ -17,6 +17,7 @@ use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::{ngx_conf_log_error, ngx_string};
 use sessions_core::parse::{self, Reason, ZoneParam};
+use sessions_core::proxy::Cidr;
 use sessions_core::redis_conf::{self, DEFAULT_PORT, DEFAULT_SENTINEL_PORT};
 use sessions_core::Keyring;
 
@@ -102,6 +103,7 @@ value_directive! {
     set_grace: grace = parse::time_ms;
     set_remember: remember = parse::positive_time_ms;
     set_control_headers: control_headers = parse::flag;
+    set_pass_cookie: pass_cookie = parse::flag;
     set_require_login: require_login = parse::flag;
     set_check_ip: check_ip = parse::flag;
     set_check_ua: check_ua = parse::flag;
@@ -365,6 +367,34 @@ fn world_readable(cf: &ngx_conf_t, value: &ngx_str_t) -> bool {
     std::fs::metadata(conf_path(cf, value)).is_ok_and(|m| m.permissions().mode() & 0o004 != 0)
 }
 
+/// `sessions_trusted_proxies off | ADDRESS ...`.
+extern "C" fn set_trusted_proxies(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: as in `value_directive!`.
+    let (cf, conf) = unsafe { (&mut *cf, &mut *conf.cast::<LocConf>()) };
+    if conf.trusted.is_some() {
+        return DUPLICATE;
+    }
+    let args = &cf.args()[1..];
+    if args.len() == 1 && args[0].as_bytes() == b"off" {
+        conf.trusted = Some(Vec::new());
+        return NGX_CONF_OK;
+    }
+    let mut nets = Vec::with_capacity(args.len());
+    for a in args {
+        let a = *a;
+        match Cidr::parse(a.as_bytes()) {
+            Ok(c) => nets.push(c),
+            Err(reason) => return cf.invalid(&a, reason),
+        }
+    }
+    conf.trusted = Some(nets);
+    NGX_CONF_OK
+}
+
 extern "C" fn set_name(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
     // SAFETY: as in `value_directive!`.
     let (cf, conf) = unsafe { (&mut *cf, &mut *conf.cast::<LocConf>()) };
@@ -575,7 +605,7 @@ const fn location_command(name: ngx_str_t, args: u32, set: Handler) -> ngx_comma
     directive(name, NGX_HTTP_LOC_CONF, args, NGX_HTTP_LOC_CONF_OFFSET, set)
 }
 
-pub static mut COMMANDS: [ngx_command_t; 48] = [
+pub static mut COMMANDS: [ngx_command_t; 50] = [
     command(ngx_string!("sessions"), NGX_CONF_FLAG, set_enable),
     command(ngx_string!("sessions_secret"), NGX_CONF_1MORE, set_secret),
     command(
@@ -636,6 +666,16 @@ pub static mut COMMANDS: [ngx_command_t; 48] = [
         set_require_login,
     ),
     command(ngx_string!("sessions_login_url"), NGX_CONF_TAKE1, set_login_url),
+    command(
+        ngx_string!("sessions_pass_cookie"),
+        NGX_CONF_TAKE1,
+        set_pass_cookie,
+    ),
+    command(
+        ngx_string!("sessions_trusted_proxies"),
+        NGX_CONF_1MORE,
+        set_trusted_proxies,
+    ),
     location_command(
         ngx_string!("sessions_logout"),
         NGX_CONF_NOARGS | NGX_CONF_TAKE1,

@@ -162,26 +162,29 @@ pub fn conclude(
     outcome: &Outcome,
     remote: bool,
 ) -> Status {
-    if outcome.status.is_refusal() {
+    let refused = outcome.status.is_refusal();
+    if refused {
         ngx_log_error!(
             NGX_LOG_INFO,
             r.log(),
             "sessions: cookie refused ({}), new session started",
             outcome.status.as_str()
         );
-        // As BunkerWeb: the upstream never sees a refused session cookie.
-        if SCRATCH
+    }
+    // As BunkerWeb: the upstream never sees a refused session cookie; with
+    // `sessions_pass_cookie off`, not even a valid one.
+    if (refused || !lc.pass_cookie())
+        && SCRATCH
             .with_borrow_mut(|s| request::strip_request_cookie(r, name, &mut s.header))
             .is_none()
-        {
-            return Status::NGX_ERROR;
-        }
+    {
+        return Status::NGX_ERROR;
     }
     if outcome.evicted > 0 {
         ngx_log_error!(
             NGX_LOG_INFO,
             r.log(),
-            "sessions: zone is full, evicted {} least recently used session(s)",
+            "sessions: zone is full, evicted {} session(s)",
             outcome.evicted
         );
     }
@@ -229,7 +232,7 @@ pub fn session_cookie(
     id: &SessionId,
     rec: &Record,
 ) -> Option<ngx_str_t> {
-    let https = request::is_https(r);
+    let https = request::client_https(r, lc.trusted_proxies());
     // A remembered login persists in the browser for its whole lifetime.
     let max_age = if rec.remembered() {
         Some(lc.policy.remember / 1000)
@@ -248,7 +251,7 @@ pub fn session_cookie(
 
 /// A `Set-Cookie` value that deletes the session cookie.
 pub fn deleted_cookie(r: &mut Request, lc: &LocConf, name: &[u8]) -> Option<ngx_str_t> {
-    let https = request::is_https(r);
+    let https = request::client_https(r, lc.trusted_proxies());
     SCRATCH.with_borrow_mut(|s| {
         s.header.clear();
         lc.attrs
@@ -275,7 +278,8 @@ fn gate(r: &mut Request, lc: &LocConf) -> Status {
     else {
         return Status::NGX_ERROR;
     };
-    let target = login_redirect(&base, &request::original_url(r));
+    let https = request::client_https(r, lc.trusted_proxies());
+    let target = login_redirect(&base, &request::original_url(r, https));
     match request::pool_str(r, &target).and_then(|v| request::set_location(r, v)) {
         Some(()) => HTTPStatus::MOVED_TEMPORARILY.into(),
         None => Status::NGX_ERROR,

@@ -86,6 +86,18 @@ impl HttpModule for Module {
         let Some(cmcf) = NgxHttpCoreModule::main_conf_mut(cf) else {
             return Status::NGX_ERROR.into();
         };
+        // `sessions_trusted_proxies` checks the peer before realip replaced it.
+        if realip_built_in(cmcf) {
+            let mut name = ngx_str_t {
+                len: REALIP_VAR.len(),
+                data: REALIP_VAR.as_ptr().cast_mut(),
+            };
+            // SAFETY: `cf` is valid; the variable exists (checked above).
+            let index = unsafe { nginx_sys::ngx_http_get_variable_index(cf, &mut name) };
+            if let (Ok(index), Some(main)) = (usize::try_from(index), Module::main_conf_mut(cf)) {
+                main.realip_var = Some(index);
+            }
+        }
         let phase = &mut cmcf.phases[ngx_http_phases_NGX_HTTP_ACCESS_PHASE as usize].handlers;
         // SAFETY: pushing onto nginx's access-phase handler array.
         let h = unsafe { ngx_array_push(phase) }.cast::<ngx_http_handler_pt>();
@@ -220,5 +232,21 @@ extern "C" fn exit_master(cycle: *mut nginx_sys::ngx_cycle_t) {
     let cycle = unsafe { &*cycle };
     if let Some(main) = Module::main_conf(cycle) {
         zone_state::save_at_exit(main, cycle.log);
+    }
+}
+
+const REALIP_VAR: &[u8] = b"realip_remote_addr";
+
+/// Whether nginx has `$realip_remote_addr` (the realip module), asked of
+/// the variable names declared so far (all of them, at postconfiguration).
+fn realip_built_in(cmcf: &nginx_sys::ngx_http_core_main_conf_t) -> bool {
+    // SAFETY: during configuration `variables_keys` holds the declared
+    // names, an array of `ngx_hash_key_t`.
+    unsafe {
+        let Some(keys) = cmcf.variables_keys.as_ref() else {
+            return false;
+        };
+        let names: &[nginx_sys::ngx_hash_key_t] = keys.keys.as_slice();
+        names.iter().any(|k| k.key.as_bytes() == REALIP_VAR)
     }
 }

@@ -6,11 +6,13 @@ use std::{mem, ptr, slice};
 
 use nginx_sys::ngx_chain_t;
 use nginx_sys::{
-    ngx_http_request_t, ngx_list_part_t, ngx_list_push, ngx_palloc, ngx_pnalloc, ngx_pool_cleanup_add,
-    ngx_str_t, ngx_table_elt_t, ngx_timeofday, sockaddr_in, sockaddr_in6, AF_INET, AF_INET6,
+    ngx_http_get_indexed_variable, ngx_http_request_t, ngx_list_part_t, ngx_list_push, ngx_palloc,
+    ngx_pnalloc, ngx_pool_cleanup_add, ngx_str_t, ngx_table_elt_t, ngx_timeofday, sockaddr_in, sockaddr_in6,
+    AF_INET, AF_INET6,
 };
 use ngx::core::{Buffer, Status as NgxStatus};
 use ngx::http::{HTTPStatus, Request};
+use sessions_core::proxy::{address_bytes, says_https, Cidr};
 use sessions_core::{Handle, Record, SessionId, Status};
 
 use crate::ngx_http_sessions_module;
@@ -83,10 +85,10 @@ pub fn header_in<'a>(r: &'a Request, name: &[u8]) -> Option<&'a [u8]> {
 }
 
 /// The URL the client asked for: scheme, Host and the unparsed URI.
-pub fn original_url(r: &Request) -> Vec<u8> {
+pub fn original_url(r: &Request, https: bool) -> Vec<u8> {
     let req: &ngx_http_request_t = r.as_ref();
     let mut url = Vec::with_capacity(128);
-    url.extend_from_slice(if is_https(r) { b"https://" } else { b"http://" });
+    url.extend_from_slice(if https { b"https://" } else { b"http://" });
     // SAFETY: `host` is null or the live Host header element of this request.
     match unsafe { req.headers_in.host.as_ref() } {
         Some(h) => url.extend_from_slice(h.value.as_bytes()),
@@ -287,6 +289,33 @@ pub fn remove_request_headers(r: &mut Request, drop: impl Fn(&[u8]) -> bool) -> 
     // array the last run lives in.
     list.nalloc -= last_offset;
     Some(())
+}
+
+/// Whether the client came over TLS: to this nginx, or to a proxy in
+/// `trusted` (`sessions_trusted_proxies`) that says so in
+/// `X-Forwarded-Proto`. The proxy is the connection's peer, before the
+/// realip module put the client's address in its place.
+pub fn client_https(r: &Request, trusted: &[Cidr]) -> bool {
+    if is_https(r) {
+        return true;
+    }
+    if trusted.is_empty() || !header_in(r, b"x-forwarded-proto").is_some_and(says_https) {
+        return false;
+    }
+    let realip = <crate::Module as ngx::http::HttpModuleMainConf>::main_conf(r).and_then(|m| m.realip_var);
+    let peer = match realip {
+        Some(index) => {
+            let req: *const ngx_http_request_t = r.as_ref();
+            // SAFETY: the index of `$realip_remote_addr`, found at
+            // configuration time; the value lives in the request pool.
+            let v = unsafe { ngx_http_get_indexed_variable(req.cast_mut(), index).as_ref() };
+            v.filter(|v| v.not_found() == 0 && !v.data.is_null())
+                // SAFETY: `len` bytes at `data`, as nginx hands them.
+                .and_then(|v| address_bytes(unsafe { slice::from_raw_parts(v.data, v.len() as usize) }))
+        }
+        None => Some(client_ip(r)),
+    };
+    peer.is_some_and(|(ip, n)| trusted.iter().any(|c| c.contains(&ip[..n])))
 }
 
 /// Whether the request came over TLS.

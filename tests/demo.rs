@@ -112,3 +112,38 @@ fn authelia_style_example_is_valid_and_gates() {
     );
     assert_eq!(r.status, 401);
 }
+
+/// What the demo page promises is what demo.conf configures: the renewal
+/// after three quarters of the rolling timeout, the end after the idle one
+/// (which a shorter rolling timeout would cut short).
+#[test]
+fn the_demo_page_says_what_the_configuration_does() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let conf = fs::read_to_string(repo.join("nginx-conf/demo.conf")).unwrap();
+    let page = fs::read_to_string(repo.join("nginx-conf/demo/index.html")).unwrap();
+    let minutes = |directive: &str| -> u64 {
+        let v = conf
+            .split(&format!("{directive} "))
+            .nth(1)
+            .and_then(|s| s.split(';').next())
+            .unwrap_or_else(|| panic!("{directive} in demo.conf"));
+        v.strip_suffix('m').and_then(|m| m.parse().ok()).expect("minutes")
+    };
+    let (idle, rolling) = (
+        minutes("sessions_idling_timeout"),
+        minutes("sessions_rolling_timeout"),
+    );
+    assert!(
+        rolling > idle,
+        "the rolling timeout would end an idle session first"
+    );
+    let said = |before: &str| -> u64 {
+        page.split(before)
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("\"{before}\" in the page"))
+    };
+    assert_eq!(said("After "), rolling * 3 / 4, "the renewal the page states");
+    assert_eq!(said("Stop for "), idle, "the idle end the page states");
+}

@@ -358,6 +358,24 @@ fn refused_cookie_is_kept_from_the_upstream() {
     assert_eq!((status(&r), r.text().as_str()), ("invalid", "cookie=[]"));
 }
 
+/// `sessions_pass_cookie off`: the upstream never sees the session cookie,
+/// valid or not; the client's other cookies still pass.
+#[test]
+fn the_session_cookie_can_be_kept_from_the_upstream() {
+    let n = Nginx::start(&conf(
+        "server { listen 127.0.0.1:{port2}; sessions off; location / { return 200 \"cookie=[$http_cookie]\"; } }",
+        "location /app/ { sessions_pass_cookie off; proxy_pass http://127.0.0.1:{port2}/; }
+         location /passed/ { proxy_pass http://127.0.0.1:{port2}/; }",
+    ));
+    let c = n.get("/").cookie_pair("sid");
+    let r = n.request(Request::get("/app/").cookie(&format!("a=1; {c}; b=2")));
+    assert_eq!((status(&r), r.text().as_str()), ("valid", "cookie=[a=1; b=2]"));
+    let r = n.request(Request::get("/app/").cookie(&c));
+    assert_eq!((status(&r), r.text().as_str()), ("valid", "cookie=[]"));
+    let r = n.request(Request::get("/passed/").cookie(&c));
+    assert_eq!(r.text(), format!("cookie=[{c}]"), "passed by default");
+}
+
 #[test]
 fn user_agent_check() {
     let n = Nginx::start(&conf(

@@ -107,3 +107,77 @@ fn variables_reach_the_access_log_after_an_internal_redirect() {
     assert_eq!(lines[1], format!("404 valid {handle}"), "{log}");
     assert!(!log.contains(&id[4..20]), "no cookie value in the log");
 }
+
+/// Behind a TLS-terminating nginx, `Secure` and the login redirect's `rd=`
+/// follow the client's scheme from `X-Forwarded-Proto`, but only when the
+/// peer is a trusted proxy, also when the realip module replaced the
+/// client address; the same header from anyone else changes nothing.
+#[test]
+fn behind_a_trusted_tls_proxy_the_client_scheme_counts() {
+    let back = Nginx::start(
+        "sessions on; sessions_secret proxy-test; sessions_name sid;
+         server { listen 127.0.0.1:{port}; root html;
+                  set_real_ip_from 127.0.0.1; real_ip_header X-Forwarded-For;
+                  sessions_trusted_proxies 127.0.0.0/8 ::1;
+                  add_header X-Addr $remote_addr always;
+                  location /private/ { sessions_require_login on; sessions_login_url /login;
+                                       try_files $uri /index.html; } }
+         server { listen 127.0.0.1:{port2}; root html;
+                  set_real_ip_from 127.0.0.1; real_ip_header X-Forwarded-For;
+                  sessions_trusted_proxies 10.0.0.0/8;
+                  add_header X-Addr $remote_addr always;
+                  location /private/ { sessions_require_login on; sessions_login_url /login;
+                                       try_files $uri /index.html; } }",
+    );
+    let mut front = Nginx::prepare("tls-front");
+    certificate(&front.dir);
+    front.write_conf(
+        1,
+        &format!(
+            "server {{ listen 127.0.0.1:{{port}}; listen 127.0.0.1:{{port2}} ssl;
+                      ssl_certificate {{dir}}/cert.pem; ssl_certificate_key {{dir}}/key.pem;
+                      location / {{ proxy_set_header X-Forwarded-Proto $scheme;
+                                   proxy_set_header X-Forwarded-For 203.0.113.9;
+                                   proxy_set_header Host app.example;
+                                   proxy_pass http://127.0.0.1:{}; }} }}",
+            back.port
+        ),
+    );
+    front.spawn();
+    let url = |path: &str| format!("https://127.0.0.1:{}{path}", front.port2);
+    let h = curl_headers(&url("/"), None);
+    assert!(
+        h.contains("X-Addr: 203.0.113.9"),
+        "realip replaced the address: {h}"
+    );
+    let cookie = set_cookie(&h).expect("a cookie");
+    assert!(cookie.contains("; Secure;"), "{cookie}");
+    let h = curl_headers(&url("/private/page?x=1"), None);
+    assert!(
+        h.contains("rd=https%3A%2F%2Fapp.example%2Fprivate%2Fpage%3Fx%3D1"),
+        "{h}"
+    );
+
+    // A client (127.0.0.1, not in 10.0.0.0/8) sending the header straight to
+    // a server that trusts 10.0.0.0/8 only; realip there takes the client's
+    // word for a 10.x address, which must not make it a trusted proxy.
+    let r = common::send(
+        back.port2,
+        &Request::get("/private/page")
+            .header("X-Forwarded-Proto", "https")
+            .header("X-Forwarded-For", "10.1.1.1"),
+    );
+    assert_eq!(
+        r.header("X-Addr"),
+        Some("10.1.1.1"),
+        "realip replaced the address"
+    );
+    let c = r.all("Set-Cookie").join(" | ");
+    assert!(!c.contains("Secure"), "{c}");
+    let location = r.header("Location").unwrap();
+    assert!(location.contains("rd=http%3A%2F%2Flocalhost"), "{location}");
+    // From a trusted peer, as a trusted proxy would say it.
+    let r = common::send(back.port, &Request::get("/").header("X-Forwarded-Proto", "https"));
+    assert!(r.all("Set-Cookie")[0].contains("; Secure;"));
+    back.assert_clean_log();
+}

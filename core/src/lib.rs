@@ -15,6 +15,7 @@ pub mod gate;
 pub mod id;
 pub mod keys;
 pub mod parse;
+pub mod proxy;
 pub mod redis_conf;
 pub mod sealed;
 pub mod state;
