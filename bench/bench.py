@@ -45,7 +45,7 @@ http {{
     keepalive_requests 1000000;
     client_body_temp_path tmp_body; proxy_temp_path tmp_proxy;
     fastcgi_temp_path tmp_fcgi; uwsgi_temp_path tmp_uwsgi; scgi_temp_path tmp_scgi;
-    sessions_zone bench:{zone};
+    sessions_zone bench:{zone}{state};
     sessions_redis_server 127.0.0.1:{redis_port};
     sessions_secret {secret};
     sessions_name sid;
@@ -110,9 +110,12 @@ def nginx_bin():
 class Nginx:
     """One nginx with the bench config; `wrap` runs it under a tool (callgrind)."""
 
-    def __init__(self, name, zone="64m", rolling="40s", wrap=None):
+    def __init__(self, name, zone="64m", rolling="40s", wrap=None, state="", keep=False):
         self.dir = WORK / name
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        shutil.rmtree(self.dir / "logs", ignore_errors=True)
+        shutil.rmtree(self.dir / "html", ignore_errors=True)
         for d in ("logs", "html/plain", "html/s", "html/r", "html/roll"):
             (self.dir / d).mkdir(parents=True)
         page = "x" * 612  # the size of nginx's default index.html
@@ -122,10 +125,11 @@ class Nginx:
         master = "master_process off;" if wrap else ""
         (self.dir / "nginx.conf").write_text(
             CONF.format(module=MODULE, master=master, zone=zone, secret=SECRET, port=self.port, rolling=rolling,
-                        app_port=free_port(), profile=PROFILE, redis_port=REDIS.port)
+                        app_port=free_port(), profile=PROFILE, redis_port=REDIS.port, state=state)
         )
         cmd = (wrap or []) + [nginx_bin(), "-p", str(self.dir), "-c", "nginx.conf", "-e", "logs/error.log",
                               "-g", "daemon off;"]
+        self.started = time.time()
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(self.dir / "stderr.log", "w"))
         deadline = time.time() + (120 if wrap else 10)
         while True:
@@ -135,7 +139,8 @@ class Nginx:
             except OSError:
                 if self.proc.poll() is not None or time.time() > deadline:
                     sys.exit(f"nginx did not start:\n{(self.dir / 'logs/error.log').read_text()}")
-                time.sleep(0.05)
+                time.sleep(0.01)
+        self.start_secs = time.time() - self.started
 
     def url(self, path):
         return f"http://127.0.0.1:{self.port}{path}"
@@ -296,9 +301,15 @@ def throughput(duration, rounds):
     # Room for every session the new-session rounds create: no eviction.
     zone_mb = 256
     n = Nginx("throughput", zone=f"{zone_mb}m")
+    # The same, with a state file written every 10 s (the default) from a
+    # zone holding 100,000 sessions, so that each write has work to do.
+    st = Nginx("throughput-state", zone=f"{zone_mb}m", state=" state=state.bin state_interval=10s")
     rows = []
     try:
         c = Client(n.port)
+        cs = Client(st.port)
+        subprocess.run(["h2load", "--h1", "-n", "100000", "-c", "50", "-t", "1", "-H", f"user-agent: {UA}",
+                        st.url("/s/index.html")], check=True, capture_output=True)
         # Each path does what its row claims before it is measured.
         for _ in range(20):
             status, sc = c.get("/plain/index.html")
@@ -330,21 +341,23 @@ def throughput(duration, rounds):
         # Valid rows start from a fresh session each round: new-session rounds
         # fill the zone, and evicting an idle benchmark session is right.
         plan = [
-            ("plain static file (no sessions)", "/plain/index.html", None),
-            ("new session (shm)", "/s/index.html", None),
-            ("valid session (shm)", "/s/index.html", lambda: c.get("/s/index.html")[1]),
-            ("valid session with stored data (shm)", "/s/index.html", data_cookie),
-            ("new session (Redis)", "/r/index.html", None),
-            ("valid session (Redis)", "/r/index.html", lambda: c.get("/r/index.html")[1]),
+            ("plain static file (no sessions)", "/plain/index.html", None, n, c),
+            ("new session (shm)", "/s/index.html", None, n, c),
+            ("valid session (shm)", "/s/index.html", lambda: c.get("/s/index.html")[1], n, c),
+            ("valid session, zone with a state file (shm)", "/s/index.html", lambda: cs.get("/s/index.html")[1],
+             st, cs),
+            ("valid session with stored data (shm)", "/s/index.html", data_cookie, n, c),
+            ("new session (Redis)", "/r/index.html", None, n, c),
+            ("valid session (Redis)", "/r/index.html", lambda: c.get("/r/index.html")[1], n, c),
         ]
-        runs = {name: [] for name, _, _ in plan}
+        runs = {name: [] for name, *_ in plan}
         for i in range(rounds):
             # Rotate the order so no row always runs first or last in a round.
-            for name, path, make_cookie in plan[i % len(plan):] + plan[:i % len(plan)]:
+            for name, path, make_cookie, inst, cl in plan[i % len(plan):] + plan[:i % len(plan)]:
                 cookie = make_cookie() if make_cookie else None
-                before = c.counter("created_total")
-                r = wrk(n.url(path), duration, cookie=cookie)
-                created = c.counter("created_total") - before
+                before = cl.counter("created_total")
+                r = wrk(inst.url(path), duration, cookie=cookie)
+                created = cl.counter("created_total") - before
                 # The module's own counters prove each run took its path:
                 # no session created by a valid run, one per response (plus
                 # at most the requests wrk left in flight) by a new one.
@@ -352,13 +365,13 @@ def throughput(duration, rounds):
                     check(r["requests"] <= created <= r["requests"] + 50, f"new: {created} sessions for {r['requests']}")
                 elif path in ("/s/index.html", "/r/index.html"):
                     check(created == 0, f"{name}: the run created {created} sessions")
-                    check(c.get(path, cookie)[1] is None, f"{name}: the cookie stayed valid throughout")
+                    check(cl.get(path, cookie)[1] is None, f"{name}: the cookie stayed valid throughout")
                 runs[name].append(r)
             # Ratios within a round cancel the machine's drift between rounds.
             base = runs[plan[0][0]][-1]["rps"]
-            for name, _, _ in plan:
+            for name, *_ in plan:
                 runs[name][-1]["ratio"] = runs[name][-1]["rps"] / base
-        for name, _, _ in plan:
+        for name, *_ in plan:
             rows.append((name, median(runs[name])))
 
         # Renewal: collect fresh cookies, wait until they are due (3/4 of the
@@ -395,6 +408,7 @@ def throughput(duration, rounds):
         per_session = (zone_mb << 20) / n.capacity()
     finally:
         n.stop()
+        st.stop()
     return rows, per_session
 
 
@@ -402,7 +416,8 @@ def scaling(duration, rounds):
     """Valid-path throughput with 1,000 and with 1,000,000 live sessions: two
     instances, filled once, measured in alternating rounds."""
     # 256m: a million sessions fit beside the data area.
-    small, large = Nginx("scaling-1k", zone="256m"), Nginx("scaling-1M", zone="256m")
+    state = " state=state.bin state_interval=1h"
+    small, large = Nginx("scaling-1k", zone="256m"), Nginx("scaling-1M", zone="256m", state=state)
     out = {}
     try:
         check(large.capacity() >= 1_000_000, "scaling: the zone holds a million sessions")
@@ -429,6 +444,24 @@ def scaling(duration, rounds):
         if perf_works():
             for key, n in (("1k", small), ("1M", large)):
                 out[key]["counts"] = perf_counts(n, cookies[n.port])
+        # Saving: the master writes the state file as nginx stops.
+        t = time.time()
+        large.stop()
+        out["save_secs"] = time.time() - t
+        log = (large.dir / "logs" / "error.log").read_text()
+        check("1000000 sessions saved" in log, "state: a million sessions saved")
+        out["state_bytes"] = (large.dir / "state.bin").stat().st_size
+        # Loading: a start that loads them, beside a start with an empty zone.
+        empty = Nginx("scaling-empty", zone="256m", state=state)
+        out["empty_start_secs"] = empty.start_secs
+        empty.stop()
+        again = Nginx("scaling-1M", zone="256m", state=state, keep=True)
+        out["load_start_secs"] = again.start_secs
+        log = (again.dir / "logs" / "error.log").read_text()
+        check("1000000 sessions loaded" in log, "state: a million sessions loaded")
+        check(Client(again.port).get("/s/index.html", cookies[large.port])[1] is None,
+              "state: a session is valid after the restart")
+        again.stop()
     finally:
         small.stop()
         large.stop()
@@ -589,6 +622,12 @@ def main():
             f"{r:.3f} ({s['1M']['ratios'][0]:.2f}-{s['1M']['ratios'][-1]:.2f}) |",
             "",
             f"1M / 1k: {r:.3f}, target within 5%: {'ok' if abs(r - 1) <= 0.05 else 'OUTSIDE'}",
+            "",
+            "State file with 1,000,000 sessions "
+            f"({s['state_bytes'] / 1e6:.0f} MB): saving as nginx stops {s['save_secs']:.2f} s; "
+            f"a start that loads them {s['load_start_secs']:.2f} s, a start with an empty zone "
+            f"{s['empty_start_secs']:.2f} s (target: each under 2 s: "
+            f"{'ok' if max(s['save_secs'], s['load_start_secs']) < 2 else 'OVER'})",
         ]
         if "counts" in s["1k"]:
             (i1, c1), (i2, c2) = s["1k"]["counts"], s["1M"]["counts"]

@@ -38,6 +38,18 @@ pub const DEFAULT_INTERVAL_MS: u64 = 10_000;
 /// log line either way. The `random` secret and name come back with it.
 pub fn load(conf: &StateConf, keys: &[Keyring], t: &mut Table<'_>, zone: &str, log: *mut ngx_log_t) {
     let path = conf.path.display();
+    // A snapshot is smaller than the table it was taken of: a file much
+    // larger was not written by this zone, and is not read into memory.
+    let limit = 2 * t.bytes() as u64 + 4096;
+    if fs::metadata(&conf.path).is_ok_and(|m| m.len() > limit) {
+        ngx_log_error!(
+            NGX_LOG_ERR,
+            log,
+            "sessions zone \"{zone}\": state file \"{path}\" is larger than this zone could have \
+             written; starting empty"
+        );
+        return;
+    }
     let bytes = match fs::read(&conf.path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

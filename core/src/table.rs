@@ -515,6 +515,11 @@ impl<'a> Table<'a> {
         self.hdr.capacity
     }
 
+    /// Bytes of memory the table spans.
+    pub fn bytes(&self) -> usize {
+        self.hdr.plan().map_or(0, |p| p.bytes())
+    }
+
     fn bucket(&self, id: &SessionId) -> usize {
         (id.bucket_hash() & self.hdr.bucket_mask) as usize
     }
