@@ -153,6 +153,15 @@ fn a_post_a_browser_could_send_cross_site_changes_nothing() {
         assert!(json(&r)["error"].as_str().unwrap().contains("application/json"));
         assert_eq!(status(&n, &alice), "valid", "{ct:?} revoked alice");
     }
+    // A cross-site DELETE, or a JSON POST, needs the browser's preflight:
+    // it is not granted.
+    let r = send(&n, "OPTIONS", "/admin/sessions?user=alice", None);
+    assert_eq!(r.status, 405);
+    assert!(r
+        .headers
+        .iter()
+        .all(|(k, _)| !k.to_ascii_lowercase().starts_with("access-control-")));
+    assert_eq!(status(&n, &alice), "valid");
     let r = send(&n, "POST", "/admin/sessions", Some(body));
     assert_eq!((r.status, json(&r)["revoked"].as_u64()), (200, Some(1)));
     assert_eq!(status(&n, &alice), "unknown");

@@ -12,6 +12,16 @@ fn conf(http: &str) -> String {
     )
 }
 
+/// The capacity the zone's start-up notice states.
+fn capacity(n: &Nginx, zone: &str) -> usize {
+    n.error_log()
+        .split(&format!("sessions zone \"{zone}\" holds "))
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .expect("capacity notice")
+}
+
 fn status(r: &Response) -> &str {
     r.header("X-Session-Status").unwrap_or("")
 }
@@ -19,13 +29,7 @@ fn status(r: &Response) -> &str {
 #[test]
 fn full_zone_evicts_least_recently_used() {
     let n = Nginx::start(&conf("sessions_zone small:32k;"));
-    let capacity: usize = n
-        .error_log()
-        .split("sessions zone \"small\" holds ")
-        .nth(1)
-        .and_then(|s| s.split(' ').next())
-        .and_then(|s| s.parse().ok())
-        .expect("capacity notice");
+    let capacity = capacity(&n, "small");
     assert!(capacity > 50, "{capacity}");
     let oldest = n.get("/").cookie_pair("sid");
     let kept = n.get("/").cookie_pair("sid");
@@ -77,13 +81,7 @@ fn a_cookieless_flood_evicts_only_sessions_seen_once() {
                   location / { proxy_pass http://127.0.0.1:{port2}; }
                   location = /metrics { sessions off; sessions_status; } }",
     ));
-    let capacity: usize = n
-        .error_log()
-        .split("sessions zone \"small\" holds ")
-        .nth(1)
-        .and_then(|s| s.split(' ').next())
-        .and_then(|s| s.parse().ok())
-        .expect("capacity notice");
+    let capacity = capacity(&n, "small");
     // A login on the control-header server (same zone, same secret and name).
     let c = common::send(n.port3, &Request::get("/")).cookie_pair("sid");
     let alice = common::send(n.port3, &Request::get("/").cookie(&c)).cookie_pair("sid");
