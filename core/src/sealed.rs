@@ -172,33 +172,53 @@ impl SealKeys {
     }
 }
 
-/// `VERSION`, a random nonce, then `plain` encrypted with `aad` bound.
+/// `VERSION`, then `plain` sealed with `aad` bound (see `aead_seal`).
 fn seal_with(
     cipher: &ChaCha20Poly1305,
     aad: &[u8],
     plain: &[u8],
     rng: &mut RandomPool,
 ) -> Result<Vec<u8>, RandomError> {
-    let mut nonce = [0u8; NONCE_LEN];
-    rng.fill(&mut nonce)?;
-    let sealed = cipher
-        .encrypt(Nonce::from_slice(&nonce), Payload { msg: plain, aad })
-        .expect("a buffer this small always encrypts");
-    let mut out = Vec::with_capacity(1 + NONCE_LEN + sealed.len());
+    let mut out = Vec::with_capacity(1 + NONCE_LEN + plain.len() + 16);
     out.push(VERSION);
-    out.extend_from_slice(&nonce);
-    out.extend_from_slice(&sealed);
+    aead_seal(cipher, aad, plain, rng, &mut out)?;
     Ok(out)
 }
 
 fn open_with(cipher: &ChaCha20Poly1305, aad: &[u8], value: &[u8]) -> Result<Vec<u8>, Unsealed> {
-    let (&version, rest) = value.split_first().ok_or(Unsealed)?;
-    if version != VERSION || rest.len() < NONCE_LEN {
+    match value.split_first() {
+        Some((&VERSION, sealed)) => aead_open(cipher, aad, sealed),
+        _ => Err(Unsealed),
+    }
+}
+
+/// Appends a random nonce, then `plain` encrypted and authenticated with
+/// `aad` bound, to `out`.
+pub(crate) fn aead_seal(
+    cipher: &ChaCha20Poly1305,
+    aad: &[u8],
+    plain: &[u8],
+    rng: &mut RandomPool,
+    out: &mut Vec<u8>,
+) -> Result<(), RandomError> {
+    let mut nonce = [0u8; NONCE_LEN];
+    rng.fill(&mut nonce)?;
+    let sealed = cipher
+        .encrypt(Nonce::from_slice(&nonce), Payload { msg: plain, aad })
+        .expect("ChaCha20-Poly1305 takes up to 256 GiB");
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&sealed);
+    Ok(())
+}
+
+/// Opens what `aead_seal` appended.
+pub(crate) fn aead_open(cipher: &ChaCha20Poly1305, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, Unsealed> {
+    if sealed.len() < NONCE_LEN {
         return Err(Unsealed);
     }
-    let (nonce, sealed) = rest.split_at(NONCE_LEN);
+    let (nonce, msg) = sealed.split_at(NONCE_LEN);
     cipher
-        .decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad })
+        .decrypt(Nonce::from_slice(nonce), Payload { msg, aad })
         .map_err(|_| Unsealed)
 }
 

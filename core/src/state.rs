@@ -13,11 +13,12 @@
 //! What is read back is checked as strictly as a request's cookie: records
 //! and data as the module writes them, and nothing past the end.
 
-use chacha20poly1305::aead::{Aead, KeyInit as _, Payload};
-use chacha20poly1305::{ChaCha20Poly1305, Nonce};
+use chacha20poly1305::aead::KeyInit as _;
+use chacha20poly1305::ChaCha20Poly1305;
 
 use crate::id::{RandomError, RandomPool, SessionId};
 use crate::keys::{state_key, Keyring};
+use crate::sealed::{aead_open, aead_seal};
 use crate::table::{Entry, Record};
 
 const MAGIC: &[u8; 8] = b"NGXSSTAT";
@@ -25,7 +26,6 @@ const MAGIC: &[u8; 8] = b"NGXSSTAT";
 pub const VERSION: u8 = 1;
 const UNDER_SECRET: u8 = 0;
 const UNDER_RANDOM: u8 = 1;
-const NONCE_LEN: usize = 12;
 const LIVE: u8 = 1;
 const GRACE: u8 = 2;
 
@@ -118,6 +118,10 @@ impl Snapshot {
             random_name: r.take(16)?.try_into().ok()?,
             saved: Vec::new(),
         };
+        // The name goes into every Set-Cookie: only what the zone makes.
+        if !crate::id::is_random_name(&snap.random_name) {
+            return None;
+        }
         let count = r.u64()?;
         // Every entry takes at least 41 bytes: a count beyond that is a lie.
         if count > (b.len() / 41) as u64 {
@@ -184,7 +188,7 @@ impl<'a> Reader<'a> {
 /// The file for `snap`: sealed under the first configured secret of
 /// `keys`, or, without any, under the snapshot's own random secret.
 pub fn seal(snap: &Snapshot, keys: &[Keyring], rng: &mut RandomPool) -> Result<Vec<u8>, RandomError> {
-    let mut head = Vec::with_capacity(MAGIC.len() + 2 + 32 + NONCE_LEN);
+    let mut head = Vec::with_capacity(MAGIC.len() + 2 + 32);
     head.extend_from_slice(MAGIC);
     head.push(VERSION);
     let key = match keys.first() {
@@ -198,22 +202,9 @@ pub fn seal(snap: &Snapshot, keys: &[Keyring], rng: &mut RandomPool) -> Result<V
             state_key(&snap.random_secret)
         }
     };
-    let mut nonce = [0u8; NONCE_LEN];
-    rng.fill(&mut nonce)?;
-    let plain = snap.encode();
-    let sealed = ChaCha20Poly1305::new_from_slice(&key)
-        .expect("32-byte key")
-        .encrypt(
-            Nonce::from_slice(&nonce),
-            Payload {
-                msg: &plain,
-                aad: &head,
-            },
-        )
-        .expect("a state file always encrypts");
-    let mut out = head;
-    out.extend_from_slice(&nonce);
-    out.extend_from_slice(&sealed);
+    let cipher = ChaCha20Poly1305::new_from_slice(&key).expect("32-byte key");
+    let mut out = head.clone();
+    aead_seal(&cipher, &head, &snap.encode(), rng, &mut out)?;
     Ok(out)
 }
 
@@ -240,24 +231,12 @@ pub fn open(file: &[u8], keys: &[Keyring]) -> Result<Snapshot, StateError> {
         }
         _ => return Err(StateError::NotOurs),
     };
-    if rest.len() < NONCE_LEN {
-        return Err(StateError::DoesNotOpen);
-    }
     let head = &file[..file.len() - rest.len()];
-    let (nonce, sealed) = rest.split_at(NONCE_LEN);
     let plain = candidates
         .iter()
         .find_map(|key| {
-            ChaCha20Poly1305::new_from_slice(key)
-                .expect("32-byte key")
-                .decrypt(
-                    Nonce::from_slice(nonce),
-                    Payload {
-                        msg: sealed,
-                        aad: head,
-                    },
-                )
-                .ok()
+            let cipher = ChaCha20Poly1305::new_from_slice(key).expect("32-byte key");
+            aead_open(&cipher, head, rest).ok()
         })
         .ok_or(StateError::DoesNotOpen)?;
     Snapshot::decode(&plain).ok_or(StateError::Corrupt)
@@ -351,5 +330,13 @@ mod tests {
         }
         let file = seal(&snap, &keys, &mut RandomPool::new()).unwrap();
         assert_eq!(open(&file, &keys), Err(StateError::Corrupt));
+        let mut snap = snapshot();
+        snap.random_name = *b"abc\r\nX-Injected:";
+        let file = seal(&snap, &[], &mut RandomPool::new()).unwrap();
+        assert_eq!(
+            open(&file, &[]),
+            Err(StateError::Corrupt),
+            "a random name with CR/LF"
+        );
     }
 }
