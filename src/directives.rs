@@ -132,16 +132,19 @@ value_directive! {
     set_redis_prefix: redis.prefix = redis_conf::prefix;
 }
 
-/// A file named in a directive, relative to the configuration prefix.
-fn conf_path(cf: &ngx_conf_t, value: &ngx_str_t) -> String {
-    let name = value.to_string();
+/// `name` as is when absolute, else after `prefix` (which ends in `/`).
+fn under(prefix: ngx_str_t, name: &str) -> String {
     if name.starts_with('/') {
-        name
+        name.to_string()
     } else {
-        // SAFETY: the cycle under configuration and its prefix are valid.
-        let prefix = unsafe { (*cf.cycle).conf_prefix }.to_string();
         format!("{prefix}{name}")
     }
+}
+
+/// A file named in a directive, relative to the configuration prefix.
+fn conf_path(cf: &ngx_conf_t, value: &ngx_str_t) -> String {
+    // SAFETY: the cycle under configuration and its prefix are valid.
+    under(unsafe { (*cf.cycle).conf_prefix }, &value.to_string())
 }
 
 /// Reads a file named in a directive, relative to the configuration prefix.
@@ -441,15 +444,11 @@ extern "C" fn set_zone(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut
         }
     }
     if let Some(file) = file {
-        let file = String::from_utf8_lossy(&file);
-        let path = if file.starts_with('/') {
-            PathBuf::from(file.as_ref())
-        } else {
-            // SAFETY: the cycle under configuration and its prefix are valid.
-            PathBuf::from(format!("{}{file}", unsafe { (*cf.cycle).prefix }))
-        };
+        // Data, like `pid` and logs: relative to nginx's prefix.
+        // SAFETY: the cycle under configuration and its prefix are valid.
+        let path = under(unsafe { (*cf.cycle).prefix }, &String::from_utf8_lossy(&file));
         main.state = Some(StateConf {
-            path,
+            path: PathBuf::from(path),
             interval_ms: interval.unwrap_or(crate::zone_state::DEFAULT_INTERVAL_MS),
         });
     } else if interval.is_some() {

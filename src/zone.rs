@@ -150,7 +150,10 @@ pub extern "C" fn init(shm_zone: *mut ngx_shm_zone_t, _old: *mut c_void) -> ngx_
             ngx_log_error!(NGX_LOG_EMERG, log, "the system random source failed");
             return Status::NGX_ERROR.into();
         }
-        if let Some(state) = &main.state {
+        // `nginx -t` makes the zone too: it has no sessions to load.
+        // SAFETY: a global nginx sets before any configuration is read.
+        let testing = unsafe { nginx_sys::ngx_test_config } != 0;
+        if let Some(state) = main.state.as_ref().filter(|_| !testing) {
             crate::zone_state::load(state, &main.state_keys, &mut t, &zone.shm.name.to_string(), log);
         }
         // SAFETY: publishing the table for later cycles (reload) in the pool.

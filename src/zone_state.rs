@@ -10,7 +10,6 @@ use std::fs;
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::ptr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -214,7 +213,6 @@ pub fn start(cycle: *mut ngx_cycle_t, main: &MainConf) {
     ));
     ev.handler = Some(tick);
     ev.log = log;
-    ev.data = ptr::null_mut();
     // A graceful exit does not wait for it: the master writes at exit.
     ev.set_cancelable(1);
     // SAFETY: arming a timer on the worker's event loop with a live event.

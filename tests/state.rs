@@ -132,6 +132,14 @@ fn starts_empty(tag: &str, http: &str, file: &[u8], c: &str, why: &str) {
     let mut n = Nginx::prepare(tag);
     fs::write(n.dir.join("sessions.state"), file).unwrap();
     n.write_conf(1, http);
+    // `nginx -t` makes the zone but loads nothing into it.
+    let (ok, out) = n.test_config();
+    for text in [out, n.error_log()] {
+        assert!(
+            ok && !text.contains("starting empty") && !text.contains("loaded from"),
+            "{tag}: {text}"
+        );
+    }
     n.spawn();
     let r = n.request(Request::get("/").cookie(c));
     assert_eq!(r.status, 200);
