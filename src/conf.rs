@@ -61,6 +61,11 @@ pub struct MainConf {
     pub redis_random_secret: bool,
     /// In a worker, the secret's keys and the name adopted from Redis.
     pub redis_random: Option<(Keyring, Vec<u8>)>,
+    /// The Redis writes kept until acknowledged, once its zone is set up.
+    pub journal: Option<std::sync::Arc<crate::journal_zone::SharedJournal>>,
+    pub journal_plan: Option<sessions_core::journal::JournalPlan>,
+    /// Every secret's keys a Redis location seals with, for the journal's flushers.
+    pub redis_seals: Vec<sessions_core::sealed::SealKeys>,
 }
 
 impl Default for MainConf {
@@ -81,6 +86,9 @@ impl Default for MainConf {
             redis_random_used: false,
             redis_random_secret: false,
             redis_random: None,
+            journal: None,
+            journal_plan: None,
+            redis_seals: Vec::new(),
         }
     }
 }

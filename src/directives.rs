@@ -130,6 +130,7 @@ value_directive! {
     set_redis_connect_timeout: redis.connect_timeout = parse::positive_time_ms;
     set_redis_timeout: redis.timeout = parse::positive_time_ms;
     set_redis_prefix: redis.prefix = redis_conf::prefix;
+    set_redis_pending: redis.pending = redis_conf::pending;
 }
 
 /// `name` as is when absolute, else after `prefix` (which ends in `/`).
@@ -604,7 +605,7 @@ const fn location_command(name: ngx_str_t, args: u32, set: Handler) -> ngx_comma
     directive(name, NGX_HTTP_LOC_CONF, args, NGX_HTTP_LOC_CONF_OFFSET, set)
 }
 
-pub static mut COMMANDS: [ngx_command_t; 50] = [
+pub static mut COMMANDS: [ngx_command_t; 51] = [
     command(ngx_string!("sessions"), NGX_CONF_FLAG, set_enable),
     command(ngx_string!("sessions_secret"), NGX_CONF_1MORE, set_secret),
     command(
@@ -724,6 +725,11 @@ pub static mut COMMANDS: [ngx_command_t; 50] = [
         ngx_string!("sessions_redis_cluster"),
         NGX_CONF_1MORE,
         set_redis_cluster,
+    ),
+    redis_command(
+        ngx_string!("sessions_redis_pending"),
+        NGX_CONF_TAKE1,
+        set_redis_pending,
     ),
     redis_command(
         ngx_string!("sessions_redis_database"),

@@ -21,6 +21,7 @@ mod conf;
 mod directives;
 mod filter;
 mod handler;
+mod journal_zone;
 mod park;
 mod redis_client;
 mod remote;
@@ -75,6 +76,15 @@ impl HttpModule for Module {
                     ngx::ngx_conf_log_error!(nginx_sys::NGX_LOG_EMERG, cf, "{why}");
                     return Status::NGX_ERROR.into();
                 }
+            }
+            let pending = main
+                .redis
+                .pending
+                .unwrap_or(sessions_core::redis_conf::DEFAULT_PENDING);
+            // SAFETY: the main configuration outlives the zone it is handed to.
+            let main_ptr: *mut MainConf = main;
+            if journal_zone::add(cf, unsafe { &mut *main_ptr }, pending).is_err() {
+                return Status::NGX_ERROR.into();
             }
         }
         // The `http` block's own secret, if any, seals the zone's state file.
@@ -161,6 +171,13 @@ unsafe extern "C" fn merge_loc_conf(
         main.redis_random_secret |= conf.redis() && conf.random_secret();
         if let Some(SecretConf::Keys(keys)) = &conf.secret {
             main.note_secret(keys, false);
+            if conf.redis() {
+                for k in keys.iter() {
+                    if !main.redis_seals.iter().any(|s| s.tag() == k.seal().tag()) {
+                        main.redis_seals.push(k.seal().clone());
+                    }
+                }
+            }
         }
     }
     NGX_CONF_OK
@@ -213,7 +230,14 @@ extern "C" fn init_process(cycle: *mut nginx_sys::ngx_cycle_t) -> ngx_int_t {
     }
     if let Some(main) = Module::main_conf(cycle_ref).filter(|m| worker && m.redis_used) {
         if let Some(topology) = &main.topology {
-            if let Err(why) = park::start(cycle, &main.redis, topology, main.redis_random_used) {
+            let setup = redis_client::Setup {
+                journal: main
+                    .journal
+                    .clone()
+                    .map(|j| j as std::sync::Arc<dyn redis_client::PendingWrites>),
+                seals: main.redis_seals.clone(),
+            };
+            if let Err(why) = park::start(cycle, &main.redis, topology, main.redis_random_used, setup) {
                 ngx::ngx_log_error!(
                     nginx_sys::NGX_LOG_ALERT,
                     cycle_ref.log,

@@ -72,6 +72,7 @@ pub fn start(
     settings: &RedisSettings,
     topology: &Topology,
     adopt: bool,
+    setup: crate::redis_client::Setup,
 ) -> Result<(), String> {
     // SAFETY: creating a non-blocking eventfd owned by this process.
     let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
@@ -86,7 +87,7 @@ pub fn start(
     } else {
         // SAFETY: as above.
         let waker = unsafe { std::fs::File::from_raw_fd(waker) };
-        crate::threads::with_signals_blocked(|| crate::redis_client::start(settings, topology, waker))
+        crate::threads::with_signals_blocked(|| crate::redis_client::start(settings, topology, waker, setup))
     };
     let client = client.inspect_err(|_| {
         // SAFETY: closing the eventfd made above, not shared yet.
@@ -354,6 +355,12 @@ fn handle(reply: Reply) {
             Ok(()) => {
                 ngx_log_error!(NGX_LOG_NOTICE, log, "sessions: Redis is available again");
             }
+        }
+    }
+    if reply.full {
+        // SAFETY: the worker's own cycle, read on its nginx thread.
+        if let Some(main) = unsafe { Module::main_conf(&*nginx_sys::ngx_cycle) } {
+            crate::remote::report_full(main);
         }
     }
     if let (Some(why), Some(log)) = (&reply.refused, log) {

@@ -110,6 +110,18 @@ fn unavailable(r: &mut Request, lc: &LocConf, main: &MainConf) -> Status {
         return Status::NGX_DECLINED;
     };
     let presented = handler::presented(r, keys, name).0;
+    // A cookie that is not one of the zone's sessions is a Redis session's:
+    // it stays as it is, valid again once Redis is back. The request goes
+    // on without a session; a login it needs cannot be checked.
+    if let (Presented::Id { id, .. }, Some(table)) = (presented, main.table) {
+        if table.with(|t| t.get(&id)).is_none() {
+            return if lc.require_login() {
+                HTTPStatus::SERVICE_UNAVAILABLE.into()
+            } else {
+                Status::NGX_DECLINED
+            };
+        }
+    }
     handler::local(r, lc, main, keys, name, presented)
 }
 
@@ -147,7 +159,39 @@ pub fn on_store<R>(
     count(main, &view.events);
     let writes = view.finish();
     if !writes.is_empty() {
-        park::submit(Job::Write { writes, keys: seal });
+        keep(main, writes, seal, now);
     }
     Some(result)
+}
+
+/// Keeps writes decided as a response leaves in the journal, where every
+/// worker sees them at once and the Redis threads send them until Redis
+/// acknowledges them. With the journal full they are sent once, unkept.
+fn keep(main: &MainConf, writes: Vec<sessions_core::view::Write>, keys: sessions_core::sealed::SealKeys, now: u64) {
+    let kept = main
+        .journal
+        .as_ref()
+        .map(|j| j.with(|j| j.record(&writes, keys.tag(), now).is_ok()));
+    if kept == Some(true) {
+        park::submit(Job::Flush);
+        return;
+    }
+    report_full(main);
+    park::submit(Job::Write { writes, keys });
+}
+
+/// Logs, once per time it is reached, that the journal is full.
+pub fn report_full(main: &MainConf) {
+    let Some(j) = main.journal.as_ref() else { return };
+    if j.with(|j| j.report_full()) {
+        // SAFETY: the cycle's log lives as long as the worker.
+        let log = unsafe { (*nginx_sys::ngx_cycle).log };
+        ngx_log_error!(
+            nginx_sys::NGX_LOG_ERR,
+            log,
+            "sessions: {} Redis writes are waiting for Redis, the most \"sessions_redis_pending\" \
+             keeps; further writes are sent once and lost if Redis does not take them",
+            j.capacity()
+        );
+    }
 }

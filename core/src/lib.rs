@@ -13,6 +13,7 @@ pub mod data;
 pub mod engine;
 pub mod gate;
 pub mod id;
+pub mod journal;
 pub mod keys;
 pub mod parse;
 pub mod proxy;

@@ -66,6 +66,8 @@ pub struct RedisSettings {
     pub timeout: Option<u64>,
     pub connections: Option<(u32, u32)>,
     pub prefix: Option<Vec<u8>>,
+    /// `sessions_redis_pending`: writes kept until Redis acknowledges them.
+    pub pending: Option<u32>,
 }
 
 pub const DEFAULT_PORT: u16 = 6379;
@@ -73,6 +75,7 @@ pub const DEFAULT_SENTINEL_PORT: u16 = 26379;
 pub const DEFAULT_PREFIX: &[u8] = b"sessions:";
 pub const DEFAULT_CONNECT_TIMEOUT: u64 = 1_000;
 pub const DEFAULT_TIMEOUT: u64 = 1_000;
+pub const DEFAULT_PENDING: u32 = 1_024;
 
 impl RedisSettings {
     /// The one topology the settings describe, or why they do not.
@@ -189,6 +192,15 @@ pub fn database(v: &[u8]) -> Result<u32, Reason> {
         .and_then(|s| s.parse::<u32>().ok())
         .filter(|&n| n <= 1_000_000)
         .ok_or("it must be a database number such as 0 or 1")
+}
+
+/// `sessions_redis_pending N`: how many writes this nginx keeps for Redis.
+pub fn pending(v: &[u8]) -> Result<u32, Reason> {
+    std::str::from_utf8(v)
+        .ok()
+        .and_then(|s| s.parse::<u32>().ok())
+        .filter(|n| (16..=100_000).contains(n))
+        .ok_or("it must be a number of writes from 16 to 100000")
 }
 
 /// A user name, password, master or server name: not empty, no spaces or controls.

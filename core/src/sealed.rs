@@ -28,6 +28,7 @@ type HmacSha256 = Hmac<Sha256>;
 const INDEX_INFO: &[u8] = b"ngx-sessions v1 store index";
 const SEAL_INFO: &[u8] = b"ngx-sessions v1 store seal";
 const SUMMARY_INFO: &[u8] = b"ngx-sessions v1 store summary";
+const TAG_INFO: &[u8] = b"ngx-sessions v1 journal tag";
 const VERSION: u8 = 1;
 const NONCE_LEN: usize = 12;
 const LIVE: u8 = 1;
@@ -39,6 +40,8 @@ pub struct SealKeys {
     index: HmacSha256,
     seal: HmacSha256,
     summary: ChaCha20Poly1305,
+    /// Names these keys in the pending-write journal (reveals nothing of them).
+    tag: u64,
 }
 
 impl core::fmt::Debug for SealKeys {
@@ -60,7 +63,16 @@ impl SealKeys {
             seal: mac(SEAL_INFO),
             summary: ChaCha20Poly1305::new_from_slice(&hkdf_sha256(secret, SUMMARY_INFO))
                 .expect("32-byte key"),
+            tag: {
+                let t = hkdf_sha256(secret, TAG_INFO);
+                u64::from_le_bytes(t[..8].try_into().expect("8 bytes"))
+            },
         }
+    }
+
+    /// Which secret these keys come from, as the journal records it.
+    pub fn tag(&self) -> u64 {
+        self.tag
     }
 
     /// Appends the store key of session `id` to `out`, after `prefix`.

@@ -452,7 +452,10 @@ impl Backend {
     /// points at a replica (after a failover), so the next use reconnects;
     /// whether it did. Other errors are Redis's answers to a command.
     pub fn broken(&self, hint: usize, e: &RedisError) -> bool {
-        let replica = e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly);
+        // A demoted master (READONLY), or one cut off from its replicas with
+        // `min-replicas-to-write` set (NOREPLICAS): the master is moving.
+        let replica = e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
+            || e.code() == Some("NOREPLICAS");
         let broken = e.is_io_error()
             || e.is_connection_dropped()
             || e.is_timeout()

@@ -15,6 +15,7 @@ use redis::RedisError;
 use sessions_core::engine::Presented;
 use sessions_core::id::Handle;
 use sessions_core::id::{random_alnum, RandomPool};
+use sessions_core::journal::{Journal, Pending};
 use sessions_core::redis_conf::{RedisSettings, Topology};
 use sessions_core::sealed::SealKeys;
 use sessions_core::store::Event;
@@ -48,12 +49,14 @@ pub struct Lookup {
 #[allow(clippy::large_enum_variant)]
 pub enum Job {
     Lookup(Box<Lookup>),
-    /// Writes decided on the nginx thread (logout, login by an upstream);
-    /// nobody waits for them.
+    /// Writes decided on the nginx thread that the journal had no room
+    /// for; nobody waits for them.
     Write {
         writes: Vec<Write>,
         keys: SealKeys,
     },
+    /// The journal has new writes: flush them now.
+    Flush,
     /// The random secret and cookie name shared by every instance.
     Adopt,
     /// The admin endpoint: a user's logged-in sessions.
@@ -108,6 +111,20 @@ pub struct Reply {
     /// Redis refused a command (a full Redis, a missing ACL permission):
     /// why, at most once a minute.
     pub refused: Option<String>,
+    /// The journal was full: writes were sent once, unkept.
+    pub full: bool,
+}
+
+/// The writes this nginx keeps for Redis, in memory its workers share.
+pub trait PendingWrites: Send + Sync {
+    fn with(&self, f: &mut dyn FnMut(&mut Journal<'_>));
+}
+
+/// What a worker's Redis thread is given at start.
+pub struct Setup {
+    pub journal: Option<Arc<dyn PendingWrites>>,
+    /// Every configured secret's keys, so that any worker flushes any write.
+    pub seals: Vec<SealKeys>,
 }
 
 /// The nginx thread's side of the Redis thread.
@@ -129,7 +146,7 @@ impl Client {
 }
 
 /// Starts the thread; `wake` is an eventfd the nginx thread watches.
-pub fn start(settings: &RedisSettings, topology: &Topology, wake: File) -> Result<Client, String> {
+pub fn start(settings: &RedisSettings, topology: &Topology, wake: File, setup: Setup) -> Result<Client, String> {
     let backend = Backend::new(settings, topology).map_err(|e| e.to_string())?;
     let prefix = settings.prefix().to_vec();
     let (tx, rx) = mpsc::unbounded_channel();
@@ -159,7 +176,7 @@ pub fn start(settings: &RedisSettings, topology: &Topology, wake: File) -> Resul
         .name("sessions-redis".into())
         .spawn(move || {
             let local = tokio::task::LocalSet::new();
-            local.block_on(&rt, serve(backend, prefix, rx, out, limit));
+            local.block_on(&rt, serve(backend, prefix, rx, out, limit, setup));
         })
         .map_err(|e| e.to_string())?;
     Ok(Client { jobs: tx, replies })
@@ -192,6 +209,15 @@ struct Shared {
     pending: RefCell<Vec<(SessionId, Arc<tokio::sync::Mutex<()>>)>>,
     /// When a refusal was last logged.
     last_refusal: Cell<Option<std::time::Instant>>,
+    journal: Option<Arc<dyn PendingWrites>>,
+    /// The keys the journal's entries may be sealed with, by tag.
+    known: RefCell<Vec<SealKeys>>,
+    /// Wakes the flusher.
+    flush: tokio::sync::Notify,
+    /// How long a flush may hold its entries.
+    lease: Duration,
+    /// A write found the journal full since the last reply.
+    full: Cell<bool>,
 }
 
 async fn serve(
@@ -200,6 +226,7 @@ async fn serve(
     mut rx: mpsc::UnboundedReceiver<(u64, Job)>,
     out: Replies,
     limit: Duration,
+    setup: Setup,
 ) {
     let shared = Rc::new(Shared {
         backend,
@@ -210,12 +237,24 @@ async fn serve(
         next: Cell::new(0),
         pending: RefCell::new(Vec::new()),
         last_refusal: Cell::new(None),
+        journal: setup.journal,
+        known: RefCell::new(setup.seals),
+        flush: tokio::sync::Notify::new(),
+        lease: limit,
+        full: Cell::new(false),
     });
     let s = shared.clone();
     tokio::task::spawn_local(async move { s.backend.keep_open().await });
     let s = shared.clone();
     tokio::task::spawn_local(async move { s.backend.watch_sentinels().await });
+    let s = shared.clone();
+    tokio::task::spawn_local(async move { s.flusher().await });
     while let Some((token, job)) = rx.recv().await {
+        shared.learn(&job);
+        if matches!(job, Job::Flush) {
+            shared.flush.notify_one();
+            continue;
+        }
         let s = shared.clone();
         // Taken now, in the order jobs arrive.
         let turn = s.turn(&job);
@@ -228,6 +267,7 @@ async fn serve(
                         s.write(&writes, &keys, None, &[]).await.map(|_| Answer::Written)
                     }
                     Job::Adopt => s.adopt().await,
+                    Job::Flush => Ok(Answer::Written),
                     Job::List { user, keys } => s.list(&keys, user).await,
                     Job::Revoke { user, keys } => s.revoke(&keys, &user).await,
                     Job::RevokeHandle { handle, keys } => s.revoke_handle(&keys, &handle).await,
@@ -238,7 +278,7 @@ async fn serve(
                 Ok(Ok(a)) => (a, None, None),
                 Ok(Err(Failure::NoRandom)) => (Answer::NoRandom, None, None),
                 Ok(Err(Failure::Down(why))) => (Answer::Unavailable, Some(why), None),
-                Ok(Err(Failure::Refused(why))) => (Answer::Unavailable, None, Some(why)),
+                Ok(Err(Failure::Refused(why) | Failure::WrongType(why))) => (Answer::Unavailable, None, Some(why)),
                 Err(_) => (Answer::Unavailable, Some("timed out".into()), None),
             };
             s.done(turn);
@@ -250,6 +290,7 @@ async fn serve(
                 answer,
                 transition,
                 refused: refused.filter(|_| s.report_refusal()),
+                full: s.full.take(),
             });
         });
     }
@@ -264,9 +305,25 @@ struct Read {
 /// How many times a request decides before writing regardless.
 const ATTEMPTS: u32 = 3;
 
-/// Replaces KEYS[1] only if it still holds ARGV[1]: by ARGV[2] with a TTL
-/// of ARGV[3] ms (0: none), or deletes it when ARGV[2] is empty. 1 if done.
-const SWAP: &str = "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end \
+/// How often every worker looks for journal writes due again (retries,
+/// and those a killed worker held).
+const FLUSH_TICK: Duration = Duration::from_millis(200);
+/// Writes sent in one pipeline.
+const FLUSH_BATCH: usize = 64;
+
+/// Wall-clock milliseconds, as nginx's `ngx_timeofday` gives them.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Replaces KEYS[1] only if it still holds ARGV[1] (empty: nothing): by
+/// ARGV[2] with a TTL of ARGV[3] ms (0: none), or deletes it when ARGV[2]
+/// is empty. 1 if done. A value of another type matches nothing.
+const SWAP: &str = "local v = redis.pcall('GET', KEYS[1]) \
+    if type(v) == 'table' then return 0 end if v == false then v = '' end \
+    if v ~= ARGV[1] then return 0 end \
     if ARGV[2] == '' then redis.call('DEL', KEYS[1]) \
     elseif ARGV[3] == '0' then redis.call('SET', KEYS[1], ARGV[2]) \
     else redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end return 1";
@@ -311,6 +368,8 @@ enum Failure {
     Down(String),
     /// Redis answered a command with an error, and which.
     Refused(String),
+    /// A value of another type is at the key (`WRONGTYPE`).
+    WrongType(String),
     NoRandom,
 }
 
@@ -349,8 +408,22 @@ impl Shared {
     fn failed(&self, hint: usize, e: RedisError) -> Result<RedisError, Failure> {
         if self.backend.broken(hint, &e) {
             Ok(e)
+        } else if e.code() == Some("WRONGTYPE") {
+            Err(Failure::WrongType(e.to_string()))
         } else {
             Err(Failure::Refused(e.to_string()))
+        }
+    }
+
+    /// Runs a read of `key`; a value of another type there is no value,
+    /// and is deleted.
+    async fn repaired<T: redis::FromRedisValue + Default>(&self, cmd: &redis::Cmd, key: &[u8]) -> Result<T, Failure> {
+        match self.run(0, cmd).await {
+            Err(Failure::WrongType(_)) => {
+                let _: usize = self.run(0, redis::cmd("DEL").arg(key)).await?;
+                Ok(T::default())
+            }
+            r => r,
         }
     }
 
@@ -443,7 +516,7 @@ impl Shared {
                 lock: None,
                 after: earlier(&|_| true),
             },
-            Job::Adopt => Turn::default(),
+            Job::Adopt | Job::Flush => Turn::default(),
         }
     }
 
@@ -481,6 +554,8 @@ impl Shared {
 
     /// Reads the presented session (and the ids its grace pointers lead
     /// to), decides, and writes. `None` when a value read had changed.
+    /// Ids with writes pending in the journal are read there; a decision
+    /// over one of them is kept there too, after them, not sent now.
     async fn decide(&self, l: &Lookup, unconditional: bool) -> Result<Option<Answer>, Failure> {
         let presented = match l.presented {
             Presented::Id { id, .. } => Some(id),
@@ -489,24 +564,26 @@ impl Shared {
         let hint = self.hint(presented.as_ref());
         let mut view = View::new(l.now, touch_interval(l.policy.timeouts.idle));
         let mut read = Vec::new();
+        let mut journaled = false;
         if let Some(mut cur) = presented {
             for _ in 0..3 {
-                let addr = self.address(&l.keys.read, &cur);
-                let v: Option<Vec<u8>> = self.run(hint, redis::cmd("GET").arg(&addr)).await?;
-                let Some(v) = v else { break };
-                // A value that does not open is a session we do not know.
-                let Ok((entry, data)) = l.keys.read.open(&cur, &addr, &v) else {
-                    break;
+                let found = match self.pending(|j| j.get(&cur, l.now)).flatten() {
+                    Some(Pending::Gone) => {
+                        journaled = true;
+                        None
+                    }
+                    Some(Pending::Put { entry, data }) => {
+                        journaled = true;
+                        Some((entry, data))
+                    }
+                    None => self.fetch(l, &cur, hint, &mut read).await?,
                 };
+                let Some((entry, data)) = found else { break };
                 let next = match entry {
                     Entry::Grace { successor, until } if l.now <= until => Some(successor),
                     _ => None,
                 };
                 view.preload(cur, entry, data, None);
-                read.push(Read {
-                    address: addr,
-                    value: v,
-                });
                 match next {
                     Some(s) => cur = s,
                     None => break,
@@ -526,16 +603,191 @@ impl Shared {
             view.rewrite_all();
         }
         let writes = view.finish();
-        let old = l.keys.migrate.then_some(&l.keys.read);
-        let over = if unconditional { &[][..] } else { &read[..] };
-        if !self.write(&writes, &l.keys.write, old, over).await? {
-            return Ok(None);
+        let kept = journaled && self.keep(&writes, &l.keys.write, l.now);
+        if !kept {
+            let old = l.keys.migrate.then_some(&l.keys.read);
+            let over = if unconditional || journaled { &[][..] } else { &read[..] };
+            if !self.write(&writes, &l.keys.write, old, over).await? {
+                return Ok(None);
+            }
         }
         Ok(Some(Answer::Resolved {
             data: view.data_of(outcome.record.handle).to_vec(),
             outcome,
             events: std::mem::take(&mut view.events),
         }))
+    }
+
+    /// Reads session `id` from Redis; what was read is noted in `read`, so
+    /// that writes are made over it. A cookie of an older secret is looked
+    /// for under the current keys first: a request sent with it at the same
+    /// time may have moved the session there, and then this one follows it
+    /// (its grace pointer) rather than renewing it a second time. A value
+    /// of the wrong type, or one that does not open, is no session, and is
+    /// removed.
+    async fn fetch(
+        &self,
+        l: &Lookup,
+        id: &SessionId,
+        hint: usize,
+        read: &mut Vec<Read>,
+    ) -> Result<Option<(Entry, Vec<u8>)>, Failure> {
+        let mut places = vec![&l.keys.write];
+        if l.keys.migrate {
+            places = vec![&l.keys.write, &l.keys.read];
+        } else {
+            places[0] = &l.keys.read;
+        }
+        for keys in places {
+            let addr = self.address(keys, id);
+            let v: Option<Vec<u8>> = match self.run(hint, redis::cmd("GET").arg(&addr)).await {
+                Ok(v) => v,
+                Err(Failure::WrongType(_)) => {
+                    let _: Result<usize, _> = self.run(hint, redis::cmd("DEL").arg(&addr)).await;
+                    None
+                }
+                Err(e) => return Err(e),
+            };
+            let Some(v) = v else {
+                // Written only if still absent: a concurrent move wins.
+                read.push(Read {
+                    address: addr,
+                    value: Vec::new(),
+                });
+                continue;
+            };
+            match keys.open(id, &addr, &v) {
+                Ok(found) => {
+                    read.push(Read {
+                        address: addr,
+                        value: v,
+                    });
+                    return Ok(Some(found));
+                }
+                Err(_) => {
+                    let garbage = Read {
+                        address: addr,
+                        value: v,
+                    };
+                    let _: Result<redis::Value, _> = self.run(hint, &swap(&garbage, b"", 0)).await;
+                    read.push(Read {
+                        address: garbage.address,
+                        value: Vec::new(),
+                    });
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Runs `f` over the journal, if this worker has one.
+    fn pending<R>(&self, f: impl FnOnce(&mut Journal<'_>) -> R) -> Option<R> {
+        let j = self.journal.as_ref()?;
+        let mut f = Some(f);
+        let mut out = None;
+        j.with(&mut |jr| {
+            if let Some(f) = f.take() {
+                out = Some(f(jr));
+            }
+        });
+        out
+    }
+
+    /// Keeps `writes` in the journal and wakes the flusher; `false` when
+    /// there is no journal or no room in it.
+    fn keep(&self, writes: &[Write], keys: &SealKeys, now: u64) -> bool {
+        if writes.is_empty() {
+            return true;
+        }
+        match self.pending(|j| j.record(writes, keys.tag(), now)) {
+            Some(Ok(())) => {
+                self.flush.notify_one();
+                true
+            }
+            Some(Err(_)) => {
+                self.full.set(true);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Remembers the keys a job carries, so that the flusher can seal the
+    /// journal's writes made with them (an adopted `random` secret).
+    fn learn(&self, job: &Job) {
+        let add = |k: &SealKeys| {
+            let mut known = self.known.borrow_mut();
+            if !known.iter().any(|x| x.tag() == k.tag()) {
+                known.push(k.clone());
+            }
+        };
+        match job {
+            Job::Lookup(l) => {
+                add(&l.keys.write);
+                add(&l.keys.read);
+            }
+            Job::Write { keys, .. }
+            | Job::List { keys, .. }
+            | Job::Revoke { keys, .. }
+            | Job::RevokeHandle { keys, .. } => add(keys),
+            Job::Adopt | Job::Flush => {}
+        }
+    }
+
+    /// Sends the journal's writes as they come, and again after failures.
+    async fn flusher(&self) {
+        if self.journal.is_none() {
+            return;
+        }
+        loop {
+            let _ = tokio::time::timeout(FLUSH_TICK, self.flush.notified()).await;
+            while self.flush_batch().await {}
+        }
+    }
+
+    /// Claims a batch of due writes and sends it; whether to go on at once.
+    async fn flush_batch(&self) -> bool {
+        let tags: Vec<u64> = self.known.borrow().iter().map(SealKeys::tag).collect();
+        let lease = self.lease.as_millis() as u64;
+        let claimed = self
+            .pending(|j| j.claim(now_ms(), lease, |t| tags.contains(&t), FLUSH_BATCH))
+            .unwrap_or_default();
+        if claimed.is_empty() {
+            return false;
+        }
+        let mut all_ok = true;
+        let mut groups: Vec<u64> = claimed.iter().map(|c| c.tag).collect();
+        groups.sort_unstable();
+        groups.dedup();
+        for tag in groups {
+            let Some(keys) = self.known.borrow().iter().find(|k| k.tag() == tag).cloned() else {
+                continue;
+            };
+            let batch: Vec<&sessions_core::journal::Claimed> = claimed.iter().filter(|c| c.tag == tag).collect();
+            let writes: Vec<Write> = batch.iter().map(|c| c.write.clone()).collect();
+            // Ends well before the lease, so no other flusher sends them meanwhile.
+            let sent = tokio::time::timeout(self.lease / 2, self.write(&writes, &keys, None, &[])).await;
+            let ok = matches!(sent, Ok(Ok(true)));
+            if let Ok(Err(Failure::Refused(why) | Failure::WrongType(why))) = &sent {
+                if self.report_refusal() {
+                    self.out.send(Reply {
+                        token: 0,
+                        answer: Answer::Written,
+                        transition: None,
+                        refused: Some(why.clone()),
+                        full: false,
+                    });
+                }
+            }
+            all_ok &= ok;
+            let now = now_ms();
+            self.pending(|j| {
+                for c in &batch {
+                    j.settle(&c.id, c.seq, ok, now);
+                }
+            });
+        }
+        all_ok
     }
 
     /// Sends `writes` in one pipeline (one command at a time to a cluster,
@@ -644,7 +896,8 @@ impl Shared {
         let summary = keys
             .seal_summary(addr, rec, &mut self.rng.borrow_mut())
             .map_err(|_| Failure::NoRandom)?;
-        cmds.push((redis::cmd("HSET").arg(&idx).arg(addr).arg(summary).clone(), false));
+        let mut c = redis::cmd("EVAL");
+        c.arg(INDEX).arg(1).arg(&idx).arg(addr).arg(summary).arg(ttl.unwrap_or(0));
         for w in writes {
             if let Write::Put {
                 id,
@@ -652,21 +905,14 @@ impl Shared {
                 ..
             } = w
             {
-                cmds.push((
-                    redis::cmd("HDEL").arg(&idx).arg(self.address(keys, id)).clone(),
-                    false,
-                ));
+                c.arg(self.address(keys, id));
             }
         }
+        cmds.push((c, false));
         let mut pointer = redis::cmd("SET");
         pointer.arg(self.handle_pointer(keys, &rec.handle)).arg(&idx);
         if let Some(ttl) = ttl {
             pointer.arg("PX").arg(ttl);
-            // NX sets the first expiry, GT only ever extends it.
-            cmds.push((redis::cmd("PEXPIRE").arg(&idx).arg(ttl).arg("NX").clone(), false));
-            cmds.push((redis::cmd("PEXPIRE").arg(&idx).arg(ttl).arg("GT").clone(), false));
-        } else {
-            cmds.push((redis::cmd("PERSIST").arg(&idx).clone(), false));
         }
         cmds.push((pointer, false));
         Ok(())
@@ -687,7 +933,7 @@ impl Shared {
     /// The sessions an index lists that still exist, with their summaries;
     /// entries whose session ended are dropped from the index on the way.
     async fn indexed(&self, keys: &SealKeys, idx: &[u8]) -> Result<Vec<(Vec<u8>, Record)>, Failure> {
-        let entries: Vec<(Vec<u8>, Vec<u8>)> = self.run(0, redis::cmd("HGETALL").arg(idx)).await?;
+        let entries: Vec<(Vec<u8>, Vec<u8>)> = self.repaired(redis::cmd("HGETALL").arg(idx), idx).await?;
         let probes: Vec<redis::Cmd> = entries
             .iter()
             .map(|(addr, _)| redis::cmd("EXISTS").arg(addr).clone())
@@ -717,7 +963,18 @@ impl Shared {
     async fn list(&self, keys: &SealKeys, user: Vec<u8>) -> Result<Answer, Failure> {
         let idx = self.user_index(keys, &user);
         let found = self.indexed(keys, &idx).await?;
-        let sessions = found.into_iter().map(|(_, rec)| rec).collect();
+        // What this nginx has not sent yet counts as done.
+        let (live, gone) = self
+            .pending(|j| j.sessions(|r| r.user() == Some(&user[..]), now_ms()))
+            .unwrap_or_default();
+        let live: Vec<(Vec<u8>, Record)> = live.iter().map(|(id, r)| (self.address(keys, id), *r)).collect();
+        let gone: Vec<Vec<u8>> = gone.iter().map(|id| self.address(keys, id)).collect();
+        let mut sessions: Vec<Record> = found
+            .into_iter()
+            .filter(|(a, _)| !gone.contains(a) && !live.iter().any(|(l, _)| l == a))
+            .map(|(_, rec)| rec)
+            .collect();
+        sessions.extend(live.into_iter().map(|(_, rec)| rec));
         Ok(Answer::Listed { user, sessions })
     }
 
@@ -725,21 +982,38 @@ impl Shared {
     /// index lists, then the index. Returns how many sessions existed.
     async fn revoke(&self, keys: &SealKeys, user: &[u8]) -> Result<Answer, Failure> {
         let idx = self.user_index(keys, user);
-        let members: Vec<Vec<u8>> = self.run(0, redis::cmd("HKEYS").arg(&idx)).await?;
+        let ended = self
+            .pending(|j| j.revoke(|r| r.user() == Some(user), keys.tag()))
+            .unwrap_or_default();
+        if !ended.is_empty() {
+            self.flush.notify_one();
+        }
+        let members: Vec<Vec<u8>> = self.repaired(redis::cmd("HKEYS").arg(&idx), &idx).await?;
         // One key a DEL: in a cluster they live on different nodes.
         let deletes: Vec<redis::Cmd> = members.iter().map(|m| redis::cmd("DEL").arg(m).clone()).collect();
         let revoked: usize = self.run_each::<usize>(0, &deletes).await?.into_iter().sum();
         let _: usize = self.run(0, redis::cmd("DEL").arg(&idx)).await?;
-        Ok(Answer::Revoked(revoked))
+        // A pending login not in Redis yet counts once.
+        let unlisted = ended
+            .iter()
+            .filter(|id| !members.contains(&self.address(keys, id)))
+            .count();
+        Ok(Answer::Revoked(revoked + unlisted))
     }
 
     /// Ends the logged-in session whose handle is `handle`, found through
     /// its pointer and its user's index.
     async fn revoke_handle(&self, keys: &SealKeys, handle: &Handle) -> Result<Answer, Failure> {
+        let pending = self
+            .pending(|j| j.revoke(|r| r.handle == *handle && r.user().is_some(), keys.tag()))
+            .unwrap_or_default();
+        if !pending.is_empty() {
+            self.flush.notify_one();
+        }
         let pointer = self.handle_pointer(keys, handle);
-        let idx: Option<Vec<u8>> = self.run(0, redis::cmd("GET").arg(&pointer)).await?;
+        let idx: Option<Vec<u8>> = self.repaired(redis::cmd("GET").arg(&pointer), &pointer).await?;
         let Some(idx) = idx else {
-            return Ok(Answer::RevokedOne(false));
+            return Ok(Answer::RevokedOne(!pending.is_empty()));
         };
         let mut revoked = 0;
         for (addr, rec) in self.indexed(keys, &idx).await? {
@@ -749,7 +1023,7 @@ impl Shared {
             }
         }
         let _: usize = self.run(0, redis::cmd("DEL").arg(&pointer)).await?;
-        Ok(Answer::RevokedOne(revoked > 0))
+        Ok(Answer::RevokedOne(revoked > 0 || !pending.is_empty()))
     }
 
     /// The first instance stores a random secret and name; all adopt them.
@@ -804,6 +1078,18 @@ impl Shared {
         })
     }
 }
+
+/// Lists ARGV[1] -> ARGV[2] in the user index KEYS[1], drops ARGV[4..]
+/// from it, and makes it live as long as its longest session (ARGV[3] ms,
+/// 0: for ever; NX sets the first expiry, GT only extends it). A value of
+/// another type there is replaced.
+const INDEX: &str = "local t = redis.call('TYPE', KEYS[1]).ok \
+    if t ~= 'hash' and t ~= 'none' then redis.call('DEL', KEYS[1]) end \
+    redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) \
+    for i = 4, #ARGV do redis.call('HDEL', KEYS[1], ARGV[i]) end \
+    if ARGV[3] == '0' then redis.call('PERSIST', KEYS[1]) \
+    else redis.call('PEXPIRE', KEYS[1], ARGV[3], 'NX') redis.call('PEXPIRE', KEYS[1], ARGV[3], 'GT') end \
+    return 1";
 
 /// The value of KEYS[1] to adopt (a value of another type reads as empty).
 /// ARGV[3] `0`: what is there, or ARGV[1] stored when nothing is. `1`:
