@@ -5,6 +5,7 @@ use std::fmt::Write;
 use nginx_sys::{NGX_HTTP_GET, NGX_HTTP_HEAD};
 use ngx::core::Status;
 use ngx::http::{HTTPStatus, HttpModuleMainConf, Request};
+use sessions_core::journal::JournalStats;
 use sessions_core::table::Stats;
 
 use crate::{request, Module};
@@ -15,6 +16,8 @@ struct Snapshot {
     active: u32,
     capacity: u32,
     stats: Stats,
+    /// The Redis journal: writes waiting, and its counters.
+    pending: Option<(u32, JournalStats)>,
 }
 
 fn render(s: &Snapshot) -> String {
@@ -105,6 +108,24 @@ fn render(s: &Snapshot) -> String {
             ("action=\"local\"", st.redis_local),
         ],
     );
+    if let Some((waiting, js)) = s.pending {
+        metric(
+            "redis_pending",
+            "gauge",
+            "Writes this nginx keeps until Redis acknowledges them.",
+            &[("", waiting.into())],
+        );
+        metric(
+            "redis_writes_total",
+            "counter",
+            "Kept writes: acknowledged by Redis, failed and retried, or sent once unkept (journal full).",
+            &[
+                ("result=\"acknowledged\"", js.flushed),
+                ("result=\"retried\"", js.retried),
+                ("result=\"unkept\"", js.full),
+            ],
+        );
+    }
     out
 }
 
@@ -117,15 +138,20 @@ pub fn handler(r: &mut Request) -> Status {
     if !discard.is_ok() {
         return discard;
     }
-    let Some(table) = Module::main_conf(r).and_then(|m| m.table) else {
+    let Some(main) = Module::main_conf(r) else {
+        return HTTPStatus::NOT_FOUND.into();
+    };
+    let Some(table) = main.table else {
         return HTTPStatus::NOT_FOUND.into();
     };
     let zone = table.zone_name();
+    let pending = main.journal.as_ref().map(|j| j.with(|j| (j.len(), j.header().stats)));
     let body = render(&table.with(|t| Snapshot {
         zone,
         active: t.len(),
         capacity: t.capacity(),
         stats: t.header().stats,
+        pending,
     }));
 
     request::send_body(

@@ -20,7 +20,7 @@ use sessions_core::redis_conf::{RedisSettings, Topology};
 use sessions_core::sealed::SealKeys;
 use sessions_core::store::Event;
 use sessions_core::table::{Entry, Record};
-use sessions_core::view::{touch_interval, View, Write};
+use sessions_core::view::{touch_interval, View, Write, EXPIRED_KEPT};
 use sessions_core::{resolve, Facts, Outcome, Policy, SessionId};
 use tokio::sync::mpsc;
 
@@ -301,6 +301,10 @@ struct Read {
     address: Vec<u8>,
     value: Vec<u8>,
 }
+
+/// What the copy of a session under an older secret becomes when the
+/// session moves to the current one.
+const MOVED: &[u8] = b"moved";
 
 /// How many times a request decides before writing regardless.
 const ATTEMPTS: u32 = 3;
@@ -638,7 +642,8 @@ impl Shared {
         } else {
             places[0] = &l.keys.read;
         }
-        for keys in places {
+        let base = read.len();
+        for (n, keys) in places.iter().enumerate() {
             let addr = self.address(keys, id);
             let v: Option<Vec<u8>> = match self.run(hint, redis::cmd("GET").arg(&addr)).await {
                 Ok(v) => v,
@@ -656,6 +661,14 @@ impl Shared {
                 });
                 continue;
             };
+            if v == MOVED && n > 0 {
+                // Moved to the current keys since they were read: read there.
+                let now: Option<Vec<u8>> = self.run(hint, redis::cmd("GET").arg(&read[base].address)).await?;
+                let Some(now) = now else { return Ok(None) };
+                let found = places[0].open(id, &read[base].address, &now).ok();
+                read[base].value = now;
+                return Ok(found);
+            }
             match keys.open(id, &addr, &v) {
                 Ok(found) => {
                     read.push(Read {
@@ -834,8 +847,16 @@ impl Shared {
                     if let Entry::Live(rec) = entry {
                         self.index(keys, rec, &addr, writes, *ttl, &mut cmds)?;
                     }
+                    // The old copy says where it went, for requests that
+                    // read it before this write and look again.
                     if let Some(old) = old {
-                        cmds.push((redis::cmd("DEL").arg(self.address(old, id)).clone(), false));
+                        let moved = redis::cmd("SET")
+                            .arg(self.address(old, id))
+                            .arg(MOVED)
+                            .arg("PX")
+                            .arg(EXPIRED_KEPT)
+                            .clone();
+                        cmds.push((moved, false));
                     }
                 }
                 Write::Delete { id } => {

@@ -1,0 +1,263 @@
+//! Redis storage that loses nothing: writes decided as a response leaves
+//! are kept until Redis takes them and seen at once by every worker;
+//! secret rotation, the `local` policy and a wrong-type value log nobody
+//! out. Real nginx with several workers, real `redis-server`.
+
+mod common;
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{Nginx, Redis, Request, Response};
+
+fn conf(redis_port: u16, secret: &str, extra: &str) -> String {
+    format!(
+        "sessions on; sessions_secret {secret}; sessions_name sid;
+         sessions_store redis; sessions_redis_server 127.0.0.1:{redis_port};
+         {extra}
+         server {{
+             listen 127.0.0.1:{{port2}};
+             location /login {{ add_header X-Session-User $arg_user; return 200 \"ok\\n\"; }}
+             location /logout {{ add_header X-Session-Destroy on; return 200 \"bye\\n\"; }}
+         }}
+         server {{
+             listen 127.0.0.1:{{port}};
+             root html;
+             add_header X-Session-Status $session_status always;
+             add_header X-User $session_user always;
+             location /app/ {{ sessions_control_headers on; proxy_pass http://127.0.0.1:{{port2}}/; }}
+             location = /logout204 {{ sessions_logout; }}
+             location /private/ {{ sessions_require_login on; try_files $uri /index.html; }}
+             location = /metrics {{ sessions off; sessions_status; }}
+         }}"
+    )
+}
+
+fn status(r: &Response) -> &str {
+    r.header("X-Session-Status").unwrap_or("")
+}
+
+fn user(r: &Response) -> &str {
+    r.header("X-User").unwrap_or("")
+}
+
+/// The session cookie `r` sets, if any.
+fn issued(r: &Response) -> Option<String> {
+    (!r.set_cookies("sid").is_empty()).then(|| r.cookie_pair("sid"))
+}
+
+fn get(n: &Nginx, path: &str, cookie: &str) -> Response {
+    n.request(Request::get(path).cookie(cookie))
+}
+
+/// A new session logged in as `name`: its cookie.
+fn logged_in(n: &Nginx, name: &str) -> String {
+    let anon = n.get("/index.html");
+    assert_eq!(anon.status, 200, "{}", n.error_log());
+    let c = anon.cookie_pair("sid");
+    let r = get(n, &format!("/app/login?user={name}"), &c);
+    assert_eq!(r.status, 200);
+    let c = r.cookie_pair("sid");
+    assert!(!c.is_empty(), "a login issues a new cookie");
+    c
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_login_is_seen_at_once_by_every_worker() {
+    let redis = Redis::start(&[]);
+    let n = Nginx::start_with(2, &conf(redis.port, "durable-secret-1", ""));
+    let mut seen = 0;
+    for i in 0..150 {
+        let name = format!("u{i}");
+        // The login's answer, then at once a request on a new connection
+        // (any worker), as a browser follows a login form's redirect.
+        let c = logged_in(&n, &name);
+        let r = get(&n, "/index.html", &c);
+        if user(&r) == name && status(&r) == "valid" {
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 150, "{}", n.error_log());
+    n.assert_clean_log();
+}
+
+#[test]
+fn logouts_hold_while_redis_pauses_writes() {
+    let redis = Redis::start(&[]);
+    let n = Nginx::start_with(2, &conf(redis.port, "durable-secret-2", ""));
+    let cookies: Vec<String> = (0..10).map(|i| logged_in(&n, &format!("p{i}"))).collect();
+    for c in &cookies {
+        assert_eq!(user(&get(&n, "/index.html", c)), get(&n, "/index.html", c).header("X-User").unwrap());
+    }
+    assert_eq!(redis.cli(&["CLIENT", "PAUSE", "2500", "WRITE"]), "OK");
+    for c in &cookies {
+        assert_eq!(get(&n, "/logout204", c).status, 204);
+        // Taken at once, on every worker, though Redis takes no write.
+        let r = get(&n, "/index.html", c);
+        assert_eq!(user(&r), "", "logged out at once");
+        assert_ne!(status(&r), "valid");
+    }
+    thread::sleep(Duration::from_millis(2_600));
+    // Redis got them: the old cookies stay dead for good.
+    wait_for("the journal to drain", || {
+        n.get("/metrics").text().contains("nginx_sessions_redis_pending{zone=\"sessions\"} 0")
+    });
+    for c in &cookies {
+        let r = get(&n, "/index.html", c);
+        assert_eq!(user(&r), "");
+        assert_eq!(status(&r), "unknown", "{}", n.error_log());
+    }
+    n.assert_clean_log();
+}
+
+#[test]
+fn rotating_the_secret_logs_nobody_out() {
+    let redis = Redis::start(&[]);
+    let mut n = Nginx::start_with(2, &conf(redis.port, "old-secret-0123", ""));
+    let users: Vec<(String, String)> = (0..20)
+        .map(|i| {
+            let name = format!("r{i}");
+            let c = logged_in(&n, &name);
+            (name, c)
+        })
+        .collect();
+    n.reload(2, &conf(redis.port, "new-secret-4567 old-secret-0123", ""));
+    let port = n.port;
+    let mut out = 0;
+    for (name, c) in &users {
+        // Six requests at once with each old cookie.
+        let answers: Vec<Response> = (0..6)
+            .map(|_| {
+                let c = c.clone();
+                thread::spawn(move || common::send(port, &Request::get("/index.html").cookie(&c)))
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect();
+        let mut issued: Vec<String> = answers.iter().filter_map(issued).collect();
+        for r in &answers {
+            if user(r) != name {
+                out += 1;
+            }
+        }
+        issued.sort();
+        issued.dedup();
+        assert!(issued.len() <= 1, "one new id for one old cookie: {issued:?}");
+        // The new cookie works, and the old one within its grace.
+        if let Some(new) = issued.first() {
+            assert_eq!(user(&get(&n, "/index.html", new)), name);
+        }
+        assert_eq!(user(&get(&n, "/index.html", c)), name);
+    }
+    assert_eq!(out, 0, "logged out by the rotation:\n{}", n.error_log());
+    n.stop();
+}
+
+#[test]
+fn the_local_policy_keeps_the_redis_login_of_a_client_through_an_outage() {
+    let mut redis = Redis::start(&[]);
+    let n = Nginx::start_with(
+        2,
+        &conf(redis.port, "durable-secret-3", "sessions_redis_unavailable local;"),
+    );
+    // Browsers that keep the last Set-Cookie they were sent.
+    let mut jar: Vec<(String, String)> = (0..20)
+        .map(|i| {
+            let name = format!("l{i}");
+            let c = logged_in(&n, &name);
+            (name, c)
+        })
+        .collect();
+    redis.shutdown_saving();
+    let deadline = Instant::now() + Duration::from_millis(1_500);
+    let mut private_503 = 0;
+    while Instant::now() < deadline {
+        for (_, c) in jar.iter_mut() {
+            let r = get(&n, "/index.html", c);
+            assert_eq!(r.status, 200);
+            if let Some(set) = issued(&r) {
+                *c = set;
+            }
+            // A login that cannot be checked is not let in, nor sent to log in again.
+            let p = get(&n, "/private/", c);
+            if p.status == 503 {
+                private_503 += 1;
+            }
+            assert_ne!(p.status, 302);
+        }
+    }
+    assert!(private_503 > 0);
+    redis.run();
+    // Reconnection and its backoff: the clients go on as before.
+    let deadline = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < deadline {
+        for (_, c) in jar.iter_mut() {
+            let r = get(&n, "/index.html", c);
+            if let Some(set) = issued(&r) {
+                *c = set;
+            }
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    for (name, c) in &jar {
+        let r = get(&n, "/index.html", c);
+        assert_eq!(user(&r), name, "{}", n.error_log());
+    }
+}
+
+/// The session's own key in Redis: the one that is not an index, a
+/// handle pointer or a shared value.
+fn session_keys(redis: &Redis) -> Vec<String> {
+    redis
+        .cli(&["--scan"])
+        .lines()
+        .filter(|k| !k.starts_with("sessions:user:") && !k.starts_with("sessions:handle:") && !k.contains("random-"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn a_wrong_type_at_a_key_is_no_session_and_is_repaired() {
+    let redis = Redis::start(&[]);
+    let n = Nginx::start(&conf(redis.port, "durable-secret-4", ""));
+    let first = n.get("/index.html");
+    let c = first.cookie_pair("sid");
+    let keys = session_keys(&redis);
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    redis.cli(&["DEL", &keys[0]]);
+    redis.cli(&["HSET", &keys[0], "f", "v"]);
+    for _ in 0..3 {
+        let r = get(&n, "/index.html", &c);
+        assert_eq!(r.status, 200, "{}", n.error_log());
+        assert_eq!(status(&r), "unknown");
+    }
+    assert_eq!(redis.cli(&["TYPE", &keys[0]]), "none", "repaired");
+
+    // A user index of the wrong type: logins of that user still work.
+    let c = logged_in(&n, "wrongtype");
+    let idx: Vec<String> = redis
+        .cli(&["--scan", "--pattern", "sessions:user:*"])
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(idx.len(), 1);
+    wait_for("the login to reach Redis", || redis.cli(&["TYPE", &idx[0]]) == "hash");
+    redis.cli(&["DEL", &idx[0]]);
+    redis.cli(&["LPUSH", &idx[0], "x"]);
+    assert_eq!(user(&get(&n, "/index.html", &c)), "wrongtype");
+    let again = logged_in(&n, "wrongtype");
+    assert_eq!(user(&get(&n, "/index.html", &again)), "wrongtype");
+    wait_for("the index to be a hash again", || redis.cli(&["TYPE", &idx[0]]) == "hash");
+    let r = n.get("/metrics").text();
+    assert!(r.contains("nginx_sessions_redis_pending{zone=\"sessions\"} 0"), "{r}");
+    n.assert_clean_log();
+}
