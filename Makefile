@@ -5,7 +5,7 @@ PROFILE := release
 MODULE  := target/$(PROFILE)/libngx_http_sessions_module.so
 RUN_DIR := .run
 
-.PHONY: all build deps run test unittest itest check bench deb deb-test dynamic-module-test plugin-test browser-test clean
+.PHONY: all build deps run test unittest itest chaos check bench deb deb-test dynamic-module-test plugin-test browser-test clean
 
 all: build
 
@@ -33,6 +33,12 @@ unittest:
 
 itest: build
 	$(CARGO) test --release --test '*' -- --test-threads=8
+
+# The Redis fault suite: each fault under steady load against real
+# redis-server, Sentinel and Cluster processes; prints one table, fails on
+# any loss (see tests/chaos/chaos.py).
+chaos: build
+	python3 tests/chaos/chaos.py
 
 # Throughput, latency and instructions per request; see BENCHMARKS.md.
 bench: build

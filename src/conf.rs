@@ -139,6 +139,8 @@ pub struct LocConf {
     /// session unless this block says `sessions on` itself, so scrapes and
     /// admin calls do not fill the zone.
     pub endpoint: bool,
+    /// This location is `sessions_logout` (not inherited).
+    pub logout: bool,
     pub check_ip: Option<bool>,
     pub check_ua: Option<bool>,
     pub domain: Option<Option<String>>,

@@ -504,6 +504,7 @@ extern "C" fn set_login_url(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf:
 extern "C" fn set_logout(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
     // SAFETY: as in `value_directive!`.
     let (cf, conf) = unsafe { (&mut *cf, &mut *conf.cast::<LocConf>()) };
+    conf.logout = true;
     if let Some(url) = cf.args().get(1).copied() {
         match compile(cf, &url) {
             Some(url) => conf.logout_redirect = Some(url),

@@ -313,6 +313,24 @@ pub fn logout(r: &mut Request) -> Status {
             ctx.cookie_sent = false;
             ctx.user = ngx_str_t::default();
         }
+    } else if let Some(main) = main.filter(|_| lc.redis() && lc.enabled()) {
+        // Redis could not be asked (see `remote::unavailable`).
+        if !crate::remote::end_presented(r, lc, main) {
+            return HTTPStatus::SERVICE_UNAVAILABLE.into();
+        }
+        ngx_log_error!(
+            NGX_LOG_INFO,
+            r.log(),
+            "sessions: session ended by logout while Redis is unavailable"
+        );
+        if let Some((_, name)) = lc.keys_and_name(main) {
+            let Some(c) = deleted_cookie(r, lc, name) else {
+                return Status::NGX_ERROR;
+            };
+            if request::add_set_cookie(r, c).is_none() {
+                return Status::NGX_ERROR;
+            }
+        }
     }
     match lc.logout_redirect {
         Some(url) => {

@@ -63,13 +63,19 @@ impl PendingWrites for SharedJournal {
 /// # Safety
 /// `base` points to `plan.bytes()` bytes of zeroed or formatted shared
 /// memory that the caller may access exclusively for `'a`.
-unsafe fn carve<'a>(base: *mut u8, plan: JournalPlan) -> (&'a mut JournalHeader, &'a mut [u32], &'a mut [JournalSlot]) {
+unsafe fn carve<'a>(
+    base: *mut u8,
+    plan: JournalPlan,
+) -> (&'a mut JournalHeader, &'a mut [u32], &'a mut [JournalSlot]) {
     // SAFETY: offsets and lengths come from `plan`; the parts do not overlap
     // and each is aligned for its type; all fields are valid when zeroed.
     unsafe {
         (
             &mut *base.cast::<JournalHeader>(),
-            slice::from_raw_parts_mut(base.add(plan.buckets_offset()).cast::<u32>(), plan.buckets as usize),
+            slice::from_raw_parts_mut(
+                base.add(plan.buckets_offset()).cast::<u32>(),
+                plan.buckets as usize,
+            ),
             slice::from_raw_parts_mut(
                 base.add(plan.slots_offset()).cast::<JournalSlot>(),
                 plan.capacity as usize,
@@ -125,7 +131,8 @@ extern "C" fn init(shm_zone: *mut ngx_shm_zone_t, _old: *mut c_void) -> ngx_int_
         Some(h) => h.cast::<u8>(),
         None => {
             // SAFETY: allocating from this zone's pool, in the master alone.
-            let Some(region) = NonNull::new(unsafe { ngx_slab_alloc(shpool, plan.bytes()) }.cast::<u8>()) else {
+            let Some(region) = NonNull::new(unsafe { ngx_slab_alloc(shpool, plan.bytes()) }.cast::<u8>())
+            else {
                 ngx_log_error!(NGX_LOG_EMERG, log, "sessions: zone \"{NAME}\" is too small");
                 return Status::NGX_ERROR.into();
             };

@@ -101,6 +101,11 @@ fn answered(r: &mut Request, lc: &LocConf, main: &MainConf, answer: Answer) -> S
 
 /// Redis cannot answer: 503, or a session in the local zone.
 fn unavailable(r: &mut Request, lc: &LocConf, main: &MainConf) -> Status {
+    // A logout needs no read: `sessions_logout` ends the session in the
+    // journal, whatever the policy.
+    if lc.logout {
+        return Status::NGX_DECLINED;
+    }
     let local = lc.unavailable == Some(Unavailable::Local);
     count(main, &[Event::RedisUnavailable { local }]);
     if !local {
@@ -167,7 +172,12 @@ pub fn on_store<R>(
 /// Keeps writes decided as a response leaves in the journal, where every
 /// worker sees them at once and the Redis threads send them until Redis
 /// acknowledges them. With the journal full they are sent once, unkept.
-fn keep(main: &MainConf, writes: Vec<sessions_core::view::Write>, keys: sessions_core::sealed::SealKeys, now: u64) {
+fn keep(
+    main: &MainConf,
+    writes: Vec<sessions_core::view::Write>,
+    keys: sessions_core::sealed::SealKeys,
+    now: u64,
+) {
     let kept = main
         .journal
         .as_ref()
@@ -178,6 +188,31 @@ fn keep(main: &MainConf, writes: Vec<sessions_core::view::Write>, keys: sessions
     }
     report_full(main);
     park::submit(Job::Write { writes, keys });
+}
+
+/// `sessions_logout` while Redis cannot say what the session is: the
+/// presented session is deleted through the journal, at once for this
+/// nginx and in Redis when it is back. `false` when that cannot be kept.
+pub fn end_presented(r: &Request, lc: &LocConf, main: &MainConf) -> bool {
+    let Some((keys, name)) = lc.keys_and_name(main) else {
+        return false;
+    };
+    let (Presented::Id { id, .. }, key) = handler::presented(r, keys, name) else {
+        return true; // no session to end
+    };
+    let tag = keys.key(usize::from(key)).seal().tag();
+    let writes = [sessions_core::view::Write::Delete { id }];
+    let now = crate::request::now_ms();
+    let kept = main
+        .journal
+        .as_ref()
+        .is_some_and(|j| j.with(|j| j.record(&writes, tag, now).is_ok()));
+    if kept {
+        park::submit(Job::Flush);
+    } else {
+        report_full(main);
+    }
+    kept
 }
 
 /// Logs, once per time it is reached, that the journal is full.

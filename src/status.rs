@@ -145,7 +145,10 @@ pub fn handler(r: &mut Request) -> Status {
         return HTTPStatus::NOT_FOUND.into();
     };
     let zone = table.zone_name();
-    let pending = main.journal.as_ref().map(|j| j.with(|j| (j.len(), j.header().stats)));
+    let pending = main
+        .journal
+        .as_ref()
+        .map(|j| j.with(|j| (j.len(), j.header().stats)));
     let body = render(&table.with(|t| Snapshot {
         zone,
         active: t.len(),

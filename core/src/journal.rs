@@ -128,7 +128,10 @@ impl JournalHeader {
 /// What the journal says of an id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pending {
-    Put { entry: Entry, data: Vec<u8> },
+    Put {
+        entry: Entry,
+        data: Vec<u8>,
+    },
     /// Deleted, or expired: no session, whatever Redis still holds.
     Gone,
 }
@@ -208,7 +211,11 @@ impl<'a> Journal<'a> {
     }
 
     /// Reattaches to memory formatted before; `None` if it is not ours.
-    pub fn attach(hdr: &'a mut JournalHeader, buckets: &'a mut [u32], slots: &'a mut [JournalSlot]) -> Option<Self> {
+    pub fn attach(
+        hdr: &'a mut JournalHeader,
+        buckets: &'a mut [u32],
+        slots: &'a mut [JournalSlot],
+    ) -> Option<Self> {
         let ok = hdr.magic == MAGIC
             && hdr.capacity as usize == slots.len()
             && hdr.bucket_mask as usize + 1 == buckets.len();
@@ -415,7 +422,9 @@ impl<'a> Journal<'a> {
         self.hdr.stats.retried += 1;
         if s.seq == seq {
             s.tries = s.tries.saturating_add(1);
-            let delay = RETRY_FIRST.saturating_mul(1 << (s.tries - 1).min(16)).min(RETRY_MAX);
+            let delay = RETRY_FIRST
+                .saturating_mul(1 << (s.tries - 1).min(16))
+                .min(RETRY_MAX);
             s.retry_at = now + delay;
         }
     }
@@ -442,7 +451,11 @@ impl<'a> Journal<'a> {
     }
 
     /// The pending live sessions `which` selects, and the ids pending deletion.
-    pub fn sessions(&self, which: impl Fn(&Record) -> bool, now: u64) -> (Vec<(SessionId, Record)>, Vec<SessionId>) {
+    pub fn sessions(
+        &self,
+        which: impl Fn(&Record) -> bool,
+        now: u64,
+    ) -> (Vec<(SessionId, Record)>, Vec<SessionId>) {
         let mut live = Vec::new();
         let mut gone = Vec::new();
         for s in self.slots.iter() {
@@ -547,7 +560,10 @@ mod tests {
         let c = j.claim(0, 500, |_| true, 8);
         // A logout arrives while the login is in flight.
         j.record(&[Write::Delete { id: id(1) }], 9, 10).unwrap();
-        assert!(j.claim(10, 500, |_| true, 8).is_empty(), "one version in flight per id");
+        assert!(
+            j.claim(10, 500, |_| true, 8).is_empty(),
+            "one version in flight per id"
+        );
         j.settle(&id(1), c[0].seq, true, 20);
         assert_eq!(j.get(&id(1), 20), Some(Pending::Gone));
         let c = j.claim(20, 500, |_| true, 8);
@@ -567,7 +583,10 @@ mod tests {
         let c = j.claim(110, 500, |_| true, 8);
         assert_eq!(c.len(), 1);
         j.settle(&id(2), c[0].seq, false, 120);
-        assert!(j.claim(300, 500, |_| true, 8).is_empty(), "200 ms after the second failure");
+        assert!(
+            j.claim(300, 500, |_| true, 8).is_empty(),
+            "200 ms after the second failure"
+        );
         // A flusher that died keeps its lease only until it runs out.
         let c = j.claim(400, 500, |_| true, 8);
         assert_eq!(c.len(), 1);
@@ -582,14 +601,18 @@ mod tests {
         let mut m = Mem::new(2);
         let mut j = m.j();
         j.record(&[live(1, b"", None)], 9, 0).unwrap();
-        assert_eq!(j.record(&[live(2, b"", None), live(3, b"", None)], 9, 0), Err(Full));
+        assert_eq!(
+            j.record(&[live(2, b"", None), live(3, b"", None)], 9, 0),
+            Err(Full)
+        );
         assert_eq!(j.get(&id(2), 0), None, "nothing of a refused batch is kept");
         assert_eq!(j.header().stats.full, 1);
         assert!(j.report_full());
         assert!(!j.report_full());
         // Rewriting an id already kept needs no room.
         j.record(&[live(2, b"", None)], 9, 0).unwrap();
-        j.record(&[live(1, b"bob", None), live(2, b"", None)], 9, 0).unwrap();
+        j.record(&[live(1, b"bob", None), live(2, b"", None)], 9, 0)
+            .unwrap();
         assert_eq!(j.len(), 2);
     }
 
@@ -597,8 +620,16 @@ mod tests {
     fn revocation_turns_pending_logins_into_deletes() {
         let mut m = Mem::new(8);
         let mut j = m.j();
-        j.record(&[live(1, b"alice", None), live(2, b"bob", None), live(3, b"alice", None)], 9, 0)
-            .unwrap();
+        j.record(
+            &[
+                live(1, b"alice", None),
+                live(2, b"bob", None),
+                live(3, b"alice", None),
+            ],
+            9,
+            0,
+        )
+        .unwrap();
         let ended = j.revoke(|r| r.user() == Some(&b"alice"[..]), 9);
         assert_eq!(ended.len(), 2);
         assert_eq!(j.get(&id(1), 0), Some(Pending::Gone));

@@ -146,7 +146,12 @@ impl Client {
 }
 
 /// Starts the thread; `wake` is an eventfd the nginx thread watches.
-pub fn start(settings: &RedisSettings, topology: &Topology, wake: File, setup: Setup) -> Result<Client, String> {
+pub fn start(
+    settings: &RedisSettings,
+    topology: &Topology,
+    wake: File,
+    setup: Setup,
+) -> Result<Client, String> {
     let backend = Backend::new(settings, topology).map_err(|e| e.to_string())?;
     let prefix = settings.prefix().to_vec();
     let (tx, rx) = mpsc::unbounded_channel();
@@ -278,7 +283,9 @@ async fn serve(
                 Ok(Ok(a)) => (a, None, None),
                 Ok(Err(Failure::NoRandom)) => (Answer::NoRandom, None, None),
                 Ok(Err(Failure::Down(why))) => (Answer::Unavailable, Some(why), None),
-                Ok(Err(Failure::Refused(why) | Failure::WrongType(why))) => (Answer::Unavailable, None, Some(why)),
+                Ok(Err(Failure::Refused(why) | Failure::WrongType(why))) => {
+                    (Answer::Unavailable, None, Some(why))
+                }
                 Err(_) => (Answer::Unavailable, Some("timed out".into()), None),
             };
             s.done(turn);
@@ -421,7 +428,11 @@ impl Shared {
 
     /// Runs a read of `key`; a value of another type there is no value,
     /// and is deleted.
-    async fn repaired<T: redis::FromRedisValue + Default>(&self, cmd: &redis::Cmd, key: &[u8]) -> Result<T, Failure> {
+    async fn repaired<T: redis::FromRedisValue + Default>(
+        &self,
+        cmd: &redis::Cmd,
+        key: &[u8],
+    ) -> Result<T, Failure> {
         match self.run(0, cmd).await {
             Err(Failure::WrongType(_)) => {
                 let _: usize = self.run(0, redis::cmd("DEL").arg(key)).await?;
@@ -610,7 +621,11 @@ impl Shared {
         let kept = journaled && self.keep(&writes, &l.keys.write, l.now);
         if !kept {
             let old = l.keys.migrate.then_some(&l.keys.read);
-            let over = if unconditional || journaled { &[][..] } else { &read[..] };
+            let over = if unconditional || journaled {
+                &[][..]
+            } else {
+                &read[..]
+            };
             if !self.write(&writes, &l.keys.write, old, over).await? {
                 return Ok(None);
             }
@@ -776,7 +791,8 @@ impl Shared {
             let Some(keys) = self.known.borrow().iter().find(|k| k.tag() == tag).cloned() else {
                 continue;
             };
-            let batch: Vec<&sessions_core::journal::Claimed> = claimed.iter().filter(|c| c.tag == tag).collect();
+            let batch: Vec<&sessions_core::journal::Claimed> =
+                claimed.iter().filter(|c| c.tag == tag).collect();
             let writes: Vec<Write> = batch.iter().map(|c| c.write.clone()).collect();
             // Ends well before the lease, so no other flusher sends them meanwhile.
             let sent = tokio::time::timeout(self.lease / 2, self.write(&writes, &keys, None, &[])).await;
@@ -918,7 +934,12 @@ impl Shared {
             .seal_summary(addr, rec, &mut self.rng.borrow_mut())
             .map_err(|_| Failure::NoRandom)?;
         let mut c = redis::cmd("EVAL");
-        c.arg(INDEX).arg(1).arg(&idx).arg(addr).arg(summary).arg(ttl.unwrap_or(0));
+        c.arg(INDEX)
+            .arg(1)
+            .arg(&idx)
+            .arg(addr)
+            .arg(summary)
+            .arg(ttl.unwrap_or(0));
         for w in writes {
             if let Write::Put {
                 id,
