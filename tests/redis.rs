@@ -908,6 +908,10 @@ fn bad_redis_settings_fail_config_test() {
             "it must not be 0",
         ),
         (
+            "sessions_redis_server a; sessions_redis_pending 8;",
+            "it must be a number of writes from 16 to 100000",
+        ),
+        (
             "sessions_redis_server a; sessions_redis_database -1;",
             "it must be a database number",
         ),
