@@ -549,10 +549,14 @@ extern "C" fn set_admin(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mu
     set_content_handler(cf, crate::admin_handler)
 }
 
-/// Declares the shared zone; `zone::init` sets it up once memory exists.
-pub fn add_zone(cf: &mut ngx_conf_t, main: &mut MainConf, mut name: ngx_str_t, size: usize) -> *mut c_char {
-    // SAFETY: `cf` is valid during configuration; the tag is this module's
-    // static, so a reload with the same name and size reuses the zone.
+/// Declares a shared memory zone of this module; a reload with the same
+/// name and size reuses it.
+pub fn shm_zone<'a>(
+    cf: &mut ngx_conf_t,
+    mut name: ngx_str_t,
+    size: usize,
+) -> Option<&'a mut nginx_sys::ngx_shm_zone_t> {
+    // SAFETY: `cf` is valid during configuration; the tag is this module's static.
     let shm = unsafe {
         ngx_shared_memory_add(
             cf,
@@ -561,10 +565,17 @@ pub fn add_zone(cf: &mut ngx_conf_t, main: &mut MainConf, mut name: ngx_str_t, s
             ptr::addr_of_mut!(crate::ngx_http_sessions_module).cast(),
         )
     };
-    // SAFETY: non-null results point to a zone entry in the cycle.
-    let Some(zone) = (unsafe { shm.as_mut() }) else {
+    // SAFETY: non-null results point to a zone entry in the cycle, which
+    // lives as long as the configuration.
+    unsafe { shm.as_mut() }
+}
+
+/// Declares the shared zone; `zone::init` sets it up once memory exists.
+pub fn add_zone(cf: &mut ngx_conf_t, main: &mut MainConf, name: ngx_str_t, size: usize) -> *mut c_char {
+    let Some(zone) = shm_zone(cf, name, size) else {
         return NGX_CONF_ERROR;
     };
+    let shm: *mut nginx_sys::ngx_shm_zone_t = ptr::from_mut(&mut *zone);
     if !zone.data.is_null() {
         ngx_conf_log_error!(NGX_LOG_EMERG, cf, "duplicate zone \"{name}\"");
         return NGX_CONF_ERROR;

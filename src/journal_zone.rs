@@ -9,8 +9,7 @@ use std::slice;
 use std::sync::Arc;
 
 use nginx_sys::{
-    ngx_conf_t, ngx_int_t, ngx_shared_memory_add, ngx_shm_zone_t, ngx_slab_alloc, ngx_slab_pool_t, ngx_str_t,
-    NGX_LOG_EMERG,
+    ngx_conf_t, ngx_int_t, ngx_shm_zone_t, ngx_slab_alloc, ngx_slab_pool_t, ngx_str_t, NGX_LOG_EMERG,
 };
 use ngx::core::{SlabPool, Status};
 use ngx::ngx_log_error;
@@ -90,22 +89,11 @@ pub fn add(cf: &mut ngx_conf_t, main: &mut MainConf, capacity: u32) -> Result<()
     // The slab pool's own bookkeeping takes about a page in 64, and the
     // allocation is rounded up to whole pages.
     let size = plan.bytes() + plan.bytes() / 32 + 16 * 4096;
-    let mut name = ngx_str_t {
+    let name = ngx_str_t {
         len: NAME.len(),
         data: NAME.as_ptr().cast_mut(),
     };
-    // SAFETY: `cf` is valid during configuration; the tag is this module's
-    // static, so a reload with the same capacity reuses the zone.
-    let shm = unsafe {
-        ngx_shared_memory_add(
-            cf,
-            &mut name,
-            size,
-            ptr::addr_of_mut!(crate::ngx_http_sessions_module).cast(),
-        )
-    };
-    // SAFETY: non-null results point to a zone entry in the cycle.
-    let zone = unsafe { shm.as_mut() }.ok_or(())?;
+    let zone = crate::directives::shm_zone(cf, name, size).ok_or(())?;
     zone.init = Some(init);
     zone.data = ptr::from_mut(main).cast();
     main.journal_plan = Some(plan);

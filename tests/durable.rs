@@ -318,10 +318,15 @@ fn a_logout_while_redis_is_down_takes_effect_at_once_and_reaches_redis() {
 #[test]
 fn the_pending_writes_are_bounded_and_say_so_once() {
     let mut redis = Redis::start(&[]);
-    let n = Nginx::start_with(2, &conf(redis.port, "durable-secret-6", "sessions_redis_pending 16;"));
+    let n = Nginx::start_with(
+        2,
+        &conf(redis.port, "durable-secret-6", "sessions_redis_pending 16;"),
+    );
     let cookies: Vec<String> = (0..20).map(|i| logged_in(&n, &format!("b{i}"))).collect();
     wait_for("the logins to reach Redis", || {
-        n.get("/metrics").text().contains("nginx_sessions_redis_pending{zone=\"sessions\"} 0")
+        n.get("/metrics")
+            .text()
+            .contains("nginx_sessions_redis_pending{zone=\"sessions\"} 0")
     });
     redis.shutdown_saving();
     let answers: Vec<u16> = cookies.iter().map(|c| get(&n, "/logout204", c).status).collect();
@@ -329,12 +334,21 @@ fn the_pending_writes_are_bounded_and_say_so_once() {
     assert_eq!(answers.iter().filter(|&&s| s == 204).count(), 16, "{answers:?}");
     assert_eq!(answers.iter().filter(|&&s| s == 503).count(), 4, "{answers:?}");
     let log = n.error_log();
-    assert_eq!(log.matches("16 Redis writes are waiting for Redis").count(), 1, "{log}");
+    assert_eq!(
+        log.matches("16 Redis writes are waiting for Redis").count(),
+        1,
+        "{log}"
+    );
     let metrics = n.get("/metrics").text();
-    assert!(metrics.contains("nginx_sessions_redis_writes_total{zone=\"sessions\",result=\"unkept\"} 4"), "{metrics}");
+    assert!(
+        metrics.contains("nginx_sessions_redis_writes_total{zone=\"sessions\",result=\"unkept\"} 4"),
+        "{metrics}"
+    );
     redis.run();
     wait_for("the journal to drain", || {
-        n.get("/metrics").text().contains("nginx_sessions_redis_pending{zone=\"sessions\"} 0")
+        n.get("/metrics")
+            .text()
+            .contains("nginx_sessions_redis_pending{zone=\"sessions\"} 0")
     });
     for (i, c) in cookies.iter().enumerate() {
         let u = user(&get(&n, "/index.html", c)).to_string();
