@@ -173,6 +173,7 @@ pub fn start(
     }
     let _ = provider.install_default();
     let limit = patience(settings);
+    let lease = lease(settings);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -181,7 +182,7 @@ pub fn start(
         .name("sessions-redis".into())
         .spawn(move || {
             let local = tokio::task::LocalSet::new();
-            local.block_on(&rt, serve(backend, prefix, rx, out, limit, setup));
+            local.block_on(&rt, serve(backend, prefix, rx, out, (limit, lease), setup));
         })
         .map_err(|e| e.to_string())?;
     Ok(Client { jobs: tx, replies })
@@ -230,7 +231,7 @@ async fn serve(
     prefix: Vec<u8>,
     mut rx: mpsc::UnboundedReceiver<(u64, Job)>,
     out: Replies,
-    limit: Duration,
+    (limit, lease): (Duration, Duration),
     setup: Setup,
 ) {
     let shared = Rc::new(Shared {
@@ -245,7 +246,7 @@ async fn serve(
         journal: setup.journal,
         known: RefCell::new(setup.seals),
         flush: tokio::sync::Notify::new(),
-        lease: limit,
+        lease,
         full: Cell::new(false),
     });
     let s = shared.clone();
@@ -1141,6 +1142,19 @@ const ADOPT: &str = "local v = redis.pcall('GET', KEYS[1]) \
     if type(v) == 'table' then v = '' end \
     if v and (ARGV[3] == '0' or v ~= ARGV[2]) then return v end \
     redis.call('SET', KEYS[1], ARGV[1]) return ARGV[1]";
+
+/// How long a flush holds the journal entries it sends: twice what
+/// connecting (discovery included) and one command may take, plus a second.
+/// A flush gives up at half of it, so no other worker sends them meanwhile.
+fn lease(settings: &RedisSettings) -> Duration {
+    let c = settings
+        .connect_timeout
+        .unwrap_or(sessions_core::redis_conf::DEFAULT_CONNECT_TIMEOUT);
+    let t = settings
+        .timeout
+        .unwrap_or(sessions_core::redis_conf::DEFAULT_TIMEOUT);
+    Duration::from_millis(2 * (3 * c + t) + 1_000)
+}
 
 /// How long a request may wait for the Redis thread before nginx gives up
 /// on it: the connection and command timeouts, twice (one retry), plus slack.
