@@ -583,7 +583,7 @@ impl Shared {
         let mut journaled = false;
         if let Some(mut cur) = presented {
             for _ in 0..3 {
-                let found = match self.pending(|j| j.get(&cur, l.now)).flatten() {
+                let found = match self.in_journal(|j| j.get(&cur, l.now)).flatten() {
                     Some(Pending::Gone) => {
                         journaled = true;
                         None
@@ -710,7 +710,7 @@ impl Shared {
     }
 
     /// Runs `f` over the journal, if this worker has one.
-    fn pending<R>(&self, f: impl FnOnce(&mut Journal<'_>) -> R) -> Option<R> {
+    fn in_journal<R>(&self, f: impl FnOnce(&mut Journal<'_>) -> R) -> Option<R> {
         let j = self.journal.as_ref()?;
         let mut f = Some(f);
         let mut out = None;
@@ -728,7 +728,7 @@ impl Shared {
         if writes.is_empty() {
             return true;
         }
-        match self.pending(|j| j.record(writes, keys.tag(), now)) {
+        match self.in_journal(|j| j.record(writes, keys.tag(), now)) {
             Some(Ok(())) => {
                 self.flush.notify_one();
                 true
@@ -779,7 +779,7 @@ impl Shared {
         let tags: Vec<u64> = self.known.borrow().iter().map(SealKeys::tag).collect();
         let lease = self.lease.as_millis() as u64;
         let claimed = self
-            .pending(|j| j.claim(now_ms(), lease, |t| tags.contains(&t), FLUSH_BATCH))
+            .in_journal(|j| j.claim(now_ms(), lease, |t| tags.contains(&t), FLUSH_BATCH))
             .unwrap_or_default();
         if claimed.is_empty() {
             return false;
@@ -811,7 +811,7 @@ impl Shared {
             }
             all_ok &= ok;
             let now = now_ms();
-            self.pending(|j| {
+            self.in_journal(|j| {
                 for c in &batch {
                     j.settle(&c.id, c.seq, ok, now);
                 }
@@ -1008,7 +1008,7 @@ impl Shared {
         let found = self.indexed(keys, &idx).await?;
         // What this nginx has not sent yet counts as done.
         let (live, gone) = self
-            .pending(|j| j.sessions(|r| r.user() == Some(&user[..]), now_ms()))
+            .in_journal(|j| j.sessions(|r| r.user() == Some(&user[..]), now_ms()))
             .unwrap_or_default();
         let live: Vec<(Vec<u8>, Record)> = live.iter().map(|(id, r)| (self.address(keys, id), *r)).collect();
         let gone: Vec<Vec<u8>> = gone.iter().map(|id| self.address(keys, id)).collect();
@@ -1026,7 +1026,7 @@ impl Shared {
     async fn revoke(&self, keys: &SealKeys, user: &[u8]) -> Result<Answer, Failure> {
         let idx = self.user_index(keys, user);
         let ended = self
-            .pending(|j| j.revoke(|r| r.user() == Some(user), keys.tag()))
+            .in_journal(|j| j.revoke(|r| r.user() == Some(user), keys.tag()))
             .unwrap_or_default();
         if !ended.is_empty() {
             self.flush.notify_one();
@@ -1048,7 +1048,7 @@ impl Shared {
     /// its pointer and its user's index.
     async fn revoke_handle(&self, keys: &SealKeys, handle: &Handle) -> Result<Answer, Failure> {
         let pending = self
-            .pending(|j| j.revoke(|r| r.handle == *handle && r.user().is_some(), keys.tag()))
+            .in_journal(|j| j.revoke(|r| r.handle == *handle && r.user().is_some(), keys.tag()))
             .unwrap_or_default();
         if !pending.is_empty() {
             self.flush.notify_one();
