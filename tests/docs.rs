@@ -24,3 +24,43 @@ fn every_directive_is_documented() {
         .collect();
     assert!(missing.is_empty(), "undocumented directives: {missing:?}");
 }
+
+/// The Rust version the package declares (and the README states) is one
+/// every locked dependency builds with.
+#[test]
+fn the_declared_rust_version_covers_every_dependency() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let version = |s: &str| -> (u32, u32) {
+        let mut it = s.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        (it.next().unwrap_or(0), it.next().unwrap_or(0))
+    };
+    let manifest = fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let declared = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("rust-version = \""))
+        .map(|v| v.trim_end_matches('"').to_string())
+        .expect("rust-version in Cargo.toml");
+    let out = std::process::Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1", "--locked", "--offline"])
+        .current_dir(root)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let meta = String::from_utf8_lossy(&out.stdout);
+    let needed = meta
+        .split("\"rust_version\":\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .map(version)
+        .max()
+        .expect("dependencies declare versions");
+    assert!(
+        version(&declared) >= needed,
+        "rust-version {declared} < {needed:?} needed by a dependency"
+    );
+    let readme = fs::read_to_string(root.join("README.md")).unwrap();
+    assert!(
+        readme.contains(&format!("Rust (stable, {declared} or newer)")),
+        "the README states another version"
+    );
+}
