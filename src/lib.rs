@@ -211,6 +211,7 @@ pub static mut ngx_http_sessions_module: ngx_module_t = ngx_module_t {
     commands: unsafe { ptr::addr_of_mut!(directives::COMMANDS[0]) },
     type_: NGX_HTTP_MODULE as _,
     init_process: Some(init_process),
+    exit_process: Some(exit_process),
     exit_master: Some(exit_master),
     ..ngx_module_t::default()
 };
@@ -247,6 +248,16 @@ extern "C" fn init_process(cycle: *mut nginx_sys::ngx_cycle_t) -> ngx_int_t {
         }
     }
     Status::NGX_OK.into()
+}
+
+/// A worker leaves (a stop or a reload): writes still waiting for Redis
+/// are given a moment to get there, since a stopped nginx keeps none.
+extern "C" fn exit_process(cycle: *mut nginx_sys::ngx_cycle_t) {
+    // SAFETY: nginx passes its live cycle.
+    let cycle = unsafe { &*cycle };
+    if let Some(main) = Module::main_conf(cycle).filter(|m| m.redis_used) {
+        remote::drain_at_exit(main);
+    }
 }
 
 /// nginx is stopping and every worker is gone: the master writes the

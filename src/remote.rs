@@ -215,6 +215,29 @@ pub fn end_presented(r: &Request, lc: &LocConf, main: &MainConf) -> bool {
     kept
 }
 
+/// How long a leaving worker waits for the journal to empty: on a
+/// graceful stop or reload, and on a fast stop (SIGTERM), after which the
+/// master kills workers that are still there at about 1.5 s.
+const DRAIN_AT_QUIT: std::time::Duration = std::time::Duration::from_secs(2);
+const DRAIN_AT_TERMINATE: std::time::Duration = std::time::Duration::from_millis(1_000);
+
+/// Waits a moment until no write waits for Redis, with one more try for
+/// those backing off: the event loop is over, nothing else is served.
+pub fn drain_at_exit(main: &MainConf) {
+    let Some(j) = main.journal.as_ref() else { return };
+    if !park::running() {
+        return;
+    }
+    j.with(|j| j.hurry());
+    // SAFETY: a flag nginx sets from its signal handler, read once here.
+    let fast = unsafe { nginx_sys::ngx_terminate } != 0;
+    let end = std::time::Instant::now() + if fast { DRAIN_AT_TERMINATE } else { DRAIN_AT_QUIT };
+    while j.with(|j| !j.is_empty()) && std::time::Instant::now() < end {
+        park::submit(Job::Flush);
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// Logs, once per time it is reached, that the journal is full.
 pub fn report_full(main: &MainConf) {
     let Some(j) = main.journal.as_ref() else { return };

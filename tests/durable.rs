@@ -360,3 +360,20 @@ fn the_pending_writes_are_bounded_and_say_so_once() {
     }
     n.assert_clean_log();
 }
+
+#[test]
+fn stopping_nginx_right_after_a_login_keeps_it() {
+    let redis = Redis::start(&[]);
+    let http = conf(redis.port, "durable-secret-7", "");
+    let mut n = Nginx::start_with(2, &http);
+    let anon = n.get("/index.html").cookie_pair("sid");
+    // Redis holds writes for a moment: the login is still pending when
+    // nginx is told to stop.
+    assert_eq!(redis.cli(&["CLIENT", "PAUSE", "600", "WRITE"]), "OK");
+    let r = get(&n, "/app/login?user=stopper", &anon);
+    let c = r.cookie_pair("sid");
+    n.stop();
+    let n2 = Nginx::start_with(2, &http);
+    let r = get(&n2, "/index.html", &c);
+    assert_eq!((status(&r), user(&r)), ("valid", "stopper"), "{}", n.error_log());
+}

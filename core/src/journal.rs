@@ -429,6 +429,13 @@ impl<'a> Journal<'a> {
         }
     }
 
+    /// Makes every write due now, backing off or not (a worker leaving).
+    pub fn hurry(&mut self) {
+        for s in self.slots.iter_mut() {
+            s.retry_at = 0;
+        }
+    }
+
     /// Ends every pending live session `which` selects (a revocation):
     /// each becomes a pending delete. Returns their ids.
     pub fn revoke(&mut self, which: impl Fn(&Record) -> bool, tag: u64) -> Vec<SessionId> {
