@@ -296,12 +296,18 @@ fn a_logout_while_redis_is_down_takes_effect_at_once_and_reaches_redis() {
         "{:?}",
         out.set_cookies("sid")
     );
+    // Refused at once: the new session it would get needs Redis (503 by
+    // the policy); never the logged-in one.
     for _ in 0..4 {
         let r = get(&n, "/index.html", &c);
-        assert_eq!(r.status, 200, "decided from the journal, without Redis");
+        assert_eq!(r.status, 503);
         assert_eq!(user(&r), "");
-        assert_eq!(status(&r), "unknown");
     }
+    let metrics = n.get("/metrics").text();
+    assert!(
+        metrics.contains("nginx_sessions_redis_pending{zone=\"sessions\"} 1"),
+        "dead cookies add nothing to the journal:\n{metrics}"
+    );
     redis.run();
     wait_for("the journal to drain", || {
         n.get("/metrics")

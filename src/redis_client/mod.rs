@@ -323,6 +323,12 @@ const FLUSH_TICK: Duration = Duration::from_millis(200);
 /// Writes sent in one pipeline.
 const FLUSH_BATCH: usize = 64;
 
+fn write_id(w: &Write) -> &SessionId {
+    match w {
+        Write::Put { id, .. } | Write::Delete { id } => id,
+    }
+}
+
 /// Wall-clock milliseconds, as nginx's `ngx_timeofday` gives them.
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -516,13 +522,10 @@ impl Shared {
                 _ => Turn::default(),
             },
             Job::Write { writes, .. } => {
-                let id_of = |w: &Write| match w {
-                    Write::Put { id, .. } | Write::Delete { id } => *id,
-                };
-                let after = earlier(&|p| writes.iter().any(|w| id_of(w) == *p));
+                let after = earlier(&|p| writes.iter().any(|w| write_id(w) == p));
                 let lock = Arc::new(tokio::sync::Mutex::new(()));
                 let guard = lock.clone().try_lock_owned().expect("a new lock is free");
-                pending.extend(writes.iter().map(|w| (id_of(w), lock.clone())));
+                pending.extend(writes.iter().map(|w| (*write_id(w), lock.clone())));
                 Turn {
                     lock: Some((lock, guard)),
                     after,
@@ -580,16 +583,17 @@ impl Shared {
         let hint = self.hint(presented.as_ref());
         let mut view = View::new(l.now, touch_interval(l.policy.timeouts.idle));
         let mut read = Vec::new();
-        let mut journaled = false;
+        // Ids read from the journal: writes to them are kept there too.
+        let mut journaled: Vec<SessionId> = Vec::new();
         if let Some(mut cur) = presented {
             for _ in 0..3 {
                 let found = match self.in_journal(|j| j.get(&cur, l.now)).flatten() {
                     Some(Pending::Gone) => {
-                        journaled = true;
+                        journaled.push(cur);
                         None
                     }
                     Some(Pending::Put { entry, data }) => {
-                        journaled = true;
+                        journaled.push(cur);
                         Some((entry, data))
                     }
                     None => self.fetch(l, &cur, hint, &mut read).await?,
@@ -619,10 +623,15 @@ impl Shared {
             view.rewrite_all();
         }
         let writes = view.finish();
-        let kept = journaled && self.keep(&writes, &l.keys.write, l.now);
+        // After a pending write of the same session, in the same queue; a
+        // new session (one a dead cookie's request gets) is no pending
+        // write's, and goes to Redis as any other: so requests cannot fill
+        // the journal.
+        let after_pending = writes.iter().any(|w| journaled.contains(write_id(w)));
+        let kept = after_pending && self.keep(&writes, &l.keys.write, l.now);
         if !kept {
             let old = l.keys.migrate.then_some(&l.keys.read);
-            let over = if unconditional || journaled {
+            let over = if unconditional || after_pending {
                 &[][..]
             } else {
                 &read[..]
