@@ -321,8 +321,23 @@ extern "C" fn set_secret(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *m
             Err(reason) => return cf.invalid(&a, reason),
         }
     }
+    if secrets.iter().any(|s| s.len() < parse::SHORT_SECRET) {
+        warn_short_secret(cf, "sessions_secret");
+    }
     conf.secret = Keyring::from_secrets(&secrets).map(SecretConf::Keys);
     NGX_CONF_OK
+}
+
+/// A secret anyone could guess in time; not refused (tests and demos use
+/// short ones), but said at every configuration load.
+fn warn_short_secret(cf: &mut ngx_conf_t, directive: &str) {
+    ngx_conf_log_error!(
+        NGX_LOG_WARN,
+        cf,
+        "\"{directive}\" directive: a secret has fewer than {} characters; use a long random \
+         one, such as the output of \"openssl rand -hex 32\"",
+        parse::SHORT_SECRET
+    );
 }
 
 /// `sessions_secret_file FILE`: the secrets, one a line (the first signs),
@@ -341,10 +356,16 @@ extern "C" fn set_secret_file(
     let value = cf.args()[1];
     let read = read_conf_file(cf, &value).and_then(|text| {
         let secrets = parse::secret_file(&text).map_err(|(line, why)| format!("line {line}: {why}"))?;
-        Keyring::from_secrets(&secrets).ok_or_else(|| "no secret in it".to_string())
+        let short = secrets.iter().any(|s| s.len() < parse::SHORT_SECRET);
+        Keyring::from_secrets(&secrets)
+            .map(|k| (k, short))
+            .ok_or_else(|| "no secret in it".to_string())
     });
     match read {
-        Ok(keys) => {
+        Ok((keys, short)) => {
+            if short {
+                warn_short_secret(cf, "sessions_secret_file");
+            }
             if world_readable(cf, &value) {
                 ngx_conf_log_error!(
                     NGX_LOG_WARN,

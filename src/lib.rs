@@ -87,6 +87,11 @@ impl HttpModule for Module {
                 return Status::NGX_ERROR.into();
             }
         }
+        if let Some(lc) = Module::location_conf(cf) {
+            // SAFETY: the `http` block's settings outlive this call; `cf` is not used through it.
+            let lc: &LocConf = unsafe { &*ptr::from_ref(lc) };
+            warn_samesite_none_without_secure(cf, lc);
+        }
         // The `http` block's own secret, if any, seals the zone's state file.
         if let Some(SecretConf::Keys(keys)) = Module::location_conf(cf).and_then(|lc| lc.secret.clone()) {
             if let Some(main) = Module::main_conf_mut(cf) {
@@ -160,7 +165,11 @@ unsafe extern "C" fn merge_loc_conf(
 ) -> *mut c_char {
     // SAFETY: nginx passes two of our location configurations and a valid `cf`.
     let (cf, prev, conf) = unsafe { (&mut *cf, &*prev.cast::<LocConf>(), &mut *conf.cast::<LocConf>()) };
+    let sets_cookie_flags = conf.same_site.is_some() || conf.secure.is_some();
     conf.merge(prev);
+    if sets_cookie_flags {
+        warn_samesite_none_without_secure(cf, conf);
+    }
     if conf.enabled() {
         let Some(main) = Module::main_conf_mut(cf) else {
             return NGX_CONF_ERROR;
@@ -181,6 +190,21 @@ unsafe extern "C" fn merge_loc_conf(
         }
     }
     NGX_CONF_OK
+}
+
+/// Browsers refuse `SameSite=None` without `Secure`, so the module sends
+/// it anyway: said once, where the block that asks for both is.
+fn warn_samesite_none_without_secure(cf: &mut ngx_conf_t, conf: &LocConf) {
+    if conf.same_site == Some(Some(sessions_core::SameSite::None))
+        && conf.secure == Some(sessions_core::Secure::Off)
+    {
+        ngx::ngx_conf_log_error!(
+            nginx_sys::NGX_LOG_WARN,
+            cf,
+            "\"sessions_cookie_samesite none\" needs the Secure attribute, which browsers \
+             require: the cookie is sent with Secure despite \"sessions_cookie_secure off\""
+        );
+    }
 }
 
 http_request_handler!(access_handler, handler::access);

@@ -735,3 +735,53 @@ fn bad_values_fail_config_test() {
     let (ok, out) = n.test_config();
     assert!(ok, "{out}");
 }
+
+#[test]
+fn nginx_t_warns_of_a_short_secret_and_of_samesite_none_without_secure() {
+    let n = Nginx::prepare("warnconf");
+    let base = "sessions on; server { listen 127.0.0.1:{port}; location /a/ { } }";
+    let long = "0123456789abcdef0123456789abcdef";
+    let cases: &[(String, &[&str], &[&str])] = &[
+        (
+            format!("sessions_secret x; {base}"),
+            &[
+                "[warn]",
+                "\"sessions_secret\" directive: a secret has fewer than 32 characters",
+            ],
+            &["x;"],
+        ),
+        (
+            format!("sessions_secret {long} short; {base}"),
+            &["a secret has fewer than 32 characters"],
+            &["short"],
+        ),
+        (format!("sessions_secret {long}; {base}"), &[], &["fewer than"]),
+        (
+            format!(
+                "sessions_secret {long}; sessions_cookie_samesite none; sessions_cookie_secure off; {base}"
+            ),
+            &["\"sessions_cookie_samesite none\" needs the Secure attribute"],
+            &[],
+        ),
+        (
+            format!("sessions_secret {long}; sessions_cookie_samesite none; {base}"),
+            &[],
+            &["needs the Secure"],
+        ),
+    ];
+    for (conf, present, absent) in cases {
+        n.write_conf(1, conf);
+        let (ok, out) = n.test_config();
+        assert!(ok, "{conf}: {out}");
+        for p in *present {
+            assert!(out.contains(p), "{conf}\nexpected {p}\ngot {out}");
+        }
+        for a in *absent {
+            assert!(!out.contains(a), "{conf}\ndid not expect {a}\ngot {out}");
+        }
+        // Once for the block that says it, not once per location.
+        if let Some(p) = present.last() {
+            assert_eq!(out.matches(p).count(), 1, "{out}");
+        }
+    }
+}

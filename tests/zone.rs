@@ -6,7 +6,7 @@ use common::{Conn, Nginx, Request, Response};
 
 fn conf(http: &str) -> String {
     format!(
-        "sessions on; sessions_secret zone-test-secret-0123; sessions_name sid; {http}
+        "sessions on; sessions_secret zone-test-secret-0123456789abcdefghijkl; sessions_name sid; {http}
          server {{ listen 127.0.0.1:{{port}}; root html;
                   add_header X-Session-Status $session_status always; }}"
     )

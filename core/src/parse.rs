@@ -144,6 +144,10 @@ pub fn cookie_name(v: &[u8]) -> Result<&[u8], Reason> {
     }
 }
 
+/// Fewer characters than this in a secret get a warning (BunkerWeb asks
+/// for at least 32).
+pub const SHORT_SECRET: usize = 32;
+
 /// A secret: any non-empty string without control characters.
 pub fn secret(v: &[u8]) -> Result<&[u8], Reason> {
     if v.is_empty() {
