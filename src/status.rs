@@ -20,8 +20,22 @@ struct Snapshot {
     pending: Option<(u32, JournalStats)>,
 }
 
+/// A label value as the text format writes it: `\`, `"` and line feeds escaped.
+fn label_value(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn render(s: &Snapshot) -> String {
-    let z = &s.zone;
+    let z = &label_value(&s.zone);
     let mut out = String::with_capacity(2048);
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
         let _ = writeln!(out, "# HELP nginx_sessions_{name} {help}");

@@ -103,3 +103,51 @@ fn scrapes_create_no_sessions_where_sessions_are_inherited() {
     let r = n.get("/metrics-with-session");
     assert_eq!(r.all("Set-Cookie").len(), 1);
 }
+
+/// A zone name with a quote and a backslash is escaped as the text format
+/// says; Prometheus's own Python parser (Debian's python3-prometheus-client)
+/// reads the whole output back.
+#[test]
+fn metrics_parse_with_a_real_prometheus_parser_whatever_the_zone_name() {
+    let n = Nginx::start(
+        "sessions_zone 'my\"zone\\\\x:1m'; sessions on; sessions_secret status-test-secret-0123456789abcdef;
+         server { listen 127.0.0.1:{port}; root html;
+                  location = /metrics { sessions off; sessions_status; } }",
+    );
+    assert_eq!(n.get("/index.html").status, 200);
+    let text = n.get("/metrics").text();
+    let script = "import sys\n\
+        from prometheus_client.parser import text_string_to_metric_families as parse\n\
+        n = 0\n\
+        for f in parse(sys.stdin.read()):\n\
+        \x20   for s in f.samples:\n\
+        \x20       assert s.labels['zone'] == 'my\"zone\\\\x', s.labels\n\
+        \x20       n += 1\n\
+        print(n)\n";
+    let mut child = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 (apt install python3-prometheus-client)");
+    use std::io::Write as _;
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let samples: usize = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let lines = text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .count();
+    assert_eq!(samples, lines, "every sample parsed");
+    let active = text
+        .lines()
+        .find(|l| l.starts_with("nginx_sessions_active"))
+        .unwrap();
+    assert_eq!(active, "nginx_sessions_active{zone=\"my\\\"zone\\\\x\"} 1");
+}
