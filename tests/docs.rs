@@ -1,5 +1,5 @@
-// The README documents every directive the module declares: a section
-// (`### name`) or a row of the Redis table (`| \`name ...`).
+// The README documents every directive the module declares, each in a
+// section with its Syntax, Default and Context, as nginx.org does.
 
 use std::fs;
 use std::path::Path;
@@ -16,13 +16,27 @@ fn every_directive_is_documented() {
         .filter(|name| name.starts_with("sessions"))
         .collect();
     assert!(names.len() >= 40, "directives found: {names:?}");
+    // As on nginx.org: a section whose Syntax, Default and Context lines
+    // come first, the default written as a directive line (or "—").
     let missing: Vec<&&str> = names
         .iter()
         .filter(|name| {
-            !readme.contains(&format!("\n### {name}\n")) && !readme.contains(&format!("| `{name} "))
+            let Some(at) = readme.find(&format!("\n### {name}\n\n")) else {
+                return true;
+            };
+            let block: Vec<&str> = readme[at..].lines().skip(3).take(3).collect();
+            !(block.len() == 3
+                && (block[0].starts_with(&format!("    Syntax:  {name} "))
+                    || block[0] == format!("    Syntax:  {name};"))
+                && (block[1] == "    Default: —" || block[1].starts_with(&format!("    Default: {name} ")))
+                && block[1].ends_with([';', '—'])
+                && block[2].starts_with("    Context: "))
         })
         .collect();
-    assert!(missing.is_empty(), "undocumented directives: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "directives without a Syntax/Default/Context section: {missing:?}"
+    );
 }
 
 /// The Rust version the package declares (and the README states) is one
