@@ -127,8 +127,8 @@ value_directive! {
     set_redis_tls: redis.tls = parse::flag;
     set_redis_tls_verify: redis.tls_verify = parse::flag;
     set_redis_tls_server_name: redis.tls_server_name = redis_conf::word;
-    set_redis_connect_timeout: redis.connect_timeout = parse::positive_time_ms;
-    set_redis_timeout: redis.timeout = parse::positive_time_ms;
+    set_redis_connect_timeout: redis.connect_timeout = parse::timeout_ms;
+    set_redis_timeout: redis.timeout = parse::timeout_ms;
     set_redis_prefix: redis.prefix = redis_conf::prefix;
     set_redis_pending: redis.pending = redis_conf::pending;
 }

@@ -626,6 +626,18 @@ fn bad_values_fail_config_test() {
             "invalid value \"-1\" in \"sessions_absolute_timeout\" directive",
         ),
         (
+            "sessions_idling_timeout 30m1h;",
+            "invalid value \"30m1h\" in \"sessions_idling_timeout\" directive",
+        ),
+        (
+            "sessions_renewal_grace 500ms;",
+            "invalid value \"500ms\" in \"sessions_renewal_grace\" directive",
+        ),
+        (
+            "sessions_zone s:1g;",
+            "invalid value \"s:1g\" in \"sessions_zone\" directive",
+        ),
+        (
             "sessions_renewal_grace soon;",
             "invalid value \"soon\" in \"sessions_renewal_grace\" directive",
         ),
@@ -726,7 +738,7 @@ fn bad_values_fail_config_test() {
     n.write_conf(
         1,
         "sessions on; sessions_zone s:64k; sessions_secret a b c; sessions_name my-sid_1;
-         sessions_idling_timeout 1800; sessions_rolling_timeout 1h; sessions_absolute_timeout 1d;
+         sessions_idling_timeout 1800; sessions_rolling_timeout \"1h 30m\"; sessions_absolute_timeout 1d12h;
          sessions_renewal_grace 10s; sessions_check_ip off; sessions_check_user_agent on;
          sessions_cookie_domain none; sessions_cookie_path /; sessions_cookie_secure auto;
          sessions_cookie_httponly on; sessions_cookie_samesite lax; sessions_cookie_max_age off;

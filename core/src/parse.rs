@@ -18,53 +18,88 @@ pub fn flag(v: &[u8]) -> Result<bool, Reason> {
     }
 }
 
-/// A time in milliseconds: plain seconds (`1800`, as BunkerWeb writes) or
-/// nginx units (`500ms`, `30s`, `30m`, `1h`, `1d`, `1w`, `1M`, `1y`, and
-/// combinations such as `1h30m`). `0` is allowed.
-pub fn time_ms(v: &[u8]) -> Result<u64, Reason> {
-    const REASON: Reason = "it must be a time such as \"1800\", \"30m\" or \"1h\"";
-    if v.is_empty() {
-        return Err(REASON);
+/// nginx's own time syntax (`ngx_parse_time`), to the letter: a number
+/// with a unit, parts in descending order (`1h30m`, `1h 30m`; not `30m1h`),
+/// a bare number in the smallest unit. `in_seconds`: units `y M w d h m s`
+/// and a result in seconds, as nginx's second-valued directives; else
+/// units `w d h m s ms` and a result in milliseconds, as its timeouts.
+pub fn nginx_time(v: &[u8], in_seconds: bool) -> Option<u64> {
+    #[derive(PartialEq, PartialOrd, Clone, Copy)]
+    enum Step {
+        Start,
+        Year,
+        Month,
+        Week,
+        Day,
+        Hour,
+        Min,
+        Sec,
+        Msec,
+        Last,
     }
-    let mut total: u64 = 0;
-    let mut i = 0;
-    while i < v.len() {
-        let start = i;
-        while i < v.len() && v[i].is_ascii_digit() {
-            i += 1;
+    const MAX: i64 = i64::MAX;
+    let mut step = if in_seconds { Step::Start } else { Step::Month };
+    let (mut value, mut total, mut valid) = (0i64, 0i64, false);
+    let mut p = 0;
+    while p < v.len() {
+        let c = v[p];
+        p += 1;
+        if c.is_ascii_digit() {
+            value = value.checked_mul(10)?.checked_add(i64::from(c - b'0'))?;
+            valid = true;
+            continue;
         }
-        if i == start {
-            return Err(REASON);
-        }
-        let n: u64 = std::str::from_utf8(&v[start..i])
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or("the time is too large")?;
-        let rest = &v[i..];
-        let (unit_ms, len) = if rest.starts_with(b"ms") {
-            (1, 2)
-        } else {
-            match rest.first() {
-                None => (1_000, 0),
-                Some(b's') => (1_000, 1),
-                Some(b'm') => (60_000, 1),
-                Some(b'h') => (3_600_000, 1),
-                Some(b'd') => (86_400_000, 1),
-                Some(b'w') => (7 * 86_400_000, 1),
-                Some(b'M') => (30 * 86_400_000, 1),
-                Some(b'y') => (365 * 86_400_000, 1),
-                Some(_) => return Err(REASON),
+        let (next, seconds): (Step, i64) = match c {
+            b'y' if step == Step::Start => (Step::Year, 60 * 60 * 24 * 365),
+            b'M' if step < Step::Month => (Step::Month, 60 * 60 * 24 * 30),
+            b'w' if step < Step::Week => (Step::Week, 60 * 60 * 24 * 7),
+            b'd' if step < Step::Day => (Step::Day, 60 * 60 * 24),
+            b'h' if step < Step::Hour => (Step::Hour, 60 * 60),
+            b'm' if v.get(p) == Some(&b's') => {
+                if in_seconds || step >= Step::Msec {
+                    return None;
+                }
+                p += 1;
+                (Step::Msec, 1)
             }
+            b'm' if step < Step::Min => (Step::Min, 60),
+            b's' if step < Step::Sec => (Step::Sec, 1),
+            b' ' if step < Step::Sec => (Step::Last, 1),
+            _ => return None,
         };
-        i += len;
-        let part = n.checked_mul(unit_ms).ok_or("the time is too large")?;
-        total = total.checked_add(part).ok_or("the time is too large")?;
+        step = next;
+        let scale = if step != Step::Msec && !in_seconds {
+            seconds * 1000
+        } else {
+            seconds
+        };
+        if value > MAX / scale {
+            return None;
+        }
+        total = total.checked_add(value * scale)?;
+        value = 0;
+        while v.get(p) == Some(&b' ') {
+            p += 1;
+        }
     }
+    if !valid {
+        return None;
+    }
+    if !in_seconds {
+        value = value.checked_mul(1000)?;
+    }
+    u64::try_from(total.checked_add(value)?).ok()
+}
+
+/// A session time (`sessions_idling_timeout 30m`, ...), as nginx reads
+/// second-valued times; in milliseconds.
+pub fn time_ms(v: &[u8]) -> Result<u64, Reason> {
+    let secs = nginx_time(v, true).ok_or("it must be a time such as \"1800\", \"30m\" or \"1h 30m\"")?;
     // Keep every later `now + timeout` far from overflow.
-    if total > 100 * 365 * 86_400_000 {
+    if secs > 100 * 365 * 86_400 {
         return Err("the time is too large");
     }
-    Ok(total)
+    Ok(secs * 1000)
 }
 
 /// As `time_ms`, but `0` is refused (a timeout that must exist).
@@ -75,13 +110,24 @@ pub fn positive_time_ms(v: &[u8]) -> Result<u64, Reason> {
     }
 }
 
-/// A size with an optional `k`/`K`, `m`/`M` or `g`/`G` suffix.
+/// A Redis timeout, as nginx reads its own timeouts (`proxy_read_timeout`):
+/// milliseconds allowed, months and years not; never 0.
+pub fn timeout_ms(v: &[u8]) -> Result<u64, Reason> {
+    match nginx_time(v, false) {
+        None => Err("it must be a time such as \"500ms\" or \"1s\""),
+        Some(0) => Err("it must not be 0"),
+        Some(t) if t > 86_400_000 => Err("the time is too large"),
+        Some(t) => Ok(t),
+    }
+}
+
+/// A size as nginx reads a zone's (`ngx_parse_size`): digits with an
+/// optional `k`/`K` or `m`/`M` suffix.
 pub fn size(v: &[u8]) -> Result<usize, Reason> {
     const REASON: Reason = "it must be a size such as \"10m\"";
     let (digits, mult) = match v.last() {
         Some(b'k' | b'K') => (&v[..v.len() - 1], 1usize << 10),
         Some(b'm' | b'M') => (&v[..v.len() - 1], 1 << 20),
-        Some(b'g' | b'G') => (&v[..v.len() - 1], 1 << 30),
         _ => (v, 1),
     };
     if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
@@ -258,10 +304,10 @@ mod tests {
         assert_eq!(time_ms(b"1h"), Ok(3_600_000));
         assert_eq!(time_ms(b"1d"), Ok(86_400_000));
         assert_eq!(time_ms(b"1h30m"), Ok(5_400_000));
-        assert_eq!(time_ms(b"1500ms"), Ok(1_500));
         assert_eq!(time_ms(b"2s"), Ok(2_000));
-        assert_eq!(positive_time_ms(b"300ms"), Ok(300));
         assert_eq!(positive_time_ms(b"0"), Err("it must not be 0"));
+        assert_eq!(timeout_ms(b"300ms"), Ok(300));
+        assert_eq!(timeout_ms(b"0"), Err("it must not be 0"));
         for bad in [
             &b""[..],
             b"abc",
@@ -269,7 +315,6 @@ mod tests {
             b"1x",
             b"m",
             b"1.5h",
-            b"1h ",
             b"99999999999999999999",
         ] {
             assert!(time_ms(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
@@ -277,11 +322,37 @@ mod tests {
         assert!(time_ms(b"101y").is_err());
     }
 
+    /// What nginx's `ngx_parse_time` says of each, in both of its modes.
+    #[test]
+    fn times_read_exactly_as_nginx_reads_them() {
+        let sec = |v: &[u8]| nginx_time(v, true);
+        let ms = |v: &[u8]| nginx_time(v, false);
+        assert_eq!(sec(b"1h 30m"), Some(5_400));
+        assert_eq!(sec(b"1h  30m 5s"), Some(5_405));
+        assert_eq!(sec(b"1h "), Some(3_600));
+        assert_eq!(sec(b"30m1h"), None, "units must descend");
+        assert_eq!(sec(b"1h1h"), None);
+        assert_eq!(sec(b"1 h"), None);
+        assert_eq!(sec(b" 1h"), None);
+        assert_eq!(sec(b"1y1M"), Some(365 * 86_400 + 30 * 86_400));
+        assert_eq!(sec(b"500ms"), None, "seconds know no milliseconds");
+        assert_eq!(sec(b"h"), None);
+        assert_eq!(ms(b"500ms"), Some(500));
+        assert_eq!(ms(b"1s 500ms"), Some(1_500));
+        assert_eq!(ms(b"1500"), Some(1_500_000), "a bare number is seconds");
+        assert_eq!(ms(b"1y"), None);
+        assert_eq!(ms(b"1M"), None);
+        assert_eq!(ms(b"1w"), Some(7 * 86_400_000));
+        assert_eq!(ms(b"9223372036854775807"), None);
+        assert_eq!(sec(b"9223372036854775807"), Some(i64::MAX as u64));
+        assert_eq!(sec(b"9223372036854775808"), None);
+    }
+
     #[test]
     fn sizes_and_zones() {
         assert_eq!(size(b"10m"), Ok(10 << 20));
         assert_eq!(size(b"64k"), Ok(64 << 10));
-        assert_eq!(size(b"1G"), Ok(1 << 30));
+        assert!(size(b"1G").is_err(), "nginx's zone sizes stop at m");
         assert_eq!(size(b"4096"), Ok(4096));
         assert!(size(b"10x").is_err());
         assert!(size(b"m").is_err());
