@@ -170,7 +170,7 @@ pub fn zone_param(v: &[u8]) -> Result<ZoneParam<'_>, Reason> {
         }
         Ok(ZoneParam::State(file))
     } else if let Some(t) = v.strip_prefix(b"state_interval=") {
-        positive_time_ms(t).map(ZoneParam::Interval)
+        timeout_ms(t).map(ZoneParam::Interval)
     } else {
         Err("it must be \"state=FILE\" or \"state_interval=TIME\"")
     }
