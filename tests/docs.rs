@@ -78,3 +78,53 @@ fn the_declared_rust_version_covers_every_dependency() {
         "the README states another version"
     );
 }
+
+/// One version of each RustCrypto crate in the build (`cargo tree -d`):
+/// the AEAD, the MAC and the hashes share their traits and CPU detection.
+#[test]
+fn one_version_of_each_rustcrypto_crate() {
+    const RUSTCRYPTO: &[&str] = &[
+        "aead",
+        "block-buffer",
+        "chacha20",
+        "chacha20poly1305",
+        "cipher",
+        "cpufeatures",
+        "crypto-common",
+        "digest",
+        "hkdf",
+        "hmac",
+        "hybrid-array",
+        "inout",
+        "poly1305",
+        "sha2",
+        "subtle",
+        "universal-hash",
+        "zeroize",
+    ];
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new(env!("CARGO"))
+        .args([
+            "tree",
+            "-d",
+            "--depth",
+            "0",
+            "-e",
+            "normal",
+            "--locked",
+            "--offline",
+        ])
+        .current_dir(root)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let dupes: Vec<&str> = text
+        .lines()
+        .filter(|l| l.split(' ').next().is_some_and(|name| RUSTCRYPTO.contains(&name)))
+        .collect();
+    assert!(
+        dupes.is_empty(),
+        "duplicated RustCrypto crates: {dupes:?}\n{text}"
+    );
+}

@@ -13,15 +13,17 @@ pub fn wants_401(accept: Option<&[u8]>, x_requested_with: Option<&[u8]>) -> bool
     has(b"application/json") && !has(b"text/html")
 }
 
-/// Appends `s` percent-encoded for a query value (RFC 3986 unreserved kept).
+/// What a query value keeps as is: RFC 3986's unreserved characters.
+const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Appends `s` percent-encoded for a query value.
 pub fn percent_encode(s: &[u8], out: &mut Vec<u8>) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for &b in s {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b);
-        } else {
-            out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
-        }
+    for part in percent_encoding::percent_encode(s, QUERY_VALUE) {
+        out.extend_from_slice(part.as_bytes());
     }
 }
 

@@ -31,20 +31,13 @@ pub(crate) fn hkdf_sha256(ikm: &[u8], info: &[u8]) -> [u8; 32] {
     hkdf_sha256_salted(ikm, SALT, info)
 }
 
-/// HKDF-SHA256 (RFC 5869) with one output block.
+/// HKDF-SHA256 (RFC 5869), one 32-byte output.
 fn hkdf_sha256_salted(ikm: &[u8], salt: &[u8], info: &[u8]) -> [u8; 32] {
-    let prk = HmacSha256::new_from_slice(salt)
-        .expect("HMAC takes any key length")
-        .chain_update(ikm)
-        .finalize()
-        .into_bytes();
-    let okm = HmacSha256::new_from_slice(&prk)
-        .expect("HMAC takes any key length")
-        .chain_update(info)
-        .chain_update([1u8])
-        .finalize()
-        .into_bytes();
-    okm.into()
+    let mut okm = [0u8; 32];
+    hkdf::Hkdf::<sha2::Sha256>::new(Some(salt), ikm)
+        .expand(info, &mut okm)
+        .expect("32 bytes is a valid HKDF-SHA256 length");
+    okm
 }
 
 /// One cookie-signing key.
@@ -150,6 +143,22 @@ impl Keyring {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// RFC 5869, test case 1 (the first 32 of its 42 bytes).
+    #[test]
+    fn hkdf_matches_rfc_5869() {
+        let ikm = [0x0b; 22];
+        let salt: Vec<u8> = (0x00..=0x0c).collect();
+        let info: Vec<u8> = (0xf0..=0xf9).collect();
+        let hex: String = hkdf_sha256_salted(&ikm, &salt, &info)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            hex,
+            "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf"
+        );
+    }
 
     #[test]
     fn hkdf_rfc5869_case_1_first_block() {

@@ -14,7 +14,7 @@
 //! index's own key, and a pointer from the session's public handle to it,
 //! are keyed hashes that show neither user nor handle.
 
-use chacha20poly1305::aead::{Aead, KeyInit as _, Payload};
+use chacha20poly1305::aead::{Aead, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
@@ -216,7 +216,7 @@ pub(crate) fn aead_seal(
     let mut nonce = [0u8; NONCE_LEN];
     rng.fill(&mut nonce)?;
     let sealed = cipher
-        .encrypt(Nonce::from_slice(&nonce), Payload { msg: plain, aad })
+        .encrypt(&Nonce::from(nonce), Payload { msg: plain, aad })
         .expect("ChaCha20-Poly1305 takes up to 256 GiB");
     out.extend_from_slice(&nonce);
     out.extend_from_slice(&sealed);
@@ -229,9 +229,8 @@ pub(crate) fn aead_open(cipher: &ChaCha20Poly1305, aad: &[u8], sealed: &[u8]) ->
         return Err(Unsealed);
     }
     let (nonce, msg) = sealed.split_at(NONCE_LEN);
-    cipher
-        .decrypt(Nonce::from_slice(nonce), Payload { msg, aad })
-        .map_err(|_| Unsealed)
+    let nonce = Nonce::try_from(nonce).map_err(|_| Unsealed)?;
+    cipher.decrypt(&nonce, Payload { msg, aad }).map_err(|_| Unsealed)
 }
 
 #[cfg(test)]
