@@ -70,6 +70,15 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Waits until no write waits for Redis.
+fn wait_drained(n: &Nginx) {
+    wait_for("the journal to drain", || {
+        n.get("/metrics")
+            .text()
+            .contains("nginx_sessions_redis_pending{zone=\"sessions\"} 0")
+    });
+}
+
 #[test]
 fn a_login_is_seen_at_once_by_every_worker() {
     let redis = Redis::start(&[]);
@@ -110,11 +119,7 @@ fn logouts_hold_while_redis_pauses_writes() {
     }
     thread::sleep(Duration::from_millis(2_600));
     // Redis got them: the old cookies stay dead for good.
-    wait_for("the journal to drain", || {
-        n.get("/metrics")
-            .text()
-            .contains("nginx_sessions_redis_pending{zone=\"sessions\"} 0")
-    });
+    wait_drained(&n);
     for c in &cookies {
         let r = get(&n, "/index.html", c);
         assert_eq!(user(&r), "");
@@ -309,11 +314,7 @@ fn a_logout_while_redis_is_down_takes_effect_at_once_and_reaches_redis() {
         "dead cookies add nothing to the journal:\n{metrics}"
     );
     redis.run();
-    wait_for("the journal to drain", || {
-        n.get("/metrics")
-            .text()
-            .contains("nginx_sessions_redis_pending{zone=\"sessions\"} 0")
-    });
+    wait_drained(&n);
     let r = get(&n, "/index.html", &c);
     assert_eq!((status(&r), user(&r)), ("unknown", ""));
     wait_for("the other login", || {
@@ -329,11 +330,7 @@ fn the_pending_writes_are_bounded_and_say_so_once() {
         &conf(redis.port, "durable-secret-6", "sessions_redis_pending 16;"),
     );
     let cookies: Vec<String> = (0..20).map(|i| logged_in(&n, &format!("b{i}"))).collect();
-    wait_for("the logins to reach Redis", || {
-        n.get("/metrics")
-            .text()
-            .contains("nginx_sessions_redis_pending{zone=\"sessions\"} 0")
-    });
+    wait_drained(&n);
     redis.shutdown_saving();
     let answers: Vec<u16> = cookies.iter().map(|c| get(&n, "/logout204", c).status).collect();
     // Kept until the bound, then refused (the logout is not done, and says so).
@@ -351,11 +348,7 @@ fn the_pending_writes_are_bounded_and_say_so_once() {
         "{metrics}"
     );
     redis.run();
-    wait_for("the journal to drain", || {
-        n.get("/metrics")
-            .text()
-            .contains("nginx_sessions_redis_pending{zone=\"sessions\"} 0")
-    });
+    wait_drained(&n);
     for (i, c) in cookies.iter().enumerate() {
         let u = user(&get(&n, "/index.html", c)).to_string();
         if answers[i] == 204 {

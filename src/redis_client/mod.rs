@@ -1152,27 +1152,29 @@ const ADOPT: &str = "local v = redis.pcall('GET', KEYS[1]) \
     if v and (ARGV[3] == '0' or v ~= ARGV[2]) then return v end \
     redis.call('SET', KEYS[1], ARGV[1]) return ARGV[1]";
 
+/// The connection and command timeouts in ms, defaults applied.
+fn timeouts(settings: &RedisSettings) -> (u64, u64) {
+    (
+        settings
+            .connect_timeout
+            .unwrap_or(sessions_core::redis_conf::DEFAULT_CONNECT_TIMEOUT),
+        settings
+            .timeout
+            .unwrap_or(sessions_core::redis_conf::DEFAULT_TIMEOUT),
+    )
+}
+
 /// How long a flush holds the journal entries it sends: twice what
 /// connecting (discovery included) and one command may take, plus a second.
 /// A flush gives up at half of it, so no other worker sends them meanwhile.
 fn lease(settings: &RedisSettings) -> Duration {
-    let c = settings
-        .connect_timeout
-        .unwrap_or(sessions_core::redis_conf::DEFAULT_CONNECT_TIMEOUT);
-    let t = settings
-        .timeout
-        .unwrap_or(sessions_core::redis_conf::DEFAULT_TIMEOUT);
+    let (c, t) = timeouts(settings);
     Duration::from_millis(2 * (3 * c + t) + 1_000)
 }
 
 /// How long a request may wait for the Redis thread before nginx gives up
 /// on it: the connection and command timeouts, twice (one retry), plus slack.
 pub fn patience(settings: &RedisSettings) -> Duration {
-    let c = settings
-        .connect_timeout
-        .unwrap_or(sessions_core::redis_conf::DEFAULT_CONNECT_TIMEOUT);
-    let t = settings
-        .timeout
-        .unwrap_or(sessions_core::redis_conf::DEFAULT_TIMEOUT);
+    let (c, t) = timeouts(settings);
     Duration::from_millis(2 * (3 * c + 3 * t) + 1_000)
 }
