@@ -128,3 +128,23 @@ fn one_version_of_each_rustcrypto_crate() {
         "duplicated RustCrypto crates: {dupes:?}\n{text}"
     );
 }
+
+/// The README's `load_module` lines name the file the packages ship, and
+/// it says how to install the Debian package.
+#[test]
+fn the_readme_loads_and_installs_what_the_packaging_builds() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = fs::read_to_string(root.join("README.md")).unwrap();
+    let deb = fs::read_to_string(root.join("scripts/build-deb.sh")).unwrap();
+    assert!(deb.contains("usr/lib/nginx/modules/ngx_http_sessions_module.so"));
+    let loads: Vec<&str> = readme
+        .lines()
+        .filter(|l| l.trim_start().starts_with("load_module "))
+        .collect();
+    assert!(!loads.is_empty());
+    for l in loads {
+        assert!(l.trim_end().ends_with("/ngx_http_sessions_module.so;"), "{l}");
+    }
+    assert!(readme.contains("apt install ./target/deb/libnginx-mod-http-sessions_"));
+    assert!(readme.contains("/etc/nginx/conf.d/"));
+}
