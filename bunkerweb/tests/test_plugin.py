@@ -63,6 +63,11 @@ def defaults():
     return {name: s["default"] for name, s in load_plugin()["settings"].items()}
 
 
+def enabled():
+    """The defaults, with the plugin switched on for the server."""
+    return {**defaults(), "USE_NGX_SESSIONS": "yes"}
+
+
 def render(kind, values):
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(PLUGIN / "confs")), undefined=jinja2.StrictUndefined)
     return env.get_template(f"{kind}/ngxsessions.conf").render(**values)
@@ -194,12 +199,14 @@ class Templates(unittest.TestCase):
                      "sessions_rolling_timeout 3600;", "sessions_absolute_timeout 86400;",
                      "sessions_check_ip on;", "sessions_check_user_agent on;"):
             self.assertIn(line, http_conf)
-        server_conf = render("server-http", defaults())
+        # Off until switched on, as BunkerWeb's official plugins.
+        self.assertIn("sessions off;", render("server-http", defaults()))
+        server_conf = render("server-http", enabled())
         self.assertIn("sessions on;", server_conf)
         self.assertNotIn("sessions_cookie_domain", server_conf)
 
     def test_defaults_pass_nginx_t_and_serve_sessions(self):
-        n = Nginx(defaults(), [{}])
+        n = Nginx(enabled(), [{}])
         try:
             t = n.test()
             self.assertEqual(t.returncode, 0, t.stderr)
@@ -257,7 +264,7 @@ class Templates(unittest.TestCase):
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(port, redis, lambda: "redis-server did not start")
         # BunkerWeb's core Redis settings with their defaults, pointed at it.
-        values = {**defaults(), "USE_REDIS": "yes", "REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(port),
+        values = {**enabled(), "USE_REDIS": "yes", "REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(port),
                   "REDIS_DATABASE": "2", "REDIS_SSL": "no", "REDIS_SSL_VERIFY": "yes", "REDIS_TIMEOUT": "1000",
                   "REDIS_USERNAME": "", "REDIS_PASSWORD": "bw-pass", "REDIS_SENTINEL_HOSTS": "",
                   "REDIS_SENTINEL_USERNAME": "", "REDIS_SENTINEL_PASSWORD": "", "REDIS_SENTINEL_MASTER": "",
@@ -273,6 +280,15 @@ class Templates(unittest.TestCase):
         self.assertIn('sessions_redis_sentinel_master "bw";', sentinel)
         self.assertIn("sessions_redis_server [::1]:6379;", render("http", {**values, "REDIS_HOST": "::1",
                                                                            "REDIS_PORT": "6379"}))
+        # BunkerWeb allows a keepalive pool of 0: still one connection, which nginx -t accepts.
+        self.assertIn("sessions_redis_connections 1;", render("http", {**values, "REDIS_KEEPALIVE_POOL": "0"}))
+        self.assertIn("sessions_redis_connections 64;", render("http", {**values, "REDIS_KEEPALIVE_POOL": "500"}))
+        zero = Nginx({**values, "REDIS_KEEPALIVE_POOL": "0"}, [{}])
+        try:
+            t = zero.test()
+            self.assertEqual(t.returncode, 0, t.stderr)
+        finally:
+            zero.stop()
         n = Nginx(values, [{}])
         try:
             t = n.test()
