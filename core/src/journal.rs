@@ -280,7 +280,7 @@ impl<'a> Journal<'a> {
     /// Keeps `writes` (sealed later with the keys tagged `tag`), all or
     /// none: `Full` when there is no room for them.
     pub fn record(&mut self, writes: &[Write], tag: u64, now: u64) -> Result<(), Full> {
-        let new = writes.iter().filter(|w| self.find(id_of(w)).is_none()).count();
+        let new = writes.iter().filter(|w| self.find(w.id()).is_none()).count();
         let oversized = writes
             .iter()
             .any(|w| matches!(w, Write::Put { data, .. } if data.len() > MAX_BLOB));
@@ -289,9 +289,9 @@ impl<'a> Journal<'a> {
             return Err(Full);
         }
         for w in writes {
-            let i = match self.find(id_of(w)) {
+            let i = match self.find(w.id()) {
                 Some(i) => i,
-                None => self.allocate(*id_of(w)),
+                None => self.allocate(*w.id()),
             };
             let seq = self.hdr.next_seq;
             self.hdr.next_seq += 1;
@@ -481,12 +481,6 @@ impl<'a> Journal<'a> {
         let first = self.hdr.full_reported == 0;
         self.hdr.full_reported = 1;
         first
-    }
-}
-
-fn id_of(w: &Write) -> &SessionId {
-    match w {
-        Write::Put { id, .. } | Write::Delete { id } => id,
     }
 }
 

@@ -45,6 +45,15 @@ pub enum Write {
     },
 }
 
+impl Write {
+    /// The session the write is for.
+    pub fn id(&self) -> &SessionId {
+        match self {
+            Self::Put { id, .. } | Self::Delete { id } => id,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Change {
     None,

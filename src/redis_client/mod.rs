@@ -273,6 +273,7 @@ async fn serve(
                         s.write(&writes, &keys, None, &[]).await.map(|_| Answer::Written)
                     }
                     Job::Adopt => s.adopt().await,
+                    // Woken above, never spawned.
                     Job::Flush => Ok(Answer::Written),
                     Job::List { user, keys } => s.list(&keys, user).await,
                     Job::Revoke { user, keys } => s.revoke(&keys, &user).await,
@@ -322,12 +323,6 @@ const ATTEMPTS: u32 = 3;
 const FLUSH_TICK: Duration = Duration::from_millis(200);
 /// Writes sent in one pipeline.
 const FLUSH_BATCH: usize = 64;
-
-fn write_id(w: &Write) -> &SessionId {
-    match w {
-        Write::Put { id, .. } | Write::Delete { id } => id,
-    }
-}
 
 /// Wall-clock milliseconds, as nginx's `ngx_timeofday` gives them.
 fn now_ms() -> u64 {
@@ -522,10 +517,10 @@ impl Shared {
                 _ => Turn::default(),
             },
             Job::Write { writes, .. } => {
-                let after = earlier(&|p| writes.iter().any(|w| write_id(w) == p));
+                let after = earlier(&|p| writes.iter().any(|w| w.id() == p));
                 let lock = Arc::new(tokio::sync::Mutex::new(()));
                 let guard = lock.clone().try_lock_owned().expect("a new lock is free");
-                pending.extend(writes.iter().map(|w| (*write_id(w), lock.clone())));
+                pending.extend(writes.iter().map(|w| (*w.id(), lock.clone())));
                 Turn {
                     lock: Some((lock, guard)),
                     after,
@@ -627,7 +622,7 @@ impl Shared {
         // new session (one a dead cookie's request gets) is no pending
         // write's, and goes to Redis as any other: so requests cannot fill
         // the journal.
-        let after_pending = writes.iter().any(|w| journaled.contains(write_id(w)));
+        let after_pending = writes.iter().any(|w| journaled.contains(w.id()));
         let kept = after_pending && self.keep(&writes, &l.keys.write, l.now);
         if !kept {
             let old = l.keys.migrate.then_some(&l.keys.read);
@@ -753,12 +748,7 @@ impl Shared {
     /// Remembers the keys a job carries, so that the flusher can seal the
     /// journal's writes made with them (an adopted `random` secret).
     fn learn(&self, job: &Job) {
-        let add = |k: &SealKeys| {
-            let mut known = self.known.borrow_mut();
-            if !known.iter().any(|x| x.tag() == k.tag()) {
-                known.push(k.clone());
-            }
-        };
+        let add = |k: &SealKeys| self.know(k);
         match job {
             Job::Lookup(l) => {
                 add(&l.keys.write);
@@ -769,6 +759,14 @@ impl Shared {
             | Job::Revoke { keys, .. }
             | Job::RevokeHandle { keys, .. } => add(keys),
             Job::Adopt | Job::Flush => {}
+        }
+    }
+
+    /// Keeps `keys` among those the flusher seals with, once.
+    fn know(&self, keys: &SealKeys) {
+        let mut known = self.known.borrow_mut();
+        if !known.iter().any(|k| k.tag() == keys.tag()) {
+            known.push(keys.clone());
         }
     }
 
@@ -1123,6 +1121,9 @@ impl Shared {
         }
         let name = got.pop().expect("two values");
         let secret = got.pop().expect("two values");
+        // Pending writes sealed with it (by a worker since killed, say)
+        // are flushed without waiting for a request to bring the keys.
+        self.know(&SealKeys::derive(&secret));
         Ok(Answer::Adopted {
             secret,
             name,
