@@ -178,16 +178,25 @@ fn keep(
     keys: sessions_core::sealed::SealKeys,
     now: u64,
 ) {
+    if !record(main, &writes, keys.tag(), now) {
+        park::submit(Job::Write { writes, keys });
+    }
+}
+
+/// Records `writes` (sealed later with the keys tagged `tag`) in the
+/// journal and wakes this worker's flusher; `false`, and the bound
+/// reported, when there is no room.
+fn record(main: &MainConf, writes: &[sessions_core::view::Write], tag: u64, now: u64) -> bool {
     let kept = main
         .journal
         .as_ref()
-        .map(|j| j.with(|j| j.record(&writes, keys.tag(), now).is_ok()));
-    if kept == Some(true) {
+        .is_some_and(|j| j.with(|j| j.record(writes, tag, now).is_ok()));
+    if kept {
         park::submit(Job::Flush);
-        return;
+    } else {
+        report_full(main);
     }
-    report_full(main);
-    park::submit(Job::Write { writes, keys });
+    kept
 }
 
 /// `sessions_logout` while Redis cannot say what the session is: the
@@ -202,17 +211,7 @@ pub fn end_presented(r: &Request, lc: &LocConf, main: &MainConf) -> bool {
     };
     let tag = keys.key(usize::from(key)).seal().tag();
     let writes = [sessions_core::view::Write::Delete { id }];
-    let now = crate::request::now_ms();
-    let kept = main
-        .journal
-        .as_ref()
-        .is_some_and(|j| j.with(|j| j.record(&writes, tag, now).is_ok()));
-    if kept {
-        park::submit(Job::Flush);
-    } else {
-        report_full(main);
-    }
-    kept
+    record(main, &writes, tag, crate::request::now_ms())
 }
 
 /// How long a leaving worker waits for the journal to empty: on a
