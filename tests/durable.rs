@@ -259,7 +259,26 @@ fn a_wrong_type_at_a_key_is_no_session_and_is_repaired() {
     }
     assert_eq!(redis.cli(&["TYPE", &keys[0]]), "none", "repaired");
 
+    // A string that does not open: no session, and deleted.
+    let before = session_keys(&redis);
+    let g = n.get("/index.html").cookie_pair("sid");
+    let added: Vec<String> = session_keys(&redis)
+        .into_iter()
+        .filter(|k| !before.contains(k))
+        .collect();
+    assert_eq!(added.len(), 1, "{added:?}");
+    redis.cli(&["SET", &added[0], "garbage"]);
+    let r = get(&n, "/index.html", &g);
+    assert_eq!((r.status, status(&r)), (200, "unknown"));
+    assert_eq!(redis.cli(&["TYPE", &added[0]]), "none", "deleted");
+
     // A user index of the wrong type: logins of that user still work.
+    let pointers = |r: &Redis| -> Vec<String> {
+        r.cli(&["--scan", "--pattern", "sessions:handle:*"])
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
     let c = logged_in(&n, "wrongtype");
     let idx: Vec<String> = redis
         .cli(&["--scan", "--pattern", "sessions:user:*"])
@@ -273,11 +292,30 @@ fn a_wrong_type_at_a_key_is_no_session_and_is_repaired() {
     redis.cli(&["DEL", &idx[0]]);
     redis.cli(&["LPUSH", &idx[0], "x"]);
     assert_eq!(user(&get(&n, "/index.html", &c)), "wrongtype");
+    let known = pointers(&redis);
     let again = logged_in(&n, "wrongtype");
     assert_eq!(user(&get(&n, "/index.html", &again)), "wrongtype");
     wait_for("the index to be a hash again", || {
         redis.cli(&["TYPE", &idx[0]]) == "hash"
     });
+    // A handle pointer of the wrong type: the session's next login
+    // replaces it.
+    let mine: Vec<String> = pointers(&redis)
+        .into_iter()
+        .filter(|p| !known.contains(p))
+        .collect();
+    assert_eq!(mine.len(), 1, "{mine:?}");
+    redis.cli(&["DEL", &mine[0]]);
+    redis.cli(&["LPUSH", &mine[0], "x"]);
+    let relogged = get(&n, "/app/login?user=wrongtype", &again);
+    assert_eq!(relogged.status, 200);
+    wait_for("the pointer to be a string again", || {
+        redis.cli(&["TYPE", &mine[0]]) == "string"
+    });
+    assert_eq!(
+        user(&get(&n, "/index.html", &relogged.cookie_pair("sid"))),
+        "wrongtype"
+    );
     let r = n.get("/metrics").text();
     assert!(
         r.contains("nginx_sessions_redis_pending{zone=\"sessions\"} 0"),
@@ -292,6 +330,9 @@ fn a_logout_while_redis_is_down_takes_effect_at_once_and_reaches_redis() {
     let n = Nginx::start_with(2, &conf(redis.port, "durable-secret-5", ""));
     let c = logged_in(&n, "gone");
     let other = logged_in(&n, "stays");
+    // Another instance sharing the Redis.
+    let b = Nginx::start_with(1, &conf(redis.port, "durable-secret-5", ""));
+    assert_eq!(user(&get(&b, "/index.html", &c)), "gone");
     redis.shutdown_saving();
     assert_eq!(get(&n, "/index.html", &other).status, 503, "the policy: 503");
     let out = get(&n, "/logout204", &c);
@@ -320,6 +361,15 @@ fn a_logout_while_redis_is_down_takes_effect_at_once_and_reaches_redis() {
     wait_for("the other login", || {
         user(&get(&n, "/index.html", &other)) == "stays"
     });
+    // The other instance refuses the cookie as soon as it reaches Redis
+    // again, and never takes it for logged in meanwhile.
+    let back = Instant::now();
+    wait_for("the other instance to refuse the cookie", || {
+        let r = get(&b, "/index.html", &c);
+        assert_eq!(user(&r), "", "logged in on the other instance");
+        status(&r) == "unknown"
+    });
+    assert!(back.elapsed() < Duration::from_secs(10), "{:?}", back.elapsed());
 }
 
 #[test]
