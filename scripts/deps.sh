@@ -7,7 +7,7 @@ packages=(gcc make pkg-config libclang-dev libpcre2-dev libssl-dev zlib1g-dev cu
 # `scripts/deps.sh bench` adds the load generators and profilers.
 case "${1:-}" in
   bench) packages+=(python3 wrk nghttp2-client valgrind util-linux procps) ;;
-  deb) packages+=(nginx nginx-dev dpkg-dev python3) ;;
+  deb) packages+=(nginx nginx-dev dpkg-dev debhelper binutils python3) ;;
   plugin) packages+=(python3 python3-venv) ;;
   browser) packages+=(python3 chromium chromium-driver) ;;
 esac
