@@ -135,8 +135,12 @@ fn one_version_of_each_rustcrypto_crate() {
 fn the_readme_loads_and_installs_what_the_packaging_builds() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let readme = fs::read_to_string(root.join("README.md")).unwrap();
-    let deb = fs::read_to_string(root.join("scripts/build-deb.sh")).unwrap();
-    assert!(deb.contains("usr/lib/nginx/modules/ngx_http_sessions_module.so"));
+    // dh_nginx loads modules/ngx_<name>_module.so for libnginx-mod-<name>;
+    // nginx's build names the .so after the addon.
+    let control = fs::read_to_string(root.join("debian/control")).unwrap();
+    assert!(control.contains("\nPackage: libnginx-mod-http-sessions\n"));
+    let config = fs::read_to_string(root.join("config")).unwrap();
+    assert!(config.contains("\nngx_addon_name=ngx_http_sessions_module\n"));
     let loads: Vec<&str> = readme
         .lines()
         .filter(|l| l.trim_start().starts_with("load_module "))

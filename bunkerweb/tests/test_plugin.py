@@ -7,6 +7,7 @@ default the vendored nginx and target/release's module.
 """
 
 import http.client
+import importlib
 import json
 import os
 import re
@@ -30,17 +31,28 @@ SETTING_NAME = re.compile(r"^[A-Z0-9_]{1,256}$")
 TYPES = {"password", "text", "number", "file", "check", "select", "multiselect", "multivalue"}
 CONTEXTS = {"global", "multisite"}
 
-# What BunkerWeb 1.6's core Sessions plugin declares (shared/ANCHORS.md).
-BUNKERWEB_SESSIONS = {
-    "SESSIONS_SECRET": ("random", "global", "password", r"^.+$"),
-    "SESSIONS_NAME": ("random", "global", "text", r"^[a-zA-Z0-9_-]+$"),
-    "SESSIONS_DOMAIN": ("", "multisite", "text", None),
-    "SESSIONS_IDLING_TIMEOUT": ("1800", "global", "number", r"^\d+$"),
-    "SESSIONS_ROLLING_TIMEOUT": ("3600", "global", "number", r"^\d+$"),
-    "SESSIONS_ABSOLUTE_TIMEOUT": ("86400", "global", "number", r"^\d+$"),
-    "SESSIONS_CHECK_IP": ("yes", "global", "check", r"^(yes|no)$"),
-    "SESSIONS_CHECK_USER_AGENT": ("yes", "global", "check", r"^(yes|no)$"),
+# What BunkerWeb 1.6.13's core plugins declare (src/common/core/sessions and
+# redis, plugin.json): name -> (id, default, context, type, regex). The plugin
+# reads these and must not declare them again.
+CORE_SESSIONS = {
+    "SESSIONS_SECRET": ("session-secret", "random", "global", "password", r"^.+$"),
+    "SESSIONS_NAME": ("sessions-name", "random", "global", "text", r"^[a-zA-Z0-9_-]+$"),
+    "SESSIONS_DOMAIN": ("sessions-domain", "", "multisite", "text", None),
+    "SESSIONS_IDLING_TIMEOUT": ("sessions-idling-timeout", "1800", "global", "number", r"^\d+$"),
+    "SESSIONS_ROLLING_TIMEOUT": ("sessions-rolling-timeout", "3600", "global", "number", r"^\d+$"),
+    "SESSIONS_ABSOLUTE_TIMEOUT": ("sessions-absolute-timeout", "86400", "global", "number", r"^\d+$"),
+    "SESSIONS_CHECK_IP": ("sessions-check-ip", "yes", "global", "check", r"^(yes|no)$"),
+    "SESSIONS_CHECK_USER_AGENT": ("sessions-user-agent", "yes", "global", "check", r"^(yes|no)$"),
 }
+CORE_REDIS = {
+    "USE_REDIS": "no", "REDIS_HOST": "", "REDIS_PORT": "6379", "REDIS_DATABASE": "0", "REDIS_SSL": "no",
+    "REDIS_SSL_VERIFY": "no", "REDIS_TIMEOUT": "1000", "REDIS_USERNAME": "", "REDIS_PASSWORD": "",
+    "REDIS_SENTINEL_HOSTS": "", "REDIS_SENTINEL_USERNAME": "", "REDIS_SENTINEL_PASSWORD": "",
+    "REDIS_SENTINEL_MASTER": "", "REDIS_KEEPALIVE_IDLE": "30000", "REDIS_KEEPALIVE_POOL": "10",
+}
+# The template BunkerWeb renders nginx.conf from; the plugin reads it to know
+# whether the module is loaded.
+BW_NGINX_TEMPLATE = "/usr/share/bunkerweb/confs/nginx.conf"
 
 
 def nginx_bin():
@@ -60,7 +72,11 @@ def load_plugin():
 
 
 def defaults():
-    return {name: s["default"] for name, s in load_plugin()["settings"].items()}
+    """BunkerWeb's configuration with every setting at its default: the core
+    Sessions and Redis plugins', and this plugin's."""
+    core = {name: d[1] for name, d in CORE_SESSIONS.items()}
+    own = {name: s["default"] for name, s in load_plugin()["settings"].items()}
+    return {**core, **CORE_REDIS, **own}
 
 
 def enabled():
@@ -68,9 +84,69 @@ def enabled():
     return {**defaults(), "USE_NGX_SESSIONS": "yes"}
 
 
-def render(kind, values):
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(PLUGIN / "confs")), undefined=jinja2.StrictUndefined)
-    return env.get_template(f"{kind}/ngxsessions.conf").render(**values)
+def bunkerweb_undefined(default_config):
+    """An Undefined like BunkerWeb's Templator's: a name missing from the
+    rendered values takes its default. A name BunkerWeb does not know is a
+    bug in the template here (BunkerWeb would render it as empty)."""
+
+    class Undefined(jinja2.Undefined):
+        def _default(self):
+            if self._undefined_name not in default_config:
+                raise AssertionError(f"the template reads {self._undefined_name!r}, which BunkerWeb does not define")
+            return default_config[self._undefined_name]
+
+        def __str__(self):
+            return str(self._default())
+
+        def __eq__(self, other):
+            return self._default() == other
+
+        def __ne__(self, other):
+            return self._default() != other
+
+        def __bool__(self):
+            return bool(self._default().strip())
+
+        def __contains__(self, item):
+            return item in self._default()
+
+        def __getattr__(self, name):
+            if name.startswith("_"):
+                raise AttributeError(name)
+            return getattr(self._default(), name)
+
+        __hash__ = jinja2.Undefined.__hash__
+
+    return Undefined
+
+
+def render(kind, values, template_lines=None, default_config=None):
+    """Renders a template as BunkerWeb 1.6.13's Templator does: trim_blocks,
+    lstrip_blocks, keep_trailing_newline, its undefined handling and helpers,
+    the values as variables plus `all`. `template_lines` stands for the lines
+    of BunkerWeb's nginx.conf template (None: it loads the module)."""
+    if template_lines is None:
+        template_lines = [f"load_module {module_path()};"]
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(PLUGIN / "confs")),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        undefined=bunkerweb_undefined(default_config if default_config is not None else defaults()),
+    )
+
+    def read_lines(path):
+        assert path == BW_NGINX_TEMPLATE, path
+        return list(template_lines)
+
+    helpers = {"read_lines": read_lines, "import": importlib.import_module, "all": dict(values)}
+    return env.get_template(f"{kind}/ngxsessions.conf").render({**helpers, **values})
+
+
+def directives(conf):
+    """The directive lines of a rendered file: one per line, no comments."""
+    lines = [line.strip() for line in conf.splitlines()]
+    return [line for line in lines if line and not line.startswith("#")]
 
 
 def free_port():
@@ -93,31 +169,40 @@ def wait_port(port, proc, why):
 
 
 class Nginx:
-    """nginx with the rendered plugin configuration: the http template in
-    `http`, the server-http template inside each server, as BunkerWeb does."""
+    """nginx with the rendered plugin configuration, as BunkerWeb lays it out:
+    the http template in `http`, the server-http template in each server
+    (rendered with that server's values), each server proxying to a backend
+    that answers with the Cookie header it received. `loaded`: whether
+    BunkerWeb's nginx.conf template (and so nginx.conf) loads the module."""
 
-    def __init__(self, globals_, servers):
+    def __init__(self, globals_, servers, loaded=True):
         self.dir = Path(tempfile.mkdtemp(prefix="bw-plugin-", dir=ROOT / "target"))
         (self.dir / "logs").mkdir()
-        (self.dir / "html").mkdir()
-        (self.dir / "html" / "index.html").write_text("hello\n")
+        template = [f"load_module {module_path()};"] if loaded else []
+        self.http = render("http", globals_, template)
         self.ports = []
-        blocks = []
+        self.backend = free_port()
+        blocks = [
+            f"server {{\n listen 127.0.0.1:{self.backend};\n"
+            f" location / {{ return 200 \"cookie=[$http_cookie]\"; }}\n}}"
+        ]
+        status = " add_header X-Session-Status $session_status always;\n" if loaded else ""
         for values in servers:
             port = free_port()
             self.ports.append(port)
             blocks.append(
-                f"server {{\n listen 127.0.0.1:{port};\n root html;\n"
-                f" add_header X-Session-Status $session_status always;\n"
-                f"{render('server-http', {**globals_, **values})}\n}}"
+                f"server {{\n listen 127.0.0.1:{port};\n{status}"
+                f"{render('server-http', {**globals_, **values}, template)}"
+                f" location / {{ proxy_pass http://127.0.0.1:{self.backend}; }}\n}}"
             )
         user = "user root root;" if os.geteuid() == 0 else ""
+        load = f"load_module {module_path()};\n" if loaded else ""
         self.conf = (
-            f"load_module {module_path()};\n{user}\nworker_processes 1;\n"
+            f"{load}{user}\nworker_processes 1;\n"
             "error_log logs/error.log info;\npid logs/nginx.pid;\nevents { worker_connections 64; }\n"
             "http {\n access_log off;\n client_body_temp_path tmp_body; proxy_temp_path tmp_proxy;\n"
             " fastcgi_temp_path tmp_fcgi; uwsgi_temp_path tmp_uwsgi; scgi_temp_path tmp_scgi;\n"
-            f" sessions_zone bw:1m;\n{render('http', globals_)}\n" + "\n".join(blocks) + "\n}\n"
+            f"{self.http}" + "\n".join(blocks) + "\n}\n"
         )
         (self.dir / "nginx.conf").write_text(self.conf)
         self.proc = None
@@ -131,15 +216,16 @@ class Nginx:
     def start(self):
         self.proc = subprocess.Popen(self.cmd("-g", "daemon off;"), stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
-        for port in self.ports:
+        for port in [self.backend, *self.ports]:
             wait_port(port, self.proc, lambda: (self.dir / "logs" / "error.log").read_text())
         return self
 
     def get(self, server, cookie=None):
+        """The response, with its body (what the backend received) as `.body`."""
         conn = http.client.HTTPConnection("127.0.0.1", self.ports[server], timeout=10)
         conn.request("GET", "/", headers={"Cookie": cookie} if cookie else {})
         r = conn.getresponse()
-        r.read()
+        r.body = r.read().decode()
         conn.close()
         return r
 
@@ -162,7 +248,7 @@ class PluginJson(unittest.TestCase):
     def test_every_setting_follows_bunkerweb_rules(self):
         settings = load_plugin()["settings"]
         self.assertTrue(settings)
-        ids = set()
+        ids = {d[0] for d in CORE_SESSIONS.values()}
         for name, s in settings.items():
             with self.subTest(setting=name):
                 self.assertRegex(name, SETTING_NAME)
@@ -171,45 +257,94 @@ class PluginJson(unittest.TestCase):
                 self.assertIn(s["context"], CONTEXTS)
                 self.assertIn(s["type"], TYPES)
                 self.assertTrue(re.search(s["regex"], s["default"]), "the default matches its own regex")
-                self.assertNotIn(s["id"], ids, "setting ids are unique")
+                # BunkerWeb's naming: the id is the name in lower case with dashes.
+                self.assertEqual(s["id"], name.lower().replace("_", "-"))
+                self.assertNotIn(s["id"], ids, "setting ids are unique, BunkerWeb's core ones included")
                 ids.add(s["id"])
 
-    def test_sessions_settings_mirror_bunkerweb(self):
+    def test_declares_only_what_bunkerweb_lacks(self):
+        # BunkerWeb skips a plugin setting its core already declares ("A
+        # setting with id ... already exists"): those are read, not declared.
         settings = load_plugin()["settings"]
-        for name, (default, context, type_, regex) in BUNKERWEB_SESSIONS.items():
+        for name in settings:
             with self.subTest(setting=name):
-                s = settings[name]
-                self.assertEqual((s["default"], s["context"], s["type"]), (default, context, type_))
-                self.assertEqual(s["id"], name.lower().replace("_", "-"))
-                if regex:
-                    self.assertEqual(s["regex"], regex)
+                self.assertNotIn(name, CORE_SESSIONS)
+                self.assertNotIn(name, CORE_REDIS)
+        self.assertEqual(set(settings), {"USE_NGX_SESSIONS", "NGX_SESSIONS_NAME"})
+        self.assertEqual(settings["USE_NGX_SESSIONS"]["default"], "no", "off until switched on, as official plugins")
 
-    def test_domain_regex_accepts_hosts_and_refuses_injection(self):
-        regex = load_plugin()["settings"]["SESSIONS_DOMAIN"]["regex"]
-        for ok in ("", "example.com", ".example.com", "a-b.c_d.example"):
-            self.assertTrue(re.search(regex, ok), ok)
-        for bad in ("a b", "a;b", "example.com; add_header X 1", "{x}"):
-            self.assertFalse(re.search(regex, bad), bad)
+    def test_readme_names_each_setting_by_its_bunkerweb_id(self):
+        # The README's settings table: | `NAME` | `id` | ... for each setting used.
+        rows = dict(re.findall(r"^\| `([A-Z0-9_]+)` \| `([a-z0-9-]+)` \|", (PLUGIN / "README.md").read_text(), re.M))
+        expected = {name: d[0] for name, d in CORE_SESSIONS.items() if name != "SESSIONS_NAME"}
+        expected.update({name: s["id"] for name, s in load_plugin()["settings"].items()})
+        self.assertEqual(rows, expected)
 
 
-class Templates(unittest.TestCase):
-    def test_defaults_render_to_directives(self):
+class Rendering(unittest.TestCase):
+    def test_defaults_render_one_directive_per_line(self):
         http_conf = render("http", defaults())
-        for line in ('sessions_secret "random";', "sessions_name random;", "sessions_idling_timeout 1800;",
-                     "sessions_rolling_timeout 3600;", "sessions_absolute_timeout 86400;",
-                     "sessions_check_ip on;", "sessions_check_user_agent on;"):
-            self.assertIn(line, http_conf)
-        # Off until switched on, as BunkerWeb's official plugins.
-        self.assertIn("sessions off;", render("server-http", defaults()))
-        server_conf = render("server-http", enabled())
-        self.assertIn("sessions on;", server_conf)
-        self.assertNotIn("sessions_cookie_domain", server_conf)
+        self.assertEqual(directives(http_conf), [
+            'sessions_secret "random";', "sessions_name random;", "sessions_idling_timeout 1800;",
+            "sessions_rolling_timeout 3600;", "sessions_absolute_timeout 86400;",
+            "sessions_check_ip on;", "sessions_check_user_agent on;",
+        ])
+        # Nothing but directives, comments and the trailing newline: no stray blank lines.
+        self.assertNotIn("\n\n", http_conf)
+        self.assertEqual(directives(render("server-http", defaults())), ["sessions off;"])
+        self.assertEqual(directives(render("server-http", {**enabled(), "SESSIONS_DOMAIN": "example.com"})),
+                         ["sessions on;", "sessions_cookie_domain example.com;"])
+
+    def test_missing_values_take_bunkerwebs_defaults(self):
+        # The Templator falls back to a setting's default when a server's
+        # values lack it; the templates must render the same.
+        self.assertEqual(render("http", {"USE_NGX_SESSIONS": "yes"}), render("http", enabled()))
+        self.assertEqual(render("server-http", {"USE_NGX_SESSIONS": "yes"}), render("server-http", enabled()))
+
+    def test_the_module_never_takes_bunkerwebs_cookie_name(self):
+        for bw_name, ours, expected in (("bw_session", "random", "random"),
+                                        ("bw_session", "bw_session", "bw_session_ngx"),
+                                        ("bw_session", "app", "app"),
+                                        ("random", "random", "random")):
+            with self.subTest(SESSIONS_NAME=bw_name, NGX_SESSIONS_NAME=ours):
+                conf = render("http", {**defaults(), "SESSIONS_NAME": bw_name, "NGX_SESSIONS_NAME": ours})
+                self.assertIn(f"sessions_name {expected};", directives(conf))
+
+    def test_not_loaded_renders_no_directive(self):
+        # After a BunkerWeb upgrade overwrote its nginx.conf template, the
+        # module is not loaded: its directives would fail nginx -t.
+        lines = ["load_module /usr/share/bunkerweb/modules/ngx_http_lua_module.so;",
+                 "# load_module /usr/share/bunkerweb/modules/ngx_http_sessions_module.so;"]
+        for kind in ("http", "server-http"):
+            self.assertEqual(directives(render(kind, enabled(), lines)), [], kind)
+
+    def test_secret_with_quotes_is_one_argument(self):
+        rendered = render("http", {**defaults(), "SESSIONS_SECRET": 'a"b\\c; sessions off'})
+        self.assertIn('sessions_secret "a\\"b\\\\c; sessions off";', rendered)
+
+    def test_keepalive_pool_maps_to_connections_nginx_accepts(self):
+        redis = {**enabled(), "USE_REDIS": "yes", "REDIS_HOST": "127.0.0.1"}
+        for pool, connections in (("0", "1"), ("10", "10"), ("500", "64")):
+            with self.subTest(REDIS_KEEPALIVE_POOL=pool):
+                self.assertIn(f"sessions_redis_connections {connections};",
+                              directives(render("http", {**redis, "REDIS_KEEPALIVE_POOL": pool})))
+        self.assertIn("sessions_redis_sentinel 10.0.0.1 10.0.0.2:26380;",
+                      directives(render("http", {**redis, "REDIS_SENTINEL_HOSTS": "10.0.0.1 10.0.0.2:26380",
+                                                 "REDIS_SENTINEL_MASTER": "bw"})))
+        self.assertIn("sessions_redis_server [::1]:6379;",
+                      directives(render("http", {**redis, "REDIS_HOST": "::1"})))
+        self.assertIn("sessions_redis_server unix:/run/redis.sock;",
+                      directives(render("http", {**redis, "REDIS_HOST": "/run/redis.sock"})))
+
+
+class Served(unittest.TestCase):
+    """The rendered configuration under `nginx -t` and serving requests."""
 
     def test_defaults_pass_nginx_t_and_serve_sessions(self):
         n = Nginx(enabled(), [{}])
         try:
             t = n.test()
-            self.assertEqual(t.returncode, 0, t.stderr)
+            self.assertEqual(t.returncode, 0, t.stderr + n.conf)
             n.start()
             r = n.get(0)
             self.assertEqual(r.status, 200)
@@ -220,11 +355,51 @@ class Templates(unittest.TestCase):
         finally:
             n.stop()
 
+    def test_not_loaded_passes_nginx_t_and_serves_without_sessions(self):
+        n = Nginx(enabled(), [{}], loaded=False)
+        try:
+            t = n.test()
+            self.assertEqual(t.returncode, 0, t.stderr + n.conf)
+            n.start()
+            r = n.get(0)
+            self.assertEqual(r.status, 200)
+            self.assertIsNone(r.getheader("Set-Cookie"))
+        finally:
+            n.stop()
+
+    def test_bunkerwebs_own_cookie_reaches_the_backend_untouched(self):
+        # BunkerWeb's Lua sessions (antibot, UI) keep their cookie under
+        # SESSIONS_NAME. The module must neither take that name, nor refuse,
+        # strip or overwrite that cookie.
+        bw_cookie = "bw_session=AQAAAJm2y1RjT5ktd4QDbYxGZfbvUZ2nm0pM0kVPdCDo0Wl8kQ"
+        for ours in ("random", "bw_session"):
+            with self.subTest(NGX_SESSIONS_NAME=ours):
+                n = Nginx({**enabled(), "SESSIONS_NAME": "bw_session", "NGX_SESSIONS_NAME": ours}, [{}])
+                try:
+                    t = n.test()
+                    self.assertEqual(t.returncode, 0, t.stderr + n.conf)
+                    n.start()
+                    r = n.get(0, bw_cookie)
+                    self.assertEqual(r.getheader("X-Session-Status"), "new")
+                    self.assertIn(bw_cookie, r.body, "BunkerWeb's cookie reaches the backend")
+                    set_cookies = r.headers.get_all("Set-Cookie")
+                    self.assertEqual(len(set_cookies), 1, set_cookies)
+                    ours_name = set_cookies[0].split("=", 1)[0]
+                    self.assertNotEqual(ours_name, "bw_session")
+                    # Both cookies together: each stays valid, BunkerWeb's is passed on.
+                    both = f"{bw_cookie}; {set_cookies[0].split(';')[0]}"
+                    r = n.get(0, both)
+                    self.assertEqual(r.getheader("X-Session-Status"), "valid")
+                    self.assertIn(bw_cookie, r.body)
+                    self.assertIsNone(r.getheader("Set-Cookie"))
+                finally:
+                    n.stop()
+
     def test_multisite_values_reach_each_server(self):
         globals_ = {
             **defaults(),
             "SESSIONS_SECRET": 'se"cr\\et; with "quotes"',
-            "SESSIONS_NAME": "bw_session",
+            "NGX_SESSIONS_NAME": "bw_ngx",
             "SESSIONS_IDLING_TIMEOUT": "1",
             "SESSIONS_ROLLING_TIMEOUT": "0",
             "SESSIONS_ABSOLUTE_TIMEOUT": "0",
@@ -242,7 +417,7 @@ class Templates(unittest.TestCase):
             n.start()
             r = n.get(0)
             set_cookie = r.getheader("Set-Cookie")
-            self.assertTrue(set_cookie.startswith("bw_session=v1."), set_cookie)
+            self.assertTrue(set_cookie.startswith("bw_ngx=v1."), set_cookie)
             self.assertIn("Domain=app.example.com", set_cookie)
             cookie = set_cookie.split(";")[0]
             self.assertEqual(n.get(0, cookie).getheader("X-Session-Status"), "valid")
@@ -263,26 +438,14 @@ class Templates(unittest.TestCase):
                                   "--requirepass", "bw-pass", "--dir", str(work)],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(port, redis, lambda: "redis-server did not start")
-        # BunkerWeb's core Redis settings with their defaults, pointed at it.
+        # BunkerWeb's core Redis settings, pointed at it.
         values = {**enabled(), "USE_REDIS": "yes", "REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(port),
-                  "REDIS_DATABASE": "2", "REDIS_SSL": "no", "REDIS_SSL_VERIFY": "yes", "REDIS_TIMEOUT": "1000",
-                  "REDIS_USERNAME": "", "REDIS_PASSWORD": "bw-pass", "REDIS_SENTINEL_HOSTS": "",
-                  "REDIS_SENTINEL_USERNAME": "", "REDIS_SENTINEL_PASSWORD": "", "REDIS_SENTINEL_MASTER": "",
-                  "REDIS_KEEPALIVE_POOL": "10"}
-        rendered = render("http", values)
+                  "REDIS_DATABASE": "2", "REDIS_PASSWORD": "bw-pass"}
+        rendered = directives(render("http", values))
         for line in ("sessions_store redis;", f"sessions_redis_server 127.0.0.1:{port};",
                      "sessions_redis_database 2;", "sessions_redis_timeout 1000ms;",
                      "sessions_redis_connections 10;", 'sessions_redis_password "bw-pass";'):
             self.assertIn(line, rendered)
-        sentinel = render("http", {**values, "REDIS_SENTINEL_HOSTS": "10.0.0.1 10.0.0.2:26380",
-                                   "REDIS_SENTINEL_MASTER": "bw"})
-        self.assertIn("sessions_redis_sentinel 10.0.0.1 10.0.0.2:26380;", sentinel)
-        self.assertIn('sessions_redis_sentinel_master "bw";', sentinel)
-        self.assertIn("sessions_redis_server [::1]:6379;", render("http", {**values, "REDIS_HOST": "::1",
-                                                                           "REDIS_PORT": "6379"}))
-        # BunkerWeb allows a keepalive pool of 0: still one connection, which nginx -t accepts.
-        self.assertIn("sessions_redis_connections 1;", render("http", {**values, "REDIS_KEEPALIVE_POOL": "0"}))
-        self.assertIn("sessions_redis_connections 64;", render("http", {**values, "REDIS_KEEPALIVE_POOL": "500"}))
         zero = Nginx({**values, "REDIS_KEEPALIVE_POOL": "0"}, [{}])
         try:
             t = zero.test()
@@ -308,10 +471,50 @@ class Templates(unittest.TestCase):
             redis.wait()
             shutil.rmtree(work, ignore_errors=True)
 
-    def test_secret_with_quotes_is_one_argument(self):
-        values = {**defaults(), "SESSIONS_SECRET": 'a"b\\c; sessions off'}
-        rendered = render("http", values)
-        self.assertIn('sessions_secret "a\\"b\\\\c; sessions off";', rendered)
+
+class LoadModule(unittest.TestCase):
+    """load-module.sh, on a stand-in for BunkerWeb's nginx.conf template."""
+
+    TEMPLATE = (
+        "# /etc/nginx/nginx.conf\n"
+        "{% if os.path.isfile(\"/usr/lib64/nginx/modules/ngx_stream_module.so\") +%}\n"
+        "load_module /usr/lib64/nginx/modules/ngx_stream_module.so;\n"
+        "{% endif %}\n"
+        "load_module /usr/share/bunkerweb/modules/ndk_http_module.so;\n"
+        "load_module /usr/share/bunkerweb/modules/ngx_http_lua_module.so;\n"
+        "\nworker_processes {{ WORKER_PROCESSES }};\n"
+    )
+
+    def run_script(self, template, module):
+        env = {**os.environ, "NGINX_BIN": nginx_bin(), "TEMPLATE": str(template)}
+        return subprocess.run([str(PLUGIN / "load-module.sh"), module], env=env, capture_output=True, text=True)
+
+    def test_adds_one_line_after_the_last_load_module_and_only_once(self):
+        with tempfile.TemporaryDirectory(dir=ROOT / "target") as d:
+            template = Path(d) / "nginx.conf"
+            template.write_text(self.TEMPLATE)
+            r = self.run_script(template, module_path())
+            self.assertEqual(r.returncode, 0, r.stderr)
+            lines = template.read_text().splitlines()
+            self.assertEqual(lines[6], f"load_module {module_path()};")
+            self.assertEqual(lines[5], "load_module /usr/share/bunkerweb/modules/ngx_http_lua_module.so;")
+            once = template.read_text()
+            r = self.run_script(template, module_path())
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertEqual(template.read_text(), once)
+            # The plugin then renders its directives.
+            self.assertIn("sessions on;", directives(render("server-http", enabled(), lines)))
+
+    def test_refuses_a_module_nginx_cannot_load(self):
+        with tempfile.TemporaryDirectory(dir=ROOT / "target") as d:
+            template = Path(d) / "nginx.conf"
+            template.write_text(self.TEMPLATE)
+            stale = Path(d) / "ngx_http_sessions_module.so"
+            stale.write_bytes(b"built for another nginx")
+            r = self.run_script(template, str(stale))
+            self.assertNotEqual(r.returncode, 0)
+            self.assertIn("cannot load", r.stderr)
+            self.assertEqual(template.read_text(), self.TEMPLATE, "the template is left as it was")
 
 
 if __name__ == "__main__":
