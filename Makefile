@@ -5,7 +5,7 @@ PROFILE := release
 MODULE  := target/$(PROFILE)/libngx_http_sessions_module.so
 RUN_DIR := .run
 
-.PHONY: all build deps run test unittest itest chaos check bench deb deb-test dynamic-module-test plugin-test browser-test clean
+.PHONY: all build deps run run-test test unittest itest chaos check bench deb deb-test dynamic-module-test plugin-test browser-test clean
 
 all: build
 
@@ -16,13 +16,14 @@ deps:
 build: deps
 	$(CARGO) build --release
 
-# Serves nginx-conf/demo.conf on http://127.0.0.1:8080/ in the foreground (Ctrl-C stops).
-# As root the workers keep root's identity so they can read a checkout under /root.
+# Serves nginx-conf/demo.conf on http://127.0.0.1:8080/ in the foreground
+# (Ctrl-C stops); workers never run as root (see scripts/run-demo.sh).
 run: build
-	@mkdir -p $(RUN_DIR)
-	@echo "ngx-sessions demo on http://127.0.0.1:8080/ (Ctrl-C to stop)"
-	exec $$(scripts/nginx-bin.sh) -p "$(CURDIR)" -c nginx-conf/demo.conf -e $(RUN_DIR)/error.log \
-		-g "daemon off; $$([ "$$(id -u)" = 0 ] && echo 'user root root;')"
+	exec scripts/run-demo.sh
+
+# Starts `make run` and checks the demo from outside (scripts/test-run.sh).
+run-test: build
+	scripts/test-run.sh
 
 # Unit tests of the pure logic, then the integration suite against real nginx.
 test: build

@@ -5,7 +5,7 @@ mod common;
 use std::fs;
 use std::path::Path;
 
-use common::{send, Nginx, Request};
+use common::{send, send_with_body, Nginx, Request};
 
 #[test]
 fn demo_page_shows_the_visitors_session() {
@@ -32,9 +32,12 @@ fn demo_page_shows_the_visitors_session() {
     let first = send(n.port, &Request::get("/"));
     assert_eq!(first.status, 200);
     let page = first.text();
-    assert!(page.contains("<td id=\"status\">new</td>"), "{page}");
+    assert!(
+        page.contains(r#"<span id="status" class="badge new">new</span>"#),
+        "{page}"
+    );
     let id = page
-        .split("<td id=\"id\">")
+        .split(r#"<dd id="id" class="mono">"#)
         .nth(1)
         .unwrap()
         .split('<')
@@ -46,13 +49,14 @@ fn demo_page_shows_the_visitors_session() {
 
     let name_value = first.all("Set-Cookie")[0].split(';').next().unwrap().to_string();
     let again = send(n.port, &Request::get("/").cookie(&name_value)).text();
-    assert!(again.contains("<td id=\"status\">valid</td>"));
+    assert!(again.contains(r#"<span id="status" class="badge valid">valid</span>"#));
     assert!(
-        again.contains(&format!("<td id=\"id\">{id}</td>")),
+        again.contains(&format!(r#"<dd id="id" class="mono">{id}</dd>"#)),
         "the id is stable"
     );
 
-    // The login flow, as the browser test drives it with Chromium.
+    // The login flow, as the browser test drives it with Chromium: the form
+    // POSTs; the password never travels in a URL.
     let gate = send(n.port, &Request::get("/private/").cookie(&name_value));
     assert_eq!(gate.status, 302);
     // nginx makes the relative login URL absolute (absolute_redirect).
@@ -60,24 +64,73 @@ fn demo_page_shows_the_visitors_session() {
         .header("Location")
         .unwrap()
         .ends_with("/login/?rd=http%3A%2F%2Flocalhost%2Fprivate%2F"));
-    let wrong = send(
-        n.port,
-        &Request::get("/login/check?user=ann&password=x").cookie(&name_value),
+    let form = send(n.port, &Request::get("/login/").cookie(&name_value)).text();
+    assert!(
+        form.contains(r#"<form id="login" method="post" action="/login/check">"#),
+        "{form}"
     );
-    assert_eq!(wrong.status, 401);
-    let ok = send(
+    let post = |body: &str, cookie: &str| {
+        let req = Request::get("/login/check")
+            .cookie(cookie)
+            .header("Content-Type", "application/x-www-form-urlencoded");
+        send_with_body(
+            n.port,
+            &Request {
+                method: "POST".into(),
+                ..req
+            },
+            body.as_bytes(),
+        )
+    };
+    let name = name_value.split('=').next().unwrap();
+    for wrong in [
+        "user=ann&password=x",
+        "user=ann&password=demox",
+        "user=ann&password=",
+        "user=&password=demo",
+        "user=a%20b&password=demo",
+    ] {
+        let r = post(wrong, &name_value);
+        assert_eq!(r.status, 303, "{wrong}");
+        assert_eq!(r.header("Location"), Some("/login/?error=1"), "{wrong}");
+        assert!(r.set_cookies(name).is_empty(), "{wrong} logs nobody in");
+        let still = send(n.port, &Request::get("/private/").cookie(&name_value));
+        assert_eq!(still.status, 302, "{wrong} logs nobody in");
+    }
+    let query = send(
         n.port,
         &Request::get("/login/check?user=ann&password=demo").cookie(&name_value),
     );
-    assert_eq!(ok.status, 200);
-    let name = name_value.split('=').next().unwrap();
+    assert_eq!(query.status, 403, "a password in the query string is refused");
+    assert!(query.set_cookies(name).is_empty());
+    let ok = post("user=ann&password=demo", &name_value);
+    assert_eq!(ok.status, 303);
+    assert_eq!(ok.header("Location"), Some("/private/"));
+    assert!(ok.header("X-Session-User").is_none(), "the module consumes it");
     let logged_in = ok.cookie_pair(name);
+    assert!(!ok.set_cookies(name)[0].contains("Max-Age"), "not remembered");
     let private = send(n.port, &Request::get("/private/").cookie(&logged_in));
     assert_eq!(private.status, 200);
-    assert!(private.text().contains("<strong id=\"user\">ann</strong>"));
+    assert!(private.text().contains(r#"<span id="user">ann</span>"#));
+    let home = send(n.port, &Request::get("/").cookie(&logged_in)).text();
+    assert!(home.contains("<strong>ann</strong>"), "{home}");
+    assert!(
+        home.contains(r#"href="/metrics""#),
+        "the home page links to the metrics"
+    );
+    let metrics = send(n.port, &Request::get("/metrics"));
+    assert_eq!(metrics.status, 200);
+    assert!(metrics.text().contains("nginx_sessions_"));
     let bye = send(n.port, &Request::get("/logout").cookie(&logged_in));
     assert_eq!(bye.status, 302);
-    assert!(bye.header("Location").unwrap().ends_with("/login/"));
+    let to = bye.header("Location").unwrap();
+    assert!(to.ends_with("/login/?logged_out=1"), "{to}");
+    let said = send(n.port, &Request::get("/login/?logged_out=1")).text();
+    assert!(said.contains("You are logged out."), "logout says so");
+    let after = send(n.port, &Request::get("/private/").cookie(&logged_in));
+    assert_eq!(after.status, 302, "the copied cookie is logged out");
+    let remembered = post("user=bo&password=demo&remember=on", &name_value);
+    assert!(remembered.set_cookies(name)[0].contains("Max-Age=2592000"));
 
     let css = send(n.port, &Request::get("/static/demo.css"));
     assert_eq!(css.status, 200);
@@ -113,37 +166,71 @@ fn authelia_style_example_is_valid_and_gates() {
     assert_eq!(r.status, 401);
 }
 
-/// What the demo page promises is what demo.conf configures: the renewal
-/// after three quarters of the rolling timeout, the end after the idle one
-/// (which a shorter rolling timeout would cut short).
+/// Every duration the demo's home page states is the one demo.conf
+/// configures: each sits in a `data-conf` span naming its directive (or the
+/// renewal, three quarters of the rolling timeout), and no other number is
+/// written on the page.
 #[test]
 fn the_demo_page_says_what_the_configuration_does() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let conf = fs::read_to_string(repo.join("nginx-conf/demo.conf")).unwrap();
     let page = fs::read_to_string(repo.join("nginx-conf/demo/index.html")).unwrap();
-    let minutes = |directive: &str| -> u64 {
+    let seconds = |directive: &str| -> u64 {
         let v = conf
-            .split(&format!("{directive} "))
+            .split(&format!("\n    {directive} "))
             .nth(1)
             .and_then(|s| s.split(';').next())
             .unwrap_or_else(|| panic!("{directive} in demo.conf"));
-        v.strip_suffix('m').and_then(|m| m.parse().ok()).expect("minutes")
+        let (n, unit) = v.split_at(v.len() - 1);
+        let n: u64 = n.parse().expect("a number and one unit");
+        n * match unit {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86400,
+            _ => panic!("unit of {v}"),
+        }
+    };
+    let human = |secs: u64| -> String {
+        let (n, unit) = match secs {
+            s if s % 86400 == 0 => (s / 86400, "day"),
+            s if s % 3600 == 0 => (s / 3600, "hour"),
+            s if s % 60 == 0 => (s / 60, "minute"),
+            s => (s, "second"),
+        };
+        format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
     };
     let (idle, rolling) = (
-        minutes("sessions_idling_timeout"),
-        minutes("sessions_rolling_timeout"),
+        seconds("sessions_idling_timeout"),
+        seconds("sessions_rolling_timeout"),
     );
     assert!(
         rolling > idle,
         "the rolling timeout would end an idle session first"
     );
-    let said = |before: &str| -> u64 {
-        page.split(before)
-            .nth(1)
-            .and_then(|s| s.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("\"{before}\" in the page"))
-    };
-    assert_eq!(said("After "), rolling * 3 / 4, "the renewal the page states");
-    assert_eq!(said("Stop for "), idle, "the idle end the page states");
+    let mut stated = 0;
+    let mut rest = page.clone();
+    for part in page.split("<span data-conf=\"").skip(1) {
+        let (key, after) = part.split_once("\">").unwrap();
+        let said = after.split("</span>").next().unwrap();
+        let want = match key {
+            "renewal" => human(rolling * 3 / 4),
+            directive => human(seconds(directive)),
+        };
+        assert_eq!(said, want, "what the page says of {key}");
+        rest = rest.replacen(&format!("<span data-conf=\"{key}\">{said}</span>"), "", 1);
+        stated += 1;
+    }
+    assert!(stated >= 5, "the page states the timeouts");
+    // Outside those spans and the markup, the page's text has no digit.
+    let text: String = rest
+        .split('<')
+        .filter_map(|s| s.split_once('>').map(|(_, t)| t))
+        .collect();
+    let script = text.find("for (const id").unwrap_or(text.len());
+    assert!(
+        !text[..script].chars().any(|c| c.is_ascii_digit()),
+        "a number the configuration does not back: {}",
+        &text[..script]
+    );
 }

@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
-"""End-to-end test in a real headless Chromium: the demo's login flow.
+"""End-to-end test in a real headless Chromium: the demo as a person sees it.
 
 Runs nginx with nginx-conf/demo.conf (on free ports) and drives Debian's
 chromium through chromedriver's WebDriver protocol (plain HTTP, standard
-library only): the protected page redirects to the login form, logging in
-lands back on the original URL showing the user, the browser's cookie store
-shows HttpOnly and SameSite=Lax, and logging out leads to the login page
-again.
+library only). It takes a screenshot of each page (target/browser/*.png) and
+checks the text a person would read there: the session on the home page,
+the protected page redirecting to the login form, a wrong password refused
+on the page, a login (POSTed: no password in any URL) landing back on the
+original URL and greeting the user, the cookie's flags in the browser's
+store, the metrics linked from the home page, and a logout that says so.
 """
 
+import base64
 import http.client
 import json
 import os
@@ -22,6 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 ELEMENT = "element-6066-11e4-a52e-4f735466cecf"
+SHOTS = ROOT / "target" / "browser"
 
 
 def free_port():
@@ -109,7 +113,20 @@ class WebDriver:
         self.s("POST", f"/element/{self.find(css)}/click", {})
 
     def text(self, css):
+        """The element's text as rendered (what a person reads)."""
         return self.s("GET", f"/element/{self.find(css)}/text")
+
+    def displayed(self, css):
+        return self.s("GET", f"/element/{self.find(css)}/displayed")
+
+    def attr(self, css, name):
+        return self.s("GET", f"/element/{self.find(css)}/attribute/{name}")
+
+    def screenshot(self, name):
+        png = base64.b64decode(self.s("GET", "/screenshot"))
+        assert png.startswith(b"\x89PNG") and len(png) > 5000, f"{name}: an empty screenshot"
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        (SHOTS / f"{name}.png").write_bytes(png)
 
     def cookies(self):
         return self.s("GET", "/cookie")
@@ -148,25 +165,57 @@ def main():
         wait_port(driver_port, driver, "chromedriver")
         wd = WebDriver(driver_port, work / "profile")
         base = f"http://127.0.0.1:{port}"
+        wd.s("POST", "/window/rect", {"width": 1024, "height": 900})
+        visited = []
 
-        wd.go(f"{base}/private/")
-        check(wd.url().startswith(f"{base}/login/?rd="), "the protected page redirects to the login form")
+        def go(url):
+            wd.go(url)
+            visited.append(wd.url())
+
+        go(f"{base}/")
+        wd.screenshot("1-home-new")
+        check(wd.text("#status") == "new", "home: a first visit shows a new session")
+        check(wd.text("#user") == "nobody yet", "home: nobody is signed in")
+        started = wd.text("#created")
+        check(started not in ("", "never") and any(c.isdigit() for c in started), "home: the start time is shown")
+        check(wd.displayed("#metrics") and wd.attr("#metrics", "href") == "/metrics",
+              "home: the metrics are linked")
+        body = wd.text("body")
+        for said in ("5 minutes", "6 minutes", "8 minutes", "1 hour", "30 days"):
+            check(said in body, f"home: states {said} (demo.rs checks them against demo.conf)")
+        session_id = wd.text("#id")
+        go(f"{base}/")
+        check(wd.text("#status") == "valid" and wd.text("#id") == session_id,
+              "home: a reload shows the same session, valid")
+
+        go(f"{base}/private/")
+        check(wd.url().startswith(f"{base}/login/?rd="), "the private page redirects to the login form")
+        wd.screenshot("2-login")
+        check(not wd.displayed("#error"), "login: no error shown before trying")
+        check(wd.attr("#login", "method") == "post", "login: the form POSTs")
+        check(wd.attr("#password", "type") == "password", "login: the password is masked")
 
         wd.type("#user", "alice")
         wd.type("#password", "wrong")
         wd.click("#submit")
-        time.sleep(0.5)
-        check(wd.text("#error") == "Wrong user name or password.", "a wrong password is refused")
+        deadline = time.time() + 5
+        while not wd.displayed("#error") and time.time() < deadline:
+            time.sleep(0.1)
+        wd.screenshot("3-login-wrong-password")
+        check(wd.displayed("#error") and wd.text("#error") == "Wrong user name or password.",
+              "login: a wrong password is refused on the page")
+        visited.append(wd.url())
 
-        wd.go(wd.url())  # reload the form with its rd
+        go(wd.url())  # the form again, with its rd
         wd.type("#user", "alice")
         wd.type("#password", "demo")
         wd.click("#submit")
         wd.wait_url(f"{base}/private/")
+        visited.append(wd.url())
         check(True, "logging in lands back on the original URL")
-        check(wd.text("#user") == "alice", "the page shows the logged-in user")
-        shot = wd.s("GET", "/screenshot")
-        (ROOT / "target" / "browser-private.png").write_bytes(__import__("base64").b64decode(shot))
+        wd.screenshot("4-private")
+        check(wd.text("#welcome") == "Hello, alice", "private: the page greets the user")
+        check(wd.text("#status") == "valid", "private: the session is valid")
 
         session = [c for c in wd.cookies() if c["value"].startswith("v1.")]
         check(len(session) == 1, "the browser holds one session cookie")
@@ -176,11 +225,27 @@ def main():
         check(c["path"] == "/" and not c.get("secure"), "Path=/, no Secure over plain HTTP")
         check("expiry" not in c, "a browser-session cookie without remember-me")
 
+        go(f"{base}/")
+        wd.screenshot("5-home-signed-in")
+        check(wd.text("#user") == "alice", "home: shows who is signed in")
+        check(wd.displayed("#nav-logout"), "home: offers to log out")
+
+        wd.click("#metrics")
+        visited.append(wd.url())
+        wd.screenshot("6-metrics")
+        check("nginx_sessions_" in wd.text("body"), "metrics: the Prometheus metrics are shown")
+
+        go(f"{base}/private/")
         wd.click("#logout")
-        wd.wait_url(f"{base}/login/")
-        check(True, "logging out leads to the login page")
-        wd.go(f"{base}/private/")
-        check(wd.url().startswith(f"{base}/login/?rd="), "after logout the protected page redirects again")
+        wd.wait_url(f"{base}/login/?logged_out=1")
+        visited.append(wd.url())
+        wd.screenshot("7-logged-out")
+        check(wd.displayed("#logged-out") and wd.text("#logged-out").startswith("You are logged out."),
+              "logout: the page says so")
+        go(f"{base}/private/")
+        check(wd.url().startswith(f"{base}/login/?rd="), "after logout the private page redirects again")
+        check(not any("password" in u or "demo" in u.split("?", 1)[-1] for u in visited),
+              f"no URL ever carried the password ({len(visited)} URLs)")
     except AssertionError as e:
         print(f"not ok - {e}")
         failed = 1
