@@ -281,6 +281,23 @@ class PluginJson(unittest.TestCase):
         self.assertEqual(rows, expected)
 
 
+    def test_readme_documents_building_loading_and_upgrades(self):
+        readme = (PLUGIN / "README.md").read_text()
+        # Built as BunkerWeb builds its modules, for its own nginx.
+        self.assertIn("nginx -V", readme)
+        self.assertIn("--add-dynamic-module=", readme)
+        self.assertIn("make modules", readme)
+        # Loaded through the script, not by hand-editing the package's file.
+        self.assertIn("load-module.sh", readme)
+        self.assertIn("/usr/share/bunkerweb/confs/nginx.conf", readme)
+        # What an upgrade keeps, and what to do after one.
+        section = readme.split("## What an upgrade of BunkerWeb keeps", 1)
+        self.assertEqual(len(section), 2, "the README says what an upgrade keeps")
+        for kept in ("plugin", ".so", "load_module", "Redis"):
+            self.assertIn(kept, section[1])
+        self.assertTrue((PLUGIN / "load-module.sh").stat().st_mode & 0o111, "load-module.sh is executable")
+
+
 class Rendering(unittest.TestCase):
     def test_defaults_render_one_directive_per_line(self):
         http_conf = render("http", defaults())
