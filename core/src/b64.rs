@@ -78,6 +78,33 @@ pub fn decode_exact<const N: usize>(src: &[u8]) -> Option<[u8; N]> {
     (bad & 0xc0 == 0).then_some(out)
 }
 
+/// Decodes `src` of any length into a new vector, as strictly as
+/// `decode_exact`: no padding, no character outside the alphabet, no stray
+/// bits, so each byte string has exactly one accepted encoding.
+pub fn decode_vec(src: &[u8]) -> Option<Vec<u8>> {
+    if src.len() % 4 == 1 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(src.len() / 4 * 3 + 2);
+    let mut bad = 0u8;
+    for c in src.chunks(4) {
+        let mut n = 0u32;
+        for (i, &ch) in c.iter().enumerate() {
+            let v = DECODE[ch as usize];
+            bad |= v;
+            n |= u32::from(v & 63) << (18 - 6 * i);
+        }
+        let bytes = c.len() - 1;
+        if bytes < 3 && n & ((1 << (24 - 8 * bytes)) - 1) != 0 {
+            return None;
+        }
+        for i in 0..bytes {
+            out.push((n >> (16 - 8 * i)) as u8);
+        }
+    }
+    (bad & 0xc0 == 0).then_some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,6 +132,21 @@ mod tests {
         let e = enc(&data);
         assert_eq!(e.len(), encoded_len(32));
         assert_eq!(decode_exact::<32>(e.as_bytes()), Some(data));
+    }
+
+    #[test]
+    fn decode_vec_round_trips_every_length_and_refuses_what_decode_exact_refuses() {
+        let data: Vec<u8> = (0..64u32).map(|i| (i * 53 + 7) as u8).collect();
+        for n in 0..data.len() {
+            assert_eq!(
+                decode_vec(enc(&data[..n]).as_bytes()),
+                Some(data[..n].to_vec()),
+                "{n}"
+            );
+        }
+        for bad in [&b"Z"[..], b"Zh", b"Zm9=", b"Zm+v", b"Zm9v Y"] {
+            assert_eq!(decode_vec(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

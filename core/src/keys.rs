@@ -31,6 +31,16 @@ pub(crate) fn hkdf_sha256(ikm: &[u8], info: &[u8]) -> [u8; 32] {
     hkdf_sha256_salted(ikm, SALT, info)
 }
 
+/// HKDF-SHA256 of a secret for one purpose and one subject: `info` is the
+/// concatenation of `parts` (each part fixed-length or last, so unambiguous).
+pub(crate) fn hkdf_sha256_parts(ikm: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    let mut okm = [0u8; 32];
+    hkdf::Hkdf::<sha2::Sha256>::new(Some(SALT), ikm)
+        .expand_multi_info(parts, &mut okm)
+        .expect("32 bytes is a valid HKDF-SHA256 length");
+    okm
+}
+
 /// HKDF-SHA256 (RFC 5869), one 32-byte output.
 fn hkdf_sha256_salted(ikm: &[u8], salt: &[u8], info: &[u8]) -> [u8; 32] {
     let mut okm = [0u8; 32];

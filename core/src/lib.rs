@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod b64;
 pub mod cookie;
+pub mod cookie_store;
 pub mod data;
 pub mod engine;
 pub mod gate;
