@@ -21,9 +21,11 @@
 use chacha20poly1305::aead::{Aead, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, KeyInit, Nonce};
 
+use crate::engine::Policy;
 use crate::id::{RandomError, RandomPool, SessionId};
 use crate::keys::hkdf_sha256_parts;
-use crate::table::Record;
+use crate::store::{Event, Store};
+use crate::table::{DataFull, Entry, Record};
 
 const KEY_INFO: &[u8] = b"ngx-sessions v1 cookie store\0";
 /// Marks a cookie-store value (the zone's and Redis's cookies start `v1.`).
@@ -243,6 +245,153 @@ fn chunks_for(name: &[u8], encoded: usize) -> Option<usize> {
     Some(count)
 }
 
+/// One request's view of the cookie store, for the engine: it holds the
+/// session the request's cookies carry (opened, and not ended by a logout:
+/// the caller checks its records of ended sessions first) and collects what
+/// the request changes. The engine decides over it as over the zone; then
+/// `result` says what the response's cookies must carry, and `ended` which
+/// sessions must stay dead until they would have expired.
+///
+/// Stateless, so: no grace pointer on renewal (a concurrent request with
+/// the older cookie still opens it and renews on its own: nobody is logged
+/// out), and the last-seen time reaches the cookie only when `touch_due`.
+#[derive(Debug)]
+pub struct CookieSession<'p> {
+    policy: &'p Policy,
+    presented: Option<(SessionId, Record)>,
+    data: Vec<u8>,
+    data_limit: usize,
+    current: Option<(SessionId, Record)>,
+    reseal: bool,
+    ended: Vec<SessionId>,
+    events: Vec<Event>,
+}
+
+/// What the response must do with the session's cookies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CookieResult {
+    /// Nothing changed that the cookie must carry: send no cookie.
+    Keep,
+    /// Seal this and send it (the chunks it needs; delete the others).
+    Seal(Contents),
+    /// The session ended: delete every chunk.
+    Delete,
+}
+
+impl<'p> CookieSession<'p> {
+    /// `opened`: what the request's cookies carry, if they opened and the
+    /// session was not ended. `data_limit`: the most bytes of data a
+    /// session may hold (`set_data` refuses more).
+    pub fn new(policy: &'p Policy, opened: Option<Contents>, data_limit: usize) -> Self {
+        let (presented, data) = match opened {
+            Some(c) => (Some((c.id, c.record)), c.data),
+            None => (None, Vec::new()),
+        };
+        Self {
+            policy,
+            presented,
+            data,
+            data_limit,
+            current: presented,
+            reseal: false,
+            ended: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    /// The cookies the response needs; `issue_cookie` as the engine's
+    /// outcome says (a cookie sealed under an old secret is sealed again).
+    pub fn result(&self, issue_cookie: bool) -> CookieResult {
+        match (&self.current, self.reseal || issue_cookie) {
+            (Some((id, record)), true) => CookieResult::Seal(Contents {
+                id: *id,
+                record: *record,
+                data: self.data.clone(),
+            }),
+            (Some(_), false) => CookieResult::Keep,
+            (None, _) if self.presented.is_some() => CookieResult::Delete,
+            (None, _) => CookieResult::Keep,
+        }
+    }
+
+    /// Sessions this request ended: the caller keeps a record of each until
+    /// it would have expired (none when that is past), so a copied cookie
+    /// of it stays dead.
+    pub fn ended(&self) -> &[SessionId] {
+        &self.ended
+    }
+
+    /// What happened, for logs and metrics.
+    pub fn events(&self) -> &[Event] {
+        &self.events
+    }
+
+    fn is_current(&self, id: &SessionId) -> bool {
+        self.current.as_ref().is_some_and(|(c, _)| c == id)
+    }
+}
+
+impl Store for CookieSession<'_> {
+    fn get(&mut self, id: &SessionId) -> Option<Entry> {
+        self.current.filter(|(c, _)| c == id).map(|(_, r)| Entry::Live(r))
+    }
+
+    fn touch(&mut self, id: &SessionId, last_seen: u64, _deadline: Option<u64>) {
+        let policy = self.policy;
+        if let Some((_, rec)) = self.current.as_mut().filter(|(c, _)| c == id) {
+            let idle = policy.timeouts_for(rec).idle;
+            if touch_due(rec.last_seen, last_seen, (idle != 0).then_some(idle)) {
+                rec.last_seen = last_seen;
+                self.reseal = true;
+            }
+        }
+    }
+
+    /// Nothing to retire without server state: the older cookie stays
+    /// sealed as it was, and expires by its own times.
+    fn retire(&mut self, _id: &SessionId, _successor: SessionId, _until: u64) {}
+
+    /// A removed session is destroyed, as in the zone (a logout, a
+    /// destroy, a refused address or User-Agent, an expiry): listed in
+    /// `ended`; the caller skips those already past their deadline.
+    fn remove(&mut self, id: &SessionId) {
+        if self.is_current(id) {
+            self.ended.push(*id);
+            self.current = None;
+            self.data.clear();
+        }
+    }
+
+    fn take(&mut self, id: &SessionId) -> Option<Record> {
+        let rec = self.current.filter(|(c, _)| c == id).map(|(_, r)| r)?;
+        self.current = None;
+        Some(rec)
+    }
+
+    fn set_data(&mut self, id: &SessionId, blob: &[u8]) -> Result<(), DataFull> {
+        if !self.is_current(id) || blob.len() > self.data_limit {
+            return Err(DataFull);
+        }
+        self.data = blob.to_vec();
+        self.reseal = true;
+        Ok(())
+    }
+
+    fn read_data(&self, _rec: &Record, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.data);
+    }
+
+    fn insert(&mut self, id: SessionId, rec: &Record, _deadline: Option<u64>, _now: u64) -> u32 {
+        self.current = Some((id, *rec));
+        self.reseal = true;
+        0
+    }
+
+    fn count(&mut self, event: Event) {
+        self.events.push(event);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,6 +541,177 @@ mod tests {
                 Err(Refused),
                 "{v:?}"
             );
+        }
+    }
+
+    mod decided_by_the_engine {
+        use super::*;
+        use crate::engine::{apply, resolve, update_data, Control, Facts, Presented, Status};
+        use crate::store::Event;
+
+        const IP: [u8; 4] = [192, 0, 2, 7];
+        const T0: u64 = 1_700_000_000_000;
+
+        fn facts(now: u64) -> Facts<'static> {
+            Facts { now, ip: &IP, ua: 42 }
+        }
+
+        fn policy() -> Policy {
+            Policy {
+                timeouts: crate::Timeouts {
+                    idle: 600_000,
+                    rolling: 3_600_000,
+                    absolute: 86_400_000,
+                },
+                ..Policy::default()
+            }
+        }
+
+        /// A first request: a new session, sealed.
+        fn first(p: &Policy) -> Contents {
+            let mut s = CookieSession::new(p, None, 4096);
+            let o = resolve(
+                &mut s,
+                Presented::Nothing,
+                &facts(T0),
+                p,
+                &mut RandomPool::default(),
+            )
+            .unwrap();
+            assert_eq!(o.status, Status::New);
+            assert_eq!(s.events(), [Event::Created]);
+            match s.result(o.issue_cookie) {
+                CookieResult::Seal(c) => c,
+                other => panic!("{other:?}"),
+            }
+        }
+
+        fn again(p: &Policy, c: &Contents, now: u64) -> (Status, CookieResult, Vec<SessionId>) {
+            let mut s = CookieSession::new(p, Some(c.clone()), 4096);
+            let presented = Presented::Id {
+                id: c.id,
+                stale_key: false,
+            };
+            let o = resolve(&mut s, presented, &facts(now), p, &mut RandomPool::default()).unwrap();
+            (o.status, s.result(o.issue_cookie), s.ended().to_vec())
+        }
+
+        #[test]
+        fn a_valid_session_needs_no_new_cookie_until_a_tenth_of_idle_passed() {
+            let p = policy();
+            let c = first(&p);
+            assert_eq!(
+                again(&p, &c, T0 + 59_999),
+                (Status::Valid, CookieResult::Keep, vec![])
+            );
+            let (status, result, ended) = again(&p, &c, T0 + 60_000);
+            assert_eq!((status, ended), (Status::Valid, vec![]));
+            let CookieResult::Seal(next) = result else {
+                panic!("{result:?}")
+            };
+            assert_eq!((next.id, next.record.last_seen), (c.id, T0 + 60_000));
+        }
+
+        #[test]
+        fn expiry_and_a_changed_address_end_the_session_and_start_another() {
+            let p = policy();
+            let c = first(&p);
+            let (status, result, ended) = again(&p, &c, T0 + 600_001);
+            assert_eq!((status, ended), (Status::ExpiredIdle, vec![c.id]));
+            assert!(matches!(result, CookieResult::Seal(n) if n.id != c.id && n.data.is_empty()));
+            let mut s = CookieSession::new(&p, Some(c.clone()), 4096);
+            let other = Facts {
+                now: T0 + 1_000,
+                ip: &[198, 51, 100, 1],
+                ua: 42,
+            };
+            let presented = Presented::Id {
+                id: c.id,
+                stale_key: false,
+            };
+            let o = resolve(&mut s, presented, &other, &p, &mut RandomPool::default()).unwrap();
+            assert_eq!((o.status, s.ended()), (Status::IpMismatch, &[c.id][..]));
+        }
+
+        #[test]
+        fn renewal_seals_a_new_id_and_concurrent_old_cookies_still_pass() {
+            let mut p = policy();
+            p.timeouts.idle = 0;
+            let c = first(&p);
+            let due = T0 + 2_700_000 + 50_000;
+            let mut ids = Vec::new();
+            for i in 0..12 {
+                // Each request with the same old cookie renews on its own.
+                let (status, result, ended) = again(&p, &c, due + i);
+                assert_eq!((status, ended), (Status::Renewed, vec![]));
+                let CookieResult::Seal(n) = result else {
+                    panic!("{result:?}")
+                };
+                assert_ne!(n.id, c.id);
+                ids.push(n.id);
+            }
+            // Concurrent requests: all passed, each got a working cookie.
+            assert_eq!(ids.len(), 12);
+        }
+
+        #[test]
+        fn logout_ends_the_session_and_lists_it_for_the_revocation_record() {
+            let p = policy();
+            let c = first(&p);
+            let mut s = CookieSession::new(&p, Some(c.clone()), 4096);
+            let done = apply(
+                &mut s,
+                &c.id,
+                Control::Destroy,
+                T0 + 5,
+                &p,
+                &mut RandomPool::default(),
+            )
+            .unwrap();
+            assert_eq!(done, None);
+            assert_eq!((s.result(false), s.ended()), (CookieResult::Delete, &[c.id][..]));
+        }
+
+        #[test]
+        fn login_seals_a_new_id_with_the_user_and_keeps_the_data() {
+            let p = policy();
+            let c = first(&p);
+            let mut s = CookieSession::new(&p, Some(c.clone()), 4096);
+            let mut out = Vec::new();
+            update_data(&mut s, &c.id, &[(&b"cart"[..], Some(&b"3"[..]))], &mut out).unwrap();
+            let login = Control::LogIn {
+                user: b"alice",
+                remember: false,
+            };
+            let (id, rec) = apply(&mut s, &c.id, login, T0 + 5, &p, &mut RandomPool::default())
+                .unwrap()
+                .unwrap();
+            assert_ne!(id, c.id);
+            assert_eq!(rec.user(), Some(&b"alice"[..]));
+            assert!(
+                s.ended().is_empty(),
+                "the pre-login cookie holds no login: nothing to revoke"
+            );
+            let CookieResult::Seal(n) = s.result(false) else {
+                panic!()
+            };
+            assert_eq!((n.id, n.record.user()), (id, Some(&b"alice"[..])));
+            assert_eq!(n.data, out);
+            assert_eq!(s.events(), [Event::Login]);
+        }
+
+        #[test]
+        fn data_over_the_limit_is_refused_and_the_session_kept() {
+            let p = policy();
+            let c = first(&p);
+            let mut s = CookieSession::new(&p, Some(c.clone()), 8);
+            let mut out = Vec::new();
+            let big = [(&b"k"[..], Some(&b"0123456789"[..]))];
+            assert_eq!(
+                update_data(&mut s, &c.id, &big, &mut out),
+                Err(crate::engine::DataUpdateError::Full)
+            );
+            assert_eq!(s.result(false), CookieResult::Keep);
         }
     }
 
