@@ -123,7 +123,7 @@ def bunkerweb_undefined(default_config):
 def render(kind, values, template_lines=None, default_config=None):
     """Renders a template as BunkerWeb 1.6.13's Templator does: trim_blocks,
     lstrip_blocks, keep_trailing_newline, its undefined handling and helpers,
-    the values as variables plus `all`. `template_lines` stands for the lines
+    the values that differ from their defaults as variables, plus `all`. `template_lines` stands for the lines
     of BunkerWeb's nginx.conf template (None: it loads the module)."""
     if template_lines is None:
         template_lines = [f"load_module {module_path()};"]
@@ -139,8 +139,12 @@ def render(kind, values, template_lines=None, default_config=None):
         assert path == BW_NGINX_TEMPLATE, path
         return list(template_lines)
 
+    # With its database, BunkerWeb passes only the settings that differ from
+    # their defaults; the Undefined above supplies the rest.
+    default_config = default_config if default_config is not None else defaults()
+    changed = {k: v for k, v in values.items() if default_config.get(k) != v}
     helpers = {"read_lines": read_lines, "import": importlib.import_module, "all": dict(values)}
-    return env.get_template(f"{kind}/ngxsessions.conf").render({**helpers, **values})
+    return env.get_template(f"{kind}/ngxsessions.conf").render({**helpers, **changed})
 
 
 def directives(conf):
@@ -341,7 +345,9 @@ class Rendering(unittest.TestCase):
 
     def test_keepalive_pool_maps_to_connections_nginx_accepts(self):
         redis = {**enabled(), "USE_REDIS": "yes", "REDIS_HOST": "127.0.0.1"}
-        for pool, connections in (("0", "1"), ("10", "10"), ("500", "64")):
+        # "10" is BunkerWeb's default: then the value reaches the template
+        # only through the Undefined, which Jinja's int filter cannot read.
+        for pool, connections in (("0", "1"), ("10", "10"), ("7", "7"), ("500", "64")):
             with self.subTest(REDIS_KEEPALIVE_POOL=pool):
                 self.assertIn(f"sessions_redis_connections {connections};",
                               directives(render("http", {**redis, "REDIS_KEEPALIVE_POOL": pool})))
