@@ -87,18 +87,32 @@ pub struct Owner {
     pub name_len: usize,
 }
 
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 struct CacheEntry {
     owner: Owner,
-    raw: Raw,
+    /// The value exactly as presented (`v1.` + base64url), which verified.
+    value: [u8; VALUE_LEN],
+    id: SessionId,
     key: u8,
 }
 
+impl Default for CacheEntry {
+    fn default() -> Self {
+        Self {
+            owner: Owner::default(),
+            // No presented value starts with NUL: an empty entry never hits.
+            value: [0; VALUE_LEN],
+            id: SessionId([0; 16]),
+            key: 0,
+        }
+    }
+}
+
 /// Recently verified cookie values, so that a client's repeated cookie costs
-/// a constant-time comparison instead of an HMAC. A hit means the presented
-/// bytes equal, in full, bytes that passed the MAC under the same keys and
-/// name; a miss falls back to the MAC. Direct-mapped by the id's leading
-/// bytes; one per worker.
+/// a constant-time comparison instead of base64 decoding and an HMAC. A hit
+/// means the presented bytes equal, in full, bytes that passed the MAC under
+/// the same keys and name; a miss decodes and checks the MAC. Direct-mapped
+/// by the encoded id's leading characters; one per worker.
 pub struct VerifyCache {
     entries: Box<[CacheEntry]>,
 }
@@ -117,9 +131,11 @@ impl VerifyCache {
         }
     }
 
-    fn slot(&self, raw: &Raw) -> usize {
-        let h = u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]) as usize;
-        h & (self.entries.len() - 1)
+    /// The slot of a value: the encoded id's first characters (random).
+    fn slot(&self, value: &[u8; VALUE_LEN]) -> usize {
+        let p = PREFIX.len();
+        let h = u32::from_le_bytes([value[p], value[p + 1], value[p + 2], value[p + 3]]);
+        (h.wrapping_mul(0x9e37_79b9) >> 8) as usize & (self.entries.len() - 1)
     }
 
     /// As `decode_value`, remembering values that verified.
@@ -130,31 +146,45 @@ impl VerifyCache {
         name: &[u8],
         value: &[u8],
     ) -> Result<Verified, CookieError> {
-        let raw = decode_raw(value)?;
-        let slot = self.slot(&raw);
+        let value: &[u8; VALUE_LEN] = value.try_into().map_err(|_| CookieError::Malformed)?;
+        let slot = self.slot(value);
         let e = &self.entries[slot];
-        if e.owner == owner && ct_eq(&e.raw, &raw) {
-            let mut id = [0u8; 16];
-            id.copy_from_slice(&raw[..16]);
+        if e.owner == owner && ct_eq_value(&e.value, value) {
             return Ok(Verified {
-                id: SessionId(id),
+                id: e.id,
                 stale_key: e.key != 0,
                 key: e.key,
             });
         }
-        let v = verify_raw(keys, name, &raw)?;
+        let v = verify_raw(keys, name, &decode_raw(value)?)?;
         self.entries[slot] = CacheEntry {
             owner,
-            raw,
+            value: *value,
+            id: v.id,
             key: v.key,
         };
         Ok(v)
     }
 }
 
-/// Constant-time equality: the time does not depend on where the values differ.
-fn ct_eq(a: &Raw, b: &Raw) -> bool {
-    subtle::ConstantTimeEq::ct_eq(&a[..], &b[..]).into()
+/// Constant-time equality of two cookie values: the time does not depend on
+/// where they differ. Compared as 64-bit words with `subtle` rather than as
+/// bytes: its byte-wise slice comparison puts an optimisation barrier on each
+/// of the 46 bytes. With the hit no longer decoding base64, a cached cookie's
+/// check went from 724 to 124 instructions (callgrind, `make bench`'s valid
+/// path; the request as a whole from 17,397 to 16,719).
+fn ct_eq_value(a: &[u8; VALUE_LEN], b: &[u8; VALUE_LEN]) -> bool {
+    const WORDS: usize = VALUE_LEN.div_ceil(8);
+    let words = |v: &[u8; VALUE_LEN]| {
+        let mut w = [0u64; WORDS];
+        for (i, chunk) in v.chunks(8).enumerate() {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            w[i] = u64::from_le_bytes(b);
+        }
+        w
+    };
+    subtle::ConstantTimeEq::ct_eq(&words(a)[..], &words(b)[..]).into()
 }
 
 /// Values of every cookie called `name` in one `Cookie` header value.
@@ -412,12 +442,12 @@ mod tests {
 
     #[test]
     fn constant_time_eq() {
-        let a = [7u8; 32];
-        assert!(ct_eq(&a, &a));
-        for i in 0..32 {
+        let a = [7u8; VALUE_LEN];
+        assert!(ct_eq_value(&a, &a));
+        for i in 0..VALUE_LEN {
             let mut b = a;
             b[i] ^= 1;
-            assert!(!ct_eq(&a, &b), "{i}");
+            assert!(!ct_eq_value(&a, &b), "{i}");
         }
     }
 
