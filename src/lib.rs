@@ -244,16 +244,16 @@ extern "C" fn init_process(cycle: *mut nginx_sys::ngx_cycle_t) -> ngx_int_t {
     handler::init_worker();
     // SAFETY: nginx passes the live cycle; `ngx_process` is set before
     // init_process runs.
-    let (cycle_ref, worker) = unsafe {
-        (
-            &*cycle,
-            nginx_sys::ngx_process as u32 == nginx_sys::NGX_PROCESS_WORKER,
-        )
-    };
+    let (cycle_ref, process) = unsafe { (&*cycle, nginx_sys::ngx_process as u32) };
+    let worker = process == nginx_sys::NGX_PROCESS_WORKER;
+    // With `master_process off` the single process serves requests as a
+    // worker does, so it runs the Redis client too. (Not the state writer:
+    // that process also writes the file as it exits.)
+    let serves = worker || process == nginx_sys::NGX_PROCESS_SINGLE;
     if let Some(main) = Module::main_conf(cycle_ref).filter(|_| worker) {
         zone_state::start(cycle, main);
     }
-    if let Some(main) = Module::main_conf(cycle_ref).filter(|m| worker && m.redis_used) {
+    if let Some(main) = Module::main_conf(cycle_ref).filter(|m| serves && m.redis_used) {
         if let Some(topology) = &main.topology {
             let setup = redis_client::Setup {
                 journal: main

@@ -151,6 +151,24 @@ fn unix_socket_database_and_acl_user_with_password_file() {
     n.assert_clean_log();
 }
 
+/// With `master_process off` the one process serves requests as a worker
+/// does: Redis locations work there too (they answered 503 before).
+#[test]
+fn redis_works_with_master_process_off() {
+    let redis = Redis::start(&[]);
+    let mut n = Nginx::prepare("single-process");
+    let http = conf(&format!("sessions_redis_server 127.0.0.1:{};", redis.port), "");
+    let single = format!("master_process off;\n{}", common::main_conf(1, &n.expand(&http)));
+    fs::write(n.dir.join("single.conf"), single).unwrap();
+    n.spawn_conf("single.conf");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while n.get("/").status == 503 && Instant::now() < deadline {
+        sleep(Duration::from_millis(100));
+    }
+    assert_round_trip(&n);
+    assert!(!keys(&redis, &[]).is_empty(), "the sessions are in Redis");
+}
+
 #[test]
 fn password_in_config_ipv6_literal_prefix_and_a_wrong_password() {
     let mut redis = Redis::start(&["--requirepass", "right-password", "--bind", "127.0.0.1", "::1"]);

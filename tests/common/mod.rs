@@ -89,7 +89,7 @@ fn user_directive() -> &'static str {
 }
 
 /// `{port}`, `{port2}`, `{port3}` and `{dir}` in `http` are substituted.
-fn main_conf(workers: u32, http: &str) -> String {
+pub fn main_conf(workers: u32, http: &str) -> String {
     format!(
         "load_module {module};\n\
          {user}\n\
