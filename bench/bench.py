@@ -57,6 +57,7 @@ http {{
         location /plain/ {{ }}
         location /s/ {{ sessions on; }}
         location /r/ {{ sessions on; sessions_store redis; }}
+        location = /r-logout {{ sessions on; sessions_store redis; sessions_logout; }}
         location /roll/ {{
             sessions on;
             sessions_idling_timeout 0;
@@ -146,10 +147,16 @@ class Nginx:
         return f"http://127.0.0.1:{self.port}{path}"
 
     def worker_pid(self):
+        """The worker's pid; under a tool, nginx runs as one process."""
         if self.proc.args[0] != nginx_bin():
             return self.proc.pid
-        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
-        return int(out.stdout.split()[0])
+        deadline = time.time() + 60
+        while True:
+            out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
+            if out.stdout.split():
+                return int(out.stdout.split()[0])
+            check(time.time() < deadline, "nginx: no worker process")
+            time.sleep(0.1)
 
     def capacity(self):
         log = (self.dir / "logs" / "error.log").read_text()
@@ -284,6 +291,18 @@ request = function()
                                                  ["User-Agent"] = "%s" })
 end
 """
+
+
+# Which callgrind count stands beside which throughput row.
+CALLGRIND_ROW = {
+    "plain static file (no sessions)": "plain",
+    "new session (shm)": "new",
+    "valid session (shm)": "valid",
+    "valid session with stored data (shm)": "data",
+    "new session (Redis)": "redis_new",
+    "valid session (Redis)": "redis_valid",
+    "session due for rolling renewal (shm)": "renewal",
+}
 
 
 def median(runs):
@@ -488,16 +507,34 @@ def count_paths(n, measure, requests):
     checks afterwards that every request took the path it is counted for."""
     c = Client(n.port)
     valid = c.get("/s/index.html")[1]
+    data = c.get("/s/index.html")[1]
+    c.get("/ctl/set", data)
+    check(c.get_header("/check-data", data, "X-Data") == PROFILE, "data: the session carries data")
+    # The worker's Redis connection may still be coming up (slowly, under valgrind).
+    deadline = time.time() + 60
+    while True:
+        status, redis_valid = c.get("/r/index.html")
+        if status == 200 and redis_valid:
+            break
+        check(time.time() < deadline, f"redis: no session after 60 s ({status})")
+        time.sleep(0.2)
+    check(c.get("/r/index.html", redis_valid)[1] is None, "redis: a valid session")
     c.get("/plain/index.html")
 
-    def run(name, path, cookies, want_cookie):
+    def run(name, path, cookies, want_cookie, count=requests):
         got = []
-        measure(name, lambda: got.extend(c.get(path, ck)[1] for ck in cookies))
+        measure(name, lambda: got.extend(c.get(path, ck)[1] for ck in cookies), count)
         check(all((sc is not None) == want_cookie for sc in got), f"{name}: every request took the {name} path")
 
+    c.get("/s/index.html", data)
     run("plain", "/plain/index.html", [None] * requests, False)
     run("new", "/s/index.html", [None] * requests, True)
     run("valid", "/s/index.html", [valid] * requests, False)
+    run("data", "/s/index.html", [data] * requests, False)
+    # Fewer Redis requests: each waits for a round trip, slow under valgrind.
+    redis_requests = max(1, requests // 4)
+    run("redis_new", "/r/index.html", [None] * redis_requests, True, redis_requests)
+    run("redis_valid", "/r/index.html", [redis_valid] * redis_requests, False, redis_requests)
     # /roll/ renews after 15 s of its 20 s rolling time.
     started = time.time()
     due = [c.get("/roll/index.html")[1] for _ in range(requests)]
@@ -506,30 +543,58 @@ def count_paths(n, measure, requests):
 
 
 def instructions_callgrind(requests):
-    """Instructions per request in the worker, counted by callgrind: the same
+    """Instructions per request of nginx (`master_process off`: one process,
+    all its threads, the Redis client's included), counted by callgrind: the same
     count on every run, but valgrind hides the CPU's SHA extensions, so
     SHA-256 runs in software and the MAC looks costlier than it is."""
     wrap = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={WORK}/cg.%p"]
     n = Nginx("callgrind", zone="16m", rolling="20s", wrap=wrap)
-    pid = n.proc.pid
+    pid = n.worker_pid()
     results = {}
 
-    def measure(name, send):
+    def measure(name, send, count):
         subprocess.run(["callgrind_control", "-z", str(pid)], check=True, capture_output=True)
         send()
         subprocess.run(["callgrind_control", "-d", name, str(pid)], check=True, capture_output=True)
         dumps = sorted(WORK.glob(f"cg.{pid}.*"), key=os.path.getmtime)
         text = dumps[-1].read_text(errors="replace")
         total = int(re.search(r"^(?:summary|totals): (\d+)", text, re.M).group(1))
-        results[name] = total / requests
+        results[name] = total / count
 
     try:
         count_paths(n, measure, requests)
     finally:
         n.stop()
-        for f in WORK.glob(f"cg.{pid}*"):
+        for f in WORK.glob("cg.*"):
             f.unlink()
     return results
+
+
+def revocation_delay(logouts=300):
+    """How long after a logout answered by one nginx the same cookie is
+    refused by another nginx sharing the Redis (ms: p50, p99, max). Each
+    round: a session made on A, accepted by B, logged out on A, then B asked
+    again and again until it refuses the cookie (a refused cookie gets a new
+    session, so a Set-Cookie)."""
+    a, b = Nginx("revoke-a", zone="16m"), Nginx("revoke-b", zone="16m")
+    delays = []
+    try:
+        ca, cb = Client(a.port), Client(b.port)
+        for _ in range(logouts):
+            cookie = ca.get("/r/index.html")[1]
+            check(cookie is not None, "revocation: A starts a Redis session")
+            check(cb.get("/r/index.html", cookie)[1] is None, "revocation: B accepts the session before the logout")
+            status, _ = ca.get("/r-logout", cookie)
+            check(status == 204, f"revocation: the logout on A answered {status}")
+            t0 = time.perf_counter()
+            while cb.get("/r/index.html", cookie)[1] is None:
+                check(time.perf_counter() - t0 < 10, "revocation: B still accepts a logged-out cookie after 10 s")
+            delays.append((time.perf_counter() - t0) * 1000)
+    finally:
+        a.stop()
+        b.stop()
+    delays.sort()
+    return delays[len(delays) // 2], delays[int(len(delays) * 0.99) - 1], delays[-1]
 
 
 def perf_works():
@@ -546,7 +611,7 @@ def instructions_perf(requests):
     pid = n.worker_pid()
     results = {}
 
-    def measure(name, send):
+    def measure(name, send, count):
         p = subprocess.Popen(["perf", "stat", "-x,", "-e", "instructions:u,instructions:k", "-p", str(pid)],
                              stderr=subprocess.PIPE, text=True)
         time.sleep(0.2)
@@ -554,7 +619,7 @@ def instructions_perf(requests):
         p.send_signal(signal.SIGINT)
         _, err = p.communicate()
         vals = [int(line.split(",")[0]) for line in err.strip().splitlines() if line[:1].isdigit()]
-        results[name] = (vals[0] / requests, vals[1] / requests)
+        results[name] = (vals[0] / count, vals[1] / count)
 
     try:
         count_paths(n, measure, requests)
@@ -591,21 +656,37 @@ def main():
         "The ratio is the median over rounds of (row / plain row of the same round), with its range;",
         "the renewal row is compared with the same wrk Lua script fetching the static file.",
         "",
-        "| path | req/s | p50 | p99 | ratio to plain | target |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| path | req/s | p50 | p99 | ratio to plain | instructions | x plain | target |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    requests = 2000
+    cg = None if args.skip_instructions else instructions_callgrind(requests)
     rows, per_session = throughput(args.duration, args.rounds)
     for name, r in rows:
         target = TARGETS.get(name)
         target_s = f">= {target:.2f}" if target else ""
+        key = CALLGRIND_ROW.get(name)
+        instr = f"{cg[key]:,.0f} | {cg[key] / cg['plain']:.2f}x" if cg and key else "n/a | "
         if r is None:
-            lines.append(f"| {name} | n/a | | | | (no session data yet) |")
+            lines.append(f"| {name} | n/a | | | | {instr} | (no session data yet) |")
             continue
         ratio = r.get("ratio", 1.0)
         mark = "" if not target else (" ok" if ratio >= target else " BELOW")
         spread = f" ({r['ratios'][0]:.2f}-{r['ratios'][-1]:.2f})" if len(r.get("ratios", [])) > 1 else ""
         lines.append(f"| {name} | {r['rps']:,.0f} | {r['p50']:.0f} us | {r['p99']:.0f} us | "
-                     f"{ratio:.3f}{spread} | {target_s}{mark} |")
+                     f"{ratio:.3f}{spread} | {instr} | {target_s}{mark} |")
+    lines += [
+        "",
+        f"Instructions: per request of the whole nginx process under callgrind ({requests} keep-alive requests",
+        "per path from one client, a quarter of that for Redis; SHA-256 runs in software under valgrind).",
+    ]
+    p50, p99, worst = revocation_delay()
+    lines += [
+        "",
+        "Revocation on another instance: after a logout answered by one nginx, the same cookie is refused",
+        f"by a second nginx sharing the Redis within p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {worst:.2f} ms",
+        "(300 logouts).",
+    ]
     print("\n".join(lines), flush=True)
     lines += ["", f"shared memory per session: {per_session:.1f} bytes of zone (zone size / sessions it holds: "
                   "a 192-byte slot, 4 bytes of hash index, and a share of the data area, a fifth of the zone)"]
@@ -638,9 +719,7 @@ def main():
                 f"1,000,000 sessions {i2:,.0f} instructions / {c2:,.0f} cycles "
                 f"(ratios {i2 / i1:.3f} / {c2 / c1:.3f}).",
             ]
-    if not args.skip_instructions:
-        requests = 2000
-        cg = instructions_callgrind(requests)
+    if cg:
         pf = instructions_perf(requests) if perf_works() else None
         lines += [
             "",
@@ -651,7 +730,7 @@ def main():
             "| path | callgrind | over plain | perf user | over plain | perf kernel |",
             "|---|---:|---:|---:|---:|---:|",
         ]
-        for k in ("plain", "new", "valid", "renewal"):
+        for k in ("plain", "new", "valid", "data", "redis_new", "redis_valid", "renewal"):
             row = f"| {k} | {cg[k]:,.0f} | {cg[k] - cg['plain']:+,.0f} |"
             if pf:
                 row += f" {pf[k][0]:,.0f} | {pf[k][0] - pf['plain'][0]:+,.0f} | {pf[k][1]:,.0f} |"
