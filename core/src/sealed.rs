@@ -31,6 +31,8 @@ const SUMMARY_INFO: &[u8] = b"ngx-sessions v1 store summary";
 const TAG_INFO: &[u8] = b"ngx-sessions v1 journal tag";
 const VERSION: u8 = 1;
 const NONCE_LEN: usize = 12;
+/// Bytes `aead_seal` adds to what it seals: the nonce and the tag.
+pub(crate) const AEAD_OVERHEAD: usize = NONCE_LEN + 16;
 const LIVE: u8 = 1;
 const GRACE: u8 = 2;
 
@@ -191,7 +193,7 @@ fn seal_with(
     plain: &[u8],
     rng: &mut RandomPool,
 ) -> Result<Vec<u8>, RandomError> {
-    let mut out = Vec::with_capacity(1 + NONCE_LEN + plain.len() + 16);
+    let mut out = Vec::with_capacity(1 + AEAD_OVERHEAD + plain.len());
     out.push(VERSION);
     aead_seal(cipher, aad, plain, rng, &mut out)?;
     Ok(out)
