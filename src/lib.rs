@@ -87,10 +87,8 @@ impl HttpModule for Module {
                 return Status::NGX_ERROR.into();
             }
         }
-        if let Some(lc) = Module::location_conf(cf) {
-            // SAFETY: the `http` block's settings outlive this call; `cf` is not used through it.
-            let lc: &LocConf = unsafe { &*ptr::from_ref(lc) };
-            warn_samesite_none_without_secure(cf, lc);
+        if let Some(flags) = Module::location_conf(cf).map(|lc| (lc.same_site, lc.secure)) {
+            warn_samesite_none_without_secure(cf, flags);
         }
         // The `http` block's own secret, if any, seals the zone's state file.
         if let Some(SecretConf::Keys(keys)) = Module::location_conf(cf).and_then(|lc| lc.secret.clone()) {
@@ -168,7 +166,7 @@ unsafe extern "C" fn merge_loc_conf(
     let sets_cookie_flags = conf.same_site.is_some() || conf.secure.is_some();
     conf.merge(prev);
     if sets_cookie_flags {
-        warn_samesite_none_without_secure(cf, conf);
+        warn_samesite_none_without_secure(cf, (conf.same_site, conf.secure));
     }
     if conf.enabled() {
         let Some(main) = Module::main_conf_mut(cf) else {
@@ -194,10 +192,14 @@ unsafe extern "C" fn merge_loc_conf(
 
 /// Browsers refuse `SameSite=None` without `Secure`, so the module sends
 /// it anyway: said once, where the block that asks for both is.
-fn warn_samesite_none_without_secure(cf: &mut ngx_conf_t, conf: &LocConf) {
-    if conf.same_site == Some(Some(sessions_core::SameSite::None))
-        && conf.secure == Some(sessions_core::Secure::Off)
-    {
+fn warn_samesite_none_without_secure(
+    cf: &mut ngx_conf_t,
+    (same_site, secure): (
+        Option<Option<sessions_core::SameSite>>,
+        Option<sessions_core::Secure>,
+    ),
+) {
+    if same_site == Some(Some(sessions_core::SameSite::None)) && secure == Some(sessions_core::Secure::Off) {
         ngx::ngx_conf_log_error!(
             nginx_sys::NGX_LOG_WARN,
             cf,

@@ -748,16 +748,15 @@ impl Shared {
     /// Remembers the keys a job carries, so that the flusher can seal the
     /// journal's writes made with them (an adopted `random` secret).
     fn learn(&self, job: &Job) {
-        let add = |k: &SealKeys| self.know(k);
         match job {
             Job::Lookup(l) => {
-                add(&l.keys.write);
-                add(&l.keys.read);
+                self.know(&l.keys.write);
+                self.know(&l.keys.read);
             }
             Job::Write { keys, .. }
             | Job::List { keys, .. }
             | Job::Revoke { keys, .. }
-            | Job::RevokeHandle { keys, .. } => add(keys),
+            | Job::RevokeHandle { keys, .. } => self.know(keys),
             Job::Adopt | Job::Flush => {}
         }
     }
