@@ -97,6 +97,24 @@ fn demo_page_shows_the_visitors_session() {
         let still = send(n.port, &Request::get("/private/").cookie(&name_value));
         assert_eq!(still.status, 302, "{wrong} logs nobody in");
     }
+    // The login app's own header, sent by the client: replaced on the way.
+    let forged = Request::get("/login/check")
+        .cookie(&name_value)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .header("X-Demo-Login", "eve");
+    let forged = send_with_body(
+        n.port,
+        &Request {
+            method: "POST".into(),
+            ..forged
+        },
+        b"user=eve&password=x",
+    );
+    assert_eq!(forged.header("Location"), Some("/login/?error=1"));
+    assert!(
+        forged.set_cookies(name).is_empty(),
+        "a forged X-Demo-Login logs nobody in"
+    );
     let query = send(
         n.port,
         &Request::get("/login/check?user=ann&password=demo").cookie(&name_value),

@@ -233,6 +233,17 @@ class Nginx:
         conn.close()
         return r
 
+    def check_config(self, case):
+        """`nginx -t` passes; the message shows nginx's words and the config."""
+        t = self.test()
+        case.assertEqual(t.returncode, 0, t.stderr + self.conf)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        self.stop()
+
     def stop(self, keep=False):
         if self.proc:
             self.proc.terminate()
@@ -364,10 +375,8 @@ class Served(unittest.TestCase):
     """The rendered configuration under `nginx -t` and serving requests."""
 
     def test_defaults_pass_nginx_t_and_serve_sessions(self):
-        n = Nginx(enabled(), [{}])
-        try:
-            t = n.test()
-            self.assertEqual(t.returncode, 0, t.stderr + n.conf)
+        with Nginx(enabled(), [{}]) as n:
+            n.check_config(self)
             n.start()
             r = n.get(0)
             self.assertEqual(r.status, 200)
@@ -375,20 +384,14 @@ class Served(unittest.TestCase):
             name, value = r.getheader("Set-Cookie").split(";")[0].split("=", 1)
             self.assertRegex(name, r"^[0-9A-Za-z]{16}$", "random name")
             self.assertEqual(n.get(0, f"{name}={value}").getheader("X-Session-Status"), "valid")
-        finally:
-            n.stop()
 
     def test_not_loaded_passes_nginx_t_and_serves_without_sessions(self):
-        n = Nginx(enabled(), [{}], loaded=False)
-        try:
-            t = n.test()
-            self.assertEqual(t.returncode, 0, t.stderr + n.conf)
+        with Nginx(enabled(), [{}], loaded=False) as n:
+            n.check_config(self)
             n.start()
             r = n.get(0)
             self.assertEqual(r.status, 200)
             self.assertIsNone(r.getheader("Set-Cookie"))
-        finally:
-            n.stop()
 
     def test_bunkerwebs_own_cookie_reaches_the_backend_untouched(self):
         # BunkerWeb's Lua sessions (antibot, UI) keep their cookie under
@@ -397,10 +400,8 @@ class Served(unittest.TestCase):
         bw_cookie = "bw_session=AQAAAJm2y1RjT5ktd4QDbYxGZfbvUZ2nm0pM0kVPdCDo0Wl8kQ"
         for ours in ("random", "bw_session"):
             with self.subTest(NGX_SESSIONS_NAME=ours):
-                n = Nginx({**enabled(), "SESSIONS_NAME": "bw_session", "NGX_SESSIONS_NAME": ours}, [{}])
-                try:
-                    t = n.test()
-                    self.assertEqual(t.returncode, 0, t.stderr + n.conf)
+                with Nginx({**enabled(), "SESSIONS_NAME": "bw_session", "NGX_SESSIONS_NAME": ours}, [{}]) as n:
+                    n.check_config(self)
                     n.start()
                     r = n.get(0, bw_cookie)
                     self.assertEqual(r.getheader("X-Session-Status"), "new")
@@ -415,8 +416,6 @@ class Served(unittest.TestCase):
                     self.assertEqual(r.getheader("X-Session-Status"), "valid")
                     self.assertIn(bw_cookie, r.body)
                     self.assertIsNone(r.getheader("Set-Cookie"))
-                finally:
-                    n.stop()
 
     def test_multisite_values_reach_each_server(self):
         globals_ = {
@@ -432,10 +431,8 @@ class Served(unittest.TestCase):
             {"USE_NGX_SESSIONS": "yes", "SESSIONS_DOMAIN": "app.example.com"},
             {"USE_NGX_SESSIONS": "no", "SESSIONS_DOMAIN": ""},
         ]
-        n = Nginx(globals_, servers)
-        try:
-            t = n.test()
-            self.assertEqual(t.returncode, 0, t.stderr + n.conf)
+        with Nginx(globals_, servers) as n:
+            n.check_config(self)
             self.assertIn("sessions_check_user_agent off;", n.conf)
             n.start()
             r = n.get(0)
@@ -451,8 +448,6 @@ class Served(unittest.TestCase):
             r = n.get(1)
             self.assertEqual(r.status, 200)
             self.assertIsNone(r.getheader("Set-Cookie"))
-        finally:
-            n.stop()
 
     def test_bunkerweb_redis_settings_store_sessions_in_redis(self):
         port = free_port()
@@ -460,6 +455,9 @@ class Served(unittest.TestCase):
         redis = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                                   "--requirepass", "bw-pass", "--dir", str(work)],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.addCleanup(shutil.rmtree, work, ignore_errors=True)
+        self.addCleanup(redis.wait)
+        self.addCleanup(redis.kill)
         wait_port(port, redis, lambda: "redis-server did not start")
         # BunkerWeb's core Redis settings, pointed at it.
         values = {**enabled(), "USE_REDIS": "yes", "REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(port),
@@ -469,16 +467,10 @@ class Served(unittest.TestCase):
                      "sessions_redis_database 2;", "sessions_redis_timeout 1000ms;",
                      "sessions_redis_connections 10;", 'sessions_redis_password "bw-pass";'):
             self.assertIn(line, rendered)
-        zero = Nginx({**values, "REDIS_KEEPALIVE_POOL": "0"}, [{}])
-        try:
-            t = zero.test()
-            self.assertEqual(t.returncode, 0, t.stderr)
-        finally:
-            zero.stop()
-        n = Nginx(values, [{}])
-        try:
-            t = n.test()
-            self.assertEqual(t.returncode, 0, t.stderr)
+        with Nginx({**values, "REDIS_KEEPALIVE_POOL": "0"}, [{}]) as zero:
+            zero.check_config(self)
+        with Nginx(values, [{}]) as n:
+            n.check_config(self)
             n.start()
             r = n.get(0)
             self.assertEqual(r.getheader("X-Session-Status"), "new", (n.dir / "logs" / "error.log").read_text())
@@ -488,11 +480,6 @@ class Served(unittest.TestCase):
                                    "--scan", "--pattern", "sessions:*"], capture_output=True, text=True).stdout
             # The session, and the random secret and name shared through Redis.
             self.assertEqual(len(keys.split()), 3, keys)
-        finally:
-            n.stop()
-            redis.kill()
-            redis.wait()
-            shutil.rmtree(work, ignore_errors=True)
 
 
 class LoadModule(unittest.TestCase):

@@ -212,7 +212,7 @@ def main():
         wd.click("#submit")
         wd.wait_url(f"{base}/private/")
         visited.append(wd.url())
-        check(True, "logging in lands back on the original URL")
+        check(wd.url() == f"{base}/private/", "logging in lands back on the original URL")
         wd.screenshot("4-private")
         check(wd.text("#welcome") == "Hello, alice", "private: the page greets the user")
         check(wd.text("#status") == "valid", "private: the session is valid")
