@@ -11,6 +11,7 @@ use ngx::core::Status;
 use ngx::http::{HTTPStatus, HttpModuleLocationConf, HttpModuleMainConf, Request};
 use ngx::ngx_log_error;
 use sessions_core::admin::{self, AdminRequest, Verb};
+use sessions_core::revoked;
 use sessions_core::table::Record;
 
 use crate::conf::LocConf;
@@ -92,25 +93,29 @@ fn act(r: &mut Request, req: AdminRequest) -> Status {
     ) else {
         return HTTPStatus::NOT_FOUND.into();
     };
+    // Cookie-store sessions cannot be taken back: what ends them is a
+    // record kept until they would have expired (see `revoked`). The zone's
+    // own sessions are removed, and the record costs them nothing.
+    let now = request::now_ms();
+    let policy = &lc.policy;
+    let deadline = |rec: &Record| policy.timeouts_for(rec).deadline(rec.times()).unwrap_or(u64::MAX);
     let (status, body) = table.with(|t| match &req {
         AdminRequest::List { user } => {
             let sessions = t.sessions_of(user).into_iter().map(|(_, rec)| rec);
             (HTTPStatus::OK, list_json(lc, user, sessions))
         }
         AdminRequest::RevokeUser { user } => {
-            let ids: Vec<_> = t.sessions_of(user).into_iter().map(|(id, _)| id).collect();
-            for id in &ids {
-                t.remove(id);
-            }
-            t.header().stats.logouts += ids.len() as u64;
-            (HTTPStatus::OK, admin::revoked_json(ids.len()))
+            let until = policy.longest_life().map_or(u64::MAX, |l| now.saturating_add(l));
+            let n = revoked::revoke_user(t, user, now, until, deadline);
+            t.header().stats.logouts += n as u64;
+            (HTTPStatus::OK, admin::revoked_json(n))
         }
         AdminRequest::RevokeId { id } => {
-            let found = t.find_handle(id).inspect(|sid| {
-                t.remove(sid);
+            let found = revoked::revoke_handle(t, id, now, deadline);
+            if found {
                 t.header().stats.logouts += 1;
-            });
-            revoked_one(found.is_some())
+            }
+            revoked_one(found)
         }
     });
     if !matches!(req, AdminRequest::List { .. }) {

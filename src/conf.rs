@@ -6,7 +6,11 @@ use std::ptr;
 use nginx_sys::{ngx_http_complex_value_t, ngx_shm_zone_t};
 use sessions_core::proxy::Cidr;
 use sessions_core::redis_conf::{RedisSettings, Topology, Unavailable};
+use sessions_core::store::StoreKind;
 use sessions_core::{CookieAttrs, Keyring, Policy, SameSite, Secure, Timeouts};
+
+/// `sessions_cookie_max_data` when not set.
+pub const DEFAULT_COOKIE_MAX_DATA: usize = 4096;
 
 /// Where a location's secret comes from.
 #[derive(Clone, Debug)]
@@ -152,8 +156,11 @@ pub struct LocConf {
     /// `sessions_trusted_proxies`: peers whose `X-Forwarded-Proto` counts
     /// (empty: none, `off`).
     pub trusted: Option<Vec<Cidr>>,
-    /// `sessions_store redis`.
-    pub store_redis: Option<bool>,
+    /// `sessions_store`.
+    pub store: Option<StoreKind>,
+    /// `sessions_cookie_max_data`: the most bytes of data a cookie-store
+    /// session holds.
+    pub cookie_max_data: Option<usize>,
     pub unavailable: Option<Unavailable>,
 
     /// Computed by `finish` after merging.
@@ -194,7 +201,8 @@ impl LocConf {
         inherit(&mut self.same_site, &prev.same_site);
         inherit(&mut self.max_age, &prev.max_age);
         inherit(&mut self.trusted, &prev.trusted);
-        inherit(&mut self.store_redis, &prev.store_redis);
+        inherit(&mut self.store, &prev.store);
+        inherit(&mut self.cookie_max_data, &prev.cookie_max_data);
         inherit(&mut self.unavailable, &prev.unavailable);
         self.finish();
     }
@@ -253,8 +261,20 @@ impl LocConf {
         matches!(self.secret, None | Some(SecretConf::Random))
     }
 
+    pub fn store(&self) -> StoreKind {
+        self.store.unwrap_or_default()
+    }
+
     pub fn redis(&self) -> bool {
-        self.store_redis == Some(true)
+        self.store() == StoreKind::Redis
+    }
+
+    pub fn cookie(&self) -> bool {
+        self.store() == StoreKind::Cookie
+    }
+
+    pub fn cookie_max_data(&self) -> usize {
+        self.cookie_max_data.unwrap_or(DEFAULT_COOKIE_MAX_DATA)
     }
 
     /// The keys and cookie name for a request. `random` means the zone's

@@ -95,7 +95,8 @@ macro_rules! value_directive {
 
 value_directive! {
     LocConf =>
-    set_store: store_redis = redis_conf::store;
+    set_store: store = redis_conf::store;
+    set_cookie_max_data: cookie_max_data = cookie_max_data;
     set_unavailable: unavailable = redis_conf::unavailable;
     set_idle: idle = parse::time_ms;
     set_rolling: rolling = parse::time_ms;
@@ -638,7 +639,7 @@ const fn location_command(name: ngx_str_t, args: u32, set: Handler) -> ngx_comma
     directive(name, NGX_HTTP_LOC_CONF, args, NGX_HTTP_LOC_CONF_OFFSET, set)
 }
 
-pub static mut COMMANDS: [ngx_command_t; 51] = [
+pub static mut COMMANDS: [ngx_command_t; 52] = [
     command(ngx_string!("sessions"), NGX_CONF_FLAG, set_enable),
     command(ngx_string!("sessions_secret"), NGX_CONF_1MORE, set_secret),
     command(
@@ -724,6 +725,11 @@ pub static mut COMMANDS: [ngx_command_t; 51] = [
         set_zone,
     ),
     command(ngx_string!("sessions_store"), NGX_CONF_TAKE1, set_store),
+    command(
+        ngx_string!("sessions_cookie_max_data"),
+        NGX_CONF_TAKE1,
+        set_cookie_max_data,
+    ),
     command(
         ngx_string!("sessions_redis_unavailable"),
         NGX_CONF_TAKE1,
@@ -837,3 +843,13 @@ pub static mut COMMANDS: [ngx_command_t; 51] = [
     ),
     ngx_command_t::empty(),
 ];
+
+/// `sessions_cookie_max_data`: a size up to what the cookie store can seal.
+fn cookie_max_data(v: &[u8]) -> Result<usize, Reason> {
+    match parse::size(v)? {
+        n if n > sessions_core::cookie_store::MAX_DATA => {
+            Err("it must be at most 4656 (16 keys of 32 bytes, values of 256)")
+        }
+        n => Ok(n),
+    }
+}

@@ -150,7 +150,7 @@ fn control(r: &mut Request, lc: &LocConf) -> Option<()> {
                 r.log(),
                 "sessions: session ended by the application"
             );
-            ctx.set_cookie = deleted_cookie(r, lc, name)?;
+            ctx.set_cookie = deleted_cookie(r, lc, name, ctx.chunks)?;
             ctx.user = ngx_str_t::default();
         }
         Ok(Some((new_id, rec))) => {
@@ -164,7 +164,7 @@ fn control(r: &mut Request, lc: &LocConf) -> Option<()> {
             }
             ctx.id = new_id;
             ctx.record = rec;
-            ctx.set_cookie = session_cookie(r, lc, keys, name, &new_id, &rec)?;
+            ctx.set_cookie = session_cookie(r, lc, keys, name, ctx)?;
         }
         Err(ControlError::NoSession) => {
             ngx_log_error!(
@@ -199,12 +199,29 @@ fn data(r: &mut Request, changes: &[(&[u8], Option<&[u8]>)]) -> Option<()> {
         update_data(t, &id, changes, data)
     })?;
     match result {
-        Ok(()) => ctx.data = SCRATCH.with_borrow(|s| request::pool_str(r, &s.data))?,
+        Ok(()) => {
+            ctx.data = SCRATCH.with_borrow(|s| request::pool_str(r, &s.data))?;
+            // The cookie store carries the data: seal it again.
+            if lc.cookie() {
+                let (keys, name) = lc.keys_and_name(main)?;
+                ctx.set_cookie = session_cookie(r, lc, keys, name, ctx)?;
+                ctx.cookie_sent = false;
+            }
+        }
         Err(DataUpdateError::Invalid(e)) => {
             ngx_log_error!(
                 NGX_LOG_ERR,
                 r.log(),
                 "sessions: session data from upstream refused: {e}"
+            );
+        }
+        Err(DataUpdateError::Full) if lc.cookie() => {
+            ngx_log_error!(
+                NGX_LOG_ERR,
+                r.log(),
+                "sessions: session data would pass \"sessions_cookie_max_data\" ({} bytes); \
+                 not stored, the session is kept",
+                lc.cookie_max_data()
             );
         }
         Err(DataUpdateError::Full) => {

@@ -9,10 +9,12 @@ use ngx::core::Status;
 use ngx::http::{HTTPStatus, HttpModuleLocationConf, HttpModuleMainConf, Request};
 use ngx::ngx_log_error;
 use sessions_core::cookie::{cookie_values, encode_value, Owner, VerifyCache};
+use sessions_core::cookie_store::{self, Contents};
 use sessions_core::engine::{fingerprint, Presented};
 use sessions_core::gate::{login_redirect, wants_401, ControlHeader};
 use sessions_core::id::RandomPool;
-use sessions_core::{apply, resolve, Control, Facts, Keyring, Outcome, Record, SessionId};
+use sessions_core::store::StoreKind;
+use sessions_core::{apply, resolve, Control, Facts, Keyring, Outcome};
 
 use crate::conf::{LocConf, MainConf};
 use crate::request::{self, Ctx};
@@ -68,6 +70,9 @@ pub fn access(r: &mut Request) -> Status {
     let Some((keys, name)) = lc.keys_and_name(main) else {
         return Status::NGX_DECLINED;
     };
+    if lc.cookie() {
+        return crate::cookie_store::access(r, lc, main, keys, name);
+    }
     let presented = presented(r, keys, name).0;
     local(r, lc, main, keys, name, presented)
 }
@@ -139,7 +144,7 @@ pub fn local(
         })
     });
     match outcome {
-        Ok(o) => conclude(r, lc, keys, name, &o, false),
+        Ok(o) => conclude(r, lc, keys, name, &o, StoreKind::Shm, 0),
         Err(e) => {
             ngx_log_error!(
                 NGX_LOG_ALERT,
@@ -153,14 +158,16 @@ pub fn local(
 
 /// Acts on a decision: logs, strips a refused cookie, keeps the context,
 /// prepares the cookie, applies the login gate. The session's data is in
-/// `SCRATCH.data`.
+/// `SCRATCH.data`; `chunks`: the cookie store's chunk cookies the request
+/// carried.
 pub fn conclude(
     r: &mut Request,
     lc: &LocConf,
     keys: &Keyring,
     name: &[u8],
     outcome: &Outcome,
-    remote: bool,
+    store: StoreKind,
+    chunks: u8,
 ) -> Status {
     let refused = outcome.status.is_refusal();
     if refused {
@@ -173,11 +180,7 @@ pub fn conclude(
     }
     // As BunkerWeb: the upstream never sees a refused session cookie; with
     // `sessions_pass_cookie off`, not even a valid one.
-    if (refused || !lc.pass_cookie())
-        && SCRATCH
-            .with_borrow_mut(|s| request::strip_request_cookie(r, name, &mut s.header))
-            .is_none()
-    {
+    if (refused || !lc.pass_cookie()) && strip_session_cookies(r, name, chunks).is_none() {
         return Status::NGX_ERROR;
     }
     if outcome.evicted > 0 {
@@ -194,8 +197,9 @@ pub fn conclude(
         outcome.id,
         &outcome.record,
         outcome.deadline.unwrap_or(u64::MAX),
-        remote,
+        store,
     );
+    ctx.chunks = chunks;
     if let Some(user) = outcome.record.user() {
         let Some(u) = request::pool_str(r, user) else {
             return Status::NGX_ERROR;
@@ -209,7 +213,7 @@ pub fn conclude(
         ctx.data = d;
     }
     if outcome.issue_cookie {
-        let Some(c) = session_cookie(r, lc, keys, name, &outcome.id, &outcome.record) else {
+        let Some(c) = session_cookie(r, lc, keys, name, &ctx) else {
             return Status::NGX_ERROR;
         };
         ctx.set_cookie = c;
@@ -223,40 +227,76 @@ pub fn conclude(
     Status::NGX_DECLINED
 }
 
-/// The `Set-Cookie` value for session `id`, in the request pool.
+/// The `Set-Cookie` value(s) for the session `ctx` holds (its id, and in
+/// the cookie store its record and data too), in the request pool. An
+/// empty value when the cookie store could not seal it (logged).
 pub fn session_cookie(
     r: &mut Request,
     lc: &LocConf,
     keys: &Keyring,
     name: &[u8],
-    id: &SessionId,
-    rec: &Record,
+    ctx: &Ctx,
 ) -> Option<ngx_str_t> {
     let https = request::client_https(r, lc.trusted_proxies());
+    let rec = &ctx.record;
     // A remembered login persists in the browser for its whole lifetime.
     let max_age = if rec.remembered() {
         Some(lc.policy.remember / 1000)
     } else {
         lc.attrs.max_age
     };
+    if lc.cookie() {
+        let contents = Contents {
+            id: ctx.id,
+            record: *rec,
+            data: ctx.data.as_bytes().to_vec(),
+        };
+        let mut out = Vec::with_capacity(512);
+        let sealed = SCRATCH.with_borrow_mut(|s| {
+            crate::cookie_store::set_cookies(
+                r, lc, keys, name, &contents, ctx.chunks, https, max_age, &mut s.rng, &mut out,
+            )
+        });
+        return if sealed {
+            request::pool_str(r, &out)
+        } else {
+            Some(ngx_str_t::default())
+        };
+    }
     SCRATCH.with_borrow_mut(|s| {
         s.value.clear();
         s.header.clear();
-        encode_value(keys, name, id, &mut s.value);
+        encode_value(keys, name, &ctx.id, &mut s.value);
         lc.attrs
             .set_cookie_max_age(name, &s.value, https, max_age, &mut s.header);
         request::pool_str(r, &s.header)
     })
 }
 
-/// A `Set-Cookie` value that deletes the session cookie.
-pub fn deleted_cookie(r: &mut Request, lc: &LocConf, name: &[u8]) -> Option<ngx_str_t> {
+/// The `Set-Cookie` value(s) that delete the session cookie (and the cookie
+/// store's `chunks` chunk cookies).
+pub fn deleted_cookie(r: &mut Request, lc: &LocConf, name: &[u8], chunks: u8) -> Option<ngx_str_t> {
     let https = request::client_https(r, lc.trusted_proxies());
     SCRATCH.with_borrow_mut(|s| {
         s.header.clear();
-        lc.attrs
-            .set_cookie_max_age(name, b"", https, Some(0), &mut s.header);
+        if lc.cookie() {
+            crate::cookie_store::deleted(name, lc, chunks, https, &mut s.header);
+        } else {
+            lc.attrs
+                .set_cookie_max_age(name, b"", https, Some(0), &mut s.header);
+        }
         request::pool_str(r, &s.header)
+    })
+}
+
+/// Keeps the session's cookies (all of the cookie store's chunks) from the upstream.
+fn strip_session_cookies(r: &mut Request, name: &[u8], chunks: u8) -> Option<()> {
+    SCRATCH.with_borrow_mut(|s| {
+        request::strip_request_cookie(r, name, &mut s.header)?;
+        for i in 1..usize::from(chunks) {
+            request::strip_request_cookie(r, &cookie_store::chunk_name(name, i), &mut s.header)?;
+        }
+        Some(())
     })
 }
 
@@ -306,7 +346,7 @@ pub fn logout(r: &mut Request) -> Status {
             if matches!(done, Some(Ok(_))) {
                 ngx_log_error!(NGX_LOG_INFO, r.log(), "sessions: session ended by logout");
             }
-            let Some(c) = deleted_cookie(r, lc, name) else {
+            let Some(c) = deleted_cookie(r, lc, name, ctx.chunks) else {
                 return Status::NGX_ERROR;
             };
             ctx.set_cookie = c;
@@ -324,7 +364,7 @@ pub fn logout(r: &mut Request) -> Status {
             "sessions: session ended by logout while Redis is unavailable"
         );
         if let Some((_, name)) = lc.keys_and_name(main) {
-            let Some(c) = deleted_cookie(r, lc, name) else {
+            let Some(c) = deleted_cookie(r, lc, name, 0) else {
                 return Status::NGX_ERROR;
             };
             if request::add_set_cookie(r, c).is_none() {

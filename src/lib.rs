@@ -18,6 +18,7 @@ use ngx::http_request_handler;
 
 mod admin;
 mod conf;
+mod cookie_store;
 mod directives;
 mod filter;
 mod handler;

@@ -11,7 +11,7 @@ use ngx::ngx_log_error;
 use sessions_core::engine::Presented;
 use sessions_core::id::RandomPool;
 use sessions_core::redis_conf::Unavailable;
-use sessions_core::store::{Event, Store};
+use sessions_core::store::{Event, Store, StoreKind};
 use sessions_core::table::Entry;
 use sessions_core::view::View;
 
@@ -85,7 +85,7 @@ fn answered(r: &mut Request, lc: &LocConf, main: &MainConf, answer: Answer) -> S
                 s.data.clear();
                 s.data.extend_from_slice(&data);
             });
-            handler::conclude(r, lc, keys, name, &outcome, true)
+            handler::conclude(r, lc, keys, name, &outcome, StoreKind::Redis, 0)
         }
         Answer::NoRandom => {
             ngx_log_error!(
@@ -147,9 +147,13 @@ pub fn on_store<R>(
     now: u64,
     f: impl FnOnce(&mut dyn Store, &mut RandomPool, &mut Vec<u8>) -> R,
 ) -> Option<R> {
-    if !ctx.remote {
-        let table = main.table?;
-        return Some(SCRATCH.with_borrow_mut(|s| table.with(|t| f(t, &mut s.rng, &mut s.data))));
+    match ctx.store {
+        StoreKind::Shm => {
+            let table = main.table?;
+            return Some(SCRATCH.with_borrow_mut(|s| table.with(|t| f(t, &mut s.rng, &mut s.data))));
+        }
+        StoreKind::Cookie => return crate::cookie_store::on_session(main, lc, ctx, now, f),
+        StoreKind::Redis => {}
     }
     let seal = lc.keys_and_name(main)?.0.primary().seal().clone();
     let mut view = View::new(now, 0);

@@ -13,6 +13,7 @@ use nginx_sys::{
 use ngx::core::{Buffer, Status as NgxStatus};
 use ngx::http::{HTTPStatus, Request};
 use sessions_core::proxy::{address_bytes, says_https, Cidr};
+use sessions_core::store::StoreKind;
 use sessions_core::{Handle, Record, SessionId, Status};
 
 use crate::ngx_http_sessions_module;
@@ -348,21 +349,25 @@ pub struct Ctx {
     pub cookie_sent: bool,
     /// The record as decided, for changes made later in the request.
     pub record: Record,
-    /// The session lives in Redis (not in the local zone).
-    pub remote: bool,
+    /// Where the session lives.
+    pub store: StoreKind,
+    /// Cookie store: one past the highest chunk cookie the request carried
+    /// (those a new cookie does not replace are deleted).
+    pub chunks: u8,
 }
 
 const CTX_MAGIC: u32 = 0x5e55_1075;
 
 impl Ctx {
-    pub fn new(status: Status, id: SessionId, record: &Record, expires_ms: u64, remote: bool) -> Self {
+    pub fn new(status: Status, id: SessionId, record: &Record, expires_ms: u64, store: StoreKind) -> Self {
         Self {
             magic: CTX_MAGIC,
             status,
             id,
             handle: record.handle,
             record: *record,
-            remote,
+            store,
+            chunks: 0,
             user: ngx_str_t::default(),
             data: ngx_str_t::default(),
             created_ms: record.created,
@@ -447,9 +452,25 @@ pub fn pool_str(r: &mut Request, bytes: &[u8]) -> Option<ngx_str_t> {
     }
 }
 
-/// Appends a `Set-Cookie` response header.
+/// Appends a `Set-Cookie` response header for each line of `value` (the
+/// cookie store may set and delete several cookies at once).
 pub fn add_set_cookie(r: &mut Request, value: ngx_str_t) -> Option<()> {
-    push_header(r, c"Set-Cookie", c"set-cookie", value).map(|_| ())
+    if value.len == 0 {
+        return Some(());
+    }
+    // SAFETY: `value` is a pool string of this request.
+    let all = unsafe { slice::from_raw_parts(value.data, value.len) };
+    let mut at = 0;
+    for line in all.split(|&b| b == b'\n') {
+        let v = ngx_str_t {
+            len: line.len(),
+            // SAFETY: `line` lies within `all`, at offset `at`.
+            data: unsafe { value.data.add(at) },
+        };
+        at += line.len() + 1;
+        push_header(r, c"Set-Cookie", c"set-cookie", v)?;
+    }
+    Some(())
 }
 
 /// Appends a response header; `key` and `lowcase` are static.

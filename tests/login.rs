@@ -67,6 +67,16 @@ fn get(n: &Nginx, path: &str, cookie: &str) -> Response {
     n.request(Request::get(path).cookie(cookie))
 }
 
+/// `get`, keeping whatever session cookie the answer sets, as a browser
+/// does (the cookie store carries data and activity in a new cookie).
+fn browse(n: &Nginx, path: &str, cookie: &mut String) -> Response {
+    let r = get(n, path, cookie);
+    if !r.set_cookies("sid").is_empty() {
+        *cookie = r.cookie_pair("sid");
+    }
+    r
+}
+
 fn login(n: &Nginx, cookie: &str, user: &str, remember: bool) -> Response {
     let path = format!(
         "/app/login?user={user}{}",
@@ -250,8 +260,8 @@ fn upstream_regenerate_keeps_the_session() {
 #[test]
 fn data_from_upstream_is_stored_read_and_removed() {
     let n = Nginx::start(CONF);
-    let c = n.get("/").cookie_pair("sid");
-    let r = get(&n, "/app/set2?k=theme&v=dark&k2=lang&v2=fr", &c);
+    let mut c = n.get("/").cookie_pair("sid");
+    let r = browse(&n, "/app/set2?k=theme&v=dark&k2=lang&v2=fr", &mut c);
     assert_eq!(r.text(), "set\n");
     assert_eq!(r.header("X-Theme"), Some("dark"), "visible in the same response");
     assert!(r
@@ -260,40 +270,42 @@ fn data_from_upstream_is_stored_read_and_removed() {
         .all(|(k, _)| !k.eq_ignore_ascii_case("X-Session-Set")));
     assert_eq!(get(&n, "/", &c).header("X-Theme"), Some("dark"));
     // Data survives a login (new id) and a regeneration.
-    let c = login(&n, &c, "gina", false).cookie_pair("sid");
+    let mut c = login(&n, &c, "gina", false).cookie_pair("sid");
     assert_eq!(get(&n, "/", &c).header("X-Theme"), Some("dark"));
-    let c = get(&n, "/app/regen", &c).cookie_pair("sid");
+    browse(&n, "/app/regen", &mut c);
     assert_eq!(get(&n, "/", &c).header("X-Theme"), Some("dark"));
     // Unset removes it.
-    get(&n, "/app/unset?k=theme", &c);
+    browse(&n, "/app/unset?k=theme", &mut c);
     assert_eq!(get(&n, "/", &c).header("X-Theme"), None);
     // A client cannot set data.
-    let r = n.request(
+    let r = browse(&n, "/app/whoami", &mut c);
+    let r2 = n.request(
         Request::get("/app/whoami")
             .cookie(&c)
             .header("X-Session-Set", "theme=evil"),
     );
-    assert_eq!(r.header("X-Theme"), None);
+    assert_eq!((r.header("X-Theme"), r2.header("X-Theme")), (None, None));
+    assert!(r2.set_cookies("sid").is_empty(), "nothing to store");
     assert_eq!(get(&n, "/", &c).header("X-Theme"), None);
 }
 
 #[test]
 fn data_limits_are_enforced_with_an_error_log() {
     let n = Nginx::start(CONF);
-    let c = n.get("/").cookie_pair("sid");
+    let mut c = n.get("/").cookie_pair("sid");
     let long = "v".repeat(300);
-    get(&n, &format!("/app/set?k=theme&v={long}"), &c);
+    browse(&n, &format!("/app/set?k=theme&v={long}"), &mut c);
     assert_eq!(get(&n, "/", &c).header("X-Theme"), None);
     assert!(n
         .error_log()
         .contains("session data from upstream refused: the value is longer than 256 bytes"));
     for i in 0..16 {
-        get(&n, &format!("/app/set?k=k{i}&v=x"), &c);
+        browse(&n, &format!("/app/set?k=k{i}&v=x"), &mut c);
     }
-    get(&n, "/app/set?k=theme&v=dark", &c);
+    browse(&n, "/app/set?k=theme&v=dark", &mut c);
     assert!(n.error_log().contains("a session holds at most 16 keys"));
     assert_eq!(get(&n, "/", &c).header("X-Theme"), None);
-    get(&n, "/app/set?k=bad%20key&v=x", &c);
+    browse(&n, "/app/set?k=bad%20key&v=x", &mut c);
     assert!(n.error_log().contains("the key must be 1 to 32 characters"));
 }
 

@@ -972,7 +972,10 @@ fn bad_redis_settings_fail_config_test() {
         "server { listen 127.0.0.1:{port}; sessions_store disk; sessions_redis_server a; }",
     );
     let (ok, out) = n.test_config();
-    assert!(!ok && out.contains("it must be \"shm\" or \"redis\""), "{out}");
+    assert!(
+        !ok && out.contains("it must be \"shm\", \"redis\" or \"cookie\""),
+        "{out}"
+    );
     assert!(
         !out.contains("sessions_redis_server") || out.contains("is not allowed here"),
         "{out}"

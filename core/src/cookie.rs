@@ -188,10 +188,15 @@ fn ct_eq_value(a: &[u8; VALUE_LEN], b: &[u8; VALUE_LEN]) -> bool {
 }
 
 /// Values of every cookie called `name` in one `Cookie` header value.
+pub fn cookie_values<'a>(header: &'a [u8], name: &'a [u8]) -> impl Iterator<Item = &'a [u8]> {
+    cookie_pairs(header).filter_map(move |(k, v)| (k == name).then_some(v))
+}
+
+/// Every `(name, value)` pair of one `Cookie` header value, trimmed.
 /// `memchr` finds the separators: this runs on every request with a cookie,
 /// and reading a one-cookie header went from 474 to 168 instructions
 /// (callgrind) against a byte-by-byte split.
-pub fn cookie_values<'a>(header: &'a [u8], name: &'a [u8]) -> impl Iterator<Item = &'a [u8]> {
+pub fn cookie_pairs(header: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
     let mut rest = Some(header);
     std::iter::from_fn(move || loop {
         let h = rest?;
@@ -204,9 +209,7 @@ pub fn cookie_values<'a>(header: &'a [u8], name: &'a [u8]) -> impl Iterator<Item
         let Some(eq) = memchr::memchr(b'=', pair) else {
             continue;
         };
-        if pair[..eq].trim_ascii() == name {
-            return Some(pair[eq + 1..].trim_ascii());
-        }
+        return Some((pair[..eq].trim_ascii(), pair[eq + 1..].trim_ascii()));
     })
 }
 

@@ -1,5 +1,5 @@
 //! The cookie store: a whole session sealed in its own cookie, no server
-//! state. Building block of `sessions_store cookie` (not wired to nginx yet).
+//! state: `sessions_store cookie`.
 //!
 //! - The session id, the record (times, address, User-Agent fingerprint,
 //!   login, remember flag) and the data are sealed with ChaCha20-Poly1305
@@ -20,6 +20,7 @@
 
 use chacha20poly1305::{ChaCha20Poly1305, KeyInit};
 
+use crate::cookie::CookieAttrs;
 use crate::engine::Policy;
 use crate::id::{RandomError, RandomPool, SessionId};
 use crate::keys::hkdf_sha256_parts;
@@ -36,6 +37,10 @@ pub const MAX_COOKIE: usize = 4000;
 /// Most cookies one session may take.
 pub const MAX_CHUNKS: usize = 8;
 const VERSION: u8 = 1;
+/// The most session data `sessions_cookie_max_data` may allow: the largest
+/// map `crate::data` encodes (16 keys of 32 bytes with 256-byte values).
+/// Sealed with the record it takes two cookies.
+pub const MAX_DATA: usize = crate::data::MAX_KEYS * (1 + crate::data::MAX_KEY + 2 + crate::data::MAX_VALUE);
 
 /// The sealing key for one secret and one cookie name.
 #[derive(Clone)]
@@ -175,6 +180,99 @@ pub fn open(sealers: &[CookieSealer], name: &[u8], values: &[&[u8]]) -> Result<(
     Err(Refused)
 }
 
+/// Writes the `Set-Cookie` values (one per line) that store `c` in cookie
+/// `name`: its chunks, then the deletion of every chunk the request carried
+/// (`present`) that they do not replace, so that no stale chunk is left.
+#[allow(clippy::too_many_arguments)]
+pub fn set_cookies(
+    sealer: &CookieSealer,
+    name: &[u8],
+    c: &Contents,
+    present: usize,
+    attrs: &CookieAttrs,
+    https: bool,
+    max_age: Option<u64>,
+    rng: &mut RandomPool,
+    out: &mut Vec<u8>,
+) -> Result<(), SealError> {
+    let values = seal(sealer, name, c, rng)?;
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            out.push(b'\n');
+        }
+        attrs.set_cookie_max_age(&chunk_name(name, i), v, https, max_age, out);
+    }
+    for i in values.len()..present.min(MAX_CHUNKS) {
+        out.push(b'\n');
+        attrs.set_cookie_max_age(&chunk_name(name, i), b"", https, Some(0), out);
+    }
+    Ok(())
+}
+
+/// Writes the `Set-Cookie` values that delete cookie `name` and the chunks
+/// the request carried.
+pub fn delete_cookies(name: &[u8], present: usize, attrs: &CookieAttrs, https: bool, out: &mut Vec<u8>) {
+    for i in 0..present.clamp(1, MAX_CHUNKS) {
+        if i > 0 {
+            out.push(b'\n');
+        }
+        attrs.set_cookie_max_age(&chunk_name(name, i), b"", https, Some(0), out);
+    }
+}
+
+/// What a request's `Cookie` headers carry for cookie `name`.
+#[derive(Debug, Default)]
+pub struct Gathered<'a> {
+    /// Every value of `name` itself (a browser may send several).
+    pub firsts: Vec<&'a [u8]>,
+    /// The first value of `name_1` ... `name_{MAX_CHUNKS-1}`, by index.
+    pub chunks: [Option<&'a [u8]>; MAX_CHUNKS],
+    /// One past the highest chunk index present (`name` counts as 0): the
+    /// cookies a response must delete beyond those it sets.
+    pub present: usize,
+}
+
+/// Reads the session's cookies from the request's `Cookie` header values.
+pub fn gather<'a>(headers: impl Iterator<Item = &'a [u8]>, name: &[u8]) -> Gathered<'a> {
+    let mut g = Gathered::default();
+    for header in headers {
+        for (k, v) in crate::cookie::cookie_pairs(header) {
+            let Some(rest) = k.strip_prefix(name) else {
+                continue;
+            };
+            let i = match rest {
+                [] => 0,
+                [b'_', d @ b'1'..=b'9'] if usize::from(d - b'0') < MAX_CHUNKS => usize::from(d - b'0'),
+                _ => continue,
+            };
+            if i == 0 {
+                g.firsts.push(v);
+            } else if g.chunks[i].is_none() {
+                g.chunks[i] = Some(v);
+            }
+            g.present = g.present.max(i + 1);
+        }
+    }
+    g
+}
+
+impl Gathered<'_> {
+    /// Opens the first value of `name` whose chunks are all there and open.
+    pub fn open(&self, sealers: &[CookieSealer], name: &[u8]) -> Result<(Contents, usize), Refused> {
+        let mut values: Vec<&[u8]> = Vec::with_capacity(MAX_CHUNKS);
+        for &first in &self.firsts {
+            let Some(count) = chunk_count(first) else { continue };
+            values.clear();
+            values.push(first);
+            values.extend(self.chunks[1..count].iter().map_while(|c| *c));
+            if let Ok(opened) = open(sealers, name, &values) {
+                return Ok(opened);
+            }
+        }
+        Err(Refused)
+    }
+}
+
 fn parse(plain: &[u8]) -> Result<Contents, Refused> {
     let (&version, rest) = plain.split_first().ok_or(Refused)?;
     if version != VERSION || rest.len() < 16 {
@@ -187,6 +285,10 @@ fn parse(plain: &[u8]) -> Result<Contents, Refused> {
         rest.get(..2).ok_or(Refused)?.try_into().expect("2 bytes"),
     ));
     let data = rest.get(2..).filter(|d| d.len() == len).ok_or(Refused)?;
+    // Checked as strictly as when it was written, though it was sealed.
+    if !crate::data::valid_blob_within(data, MAX_DATA) {
+        return Err(Refused);
+    }
     Ok(Contents {
         id,
         record,
@@ -244,6 +346,8 @@ pub struct CookieSession<'p> {
     data: Vec<u8>,
     data_limit: usize,
     current: Option<(SessionId, Record)>,
+    /// A renewal's new id, and the id it keeps instead (see `retire`).
+    renamed: Option<(SessionId, SessionId)>,
     reseal: bool,
     ended: Vec<SessionId>,
     events: Vec<Event>,
@@ -275,6 +379,7 @@ impl<'p> CookieSession<'p> {
             data,
             data_limit,
             current,
+            renamed: None,
             reseal: false,
             ended: Vec::new(),
             events: Vec::new(),
@@ -303,6 +408,17 @@ impl<'p> CookieSession<'p> {
         &self.ended
     }
 
+    /// The session the request holds now.
+    pub fn current_session(&self) -> Option<(SessionId, Record)> {
+        self.current
+    }
+
+    /// The id of the session the request holds now: after a renewal it is
+    /// still the one the engine renewed (see `retire`).
+    pub fn id(&self) -> Option<SessionId> {
+        self.current.map(|(id, _)| id)
+    }
+
     /// What happened, for logs and metrics.
     pub fn events(&self) -> &[Event] {
         &self.events
@@ -329,9 +445,14 @@ impl Store for CookieSession<'_> {
         }
     }
 
-    /// Nothing to retire without server state: the older cookie stays
-    /// sealed as it was, and expires by its own times.
-    fn retire(&mut self, _id: &SessionId, _successor: SessionId, _until: u64) {}
+    /// A rolling renewal keeps the id: the older cookie expires by its own
+    /// times (within a quarter of the rolling timeout), and the records that
+    /// end a session (by id) end every copy of it, renewed or not.
+    fn retire(&mut self, id: &SessionId, successor: SessionId, _until: u64) {
+        if self.current(id).is_some() {
+            self.renamed = Some((successor, *id));
+        }
+    }
 
     /// A removed session is destroyed, as in the zone (a logout, a
     /// destroy, a refused address or User-Agent, an expiry): listed in
@@ -344,8 +465,11 @@ impl Store for CookieSession<'_> {
         }
     }
 
+    /// A login or regeneration moves the session to a new id: the old
+    /// cookie ends at once, as the zone's old id does.
     fn take(&mut self, id: &SessionId) -> Option<Record> {
         let rec = self.current(id)?;
+        self.ended.push(*id);
         self.current = None;
         Some(rec)
     }
@@ -364,6 +488,10 @@ impl Store for CookieSession<'_> {
     }
 
     fn insert(&mut self, id: SessionId, rec: &Record, _deadline: Option<u64>, _now: u64) -> u32 {
+        let id = match self.renamed.take() {
+            Some((new, old)) if new == id => old,
+            _ => id,
+        };
         self.current = Some((id, *rec));
         self.reseal = true;
         0
@@ -371,6 +499,11 @@ impl Store for CookieSession<'_> {
 
     fn count(&mut self, event: Event) {
         self.events.push(event);
+    }
+
+    /// The encoding's own bound; `set_data` then applies the configured one.
+    fn data_limit(&self) -> usize {
+        MAX_DATA
     }
 }
 
@@ -390,8 +523,28 @@ mod tests {
         Contents {
             id: SessionId([7; 16]),
             record,
-            data: (0..data_len).map(|i| b'a' + (i % 26) as u8).collect(),
+            data: blob(data_len),
         }
+    }
+
+    /// A data map of about `len` bytes (exactly, for most lengths), or raw
+    /// bytes past what a map can hold.
+    fn blob(len: usize) -> Vec<u8> {
+        if len > MAX_DATA {
+            return vec![b'x'; len];
+        }
+        let mut out = Vec::with_capacity(len);
+        let mut i = 0u8;
+        while len - out.len() > 35 {
+            let v = (len - out.len() - 35).min(crate::data::MAX_VALUE);
+            out.push(32);
+            out.extend_from_slice(format!("k{i:02}{}", "x".repeat(29)).as_bytes());
+            out.extend_from_slice(&(v as u16).to_le_bytes());
+            out.extend((0..v).map(|j| b'a' + (j % 26) as u8));
+            i += 1;
+        }
+        assert!(crate::data::valid_blob_within(&out, MAX_DATA));
+        out
     }
 
     fn sealed(sealer: &CookieSealer, name: &[u8], c: &Contents) -> Vec<Vec<u8>> {
@@ -425,7 +578,7 @@ mod tests {
     #[test]
     fn a_byte_changed_anywhere_in_any_chunk_is_refused() {
         let s = CookieSealer::derive(b"secret", b"sid");
-        let v = sealed(&s, b"sid", &contents(5000));
+        let v = sealed(&s, b"sid", &contents(MAX_DATA));
         assert!(v.len() >= 2);
         for chunk in 0..v.len() {
             for pos in 0..v[chunk].len() {
@@ -449,7 +602,7 @@ mod tests {
     fn chunks_grow_and_shrink_with_the_data() {
         let s = CookieSealer::derive(b"secret", b"session");
         let mut counts = Vec::new();
-        for len in [0, 1000, 2800, 3000, 6000, 9000, 2000] {
+        for len in [0, 1000, 2800, 3000, MAX_DATA, 2000] {
             let c = contents(len);
             let v = sealed(&s, b"session", &c);
             for (i, value) in v.iter().enumerate() {
@@ -460,7 +613,7 @@ mod tests {
             assert_eq!(open(std::slice::from_ref(&s), b"session", &views(&v)), Ok((c, 0)));
             counts.push(v.len());
         }
-        assert_eq!(counts, [1, 1, 1, 2, 3, 4, 1]);
+        assert_eq!(counts, [1, 1, 1, 2, 2, 1]);
         assert_eq!(chunk_name(b"session", 0), b"session");
         assert_eq!(chunk_name(b"session", 2), b"session_2");
     }
@@ -468,12 +621,12 @@ mod tests {
     #[test]
     fn missing_extra_reordered_or_moved_chunks_are_refused() {
         let s = CookieSealer::derive(b"secret", b"sid");
-        let v = sealed(&s, b"sid", &contents(9000));
-        assert_eq!(v.len(), 4);
+        let v = sealed(&s, b"sid", &contents(MAX_DATA));
+        assert_eq!(v.len(), 2);
         let all = views(&v);
-        assert_eq!(open(std::slice::from_ref(&s), b"sid", &all[..3]), Err(Refused));
+        assert_eq!(open(std::slice::from_ref(&s), b"sid", &all[..1]), Err(Refused));
         let mut swapped = all.clone();
-        swapped.swap(1, 2);
+        swapped.swap(0, 1);
         assert_eq!(open(std::slice::from_ref(&s), b"sid", &swapped), Err(Refused));
         let mut more = all.clone();
         more.push(b"AAAA");
@@ -616,7 +769,7 @@ mod tests {
         }
 
         #[test]
-        fn renewal_seals_a_new_id_and_concurrent_old_cookies_still_pass() {
+        fn renewal_keeps_the_id_and_concurrent_old_cookies_still_pass() {
             let mut p = policy();
             p.timeouts.idle = 0;
             let c = first(&p);
@@ -629,7 +782,8 @@ mod tests {
                 let CookieResult::Seal(n) = result else {
                     panic!("{result:?}")
                 };
-                assert_ne!(n.id, c.id);
+                assert_eq!(n.id, c.id, "a logout's record ends every copy");
+                assert_eq!(n.record.renewed, due + i);
                 assert_eq!(again(&p, &n, due + 20).0, Status::Valid, "request {i}");
             }
         }
@@ -668,10 +822,7 @@ mod tests {
                 .unwrap();
             assert_ne!(id, c.id);
             assert_eq!(rec.user(), Some(&b"alice"[..]));
-            assert!(
-                s.ended().is_empty(),
-                "the pre-login cookie holds no login: nothing to revoke"
-            );
+            assert_eq!(s.ended(), [c.id], "the pre-login cookie ends, as in the zone");
             let CookieResult::Seal(n) = s.result(false) else {
                 panic!()
             };

@@ -46,7 +46,12 @@ pub fn valid_value(v: &[u8]) -> bool {
 /// blob read back from outside this process (Redis) must pass this before
 /// any of it reaches a variable or a header.
 pub fn valid_blob(blob: &[u8]) -> bool {
-    if blob.len() > MAX_BLOB {
+    valid_blob_within(blob, MAX_BLOB)
+}
+
+/// `valid_blob` for a store that holds up to `max` bytes.
+pub fn valid_blob_within(blob: &[u8], max: usize) -> bool {
+    if blob.len() > max {
         return false;
     }
     let mut used = 0;
@@ -88,6 +93,17 @@ pub fn get<'a>(blob: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
 
 /// Applies sets (`Some(value)`) and unsets (`None`) in order, into `out`.
 pub fn update(blob: &[u8], changes: &[(&[u8], Option<&[u8]>)], out: &mut Vec<u8>) -> Result<(), DataError> {
+    update_within(blob, changes, out, MAX_BLOB)
+}
+
+/// `update`, for a store that holds up to `max` bytes (the cookie store
+/// checks its own, configured, limit after).
+pub fn update_within(
+    blob: &[u8],
+    changes: &[(&[u8], Option<&[u8]>)],
+    out: &mut Vec<u8>,
+    max: usize,
+) -> Result<(), DataError> {
     let mut map: Vec<(&[u8], &[u8])> = entries(blob).collect();
     for &(key, value) in changes {
         if !valid_key(key) {
@@ -116,7 +132,7 @@ pub fn update(blob: &[u8], changes: &[(&[u8], Option<&[u8]>)], out: &mut Vec<u8>
         out.extend_from_slice(&(v.len() as u16).to_le_bytes());
         out.extend_from_slice(v);
     }
-    if out.len() > MAX_BLOB {
+    if out.len() > max {
         return Err(DataError::TooLarge);
     }
     Ok(())

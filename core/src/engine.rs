@@ -19,6 +19,18 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// The longest any session may live, in ms (`None`: no limit).
+    pub fn longest_life(&self) -> Option<u64> {
+        let t = &self.timeouts;
+        let plain = [t.absolute, t.rolling, t.idle]
+            .into_iter()
+            .filter(|&l| l != 0)
+            .min();
+        // Without an absolute or rolling limit an active session lives on.
+        let plain = plain.filter(|_| t.absolute != 0 || t.rolling != 0)?;
+        Some(plain.max(self.remember))
+    }
+
     /// The limits that apply to `rec`.
     pub fn timeouts_for(&self, rec: &Record) -> Timeouts {
         if rec.remembered() {
@@ -302,7 +314,8 @@ pub fn update_data<S: Store + ?Sized>(
     };
     let mut current = Vec::new();
     table.read_data(&rec, &mut current);
-    crate::data::update(&current, changes, out).map_err(DataUpdateError::Invalid)?;
+    crate::data::update_within(&current, changes, out, table.data_limit())
+        .map_err(DataUpdateError::Invalid)?;
     table.set_data(id, out).map_err(|_| DataUpdateError::Full)
 }
 

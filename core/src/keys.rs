@@ -20,6 +20,7 @@ pub const MAX_NAME: usize = 128;
 const SALT: &[u8] = b"ngx-sessions";
 const COOKIE_MAC_INFO: &[u8] = b"ngx-sessions v1 cookie mac";
 const STATE_INFO: &[u8] = b"ngx-sessions v1 state file";
+const COOKIE_STORE_INFO: &[u8] = b"ngx-sessions v1 cookie store root";
 
 /// The key that seals a zone's state file under `secret`.
 pub fn state_key(secret: &[u8]) -> [u8; 32] {
@@ -54,6 +55,8 @@ pub struct Key {
     seal: crate::sealed::SealKeys,
     /// Seals the zone's state file.
     state: [u8; 32],
+    /// Input of the cookie store's per-name sealing keys.
+    cookie_root: [u8; 32],
 }
 
 impl Key {
@@ -63,6 +66,7 @@ impl Key {
             mac: HmacSha256::new_from_slice(&k).expect("HMAC takes any key length"),
             seal: crate::sealed::SealKeys::derive(secret),
             state: state_key(secret),
+            cookie_root: hkdf_sha256(secret, COOKIE_STORE_INFO),
         }
     }
 
@@ -83,6 +87,11 @@ impl Key {
 
     pub fn seal(&self) -> &crate::sealed::SealKeys {
         &self.seal
+    }
+
+    /// The key that seals cookie-store sessions in cookie `name`.
+    pub fn cookie_sealer(&self, name: &[u8]) -> crate::cookie_store::CookieSealer {
+        crate::cookie_store::CookieSealer::derive(&self.cookie_root, name)
     }
 
     pub fn state_key(&self) -> &[u8; 32] {

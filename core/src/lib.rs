@@ -19,6 +19,7 @@ pub mod keys;
 pub mod parse;
 pub mod proxy;
 pub mod redis_conf;
+pub mod revoked;
 pub mod sealed;
 pub mod state;
 pub mod store;

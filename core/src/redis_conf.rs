@@ -2,6 +2,7 @@
 //! and the parsers for their values. Nothing here connects.
 
 use crate::parse::Reason;
+use crate::store::StoreKind;
 
 /// Where a Redis server (or Sentinel, or cluster node) listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -238,12 +239,13 @@ pub fn prefix(v: &[u8]) -> Result<Vec<u8>, Reason> {
     Ok(v.to_vec())
 }
 
-/// `shm` | `redis`.
-pub fn store(v: &[u8]) -> Result<bool, Reason> {
+/// `shm` | `redis` | `cookie`.
+pub fn store(v: &[u8]) -> Result<StoreKind, Reason> {
     match v {
-        b"shm" => Ok(false),
-        b"redis" => Ok(true),
-        _ => Err("it must be \"shm\" or \"redis\""),
+        b"shm" => Ok(StoreKind::Shm),
+        b"redis" => Ok(StoreKind::Redis),
+        b"cookie" => Ok(StoreKind::Cookie),
+        _ => Err("it must be \"shm\", \"redis\" or \"cookie\""),
     }
 }
 

@@ -9,6 +9,17 @@ use crate::engine::Status;
 use crate::id::SessionId;
 use crate::table::{DataFull, Entry, Record, Table};
 
+/// Where a location keeps its sessions (`sessions_store`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StoreKind {
+    /// The shared-memory zone.
+    #[default]
+    Shm,
+    Redis,
+    /// The cookie itself (see `cookie_store`).
+    Cookie,
+}
+
 /// Events a store counts for logs and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
@@ -40,6 +51,10 @@ pub trait Store {
     /// Stores a new record; returns how many live sessions were evicted for room.
     fn insert(&mut self, id: SessionId, rec: &Record, deadline: Option<u64>, now: u64) -> u32;
     fn count(&mut self, event: Event);
+    /// The most bytes of data `crate::data` may encode for this store.
+    fn data_limit(&self) -> usize {
+        crate::data::MAX_BLOB
+    }
 }
 
 impl Store for Table<'_> {

@@ -537,9 +537,19 @@ impl Conn {
 /// (every session in Redis), the same source included; `login` and
 /// `admin` likewise. Cargo names a test binary `<file>-<hash>`.
 pub fn redis_suite() -> bool {
+    this_binary_contains("_redis-")
+}
+
+/// Whether this test binary is a suite's cookie-store run
+/// (`sessions_cookie.rs`, ...): every session lives in its cookie.
+pub fn cookie_suite() -> bool {
+    this_binary_contains("_cookie-")
+}
+
+fn this_binary_contains(tag: &str) -> bool {
     std::env::current_exe()
         .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().contains("_redis-")))
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().contains(tag)))
         .unwrap_or(false)
 }
 
@@ -551,6 +561,9 @@ thread_local! {
 /// In the Redis run of the suite, the `http`-level lines that store every
 /// session in this test's own `redis-server`.
 fn suite_store() -> String {
+    if cookie_suite() {
+        return "sessions_store cookie;\n".into();
+    }
     if !redis_suite() {
         return String::new();
     }

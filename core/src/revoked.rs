@@ -1,0 +1,185 @@
+//! What keeps a cookie-store session dead once it ended: the cookie itself
+//! cannot be taken back, so the zone remembers
+//!
+//! - an ended session's id (logout, destroy, login's old id, a refused
+//!   address), until the session would have expired anyway;
+//! - a user's "not valid before" time ("log out everywhere"): a session of
+//!   that user logged in or renewed before it is refused.
+//!
+//! Both are kept in the zone's table as grace entries that point nowhere:
+//! they expire with their deadline, are protected from eviction like
+//! logged-in sessions, and travel in the state file like any entry.
+
+use sha2::{Digest, Sha256};
+
+use crate::id::SessionId;
+use crate::table::{Entry, Record, Table};
+
+/// The successor of an ended id: no session has it (ids are random, and a
+/// lookup of it finds nothing).
+pub const ENDED: SessionId = SessionId([0xff; 16]);
+
+/// Marks a "not valid before" record; its time is in the first 8 bytes.
+const NOT_BEFORE: [u8; 8] = *b"notbefor";
+
+/// The table key of `user`'s "not valid before" record: never an id a
+/// session could have, short of a SHA-256 collision with random ids.
+pub fn user_key(user: &[u8]) -> SessionId {
+    let d = Sha256::new()
+        .chain_update(b"ngx-sessions v1 not before\0")
+        .chain_update(user)
+        .finalize();
+    SessionId(d[..16].try_into().expect("16 bytes"))
+}
+
+/// Stores `successor` under `id` until `until`, replacing what was there.
+fn put(t: &mut Table<'_>, id: SessionId, successor: SessionId, until: u64, now: u64) {
+    t.remove(&id);
+    // Protected, as a logged-in session is: a flood of new visitors must
+    // not push a logout out of the zone.
+    let mut rec = Record::EMPTY;
+    rec.last_seen = 1;
+    t.insert(id, &rec, Some(until), now);
+    t.retire(&id, successor, until);
+}
+
+/// Keeps `id` dead until `until` (when it would have expired).
+pub fn end(t: &mut Table<'_>, id: SessionId, until: u64, now: u64) {
+    if until > now {
+        put(t, id, ENDED, until, now);
+    }
+}
+
+/// Refuses `user`'s sessions logged in or renewed before `at`, until `until`
+/// (when the longest of them would have expired).
+pub fn set_not_before(t: &mut Table<'_>, user: &[u8], at: u64, until: u64, now: u64) {
+    let mut mark = [0u8; 16];
+    mark[..8].copy_from_slice(&at.to_le_bytes());
+    mark[8..].copy_from_slice(&NOT_BEFORE);
+    put(t, user_key(user), SessionId(mark), until, now);
+}
+
+/// `user`'s "not valid before" time, if one is kept.
+pub fn not_before(t: &Table<'_>, user: &[u8]) -> Option<u64> {
+    match t.get(&user_key(user))? {
+        Entry::Grace { successor, .. } if successor.0[8..] == NOT_BEFORE => {
+            Some(u64::from_le_bytes(successor.0[..8].try_into().expect("8 bytes")))
+        }
+        _ => None,
+    }
+}
+
+/// Whether the session `id` with record `rec`, opened from a cookie, was
+/// ended or logged out everywhere. Entries that expired still count until
+/// reclaimed: they only ever outlive the session they refuse.
+pub fn is_revoked(t: &Table<'_>, id: &SessionId, rec: &Record) -> bool {
+    if matches!(t.get(id), Some(Entry::Grace { successor, .. }) if successor == ENDED) {
+        return true;
+    }
+    rec.user()
+        .and_then(|u| not_before(t, u))
+        .is_some_and(|at| rec.renewed < at)
+}
+
+/// Keeps a logged-in cookie-store session listed in the zone (without its
+/// data), so that `sessions_admin` can list and revoke it as it does the
+/// zone's own sessions. Refreshed when the session's cookie is.
+pub fn index(t: &mut Table<'_>, id: SessionId, rec: &Record, deadline: Option<u64>, now: u64) {
+    if matches!(t.get(&id), Some(Entry::Live(_))) {
+        t.update(&id, rec, deadline);
+    } else if t.get(&id).is_none() {
+        t.insert(id, rec, deadline, now);
+    }
+}
+
+/// Ends every session of `user` the zone lists and refuses, until `until`,
+/// every one it does not (cookies on other instances, or no longer
+/// listed). `deadline` says when a listed session would have expired.
+/// Returns how many were listed.
+pub fn revoke_user(
+    t: &mut Table<'_>,
+    user: &[u8],
+    now: u64,
+    until: u64,
+    deadline: impl Fn(&Record) -> u64,
+) -> usize {
+    let listed = t.sessions_of(user);
+    for (id, rec) in &listed {
+        end(t, *id, deadline(rec), now);
+    }
+    set_not_before(t, user, now, until, now);
+    listed.len()
+}
+
+/// Ends the session whose handle is `handle`, if the zone lists it.
+pub fn revoke_handle(
+    t: &mut Table<'_>,
+    handle: &crate::id::Handle,
+    now: u64,
+    deadline: impl Fn(&Record) -> u64,
+) -> bool {
+    let Some(id) = t.find_handle(handle) else {
+        return false;
+    };
+    let Some(Entry::Live(rec)) = t.get(&id) else {
+        return false;
+    };
+    t.remove(&id);
+    end(t, id, deadline(&rec), now);
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::tests::Mem;
+
+    fn logged_in(user: &[u8], renewed: u64) -> Record {
+        let mut r = Record::EMPTY;
+        r.log_in(user, false).unwrap();
+        r.renewed = renewed;
+        r
+    }
+
+    #[test]
+    fn an_ended_id_stays_refused_until_its_deadline() {
+        let mut m = Mem::new(16, 8);
+        let mut t = m.table();
+        let id = SessionId([3; 16]);
+        let rec = logged_in(b"alice", 10);
+        assert!(!is_revoked(&t, &id, &rec));
+        end(&mut t, id, 1_000, 100);
+        assert!(is_revoked(&t, &id, &rec));
+        assert!(!is_revoked(&t, &SessionId([4; 16]), &rec));
+        // An end already past needs no record.
+        end(&mut t, SessionId([5; 16]), 100, 100);
+        assert!(t.get(&SessionId([5; 16])).is_none());
+    }
+
+    #[test]
+    fn not_before_refuses_older_logins_of_that_user_only() {
+        let mut m = Mem::new(16, 8);
+        let mut t = m.table();
+        set_not_before(&mut t, b"alice", 500, 10_000, 500);
+        let id = SessionId([3; 16]);
+        assert!(is_revoked(&t, &id, &logged_in(b"alice", 499)));
+        assert!(!is_revoked(&t, &id, &logged_in(b"alice", 500)));
+        assert!(!is_revoked(&t, &id, &logged_in(b"bob", 1)));
+        assert!(!is_revoked(&t, &id, &Record::EMPTY));
+        // A later "log out everywhere" moves the time on.
+        set_not_before(&mut t, b"alice", 900, 10_000, 900);
+        assert_eq!(not_before(&t, b"alice"), Some(900));
+        assert!(is_revoked(&t, &id, &logged_in(b"alice", 600)));
+    }
+
+    #[test]
+    fn records_survive_a_flood_of_new_sessions() {
+        let mut m = Mem::new(16, 8);
+        let mut t = m.table();
+        end(&mut t, SessionId([3; 16]), u64::MAX, 0);
+        for i in 0..200u8 {
+            t.insert(SessionId([i.wrapping_add(10); 16]), &Record::EMPTY, None, 1);
+        }
+        assert!(is_revoked(&t, &SessionId([3; 16]), &Record::EMPTY));
+    }
+}

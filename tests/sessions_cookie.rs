@@ -1,0 +1,17 @@
+//! The scenario suite of `sessions.rs`, run with every session kept in its
+//! own cookie: `common::cookie_suite` sees this binary's name and adds
+//! `sessions_store cookie`.
+
+include!("sessions.rs");
+
+#[test]
+fn this_run_really_uses_the_cookie_store() {
+    assert!(common::cookie_suite());
+    let n = Nginx::start(&conf("", ""));
+    let r = n.get("/");
+    assert_eq!(status(&r), "new");
+    let sid = r.cookie_pair("sid");
+    assert!(sid.starts_with("sid=s1.1."), "{sid}");
+    // As the README says: about 150 bytes without data.
+    assert!((120..180).contains(&sid.len()), "{} bytes", sid.len());
+}
