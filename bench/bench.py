@@ -57,6 +57,7 @@ http {{
         location /plain/ {{ }}
         location /s/ {{ sessions on; }}
         location /r/ {{ sessions on; sessions_store redis; }}
+        location /c/ {{ sessions on; sessions_store cookie; }}
         location = /r-logout {{ sessions on; sessions_store redis; sessions_logout; }}
         location /roll/ {{
             sessions on;
@@ -117,10 +118,10 @@ class Nginx:
             shutil.rmtree(self.dir, ignore_errors=True)
         shutil.rmtree(self.dir / "logs", ignore_errors=True)
         shutil.rmtree(self.dir / "html", ignore_errors=True)
-        for d in ("logs", "html/plain", "html/s", "html/r", "html/roll"):
+        for d in ("logs", "html/plain", "html/s", "html/r", "html/c", "html/roll"):
             (self.dir / d).mkdir(parents=True)
         page = "x" * 612  # the size of nginx's default index.html
-        for d in ("plain", "s", "r", "roll"):
+        for d in ("plain", "s", "r", "c", "roll"):
             (self.dir / "html" / d / "index.html").write_text(page)
         self.port = free_port()
         master = "master_process off;" if wrap else ""
@@ -301,6 +302,8 @@ CALLGRIND_ROW = {
     "valid session with stored data (shm)": "data",
     "new session (Redis)": "redis_new",
     "valid session (Redis)": "redis_valid",
+    "new session (cookie)": "cookie_new",
+    "valid session (cookie)": "cookie_valid",
     "session due for rolling renewal (shm)": "renewal",
 }
 
@@ -349,6 +352,11 @@ def throughput(duration, rounds):
         for _ in range(5):
             status, sc = c.get("/s/index.html", data_cookie())
             check(status == 200 and sc is None, "data: no Set-Cookie for a valid session")
+        cookie_valid = c.get("/c/index.html")[1]
+        check(cookie_valid and cookie_valid.startswith("sid=s1."), "cookie: the session is in the cookie")
+        for _ in range(20):
+            status, sc = c.get("/c/index.html", cookie_valid)
+            check(status == 200 and sc is None, "cookie valid: no Set-Cookie for a valid session")
         keys = REDIS.dbsize()
         redis_valid = c.get("/r/index.html")[1]
         check(redis_valid is not None and REDIS.dbsize() == keys + 1, "redis: a new session is stored in Redis")
@@ -368,6 +376,8 @@ def throughput(duration, rounds):
             ("valid session with stored data (shm)", "/s/index.html", data_cookie, n, c),
             ("new session (Redis)", "/r/index.html", None, n, c),
             ("valid session (Redis)", "/r/index.html", lambda: c.get("/r/index.html")[1], n, c),
+            ("new session (cookie)", "/c/index.html", None, n, c),
+            ("valid session (cookie)", "/c/index.html", lambda: c.get("/c/index.html")[1], n, c),
         ]
         runs = {name: [] for name, *_ in plan}
         for i in range(rounds):
@@ -380,9 +390,9 @@ def throughput(duration, rounds):
                 # The module's own counters prove each run took its path:
                 # no session created by a valid run, one per response (plus
                 # at most the requests wrk left in flight) by a new one.
-                if path in ("/s/index.html", "/r/index.html") and cookie is None:
+                if path in ("/s/index.html", "/r/index.html", "/c/index.html") and cookie is None:
                     check(r["requests"] <= created <= r["requests"] + 50, f"new: {created} sessions for {r['requests']}")
-                elif path in ("/s/index.html", "/r/index.html"):
+                elif path in ("/s/index.html", "/r/index.html", "/c/index.html"):
                     check(created == 0, f"{name}: the run created {created} sessions")
                     check(cl.get(path, cookie)[1] is None, f"{name}: the cookie stayed valid throughout")
                 runs[name].append(r)
@@ -531,6 +541,9 @@ def count_paths(n, measure, requests):
     run("new", "/s/index.html", [None] * requests, True)
     run("valid", "/s/index.html", [valid] * requests, False)
     run("data", "/s/index.html", [data] * requests, False)
+    cookie_valid = c.get("/c/index.html")[1]
+    run("cookie_new", "/c/index.html", [None] * requests, True)
+    run("cookie_valid", "/c/index.html", [cookie_valid] * requests, False)
     # Fewer Redis requests: each waits for a round trip, slow under valgrind.
     redis_requests = max(1, requests // 4)
     run("redis_new", "/r/index.html", [None] * redis_requests, True, redis_requests)
@@ -631,6 +644,8 @@ def instructions_perf(requests):
 TARGETS = {
     "new session (shm)": 0.85,
     "valid session (shm)": 0.92,
+    "new session (cookie)": 0.85,
+    "valid session (cookie)": 0.92,
 }
 # The valid-with-data row must stay valid throughout, as the valid row.
 
@@ -730,7 +745,7 @@ def main():
             "| path | callgrind | over plain | perf user | over plain | perf kernel |",
             "|---|---:|---:|---:|---:|---:|",
         ]
-        for k in ("plain", "new", "valid", "data", "redis_new", "redis_valid", "renewal"):
+        for k in ("plain", "new", "valid", "data", "redis_new", "redis_valid", "cookie_new", "cookie_valid", "renewal"):
             row = f"| {k} | {cg[k]:,.0f} | {cg[k] - cg['plain']:+,.0f} |"
             if pf:
                 row += f" {pf[k][0]:,.0f} | {pf[k][0] - pf['plain'][0]:+,.0f} | {pf[k][1]:,.0f} |"

@@ -1,8 +1,9 @@
 //! ngx_http_sessions_module: HTTP sessions for nginx.
 //!
-//! This file holds only the module statics and the configuration-time hooks.
-//! A request flows one way: `handler` (cookie, verify, store, decision) then
-//! `filter` (Set-Cookie); `variables` expose the decision.
+//! This file holds only the module static and the hooks nginx calls; the
+//! rest is grouped by what it faces: `config` (configuration time),
+//! `phases` (a request, one way: access, then the header filter), `zone`
+//! (shared memory) and `redis`. Nothing imports this file.
 
 use std::ffi::{c_char, c_void};
 use std::ptr;
@@ -16,33 +17,23 @@ use ngx::core::{Status, NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::http_request_handler;
 
-mod admin;
-mod conf;
-mod cookie_store;
-mod directives;
-mod filter;
-mod handler;
-mod journal_zone;
-mod park;
-mod redis_client;
-mod remote;
-mod request;
-mod status;
+mod config;
+mod phases;
+mod redis;
 mod threads;
-mod variables;
 mod zone;
-mod zone_state;
 
-use conf::{LocConf, MainConf, SecretConf};
+use config::conf::{LocConf, MainConf, SecretConf};
+use config::directives;
+use config::module::Module;
+use phases::{access, filter, remote, variables};
+use redis::{client as redis_client, park};
+use zone::state as zone_state;
 
-pub struct Module;
+/// The hooks `MODULE_CTX` names that `ngx`'s defaults do not cover.
+struct Hooks;
 
-impl HttpModule for Module {
-    fn module() -> &'static ngx_module_t {
-        // SAFETY: the module static is initialised before any hook runs.
-        unsafe { &*ptr::addr_of!(ngx_http_sessions_module) }
-    }
-
+impl Hooks {
     unsafe extern "C" fn preconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
         // SAFETY: the variable table is only touched here, single-threaded,
         // and `cf` is valid during configuration.
@@ -84,7 +75,7 @@ impl HttpModule for Module {
                 .unwrap_or(sessions_core::redis_conf::DEFAULT_PENDING);
             // SAFETY: the main configuration outlives the zone it is handed to.
             let main_ptr: *mut MainConf = main;
-            if journal_zone::add(cf, unsafe { &mut *main_ptr }, pending).is_err() {
+            if zone::shm::add_journal(cf, unsafe { &mut *main_ptr }, pending).is_err() {
                 return Status::NGX_ERROR.into();
             }
         }
@@ -128,10 +119,7 @@ impl HttpModule for Module {
         Status::NGX_OK.into()
     }
 
-    unsafe extern "C" fn init_main_conf(cf: *mut ngx_conf_t, conf: *mut c_void) -> *mut c_char
-    where
-        Self: HttpModuleMainConf,
-    {
+    unsafe extern "C" fn init_main_conf(cf: *mut ngx_conf_t, conf: *mut c_void) -> *mut c_char {
         // SAFETY: nginx passes a valid `cf` and our main configuration.
         let (cf, main) = unsafe { (&mut *cf, &mut *conf.cast::<MainConf>()) };
         if main.used && main.zone.is_null() {
@@ -140,20 +128,10 @@ impl HttpModule for Module {
                 len: name.len(),
                 data: name.as_ptr().cast_mut(),
             };
-            return directives::add_zone(cf, main, name, size);
+            return zone::shm::add_zone(cf, main, name, size);
         }
         NGX_CONF_OK
     }
-}
-
-// SAFETY: the main configuration type is `MainConf`, created by `create_main_conf`.
-unsafe impl HttpModuleMainConf for Module {
-    type MainConf = MainConf;
-}
-
-// SAFETY: the location configuration type is `LocConf`, created by `create_loc_conf`.
-unsafe impl HttpModuleLocationConf for Module {
-    type LocationConf = LocConf;
 }
 
 /// Merges a block with its parent and records whether `random` is in use.
@@ -210,16 +188,13 @@ fn warn_samesite_none_without_secure(
     }
 }
 
-http_request_handler!(access_handler, handler::access);
-http_request_handler!(status_handler, status::handler);
-http_request_handler!(logout_handler, handler::logout);
-http_request_handler!(admin_handler, admin::handler);
+http_request_handler!(access_handler, access::access);
 
 static MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
-    preconfiguration: Some(Module::preconfiguration),
-    postconfiguration: Some(Module::postconfiguration),
+    preconfiguration: Some(Hooks::preconfiguration),
+    postconfiguration: Some(Hooks::postconfiguration),
     create_main_conf: Some(Module::create_main_conf),
-    init_main_conf: Some(Module::init_main_conf),
+    init_main_conf: Some(Hooks::init_main_conf),
     create_srv_conf: None,
     merge_srv_conf: None,
     create_loc_conf: Some(Module::create_loc_conf),
@@ -231,7 +206,8 @@ ngx::ngx_modules!(ngx_http_sessions_module);
 
 #[used]
 #[allow(non_upper_case_globals)]
-#[cfg_attr(not(feature = "export-modules"), no_mangle)]
+// Always by this name: `config::module` refers to it by its symbol.
+#[no_mangle]
 pub static mut ngx_http_sessions_module: ngx_module_t = ngx_module_t {
     ctx: ptr::addr_of!(MODULE_CTX) as _,
     // SAFETY: taking the address of the command table, not reading it.
@@ -244,7 +220,7 @@ pub static mut ngx_http_sessions_module: ngx_module_t = ngx_module_t {
 };
 
 extern "C" fn init_process(cycle: *mut nginx_sys::ngx_cycle_t) -> ngx_int_t {
-    handler::init_worker();
+    phases::cookies::init_worker();
     // SAFETY: nginx passes the live cycle; `ngx_process` is set before
     // init_process runs.
     let (cycle_ref, process) = unsafe { (&*cycle, nginx_sys::ngx_process as u32) };

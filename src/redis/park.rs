@@ -20,8 +20,8 @@ use ngx::ngx_log_error;
 use sessions_core::redis_conf::{RedisSettings, Topology};
 use sessions_core::Keyring;
 
-use crate::redis_client::{Answer, Client, Job, Reply};
-use crate::Module;
+use crate::config::module::Module;
+use crate::redis::client::{Answer, Client, Job, Reply};
 
 /// What a resumed request finds.
 // Moved once per request; boxing would cost an allocation instead.
@@ -36,8 +36,9 @@ pub enum Wake {
 struct Parked {
     r: *mut ngx_http_request_t,
     generation: u32,
-    /// Where the answer goes: the access phase, or `sessions_admin`.
-    admin: bool,
+    /// Where the answer goes: the access phase (`None`), or a content
+    /// handler that answers and finalizes (`sessions_admin`).
+    answer: Option<Answered>,
 }
 
 struct Worker {
@@ -72,7 +73,7 @@ pub fn start(
     settings: &RedisSettings,
     topology: &Topology,
     adopt: bool,
-    setup: crate::redis_client::Setup,
+    setup: crate::redis::client::Setup,
 ) -> Result<(), String> {
     // SAFETY: creating a non-blocking eventfd owned by this process.
     let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
@@ -87,7 +88,7 @@ pub fn start(
     } else {
         // SAFETY: as above.
         let waker = unsafe { std::fs::File::from_raw_fd(waker) };
-        crate::threads::with_signals_blocked(|| crate::redis_client::start(settings, topology, waker, setup))
+        crate::threads::with_signals_blocked(|| crate::redis::client::start(settings, topology, waker, setup))
     };
     let client = client.inspect_err(|_| {
         // SAFETY: closing the eventfd made above, not shared yet.
@@ -126,7 +127,7 @@ pub fn start(
         waiting: Vec::new(),
         adopt_in_flight: adopt,
         adopt_failed_at: None,
-        patience: crate::redis_client::patience(settings).as_millis() as u64,
+        patience: crate::redis::client::patience(settings).as_millis() as u64,
     }));
     Ok(())
 }
@@ -172,13 +173,16 @@ pub fn submit(job: Job) {
 /// adoption ends); the phase runs again with the answer (see `resumed`).
 /// `false` when the request could not be parked (out of memory, no thread).
 pub fn park(r: &mut Request, job: Option<Job>) -> bool {
-    park_for(r, job, false)
+    park_for(r, job, None)
 }
 
-/// Parks `sessions_admin`'s request until `job` is answered, which
-/// `admin::answered` then sends. The caller returns `NGX_DONE`.
-pub fn park_admin(r: &mut Request, job: Job) -> bool {
-    if !park_for(r, Some(job), true) {
+/// A content handler's answer to a job: the status to finalize with.
+pub type Answered = fn(&mut Request, Answer) -> ngx::core::Status;
+
+/// Parks a content handler's request (`sessions_admin`) until `job` is
+/// answered, which `answered` then sends. The caller returns `NGX_DONE`.
+pub fn park_admin(r: &mut Request, job: Job, answered: Answered) -> bool {
+    if !park_for(r, Some(job), Some(answered)) {
         return false;
     }
     // As for a request body being read: the content phase's NGX_DONE
@@ -188,7 +192,7 @@ pub fn park_admin(r: &mut Request, job: Job) -> bool {
     true
 }
 
-fn park_for(r: &mut Request, job: Option<Job>, admin: bool) -> bool {
+fn park_for(r: &mut Request, job: Option<Job>, answer: Option<Answered>) -> bool {
     let req: &mut ngx_http_request_t = r.as_mut();
     let rp = ptr::from_mut(req);
     let token = WORKER.with_borrow_mut(|w| {
@@ -197,7 +201,7 @@ fn park_for(r: &mut Request, job: Option<Job>, admin: bool) -> bool {
         let entry = Parked {
             r: rp,
             generation: w.generation,
-            admin,
+            answer,
         };
         let index = match w.free.pop() {
             Some(i) => {
@@ -281,14 +285,14 @@ fn slot(w: &mut Worker, token: u64) -> Option<&mut Parked> {
 
 /// Frees the slot of `token`; returns the request if it is still there,
 /// and whether `sessions_admin` parked it.
-fn forget(token: u64) -> Option<(*mut ngx_http_request_t, bool)> {
+fn forget(token: u64) -> Option<(*mut ngx_http_request_t, Option<Answered>)> {
     WORKER.with_borrow_mut(|w| {
         let w = w.as_mut()?;
         let p = slot(w, token)?;
         let r = std::mem::replace(&mut p.r, ptr::null_mut());
-        let admin = p.admin;
+        let answer = p.answer;
         w.free.push((token & 0xffff_ffff) as u32);
-        Some((r, admin))
+        Some((r, answer))
     })
 }
 
@@ -299,7 +303,7 @@ extern "C" fn request_gone(data: *mut c_void) {
 /// Resumes a parked request with `wake`, as nginx resumes a request whose
 /// subrequest finished.
 fn resume(token: u64, wake: Wake) {
-    let Some((r, admin)) = forget(token) else { return };
+    let Some((r, answer)) = forget(token) else { return };
     // SAFETY: `r` is alive: its pool cleanup would have cleared the slot.
     // Running the phases again re-enters the access handler, which takes
     // the answer (an admin request is answered and finalized instead);
@@ -313,8 +317,8 @@ fn resume(token: u64, wake: Wake) {
         (*r).write_event_handler = Some(ngx_http_core_run_phases);
         let c = (*r).connection;
         match wake {
-            Wake::Answer(answer) if admin => {
-                let rc = crate::admin::answered(Request::from_ngx_http_request(r), answer);
+            Wake::Answer(a) if answer.is_some() => {
+                let rc = answer.expect("checked")(Request::from_ngx_http_request(r), a);
                 ngx_http_finalize_request(r, rc.0);
             }
             wake => {
@@ -360,7 +364,9 @@ fn handle(reply: Reply) {
     if reply.full {
         // SAFETY: the worker's own cycle, read on its nginx thread.
         if let Some(main) = unsafe { Module::main_conf(&*nginx_sys::ngx_cycle) } {
-            crate::remote::report_full(main);
+            if let Some(j) = &main.journal {
+                j.report_full();
+            }
         }
     }
     if let (Some(why), Some(log)) = (&reply.refused, log) {
@@ -395,11 +401,11 @@ fn handle(reply: Reply) {
                         }
                         w.adopt_failed_at = None;
                     }
-                    _ => w.adopt_failed_at = Some(crate::request::now_ms()),
+                    _ => w.adopt_failed_at = Some(crate::phases::request::now_ms()),
                 }
                 Some(std::mem::take(&mut w.waiting))
             });
-            crate::handler::forget_verified();
+            crate::phases::cookies::forget_verified();
             for token in waiting.unwrap_or_default() {
                 resume(token, Wake::Retry);
             }

@@ -8,8 +8,8 @@ use std::ptr;
 
 use nginx_sys::{
     ngx_command_t, ngx_conf_t, ngx_http_compile_complex_value, ngx_http_compile_complex_value_t,
-    ngx_http_complex_value_t, ngx_pcalloc, ngx_shared_memory_add, ngx_str_t, ngx_uint_t, NGX_CONF_1MORE,
-    NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_CONF_TAKE123, NGX_HTTP_LOC_CONF,
+    ngx_http_complex_value_t, ngx_pcalloc, ngx_str_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_FLAG,
+    NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_CONF_TAKE123, NGX_HTTP_LOC_CONF,
     NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF,
     NGX_LOG_EMERG, NGX_LOG_WARN,
 };
@@ -21,9 +21,8 @@ use sessions_core::proxy::Cidr;
 use sessions_core::redis_conf::{self, DEFAULT_PORT, DEFAULT_SENTINEL_PORT};
 use sessions_core::Keyring;
 
-use crate::conf::{LocConf, LoginUrl, MainConf, NameConf, SecretConf};
-use crate::zone_state::StateConf;
-use crate::{zone, Module};
+use crate::config::conf::{LocConf, LoginUrl, MainConf, NameConf, SecretConf, StateConf};
+use crate::config::module::Module;
 
 /// Smallest zone: limit_req's rule of eight pages leaves room for the table.
 const MIN_ZONE_SIZE: usize = 32 * 1024;
@@ -472,13 +471,13 @@ extern "C" fn set_zone(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut
         let path = under(unsafe { (*cf.cycle).prefix }, &String::from_utf8_lossy(&file));
         main.state = Some(StateConf {
             path: PathBuf::from(path),
-            interval_ms: interval.unwrap_or(crate::zone_state::DEFAULT_INTERVAL_MS),
+            interval_ms: interval.unwrap_or(crate::config::conf::DEFAULT_INTERVAL_MS),
         });
     } else if interval.is_some() {
         ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"state_interval\" needs \"state\"");
         return NGX_CONF_ERROR;
     }
-    add_zone(cf, main, name, size)
+    crate::zone::shm::add_zone(cf, main, name, size)
 }
 
 /// Compiles a value that may contain variables.
@@ -533,7 +532,7 @@ extern "C" fn set_logout(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *m
             None => return NGX_CONF_ERROR,
         }
     }
-    set_content_handler(cf, crate::logout_handler)
+    set_content_handler(cf, crate::phases::access::LOGOUT)
 }
 
 type ContentHandler = unsafe extern "C" fn(*mut nginx_sys::ngx_http_request_t) -> nginx_sys::ngx_int_t;
@@ -562,50 +561,13 @@ fn set_content_handler(cf: *mut ngx_conf_t, handler: ContentHandler) -> *mut c_c
 extern "C" fn set_status(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
     // SAFETY: as in `value_directive!`.
     unsafe { (*conf.cast::<LocConf>()).endpoint = true };
-    set_content_handler(cf, crate::status_handler)
+    set_content_handler(cf, crate::phases::status::STATUS)
 }
 
 extern "C" fn set_admin(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
     // SAFETY: as in `value_directive!`.
     unsafe { (*conf.cast::<LocConf>()).endpoint = true };
-    set_content_handler(cf, crate::admin_handler)
-}
-
-/// Declares a shared memory zone of this module; a reload with the same
-/// name and size reuses it.
-pub fn shm_zone<'a>(
-    cf: &mut ngx_conf_t,
-    mut name: ngx_str_t,
-    size: usize,
-) -> Option<&'a mut nginx_sys::ngx_shm_zone_t> {
-    // SAFETY: `cf` is valid during configuration; the tag is this module's static.
-    let shm = unsafe {
-        ngx_shared_memory_add(
-            cf,
-            &mut name,
-            size,
-            ptr::addr_of_mut!(crate::ngx_http_sessions_module).cast(),
-        )
-    };
-    // SAFETY: non-null results point to a zone entry in the cycle, which
-    // lives as long as the configuration.
-    unsafe { shm.as_mut() }
-}
-
-/// Declares the shared zone; `zone::init` sets it up once memory exists.
-pub fn add_zone(cf: &mut ngx_conf_t, main: &mut MainConf, name: ngx_str_t, size: usize) -> *mut c_char {
-    let Some(zone) = shm_zone(cf, name, size) else {
-        return NGX_CONF_ERROR;
-    };
-    let shm: *mut nginx_sys::ngx_shm_zone_t = ptr::from_mut(&mut *zone);
-    if !zone.data.is_null() {
-        ngx_conf_log_error!(NGX_LOG_EMERG, cf, "duplicate zone \"{name}\"");
-        return NGX_CONF_ERROR;
-    }
-    zone.init = Some(zone::init);
-    zone.data = ptr::from_mut(main).cast();
-    main.zone = shm;
-    NGX_CONF_OK
+    set_content_handler(cf, crate::phases::admin::ADMIN)
 }
 
 const ANY_LEVEL: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;

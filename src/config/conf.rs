@@ -1,6 +1,7 @@
 //! Configuration: what the directives set, inheritance, and the per-location
 //! values computed once at merge time so that requests only read them.
 
+use std::path::PathBuf;
 use std::ptr;
 
 use nginx_sys::{ngx_http_complex_value_t, ngx_shm_zone_t};
@@ -11,6 +12,17 @@ use sessions_core::{CookieAttrs, Keyring, Policy, SameSite, Secure, Timeouts};
 
 /// `sessions_cookie_max_data` when not set.
 pub const DEFAULT_COOKIE_MAX_DATA: usize = 4096;
+
+/// `state=` and `state_interval=` of `sessions_zone`.
+#[derive(Clone, Debug)]
+pub struct StateConf {
+    /// Absolute: relative names are resolved against nginx's prefix.
+    pub path: PathBuf,
+    pub interval_ms: u64,
+}
+
+/// How often the state file is written when `state_interval` is not given.
+pub const DEFAULT_INTERVAL_MS: u64 = 10_000;
 
 /// Where a location's secret comes from.
 #[derive(Clone, Debug)]
@@ -44,11 +56,11 @@ pub struct MainConf {
     pub random_keys: Option<Keyring>,
     pub random_name: Vec<u8>,
     /// The shared table, once the zone is initialised.
-    pub table: Option<crate::zone::SharedTable>,
+    pub table: Option<crate::zone::table::SharedTable>,
     /// The index of `$realip_remote_addr`, when the realip module is built in.
     pub realip_var: Option<usize>,
     /// `sessions_zone ... state=FILE`.
-    pub state: Option<crate::zone_state::StateConf>,
+    pub state: Option<StateConf>,
     /// The configured secrets in use, the `http` block's first: the first
     /// seals the state file, any opens it (none: `random`, kept in the
     /// file itself).
@@ -66,7 +78,7 @@ pub struct MainConf {
     /// In a worker, the secret's keys and the name adopted from Redis.
     pub redis_random: Option<(Keyring, Vec<u8>)>,
     /// The Redis writes kept until acknowledged, once its zone is set up.
-    pub journal: Option<std::sync::Arc<crate::journal_zone::SharedJournal>>,
+    pub journal: Option<std::sync::Arc<crate::zone::journal::SharedJournal>>,
     pub journal_plan: Option<sessions_core::journal::JournalPlan>,
     /// Every secret's keys a Redis location seals with, for the journal's flushers.
     pub redis_seals: Vec<sessions_core::sealed::SealKeys>,

@@ -4,94 +4,32 @@
 
 use std::ffi::c_void;
 use std::ptr::NonNull;
-use std::slice;
 
 use nginx_sys::{
     ngx_int_t, ngx_pagesize, ngx_shm_zone_t, ngx_slab_alloc, ngx_slab_pool_t, NGX_LOG_EMERG, NGX_LOG_NOTICE,
 };
-use ngx::core::{SlabPool, Status};
+use ngx::core::Status;
 use ngx::ngx_log_error;
 use sessions_core::id::random_alnum;
-use sessions_core::table::Chunk;
 use sessions_core::table::Plan;
-use sessions_core::{Header, Keyring, Slot, Table};
+use sessions_core::{Header, Keyring, Table};
 
-use crate::conf::MainConf;
+use std::ffi::c_char;
+use std::ptr;
+use std::sync::Arc;
+
+use nginx_sys::{ngx_conf_t, ngx_shared_memory_add, ngx_str_t};
+use ngx::core::SlabPool;
+use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
+use ngx::ngx_conf_log_error;
+use sessions_core::journal::{Journal, JournalHeader, JournalPlan};
+
+use crate::config::conf::MainConf;
+use crate::zone::journal;
+use crate::zone::table::{carve, SharedTable};
 
 /// Pages left to nginx's slab allocator after the table is carved out.
 const RESERVED_PAGES: usize = 2;
-
-/// Where the table lives in the zone; identical in every worker.
-#[derive(Clone, Copy)]
-pub struct SharedTable {
-    zone: NonNull<ngx_shm_zone_t>,
-    region: NonNull<u8>,
-    plan: Plan,
-}
-
-impl SharedTable {
-    /// Runs `f` over the table with the zone locked.
-    pub fn with<R>(&self, f: impl FnOnce(&mut Table<'_>) -> R) -> R {
-        // SAFETY: the zone is mapped for the worker's whole life and its slab
-        // pool was set up by nginx before `init` ran.
-        let pool = unsafe { SlabPool::from_shm_zone(self.zone.as_ref()) }.expect("mapped zone");
-        let _locked = pool.lock();
-        // SAFETY: `region` holds a table formatted with `plan` (see `init`),
-        // and the slab mutex held by `_locked` gives this process exclusive
-        // access until the guard drops at the end of the scope.
-        let mut table = unsafe { self.parts() };
-        f(&mut table)
-    }
-
-    /// # Safety
-    /// The caller holds the zone's lock and `region` was laid out by `plan`.
-    unsafe fn parts<'a>(&self) -> Table<'a> {
-        // SAFETY: the caller holds the lock; the region was formatted with `plan`.
-        let (hdr, buckets, slots, chunks) = unsafe { carve(self.region.as_ptr(), self.plan) };
-        Table::attach(hdr, buckets, slots, chunks).expect("formatted table")
-    }
-
-    pub fn capacity(&self) -> u32 {
-        self.plan.capacity
-    }
-
-    /// The zone's configured name.
-    pub fn zone_name(&self) -> String {
-        // SAFETY: the zone entry lives as long as the cycle that owns `self`.
-        unsafe { self.zone.as_ref() }.shm.name.to_string()
-    }
-}
-
-/// Splits a region into the table's parts.
-///
-/// # Safety
-/// `base` points to `plan.bytes()` bytes of zeroed or formatted shared memory
-/// that the caller may access exclusively for `'a`.
-unsafe fn carve<'a>(
-    base: *mut u8,
-    plan: Plan,
-) -> (&'a mut Header, &'a mut [u32], &'a mut [Slot], &'a mut [Chunk]) {
-    // SAFETY: offsets and lengths come from `plan`; the pieces do not overlap
-    // and each offset is aligned for its type (see `Plan`). All fields are
-    // plain integers, valid when zeroed.
-    unsafe {
-        (
-            &mut *base.cast::<Header>(),
-            slice::from_raw_parts_mut(
-                base.add(plan.buckets_offset()).cast::<u32>(),
-                plan.buckets as usize,
-            ),
-            slice::from_raw_parts_mut(
-                base.add(plan.slots_offset()).cast::<Slot>(),
-                plan.capacity as usize,
-            ),
-            slice::from_raw_parts_mut(
-                base.add(plan.chunks_offset()).cast::<Chunk>(),
-                plan.chunks as usize,
-            ),
-        )
-    }
-}
 
 /// The zone's init callback: attach to the table a previous cycle left, or
 /// carve and format a new one; then publish the `random` secret and name.
@@ -154,7 +92,7 @@ pub extern "C" fn init(shm_zone: *mut ngx_shm_zone_t, _old: *mut c_void) -> ngx_
         // SAFETY: a global nginx sets before any configuration is read.
         let testing = unsafe { nginx_sys::ngx_test_config } != 0;
         if let Some(state) = main.state.as_ref().filter(|_| !testing) {
-            crate::zone_state::load(state, &main.state_keys, &mut t, &zone.shm.name.to_string(), log);
+            crate::zone::state::load(state, &main.state_keys, &mut t, &zone.shm.name.to_string(), log);
         }
         // SAFETY: publishing the table for later cycles (reload) in the pool.
         unsafe { (*shpool).data = region.as_ptr().cast() };
@@ -197,5 +135,106 @@ pub extern "C" fn init(shm_zone: *mut ngx_shm_zone_t, _old: *mut c_void) -> ngx_
             );
         }
     }
+    Status::NGX_OK.into()
+}
+
+/// Declares a shared memory zone of this module; a reload with the same
+/// name and size reuses it.
+pub fn shm_zone<'a>(
+    cf: &mut ngx_conf_t,
+    mut name: ngx_str_t,
+    size: usize,
+) -> Option<&'a mut nginx_sys::ngx_shm_zone_t> {
+    // SAFETY: `cf` is valid during configuration; the tag is this module's static.
+    let shm = unsafe {
+        ngx_shared_memory_add(
+            cf,
+            &mut name,
+            size,
+            ptr::addr_of_mut!(crate::config::module::ngx_http_sessions_module).cast(),
+        )
+    };
+    // SAFETY: non-null results point to a zone entry in the cycle, which
+    // lives as long as the configuration.
+    unsafe { shm.as_mut() }
+}
+
+/// Declares the shared zone; `zone::init` sets it up once memory exists.
+pub fn add_zone(cf: &mut ngx_conf_t, main: &mut MainConf, name: ngx_str_t, size: usize) -> *mut c_char {
+    let Some(zone) = shm_zone(cf, name, size) else {
+        return NGX_CONF_ERROR;
+    };
+    let shm: *mut nginx_sys::ngx_shm_zone_t = ptr::from_mut(&mut *zone);
+    if !zone.data.is_null() {
+        ngx_conf_log_error!(NGX_LOG_EMERG, cf, "duplicate zone \"{name}\"");
+        return NGX_CONF_ERROR;
+    }
+    zone.init = Some(init);
+    zone.data = ptr::from_mut(main).cast();
+    main.zone = shm;
+    NGX_CONF_OK
+}
+
+// The journal of pending Redis writes (`zone::journal`).
+
+/// Declares the zone for `capacity` pending writes (postconfiguration).
+pub fn add_journal(cf: &mut ngx_conf_t, main: &mut MainConf, capacity: u32) -> Result<(), ()> {
+    let plan = JournalPlan::for_capacity(capacity);
+    // The slab pool's own bookkeeping takes about a page in 64, and the
+    // allocation is rounded up to whole pages.
+    let size = plan.bytes() + plan.bytes() / 32 + 16 * 4096;
+    let name = ngx_str_t {
+        len: journal::NAME.len(),
+        data: journal::NAME.as_ptr().cast_mut(),
+    };
+    let zone = shm_zone(cf, name, size).ok_or(())?;
+    zone.init = Some(init_journal);
+    zone.data = ptr::from_mut(main).cast();
+    main.journal_plan = Some(plan);
+    Ok(())
+}
+
+/// The zone's init callback: reattach to the journal a previous cycle
+/// left (its pending writes go on), or carve and format a new one.
+extern "C" fn init_journal(shm_zone: *mut ngx_shm_zone_t, _old: *mut c_void) -> ngx_int_t {
+    // SAFETY: nginx calls init with the zone `add_journal` declared, whose `data`
+    // is our main configuration and whose memory is a slab pool.
+    let (zone, main) = unsafe { (&mut *shm_zone, &mut *(*shm_zone).data.cast::<MainConf>()) };
+    let log = zone.shm.log;
+    let Some(plan) = main.journal_plan else {
+        return Status::NGX_ERROR.into();
+    };
+    let shpool = zone.shm.addr.cast::<ngx_slab_pool_t>();
+    // SAFETY: the pool header is valid; init runs in the master before any
+    // worker of this cycle, so no lock is needed.
+    let existing = NonNull::new(unsafe { (*shpool).data.cast::<JournalHeader>() });
+    // SAFETY: `data` was set below by an earlier init to a formatted journal.
+    let region = match existing.filter(|h| unsafe { h.as_ref() }.plan() == Some(plan)) {
+        Some(h) => h.cast::<u8>(),
+        None => {
+            // SAFETY: allocating from this zone's pool, in the master alone.
+            let Some(region) = NonNull::new(unsafe { ngx_slab_alloc(shpool, plan.bytes()) }.cast::<u8>())
+            else {
+                ngx_log_error!(
+                    NGX_LOG_EMERG,
+                    log,
+                    "sessions: zone \"{}\" is too small",
+                    journal::NAME
+                );
+                return Status::NGX_ERROR.into();
+            };
+            // SAFETY: the fresh allocation is ours alone; `format` writes all of it.
+            let (hdr, buckets, slots) = unsafe { journal::carve(region.as_ptr(), plan) };
+            Journal::format(hdr, buckets, slots);
+            // SAFETY: publishing the journal to later cycles through the pool.
+            unsafe { (*shpool).data = region.as_ptr().cast() };
+            region
+        }
+    };
+    // SAFETY: the zone was set up by nginx as a slab pool before init.
+    let Some(pool) = (unsafe { SlabPool::from_shm_zone(zone) }) else {
+        return Status::NGX_ERROR.into();
+    };
+    main.journal = Some(Arc::new(journal::SharedJournal { pool, region, plan }));
     Status::NGX_OK.into()
 }

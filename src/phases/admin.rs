@@ -14,9 +14,10 @@ use sessions_core::admin::{self, AdminRequest, Verb};
 use sessions_core::revoked;
 use sessions_core::table::Record;
 
-use crate::conf::LocConf;
-use crate::redis_client::{Answer, Job};
-use crate::{request, Module};
+use crate::config::conf::LocConf;
+use crate::config::module::Module;
+use crate::phases::request;
+use crate::redis::client::{Answer, Job};
 
 /// Largest JSON body accepted.
 const MAX_BODY: usize = 4096;
@@ -147,7 +148,7 @@ fn act_on_redis(r: &mut Request, req: AdminRequest) -> Status {
         .zip(Module::location_conf(r))
         .and_then(|(main, lc)| lc.keys_and_name(main))
         .map(|(keys, _)| keys.primary().seal().clone());
-    let Some(keys) = keys.filter(|_| crate::park::running()) else {
+    let Some(keys) = keys.filter(|_| crate::redis::park::running()) else {
         return unavailable(r);
     };
     let job = match req {
@@ -155,7 +156,7 @@ fn act_on_redis(r: &mut Request, req: AdminRequest) -> Status {
         AdminRequest::RevokeUser { user } => Job::Revoke { user, keys },
         AdminRequest::RevokeId { id } => Job::RevokeHandle { handle: id, keys },
     };
-    if crate::park::park_admin(r, job) {
+    if crate::redis::park::park_admin(r, job, answered) {
         Status::NGX_DONE
     } else {
         Status::NGX_ERROR
@@ -193,3 +194,7 @@ pub fn answered(r: &mut Request, answer: Answer) -> Status {
     }
     request::send_body(r, status, JSON, body.as_bytes())
 }
+
+ngx::http_request_handler!(content_handler, handler);
+/// `sessions_admin`'s content handler.
+pub const ADMIN: extern "C" fn(*mut nginx_sys::ngx_http_request_t) -> nginx_sys::ngx_int_t = content_handler;

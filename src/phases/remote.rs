@@ -15,11 +15,12 @@ use sessions_core::store::{Event, Store, StoreKind};
 use sessions_core::table::Entry;
 use sessions_core::view::View;
 
-use crate::conf::{LocConf, MainConf};
-use crate::handler::{self, SCRATCH};
-use crate::park::{self, Wake};
-use crate::redis_client::{Answer, Job, Keys, Lookup};
-use crate::request::Ctx;
+use crate::config::conf::{LocConf, MainConf};
+use crate::phases::cookies::{self, SCRATCH};
+use crate::phases::decide;
+use crate::phases::request::Ctx;
+use crate::redis::client::{Answer, Job, Keys, Lookup};
+use crate::redis::park::{self, Wake};
 
 pub fn access(r: &mut Request, lc: &LocConf, main: &MainConf) -> Status {
     match park::resumed(r) {
@@ -31,7 +32,7 @@ pub fn access(r: &mut Request, lc: &LocConf, main: &MainConf) -> Status {
     }
     let Some((keys, name)) = lc.keys_and_name(main) else {
         // `random` secret or name not adopted from Redis yet.
-        if park::adoption_failed(crate::request::now_ms()) {
+        if park::adoption_failed(crate::phases::request::now_ms()) {
             return unavailable(r, lc, main);
         }
         return if park::park(r, None) {
@@ -40,16 +41,16 @@ pub fn access(r: &mut Request, lc: &LocConf, main: &MainConf) -> Status {
             Status::NGX_ERROR
         };
     };
-    let (presented, key) = handler::presented(r, keys, name);
+    let (presented, key) = cookies::presented(r, keys, name);
     // A session started here while Redis was down stays here.
     if lc.unavailable == Some(Unavailable::Local) {
         if let (Presented::Id { id, .. }, Some(table)) = (presented, main.table) {
             if matches!(table.with(|t| t.get(&id)), Some(Entry::Live(_))) {
-                return handler::local(r, lc, main, keys, name, presented);
+                return decide::local(r, lc, main, keys, name, presented);
             }
         }
     }
-    let (now, ip, ip_len, ua) = handler::facts(r);
+    let (now, ip, ip_len, ua) = cookies::facts(r);
     let read = keys.key(usize::from(key)).seal().clone();
     let job = Lookup {
         presented,
@@ -85,7 +86,7 @@ fn answered(r: &mut Request, lc: &LocConf, main: &MainConf, answer: Answer) -> S
                 s.data.clear();
                 s.data.extend_from_slice(&data);
             });
-            handler::conclude(r, lc, keys, name, &outcome, StoreKind::Redis, 0)
+            decide::conclude(r, lc, keys, name, &outcome, StoreKind::Redis, 0)
         }
         Answer::NoRandom => {
             ngx_log_error!(
@@ -114,7 +115,7 @@ fn unavailable(r: &mut Request, lc: &LocConf, main: &MainConf) -> Status {
     let Some((keys, name)) = lc.keys_and_name(main).or_else(|| lc.local_keys_and_name(main)) else {
         return Status::NGX_DECLINED;
     };
-    let presented = handler::presented(r, keys, name).0;
+    let presented = cookies::presented(r, keys, name).0;
     // A cookie that is not one of the zone's sessions is a Redis session's:
     // it stays as it is, valid again once Redis is back. The request goes
     // on without a session; a login it needs cannot be checked.
@@ -127,7 +128,7 @@ fn unavailable(r: &mut Request, lc: &LocConf, main: &MainConf) -> Status {
             };
         }
     }
-    handler::local(r, lc, main, keys, name, presented)
+    decide::local(r, lc, main, keys, name, presented)
 }
 
 fn count(main: &MainConf, events: &[Event]) {
@@ -152,7 +153,7 @@ pub fn on_store<R>(
             let table = main.table?;
             return Some(SCRATCH.with_borrow_mut(|s| table.with(|t| f(t, &mut s.rng, &mut s.data))));
         }
-        StoreKind::Cookie => return crate::cookie_store::on_session(main, lc, ctx, now, f),
+        StoreKind::Cookie => return crate::phases::cookie_store::on_session(main, lc, ctx, now, f),
         StoreKind::Redis => {}
     }
     let seal = lc.keys_and_name(main)?.0.primary().seal().clone();
@@ -198,7 +199,9 @@ fn record(main: &MainConf, writes: &[sessions_core::view::Write], tag: u64, now:
     if kept {
         park::submit(Job::Flush);
     } else {
-        report_full(main);
+        if let Some(j) = &main.journal {
+            j.report_full();
+        }
     }
     kept
 }
@@ -210,12 +213,12 @@ pub fn end_presented(r: &Request, lc: &LocConf, main: &MainConf) -> bool {
     let Some((keys, name)) = lc.keys_and_name(main) else {
         return false;
     };
-    let (Presented::Id { id, .. }, key) = handler::presented(r, keys, name) else {
+    let (Presented::Id { id, .. }, key) = cookies::presented(r, keys, name) else {
         return true; // no session to end
     };
     let tag = keys.key(usize::from(key)).seal().tag();
     let writes = [sessions_core::view::Write::Delete { id }];
-    record(main, &writes, tag, crate::request::now_ms())
+    record(main, &writes, tag, crate::phases::request::now_ms())
 }
 
 /// How long a leaving worker waits for the journal to empty: on a
@@ -238,21 +241,5 @@ pub fn drain_at_exit(main: &MainConf) {
     while j.with(|j| !j.is_empty()) && std::time::Instant::now() < end {
         park::submit(Job::Flush);
         std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-}
-
-/// Logs, once per time it is reached, that the journal is full.
-pub fn report_full(main: &MainConf) {
-    let Some(j) = main.journal.as_ref() else { return };
-    if j.with(|j| j.report_full()) {
-        // SAFETY: the cycle's log lives as long as the worker.
-        let log = unsafe { (*nginx_sys::ngx_cycle).log };
-        ngx_log_error!(
-            nginx_sys::NGX_LOG_ERR,
-            log,
-            "sessions: {} Redis writes are waiting for Redis, the most \"sessions_redis_pending\" \
-             keeps; further writes are sent once and lost if Redis does not take them",
-            j.capacity()
-        );
     }
 }

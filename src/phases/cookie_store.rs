@@ -3,45 +3,20 @@
 //! zone's records of ended sessions, decided by the engine as the zone's
 //! are, and sealed again into the response's cookies when it changed.
 
-use std::cell::RefCell;
-use std::ptr;
-
-use nginx_sys::{NGX_LOG_ALERT, NGX_LOG_ERR};
+use nginx_sys::NGX_LOG_ALERT;
 use ngx::core::Status;
 use ngx::http::Request;
 use ngx::ngx_log_error;
-use sessions_core::cookie::Owner;
-use sessions_core::cookie_store::{self, Contents, CookieResult, CookieSealer, CookieSession, SealError};
+use sessions_core::cookie_store::{self, Contents, CookieResult, CookieSession};
 use sessions_core::engine::Presented;
 use sessions_core::id::RandomPool;
 use sessions_core::store::{Store, StoreKind};
 use sessions_core::{resolve, revoked, Facts, Keyring, Policy, Record, Table};
 
-use crate::conf::{LocConf, MainConf};
-use crate::handler::{self, SCRATCH};
-use crate::request::{self, Ctx};
-
-thread_local! {
-    /// The sealing keys of the last (secret, name) used: derived once, not
-    /// per request (HKDF costs more than the whole decision).
-    static SEALERS: RefCell<Option<(Owner, Vec<CookieSealer>)>> = const { RefCell::new(None) };
-}
-
-/// Runs `f` with the sealers of `keys` (the signing key's first) for `name`.
-fn with_sealers<R>(keys: &Keyring, name: &[u8], f: impl FnOnce(&[CookieSealer]) -> R) -> R {
-    let owner = Owner {
-        keys: ptr::from_ref(keys).addr(),
-        name: name.as_ptr().addr(),
-        name_len: name.len(),
-    };
-    SEALERS.with_borrow_mut(|cache| {
-        if cache.as_ref().is_none_or(|(o, _)| *o != owner) {
-            let sealers = keys.iter().map(|k| k.cookie_sealer(name)).collect();
-            *cache = Some((owner, sealers));
-        }
-        f(&cache.as_ref().expect("just set").1)
-    })
-}
+use crate::config::conf::{LocConf, MainConf};
+use crate::phases::cookies::{self, with_sealers, SCRATCH};
+use crate::phases::decide;
+use crate::phases::request::{self, Ctx};
 
 /// When a copy of a session's cookie stops opening by itself: after that
 /// no record is needed to keep it dead.
@@ -88,7 +63,7 @@ pub fn access(r: &mut Request, lc: &LocConf, main: &MainConf, keys: &Keyring, na
         None if gathered.firsts.is_empty() => Presented::Nothing,
         None => Presented::Invalid,
     };
-    let (now, ip, ip_len, ua) = handler::facts(r);
+    let (now, ip, ip_len, ua) = cookies::facts(r);
     let facts = Facts {
         now,
         ip: &ip[..ip_len],
@@ -115,7 +90,7 @@ pub fn access(r: &mut Request, lc: &LocConf, main: &MainConf, keys: &Keyring, na
         Ok((mut o, issue)) => {
             o.issue_cookie = issue;
             let chunks = u8::try_from(gathered.present).unwrap_or(u8::MAX);
-            handler::conclude(r, lc, keys, name, &o, StoreKind::Cookie, chunks)
+            decide::conclude(r, lc, keys, name, &o, StoreKind::Cookie, chunks)
         }
         Err(e) => {
             ngx_log_error!(
@@ -148,56 +123,4 @@ pub fn on_session<R>(
     let resealed = matches!(session.result(false), CookieResult::Seal(_));
     table.with(|t| settle(t, &session, &lc.policy, &ctx.record, resealed, now));
     Some(result)
-}
-
-/// The `Set-Cookie` values (one per line) that carry session `id` with
-/// `rec` and `data`, and delete the chunks beyond them among the `present`
-/// ones the request carried.
-#[allow(clippy::too_many_arguments)]
-pub fn set_cookies(
-    r: &Request,
-    lc: &LocConf,
-    keys: &Keyring,
-    name: &[u8],
-    c: &Contents,
-    present: u8,
-    https: bool,
-    max_age: Option<u64>,
-    rng: &mut RandomPool,
-    out: &mut Vec<u8>,
-) -> bool {
-    let sealed = with_sealers(keys, name, |s| {
-        cookie_store::set_cookies(
-            &s[0],
-            name,
-            c,
-            usize::from(present),
-            &lc.attrs,
-            https,
-            max_age,
-            rng,
-            out,
-        )
-    });
-    match sealed {
-        Ok(()) => true,
-        Err(SealError::TooLarge) => {
-            ngx_log_error!(
-                NGX_LOG_ERR,
-                r.log(),
-                "sessions: the session does not fit in {} cookies; cookie not sent",
-                cookie_store::MAX_CHUNKS
-            );
-            false
-        }
-        Err(SealError::Random(e)) => {
-            ngx_log_error!(NGX_LOG_ALERT, r.log(), "sessions: {e}, cookie not sent");
-            false
-        }
-    }
-}
-
-/// The `Set-Cookie` values that delete the session's cookies.
-pub fn deleted(name: &[u8], lc: &LocConf, present: u8, https: bool, out: &mut Vec<u8>) {
-    cookie_store::delete_cookies(name, usize::from(present), &lc.attrs, https, out);
 }

@@ -8,7 +8,8 @@ use ngx::http::{HTTPStatus, HttpModuleMainConf, Request};
 use sessions_core::journal::JournalStats;
 use sessions_core::table::Stats;
 
-use crate::{request, Module};
+use crate::config::module::Module;
+use crate::phases::request;
 
 /// What one scrape reports.
 struct Snapshot {
@@ -178,3 +179,7 @@ pub fn handler(r: &mut Request) -> Status {
         body.as_bytes(),
     )
 }
+
+ngx::http_request_handler!(content_handler, handler);
+/// `sessions_status`'s content handler.
+pub const STATUS: extern "C" fn(*mut nginx_sys::ngx_http_request_t) -> nginx_sys::ngx_int_t = content_handler;

@@ -11,10 +11,11 @@ use ngx::ngx_log_error;
 use sessions_core::gate::{truthy, valid_user, ControlHeader};
 use sessions_core::{apply, update_data, Control, ControlError, DataUpdateError};
 
-use crate::conf::LocConf;
-use crate::handler::{deleted_cookie, session_cookie, SCRATCH};
-use crate::remote::on_store;
-use crate::{request, Module};
+use crate::config::conf::LocConf;
+use crate::config::module::Module;
+use crate::phases::cookies::{deleted_cookie, session_cookie, SCRATCH};
+use crate::phases::remote::on_store;
+use crate::phases::request;
 
 pub static mut NEXT_HEADER_FILTER: ngx_http_output_header_filter_pt = None;
 

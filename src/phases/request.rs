@@ -16,7 +16,7 @@ use sessions_core::proxy::{address_bytes, says_https, Cidr};
 use sessions_core::store::StoreKind;
 use sessions_core::{Handle, Record, SessionId, Status};
 
-use crate::ngx_http_sessions_module;
+use crate::config::module::ngx_http_sessions_module;
 
 /// Now, in Unix milliseconds, from nginx's cached clock (no system call).
 pub fn now_ms() -> u64 {
@@ -303,7 +303,8 @@ pub fn client_https(r: &Request, trusted: &[Cidr]) -> bool {
     if trusted.is_empty() || !header_in(r, b"x-forwarded-proto").is_some_and(says_https) {
         return false;
     }
-    let realip = <crate::Module as ngx::http::HttpModuleMainConf>::main_conf(r).and_then(|m| m.realip_var);
+    let realip = <crate::config::module::Module as ngx::http::HttpModuleMainConf>::main_conf(r)
+        .and_then(|m| m.realip_var);
     let peer = match realip {
         Some(index) => {
             let req: *const ngx_http_request_t = r.as_ref();

@@ -19,19 +19,8 @@ use sessions_core::id::RandomPool;
 use sessions_core::state::{self, Snapshot};
 use sessions_core::{Keyring, Table};
 
-use crate::conf::MainConf;
-use crate::zone::SharedTable;
-
-/// `state=` and `state_interval=` of `sessions_zone`.
-#[derive(Clone, Debug)]
-pub struct StateConf {
-    /// Absolute: relative names are resolved against nginx's prefix.
-    pub path: PathBuf,
-    pub interval_ms: u64,
-}
-
-/// How often the state file is written when `state_interval` is not given.
-pub const DEFAULT_INTERVAL_MS: u64 = 10_000;
+use crate::config::conf::{MainConf, StateConf};
+use crate::zone::table::SharedTable;
 
 /// Fills a freshly formatted table from the state file, if it opens; one
 /// log line either way. The `random` secret and name come back with it.
@@ -79,7 +68,7 @@ pub fn load(conf: &StateConf, keys: &[Keyring], t: &mut Table<'_>, zone: &str, l
             return;
         }
     };
-    let now = crate::request::now_ms();
+    let now = crate::phases::request::now_ms();
     let h = t.header();
     h.random_secret = snap.random_secret;
     h.random_name = snap.random_name;
@@ -106,7 +95,7 @@ pub fn load(conf: &StateConf, keys: &[Keyring], t: &mut Table<'_>, zone: &str, l
 
 /// What the table holds now, taken under its lock.
 fn snapshot(table: &SharedTable) -> Snapshot {
-    let now = crate::request::now_ms();
+    let now = crate::phases::request::now_ms();
     table.with(|t| {
         let h = t.header();
         let (random_secret, random_name) = (h.random_secret, h.random_name);

@@ -1,0 +1,153 @@
+//! The decision over the zone, and what every store's path does with a
+//! decision: logs, the request context, the cookie, the login gate.
+
+use nginx_sys::{NGX_LOG_ALERT, NGX_LOG_INFO};
+use ngx::core::Status;
+use ngx::http::{HTTPStatus, Request};
+use ngx::ngx_log_error;
+use sessions_core::engine::Presented;
+use sessions_core::gate::{login_redirect, wants_401};
+use sessions_core::store::StoreKind;
+use sessions_core::{resolve, Facts, Keyring, Outcome};
+
+use crate::config::conf::{LocConf, MainConf};
+use crate::phases::cookies::{self, SCRATCH};
+use crate::phases::request::{self, Ctx};
+
+/// Decides the session in the local zone.
+pub fn local(
+    r: &mut Request,
+    lc: &LocConf,
+    main: &MainConf,
+    keys: &Keyring,
+    name: &[u8],
+    presented: Presented,
+) -> Status {
+    let Some(table) = main.table else {
+        return Status::NGX_DECLINED;
+    };
+    let (now, ip, ip_len, ua) = cookies::facts(r);
+    let facts = Facts {
+        now,
+        ip: &ip[..ip_len],
+        ua,
+    };
+    let outcome = SCRATCH.with_borrow_mut(|s| {
+        s.data.clear();
+        table.with(|t| {
+            let o = resolve(t, presented, &facts, &lc.policy, &mut s.rng)?;
+            if o.record.has_data() {
+                t.read_data(&o.record, &mut s.data);
+            }
+            Ok::<_, sessions_core::id::RandomError>(o)
+        })
+    });
+    match outcome {
+        Ok(o) => conclude(r, lc, keys, name, &o, StoreKind::Shm, 0),
+        Err(e) => {
+            ngx_log_error!(
+                NGX_LOG_ALERT,
+                r.log(),
+                "sessions: {e}, request served without a session"
+            );
+            Status::NGX_DECLINED
+        }
+    }
+}
+
+/// Acts on a decision: logs, strips a refused cookie, keeps the context,
+/// prepares the cookie, applies the login gate. The session's data is in
+/// `SCRATCH.data`; `chunks`: the cookie store's chunk cookies the request
+/// carried.
+pub fn conclude(
+    r: &mut Request,
+    lc: &LocConf,
+    keys: &Keyring,
+    name: &[u8],
+    outcome: &Outcome,
+    store: StoreKind,
+    chunks: u8,
+) -> Status {
+    let refused = outcome.status.is_refusal();
+    if refused {
+        ngx_log_error!(
+            NGX_LOG_INFO,
+            r.log(),
+            "sessions: cookie refused ({}), new session started",
+            outcome.status.as_str()
+        );
+    }
+    // As BunkerWeb: the upstream never sees a refused session cookie; with
+    // `sessions_pass_cookie off`, not even a valid one.
+    if (refused || !lc.pass_cookie()) && cookies::strip_session_cookies(r, name, chunks).is_none() {
+        return Status::NGX_ERROR;
+    }
+    if outcome.evicted > 0 {
+        ngx_log_error!(
+            NGX_LOG_INFO,
+            r.log(),
+            "sessions: zone is full, evicted {} session(s)",
+            outcome.evicted
+        );
+    }
+
+    let mut ctx = Ctx::new(
+        outcome.status,
+        outcome.id,
+        &outcome.record,
+        outcome.deadline.unwrap_or(u64::MAX),
+        store,
+    );
+    ctx.chunks = chunks;
+    if let Some(user) = outcome.record.user() {
+        let Some(u) = request::pool_str(r, user) else {
+            return Status::NGX_ERROR;
+        };
+        ctx.user = u;
+    }
+    if SCRATCH.with_borrow(|s| !s.data.is_empty()) {
+        let Some(d) = SCRATCH.with_borrow(|s| request::pool_str(r, &s.data)) else {
+            return Status::NGX_ERROR;
+        };
+        ctx.data = d;
+    }
+    if outcome.issue_cookie {
+        let Some(c) = cookies::session_cookie(r, lc, keys, name, &ctx) else {
+            return Status::NGX_ERROR;
+        };
+        ctx.set_cookie = c;
+    }
+    if request::set_ctx(r, ctx).is_none() {
+        return Status::NGX_ERROR;
+    }
+    if lc.require_login() && outcome.record.user().is_none() {
+        return gate(r, lc);
+    }
+    Status::NGX_DECLINED
+}
+
+/// No logged-in session: 401, or a redirect to the login page carrying the
+/// original URL; scripts and JSON clients always get 401.
+fn gate(r: &mut Request, lc: &LocConf) -> Status {
+    let api = wants_401(
+        request::header_in(r, b"accept"),
+        request::header_in(r, b"x-requested-with"),
+    );
+    let Some(Some(url)) = lc.login_url.filter(|_| !api) else {
+        return HTTPStatus::UNAUTHORIZED.into();
+    };
+    // SAFETY: the complex value was compiled at configuration time and lives
+    // as long as the configuration.
+    let Some(base) = r
+        .get_complex_value(unsafe { &*url.0 })
+        .map(|v| v.as_bytes().to_vec())
+    else {
+        return Status::NGX_ERROR;
+    };
+    let https = request::client_https(r, lc.trusted_proxies());
+    let target = login_redirect(&base, &request::original_url(r, https));
+    match request::pool_str(r, &target).and_then(|v| request::set_location(r, v)) {
+        Some(()) => HTTPStatus::MOVED_TEMPORARILY.into(),
+        None => Status::NGX_ERROR,
+    }
+}
