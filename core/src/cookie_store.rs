@@ -389,7 +389,7 @@ impl<'p> CookieSession<'p> {
     /// The cookies the response needs; `issue_cookie` as the engine's
     /// outcome says (a cookie sealed under an old secret is sealed again).
     pub fn result(&self, issue_cookie: bool) -> CookieResult {
-        match (&self.current, self.reseal || issue_cookie) {
+        match (&self.current, self.needs_cookie(issue_cookie)) {
             (Some((id, record)), true) => CookieResult::Seal(Contents {
                 id: *id,
                 record: *record,
@@ -399,6 +399,12 @@ impl<'p> CookieSession<'p> {
             (None, _) if self.presented => CookieResult::Delete,
             (None, _) => CookieResult::Keep,
         }
+    }
+
+    /// Whether the response must carry the session's cookie again (what
+    /// `result` says, without copying the session).
+    pub fn needs_cookie(&self, issue_cookie: bool) -> bool {
+        self.current.is_some() && (self.reseal || issue_cookie)
     }
 
     /// Sessions this request ended: the caller keeps a record of each until
@@ -467,6 +473,15 @@ impl Store for CookieSession<'_> {
 
     /// A login or regeneration moves the session to a new id: the old
     /// cookie ends at once, as the zone's old id does.
+    /// A copy that ran out of time says nothing of the newer copies a
+    /// renewal or a touch sealed since (they share the id): no record.
+    fn expire(&mut self, id: &SessionId) {
+        if self.current(id).is_some() {
+            self.current = None;
+            self.data.clear();
+        }
+    }
+
     fn take(&mut self, id: &SessionId) -> Option<Record> {
         let rec = self.current(id)?;
         self.ended.push(*id);
@@ -753,11 +768,13 @@ mod tests {
         }
 
         #[test]
-        fn expiry_and_a_changed_address_end_the_session_and_start_another() {
+        fn expiry_starts_another_session_and_a_changed_address_ends_this_one() {
             let p = policy();
             let c = first(&p);
+            // An expired copy ends nothing: a newer copy of the same id
+            // (touched or renewed since) may still be valid.
             let (status, result, ended) = again(&p, &c, T0 + 600_001);
-            assert_eq!((status, ended), (Status::ExpiredIdle, vec![c.id]));
+            assert_eq!((status, ended), (Status::ExpiredIdle, vec![]));
             assert!(matches!(result, CookieResult::Seal(n) if n.id != c.id && n.data.is_empty()));
             let other = Facts {
                 now: T0 + 1_000,

@@ -19,16 +19,12 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// The longest any session may live, in ms (`None`: no limit).
+    /// The longest any session may live, in ms (`None`: no limit). Only
+    /// the absolute timeout bounds an active session (rolling renewal and
+    /// activity push the others on); a remembered one lives `remember`.
     pub fn longest_life(&self) -> Option<u64> {
-        let t = &self.timeouts;
-        let plain = [t.absolute, t.rolling, t.idle]
-            .into_iter()
-            .filter(|&l| l != 0)
-            .min();
-        // Without an absolute or rolling limit an active session lives on.
-        let plain = plain.filter(|_| t.absolute != 0 || t.rolling != 0)?;
-        Some(plain.max(self.remember))
+        let absolute = self.timeouts.absolute;
+        (absolute != 0).then(|| absolute.max(self.remember))
     }
 
     /// The limits that apply to `rec`.
@@ -196,7 +192,14 @@ pub fn resolve<S: Store + ?Sized>(
         _ => None,
     };
     if let Some(status) = refused {
-        table.remove(&id);
+        if matches!(
+            verdict,
+            Verdict::ExpiredIdle | Verdict::ExpiredRolling | Verdict::ExpiredAbsolute
+        ) {
+            table.expire(&id);
+        } else {
+            table.remove(&id);
+        }
         return create(table, status, facts, policy, rng);
     }
 

@@ -12,8 +12,38 @@
 
 use sha2::{Digest, Sha256};
 
+use crate::engine::Policy;
 use crate::id::SessionId;
 use crate::table::{Entry, Record, Table};
+use crate::timeouts::Times;
+
+/// A request already in flight when a session ends may still seal a copy
+/// of its cookie a moment later: records outlast the session by this much.
+const IN_FLIGHT_MS: u64 = 60_000;
+
+/// Until when a record must keep every copy of the session `rec` dead, as
+/// known at `now`. No copy carries a last-seen or renewal time later than
+/// `now`, whatever `rec` says (a listed record lags its cookie), so none
+/// outlives the deadline counted from `now`.
+pub fn copies_end(policy: &Policy, rec: &Record, now: u64) -> u64 {
+    let latest = Times {
+        created: rec.created,
+        last_seen: now,
+        renewed: now,
+    };
+    policy
+        .timeouts_for(rec)
+        .deadline(latest)
+        .map_or(u64::MAX, |d| d.saturating_add(IN_FLIGHT_MS))
+}
+
+/// Until when a "not valid before" set at `now` must be kept: the longest
+/// any session may live from `now`.
+fn not_before_end(policy: &Policy, now: u64) -> u64 {
+    policy
+        .longest_life()
+        .map_or(u64::MAX, |l| now.saturating_add(l).saturating_add(IN_FLIGHT_MS))
+}
 
 /// The successor of an ended id: no session has it (ids are random, and a
 /// lookup of it finds nothing).
@@ -92,32 +122,20 @@ pub fn index(t: &mut Table<'_>, id: SessionId, rec: &Record, deadline: Option<u6
     }
 }
 
-/// Ends every session of `user` the zone lists and refuses, until `until`,
-/// every one it does not (cookies on other instances, or no longer
-/// listed). `deadline` says when a listed session would have expired.
-/// Returns how many were listed.
-pub fn revoke_user(
-    t: &mut Table<'_>,
-    user: &[u8],
-    now: u64,
-    until: u64,
-    deadline: impl Fn(&Record) -> u64,
-) -> usize {
+/// Ends every session of `user` the zone lists, and refuses every one it
+/// does not (cookies on other instances, or no longer listed) for as long
+/// as a session may live. Returns how many were listed.
+pub fn revoke_user(t: &mut Table<'_>, user: &[u8], policy: &Policy, now: u64) -> usize {
     let listed = t.sessions_of(user);
     for (id, rec) in &listed {
-        end(t, *id, deadline(rec), now);
+        end(t, *id, copies_end(policy, rec, now), now);
     }
-    set_not_before(t, user, now, until, now);
+    set_not_before(t, user, now, not_before_end(policy, now), now);
     listed.len()
 }
 
 /// Ends the session whose handle is `handle`, if the zone lists it.
-pub fn revoke_handle(
-    t: &mut Table<'_>,
-    handle: &crate::id::Handle,
-    now: u64,
-    deadline: impl Fn(&Record) -> u64,
-) -> bool {
+pub fn revoke_handle(t: &mut Table<'_>, handle: &crate::id::Handle, policy: &Policy, now: u64) -> bool {
     let Some(id) = t.find_handle(handle) else {
         return false;
     };
@@ -125,7 +143,7 @@ pub fn revoke_handle(
         return false;
     };
     t.remove(&id);
-    end(t, id, deadline(&rec), now);
+    end(t, id, copies_end(policy, &rec, now), now);
     true
 }
 
@@ -170,6 +188,31 @@ mod tests {
         set_not_before(&mut t, b"alice", 900, 10_000, 900);
         assert_eq!(not_before(&t, b"alice"), Some(900));
         assert!(is_revoked(&t, &id, &logged_in(b"alice", 600)));
+    }
+
+    #[test]
+    fn records_outlive_every_copy_however_stale_the_record() {
+        let mut p = Policy {
+            remember: 3_600_000, // shorter than the absolute day
+            ..Policy::default()
+        };
+        let mut rec = logged_in(b"alice", 0);
+        rec.created = 0;
+        rec.last_seen = 0;
+        // Listed at 0, revoked an hour later: the cookie may have been
+        // refreshed until then, so its idle deadline counts from now.
+        let now = 3_600_000;
+        assert!(copies_end(&p, &rec, now) > now + p.timeouts.idle);
+        // An active session lives until its absolute timeout (a day), not
+        // its shortest one: a "not valid before" must be kept that long.
+        assert_eq!(p.longest_life(), Some(86_400_000));
+        assert!(not_before_end(&p, now) >= now + 86_400_000);
+        p.timeouts.absolute = 0;
+        assert_eq!(not_before_end(&p, now), u64::MAX);
+        let mut m = Mem::new(16, 8);
+        let mut t = m.table();
+        assert_eq!(revoke_user(&mut t, b"alice", &p, now), 0);
+        assert!(is_revoked(&t, &SessionId([9; 16]), &logged_in(b"alice", now - 1)));
     }
 
     #[test]

@@ -42,6 +42,10 @@ pub trait Store {
     /// Marks `id` as replaced by `successor`, still accepted until `until`.
     fn retire(&mut self, id: &SessionId, successor: SessionId, until: u64);
     fn remove(&mut self, id: &SessionId);
+    /// Removes `id` because its times ran out (not because it was ended).
+    fn expire(&mut self, id: &SessionId) {
+        self.remove(id);
+    }
     /// Removes `id`, handing its record (data included) to the caller.
     fn take(&mut self, id: &SessionId) -> Option<Record>;
     /// Replaces the data of a live session.

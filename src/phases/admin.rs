@@ -99,20 +99,18 @@ fn act(r: &mut Request, req: AdminRequest) -> Status {
     // own sessions are removed, and the record costs them nothing.
     let now = request::now_ms();
     let policy = &lc.policy;
-    let deadline = |rec: &Record| policy.timeouts_for(rec).deadline(rec.times()).unwrap_or(u64::MAX);
     let (status, body) = table.with(|t| match &req {
         AdminRequest::List { user } => {
             let sessions = t.sessions_of(user).into_iter().map(|(_, rec)| rec);
             (HTTPStatus::OK, list_json(lc, user, sessions))
         }
         AdminRequest::RevokeUser { user } => {
-            let until = policy.longest_life().map_or(u64::MAX, |l| now.saturating_add(l));
-            let n = revoked::revoke_user(t, user, now, until, deadline);
+            let n = revoked::revoke_user(t, user, policy, now);
             t.header().stats.logouts += n as u64;
             (HTTPStatus::OK, admin::revoked_json(n))
         }
         AdminRequest::RevokeId { id } => {
-            let found = revoked::revoke_handle(t, id, now, deadline);
+            let found = revoked::revoke_handle(t, id, policy, now);
             if found {
                 t.header().stats.logouts += 1;
             }

@@ -3,11 +3,9 @@
 //! zone's records of ended sessions, decided by the engine as the zone's
 //! are, and sealed again into the response's cookies when it changed.
 
-use nginx_sys::NGX_LOG_ALERT;
 use ngx::core::Status;
 use ngx::http::Request;
-use ngx::ngx_log_error;
-use sessions_core::cookie_store::{self, Contents, CookieResult, CookieSession};
+use sessions_core::cookie_store::{self, Contents, CookieSession};
 use sessions_core::engine::Presented;
 use sessions_core::id::RandomPool;
 use sessions_core::store::{Store, StoreKind};
@@ -17,12 +15,6 @@ use crate::config::conf::{LocConf, MainConf};
 use crate::phases::cookies::{self, with_sealers, SCRATCH};
 use crate::phases::decide;
 use crate::phases::request::{self, Ctx};
-
-/// When a copy of a session's cookie stops opening by itself: after that
-/// no record is needed to keep it dead.
-fn lifetime_end(policy: &Policy, rec: &Record) -> u64 {
-    policy.timeouts_for(rec).deadline(rec.times()).unwrap_or(u64::MAX)
-}
 
 /// Keeps the sessions a request ended dead and its logged-in session
 /// listed (see `revoked`), and counts what happened. `resealed`: the
@@ -39,7 +31,7 @@ fn settle(
         t.count(e);
     }
     for &id in s.ended() {
-        revoked::end(t, id, lifetime_end(policy, ended), now);
+        revoked::end(t, id, revoked::copies_end(policy, ended, now), now);
     }
     if let (Some((id, rec)), true) = (s.current_session(), resealed) {
         if rec.user().is_some() {
@@ -80,27 +72,15 @@ pub fn access(r: &mut Request, lc: &LocConf, main: &MainConf, keys: &Keyring, na
             let mut session = CookieSession::new(policy, opened, lc.cookie_max_data());
             let mut o = resolve(&mut session, presented, &facts, policy, &mut s.rng)?;
             o.id = session.id().unwrap_or(o.id);
-            let issue = matches!(session.result(o.issue_cookie), CookieResult::Seal(_));
+            let issue = session.needs_cookie(o.issue_cookie);
             settle(t, &session, policy, &before, issue, now);
             session.read_data(&o.record, &mut s.data);
-            Ok::<_, sessions_core::id::RandomError>((o, issue))
+            o.issue_cookie = issue;
+            Ok(o)
         })
     });
-    match decided {
-        Ok((mut o, issue)) => {
-            o.issue_cookie = issue;
-            let chunks = u8::try_from(gathered.present).unwrap_or(u8::MAX);
-            decide::conclude(r, lc, keys, name, &o, StoreKind::Cookie, chunks)
-        }
-        Err(e) => {
-            ngx_log_error!(
-                NGX_LOG_ALERT,
-                r.log(),
-                "sessions: {e}, request served without a session"
-            );
-            Status::NGX_DECLINED
-        }
-    }
+    let chunks = u8::try_from(gathered.present).unwrap_or(u8::MAX);
+    decide::conclude_or_serve(r, lc, keys, name, decided, StoreKind::Cookie, chunks)
 }
 
 /// Runs `f` over the request's cookie-store session (as `remote::on_store`
@@ -120,7 +100,7 @@ pub fn on_session<R>(
     };
     let mut session = CookieSession::new(&lc.policy, Some(contents), lc.cookie_max_data());
     let result = SCRATCH.with_borrow_mut(|s| f(&mut session, &mut s.rng, &mut s.data));
-    let resealed = matches!(session.result(false), CookieResult::Seal(_));
+    let resealed = session.needs_cookie(false);
     table.with(|t| settle(t, &session, &lc.policy, &ctx.record, resealed, now));
     Some(result)
 }

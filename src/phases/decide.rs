@@ -7,6 +7,7 @@ use ngx::http::{HTTPStatus, Request};
 use ngx::ngx_log_error;
 use sessions_core::engine::Presented;
 use sessions_core::gate::{login_redirect, wants_401};
+use sessions_core::id::RandomError;
 use sessions_core::store::StoreKind;
 use sessions_core::{resolve, Facts, Keyring, Outcome};
 
@@ -39,11 +40,25 @@ pub fn local(
             if o.record.has_data() {
                 t.read_data(&o.record, &mut s.data);
             }
-            Ok::<_, sessions_core::id::RandomError>(o)
+            Ok::<_, RandomError>(o)
         })
     });
-    match outcome {
-        Ok(o) => conclude(r, lc, keys, name, &o, StoreKind::Shm, 0),
+    conclude_or_serve(r, lc, keys, name, outcome, StoreKind::Shm, 0)
+}
+
+/// `conclude`, or the request served without a session when the random
+/// source failed and no session could be started.
+pub fn conclude_or_serve(
+    r: &mut Request,
+    lc: &LocConf,
+    keys: &Keyring,
+    name: &[u8],
+    decided: Result<Outcome, RandomError>,
+    store: StoreKind,
+    chunks: u8,
+) -> Status {
+    match decided {
+        Ok(o) => conclude(r, lc, keys, name, &o, store, chunks),
         Err(e) => {
             ngx_log_error!(
                 NGX_LOG_ALERT,
