@@ -46,7 +46,10 @@ pub fn access(r: &mut Request, lc: &LocConf, main: &MainConf, keys: &Keyring, na
         return Status::NGX_DECLINED;
     };
     let gathered = cookie_store::gather(request::cookie_headers(r), name);
-    let opened = with_sealers(keys, name, |s| gathered.open(s, name).ok());
+    let owner = cookies::owner(keys, name);
+    let opened = with_sealers(keys, name, |sealers| {
+        SCRATCH.with_borrow_mut(|s| gathered.open_cached(&mut s.opened, owner, sealers, name).ok())
+    });
     let presented = match &opened {
         Some((c, key)) => Presented::Id {
             id: c.id,

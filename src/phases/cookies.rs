@@ -10,7 +10,7 @@ use nginx_sys::{NGX_LOG_ALERT, NGX_LOG_ERR};
 use ngx::http::Request;
 use ngx::ngx_log_error;
 use sessions_core::cookie::{cookie_values, encode_value, Owner, VerifyCache};
-use sessions_core::cookie_store::{self, Contents, CookieSealer, SealError};
+use sessions_core::cookie_store::{self, Contents, CookieSealer, OpenCache, SealError};
 use sessions_core::engine::{fingerprint, Presented};
 use sessions_core::id::RandomPool;
 use sessions_core::Keyring;
@@ -24,6 +24,8 @@ pub struct Scratch {
     /// The session's data, read under the lock, copied to the request.
     pub data: Vec<u8>,
     verified: VerifyCache,
+    /// The cookie store's recently opened values.
+    pub opened: OpenCache,
     value: Vec<u8>,
     header: Vec<u8>,
 }
@@ -33,6 +35,7 @@ thread_local! {
         rng: RandomPool::new(),
         data: Vec::with_capacity(1024),
         verified: VerifyCache::default(),
+        opened: OpenCache::default(),
         value: Vec::with_capacity(64),
         header: Vec::with_capacity(512),
     });
@@ -43,13 +46,19 @@ pub fn init_worker() {
     SCRATCH.with_borrow_mut(|s| s.rng.clear());
 }
 
-/// The session cookie the client presented, and which key verified it.
-pub fn presented(r: &Request, keys: &Keyring, name: &[u8]) -> (Presented, u8) {
-    let owner = Owner {
+/// Names one keyring and cookie name by the addresses of the configuration
+/// that holds them, for the per-worker caches.
+pub fn owner(keys: &Keyring, name: &[u8]) -> Owner {
+    Owner {
         keys: ptr::from_ref(keys).addr(),
         name: name.as_ptr().addr(),
         name_len: name.len(),
-    };
+    }
+}
+
+/// The session cookie the client presented, and which key verified it.
+pub fn presented(r: &Request, keys: &Keyring, name: &[u8]) -> (Presented, u8) {
+    let owner = owner(keys, name);
     SCRATCH.with_borrow_mut(|s| {
         let mut presented = Presented::Nothing;
         for header in request::cookie_headers(r) {
@@ -72,7 +81,10 @@ pub fn presented(r: &Request, keys: &Keyring, name: &[u8]) -> (Presented, u8) {
 
 /// Verified cookies are forgotten when the keys behind `random` change.
 pub fn forget_verified() {
-    SCRATCH.with_borrow_mut(|s| s.verified = VerifyCache::default());
+    SCRATCH.with_borrow_mut(|s| {
+        s.verified = VerifyCache::default();
+        s.opened = OpenCache::default();
+    });
 }
 
 /// What the request brings: time, address, User-Agent fingerprint.
@@ -162,11 +174,7 @@ thread_local! {
 
 /// Runs `f` with the sealers of `keys` (the signing key's first) for `name`.
 pub fn with_sealers<R>(keys: &Keyring, name: &[u8], f: impl FnOnce(&[CookieSealer]) -> R) -> R {
-    let owner = Owner {
-        keys: ptr::from_ref(keys).addr(),
-        name: name.as_ptr().addr(),
-        name_len: name.len(),
-    };
+    let owner = owner(keys, name);
     SEALERS.with_borrow_mut(|cache| {
         if cache.as_ref().is_none_or(|(o, _)| *o != owner) {
             let sealers = keys.iter().map(|k| k.cookie_sealer(name)).collect();
