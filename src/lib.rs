@@ -152,12 +152,14 @@ unsafe extern "C" fn merge_loc_conf(
             return NGX_CONF_ERROR;
         };
         main.uses_random |= conf.uses_random() && !conf.redis();
-        main.redis_used |= conf.redis();
+        let shared = conf.cookie_shared(main);
+        main.cookie_shared |= shared;
+        main.redis_used |= conf.redis() || shared;
         main.redis_random_used |= conf.redis() && conf.uses_random();
         main.redis_random_secret |= conf.redis() && conf.random_secret();
         if let Some(SecretConf::Keys(keys)) = &conf.secret {
             main.note_secret(keys, false);
-            if conf.redis() {
+            if conf.redis() || shared {
                 for k in keys.iter() {
                     if !main.redis_seals.iter().any(|s| s.tag() == k.seal().tag()) {
                         main.redis_seals.push(k.seal().clone());
@@ -239,6 +241,10 @@ extern "C" fn init_process(cycle: *mut nginx_sys::ngx_cycle_t) -> ngx_int_t {
                     .journal
                     .clone()
                     .map(|j| j as std::sync::Arc<dyn redis_client::PendingWrites>),
+                records: main
+                    .table
+                    .filter(|_| main.cookie_shared)
+                    .map(|t| std::sync::Arc::new(t) as std::sync::Arc<dyn redis_client::SharedRecords>),
                 seals: main.redis_seals.clone(),
             };
             if let Err(why) = park::start(cycle, &main.redis, topology, main.redis_random_used, setup) {

@@ -234,3 +234,102 @@ fn ended_sessions_and_the_login_list_survive_a_restart_with_a_state_file() {
     let listed = n.get("/admin?user=alice").text();
     assert_eq!(listed.matches("\"id\"").count(), 1, "{listed}");
 }
+
+/// Asks `n` with `cookie` until its session status is no longer `valid`
+/// (at most `secs`); the status then.
+fn until_refused(n: &Nginx, cookie: &str, secs: u64) -> String {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let s = status(&n.request(Request::get("/").cookie(cookie))).to_string();
+        if s != "valid" || std::time::Instant::now() > end {
+            return s;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+fn delete(path: &str) -> Request {
+    Request {
+        method: "DELETE".into(),
+        ..Request::get(path)
+    }
+}
+
+#[test]
+fn a_logout_holds_on_every_instance_sharing_redis() {
+    let mut redis = common::Redis::start(&[]);
+    let conf = CONF
+        .replace(
+            "sessions_zone cookies:1m;",
+            &format!(
+                "sessions_zone cookies:1m; sessions_redis_server 127.0.0.1:{};",
+                redis.port
+            ),
+        )
+        .replace(
+            "location = /logout { sessions_logout; }",
+            "location = /logout { sessions_logout; }
+             location = /admin { sessions off; allow 127.0.0.1; deny all; sessions_admin; }",
+        );
+    let (a, b) = (Nginx::start(&conf), Nginx::start(&conf));
+    let login = |user: &str| {
+        let mut jar = Vec::new();
+        browse(&a, "/", &mut jar);
+        browse(&a, &format!("/app/login?user={user}"), &mut jar);
+        header(&jar)
+    };
+    let valid_on = |n: &Nginx, c: &str| status(&n.request(Request::get("/").cookie(c))) == "valid";
+
+    // A logout on A: B refuses the copied cookie soon after.
+    let alice = login("alice");
+    assert!(valid_on(&b, &alice), "one secret and name: B opens A's cookie");
+    assert_eq!(a.request(Request::get("/logout").cookie(&alice)).status, 204);
+    assert_eq!(until_refused(&b, &alice, 5), "unknown");
+
+    // "Log out everywhere" on B ends a session B never saw.
+    let bob = login("bob");
+    assert!(valid_on(&a, &bob));
+    let r = b.request(delete("/admin?user=bob"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(until_refused(&a, &bob, 5), "unknown");
+
+    // Redis down at the logout: the record is kept and arrives when it is back.
+    let carol = login("carol");
+    assert!(valid_on(&b, &carol));
+    redis.shutdown_saving();
+    assert_eq!(a.request(Request::get("/logout").cookie(&carol)).status, 204);
+    assert_eq!(
+        status(&a.request(Request::get("/").cookie(&carol))),
+        "unknown",
+        "A at once"
+    );
+    redis.run();
+    assert_eq!(until_refused(&b, &carol, 10), "unknown");
+
+    // An instance started afterwards knows every record from the start.
+    let c = Nginx::start(&conf);
+    for cookie in [&alice, &bob, &carol] {
+        assert_eq!(until_refused(&c, cookie, 5), "unknown");
+    }
+    // Sessions nobody ended are untouched everywhere.
+    let dave = login("dave");
+    for n in [&a, &b, &c] {
+        assert!(valid_on(n, &dave));
+    }
+    // Records written to Redis by anyone else are ignored.
+    redis.cli(&[
+        "XADD",
+        "sessions:revoked-log",
+        "*",
+        "m",
+        "forged-record-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+    ]);
+    redis.cli(&["ZADD", "sessions:revoked", "+inf", "garbage"]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    for n in [&a, &b, &c] {
+        assert!(valid_on(n, &dave));
+    }
+    // What Redis holds is sealed: no user name, no session id in clear.
+    let dump = redis.cli(&["--no-raw", "ZRANGE", "sessions:revoked", "0", "-1"]);
+    assert!(!dump.contains("alice") && !dump.contains("bob"), "{dump}");
+}

@@ -29,6 +29,8 @@ const LIVE: u32 = 1;
 const GRACE: u32 = 2;
 /// The session is to be deleted.
 const GONE: u32 = 3;
+/// A cookie-store record to share (`Write::Revoked`).
+const REVOKED: u32 = 4;
 
 /// First retry delay after a failed flush; it doubles up to `RETRY_MAX`.
 pub const RETRY_FIRST: u64 = 100;
@@ -258,6 +260,9 @@ impl<'a> Journal<'a> {
     /// What is pending for `id` at `now`, if anything.
     pub fn get(&self, id: &SessionId, now: u64) -> Option<Pending> {
         let s = &self.slots[self.find(id)? as usize];
+        if s.kind == REVOKED {
+            return None; // not a Redis-store session
+        }
         if s.expires <= now {
             return Some(Pending::Gone);
         }
@@ -324,6 +329,14 @@ impl<'a> Journal<'a> {
                     s.data_len = 0;
                     s.rec = Record::EMPTY;
                 }
+                Write::Revoked(r) => {
+                    s.kind = REVOKED;
+                    s.expires = u64::MAX;
+                    s.data_len = 0;
+                    s.rec = Record::EMPTY;
+                    s.rec.successor = r.successor;
+                    s.until = r.until;
+                }
             }
         }
         self.hdr.stats.recorded += writes.len() as u64;
@@ -377,7 +390,13 @@ impl<'a> Journal<'a> {
                 continue;
             }
             s.lease = now.saturating_add(lease);
-            let write = if s.kind == GONE || s.expires <= now {
+            let write = if s.kind == REVOKED {
+                Write::Revoked(crate::revoked::Shared {
+                    key: s.id,
+                    successor: s.rec.successor,
+                    until: s.until,
+                })
+            } else if s.kind == GONE || s.expires <= now {
                 Write::Delete { id: s.id }
             } else {
                 let entry = if s.kind == LIVE {

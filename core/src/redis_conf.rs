@@ -79,6 +79,12 @@ pub const DEFAULT_TIMEOUT: u64 = 1_000;
 pub const DEFAULT_PENDING: u32 = 1_024;
 
 impl RedisSettings {
+    /// Whether the `http` block names a Redis at all (a server, Sentinels
+    /// or a cluster).
+    pub fn configured(&self) -> bool {
+        self.server.is_some() || self.sentinels.is_some() || self.cluster.is_some()
+    }
+
     /// The one topology the settings describe, or why they do not.
     pub fn topology(&self) -> Result<Topology, Reason> {
         match (&self.server, &self.sentinels, &self.cluster) {

@@ -8,7 +8,10 @@
 //!
 //! Both are kept in the zone's table as grace entries that point nowhere:
 //! they expire with their deadline, are protected from eviction like
-//! logged-in sessions, and travel in the state file like any entry.
+//! logged-in sessions, and travel in the state file like any entry. When
+//! the instance has Redis, each record made here is also sent there
+//! (`Shared`, MAC'd) and copied into every other instance's zone
+//! (`apply`), so a logout holds across instances.
 
 use sha2::{Digest, Sha256};
 
@@ -62,39 +65,111 @@ pub fn user_key(user: &[u8]) -> SessionId {
     SessionId(d[..16].try_into().expect("16 bytes"))
 }
 
+/// One record as the zone keeps it and as instances share it: `successor`
+/// (`ENDED`, or a "not valid before" mark) under `key` until `until`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shared {
+    pub key: SessionId,
+    pub successor: SessionId,
+    pub until: u64,
+}
+
+/// The bytes of a `Shared` record, before its MAC.
+pub const SHARED_LEN: usize = 40;
+
+impl Shared {
+    pub fn encode(&self) -> [u8; SHARED_LEN] {
+        let mut b = [0u8; SHARED_LEN];
+        b[..16].copy_from_slice(&self.key.0);
+        b[16..32].copy_from_slice(&self.successor.0);
+        b[32..].copy_from_slice(&self.until.to_le_bytes());
+        b
+    }
+
+    /// Reads a record back (its MAC already checked), as strictly as it was
+    /// made: an ended id or a "not valid before" mark, nothing else.
+    pub fn decode(b: &[u8]) -> Option<Self> {
+        let b: &[u8; SHARED_LEN] = b.try_into().ok()?;
+        let r = Self {
+            key: SessionId(b[..16].try_into().ok()?),
+            successor: SessionId(b[16..32].try_into().ok()?),
+            until: u64::from_le_bytes(b[32..].try_into().ok()?),
+        };
+        (r.successor == ENDED || mark_time(&r.successor).is_some()).then_some(r)
+    }
+}
+
+fn mark_time(successor: &SessionId) -> Option<u64> {
+    (successor.0[8..] == NOT_BEFORE)
+        .then(|| u64::from_le_bytes(successor.0[..8].try_into().expect("8 bytes")))
+}
+
 /// Stores `successor` under `id` until `until`, replacing what was there.
-fn put(t: &mut Table<'_>, id: SessionId, successor: SessionId, until: u64, now: u64) {
-    t.remove(&id);
+fn put(t: &mut Table<'_>, r: Shared, now: u64) {
+    t.remove(&r.key);
     // Protected, as a logged-in session is: a flood of new visitors must
     // not push a logout out of the zone.
     let mut rec = Record::EMPTY;
     rec.last_seen = 1;
-    t.insert(id, &rec, Some(until), now);
-    t.retire(&id, successor, until);
+    t.insert(r.key, &rec, Some(r.until), now);
+    t.retire(&r.key, r.successor, r.until);
 }
 
-/// Keeps `id` dead until `until` (when it would have expired).
-pub fn end(t: &mut Table<'_>, id: SessionId, until: u64, now: u64) {
+/// Keeps `id` dead until `until` (when it would have expired); the record
+/// made goes to `out`, to be shared.
+pub fn end(t: &mut Table<'_>, id: SessionId, until: u64, now: u64, out: &mut Vec<Shared>) {
     if until > now {
-        put(t, id, ENDED, until, now);
+        let r = Shared {
+            key: id,
+            successor: ENDED,
+            until,
+        };
+        put(t, r, now);
+        out.push(r);
     }
 }
 
 /// Refuses `user`'s sessions logged in or renewed before `at`, until `until`
 /// (when the longest of them would have expired).
-pub fn set_not_before(t: &mut Table<'_>, user: &[u8], at: u64, until: u64, now: u64) {
+pub fn set_not_before(t: &mut Table<'_>, user: &[u8], at: u64, until: u64, now: u64, out: &mut Vec<Shared>) {
     let mut mark = [0u8; 16];
     mark[..8].copy_from_slice(&at.to_le_bytes());
     mark[8..].copy_from_slice(&NOT_BEFORE);
-    put(t, user_key(user), SessionId(mark), until, now);
+    let r = Shared {
+        key: user_key(user),
+        successor: SessionId(mark),
+        until,
+    };
+    put(t, r, now);
+    out.push(r);
+}
+
+/// Copies a record another instance made into the zone, unless the zone
+/// already holds one that refuses at least as much: an ended id kept as
+/// long, or a later "not valid before" time.
+pub fn apply(t: &mut Table<'_>, r: Shared, now: u64) {
+    if r.until <= now {
+        return;
+    }
+    let kept = match t.get(&r.key) {
+        Some(Entry::Grace { successor, until }) if successor == ENDED => {
+            r.successor == ENDED && until >= r.until
+        }
+        Some(Entry::Grace { successor, until }) => match (mark_time(&successor), mark_time(&r.successor)) {
+            (Some(have), Some(new)) => have > new || (have == new && until >= r.until),
+            _ => false,
+        },
+        _ => false,
+    };
+    if !kept {
+        put(t, r, now);
+    }
 }
 
 /// `user`'s "not valid before" time, if one is kept.
 pub fn not_before(t: &Table<'_>, user: &[u8]) -> Option<u64> {
     match t.get(&user_key(user))? {
-        Entry::Grace { successor, .. } if successor.0[8..] == NOT_BEFORE => {
-            Some(u64::from_le_bytes(successor.0[..8].try_into().expect("8 bytes")))
-        }
+        Entry::Grace { successor, .. } => mark_time(&successor),
         _ => None,
     }
 }
@@ -108,7 +183,9 @@ pub fn is_revoked(t: &Table<'_>, id: &SessionId, rec: &Record) -> bool {
     }
     rec.user()
         .and_then(|u| not_before(t, u))
-        .is_some_and(|at| rec.renewed < at)
+        // In the very millisecond of the revocation too: a login another
+        // instance made just before it may carry the same time.
+        .is_some_and(|at| rec.renewed <= at)
 }
 
 /// Keeps a logged-in cookie-store session listed in the zone (without its
@@ -125,17 +202,29 @@ pub fn index(t: &mut Table<'_>, id: SessionId, rec: &Record, deadline: Option<u6
 /// Ends every session of `user` the zone lists, and refuses every one it
 /// does not (cookies on other instances, or no longer listed) for as long
 /// as a session may live. Returns how many were listed.
-pub fn revoke_user(t: &mut Table<'_>, user: &[u8], policy: &Policy, now: u64) -> usize {
+pub fn revoke_user(
+    t: &mut Table<'_>,
+    user: &[u8],
+    policy: &Policy,
+    now: u64,
+    out: &mut Vec<Shared>,
+) -> usize {
     let listed = t.sessions_of(user);
     for (id, rec) in &listed {
-        end(t, *id, copies_end(policy, rec, now), now);
+        end(t, *id, copies_end(policy, rec, now), now, out);
     }
-    set_not_before(t, user, now, not_before_end(policy, now), now);
+    set_not_before(t, user, now, not_before_end(policy, now), now, out);
     listed.len()
 }
 
 /// Ends the session whose handle is `handle`, if the zone lists it.
-pub fn revoke_handle(t: &mut Table<'_>, handle: &crate::id::Handle, policy: &Policy, now: u64) -> bool {
+pub fn revoke_handle(
+    t: &mut Table<'_>,
+    handle: &crate::id::Handle,
+    policy: &Policy,
+    now: u64,
+    out: &mut Vec<Shared>,
+) -> bool {
     let Some(id) = t.find_handle(handle) else {
         return false;
     };
@@ -143,7 +232,7 @@ pub fn revoke_handle(t: &mut Table<'_>, handle: &crate::id::Handle, policy: &Pol
         return false;
     };
     t.remove(&id);
-    end(t, id, copies_end(policy, &rec, now), now);
+    end(t, id, copies_end(policy, &rec, now), now, out);
     true
 }
 
@@ -166,11 +255,11 @@ mod tests {
         let id = SessionId([3; 16]);
         let rec = logged_in(b"alice", 10);
         assert!(!is_revoked(&t, &id, &rec));
-        end(&mut t, id, 1_000, 100);
+        end(&mut t, id, 1_000, 100, &mut Vec::new());
         assert!(is_revoked(&t, &id, &rec));
         assert!(!is_revoked(&t, &SessionId([4; 16]), &rec));
         // An end already past needs no record.
-        end(&mut t, SessionId([5; 16]), 100, 100);
+        end(&mut t, SessionId([5; 16]), 100, 100, &mut Vec::new());
         assert!(t.get(&SessionId([5; 16])).is_none());
     }
 
@@ -178,14 +267,15 @@ mod tests {
     fn not_before_refuses_older_logins_of_that_user_only() {
         let mut m = Mem::new(16, 8);
         let mut t = m.table();
-        set_not_before(&mut t, b"alice", 500, 10_000, 500);
+        set_not_before(&mut t, b"alice", 500, 10_000, 500, &mut Vec::new());
         let id = SessionId([3; 16]);
         assert!(is_revoked(&t, &id, &logged_in(b"alice", 499)));
-        assert!(!is_revoked(&t, &id, &logged_in(b"alice", 500)));
+        assert!(is_revoked(&t, &id, &logged_in(b"alice", 500)));
+        assert!(!is_revoked(&t, &id, &logged_in(b"alice", 501)));
         assert!(!is_revoked(&t, &id, &logged_in(b"bob", 1)));
         assert!(!is_revoked(&t, &id, &Record::EMPTY));
         // A later "log out everywhere" moves the time on.
-        set_not_before(&mut t, b"alice", 900, 10_000, 900);
+        set_not_before(&mut t, b"alice", 900, 10_000, 900, &mut Vec::new());
         assert_eq!(not_before(&t, b"alice"), Some(900));
         assert!(is_revoked(&t, &id, &logged_in(b"alice", 600)));
     }
@@ -211,7 +301,7 @@ mod tests {
         assert_eq!(not_before_end(&p, now), u64::MAX);
         let mut m = Mem::new(16, 8);
         let mut t = m.table();
-        assert_eq!(revoke_user(&mut t, b"alice", &p, now), 0);
+        assert_eq!(revoke_user(&mut t, b"alice", &p, now, &mut Vec::new()), 0);
         assert!(is_revoked(&t, &SessionId([9; 16]), &logged_in(b"alice", now - 1)));
     }
 
@@ -219,10 +309,51 @@ mod tests {
     fn records_survive_a_flood_of_new_sessions() {
         let mut m = Mem::new(16, 8);
         let mut t = m.table();
-        end(&mut t, SessionId([3; 16]), u64::MAX, 0);
+        end(&mut t, SessionId([3; 16]), u64::MAX, 0, &mut Vec::new());
         for i in 0..200u8 {
             t.insert(SessionId([i.wrapping_add(10); 16]), &Record::EMPTY, None, 1);
         }
         assert!(is_revoked(&t, &SessionId([3; 16]), &Record::EMPTY));
+    }
+
+    #[test]
+    fn shared_records_round_trip_and_apply_only_what_refuses_more() {
+        let mut out = Vec::new();
+        let mut a = Mem::new(16, 8);
+        let mut ta = a.table();
+        end(&mut ta, SessionId([3; 16]), 5_000, 100, &mut out);
+        set_not_before(&mut ta, b"alice", 400, 9_000, 400, &mut out);
+        set_not_before(&mut ta, b"alice", 300, 9_500, 400, &mut out);
+        assert_eq!(out.len(), 3);
+        for r in &out {
+            assert_eq!(Shared::decode(&r.encode()), Some(*r));
+        }
+        // Anything but an ended id or a "not valid before" mark is refused.
+        let mut bad = out[0].encode();
+        bad[20] ^= 1;
+        assert_eq!(Shared::decode(&bad), None);
+        assert_eq!(Shared::decode(&bad[1..]), None);
+
+        // Another instance: in any order, the later time wins.
+        let mut b = Mem::new(16, 8);
+        let mut tb = b.table();
+        for r in out.iter().rev() {
+            apply(&mut tb, *r, 500);
+        }
+        assert!(is_revoked(&tb, &SessionId([3; 16]), &Record::EMPTY));
+        assert_eq!(not_before(&tb, b"alice"), Some(400));
+        apply(&mut tb, out[2], 500);
+        assert_eq!(not_before(&tb, b"alice"), Some(400));
+        // A record already past is not copied.
+        let past = Shared { until: 400, ..out[0] };
+        let mut c = Mem::new(16, 8);
+        let mut tc = c.table();
+        apply(&mut tc, past, 500);
+        assert!(tc.get(&past.key).is_none());
+        // A listed session is ended by the record of its id.
+        let live = SessionId([7; 16]);
+        tc.insert(live, &logged_in(b"bob", 1), None, 1);
+        apply(&mut tc, Shared { key: live, ..out[0] }, 500);
+        assert!(is_revoked(&tc, &live, &Record::EMPTY));
     }
 }

@@ -29,6 +29,9 @@ const INDEX_INFO: &[u8] = b"ngx-sessions v1 store index";
 const SEAL_INFO: &[u8] = b"ngx-sessions v1 store seal";
 const SUMMARY_INFO: &[u8] = b"ngx-sessions v1 store summary";
 const TAG_INFO: &[u8] = b"ngx-sessions v1 journal tag";
+/// Associated data of a shared cookie-store record: no summary's address
+/// (those start with the key prefix) is this.
+const SHARED_AAD: &[u8] = b"\0ngx-sessions v1 shared record";
 const VERSION: u8 = 1;
 const NONCE_LEN: usize = 12;
 /// Bytes `aead_seal` adds to what it seals: the nonce and the tag.
@@ -111,6 +114,28 @@ impl SealKeys {
         out.extend_from_slice(kind);
         out.push(b':');
         crate::b64::encode_into(&h, out);
+    }
+
+    /// A cookie-store record as instances share it through Redis: sealed
+    /// like a summary (so it shows neither the ended id nor the hash of a
+    /// user name) and bound to its purpose, then base64url. Whoever can
+    /// write Redis cannot make one that `open_shared` accepts.
+    pub fn seal_shared(
+        &self,
+        r: &crate::revoked::Shared,
+        rng: &mut RandomPool,
+    ) -> Result<Vec<u8>, RandomError> {
+        let sealed = seal_with(&self.summary, SHARED_AAD, &r.encode(), rng)?;
+        let mut out = Vec::with_capacity(crate::b64::encoded_len(sealed.len()));
+        crate::b64::encode_into(&sealed, &mut out);
+        Ok(out)
+    }
+
+    /// Opens what `seal_shared` made.
+    pub fn open_shared(&self, member: &[u8]) -> Option<crate::revoked::Shared> {
+        let sealed = crate::b64::decode_vec(member)?;
+        let plain = open_with(&self.summary, SHARED_AAD, &sealed).ok()?;
+        crate::revoked::Shared::decode(&plain)
     }
 
     /// The summary of `rec` kept in its user's index under `address`.
@@ -404,5 +429,24 @@ mod tests {
         for n in 0..b.len() {
             assert!(Record::decode(&b[..n]).is_none());
         }
+    }
+
+    #[test]
+    fn shared_records_open_only_under_the_keys_that_made_them() {
+        let k = SealKeys::derive(b"secret");
+        let r = crate::revoked::Shared {
+            key: SessionId([3; 16]),
+            successor: crate::revoked::ENDED,
+            until: 123_456,
+        };
+        let m = k.seal_shared(&r, &mut RandomPool::new()).unwrap();
+        assert_eq!(k.open_shared(&m), Some(r));
+        assert_eq!(SealKeys::derive(b"other").open_shared(&m), None);
+        for i in 0..m.len() {
+            let mut bad = m.clone();
+            bad[i] = if bad[i] == b'A' { b'B' } else { b'A' };
+            assert_eq!(k.open_shared(&bad), None, "changed at {i}");
+        }
+        assert_eq!(k.open_shared(&m[1..]), None);
     }
 }

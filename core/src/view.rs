@@ -43,6 +43,10 @@ pub enum Write {
     Delete {
         id: SessionId,
     },
+    /// A cookie-store record (`crate::revoked`): `id` stays dead, or a
+    /// user's sessions from before a time are refused, until `until`; sent
+    /// to every instance sharing the Redis.
+    Revoked(crate::revoked::Shared),
 }
 
 impl Write {
@@ -50,6 +54,7 @@ impl Write {
     pub fn id(&self) -> &SessionId {
         match self {
             Self::Put { id, .. } | Self::Delete { id } => id,
+            Self::Revoked(r) => &r.key,
         }
     }
 }
@@ -295,6 +300,7 @@ mod tests {
                     Write::Delete { id } => {
                         self.0.remove(&id.0);
                     }
+                    Write::Revoked(_) => {}
                 }
             }
             n

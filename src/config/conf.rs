@@ -82,6 +82,9 @@ pub struct MainConf {
     pub journal_plan: Option<sessions_core::journal::JournalPlan>,
     /// Every secret's keys a Redis location seals with, for the journal's flushers.
     pub redis_seals: Vec<sessions_core::sealed::SealKeys>,
+    /// Some cookie-store location shares its records of ended sessions
+    /// through the configured Redis (`sessions_core::revoked`).
+    pub cookie_shared: bool,
 }
 
 impl Default for MainConf {
@@ -105,6 +108,7 @@ impl Default for MainConf {
             journal: None,
             journal_plan: None,
             redis_seals: Vec::new(),
+            cookie_shared: false,
         }
     }
 }
@@ -283,6 +287,12 @@ impl LocConf {
 
     pub fn cookie(&self) -> bool {
         self.store() == StoreKind::Cookie
+    }
+
+    /// A cookie-store location whose records of ended sessions travel
+    /// through the `http` block's Redis to every instance sharing it.
+    pub fn cookie_shared(&self, main: &MainConf) -> bool {
+        self.cookie() && main.redis.configured()
     }
 
     pub fn cookie_max_data(&self) -> usize {

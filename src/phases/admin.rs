@@ -18,6 +18,7 @@ use crate::config::conf::LocConf;
 use crate::config::module::Module;
 use crate::phases::request;
 use crate::redis::client::{Answer, Job};
+use crate::redis::park;
 
 /// Largest JSON body accepted.
 const MAX_BODY: usize = 4096;
@@ -99,24 +100,31 @@ fn act(r: &mut Request, req: AdminRequest) -> Status {
     // own sessions are removed, and the record costs them nothing.
     let now = request::now_ms();
     let policy = &lc.policy;
+    let mut made = Vec::new();
     let (status, body) = table.with(|t| match &req {
         AdminRequest::List { user } => {
             let sessions = t.sessions_of(user).into_iter().map(|(_, rec)| rec);
             (HTTPStatus::OK, list_json(lc, user, sessions))
         }
         AdminRequest::RevokeUser { user } => {
-            let n = revoked::revoke_user(t, user, policy, now);
+            let n = revoked::revoke_user(t, user, policy, now, &mut made);
             t.header().stats.logouts += n as u64;
             (HTTPStatus::OK, admin::revoked_json(n))
         }
         AdminRequest::RevokeId { id } => {
-            let found = revoked::revoke_handle(t, id, policy, now);
+            let found = revoked::revoke_handle(t, id, policy, now, &mut made);
             if found {
                 t.header().stats.logouts += 1;
             }
             revoked_one(found)
         }
     });
+    // Shared with the other instances when a cookie-store location says so.
+    if let Some(main) = Module::main_conf(r) {
+        if let Some((keys, _)) = lc.keys_and_name(main) {
+            park::share(main, keys, &made, now);
+        }
+    }
     if !matches!(req, AdminRequest::List { .. }) {
         ngx_log_error!(NGX_LOG_INFO, r.log(), "sessions: admin revocation: {body}");
     }

@@ -15,10 +15,11 @@ use crate::config::conf::{LocConf, MainConf};
 use crate::phases::cookies::{self, with_sealers, SCRATCH};
 use crate::phases::decide;
 use crate::phases::request::{self, Ctx};
+use crate::redis::park;
 
 /// Keeps the sessions a request ended dead and its logged-in session
 /// listed (see `revoked`), and counts what happened. `resealed`: the
-/// session's cookie is sent again.
+/// session's cookie is sent again. Returns the records made, to share.
 fn settle(
     t: &mut Table<'_>,
     s: &CookieSession<'_>,
@@ -26,12 +27,13 @@ fn settle(
     ended: &Record,
     resealed: bool,
     now: u64,
-) {
+) -> Vec<revoked::Shared> {
     for &e in s.events() {
         t.count(e);
     }
+    let mut made = Vec::new();
     for &id in s.ended() {
-        revoked::end(t, id, revoked::copies_end(policy, ended, now), now);
+        revoked::end(t, id, revoked::copies_end(policy, ended, now), now, &mut made);
     }
     if let (Some((id, rec)), true) = (s.current_session(), resealed) {
         if rec.user().is_some() {
@@ -39,6 +41,7 @@ fn settle(
             revoked::index(t, id, &rec, deadline, now);
         }
     }
+    made
 }
 
 pub fn access(r: &mut Request, lc: &LocConf, main: &MainConf, keys: &Keyring, name: &[u8]) -> Status {
@@ -76,11 +79,15 @@ pub fn access(r: &mut Request, lc: &LocConf, main: &MainConf, keys: &Keyring, na
             let mut o = resolve(&mut session, presented, &facts, policy, &mut s.rng)?;
             o.id = session.id().unwrap_or(o.id);
             let issue = session.needs_cookie(o.issue_cookie);
-            settle(t, &session, policy, &before, issue, now);
+            let made = settle(t, &session, policy, &before, issue, now);
             session.read_data(&o.record, &mut s.data);
             o.issue_cookie = issue;
-            Ok(o)
+            Ok((o, made))
         })
+    });
+    let decided = decided.map(|(o, made)| {
+        park::share(main, keys, &made, now);
+        o
     });
     let chunks = u8::try_from(gathered.present).unwrap_or(u8::MAX);
     decide::conclude_or_serve(r, lc, keys, name, decided, StoreKind::Cookie, chunks)
@@ -104,6 +111,9 @@ pub fn on_session<R>(
     let mut session = CookieSession::new(&lc.policy, Some(contents), lc.cookie_max_data());
     let result = SCRATCH.with_borrow_mut(|s| f(&mut session, &mut s.rng, &mut s.data));
     let resealed = session.needs_cookie(false);
-    table.with(|t| settle(t, &session, &lc.policy, &ctx.record, resealed, now));
+    let made = table.with(|t| settle(t, &session, &lc.policy, &ctx.record, resealed, now));
+    if let Some((keys, _)) = lc.keys_and_name(main) {
+        park::share(main, keys, &made, now);
+    }
     Some(result)
 }

@@ -169,41 +169,9 @@ pub fn on_store<R>(
     count(main, &view.events);
     let writes = view.finish();
     if !writes.is_empty() {
-        keep(main, writes, seal, now);
+        park::keep(main, writes, seal, now);
     }
     Some(result)
-}
-
-/// Keeps writes decided as a response leaves in the journal, where every
-/// worker sees them at once and the Redis threads send them until Redis
-/// acknowledges them. With the journal full they are sent once, unkept.
-fn keep(
-    main: &MainConf,
-    writes: Vec<sessions_core::view::Write>,
-    keys: sessions_core::sealed::SealKeys,
-    now: u64,
-) {
-    if !record(main, &writes, keys.tag(), now) {
-        park::submit(Job::Write { writes, keys });
-    }
-}
-
-/// Records `writes` (sealed later with the keys tagged `tag`) in the
-/// journal and wakes this worker's flusher; `false`, and the bound
-/// reported, when there is no room.
-fn record(main: &MainConf, writes: &[sessions_core::view::Write], tag: u64, now: u64) -> bool {
-    let kept = main
-        .journal
-        .as_ref()
-        .is_some_and(|j| j.with(|j| j.record(writes, tag, now).is_ok()));
-    if kept {
-        park::submit(Job::Flush);
-    } else {
-        if let Some(j) = &main.journal {
-            j.report_full();
-        }
-    }
-    kept
 }
 
 /// `sessions_logout` while Redis cannot say what the session is: the
@@ -218,7 +186,7 @@ pub fn end_presented(r: &Request, lc: &LocConf, main: &MainConf) -> bool {
     };
     let tag = keys.key(usize::from(key)).seal().tag();
     let writes = [sessions_core::view::Write::Delete { id }];
-    record(main, &writes, tag, crate::phases::request::now_ms())
+    park::record(main, &writes, tag, crate::phases::request::now_ms())
 }
 
 /// How long a leaving worker waits for the journal to empty: on a

@@ -20,6 +20,7 @@ use ngx::ngx_log_error;
 use sessions_core::redis_conf::{RedisSettings, Topology};
 use sessions_core::Keyring;
 
+use crate::config::conf::MainConf;
 use crate::config::module::Module;
 use crate::redis::client::{Answer, Client, Job, Reply};
 
@@ -167,6 +168,52 @@ pub fn submit(job: Job) {
             w.client.submit(0, job);
         }
     });
+}
+
+/// Keeps writes decided as a response leaves in the journal, where every
+/// worker sees them at once and the Redis threads send them until Redis
+/// acknowledges them. With the journal full they are sent once, unkept.
+pub fn keep(
+    main: &MainConf,
+    writes: Vec<sessions_core::view::Write>,
+    keys: sessions_core::sealed::SealKeys,
+    now: u64,
+) {
+    if !record(main, &writes, keys.tag(), now) {
+        submit(Job::Write { writes, keys });
+    }
+}
+
+/// Records `writes` (sealed later with the keys tagged `tag`) in the
+/// journal and wakes this worker's flusher; `false`, and the bound
+/// reported, when there is no room.
+pub fn record(main: &MainConf, writes: &[sessions_core::view::Write], tag: u64, now: u64) -> bool {
+    let kept = main
+        .journal
+        .as_ref()
+        .is_some_and(|j| j.with(|j| j.record(writes, tag, now).is_ok()));
+    if kept {
+        submit(Job::Flush);
+    } else {
+        if let Some(j) = &main.journal {
+            j.report_full();
+        }
+    }
+    kept
+}
+
+/// Sends the records a cookie-store request or an admin revocation made
+/// (sealed with `keys`) to every instance sharing the Redis, kept in the
+/// journal until Redis acknowledges them. Nothing without a shared Redis.
+pub fn share(main: &MainConf, keys: &Keyring, records: &[sessions_core::revoked::Shared], now: u64) {
+    if !main.cookie_shared || records.is_empty() {
+        return;
+    }
+    let writes = records
+        .iter()
+        .map(|r| sessions_core::view::Write::Revoked(*r))
+        .collect();
+    keep(main, writes, keys.key(0).seal().clone(), now);
 }
 
 /// Parks `r` in the access phase until `job` is answered (`None`: until

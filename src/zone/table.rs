@@ -8,7 +8,9 @@ use std::slice;
 use nginx_sys::ngx_shm_zone_t;
 use ngx::core::SlabPool;
 use sessions_core::table::{Chunk, Plan};
-use sessions_core::{Header, Slot, Table};
+use sessions_core::{revoked, Header, Slot, Table};
+
+use crate::redis::client::SharedRecords;
 
 /// Where the table lives in the zone; identical in every worker.
 #[derive(Clone, Copy)]
@@ -16,6 +18,25 @@ pub struct SharedTable {
     pub(super) zone: NonNull<ngx_shm_zone_t>,
     pub(super) region: NonNull<u8>,
     pub(super) plan: Plan,
+}
+
+// SAFETY: `zone` and `region` point into the cycle and into shared memory,
+// both mapped for the worker's whole life; the table is only touched under
+// the slab pool's mutex (`with`), which is process-shared and taken by
+// compare-and-swap, so the nginx thread and the Redis thread exclude each
+// other as workers do (as `SharedJournal`).
+unsafe impl Send for SharedTable {}
+// SAFETY: as above.
+unsafe impl Sync for SharedTable {}
+
+impl SharedRecords for SharedTable {
+    fn apply(&self, records: &[revoked::Shared], now: u64) {
+        self.with(|t| {
+            for r in records {
+                revoked::apply(t, *r, now);
+            }
+        });
+    }
 }
 
 impl SharedTable {

@@ -21,7 +21,7 @@ use sessions_core::sealed::SealKeys;
 use sessions_core::store::Event;
 use sessions_core::table::{Entry, Record};
 use sessions_core::view::{touch_interval, View, Write, EXPIRED_KEPT};
-use sessions_core::{resolve, Facts, Outcome, Policy, SessionId};
+use sessions_core::{resolve, revoked, Facts, Outcome, Policy, SessionId};
 use tokio::sync::mpsc;
 
 use backend::{Backend, Down};
@@ -120,9 +120,17 @@ pub trait PendingWrites: Send + Sync {
     fn with(&self, f: &mut dyn FnMut(&mut Journal<'_>));
 }
 
+/// Where records of ended cookie-store sessions that other instances made
+/// are copied to: this nginx's zone.
+pub trait SharedRecords: Send + Sync {
+    fn apply(&self, records: &[revoked::Shared], now: u64);
+}
+
 /// What a worker's Redis thread is given at start.
 pub struct Setup {
     pub journal: Option<Arc<dyn PendingWrites>>,
+    /// Set when a cookie-store location shares its records through Redis.
+    pub records: Option<Arc<dyn SharedRecords>>,
     /// Every configured secret's keys, so that any worker flushes any write.
     pub seals: Vec<SealKeys>,
 }
@@ -216,6 +224,7 @@ struct Shared {
     /// When a refusal was last logged.
     last_refusal: Cell<Option<std::time::Instant>>,
     journal: Option<Arc<dyn PendingWrites>>,
+    records: Option<Arc<dyn SharedRecords>>,
     /// The keys the journal's entries may be sealed with, by tag.
     known: RefCell<Vec<SealKeys>>,
     /// Wakes the flusher.
@@ -244,6 +253,7 @@ async fn serve(
         pending: RefCell::new(Vec::new()),
         last_refusal: Cell::new(None),
         journal: setup.journal,
+        records: setup.records,
         known: RefCell::new(setup.seals),
         flush: tokio::sync::Notify::new(),
         lease,
@@ -255,6 +265,8 @@ async fn serve(
     tokio::task::spawn_local(async move { s.backend.watch_sentinels().await });
     let s = shared.clone();
     tokio::task::spawn_local(async move { s.flusher().await });
+    let s = shared.clone();
+    tokio::task::spawn_local(async move { s.follow_records().await });
     while let Some((token, job)) = rx.recv().await {
         shared.learn(&job);
         if matches!(job, Job::Flush) {
@@ -323,6 +335,15 @@ const ATTEMPTS: u32 = 3;
 const FLUSH_TICK: Duration = Duration::from_millis(200);
 /// Writes sent in one pipeline.
 const FLUSH_BATCH: usize = 64;
+
+/// How often every worker reads the cookie-store records other instances
+/// shared (`follow_records`).
+const RECORDS_TICK: Duration = Duration::from_millis(50);
+/// How long the log of new records keeps each (a stream trimmed by age);
+/// a reader that missed more than half of that reads them all again.
+const RECORDS_LOG_KEPT_MS: u64 = 600_000;
+/// Most log entries read at once.
+const RECORDS_BATCH: usize = 512;
 
 /// Wall-clock milliseconds, as nginx's `ngx_timeofday` gives them.
 fn now_ms() -> u64 {
@@ -882,6 +903,7 @@ impl Shared {
                         cmds.push((moved, false));
                     }
                 }
+                Write::Revoked(r) => self.share_record(keys, r, &mut cmds)?,
                 Write::Delete { id } => {
                     let addr = self.address(keys, id);
                     let c = match was(&addr) {
@@ -917,6 +939,124 @@ impl Shared {
             }
         }
         Ok(applied)
+    }
+
+    /// The keys of the shared records: a sorted set of every record in
+    /// force (score: its end), and a stream of them as they are made.
+    fn record_keys(&self) -> (Vec<u8>, Vec<u8>) {
+        let key = |name: &[u8]| [self.prefix.as_slice(), name].concat();
+        (key(b"revoked"), key(b"revoked-log"))
+    }
+
+    /// The commands that share one cookie-store record with every instance.
+    fn share_record(
+        &self,
+        keys: &SealKeys,
+        r: &revoked::Shared,
+        cmds: &mut Vec<(redis::Cmd, bool)>,
+    ) -> Result<(), Failure> {
+        let member = keys
+            .seal_shared(r, &mut self.rng.borrow_mut())
+            .map_err(|_| Failure::NoRandom)?;
+        let (all, log) = self.record_keys();
+        let now = now_ms();
+        let score = if r.until == u64::MAX {
+            "+inf".to_string()
+        } else {
+            r.until.to_string()
+        };
+        let mut add = redis::cmd("ZADD");
+        add.arg(&all).arg(score).arg(&member);
+        let mut trim = redis::cmd("ZREMRANGEBYSCORE");
+        trim.arg(&all).arg("-inf").arg(format!("({now}"));
+        let mut note = redis::cmd("XADD");
+        note.arg(&log)
+            .arg("MINID")
+            .arg("~")
+            .arg(now.saturating_sub(RECORDS_LOG_KEPT_MS))
+            .arg("*")
+            .arg("m")
+            .arg(&member);
+        cmds.extend([(add, false), (trim, false), (note, false)]);
+        Ok(())
+    }
+
+    /// Copies the records other instances share into this nginx's zone:
+    /// all of them at start and after any failure (some may have been
+    /// missed), then the log's new entries every `RECORDS_TICK`.
+    async fn follow_records(&self) {
+        let Some(sink) = self.records.clone() else { return };
+        let mut last: Option<(Vec<u8>, std::time::Instant)> = None;
+        loop {
+            tokio::time::sleep(RECORDS_TICK).await;
+            let fresh = last
+                .as_ref()
+                .filter(|(_, at)| at.elapsed() < Duration::from_millis(RECORDS_LOG_KEPT_MS / 2));
+            let read = match fresh {
+                Some((id, _)) => self.records_after(id).await,
+                None => self.records_all().await,
+            };
+            match read {
+                Ok((members, tail)) => {
+                    let known = self.known.borrow().clone();
+                    let recs: Vec<revoked::Shared> = members
+                        .iter()
+                        .filter_map(|m| known.iter().find_map(|k| k.open_shared(m)))
+                        .collect();
+                    if !recs.is_empty() {
+                        sink.apply(&recs, now_ms());
+                    }
+                    let tail = tail.or_else(|| fresh.map(|(id, _)| id.clone()));
+                    last = tail.map(|id| (id, std::time::Instant::now()));
+                }
+                Err(_) => last = None,
+            }
+        }
+    }
+
+    /// Every record in force, and the log's last id (read first: entries
+    /// after it are read next time, some perhaps twice, which is harmless).
+    async fn records_all(&self) -> Result<(Vec<Vec<u8>>, Option<Vec<u8>>), Failure> {
+        let (all, log) = self.record_keys();
+        let tail: redis::Value = self
+            .run(
+                0,
+                redis::cmd("XREVRANGE")
+                    .arg(&log)
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(1),
+            )
+            .await?;
+        let tail = log_entries(&tail)
+            .pop()
+            .map(|(id, _)| id)
+            .unwrap_or_else(|| b"0-0".to_vec());
+        let members: Vec<Vec<u8>> = self
+            .run(0, redis::cmd("ZRANGEBYSCORE").arg(&all).arg(now_ms()).arg("+inf"))
+            .await?;
+        Ok((members, Some(tail)))
+    }
+
+    /// The log's entries after `id`, and the last one's id.
+    async fn records_after(&self, id: &[u8]) -> Result<(Vec<Vec<u8>>, Option<Vec<u8>>), Failure> {
+        let (_, log) = self.record_keys();
+        let start = [b"(".as_slice(), id].concat();
+        let reply: redis::Value = self
+            .run(
+                0,
+                redis::cmd("XRANGE")
+                    .arg(&log)
+                    .arg(start)
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(RECORDS_BATCH),
+            )
+            .await?;
+        let entries = log_entries(&reply);
+        let tail = entries.last().map(|(id, _)| id.clone());
+        Ok((entries.into_iter().filter_map(|(_, m)| m).collect(), tail))
     }
 
     /// Lists a logged-in session (`rec`) in its user's index (session key ->
@@ -1153,6 +1293,41 @@ const ADOPT: &str = "local v = redis.pcall('GET', KEYS[1]) \
     redis.call('SET', KEYS[1], ARGV[1]) return ARGV[1]";
 
 /// The connection and command timeouts in ms, defaults applied.
+/// The entries of an XRANGE or XREVRANGE answer: each id, and its field
+/// `m` if it has one. Anything else in the answer is skipped, not trusted.
+fn log_entries(v: &redis::Value) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    use redis::Value;
+    let bytes = |v: &Value| match v {
+        Value::BulkString(b) => Some(b.clone()),
+        Value::SimpleString(s) => Some(s.as_bytes().to_vec()),
+        _ => None,
+    };
+    let Value::Array(entries) = v else {
+        return Vec::new();
+    };
+    entries
+        .iter()
+        .filter_map(|e| match e {
+            Value::Array(parts) if parts.len() == 2 => {
+                let id = bytes(&parts[0])?;
+                let member = match &parts[1] {
+                    Value::Array(f) => f
+                        .chunks_exact(2)
+                        .find(|kv| bytes(&kv[0]).as_deref() == Some(b"m"))
+                        .and_then(|kv| bytes(&kv[1])),
+                    Value::Map(f) => f
+                        .iter()
+                        .find(|(k, _)| bytes(k).as_deref() == Some(b"m"))
+                        .and_then(|(_, v)| bytes(v)),
+                    _ => None,
+                };
+                Some((id, member))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 fn timeouts(settings: &RedisSettings) -> (u64, u64) {
     (
         settings
