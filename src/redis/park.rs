@@ -206,14 +206,18 @@ pub fn record(main: &MainConf, writes: &[sessions_core::view::Write], tag: u64, 
 /// (sealed with `keys`) to every instance sharing the Redis, kept in the
 /// journal until Redis acknowledges them. Nothing without a shared Redis.
 pub fn share(main: &MainConf, keys: &Keyring, records: &[sessions_core::revoked::Shared], now: u64) {
-    if !main.cookie_shared || records.is_empty() {
+    let seal = keys.key(0).seal();
+    // Only a configured secret's: the flushers know no other keys (and
+    // with a `random` one no other instance opens these cookies anyway).
+    let known = main.redis_seals.iter().any(|s| s.tag() == seal.tag());
+    if !main.cookie_shared || !known || records.is_empty() {
         return;
     }
     let writes = records
         .iter()
         .map(|r| sessions_core::view::Write::Revoked(*r))
         .collect();
-    keep(main, writes, keys.key(0).seal().clone(), now);
+    keep(main, writes, seal.clone(), now);
 }
 
 /// Parks `r` in the access phase until `job` is answered (`None`: until
