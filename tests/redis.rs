@@ -60,10 +60,7 @@ fn keys(r: &Redis, extra: &[&str]) -> Vec<String> {
 }
 
 /// The commands the README says an ACL user needs in every mode.
-const ACL_COMMANDS: &[&str] = &[
-    "+get", "+set", "+del", "+exists", "+eval", "+hset", "+hdel", "+hgetall", "+hkeys", "+pexpire",
-    "+persist", "+ping",
-];
+use common::ACL_COMMANDS;
 
 #[test]
 fn unix_socket_database_and_acl_user_with_password_file() {
@@ -479,73 +476,7 @@ fn sentinel_failover_keeps_sessions() {
 
 #[test]
 fn cluster_spreads_sessions_over_slots() {
-    let nodes: Vec<Redis> = (0..3)
-        .map(|_| {
-            let bus = common::free_port().to_string();
-            let args = [
-                &[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    "5000",
-                    // The bus would default to port + 10000, inside the kernel's
-                    // ephemeral range, where an outgoing connection may hold it.
-                    "--cluster-port",
-                    &bus,
-                    "--user",
-                    "default",
-                    "off",
-                    "--user",
-                    "app",
-                    "on",
-                    ">cluster-pw",
-                    "~*",
-                    "&*",
-                    "+@all",
-                    // nginx's user: the README's commands for a Cluster.
-                    "--user",
-                    "nginx",
-                    "on",
-                    ">nginx-pw",
-                    "~*",
-                ],
-                ACL_COMMANDS,
-                &["+cluster|slots"],
-            ]
-            .concat();
-            let mut r = Redis::start(&args);
-            r.auth = vec![
-                "--user".into(),
-                "app".into(),
-                "--pass".into(),
-                "cluster-pw".into(),
-            ];
-            r
-        })
-        .collect();
-    let addrs: Vec<String> = nodes.iter().map(|r| format!("127.0.0.1:{}", r.port)).collect();
-    let out = Command::new("redis-cli")
-        .args([
-            "--user",
-            "app",
-            "--pass",
-            "cluster-pw",
-            "--no-auth-warning",
-            "--cluster",
-            "create",
-        ])
-        .args(&addrs)
-        .args(["--cluster-replicas", "0", "--cluster-yes"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
-    wait_until("the cluster", || {
-        nodes
-            .iter()
-            .all(|r| r.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok"))
-    });
+    let (nodes, addrs) = common::start_cluster(&[ACL_COMMANDS, &["+cluster|slots"]].concat());
     let n = Nginx::start(&conf(
         &format!(
             "sessions_redis_cluster {} {}; sessions_redis_username nginx; sessions_redis_password nginx-pw;

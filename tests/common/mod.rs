@@ -709,3 +709,94 @@ impl Drop for Reaped {
         let _ = self.0.wait();
     }
 }
+
+/// The commands the README says an ACL user needs (the Redis store).
+pub const ACL_COMMANDS: &[&str] = &[
+    "+get", "+set", "+del", "+exists", "+eval", "+hset", "+hdel", "+hgetall", "+hkeys", "+pexpire",
+    "+persist", "+ping",
+];
+
+/// And what the cookie store's shared records add.
+pub const ACL_COOKIE_COMMANDS: &[&str] = &[
+    "+zadd",
+    "+zremrangebyscore",
+    "+zrangebyscore",
+    "+xadd",
+    "+xrange",
+    "+xrevrange",
+];
+
+/// A three-master Redis Cluster on loopback; nginx's user `nginx`
+/// (password `nginx-pw`) may run exactly `commands`. The nodes, and their
+/// addresses.
+pub fn start_cluster(commands: &[&str]) -> (Vec<Redis>, Vec<String>) {
+    let nodes: Vec<Redis> = (0..3)
+        .map(|_| {
+            let bus = free_port().to_string();
+            let args = [
+                &[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "5000",
+                    // The bus would default to port + 10000, inside the kernel's
+                    // ephemeral range, where an outgoing connection may hold it.
+                    "--cluster-port",
+                    &bus,
+                    "--user",
+                    "default",
+                    "off",
+                    "--user",
+                    "app",
+                    "on",
+                    ">cluster-pw",
+                    "~*",
+                    "&*",
+                    "+@all",
+                    "--user",
+                    "nginx",
+                    "on",
+                    ">nginx-pw",
+                    "~*",
+                ],
+                commands,
+            ]
+            .concat();
+            let mut r = Redis::start(&args);
+            r.auth = vec![
+                "--user".into(),
+                "app".into(),
+                "--pass".into(),
+                "cluster-pw".into(),
+            ];
+            r
+        })
+        .collect();
+    let addrs: Vec<String> = nodes.iter().map(|r| format!("127.0.0.1:{}", r.port)).collect();
+    let out = Command::new("redis-cli")
+        .args([
+            "--user",
+            "app",
+            "--pass",
+            "cluster-pw",
+            "--no-auth-warning",
+            "--cluster",
+            "create",
+        ])
+        .args(&addrs)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !nodes
+        .iter()
+        .all(|r| r.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+    {
+        assert!(Instant::now() < deadline, "timed out waiting for the cluster");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (nodes, addrs)
+}

@@ -826,15 +826,7 @@ impl Shared {
             let sent = tokio::time::timeout(self.lease / 2, self.write(&writes, &keys, None, &[])).await;
             let ok = matches!(sent, Ok(Ok(true)));
             if let Ok(Err(Failure::Refused(why) | Failure::WrongType(why))) = &sent {
-                if self.report_refusal() {
-                    self.out.send(Reply {
-                        token: 0,
-                        answer: Answer::Written,
-                        transition: None,
-                        refused: Some(why.clone()),
-                        full: false,
-                    });
-                }
+                self.report(why.clone());
             }
             all_ok &= ok;
             let now = now_ms();
@@ -845,6 +837,21 @@ impl Shared {
             });
         }
         all_ok
+    }
+
+    /// Tells the nginx thread, at most once a minute, that Redis refused a
+    /// command nobody waits for (a missing ACL permission, a key of
+    /// another type).
+    fn report(&self, why: String) {
+        if self.report_refusal() {
+            self.out.send(Reply {
+                token: 0,
+                answer: Answer::Written,
+                transition: None,
+                refused: Some(why),
+                full: false,
+            });
+        }
     }
 
     /// Sends `writes` in one pipeline (one command at a time to a cluster,
@@ -1009,7 +1016,12 @@ impl Shared {
                     let tail = tail.or_else(|| fresh.map(|(id, _)| id.clone()));
                     last = tail.map(|id| (id, std::time::Instant::now()));
                 }
-                Err(_) => last = None,
+                Err(e) => {
+                    last = None;
+                    if let Failure::Refused(why) | Failure::WrongType(why) = e {
+                        self.report(why);
+                    }
+                }
             }
         }
     }
