@@ -317,26 +317,14 @@ fn a_logout_holds_across_instances_sharing_a_redis_cluster() {
 #[test]
 fn a_logout_holds_on_every_instance_sharing_redis() {
     // nginx's user may run exactly the README's commands; the test's, all.
-    let users: &[&str] = &[
-        "--user",
-        "default",
-        "off",
-        "--user",
-        "app",
-        "on",
-        ">app-pw",
-        "~*",
-        "&*",
-        "+@all",
-        "--user",
-        "nginx",
-        "on",
-        ">nginx-pw",
-        "~*",
-    ];
-    let mut redis =
-        common::Redis::start(&[users, common::ACL_COMMANDS, common::ACL_COOKIE_COMMANDS].concat());
-    redis.auth = ["--user", "app", "--pass", "app-pw"].map(String::from).to_vec();
+    let acl = [
+        common::ACL_USERS,
+        common::ACL_COMMANDS,
+        common::ACL_COOKIE_COMMANDS,
+    ]
+    .concat();
+    let mut redis = common::Redis::start(&acl);
+    redis.auth = common::APP_AUTH.map(String::from).to_vec();
     let conf = shared_conf(&format!(
         "sessions_redis_server 127.0.0.1:{}; sessions_redis_username nginx; sessions_redis_password nginx-pw;",
         redis.port

@@ -726,6 +726,28 @@ pub const ACL_COOKIE_COMMANDS: &[&str] = &[
     "+xrevrange",
 ];
 
+/// `redis-server` users: none by default, `app` (the test's own) may do
+/// anything, `nginx` (password `nginx-pw`) only the commands that follow.
+pub const ACL_USERS: &[&str] = &[
+    "--user",
+    "default",
+    "off",
+    "--user",
+    "app",
+    "on",
+    ">app-pw",
+    "~*",
+    "&*",
+    "+@all",
+    "--user",
+    "nginx",
+    "on",
+    ">nginx-pw",
+    "~*",
+];
+/// `redis-cli` arguments for `app`.
+pub const APP_AUTH: [&str; 4] = ["--user", "app", "--pass", "app-pw"];
+
 /// A three-master Redis Cluster on loopback; nginx's user `nginx`
 /// (password `nginx-pw`) may run exactly `commands`. The nodes, and their
 /// addresses.
@@ -745,46 +767,20 @@ pub fn start_cluster(commands: &[&str]) -> (Vec<Redis>, Vec<String>) {
                     // ephemeral range, where an outgoing connection may hold it.
                     "--cluster-port",
                     &bus,
-                    "--user",
-                    "default",
-                    "off",
-                    "--user",
-                    "app",
-                    "on",
-                    ">cluster-pw",
-                    "~*",
-                    "&*",
-                    "+@all",
-                    "--user",
-                    "nginx",
-                    "on",
-                    ">nginx-pw",
-                    "~*",
                 ],
+                ACL_USERS,
                 commands,
             ]
             .concat();
             let mut r = Redis::start(&args);
-            r.auth = vec![
-                "--user".into(),
-                "app".into(),
-                "--pass".into(),
-                "cluster-pw".into(),
-            ];
+            r.auth = APP_AUTH.map(String::from).to_vec();
             r
         })
         .collect();
     let addrs: Vec<String> = nodes.iter().map(|r| format!("127.0.0.1:{}", r.port)).collect();
     let out = Command::new("redis-cli")
-        .args([
-            "--user",
-            "app",
-            "--pass",
-            "cluster-pw",
-            "--no-auth-warning",
-            "--cluster",
-            "create",
-        ])
+        .args(APP_AUTH)
+        .args(["--no-auth-warning", "--cluster", "create"])
         .args(&addrs)
         .args(["--cluster-replicas", "0", "--cluster-yes"])
         .output()
