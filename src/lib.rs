@@ -155,6 +155,7 @@ unsafe extern "C" fn merge_loc_conf(
         let shared = conf.cookie_shared(main);
         main.cookie_shared |= shared;
         main.redis_used |= conf.redis() || shared;
+        main.redis_store |= conf.redis();
         main.redis_random_used |= conf.redis() && conf.uses_random();
         main.redis_random_secret |= conf.redis() && conf.random_secret();
         if let Some(SecretConf::Keys(keys)) = &conf.secret {
@@ -245,6 +246,11 @@ extern "C" fn init_process(cycle: *mut nginx_sys::ngx_cycle_t) -> ngx_int_t {
                     .table
                     .filter(|_| main.cookie_shared)
                     .map(|t| std::sync::Arc::new(t) as std::sync::Arc<dyn redis_client::SharedRecords>),
+                near: main.redis_store.then(|| {
+                    std::sync::Arc::new(std::sync::Mutex::new(sessions_core::near_cache::NearCache::new(
+                        NEAR_CACHE_SESSIONS,
+                    )))
+                }),
                 seals: main.redis_seals.clone(),
             };
             if let Err(why) = park::start(cycle, &main.redis, topology, main.redis_random_used, setup) {
@@ -280,6 +286,9 @@ extern "C" fn exit_master(cycle: *mut nginx_sys::ngx_cycle_t) {
 }
 
 const REALIP_VAR: &[u8] = b"realip_remote_addr";
+
+/// Redis sessions a worker's near cache keeps at most.
+const NEAR_CACHE_SESSIONS: usize = 10_000;
 
 /// Whether nginx has `$realip_remote_addr` (the realip module), asked of
 /// the variable names declared so far (all of them, at postconfiguration).

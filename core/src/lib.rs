@@ -16,6 +16,7 @@ pub mod gate;
 pub mod id;
 pub mod journal;
 pub mod keys;
+pub mod near_cache;
 pub mod parse;
 pub mod proxy;
 pub mod redis_conf;

@@ -85,6 +85,8 @@ pub struct MainConf {
     /// Some cookie-store location shares its records of ended sessions
     /// through the configured Redis (`sessions_core::revoked`).
     pub cookie_shared: bool,
+    /// Some enabled location stores sessions in Redis (`sessions_store redis`).
+    pub redis_store: bool,
 }
 
 impl Default for MainConf {
@@ -109,6 +111,7 @@ impl Default for MainConf {
             journal_plan: None,
             redis_seals: Vec::new(),
             cookie_shared: false,
+            redis_store: false,
         }
     }
 }

@@ -13,7 +13,8 @@ use sessions_core::id::RandomPool;
 use sessions_core::redis_conf::Unavailable;
 use sessions_core::store::{Event, Store, StoreKind};
 use sessions_core::table::Entry;
-use sessions_core::view::View;
+use sessions_core::view::{touch_interval, View};
+use sessions_core::{resolve, Facts, SessionId};
 
 use crate::config::conf::{LocConf, MainConf};
 use crate::phases::cookies::{self, SCRATCH};
@@ -51,6 +52,16 @@ pub fn access(r: &mut Request, lc: &LocConf, main: &MainConf) -> Status {
         }
     }
     let (now, ip, ip_len, ua) = cookies::facts(r);
+    if let (Presented::Id { id, stale_key: false }, 0) = (presented, key) {
+        let facts = Facts {
+            now,
+            ip: &ip[..ip_len],
+            ua,
+        };
+        if let Some(outcome) = near_hit(lc, main, id, presented, &facts) {
+            return decide::conclude(r, lc, keys, name, &outcome, StoreKind::Redis, 0);
+        }
+    }
     let read = keys.key(usize::from(key)).seal().clone();
     let job = Lookup {
         presented,
@@ -69,6 +80,40 @@ pub fn access(r: &mut Request, lc: &LocConf, main: &MainConf) -> Status {
     } else {
         Status::NGX_ERROR
     }
+}
+
+/// Decides on this thread, over the near cache's copy of session `id`, a
+/// request that changes nothing in Redis (the session is valid and its
+/// last-seen time not due). `None` sends it to Redis as usual: not kept,
+/// a write pending in the journal for it, or a decision that writes (a
+/// touch, a renewal, an expiry, a refused address...). The session's data
+/// is left in `SCRATCH`.
+fn near_hit(
+    lc: &LocConf,
+    main: &MainConf,
+    id: SessionId,
+    presented: Presented,
+    facts: &Facts<'_>,
+) -> Option<sessions_core::Outcome> {
+    SCRATCH.with_borrow_mut(|s| {
+        let rec = park::near_session(&id, &mut s.data)?;
+        // A logout or a login kept for Redis counts before any copy.
+        if let Some(j) = &main.journal {
+            if j.with(|j| j.get(&id, facts.now).is_some()) {
+                return None;
+            }
+        }
+        let mut view = View::new(facts.now, touch_interval(lc.policy.timeouts.idle));
+        view.preload(id, Entry::Live(rec), std::mem::take(&mut s.data), None);
+        let outcome = resolve(&mut view, presented, facts, &lc.policy, &mut s.rng).ok()?;
+        if !view.finish().is_empty() {
+            return None;
+        }
+        count(main, &view.events);
+        s.data.clear();
+        s.data.extend_from_slice(view.data_of(outcome.record.handle));
+        Some(outcome)
+    })
 }
 
 fn answered(r: &mut Request, lc: &LocConf, main: &MainConf, answer: Answer) -> Status {

@@ -17,6 +17,7 @@ use nginx_sys::{
 };
 use ngx::http::{HttpModuleMainConf, Request};
 use ngx::ngx_log_error;
+use sessions_core::near_cache::NearCache;
 use sessions_core::redis_conf::{RedisSettings, Topology};
 use sessions_core::Keyring;
 
@@ -55,6 +56,8 @@ struct Worker {
     adopt_failed_at: Option<u64>,
     /// How long a request may wait, in ms (see `redis_client::patience`).
     patience: u64,
+    /// Redis sessions read recently, kept coherent by the Redis thread.
+    near: Option<std::sync::Arc<std::sync::Mutex<NearCache>>>,
 }
 
 /// Token of the worker's own adoption job.
@@ -76,6 +79,7 @@ pub fn start(
     adopt: bool,
     setup: crate::redis::client::Setup,
 ) -> Result<(), String> {
+    let near = setup.near.clone();
     // SAFETY: creating a non-blocking eventfd owned by this process.
     let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
     if fd < 0 {
@@ -129,8 +133,22 @@ pub fn start(
         adopt_in_flight: adopt,
         adopt_failed_at: None,
         patience: crate::redis::client::patience(settings).as_millis() as u64,
+        near,
     }));
     Ok(())
+}
+
+/// Session `id` as the near cache holds it (read from Redis, unchanged
+/// since as far as Redis told), with its data in `data`.
+pub fn near_session(id: &sessions_core::SessionId, data: &mut Vec<u8>) -> Option<sessions_core::Record> {
+    WORKER.with_borrow(|w| {
+        let near = w.as_ref()?.near.as_ref()?;
+        let c = near.lock().unwrap_or_else(|e| e.into_inner());
+        let (rec, d) = c.get(id)?;
+        data.clear();
+        data.extend_from_slice(d);
+        Some(rec)
+    })
 }
 
 pub fn running() -> bool {

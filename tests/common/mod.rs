@@ -712,8 +712,19 @@ impl Drop for Reaped {
 
 /// The commands the README says an ACL user needs (the Redis store).
 pub const ACL_COMMANDS: &[&str] = &[
-    "+get", "+set", "+del", "+exists", "+eval", "+hset", "+hdel", "+hgetall", "+hkeys", "+pexpire",
-    "+persist", "+ping",
+    "+get",
+    "+set",
+    "+del",
+    "+exists",
+    "+eval",
+    "+hset",
+    "+hdel",
+    "+hgetall",
+    "+hkeys",
+    "+pexpire",
+    "+persist",
+    "+ping",
+    "+client|tracking",
 ];
 
 /// And what the cookie store's shared records add.

@@ -2,7 +2,7 @@
 //! each reconnected with backoff when it fails. Runs on the worker's Redis
 //! thread only; nothing here knows about nginx.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -12,7 +12,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{
     AsyncConnectionConfig, Client, ClientTlsConfig, ConnectionAddr, ConnectionInfo, IntoConnectionInfo,
-    RedisConnectionInfo, RedisError, RedisResult, TlsCertificates, TlsMode,
+    ProtocolVersion, PushInfo, RedisConnectionInfo, RedisError, RedisResult, TlsCertificates, TlsMode,
 };
 use sessions_core::redis_conf::{self as rc, Address, RedisSettings, Topology};
 
@@ -120,6 +120,11 @@ pub struct Backend {
     /// Serialises connection attempts per slot, so a burst connects once.
     connecting: Vec<tokio::sync::Mutex<()>>,
     min: usize,
+    /// Standalone: the client of the near cache's tracking connection
+    /// (RESP3, for Redis's invalidation pushes).
+    tracking: Option<Client>,
+    /// How many times the sentinels said the master moved.
+    moves: Cell<u64>,
 }
 
 /// Resolves the TLS server name to the configured address, so the name
@@ -210,6 +215,7 @@ impl Backend {
             .set_response_timeout(Some(timeout));
         let (max, min) = s.connections();
         let tls = tls_mode(s).is_some();
+        let mut tracking = None;
         let kind = match topology {
             Topology::Standalone(a) => {
                 if let (Some(name), Address::Tcp { host, port }) = (&s.tls_server_name, a) {
@@ -224,11 +230,17 @@ impl Backend {
                 let info = connection_addr(a, s, true)
                     .into_connection_info()?
                     .set_redis_settings(redis_info(s));
-                let client = if tls {
-                    Client::build_with_tls(info, certificates(s))?
+                let resp3 = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
+                let tracking_info = info.clone().set_redis_settings(resp3);
+                let (client, t) = if tls {
+                    (
+                        Client::build_with_tls(info, certificates(s))?,
+                        Client::build_with_tls(tracking_info, certificates(s))?,
+                    )
                 } else {
-                    Client::open(info)?
+                    (Client::open(info)?, Client::open(tracking_info)?)
                 };
+                tracking = Some(t);
                 Kind::Standalone(client)
             }
             Topology::Sentinel { master, nodes } => {
@@ -306,6 +318,8 @@ impl Backend {
                 .collect(),
             connecting: (0..n).map(|_| tokio::sync::Mutex::new(())).collect(),
             min: (min as usize).min(n),
+            tracking,
+            moves: Cell::new(0),
         })
     }
 
@@ -358,6 +372,56 @@ impl Backend {
         match tokio::time::timeout(self.connect_timeout * 3, fut).await {
             Ok(r) => r.map_err(|e: RedisError| Down(e.to_string())),
             Err(_) => Err(Down("connection timed out".into())),
+        }
+    }
+
+    /// A connection that receives Redis's pushes (RESP3) on `pushes`, for
+    /// the near cache to turn tracking on: to the server, or to the master
+    /// the sentinels name now. `None` with Cluster, whose keys live on
+    /// several nodes (no near cache).
+    /// With Sentinel, also where it leads (see `master`).
+    pub async fn open_tracking(
+        &self,
+        pushes: tokio::sync::mpsc::UnboundedSender<PushInfo>,
+    ) -> Result<Option<(MultiplexedConnection, Option<String>)>, Down> {
+        let config = self.config.clone().set_push_sender(pushes);
+        let fut = async {
+            let (client, to) = match &self.kind {
+                Kind::Standalone(_) => (self.tracking.clone(), None),
+                Kind::Sentinel { client: sc, .. } => {
+                    let c = sc.lock().await.async_get_client().await?;
+                    let info = c.get_connection_info().clone();
+                    let to = Some(info.addr().to_string());
+                    let resp3 = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
+                    (Some(Client::open(info.set_redis_settings(resp3))?), to)
+                }
+                Kind::Cluster(_) => (None, None),
+            };
+            match client {
+                Some(c) => Ok(Some((
+                    c.get_multiplexed_async_connection_with_config(&config).await?,
+                    to,
+                ))),
+                None => Ok(None),
+            }
+        };
+        match tokio::time::timeout(self.connect_timeout * 3, fut).await {
+            Ok(r) => r.map_err(|e: RedisError| Down(e.to_string())),
+            Err(_) => Err(Down("connection timed out".into())),
+        }
+    }
+
+    /// Changes when the sentinels name another master (a failover).
+    pub fn moves(&self) -> u64 {
+        self.moves.get()
+    }
+
+    /// With Sentinel, the master the data connections last reached (none
+    /// while they look for it); `None` otherwise.
+    pub fn master(&self) -> Option<Option<String>> {
+        match &self.kind {
+            Kind::Sentinel { master, .. } => Some(master.borrow().as_ref().map(ToString::to_string)),
+            _ => None,
         }
     }
 
@@ -440,6 +504,7 @@ impl Backend {
                 _ => false,
             };
             if moved {
+                self.moves.set(self.moves.get() + 1);
                 master.replace(None);
                 for slot in &self.slots {
                     slot.borrow_mut().conn = None;

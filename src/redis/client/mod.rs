@@ -16,6 +16,7 @@ use sessions_core::engine::Presented;
 use sessions_core::id::Handle;
 use sessions_core::id::{random_alnum, RandomPool};
 use sessions_core::journal::{Journal, Pending};
+use sessions_core::near_cache::{NearCache, Ticket};
 use sessions_core::redis_conf::{RedisSettings, Topology};
 use sessions_core::sealed::SealKeys;
 use sessions_core::store::Event;
@@ -131,6 +132,9 @@ pub struct Setup {
     pub journal: Option<Arc<dyn PendingWrites>>,
     /// Set when a cookie-store location shares its records through Redis.
     pub records: Option<Arc<dyn SharedRecords>>,
+    /// The worker's near cache of Redis sessions, which this thread fills
+    /// and keeps coherent.
+    pub near: Option<Arc<Mutex<NearCache>>>,
     /// Every configured secret's keys, so that any worker flushes any write.
     pub seals: Vec<SealKeys>,
 }
@@ -225,6 +229,10 @@ struct Shared {
     last_refusal: Cell<Option<std::time::Instant>>,
     journal: Option<Arc<dyn PendingWrites>>,
     records: Option<Arc<dyn SharedRecords>>,
+    near: Option<Arc<Mutex<NearCache>>>,
+    /// While the tracking connection is up: the master it leads to (with
+    /// Sentinel; `Some(None)` otherwise).
+    tracked: RefCell<Option<Option<String>>>,
     /// The keys the journal's entries may be sealed with, by tag.
     known: RefCell<Vec<SealKeys>>,
     /// Wakes the flusher.
@@ -254,6 +262,8 @@ async fn serve(
         last_refusal: Cell::new(None),
         journal: setup.journal,
         records: setup.records,
+        near: setup.near,
+        tracked: RefCell::new(None),
         known: RefCell::new(setup.seals),
         flush: tokio::sync::Notify::new(),
         lease,
@@ -267,6 +277,8 @@ async fn serve(
     tokio::task::spawn_local(async move { s.flusher().await });
     let s = shared.clone();
     tokio::task::spawn_local(async move { s.follow_records().await });
+    let s = shared.clone();
+    tokio::task::spawn_local(async move { s.track().await });
     while let Some((token, job)) = rx.recv().await {
         shared.learn(&job);
         if matches!(job, Job::Flush) {
@@ -344,6 +356,17 @@ const RECORDS_TICK: Duration = Duration::from_millis(50);
 const RECORDS_LOG_KEPT_MS: u64 = 600_000;
 /// Most log entries read at once.
 const RECORDS_BATCH: usize = 512;
+
+/// How often the near cache's tracking connection is pinged (and the
+/// sentinels' master compared), so that a silent loss is seen.
+const TRACK_TICK: Duration = Duration::from_millis(500);
+/// How often, at most, the tracking connection's master is compared with
+/// the data connections' (Sentinel).
+const TRACK_CHECK: Duration = Duration::from_millis(20);
+/// Wait before the tracking connection is opened again after a failure,
+/// doubling up to `TRACK_RETRY_MAX`.
+const TRACK_RETRY: Duration = Duration::from_millis(200);
+const TRACK_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Wall-clock milliseconds, as nginx's `ngx_timeofday` gives them.
 fn now_ms() -> u64 {
@@ -597,6 +620,9 @@ impl Shared {
             _ => None,
         };
         let hint = self.hint(presented.as_ref());
+        // Before the read is sent: a push handled after it voids the read.
+        let ticket = self.near_ticket();
+        let mut first: Option<(Entry, Vec<u8>)> = None;
         let mut view = View::new(l.now, touch_interval(l.policy.timeouts.idle));
         let mut read = Vec::new();
         // Ids read from the journal: writes to them are kept there too.
@@ -615,6 +641,9 @@ impl Shared {
                     None => self.fetch(l, &cur, hint, &mut read).await?,
                 };
                 let Some((entry, data)) = found else { break };
+                if Some(cur) == presented && journaled.is_empty() {
+                    first = Some((entry, data.clone()));
+                }
                 let next = match entry {
                     Entry::Grace { successor, until } if l.now <= until => Some(successor),
                     _ => None,
@@ -639,6 +668,11 @@ impl Shared {
             view.rewrite_all();
         }
         let writes = view.finish();
+        if let (Some(t), Some(id), Some((Entry::Live(rec), data)), true) =
+            (ticket, presented, &first, writes.is_empty() && !l.keys.migrate)
+        {
+            self.near_keep(t, id, &l.keys.read, *rec, data);
+        }
         // After a pending write of the same session, in the same queue; a
         // new session (one a dead cookie's request gets) is no pending
         // write's, and goes to Redis as any other: so requests cannot fill
@@ -946,6 +980,111 @@ impl Shared {
             }
         }
         Ok(applied)
+    }
+
+    fn near_ticket(&self) -> Option<Ticket> {
+        let near = self.near.as_ref()?;
+        // With Sentinel, only reads from the master the tracking connection
+        // hears of are kept.
+        let tracked = self.tracked.borrow().clone()?;
+        if self.backend.master().is_some_and(|m| m.is_none() || m != tracked) {
+            return None;
+        }
+        near.lock().unwrap_or_else(|e| e.into_inner()).ticket()
+    }
+
+    /// Keeps a session read from Redis (and not changed by the request
+    /// that read it) in the near cache, unless Redis changed it since.
+    fn near_keep(&self, ticket: Ticket, id: SessionId, keys: &SealKeys, rec: Record, data: &[u8]) {
+        if let Some(near) = &self.near {
+            let addr = self.address(keys, &id);
+            near.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .keep(ticket, id, &addr, rec, data);
+        }
+    }
+
+    /// Keeps a connection on which Redis pushes every change of a key under
+    /// the prefix (`CLIENT TRACKING ON BCAST`), and applies the pushes to
+    /// the near cache. The cache works only while this connection is up,
+    /// and starts empty each time it comes up: pushes may have been lost.
+    async fn track(&self) {
+        let Some(near) = self.near.clone() else { return };
+        let lock = || near.lock().unwrap_or_else(|e| e.into_inner());
+        let mut delay = TRACK_RETRY;
+        loop {
+            let (tx, mut pushes) = mpsc::unbounded_channel();
+            let moves = self.backend.moves();
+            let (mut conn, to) = match self.backend.open_tracking(tx).await {
+                Ok(Some(c)) => c,
+                Ok(None) => return, // Cluster: no near cache
+                Err(_) => {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(TRACK_RETRY_MAX);
+                    continue;
+                }
+            };
+            let on: Result<(), RedisError> = redis::cmd("CLIENT")
+                .arg("TRACKING")
+                .arg("ON")
+                .arg("BCAST")
+                .arg("PREFIX")
+                .arg(&self.prefix)
+                .query_async(&mut conn)
+                .await;
+            if let Err(e) = on {
+                // An old Redis, or an ACL without `client|tracking`.
+                if !e.is_io_error() {
+                    self.report(format!("{e} (the near cache stays off)"));
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(TRACK_RETRY_MAX);
+                continue;
+            }
+            delay = TRACK_RETRY;
+            *self.tracked.borrow_mut() = Some(to.clone());
+            lock().enable();
+            let mut pinged = std::time::Instant::now();
+            loop {
+                // With Sentinel, reads must come from the master whose
+                // changes this connection hears of.
+                let elsewhere = self.backend.moves() != moves
+                    || self.backend.master().is_some_and(|m| m.is_some() && m != to);
+                if elsewhere {
+                    break;
+                }
+                match tokio::time::timeout(TRACK_CHECK, pushes.recv()).await {
+                    Ok(Some(p)) if p.kind == redis::PushKind::Invalidate => {
+                        let mut c = lock();
+                        match p.data.first() {
+                            Some(redis::Value::Array(keys)) => {
+                                for k in keys {
+                                    if let redis::Value::BulkString(k) = k {
+                                        c.invalidate(k);
+                                    }
+                                }
+                            }
+                            // A flushed database, or anything unexpected.
+                            _ => c.flush(),
+                        }
+                    }
+                    Ok(Some(p)) if p.kind == redis::PushKind::Disconnection => break,
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
+                    Err(_) => {}
+                }
+                if pinged.elapsed() >= TRACK_TICK {
+                    pinged = std::time::Instant::now();
+                    let alive: Result<(), RedisError> = redis::cmd("PING").query_async(&mut conn).await;
+                    if alive.is_err() {
+                        break;
+                    }
+                }
+            }
+            *self.tracked.borrow_mut() = None;
+            lock().disable();
+            tokio::time::sleep(TRACK_RETRY).await;
+        }
     }
 
     /// The keys of the shared records: a sorted set of every record in
