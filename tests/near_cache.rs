@@ -183,3 +183,34 @@ fn a_cached_session_still_times_out() {
     sleep(Duration::from_millis(1300));
     assert_ne!(status(&n.request(Request::get("/").cookie(&c))), "valid");
 }
+
+#[test]
+fn with_a_cluster_the_cache_hears_every_master() {
+    let (nodes, addrs) = common::start_cluster(&[common::ACL_COMMANDS, &["+cluster|slots"]].concat());
+    let redis = format!(
+        "sessions_redis_cluster {} {}; sessions_redis_username nginx; sessions_redis_password nginx-pw;",
+        addrs[0], addrs[1]
+    );
+    let conf = |extra: &str| conf(0, extra).replace("sessions_redis_server 127.0.0.1:0;", &redis);
+    let (a, b) = (Nginx::start(&conf("")), Nginx::start(&conf("")));
+    for r in &nodes {
+        tracking_up(r);
+    }
+    // Sessions land on every master; each is answered from the cache.
+    let cookies: Vec<String> = (0..12).map(|_| cached_session(&b)).collect();
+    for r in &nodes {
+        r.cli(&["CONFIG", "RESETSTAT"]);
+    }
+    for c in &cookies {
+        assert_eq!(status(&b.request(Request::get("/").cookie(c))), "valid");
+    }
+    assert_eq!(nodes.iter().map(gets).sum::<u64>(), 0, "{}", b.error_log());
+    // A logout on A, whichever master holds each session, reaches B.
+    for c in &cookies {
+        assert_eq!(a.request(Request::get("/logout").cookie(c)).status, 204);
+        until_refused(&b, c);
+    }
+    for n in [&a, &b] {
+        assert!(!n.error_log().contains("Redis refused"), "{}", n.error_log());
+    }
+}

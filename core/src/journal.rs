@@ -237,6 +237,19 @@ impl<'a> Journal<'a> {
         self.hdr.len == 0
     }
 
+    /// Grows with every write recorded, on any worker: a copy of a session
+    /// read before it may be older than what this nginx decided since.
+    pub fn generation(&self) -> u64 {
+        self.hdr.next_seq
+    }
+
+    /// Moves the generation on for a session ended in Redis directly (an
+    /// admin revocation, an expiry, a refused address): no copy read before
+    /// is used again.
+    pub fn bump(&mut self) {
+        self.hdr.next_seq += 1;
+    }
+
     pub fn capacity(&self) -> u32 {
         self.hdr.capacity
     }

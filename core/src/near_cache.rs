@@ -11,6 +11,10 @@
 //! - a value read from Redis is kept only if no push for its key, no
 //!   disconnection and no flush came after the read was sent (`Ticket`):
 //!   a push may be handled before the reply it follows on the wire;
+//! - a copy is used only while this nginx recorded no write for Redis
+//!   since it was read (the journal's generation, `get`): its own logout
+//!   must hold on every worker at once, even in the moment between Redis
+//!   acknowledging it and the push reaching the worker;
 //! - the session's own timeouts are the caller's, checked against the
 //!   clock on every hit as on a read from Redis.
 
@@ -28,6 +32,8 @@ struct Cached {
     record: Record,
     data: Vec<u8>,
     address: Vec<u8>,
+    /// The journal's generation before the read (see `get`).
+    generation: u64,
 }
 
 /// Taken before a read is sent; `keep` honours it only if nothing that
@@ -116,11 +122,13 @@ impl NearCache {
         })
     }
 
-    /// Keeps session `id`, read at `address` after `ticket` was taken,
-    /// unless something since may have changed it. Whether it was kept.
+    /// Keeps session `id`, read at `address` after `ticket` was taken
+    /// (and after the journal was at `generation`), unless something since
+    /// may have changed it. Whether it was kept.
     pub fn keep(
         &mut self,
         ticket: Ticket,
+        generation: u64,
         id: SessionId,
         address: &[u8],
         record: Record,
@@ -153,17 +161,22 @@ impl NearCache {
                 record,
                 data: data.to_vec(),
                 address: address.to_vec(),
+                generation,
             },
         );
         true
     }
 
-    /// The session kept for `id`, as it was read from Redis.
-    pub fn get(&self, id: &SessionId) -> Option<(Record, &[u8])> {
+    /// The session kept for `id`, as it was read from Redis, if the
+    /// journal is still at the `generation` it was then.
+    pub fn get(&self, id: &SessionId, generation: u64) -> Option<(Record, &[u8])> {
         if !self.enabled {
             return None;
         }
-        self.entries.get(&id.0).map(|c| (c.record, c.data.as_slice()))
+        self.entries
+            .get(&id.0)
+            .filter(|c| c.generation == generation)
+            .map(|c| (c.record, c.data.as_slice()))
     }
 
     /// Forgets `id` (the request is about to change it).
@@ -200,12 +213,12 @@ mod tests {
     fn a_read_is_answered_until_its_key_changes() {
         let mut c = cache();
         let t = c.ticket().unwrap();
-        assert!(c.keep(t, id(1), b"k1", Record::EMPTY, b"data"));
-        assert_eq!(c.get(&id(1)).map(|(_, d)| d), Some(&b"data"[..]));
+        assert!(c.keep(t, 0, id(1), b"k1", Record::EMPTY, b"data"));
+        assert_eq!(c.get(&id(1), 0).map(|(_, d)| d), Some(&b"data"[..]));
         c.invalidate(b"k2");
-        assert!(c.get(&id(1)).is_some(), "another key");
+        assert!(c.get(&id(1), 0).is_some(), "another key");
         c.invalidate(b"k1");
-        assert!(c.get(&id(1)).is_none());
+        assert!(c.get(&id(1), 0).is_none());
     }
 
     #[test]
@@ -213,26 +226,26 @@ mod tests {
         let mut c = cache();
         let t = c.ticket().unwrap();
         c.invalidate(b"k1"); // the write after the read, pushed first
-        assert!(!c.keep(t, id(1), b"k1", Record::EMPTY, b""));
-        assert!(c.get(&id(1)).is_none());
+        assert!(!c.keep(t, 0, id(1), b"k1", Record::EMPTY, b""));
+        assert!(c.get(&id(1), 0).is_none());
         // A push for another key does not.
         let t = c.ticket().unwrap();
         c.invalidate(b"k9");
-        assert!(c.keep(t, id(1), b"k1", Record::EMPTY, b""));
+        assert!(c.keep(t, 0, id(1), b"k1", Record::EMPTY, b""));
     }
 
     #[test]
     fn disconnection_drops_everything_and_voids_reads_in_flight() {
         let mut c = cache();
         let t = c.ticket().unwrap();
-        assert!(c.keep(t, id(1), b"k1", Record::EMPTY, b""));
+        assert!(c.keep(t, 0, id(1), b"k1", Record::EMPTY, b""));
         let in_flight = c.ticket().unwrap();
         c.disable();
-        assert!(c.get(&id(1)).is_none());
+        assert!(c.get(&id(1), 0).is_none());
         assert!(c.ticket().is_none());
         c.enable();
-        assert!(c.get(&id(1)).is_none(), "nothing survives a reconnection");
-        assert!(!c.keep(in_flight, id(2), b"k2", Record::EMPTY, b""));
+        assert!(c.get(&id(1), 0).is_none(), "nothing survives a reconnection");
+        assert!(!c.keep(in_flight, 0, id(2), b"k2", Record::EMPTY, b""));
     }
 
     #[test]
@@ -242,7 +255,16 @@ mod tests {
         for i in 0..=HISTORY {
             c.invalidate(format!("other{i}").as_bytes());
         }
-        assert!(!c.keep(t, id(1), b"k1", Record::EMPTY, b""));
+        assert!(!c.keep(t, 0, id(1), b"k1", Record::EMPTY, b""));
+    }
+
+    #[test]
+    fn a_write_this_nginx_recorded_since_the_read_voids_the_copy() {
+        let mut c = cache();
+        let t = c.ticket().unwrap();
+        assert!(c.keep(t, 7, id(1), b"k1", Record::EMPTY, b""));
+        assert!(c.get(&id(1), 7).is_some());
+        assert!(c.get(&id(1), 8).is_none());
     }
 
     #[test]
@@ -250,10 +272,10 @@ mod tests {
         let mut c = cache();
         for i in 0..10u8 {
             let t = c.ticket().unwrap();
-            assert!(c.keep(t, id(i), &[i], Record::EMPTY, b""));
+            assert!(c.keep(t, 0, id(i), &[i], Record::EMPTY, b""));
         }
         assert_eq!(c.len(), 4);
-        assert!(c.get(&id(9)).is_some());
+        assert!(c.get(&id(9), 0).is_some());
         // The index follows: invalidating a dropped key changes nothing.
         for i in 0..10u8 {
             c.invalidate(&[i]);

@@ -95,14 +95,15 @@ fn near_hit(
     presented: Presented,
     facts: &Facts<'_>,
 ) -> Option<sessions_core::Outcome> {
+    // A write this nginx recorded for Redis (a logout, a login, data) comes
+    // before any copy: one pending for this session, or any since the copy
+    // was read (it may have reached Redis before its push reached us).
+    let generation = match &main.journal {
+        Some(j) => j.with(|j| j.get(&id, facts.now).is_none().then(|| j.generation()))?,
+        None => 0,
+    };
     SCRATCH.with_borrow_mut(|s| {
-        let rec = park::near_session(&id, &mut s.data)?;
-        // A logout or a login kept for Redis counts before any copy.
-        if let Some(j) = &main.journal {
-            if j.with(|j| j.get(&id, facts.now).is_some()) {
-                return None;
-            }
-        }
+        let rec = park::near_session(&id, generation, &mut s.data)?;
         let mut view = View::new(facts.now, touch_interval(lc.policy.timeouts.idle));
         view.preload(id, Entry::Live(rec), std::mem::take(&mut s.data), None);
         let outcome = resolve(&mut view, presented, facts, &lc.policy, &mut s.rng).ok()?;

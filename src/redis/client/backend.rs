@@ -125,6 +125,14 @@ pub struct Backend {
     tracking: Option<Client>,
     /// How many times the sentinels said the master moved.
     moves: Cell<u64>,
+    /// Cluster: how to reach one node for the near cache's tracking
+    /// connections (RESP3, the same user and TLS as the cluster's).
+    node: Option<NodeTemplate>,
+}
+
+struct NodeTemplate {
+    redis: RedisConnectionInfo,
+    tls: Option<(TlsMode, TlsCertificates)>,
 }
 
 /// Resolves the TLS server name to the configured address, so the name
@@ -216,6 +224,7 @@ impl Backend {
         let (max, min) = s.connections();
         let tls = tls_mode(s).is_some();
         let mut tracking = None;
+        let mut node = None;
         let kind = match topology {
             Topology::Standalone(a) => {
                 if let (Some(name), Address::Tcp { host, port }) = (&s.tls_server_name, a) {
@@ -295,6 +304,10 @@ impl Backend {
                 if let Some(mode) = tls_mode(s) {
                     b = b.tls(mode).certs(certificates(s));
                 }
+                node = Some(NodeTemplate {
+                    redis: redis_info(s).set_protocol(ProtocolVersion::RESP3),
+                    tls: tls_mode(s).map(|m| (m, certificates(s))),
+                });
                 Kind::Cluster(b.build()?)
             }
         };
@@ -320,6 +333,7 @@ impl Backend {
             min: (min as usize).min(n),
             tracking,
             moves: Cell::new(0),
+            node,
         })
     }
 
@@ -409,6 +423,77 @@ impl Backend {
             Ok(r) => r.map_err(|e: RedisError| Down(e.to_string())),
             Err(_) => Err(Down("connection timed out".into())),
         }
+    }
+
+    /// With Cluster, the masters now (`host:port`, sorted), as the cluster
+    /// says (`CLUSTER SLOTS`); `None` in the other modes.
+    pub async fn cluster_masters(&self) -> Result<Option<Vec<(String, u16)>>, Down> {
+        if !matches!(self.kind, Kind::Cluster(_)) {
+            return Ok(None);
+        }
+        let mut c = self.conn(0).await?;
+        let slots: redis::Value = c.run(redis::cmd("CLUSTER").arg("SLOTS")).await?;
+        let mut masters = Vec::new();
+        if let redis::Value::Array(ranges) = slots {
+            for r in &ranges {
+                let redis::Value::Array(parts) = r else { continue };
+                let Some(redis::Value::Array(m)) = parts.get(2) else {
+                    continue;
+                };
+                let host = match m.first() {
+                    Some(redis::Value::BulkString(h)) => String::from_utf8_lossy(h).into_owned(),
+                    Some(redis::Value::SimpleString(h)) => h.clone(),
+                    _ => continue,
+                };
+                let Some(redis::Value::Int(port)) = m.get(1) else {
+                    continue;
+                };
+                let Ok(port) = u16::try_from(*port) else { continue };
+                masters.push((host, port));
+            }
+        }
+        masters.sort();
+        masters.dedup();
+        Ok(Some(masters))
+    }
+
+    /// A RESP3 connection to one cluster node whose pushes go to `pushes`.
+    pub async fn open_node_tracking(
+        &self,
+        (host, port): &(String, u16),
+        pushes: tokio::sync::mpsc::UnboundedSender<PushInfo>,
+    ) -> Result<MultiplexedConnection, Down> {
+        let node = self.node.as_ref().ok_or_else(|| Down("not a cluster".into()))?;
+        let config = self.config.clone().set_push_sender(pushes);
+        let fut = async {
+            let client = match &node.tls {
+                None => Client::open(
+                    ConnectionAddr::Tcp(host.clone(), *port)
+                        .into_connection_info()?
+                        .set_redis_settings(node.redis.clone()),
+                )?,
+                Some((mode, certs)) => Client::build_with_tls(
+                    ConnectionAddr::TcpTls {
+                        host: host.clone(),
+                        port: *port,
+                        insecure: *mode == TlsMode::Insecure,
+                        tls_params: None,
+                    }
+                    .into_connection_info()?
+                    .set_redis_settings(node.redis.clone()),
+                    certs.clone(),
+                )?,
+            };
+            client.get_multiplexed_async_connection_with_config(&config).await
+        };
+        match tokio::time::timeout(self.connect_timeout * 3, fut).await {
+            Ok(r) => r.map_err(|e: RedisError| Down(e.to_string())),
+            Err(_) => Err(Down("connection timed out".into())),
+        }
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.kind, Kind::Cluster(_))
     }
 
     /// Changes when the sentinels name another master (a failover).

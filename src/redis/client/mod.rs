@@ -233,6 +233,9 @@ struct Shared {
     /// While the tracking connection is up: the master it leads to (with
     /// Sentinel; `Some(None)` otherwise).
     tracked: RefCell<Option<Option<String>>>,
+    /// The tracking connection, while it is up: reads of sessions that may
+    /// be kept go over it.
+    tracking_conn: RefCell<Option<redis::aio::MultiplexedConnection>>,
     /// The keys the journal's entries may be sealed with, by tag.
     known: RefCell<Vec<SealKeys>>,
     /// Wakes the flusher.
@@ -264,6 +267,7 @@ async fn serve(
         records: setup.records,
         near: setup.near,
         tracked: RefCell::new(None),
+        tracking_conn: RefCell::new(None),
         known: RefCell::new(setup.seals),
         flush: tokio::sync::Notify::new(),
         lease,
@@ -620,9 +624,12 @@ impl Shared {
             _ => None,
         };
         let hint = self.hint(presented.as_ref());
-        // Before the read is sent: a push handled after it voids the read.
+        // Before the read is sent: a push handled after it, or a write this
+        // nginx records after it, voids the read.
         let ticket = self.near_ticket();
+        let generation = self.in_journal(|j| j.generation()).unwrap_or(0);
         let mut first: Option<(Entry, Vec<u8>)> = None;
+        let mut tracked = false;
         let mut view = View::new(l.now, touch_interval(l.policy.timeouts.idle));
         let mut read = Vec::new();
         // Ids read from the journal: writes to them are kept there too.
@@ -638,10 +645,14 @@ impl Shared {
                         journaled.push(cur);
                         Some((entry, data))
                     }
-                    None => self.fetch(l, &cur, hint, &mut read).await?,
+                    None => {
+                        let track = ticket.is_some() && !l.keys.migrate && Some(cur) == presented;
+                        self.fetch(l, &cur, hint, &mut read, (track, &mut tracked))
+                            .await?
+                    }
                 };
                 let Some((entry, data)) = found else { break };
-                if Some(cur) == presented && journaled.is_empty() {
+                if Some(cur) == presented && journaled.is_empty() && tracked {
                     first = Some((entry, data.clone()));
                 }
                 let next = match entry {
@@ -671,7 +682,7 @@ impl Shared {
         if let (Some(t), Some(id), Some((Entry::Live(rec), data)), true) =
             (ticket, presented, &first, writes.is_empty() && !l.keys.migrate)
         {
-            self.near_keep(t, id, &l.keys.read, *rec, data);
+            self.near_keep(t, generation, id, &l.keys.read, *rec, data);
         }
         // After a pending write of the same session, in the same queue; a
         // new session (one a dead cookie's request gets) is no pending
@@ -704,12 +715,16 @@ impl Shared {
     /// (its grace pointer) rather than renewing it a second time. A value
     /// of the wrong type, or one that does not open, is no session, and is
     /// removed.
+    /// `track`: read the session's key over the near cache's tracking
+    /// connection, so that Redis tells this worker when it changes;
+    /// `tracked` then says whether it was.
     async fn fetch(
         &self,
         l: &Lookup,
         id: &SessionId,
         hint: usize,
         read: &mut Vec<Read>,
+        (track, tracked): (bool, &mut bool),
     ) -> Result<Option<(Entry, Vec<u8>)>, Failure> {
         let mut places = vec![&l.keys.write];
         if l.keys.migrate {
@@ -720,13 +735,23 @@ impl Shared {
         let base = read.len();
         for (n, keys) in places.iter().enumerate() {
             let addr = self.address(keys, id);
-            let v: Option<Vec<u8>> = match self.run(hint, redis::cmd("GET").arg(&addr)).await {
-                Ok(v) => v,
-                Err(Failure::WrongType(_)) => {
-                    let _: Result<usize, _> = self.run(hint, redis::cmd("DEL").arg(&addr)).await;
-                    None
-                }
-                Err(e) => return Err(e),
+            let got = if track && n == 0 {
+                self.tracked_get(&addr).await
+            } else {
+                None
+            };
+            // Broadcast tracking (Cluster) hears of every key's changes.
+            *tracked = got.is_some() || (track && n == 0 && self.backend.is_cluster());
+            let v: Option<Vec<u8>> = match got {
+                Some(v) => v,
+                None => match self.run(hint, redis::cmd("GET").arg(&addr)).await {
+                    Ok(v) => v,
+                    Err(Failure::WrongType(_)) => {
+                        let _: Result<usize, _> = self.run(hint, redis::cmd("DEL").arg(&addr)).await;
+                        None
+                    }
+                    Err(e) => return Err(e),
+                },
             };
             let Some(v) = v else {
                 // Written only if still absent: a concurrent move wins.
@@ -970,6 +995,11 @@ impl Shared {
         let hint = self.hint(newest);
         let (cmds, checked): (Vec<redis::Cmd>, Vec<bool>) = cmds.into_iter().unzip();
         let answers: Vec<redis::Value> = self.run_each(hint, &cmds).await?;
+        // A session ended: no worker's near cache answers for it again,
+        // even before Redis's push reaches it.
+        if writes.iter().any(|w| matches!(w, Write::Delete { .. })) {
+            self.in_journal(|j| j.bump());
+        }
         let applied = answers
             .iter()
             .zip(checked)
@@ -980,6 +1010,14 @@ impl Shared {
             }
         }
         Ok(applied)
+    }
+
+    /// GET on the tracking connection, so that Redis tracks the key for
+    /// this worker. `None` without one, or when it failed (the caller then
+    /// reads as usual, and keeps nothing).
+    async fn tracked_get(&self, addr: &[u8]) -> Option<Option<Vec<u8>>> {
+        let mut c = self.tracking_conn.borrow().clone()?;
+        redis::cmd("GET").arg(addr).query_async(&mut c).await.ok()
     }
 
     fn near_ticket(&self) -> Option<Ticket> {
@@ -995,19 +1033,34 @@ impl Shared {
 
     /// Keeps a session read from Redis (and not changed by the request
     /// that read it) in the near cache, unless Redis changed it since.
-    fn near_keep(&self, ticket: Ticket, id: SessionId, keys: &SealKeys, rec: Record, data: &[u8]) {
+    fn near_keep(
+        &self,
+        ticket: Ticket,
+        generation: u64,
+        id: SessionId,
+        keys: &SealKeys,
+        rec: Record,
+        data: &[u8],
+    ) {
         if let Some(near) = &self.near {
             let addr = self.address(keys, &id);
             near.lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .keep(ticket, id, &addr, rec, data);
+                .keep(ticket, generation, id, &addr, rec, data);
         }
     }
 
-    /// Keeps a connection on which Redis pushes every change of a key under
-    /// the prefix (`CLIENT TRACKING ON BCAST`), and applies the pushes to
-    /// the near cache. The cache works only while this connection is up,
-    /// and starts empty each time it comes up: pushes may have been lost.
+    /// Keeps the connection(s) on which Redis pushes changes, and applies
+    /// the pushes to the near cache:
+    /// - standalone and Sentinel: one connection in default mode
+    ///   (`CLIENT TRACKING ON`): Redis pushes changes of the keys read on it,
+    ///   and the reads of sessions that may be kept go over it;
+    /// - Cluster: one connection per master in broadcast mode (`BCAST
+    ///   PREFIX`), each pushing every change under the prefix there, since
+    ///   reads go through the cluster connection.
+    ///
+    /// The cache works only while they are all up, and starts empty each
+    /// time they come up: pushes may have been lost.
     async fn track(&self) {
         let Some(near) = self.near.clone() else { return };
         let lock = || near.lock().unwrap_or_else(|e| e.into_inner());
@@ -1015,34 +1068,23 @@ impl Shared {
         loop {
             let (tx, mut pushes) = mpsc::unbounded_channel();
             let moves = self.backend.moves();
-            let (mut conn, to) = match self.backend.open_tracking(tx).await {
-                Ok(Some(c)) => c,
-                Ok(None) => return, // Cluster: no near cache
-                Err(_) => {
+            let opened = self.open_tracking(tx).await;
+            let (mut conns, to, masters) = match opened {
+                Ok(t) => t,
+                Err(why) => {
+                    if let Some(why) = why {
+                        self.report(format!("{why} (the near cache stays off)"));
+                    }
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(TRACK_RETRY_MAX);
                     continue;
                 }
             };
-            let on: Result<(), RedisError> = redis::cmd("CLIENT")
-                .arg("TRACKING")
-                .arg("ON")
-                .arg("BCAST")
-                .arg("PREFIX")
-                .arg(&self.prefix)
-                .query_async(&mut conn)
-                .await;
-            if let Err(e) = on {
-                // An old Redis, or an ACL without `client|tracking`.
-                if !e.is_io_error() {
-                    self.report(format!("{e} (the near cache stays off)"));
-                }
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(TRACK_RETRY_MAX);
-                continue;
-            }
             delay = TRACK_RETRY;
             *self.tracked.borrow_mut() = Some(to.clone());
+            if masters.is_none() {
+                *self.tracking_conn.borrow_mut() = conns.first().cloned();
+            }
             lock().enable();
             let mut pinged = std::time::Instant::now();
             loop {
@@ -1075,15 +1117,85 @@ impl Shared {
                 }
                 if pinged.elapsed() >= TRACK_TICK {
                     pinged = std::time::Instant::now();
-                    let alive: Result<(), RedisError> = redis::cmd("PING").query_async(&mut conn).await;
-                    if alive.is_err() {
+                    if !self.tracking_alive(&mut conns, masters.as_ref()).await {
                         break;
                     }
                 }
             }
             *self.tracked.borrow_mut() = None;
+            *self.tracking_conn.borrow_mut() = None;
             lock().disable();
             tokio::time::sleep(TRACK_RETRY).await;
+        }
+    }
+
+    /// Opens the tracking connection(s) and turns tracking on: the
+    /// connections, the Sentinel master they lead to, and with Cluster the
+    /// masters. An error worth logging (a refusal) comes back as `Some`.
+    #[allow(clippy::type_complexity)]
+    async fn open_tracking(
+        &self,
+        tx: mpsc::UnboundedSender<redis::PushInfo>,
+    ) -> Result<
+        (
+            Vec<redis::aio::MultiplexedConnection>,
+            Option<String>,
+            Option<Vec<(String, u16)>>,
+        ),
+        Option<String>,
+    > {
+        let refusal = |e: RedisError| (!e.is_io_error()).then(|| e.to_string());
+        if let Some(masters) = self.backend.cluster_masters().await.map_err(|_| None)? {
+            let mut conns = Vec::with_capacity(masters.len());
+            for m in &masters {
+                let mut c = self
+                    .backend
+                    .open_node_tracking(m, tx.clone())
+                    .await
+                    .map_err(|_| None)?;
+                redis::cmd("CLIENT")
+                    .arg("TRACKING")
+                    .arg("ON")
+                    .arg("BCAST")
+                    .arg("PREFIX")
+                    .arg(&self.prefix)
+                    .query_async::<()>(&mut c)
+                    .await
+                    .map_err(refusal)?;
+                conns.push(c);
+            }
+            return Ok((conns, None, Some(masters)));
+        }
+        let Some((mut c, to)) = self.backend.open_tracking(tx).await.map_err(|_| None)? else {
+            return Err(None);
+        };
+        // Default mode: Redis pushes changes of the keys read on this
+        // connection only (not every write under the prefix, which would
+        // cost every new session a push to every worker).
+        redis::cmd("CLIENT")
+            .arg("TRACKING")
+            .arg("ON")
+            .query_async::<()>(&mut c)
+            .await
+            .map_err(refusal)?;
+        Ok((vec![c], to, None))
+    }
+
+    /// Whether every tracking connection answers, and with Cluster the
+    /// masters are still those it tracks.
+    async fn tracking_alive(
+        &self,
+        conns: &mut [redis::aio::MultiplexedConnection],
+        masters: Option<&Vec<(String, u16)>>,
+    ) -> bool {
+        for c in conns.iter_mut() {
+            if redis::cmd("PING").query_async::<()>(c).await.is_err() {
+                return false;
+            }
+        }
+        match masters {
+            Some(m) => matches!(self.backend.cluster_masters().await, Ok(Some(now)) if now == *m),
+            None => true,
         }
     }
 
@@ -1338,6 +1450,7 @@ impl Shared {
             .iter()
             .filter(|id| !members.contains(&self.address(keys, id)))
             .count();
+        self.in_journal(|j| j.bump());
         Ok(Answer::Revoked(revoked + unlisted))
     }
 
@@ -1353,6 +1466,7 @@ impl Shared {
         let pointer = self.handle_pointer(keys, handle);
         let idx: Option<Vec<u8>> = self.repaired(redis::cmd("GET").arg(&pointer), &pointer).await?;
         let Some(idx) = idx else {
+            self.in_journal(|j| j.bump());
             return Ok(Answer::RevokedOne(!pending.is_empty()));
         };
         let mut revoked = 0;
@@ -1363,6 +1477,7 @@ impl Shared {
             }
         }
         let _: usize = self.run(0, redis::cmd("DEL").arg(&pointer)).await?;
+        self.in_journal(|j| j.bump());
         Ok(Answer::RevokedOne(revoked > 0 || !pending.is_empty()))
     }
 
