@@ -179,13 +179,6 @@ impl NearCache {
             .map(|c| (c.record, c.data.as_slice()))
     }
 
-    /// Forgets `id` (the request is about to change it).
-    pub fn forget(&mut self, id: &SessionId) {
-        if let Some(c) = self.entries.remove(&id.0) {
-            self.by_address.remove(&c.address);
-        }
-    }
-
     pub fn len(&self) -> usize {
         self.entries.len()
     }
