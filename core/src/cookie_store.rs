@@ -22,13 +22,14 @@
 //! - The last-seen time is refreshed at most every tenth of the idle
 //!   timeout (`touch_due`): each refresh is a new cookie.
 
-use aes_gcm_siv::aead::{AeadInOut, KeyInit};
-use aes_gcm_siv::{Aes256GcmSiv, Nonce, Tag};
+use aes_gcm_siv::aead::KeyInit;
+use aes_gcm_siv::Aes256GcmSiv;
 
-use crate::cookie::{CookieAttrs, Owner};
+use crate::cookie::{cache_slot, ct_eq, CookieAttrs, Owner};
 use crate::engine::Policy;
 use crate::id::{RandomError, RandomPool, SessionId};
 use crate::keys::hkdf_sha256_parts;
+use crate::sealed::{aead_open, aead_seal, AEAD_OVERHEAD};
 use crate::store::{Event, Store};
 use crate::table::{DataFull, Entry, Record};
 
@@ -41,10 +42,6 @@ pub const MAX_COOKIE: usize = 4000;
 /// Most cookies one session may take.
 pub const MAX_CHUNKS: usize = 8;
 const VERSION: u8 = 1;
-const NONCE_LEN: usize = 12;
-const TAG_LEN: usize = 16;
-/// Bytes sealing adds: the nonce and the tag.
-const AEAD_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
 /// The most session data `sessions_cookie_max_data` may allow: the largest
 /// map `crate::data` encodes (16 keys of 32 bytes with 256-byte values).
 /// Sealed with the record it takes two cookies.
@@ -118,30 +115,19 @@ pub fn seal(
     rng: &mut RandomPool,
 ) -> Result<Vec<Vec<u8>>, SealError> {
     let data_len = u16::try_from(c.data.len()).map_err(|_| SealError::TooLarge)?;
-    // nonce | plaintext, sealed in place | tag
-    let mut blob = Vec::with_capacity(AEAD_OVERHEAD + 128 + c.data.len());
-    let mut nonce = [0u8; NONCE_LEN];
-    rng.fill(&mut nonce).map_err(SealError::Random)?;
-    blob.extend_from_slice(&nonce);
-    blob.push(VERSION);
-    blob.extend_from_slice(&c.id.0);
-    c.record.encode(&mut blob);
-    blob.extend_from_slice(&data_len.to_le_bytes());
-    blob.extend_from_slice(&c.data);
+    let mut plain = Vec::with_capacity(128 + c.data.len());
+    plain.push(VERSION);
+    plain.extend_from_slice(&c.id.0);
+    c.record.encode(&mut plain);
+    plain.extend_from_slice(&data_len.to_le_bytes());
+    plain.extend_from_slice(&c.data);
 
     // The chunk count is known before sealing: it depends on lengths only,
     // and it is bound into the seal.
-    let encoded = crate::b64::encoded_len(blob.len() + TAG_LEN);
+    let encoded = crate::b64::encoded_len(AEAD_OVERHEAD + plain.len());
     let count = chunks_for(name, encoded).ok_or(SealError::TooLarge)?;
-    let tag = sealer
-        .aead
-        .encrypt_inout_detached(
-            &Nonce::from(nonce),
-            &aad(name, count),
-            (&mut blob[NONCE_LEN..]).into(),
-        )
-        .map_err(|_| SealError::TooLarge)?;
-    blob.extend_from_slice(&tag);
+    let mut blob = Vec::with_capacity(AEAD_OVERHEAD + plain.len());
+    aead_seal(&sealer.aead, &aad(name, count), &plain, rng, &mut blob).map_err(SealError::Random)?;
     let mut text = Vec::with_capacity(encoded);
     crate::b64::encode_into(&blob, &mut text);
 
@@ -189,22 +175,11 @@ pub fn open(sealers: &[CookieSealer], name: &[u8], values: &[&[u8]]) -> Result<(
     for v in &values[1..] {
         text.extend_from_slice(v);
     }
-    let mut blob = crate::b64::decode_vec(&text).ok_or(Refused)?;
-    if blob.len() < AEAD_OVERHEAD {
-        return Err(Refused);
-    }
-    let (nonce, rest) = blob.split_at_mut(NONCE_LEN);
-    let (sealed, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
-    let nonce = Nonce::try_from(&*nonce).map_err(|_| Refused)?;
-    let tag = Tag::try_from(&*tag).map_err(|_| Refused)?;
+    let blob = crate::b64::decode_vec(&text).ok_or(Refused)?;
     let aad = aad(name, count);
     for (i, s) in sealers.iter().enumerate() {
-        // A failed open leaves `sealed` as it was, for the next key.
-        if s.aead
-            .decrypt_inout_detached(&nonce, &aad, (&mut *sealed).into(), &tag)
-            .is_ok()
-        {
-            return parse(sealed).map(|c| (c, i));
+        if let Ok(plain) = aead_open(&s.aead, &aad, &blob) {
+            return parse(&plain).map(|c| (c, i));
         }
     }
     Err(Refused)
@@ -287,28 +262,14 @@ pub fn gather<'a>(headers: impl Iterator<Item = &'a [u8]>, name: &[u8]) -> Gathe
 }
 
 impl Gathered<'_> {
-    /// Opens the first value of `name` whose chunks are all there and open.
-    pub fn open(&self, sealers: &[CookieSealer], name: &[u8]) -> Result<(Contents, usize), Refused> {
-        self.open_each(|values| open(sealers, name, values))
-    }
-
-    /// As `open`, answering a value seen before from `cache`.
+    /// Opens the first value of `name` whose chunks are all there and open;
+    /// a one-cookie value seen before is answered from `cache`.
     pub fn open_cached(
         &self,
         cache: &mut OpenCache,
         owner: Owner,
         sealers: &[CookieSealer],
         name: &[u8],
-    ) -> Result<(Contents, usize), Refused> {
-        self.open_each(|values| match values {
-            [one] => cache.open(owner, one, || open(sealers, name, values)),
-            _ => open(sealers, name, values),
-        })
-    }
-
-    fn open_each(
-        &self,
-        mut open: impl FnMut(&[&[u8]]) -> Result<(Contents, usize), Refused>,
     ) -> Result<(Contents, usize), Refused> {
         let mut values: [&[u8]; MAX_CHUNKS] = [&[]; MAX_CHUNKS];
         for &first in &self.firsts {
@@ -319,11 +280,14 @@ impl Gathered<'_> {
                 values[n] = c;
                 n += 1;
             }
-            if n != count {
-                continue;
-            }
-            if let Ok(opened) = open(&values[..n]) {
-                return Ok(opened);
+            let values = &values[..n];
+            let opened = match values {
+                _ if n != count => continue,
+                [one] => cache.open(owner, one, || open(sealers, name, values)),
+                _ => open(sealers, name, values),
+            };
+            if opened.is_ok() {
+                return opened;
             }
         }
         Err(Refused)
@@ -368,8 +332,7 @@ impl OpenCache {
         // After `s1.1.`, base64 of the random nonce.
         let p = PREFIX.len() + 2;
         let b = |i: usize| value.get(p + i).copied().unwrap_or(0);
-        let h = u32::from_le_bytes([b(0), b(1), b(2), b(3)]);
-        (h.wrapping_mul(0x9e37_79b9) >> 8) as usize & (self.entries.len() - 1)
+        cache_slot([b(0), b(1), b(2), b(3)], self.entries.len())
     }
 
     /// The session in `value` (a whole one-cookie value), from the cache or
@@ -382,7 +345,7 @@ impl OpenCache {
     ) -> Result<(Contents, usize), Refused> {
         let slot = self.slot(value);
         if let Some(e) = &self.entries[slot] {
-            if e.owner == owner && ct_eq_bytes(&e.value, value) {
+            if e.owner == owner && ct_eq(&e.value, value) {
                 return Ok((e.contents.clone(), e.key));
             }
         }
@@ -395,26 +358,6 @@ impl OpenCache {
         }));
         Ok((contents, key))
     }
-}
-
-/// Whether `a` and `b` are equal, in a time that depends on their length
-/// only: eight bytes at a time, differences OR-ed with no early exit, and
-/// `subtle` for the final test.
-fn ct_eq_bytes(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let (wa, wb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let mut diff = wa
-        .remainder()
-        .iter()
-        .zip(wb.remainder())
-        .fold(0u64, |d, (x, y)| d | u64::from(x ^ y));
-    for (x, y) in wa.zip(wb) {
-        let word = |w: &[u8]| u64::from_le_bytes(w.try_into().expect("8 bytes"));
-        diff |= word(x) ^ word(y);
-    }
-    subtle::ConstantTimeEq::ct_eq(&diff, &0).into()
 }
 
 fn parse(plain: &[u8]) -> Result<Contents, Refused> {
@@ -857,19 +800,6 @@ mod tests {
         // A refused value is not kept: the good one still hits.
         assert_eq!(get(&mut cache, other, &v), Ok((c, 0)));
         assert_eq!(opens.get(), 4);
-    }
-
-    #[test]
-    fn constant_time_equality_is_equality() {
-        let a: Vec<u8> = (0..37).collect();
-        for i in 0..a.len() {
-            let mut b = a.clone();
-            b[i] ^= 0x80;
-            assert!(!ct_eq_bytes(&a, &b));
-        }
-        assert!(ct_eq_bytes(&a, &a.clone()));
-        assert!(!ct_eq_bytes(&a, &a[..36]));
-        assert!(ct_eq_bytes(b"", b""));
     }
 
     #[test]

@@ -14,8 +14,9 @@
 //! index's own key, and a pointer from the session's public handle to it,
 //! are keyed hashes that show neither user nor handle.
 
-use chacha20poly1305::aead::{Aead, Payload};
-use chacha20poly1305::{ChaCha20Poly1305, Nonce};
+use chacha20poly1305::aead::consts::{U12, U16};
+use chacha20poly1305::aead::{AeadInOut, Nonce, Tag};
+use chacha20poly1305::ChaCha20Poly1305;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
@@ -33,9 +34,10 @@ const TAG_INFO: &[u8] = b"ngx-sessions v1 journal tag";
 /// (those start with the key prefix) is this.
 const SHARED_AAD: &[u8] = b"\0ngx-sessions v1 shared record";
 const VERSION: u8 = 1;
-const NONCE_LEN: usize = 12;
+pub(crate) const NONCE_LEN: usize = 12;
+pub(crate) const TAG_LEN: usize = 16;
 /// Bytes `aead_seal` adds to what it seals: the nonce and the tag.
-pub(crate) const AEAD_OVERHEAD: usize = NONCE_LEN + 16;
+pub(crate) const AEAD_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
 const LIVE: u8 = 1;
 const GRACE: u8 = 2;
 
@@ -232,9 +234,11 @@ fn open_with(cipher: &ChaCha20Poly1305, aad: &[u8], value: &[u8]) -> Result<Vec<
 }
 
 /// Appends a random nonce, then `plain` encrypted and authenticated with
-/// `aad` bound, to `out`.
-pub(crate) fn aead_seal(
-    cipher: &ChaCha20Poly1305,
+/// `aad` bound, then the tag, to `out`. Any AEAD with a 96-bit nonce and a
+/// 128-bit tag: ChaCha20-Poly1305 for what Redis and the state file keep,
+/// AES-256-GCM-SIV for the cookie store.
+pub(crate) fn aead_seal<A: AeadInOut<NonceSize = U12, TagSize = U16>>(
+    cipher: &A,
     aad: &[u8],
     plain: &[u8],
     rng: &mut RandomPool,
@@ -242,22 +246,35 @@ pub(crate) fn aead_seal(
 ) -> Result<(), RandomError> {
     let mut nonce = [0u8; NONCE_LEN];
     rng.fill(&mut nonce)?;
-    let sealed = cipher
-        .encrypt(&Nonce::from(nonce), Payload { msg: plain, aad })
-        .expect("ChaCha20-Poly1305 takes up to 256 GiB");
+    out.reserve(AEAD_OVERHEAD + plain.len());
     out.extend_from_slice(&nonce);
-    out.extend_from_slice(&sealed);
+    let start = out.len();
+    out.extend_from_slice(plain);
+    let tag = cipher
+        .encrypt_inout_detached(&Nonce::<A>::from(nonce), aad, (&mut out[start..]).into())
+        .expect("what is sealed here is far below the AEADs' limits");
+    out.extend_from_slice(&tag);
     Ok(())
 }
 
 /// Opens what `aead_seal` appended.
-pub(crate) fn aead_open(cipher: &ChaCha20Poly1305, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, Unsealed> {
-    if sealed.len() < NONCE_LEN {
+pub(crate) fn aead_open<A: AeadInOut<NonceSize = U12, TagSize = U16>>(
+    cipher: &A,
+    aad: &[u8],
+    sealed: &[u8],
+) -> Result<Vec<u8>, Unsealed> {
+    if sealed.len() < AEAD_OVERHEAD {
         return Err(Unsealed);
     }
-    let (nonce, msg) = sealed.split_at(NONCE_LEN);
-    let nonce = Nonce::try_from(nonce).map_err(|_| Unsealed)?;
-    cipher.decrypt(&nonce, Payload { msg, aad }).map_err(|_| Unsealed)
+    let (nonce, rest) = sealed.split_at(NONCE_LEN);
+    let (msg, tag) = rest.split_at(rest.len() - TAG_LEN);
+    let nonce = Nonce::<A>::try_from(nonce).map_err(|_| Unsealed)?;
+    let tag = Tag::<A>::try_from(tag).map_err(|_| Unsealed)?;
+    let mut plain = msg.to_vec();
+    cipher
+        .decrypt_inout_detached(&nonce, aad, (&mut plain[..]).into(), &tag)
+        .map_err(|_| Unsealed)?;
+    Ok(plain)
 }
 
 #[cfg(test)]
