@@ -85,7 +85,7 @@ pub fn access(r: &mut Request, lc: &LocConf, main: &MainConf) -> Status {
 /// Decides on this thread, over the near cache's copy of session `id`, a
 /// request that changes nothing in Redis (the session is valid and its
 /// last-seen time not due). `None` sends it to Redis as usual: not kept,
-/// a write pending in the journal for it, or a decision that writes (a
+/// a write this nginx recorded since it was read, or a decision that writes (a
 /// touch, a renewal, an expiry, a refused address...). The session's data
 /// is left in `SCRATCH`.
 fn near_hit(
@@ -95,17 +95,21 @@ fn near_hit(
     presented: Presented,
     facts: &Facts<'_>,
 ) -> Option<sessions_core::Outcome> {
-    // A write this nginx recorded for Redis (a logout, a login, data) comes
-    // before any copy: one pending for this session, or any since the copy
-    // was read (it may have reached Redis before its push reached us).
-    let generation = match &main.journal {
-        Some(j) => j.with(|j| j.get(&id, facts.now).is_none().then(|| j.generation()))?,
-        None => 0,
-    };
+    let (rec, data, generation) = park::near_session(&id)?;
+    // A write this nginx recorded for Redis since the copy was read (a
+    // logout, a login, data, on any worker) voids it: it may have reached
+    // Redis before Redis's push reached this worker. (A write pending at the
+    // read was never kept.)
+    if main
+        .journal
+        .as_ref()
+        .is_some_and(|j| j.with(|j| j.generation()) != generation)
+    {
+        return None;
+    }
+    let mut view = View::new(facts.now, touch_interval(lc.policy.timeouts.idle));
+    view.preload(id, Entry::Live(rec), data, None);
     SCRATCH.with_borrow_mut(|s| {
-        let rec = park::near_session(&id, generation, &mut s.data)?;
-        let mut view = View::new(facts.now, touch_interval(lc.policy.timeouts.idle));
-        view.preload(id, Entry::Live(rec), std::mem::take(&mut s.data), None);
         let outcome = resolve(&mut view, presented, facts, &lc.policy, &mut s.rng).ok()?;
         if !view.finish().is_empty() {
             return None;

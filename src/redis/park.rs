@@ -139,20 +139,14 @@ pub fn start(
 }
 
 /// Session `id` as the near cache holds it (read from Redis, unchanged
-/// since as far as Redis told, and read when the journal was at
-/// `generation`), with its data in `data`.
-pub fn near_session(
-    id: &sessions_core::SessionId,
-    generation: u64,
-    data: &mut Vec<u8>,
-) -> Option<sessions_core::Record> {
+/// since as far as Redis told): its record, its data, and the journal's
+/// generation before it was read.
+pub fn near_session(id: &sessions_core::SessionId) -> Option<(sessions_core::Record, Vec<u8>, u64)> {
     WORKER.with_borrow(|w| {
         let near = w.as_ref()?.near.as_ref()?;
         let c = near.lock().unwrap_or_else(|e| e.into_inner());
-        let (rec, d) = c.get(id, generation)?;
-        data.clear();
-        data.extend_from_slice(d);
-        Some(rec)
+        c.get(id)
+            .map(|(rec, data, generation)| (rec, data.to_vec(), generation))
     })
 }
 

@@ -360,6 +360,18 @@ impl Backend {
         }
     }
 
+    /// Runs a connection attempt, discovery included, within three times
+    /// the connect timeout.
+    async fn within_connect_timeout<T>(
+        &self,
+        fut: impl std::future::Future<Output = RedisResult<T>>,
+    ) -> Result<T, Down> {
+        match tokio::time::timeout(self.connect_timeout * 3, fut).await {
+            Ok(r) => r.map_err(Down::from),
+            Err(_) => Err(Down("connection timed out".into())),
+        }
+    }
+
     async fn open(&self) -> Result<Conn, Down> {
         let fut = async {
             match &self.kind {
@@ -383,10 +395,7 @@ impl Backend {
                 Kind::Cluster(c) => Ok(Conn::Cluster(c.get_async_connection().await?)),
             }
         };
-        match tokio::time::timeout(self.connect_timeout * 3, fut).await {
-            Ok(r) => r.map_err(|e: RedisError| Down(e.to_string())),
-            Err(_) => Err(Down("connection timed out".into())),
-        }
+        self.within_connect_timeout(fut).await
     }
 
     /// A connection that receives Redis's pushes (RESP3) on `pushes`, for
@@ -419,10 +428,7 @@ impl Backend {
                 None => Ok(None),
             }
         };
-        match tokio::time::timeout(self.connect_timeout * 3, fut).await {
-            Ok(r) => r.map_err(|e: RedisError| Down(e.to_string())),
-            Err(_) => Err(Down("connection timed out".into())),
-        }
+        self.within_connect_timeout(fut).await
     }
 
     /// With Cluster, the masters now (`host:port`, sorted), as the cluster
@@ -486,10 +492,7 @@ impl Backend {
             };
             client.get_multiplexed_async_connection_with_config(&config).await
         };
-        match tokio::time::timeout(self.connect_timeout * 3, fut).await {
-            Ok(r) => r.map_err(|e: RedisError| Down(e.to_string())),
-            Err(_) => Err(Down("connection timed out".into())),
-        }
+        self.within_connect_timeout(fut).await
     }
 
     pub fn is_cluster(&self) -> bool {

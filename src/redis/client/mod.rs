@@ -627,7 +627,7 @@ impl Shared {
         // Before the read is sent: a push handled after it, or a write this
         // nginx records after it, voids the read.
         let ticket = self.near_ticket();
-        let generation = self.in_journal(|j| j.generation()).unwrap_or(0);
+        let generation = ticket.and_then(|_| self.in_journal(|j| j.generation()));
         let mut first: Option<(Entry, Vec<u8>)> = None;
         let mut tracked = false;
         let mut view = View::new(l.now, touch_interval(l.policy.timeouts.idle));
@@ -682,7 +682,7 @@ impl Shared {
         if let (Some(t), Some(id), Some((Entry::Live(rec), data)), true) =
             (ticket, presented, &first, writes.is_empty() && !l.keys.migrate)
         {
-            self.near_keep(t, generation, id, &l.keys.read, *rec, data);
+            self.near_keep(t, generation.unwrap_or(0), id, &l.keys.read, *rec, data);
         }
         // After a pending write of the same session, in the same queue; a
         // new session (one a dead cookie's request gets) is no pending
@@ -1256,11 +1256,12 @@ impl Shared {
             };
             match read {
                 Ok((members, tail)) => {
-                    let known = self.known.borrow().clone();
+                    let known = self.known.borrow();
                     let recs: Vec<revoked::Shared> = members
                         .iter()
                         .filter_map(|m| known.iter().find_map(|k| k.open_shared(m)))
                         .collect();
+                    drop(known);
                     if !recs.is_empty() {
                         sink.apply(&recs, now_ms());
                     }
