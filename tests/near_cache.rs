@@ -68,6 +68,16 @@ fn cached_session(n: &Nginx) -> String {
     c
 }
 
+/// A Redis, an nginx with `extra` whose near cache is up, and a session
+/// it keeps.
+fn one_cached(extra: &str) -> (Redis, Nginx, String) {
+    let redis = Redis::start(&[]);
+    let n = Nginx::start(&conf(redis.port, extra));
+    tracking_up(&redis);
+    let c = cached_session(&n);
+    (redis, n, c)
+}
+
 /// Asks `n` until the cookie is no longer valid (at most 5 s); how long it took.
 fn until_refused(n: &Nginx, cookie: &str) -> Duration {
     let start = Instant::now();
@@ -127,10 +137,7 @@ fn a_logout_or_a_data_change_on_another_instance_reaches_the_cache() {
 
 #[test]
 fn any_write_to_the_key_invalidates() {
-    let redis = Redis::start(&[]);
-    let n = Nginx::start(&conf(redis.port, ""));
-    tracking_up(&redis);
-    let c = cached_session(&n);
+    let (redis, n, c) = one_cached("");
     let keys: Vec<String> = redis.cli(&["--scan"]).lines().map(str::to_string).collect();
     assert_eq!(keys.len(), 1, "{keys:?}");
     redis.cli(&["DEL", &keys[0]]);
@@ -139,10 +146,7 @@ fn any_write_to_the_key_invalidates() {
 
 #[test]
 fn a_lost_tracking_connection_empties_the_cache() {
-    let redis = Redis::start(&[]);
-    let n = Nginx::start(&conf(redis.port, ""));
-    tracking_up(&redis);
-    let c = cached_session(&n);
+    let (redis, n, c) = one_cached("");
     let key = redis.cli(&["--scan"]).trim().to_string();
     // Kill the tracking connection, then change the key while no one is
     // told: the worker must not answer from what it kept.
@@ -176,10 +180,7 @@ fn a_lost_tracking_connection_empties_the_cache() {
 
 #[test]
 fn a_cached_session_still_times_out() {
-    let redis = Redis::start(&[]);
-    let n = Nginx::start(&conf(redis.port, "sessions_idling_timeout 1s;"));
-    tracking_up(&redis);
-    let c = cached_session(&n);
+    let (_redis, n, c) = one_cached("sessions_idling_timeout 1s;");
     sleep(Duration::from_millis(1300));
     assert_ne!(status(&n.request(Request::get("/").cookie(&c))), "valid");
 }
@@ -213,4 +214,26 @@ fn with_a_cluster_the_cache_hears_every_master() {
     for n in [&a, &b] {
         assert!(!n.error_log().contains("Redis refused"), "{}", n.error_log());
     }
+}
+
+#[test]
+fn a_stopped_redis_is_answered_from_the_cache_until_the_ping_fails() {
+    let (redis, n, c) = one_cached("sessions_redis_timeout 300ms;");
+    redis.signal("STOP");
+    // Nothing can change the session while Redis is stopped: still answered.
+    assert_eq!(status(&n.request(Request::get("/").cookie(&c))), "valid");
+    // Then the tracking connection's ping times out (every 0.5 s, within
+    // the 300 ms timeout), the cache goes off, and the request waits for
+    // Redis like any other: the policy's 503.
+    let start = Instant::now();
+    while n.request(Request::get("/").cookie(&c)).status != 503 {
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "still answered from the cache"
+        );
+        sleep(Duration::from_millis(50));
+    }
+    redis.signal("CONT");
+    tracking_up(&redis);
+    assert_eq!(status(&n.request(Request::get("/").cookie(&c))), "valid");
 }
