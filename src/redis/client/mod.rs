@@ -1063,6 +1063,12 @@ impl Shared {
     /// time they come up: pushes may have been lost.
     async fn track(&self) {
         let Some(near) = self.near.clone() else { return };
+        // With Sentinel, no near cache: during a failover a worker may still
+        // read the demoted master, and a copy kept then could outlive a
+        // logout written to the new one (`make chaos` lost one that way).
+        if self.backend.master().is_some() {
+            return;
+        }
         let lock = || near.lock().unwrap_or_else(|e| e.into_inner());
         let mut delay = TRACK_RETRY;
         loop {
