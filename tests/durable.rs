@@ -426,3 +426,89 @@ fn stopping_nginx_right_after_a_login_keeps_it() {
     let r = get(&n2, "/index.html", &c);
     assert_eq!((status(&r), user(&r)), ("valid", "stopper"), "{}", n.error_log());
 }
+
+#[test]
+fn new_sessions_are_answered_at_once_within_half_the_pending_writes() {
+    let redis = Redis::start(&[]);
+    let n = Nginx::start_with(
+        2,
+        &conf(
+            redis.port,
+            "durable-secret-9",
+            "sessions_redis_pending 16; sessions_redis_timeout 5s;",
+        ),
+    );
+    // Both workers have reached Redis.
+    logged_in(&n, "warm");
+    wait_drained(&n);
+    assert_eq!(redis.cli(&["CLIENT", "PAUSE", "2500", "WRITE"]), "OK");
+    let paused = Instant::now();
+    let mut cookies = Vec::new();
+    // Half the journal's room is for new sessions: answered at once, and
+    // valid at once on any worker, though Redis takes no write.
+    for _ in 0..8 {
+        let r = n.get("/index.html");
+        assert_eq!((r.status, status(&r)), (200, "new"), "{}", n.error_log());
+        let c = r.cookie_pair("sid");
+        assert_eq!(status(&get(&n, "/index.html", &c)), "valid");
+        cookies.push(c);
+    }
+    // The other half still keeps the writes that matter.
+    let r = get(&n, "/app/login?user=late", &cookies[0]);
+    let late = r.cookie_pair("sid");
+    assert_eq!(user(&get(&n, "/index.html", &late)), "late");
+    assert!(
+        paused.elapsed() < Duration::from_millis(1_500),
+        "waited for Redis"
+    );
+    // Past the half, a new session is written to Redis before it is answered.
+    let r = n.get("/index.html");
+    assert_eq!((r.status, status(&r)), (200, "new"), "{}", n.error_log());
+    assert!(
+        paused.elapsed() >= Duration::from_millis(2_000),
+        "answered before Redis took it"
+    );
+    cookies.push(r.cookie_pair("sid"));
+    wait_drained(&n);
+    for c in &cookies[1..] {
+        assert_eq!(status(&get(&n, "/index.html", c)), "valid", "{}", n.error_log());
+    }
+    assert_eq!(user(&get(&n, "/index.html", &late)), "late");
+    let metrics = n.get("/metrics").text();
+    assert!(
+        metrics.contains("nginx_sessions_redis_writes_total{zone=\"sessions\",result=\"unkept\"} 0"),
+        "{metrics}"
+    );
+    n.assert_clean_log();
+}
+
+#[test]
+fn new_sessions_get_the_policy_once_redis_is_seen_down() {
+    let mut redis = Redis::start(&[]);
+    let n = Nginx::start_with(2, &conf(redis.port, "durable-secret-10", ""));
+    logged_in(&n, "warm");
+    wait_drained(&n);
+    redis.shutdown_saving();
+    // A worker that has not yet seen Redis go keeps the new session it
+    // starts; once it has (a request or its flusher failed), the policy.
+    let mut kept = Vec::new();
+    wait_for("the policy on every worker", || {
+        (0..10).all(|_| {
+            let r = n.get("/index.html");
+            if r.status == 200 {
+                kept.push(r.cookie_pair("sid"));
+            }
+            r.status == 503
+        })
+    });
+    redis.run();
+    wait_for("Redis again", || n.get("/index.html").status == 200);
+    wait_drained(&n);
+    for c in &kept {
+        assert_eq!(
+            status(&get(&n, "/index.html", c)),
+            "valid",
+            "a kept new session was lost"
+        );
+    }
+}

@@ -27,6 +27,7 @@ fn conf(redis_port: u16, extra: &str) -> String {
            add_header X-K $session_data_k always;
            location /app/ {{ sessions_control_headers on; proxy_pass http://127.0.0.1:{{port2}}/; }}
            location = /logout {{ sessions_logout; }}
+           location = /status {{ sessions_status; }}
          }}"
     )
 }
@@ -59,11 +60,26 @@ fn tracking_up(redis: &Redis) {
     }
 }
 
-/// A session made on `n`, and read once more so that `n` keeps it.
+/// A session made on `n`, and read once more so that `n` keeps it: once
+/// its first write reached Redis (until then it is read from the pending
+/// writes, and that copy is not kept).
 fn cached_session(n: &Nginx) -> String {
     let first = n.get("/");
     assert_eq!(status(&first), "new", "{}", n.error_log());
     let c = first.cookie_pair("sid");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !n
+        .get("/status")
+        .text()
+        .contains("nginx_sessions_redis_pending{zone=\"sessions\"} 0\n")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "never reached Redis: {}",
+            n.get("/status").text()
+        );
+        sleep(Duration::from_millis(5));
+    }
     assert_eq!(status(&n.request(Request::get("/").cookie(&c))), "valid");
     c
 }

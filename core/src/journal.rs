@@ -62,7 +62,10 @@ pub struct JournalHeader {
     pub stats: JournalStats,
     /// Whether reaching the bound was logged since it was last below it.
     pub full_reported: u32,
-    _pad: u32,
+    /// Moves on with every write that may void a copy of a session read
+    /// before it (`generation`); a new session's first write does not.
+    /// Compared for equality only, so wrapping is harmless.
+    voids: u32,
 }
 
 #[repr(C)]
@@ -173,7 +176,7 @@ impl<'a> Journal<'a> {
                 full: 0,
             },
             full_reported: 0,
-            _pad: 0,
+            voids: 0,
         }
     }
 
@@ -237,17 +240,18 @@ impl<'a> Journal<'a> {
         self.hdr.len == 0
     }
 
-    /// Grows with every write recorded, on any worker: a copy of a session
-    /// read before it may be older than what this nginx decided since.
+    /// Moves on with every write recorded on any worker, but a new
+    /// session's (`record_new`): a copy of a session read before it may be
+    /// older than what this nginx decided since.
     pub fn generation(&self) -> u64 {
-        self.hdr.next_seq
+        u64::from(self.hdr.voids)
     }
 
     /// Moves the generation on for a session ended in Redis directly (an
     /// admin revocation, an expiry, a refused address): no copy read before
     /// is used again.
     pub fn bump(&mut self) {
-        self.hdr.next_seq += 1;
+        self.hdr.voids = self.hdr.voids.wrapping_add(1);
     }
 
     pub fn capacity(&self) -> u32 {
@@ -306,6 +310,29 @@ impl<'a> Journal<'a> {
             self.hdr.stats.full += 1;
             return Err(Full);
         }
+        self.bump();
+        self.put(writes, tag, now);
+        Ok(())
+    }
+
+    /// Keeps the writes that start new sessions (ids nobody has read, so no
+    /// copy to void), while at most half the journal is used: requests
+    /// without a session can never crowd out the writes that matter (a
+    /// login, a logout). `Full` when past that half; nothing is counted,
+    /// the caller sends them another way.
+    pub fn record_new(&mut self, writes: &[Write], tag: u64, now: u64) -> Result<(), Full> {
+        let fits = writes.len() as u32 + self.hdr.len <= self.hdr.capacity / 2;
+        let fresh = writes
+            .iter()
+            .all(|w| matches!(w, Write::Put { data, .. } if data.is_empty()) && self.find(w.id()).is_none());
+        if !fits || !fresh {
+            return Err(Full);
+        }
+        self.put(writes, tag, now);
+        Ok(())
+    }
+
+    fn put(&mut self, writes: &[Write], tag: u64, now: u64) {
         for w in writes {
             let i = match self.find(w.id()) {
                 Some(i) => i,
@@ -356,7 +383,6 @@ impl<'a> Journal<'a> {
         if self.hdr.len < self.hdr.capacity {
             self.hdr.full_reported = 0;
         }
-        Ok(())
     }
 
     fn allocate(&mut self, id: SessionId) -> u32 {
@@ -364,7 +390,11 @@ impl<'a> Journal<'a> {
         let b = self.bucket(&id);
         let s = &mut self.slots[i as usize];
         self.hdr.free_head = s.chain;
-        *s = Self::blank_slot();
+        // Every field but the data, which is read only up to `data_len`:
+        // clearing 1 KB per write cost more than the rest of a new session.
+        (s.kind, s.seq, s.tag, s.expires, s.lease) = (FREE, 0, 0, 0, 0);
+        (s.retry_at, s.until, s.tries, s.data_len) = (0, 0, 0, 0);
+        s.rec = Record::EMPTY;
         s.id = id;
         s.chain = self.buckets[b];
         self.buckets[b] = i;
@@ -395,11 +425,18 @@ impl<'a> Journal<'a> {
     /// (`known`), for `lease` ms: the writes to send, TTLs counted from now.
     pub fn claim(&mut self, now: u64, lease: u64, known: impl Fn(u64) -> bool, max: usize) -> Vec<Claimed> {
         let mut out = Vec::new();
+        // Slots are reused from the most recently freed, so the used ones
+        // sit near the front: the scan stops once it has met them all.
+        let mut left = self.hdr.len;
         for s in self.slots.iter_mut() {
-            if out.len() == max {
+            if out.len() == max || left == 0 {
                 break;
             }
-            if s.kind == FREE || s.lease > now || s.retry_at > now || !known(s.tag) {
+            if s.kind == FREE {
+                continue;
+            }
+            left -= 1;
+            if s.lease > now || s.retry_at > now || !known(s.tag) {
                 continue;
             }
             s.lease = now.saturating_add(lease);
@@ -485,6 +522,9 @@ impl<'a> Journal<'a> {
                 s.data_len = 0;
                 ended.push(s.id);
             }
+        }
+        if !ended.is_empty() {
+            self.bump();
         }
         ended
     }
@@ -583,6 +623,86 @@ mod tests {
         j.settle(&id(1), c[0].seq, true, 2_100);
         assert_eq!(j.get(&id(1), 2_100), None);
         assert!(j.is_empty());
+    }
+
+    fn fresh(n: u8) -> Write {
+        Write::Put {
+            id: id(n),
+            entry: Entry::Live(Record::new(Handle([n; 8]), 1, &[127, 0, 0, 1], 7)),
+            data: Vec::new(),
+            ttl: Some(60_000),
+        }
+    }
+
+    #[test]
+    fn new_sessions_use_at_most_half_and_void_no_copy() {
+        let mut m = Mem::new(8);
+        let mut j = m.j();
+        let g = j.generation();
+        for n in 1..=4 {
+            j.record_new(&[fresh(n)], 9, 0).unwrap();
+        }
+        assert_eq!(j.generation(), g, "a new session voids no kept copy");
+        assert_eq!(
+            j.record_new(&[fresh(5)], 9, 0),
+            Err(Full),
+            "past half the journal"
+        );
+        assert_eq!(j.header().stats.full, 0, "not a write left unkept");
+        // The other half is for the writes that matter.
+        for n in 5..=8 {
+            j.record(&[live(n, b"alice", None)], 9, 0).unwrap();
+        }
+        assert!(j.generation() != g, "a login voids copies read before it");
+        assert!(matches!(j.get(&id(1), 1), Some(Pending::Put { .. })));
+    }
+
+    #[test]
+    fn only_fresh_ids_without_data_count_as_new_sessions() {
+        let mut m = Mem::new(8);
+        let mut j = m.j();
+        assert_eq!(j.record_new(&[live(1, b"", None)], 9, 0), Err(Full), "data");
+        j.record(&[Write::Delete { id: id(2) }], 9, 0).unwrap();
+        assert_eq!(
+            j.record_new(&[fresh(2)], 9, 0),
+            Err(Full),
+            "an id already pending"
+        );
+        assert_eq!(j.record_new(&[Write::Delete { id: id(3) }], 9, 0), Err(Full));
+    }
+
+    #[test]
+    fn a_revocation_moves_the_generation() {
+        let mut m = Mem::new(8);
+        let mut j = m.j();
+        j.record(&[live(1, b"alice", None)], 9, 0).unwrap();
+        let g = j.generation();
+        assert!(j.revoke(|r| r.user() == Some(&b"bob"[..]), 9).is_empty());
+        assert_eq!(j.generation(), g, "nothing ended");
+        assert_eq!(j.revoke(|r| r.user() == Some(&b"alice"[..]), 9), vec![id(1)]);
+        assert!(j.generation() != g);
+    }
+
+    #[test]
+    fn claim_finds_every_used_slot_after_reuse() {
+        let mut m = Mem::new(64);
+        let mut j = m.j();
+        for n in 1..=40 {
+            j.record_new(&[fresh(n)], 9, 0)
+                .unwrap_or_else(|_| j.record(&[fresh(n)], 9, 0).unwrap());
+        }
+        // Free slots in the middle, then reuse some of them.
+        for c in j.claim(0, 500, |_| true, 64) {
+            let keep = c.id.0[0] % 3 == 0;
+            j.settle(&c.id, c.seq, !keep, 0);
+        }
+        for n in 100..110 {
+            j.record(&[fresh(n)], 9, 0).unwrap();
+        }
+        let pending = j.len() as usize;
+        let claimed = j.claim(10_000, 500, |_| true, 64);
+        assert_eq!(claimed.len(), pending, "every pending write is claimed");
+        assert!(j.claim(10_000, 500, |_| true, 64).is_empty());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use sessions_core::redis_conf::Unavailable;
 use sessions_core::store::{Event, Store, StoreKind};
 use sessions_core::table::Entry;
 use sessions_core::view::{touch_interval, View};
-use sessions_core::{resolve, Facts, SessionId};
+use sessions_core::{resolve, Facts, Keyring, SessionId};
 
 use crate::config::conf::{LocConf, MainConf};
 use crate::phases::cookies::{self, SCRATCH};
@@ -52,15 +52,18 @@ pub fn access(r: &mut Request, lc: &LocConf, main: &MainConf) -> Status {
         }
     }
     let (now, ip, ip_len, ua) = cookies::facts(r);
-    if let (Presented::Id { id, stale_key: false }, 0) = (presented, key) {
-        let facts = Facts {
-            now,
-            ip: &ip[..ip_len],
-            ua,
-        };
-        if let Some(outcome) = near_hit(lc, main, id, presented, &facts) {
-            return decide::conclude(r, lc, keys, name, &outcome, StoreKind::Redis, 0);
-        }
+    let facts = Facts {
+        now,
+        ip: &ip[..ip_len],
+        ua,
+    };
+    let here = match (presented, key) {
+        (Presented::Id { id, stale_key: false }, 0) => near_hit(lc, main, id, presented, &facts),
+        (Presented::Nothing | Presented::Invalid, _) => start_here(lc, main, keys, presented, &facts),
+        _ => None,
+    };
+    if let Some(outcome) = here {
+        return decide::conclude(r, lc, keys, name, &outcome, StoreKind::Redis, 0);
     }
     let read = keys.key(usize::from(key)).seal().clone();
     let job = Lookup {
@@ -117,6 +120,37 @@ fn near_hit(
         count(main, &view.events);
         s.data.clear();
         s.data.extend_from_slice(view.data_of(outcome.record.handle));
+        Some(outcome)
+    })
+}
+
+/// Starts a session on this thread for a request that presents none (or
+/// a cookie that does not verify): its first write needs no read, so it is
+/// recorded in the journal, as a login is, and sent by the flusher while
+/// the request is answered. `None` parks it as before: the last answer
+/// was not Redis's (down, slow or refusing: the policy then applies as to
+/// any request), a secret the flushers
+/// do not know (`random`, adopted), or new sessions already holding half
+/// the journal (`Journal::record_new`).
+fn start_here(
+    lc: &LocConf,
+    main: &MainConf,
+    keys: &Keyring,
+    presented: Presented,
+    facts: &Facts<'_>,
+) -> Option<sessions_core::Outcome> {
+    let tag = keys.primary().seal().tag();
+    if !park::redis_reached() || !main.redis_seals.iter().any(|s| s.tag() == tag) {
+        return None;
+    }
+    let mut view = View::new(facts.now, touch_interval(lc.policy.timeouts.idle));
+    SCRATCH.with_borrow_mut(|s| {
+        let outcome = resolve(&mut view, presented, facts, &lc.policy, &mut s.rng).ok()?;
+        if !park::record_new(main, &view.finish(), tag, facts.now) {
+            return None;
+        }
+        count(main, &view.events);
+        s.data.clear();
         Some(outcome)
     })
 }

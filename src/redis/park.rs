@@ -154,6 +154,11 @@ pub fn running() -> bool {
     WORKER.with_borrow(|w| w.is_some())
 }
 
+/// Whether this worker's Redis thread got its last answer from Redis.
+pub fn redis_reached() -> bool {
+    WORKER.with_borrow(|w| w.as_ref().is_some_and(|w| w.client.reached()))
+}
+
 /// The answer a request was woken with, if `r` is the request being resumed.
 pub fn resumed(r: &Request) -> Option<Wake> {
     let me = ptr::from_ref(r.as_ref()).cast_mut();
@@ -187,6 +192,14 @@ pub fn submit(job: Job) {
     });
 }
 
+fn wake_flusher() {
+    WORKER.with_borrow(|w| {
+        if let Some(w) = w {
+            w.client.flush();
+        }
+    });
+}
+
 /// Keeps writes decided as a response leaves in the journal, where every
 /// worker sees them at once and the Redis threads send them until Redis
 /// acknowledges them. With the journal full they are sent once, unkept.
@@ -210,11 +223,24 @@ pub fn record(main: &MainConf, writes: &[sessions_core::view::Write], tag: u64, 
         .as_ref()
         .is_some_and(|j| j.with(|j| j.record(writes, tag, now).is_ok()));
     if kept {
-        submit(Job::Flush);
+        wake_flusher();
     } else {
         if let Some(j) = &main.journal {
             j.report_full();
         }
+    }
+    kept
+}
+
+/// Records the first write of a new session (see `Journal::record_new`)
+/// and wakes this worker's flusher; `false` when it must go another way.
+pub fn record_new(main: &MainConf, writes: &[sessions_core::view::Write], tag: u64, now: u64) -> bool {
+    let kept = main
+        .journal
+        .as_ref()
+        .is_some_and(|j| j.with(|j| j.record_new(writes, tag, now).is_ok()));
+    if kept {
+        wake_flusher();
     }
     kept
 }
@@ -403,7 +429,8 @@ extern "C" fn on_wake(ev: *mut ngx_event_t) {
     // SAFETY: `ev` is the read event of our eventfd connection.
     let fd = unsafe { (*(*ev).data.cast::<ngx_connection_t>()).fd };
     let mut n: u64 = 0;
-    // SAFETY: draining the non-blocking eventfd (edge-triggered).
+    // SAFETY: draining the non-blocking eventfd (edge-triggered). Before the
+    // replies are taken: a reply pushed after this wakes again.
     while unsafe { libc::read(fd, (&raw mut n).cast(), 8) } == 8 {}
     let mut replies = REPLIES.take();
     WORKER.with_borrow(|w| {

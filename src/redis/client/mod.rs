@@ -23,6 +23,7 @@ use sessions_core::store::Event;
 use sessions_core::table::{Entry, Record};
 use sessions_core::view::{touch_interval, View, Write, EXPIRED_KEPT};
 use sessions_core::{resolve, revoked, Facts, Outcome, Policy, SessionId};
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::mpsc;
 
 use backend::{Backend, Down};
@@ -143,11 +144,30 @@ pub struct Setup {
 pub struct Client {
     jobs: mpsc::UnboundedSender<(u64, Job)>,
     replies: Arc<Mutex<Vec<Reply>>>,
+    /// Set while the flusher waits for work (see `Shared::flusher`).
+    flusher_idle: Arc<AtomicBool>,
+    /// Whether the last job or flush got its answer from Redis: not down,
+    /// not timed out, no command refused.
+    reached: Arc<AtomicBool>,
 }
 
 impl Client {
     pub fn submit(&self, token: u64, job: Job) -> bool {
         self.jobs.send((token, job)).is_ok()
+    }
+
+    /// Wakes the flusher for a write just recorded, unless it is busy: it
+    /// then claims the write with its next batch. Under load this spares
+    /// the Redis thread a wake-up (and the nginx thread a context switch)
+    /// per write.
+    pub fn reached(&self) -> bool {
+        self.reached.load(Ordering::Relaxed)
+    }
+
+    pub fn flush(&self) {
+        if self.flusher_idle.swap(false, Ordering::SeqCst) {
+            self.submit(0, Job::Flush);
+        }
     }
 
     /// Answers that arrived since the last call.
@@ -168,6 +188,9 @@ pub fn start(
     let prefix = settings.prefix().to_vec();
     let (tx, rx) = mpsc::unbounded_channel();
     let replies = Arc::new(Mutex::new(Vec::new()));
+    let flusher_idle = Arc::new(AtomicBool::new(false));
+    let reached = Arc::new(AtomicBool::new(true));
+    let flags = (flusher_idle.clone(), reached.clone());
     let out = Replies {
         list: replies.clone(),
         wake: Arc::new(wake),
@@ -194,10 +217,15 @@ pub fn start(
         .name("sessions-redis".into())
         .spawn(move || {
             let local = tokio::task::LocalSet::new();
-            local.block_on(&rt, serve(backend, prefix, rx, out, (limit, lease), setup));
+            local.block_on(&rt, serve(backend, prefix, rx, out, (limit, lease), setup, flags));
         })
         .map_err(|e| e.to_string())?;
-    Ok(Client { jobs: tx, replies })
+    Ok(Client {
+        jobs: tx,
+        replies,
+        flusher_idle,
+        reached,
+    })
 }
 
 #[derive(Clone)]
@@ -208,9 +236,19 @@ struct Replies {
 
 impl Replies {
     fn send(&self, reply: Reply) {
-        self.list.lock().unwrap_or_else(|e| e.into_inner()).push(reply);
+        let first = {
+            let mut list = self.list.lock().unwrap_or_else(|e| e.into_inner());
+            list.push(reply);
+            list.len() == 1
+        };
+        // Only the reply that finds the list empty wakes nginx: the nginx
+        // thread clears the eventfd before it takes the list (`park::on_wake`),
+        // so a reply pushed to a list not yet taken is taken with it. Under
+        // load this saves a system call and a wake-up on most replies.
         // An eventfd counter write cannot block here (it would take 2^64 wakes).
-        let _ = (&*self.wake).write(&1u64.to_ne_bytes());
+        if first {
+            let _ = (&*self.wake).write(&1u64.to_ne_bytes());
+        }
     }
 }
 
@@ -244,6 +282,8 @@ struct Shared {
     lease: Duration,
     /// A write found the journal full since the last reply.
     full: Cell<bool>,
+    flusher_idle: Arc<AtomicBool>,
+    reached: Arc<AtomicBool>,
 }
 
 async fn serve(
@@ -253,6 +293,7 @@ async fn serve(
     out: Replies,
     (limit, lease): (Duration, Duration),
     setup: Setup,
+    (flusher_idle, reached): (Arc<AtomicBool>, Arc<AtomicBool>),
 ) {
     let shared = Rc::new(Shared {
         backend,
@@ -272,6 +313,8 @@ async fn serve(
         flush: tokio::sync::Notify::new(),
         lease,
         full: Cell::new(false),
+        flusher_idle,
+        reached,
     });
     let s = shared.clone();
     tokio::task::spawn_local(async move { s.backend.keep_open().await });
@@ -319,13 +362,12 @@ async fn serve(
                 Err(_) => (Answer::Unavailable, Some("timed out".into()), None),
             };
             s.done(turn);
-            // Only a change of state is reported (and logged once).
-            let up = down.is_none();
-            let transition = (up != s.up.replace(up)).then(|| down.map_or(Ok(()), Err));
+            s.reached
+                .store(down.is_none() && refused.is_none(), Ordering::Relaxed);
             s.out.send(Reply {
                 token,
                 answer,
-                transition,
+                transition: s.transition(down),
                 refused: refused.filter(|_| s.report_refusal()),
                 full: s.full.take(),
             });
@@ -855,8 +897,17 @@ impl Shared {
             return;
         }
         loop {
-            let _ = tokio::time::timeout(FLUSH_TICK, self.flush.notified()).await;
             while self.flush_batch().await {}
+            // Idle from here: a write recorded after this store wakes it
+            // (`Client::flush`); one recorded before it is claimed by the
+            // look that follows.
+            self.flusher_idle.store(true, Ordering::SeqCst);
+            if self.flush_batch().await {
+                self.flusher_idle.store(false, Ordering::SeqCst);
+                continue;
+            }
+            let _ = tokio::time::timeout(FLUSH_TICK, self.flush.notified()).await;
+            self.flusher_idle.store(false, Ordering::SeqCst);
         }
     }
 
@@ -887,6 +938,25 @@ impl Shared {
             if let Ok(Err(Failure::Refused(why) | Failure::WrongType(why))) = &sent {
                 self.report(why.clone());
             }
+            // New sessions are kept here only while Redis was last reached
+            // (`Client::reached`): the flusher's outcome says so too, as a
+            // request's would, and an outage it meets first is logged.
+            self.reached.store(ok, Ordering::Relaxed);
+            let down = match &sent {
+                Ok(Ok(_)) => Some(None),
+                Ok(Err(Failure::Down(why))) => Some(Some(why.clone())),
+                Err(_) => Some(Some("timed out".to_string())),
+                Ok(Err(_)) => None,
+            };
+            if let Some(transition) = down.and_then(|d| self.transition(d)) {
+                self.out.send(Reply {
+                    token: 0,
+                    answer: Answer::Written,
+                    transition: Some(transition),
+                    refused: None,
+                    full: false,
+                });
+            }
             all_ok &= ok;
             let now = now_ms();
             self.in_journal(|j| {
@@ -896,6 +966,13 @@ impl Shared {
             });
         }
         all_ok
+    }
+
+    /// Whether Redis was reached (`down` is `None`) or not, as a change of
+    /// state to report (and log once), if it is one.
+    fn transition(&self, down: Option<String>) -> Option<Result<(), String>> {
+        let up = down.is_none();
+        (up != self.up.replace(up)).then(|| down.map_or(Ok(()), Err))
     }
 
     /// Tells the nginx thread, at most once a minute, that Redis refused a
