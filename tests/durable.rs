@@ -512,3 +512,44 @@ fn new_sessions_get_the_policy_once_redis_is_seen_down() {
         );
     }
 }
+
+#[test]
+fn a_new_session_is_valid_at_once_on_another_instance() {
+    // As behind a load balancer: the next request goes to the other nginx
+    // the moment the first is answered, before the new session's write
+    // may have reached Redis.
+    let redis = Redis::start(&[]);
+    let a = Nginx::start(&conf(redis.port, "durable-secret-11", ""));
+    let b = Nginx::start(&conf(redis.port, "durable-secret-11", ""));
+    for _ in 0..40 {
+        let r = a.get("/index.html");
+        assert_eq!(status(&r), "new", "{}", a.error_log());
+        let c = r.cookie_pair("sid");
+        assert_eq!(status(&get(&b, "/index.html", &c)), "valid", "{}", b.error_log());
+    }
+    // A session that reaches Redis 10 ms after the other nginx first
+    // looked for it (held under another name meanwhile) is still found.
+    redis.cli(&["FLUSHALL"]);
+    for _ in 0..5 {
+        let c = a.get("/index.html").cookie_pair("sid");
+        wait_drained(&a);
+        let key = redis.cli(&["--scan"]).trim().to_string();
+        assert_eq!(redis.cli(&["RENAME", &key, "held"]), "OK");
+        // Connected beforehand, so that the rename back is sent on time.
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", redis.port)).unwrap();
+        let back = thread::spawn(move || {
+            use std::io::{Read, Write};
+            thread::sleep(Duration::from_millis(10));
+            conn.write_all(format!("RENAME held {key}\r\n").as_bytes())
+                .unwrap();
+            let mut reply = [0u8; 5];
+            conn.read_exact(&mut reply).unwrap();
+            reply
+        });
+        assert_eq!(status(&get(&b, "/index.html", &c)), "valid", "{}", b.error_log());
+        assert_eq!(&back.join().unwrap(), b"+OK\r\n");
+        redis.cli(&["FLUSHALL"]);
+    }
+    a.assert_clean_log();
+    b.assert_clean_log();
+}

@@ -114,6 +114,13 @@ impl NearCache {
         self.recent.push_back((self.seq, address.to_vec()));
     }
 
+    /// Whether Redis said lately that the value at `address` changed (was
+    /// written, deleted or expired): a key missing now is then gone, not
+    /// yet to come.
+    pub fn changed_lately(&self, address: &[u8]) -> bool {
+        self.recent.iter().any(|(_, a)| a == address)
+    }
+
     /// Taken before reading from Redis; `None` while disabled.
     pub fn ticket(&self) -> Option<Ticket> {
         self.enabled.then_some(Ticket {
@@ -212,6 +219,17 @@ mod tests {
         assert!(c.get(&id(1)).is_some(), "another key");
         c.invalidate(b"k1");
         assert!(c.get(&id(1)).is_none());
+    }
+
+    #[test]
+    fn a_key_pushed_lately_is_known_to_be_gone_until_a_flush() {
+        let mut c = cache();
+        assert!(!c.changed_lately(b"k1"));
+        c.invalidate(b"k1");
+        assert!(c.changed_lately(b"k1"));
+        assert!(!c.changed_lately(b"k2"));
+        c.flush();
+        assert!(!c.changed_lately(b"k1"), "pushes may have been lost");
     }
 
     #[test]

@@ -284,6 +284,8 @@ struct Shared {
     full: Cell<bool>,
     flusher_idle: Arc<AtomicBool>,
     reached: Arc<AtomicBool>,
+    /// How long a well-signed id missing from Redis is waited for, once.
+    recheck: Duration,
 }
 
 async fn serve(
@@ -315,6 +317,7 @@ async fn serve(
         full: Cell::new(false),
         flusher_idle,
         reached,
+        recheck: UNKNOWN_RECHECK.min(limit / 8),
     });
     let s = shared.clone();
     tokio::task::spawn_local(async move { s.backend.keep_open().await });
@@ -390,6 +393,9 @@ const ATTEMPTS: u32 = 3;
 
 /// How often every worker looks for journal writes due again (retries,
 /// and those a killed worker held).
+/// How long another instance's new session may take to reach Redis
+/// (usually a round trip) before its cookie is refused here as unknown.
+const UNKNOWN_RECHECK: Duration = Duration::from_millis(25);
 const FLUSH_TICK: Duration = Duration::from_millis(200);
 /// Writes sent in one pipeline.
 const FLUSH_BATCH: usize = 64;
@@ -689,8 +695,21 @@ impl Shared {
                     }
                     None => {
                         let track = ticket.is_some() && !l.keys.migrate && Some(cur) == presented;
-                        self.fetch(l, &cur, hint, &mut read, (track, &mut tracked))
-                            .await?
+                        let mut got = self
+                            .fetch(l, &cur, hint, &mut read, (track, &mut tracked))
+                            .await?;
+                        if got.is_none() && Some(cur) == presented && !self.gone_lately(l, &cur) {
+                            // A session another instance just started may
+                            // not be in Redis yet (its first write leaves as
+                            // it is answered): look once more before
+                            // refusing a well-signed cookie as unknown.
+                            tokio::time::sleep(self.recheck).await;
+                            read.clear();
+                            got = self
+                                .fetch(l, &cur, hint, &mut read, (track, &mut tracked))
+                                .await?;
+                        }
+                        got
                     }
                 };
                 let Some((entry, data)) = found else { break };
@@ -748,6 +767,21 @@ impl Shared {
             outcome,
             events: std::mem::take(&mut view.events),
         }))
+    }
+
+    /// Whether the near cache heard that session `id`'s key changed lately
+    /// (a logout, an expiry): missing now, it is gone, and is refused at once.
+    fn gone_lately(&self, l: &Lookup, id: &SessionId) -> bool {
+        let Some(near) = &self.near else { return false };
+        let keys = if l.keys.migrate {
+            &l.keys.write
+        } else {
+            &l.keys.read
+        };
+        let address = self.address(keys, id);
+        near.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .changed_lately(&address)
     }
 
     /// Reads session `id` from Redis; what was read is noted in `read`, so
