@@ -604,9 +604,16 @@ fn a_full_redis_refuses_new_sessions_and_says_why_once() {
         "",
     ));
     let c = assert_round_trip(&n);
-    // No room for any write: a new session cannot be stored, by the
-    // failure policy (503); reading a stored session needs no room.
+    // No room for any write. The worker has not met the refusal yet: the
+    // first new session is kept in the pending writes (valid here, sent
+    // again until Redis has room); its flush meets `OOM`, and from then on
+    // a new session cannot be stored, by the failure policy (503). Reading
+    // a stored session needs no room.
     assert_eq!(redis.cli(&["CONFIG", "SET", "maxmemory", "1"]), "OK");
+    let kept = n.get("/");
+    assert_eq!(status(&kept), "new");
+    let kept = kept.cookie_pair("sid");
+    wait_until("the policy", || n.get("/").status == 503);
     for _ in 0..3 {
         assert_eq!(n.get("/").status, 503);
         assert_eq!(status(&n.request(Request::get("/").cookie(&c))), "valid");
@@ -622,7 +629,8 @@ fn a_full_redis_refuses_new_sessions_and_says_why_once() {
         "{log}"
     );
     assert_eq!(redis.cli(&["CONFIG", "SET", "maxmemory", "0"]), "OK");
-    assert_eq!(status(&n.get("/")), "new");
+    assert_eq!(status(&n.request(Request::get("/").cookie(&kept))), "valid");
+    wait_until("new sessions stored again", || n.get("/").status == 200);
 }
 
 #[test]
@@ -677,8 +685,10 @@ fn a_stalled_redis_delays_only_its_requests_and_a_client_may_leave() {
     ));
     assert_round_trip(&n);
     // A session this worker never read: not in its near cache, so its
-    // requests wait for Redis.
+    // requests wait for Redis (once its first write is there, not pending).
+    let keys = redis.cli(&["DBSIZE"]);
     let c = n.get("/").cookie_pair("sid");
+    wait_until("the new session in Redis", || redis.cli(&["DBSIZE"]) != keys);
     redis.signal("STOP");
     // A client that gives up while its request waits.
     for _ in 0..5 {

@@ -146,8 +146,8 @@ pub struct Client {
     replies: Arc<Mutex<Vec<Reply>>>,
     /// Set while the flusher waits for work (see `Shared::flusher`).
     flusher_idle: Arc<AtomicBool>,
-    /// Whether the last job or flush got its answer from Redis: not down,
-    /// not timed out, no command refused.
+    /// Whether Redis took the last write, and no job or flush failed since
+    /// (down, timed out, a command refused). False until a first write.
     reached: Arc<AtomicBool>,
 }
 
@@ -189,7 +189,7 @@ pub fn start(
     let (tx, rx) = mpsc::unbounded_channel();
     let replies = Arc::new(Mutex::new(Vec::new()));
     let flusher_idle = Arc::new(AtomicBool::new(false));
-    let reached = Arc::new(AtomicBool::new(true));
+    let reached = Arc::new(AtomicBool::new(false));
     let flags = (flusher_idle.clone(), reached.clone());
     let out = Replies {
         list: replies.clone(),
@@ -365,8 +365,9 @@ async fn serve(
                 Err(_) => (Answer::Unavailable, Some("timed out".into()), None),
             };
             s.done(turn);
-            s.reached
-                .store(down.is_none() && refused.is_none(), Ordering::Relaxed);
+            if down.is_some() || refused.is_some() {
+                s.reached.store(false, Ordering::Relaxed);
+            }
             s.out.send(Reply {
                 token,
                 answer,
@@ -975,7 +976,9 @@ impl Shared {
             // New sessions are kept here only while Redis was last reached
             // (`Client::reached`): the flusher's outcome says so too, as a
             // request's would, and an outage it meets first is logged.
-            self.reached.store(ok, Ordering::Relaxed);
+            if !ok {
+                self.reached.store(false, Ordering::Relaxed);
+            }
             let down = match &sent {
                 Ok(Ok(_)) => Some(None),
                 Ok(Err(Failure::Down(why))) => Some(Some(why.clone())),
@@ -1106,6 +1109,8 @@ impl Shared {
         let hint = self.hint(newest);
         let (cmds, checked): (Vec<redis::Cmd>, Vec<bool>) = cmds.into_iter().unzip();
         let answers: Vec<redis::Value> = self.run_each(hint, &cmds).await?;
+        // Redis takes writes: new sessions may be kept (`Client::reached`).
+        self.reached.store(true, Ordering::Relaxed);
         // A session ended: no worker's near cache answers for it again,
         // even before Redis's push reaches it.
         if writes.iter().any(|w| matches!(w, Write::Delete { .. })) {
