@@ -246,11 +246,16 @@ extern "C" fn init_process(cycle: *mut nginx_sys::ngx_cycle_t) -> ngx_int_t {
                     .table
                     .filter(|_| main.cookie_shared)
                     .map(|t| std::sync::Arc::new(t) as std::sync::Arc<dyn redis_client::SharedRecords>),
-                near: main.redis_store.then(|| {
-                    std::sync::Arc::new(std::sync::Mutex::new(sessions_core::near_cache::NearCache::new(
-                        NEAR_CACHE_SESSIONS,
-                    )))
-                }),
+                near: main
+                    .redis
+                    .near_cache
+                    .or(Some(sessions_core::redis_conf::DEFAULT_NEAR_CACHE))
+                    .filter(|&n| main.redis_store && n > 0)
+                    .map(|n| {
+                        std::sync::Arc::new(std::sync::Mutex::new(sessions_core::near_cache::NearCache::new(
+                            n as usize,
+                        )))
+                    }),
                 seals: main.redis_seals.clone(),
             };
             if let Err(why) = park::start(cycle, &main.redis, topology, main.redis_random_used, setup) {
@@ -286,9 +291,6 @@ extern "C" fn exit_master(cycle: *mut nginx_sys::ngx_cycle_t) {
 }
 
 const REALIP_VAR: &[u8] = b"realip_remote_addr";
-
-/// Redis sessions a worker's near cache keeps at most.
-const NEAR_CACHE_SESSIONS: usize = 10_000;
 
 /// Whether nginx has `$realip_remote_addr` (the realip module), asked of
 /// the variable names declared so far (all of them, at postconfiguration).

@@ -253,3 +253,29 @@ fn a_stopped_redis_is_answered_from_the_cache_until_the_ping_fails() {
     tracking_up(&redis);
     assert_eq!(status(&n.request(Request::get("/").cookie(&c))), "valid");
 }
+
+#[test]
+fn the_near_cache_can_be_turned_off() {
+    let redis = Redis::start(&[]);
+    let n = Nginx::start(&conf(redis.port, "sessions_redis_near_cache off;"));
+    let c = n.get("/").cookie_pair("sid");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !n
+        .get("/status")
+        .text()
+        .contains("nginx_sessions_redis_pending{zone=\"sessions\"} 0\n")
+    {
+        assert!(Instant::now() < deadline, "the new session never reached Redis");
+        sleep(Duration::from_millis(5));
+    }
+    redis.cli(&["CONFIG", "RESETSTAT"]);
+    for _ in 0..20 {
+        assert_eq!(status(&n.request(Request::get("/").cookie(&c))), "valid");
+    }
+    assert_eq!(gets(&redis), 20, "every request reads Redis");
+    assert!(
+        !redis.cli(&["CLIENT", "LIST"]).contains("flags=t"),
+        "no tracking connection"
+    );
+    n.assert_clean_log();
+}

@@ -893,6 +893,14 @@ fn bad_redis_settings_fail_config_test() {
             "it must be a number of writes from 16 to 100000",
         ),
         (
+            "sessions_redis_server a; sessions_redis_near_cache 0;",
+            "it must be off or a number of sessions from 1 to 1000000",
+        ),
+        (
+            "sessions_redis_server a; sessions_redis_near_cache on;",
+            "it must be off or a number of sessions from 1 to 1000000",
+        ),
+        (
             "sessions_redis_server a; sessions_redis_database -1;",
             "it must be a database number",
         ),

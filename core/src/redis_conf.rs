@@ -69,6 +69,8 @@ pub struct RedisSettings {
     pub prefix: Option<Vec<u8>>,
     /// `sessions_redis_pending`: writes kept until Redis acknowledges them.
     pub pending: Option<u32>,
+    /// `sessions_redis_near_cache`: sessions each worker keeps (0: off).
+    pub near_cache: Option<u32>,
 }
 
 pub const DEFAULT_PORT: u16 = 6379;
@@ -77,6 +79,7 @@ pub const DEFAULT_PREFIX: &[u8] = b"sessions:";
 pub const DEFAULT_CONNECT_TIMEOUT: u64 = 1_000;
 pub const DEFAULT_TIMEOUT: u64 = 1_000;
 pub const DEFAULT_PENDING: u32 = 1_024;
+pub const DEFAULT_NEAR_CACHE: u32 = 10_000;
 
 impl RedisSettings {
     /// Whether the `http` block names a Redis at all (a server, Sentinels
@@ -208,6 +211,19 @@ pub fn pending(v: &[u8]) -> Result<u32, Reason> {
         .and_then(|s| s.parse::<u32>().ok())
         .filter(|n| (16..=100_000).contains(n))
         .ok_or("it must be a number of writes from 16 to 100000")
+}
+
+/// `sessions_redis_near_cache N | off`: how many sessions each worker
+/// keeps (`off`: 0, none).
+pub fn near_cache(v: &[u8]) -> Result<u32, Reason> {
+    if v == b"off" {
+        return Ok(0);
+    }
+    std::str::from_utf8(v)
+        .ok()
+        .and_then(|s| s.parse::<u32>().ok())
+        .filter(|n| (1..=1_000_000).contains(n))
+        .ok_or("it must be off or a number of sessions from 1 to 1000000")
 }
 
 /// A user name, password, master or server name: not empty, no spaces or controls.

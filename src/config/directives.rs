@@ -131,6 +131,7 @@ value_directive! {
     set_redis_timeout: redis.timeout = parse::timeout_ms;
     set_redis_prefix: redis.prefix = redis_conf::prefix;
     set_redis_pending: redis.pending = redis_conf::pending;
+    set_redis_near_cache: redis.near_cache = redis_conf::near_cache;
 }
 
 /// `name` as is when absolute, else after `prefix` (which ends in `/`).
@@ -601,7 +602,7 @@ const fn location_command(name: ngx_str_t, args: u32, set: Handler) -> ngx_comma
     directive(name, NGX_HTTP_LOC_CONF, args, NGX_HTTP_LOC_CONF_OFFSET, set)
 }
 
-pub static mut COMMANDS: [ngx_command_t; 52] = [
+pub static mut COMMANDS: [ngx_command_t; 53] = [
     command(ngx_string!("sessions"), NGX_CONF_FLAG, set_enable),
     command(ngx_string!("sessions_secret"), NGX_CONF_1MORE, set_secret),
     command(
@@ -731,6 +732,11 @@ pub static mut COMMANDS: [ngx_command_t; 52] = [
         ngx_string!("sessions_redis_pending"),
         NGX_CONF_TAKE1,
         set_redis_pending,
+    ),
+    redis_command(
+        ngx_string!("sessions_redis_near_cache"),
+        NGX_CONF_TAKE1,
+        set_redis_near_cache,
     ),
     redis_command(
         ngx_string!("sessions_redis_database"),
