@@ -218,13 +218,8 @@ pub fn keep(
 /// journal and wakes this worker's flusher; `false`, and the bound
 /// reported, when there is no room.
 pub fn record(main: &MainConf, writes: &[sessions_core::view::Write], tag: u64, now: u64) -> bool {
-    let kept = main
-        .journal
-        .as_ref()
-        .is_some_and(|j| j.with(|j| j.record(writes, tag, now).is_ok()));
-    if kept {
-        wake_flusher();
-    } else {
+    let kept = in_journal(main, |j| j.record(writes, tag, now));
+    if !kept {
         if let Some(j) = &main.journal {
             j.report_full();
         }
@@ -235,10 +230,15 @@ pub fn record(main: &MainConf, writes: &[sessions_core::view::Write], tag: u64, 
 /// Records the first write of a new session (see `Journal::record_new`)
 /// and wakes this worker's flusher; `false` when it must go another way.
 pub fn record_new(main: &MainConf, writes: &[sessions_core::view::Write], tag: u64, now: u64) -> bool {
-    let kept = main
-        .journal
-        .as_ref()
-        .is_some_and(|j| j.with(|j| j.record_new(writes, tag, now).is_ok()));
+    in_journal(main, |j| j.record_new(writes, tag, now))
+}
+
+/// Keeps writes in the journal by `f`, and wakes the flusher if it did.
+fn in_journal(
+    main: &MainConf,
+    f: impl FnOnce(&mut sessions_core::journal::Journal<'_>) -> Result<(), sessions_core::journal::Full>,
+) -> bool {
+    let kept = main.journal.as_ref().is_some_and(|j| j.with(|j| f(j).is_ok()));
     if kept {
         wake_flusher();
     }
