@@ -2,7 +2,7 @@
 //! each reconnected with backoff when it fails. Runs on the worker's Redis
 //! thread only; nothing here knows about nginx.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -123,8 +123,6 @@ pub struct Backend {
     /// Standalone: the client of the near cache's tracking connection
     /// (RESP3, for Redis's invalidation pushes).
     tracking: Option<Client>,
-    /// How many times the sentinels said the master moved.
-    moves: Cell<u64>,
     /// Cluster: how to reach one node for the near cache's tracking
     /// connections (RESP3, the same user and TLS as the cluster's).
     node: Option<NodeTemplate>,
@@ -332,7 +330,6 @@ impl Backend {
             connecting: (0..n).map(|_| tokio::sync::Mutex::new(())).collect(),
             min: (min as usize).min(n),
             tracking,
-            moves: Cell::new(0),
             node,
         })
     }
@@ -398,37 +395,26 @@ impl Backend {
         self.within_connect_timeout(fut).await
     }
 
-    /// A connection that receives Redis's pushes (RESP3) on `pushes`, for
-    /// the near cache to turn tracking on: to the server, or to the master
-    /// the sentinels name now. `None` with Cluster, whose keys live on
-    /// several nodes (no near cache).
-    /// With Sentinel, also where it leads (see `master`).
+    /// A connection to the standalone server that receives its pushes
+    /// (RESP3) on `pushes`, for the near cache to turn tracking on. `None`
+    /// in the other modes: a Cluster's nodes get their own
+    /// (`open_node_tracking`), and with Sentinel there is no near cache.
     pub async fn open_tracking(
         &self,
         pushes: tokio::sync::mpsc::UnboundedSender<PushInfo>,
-    ) -> Result<Option<(MultiplexedConnection, Option<String>)>, Down> {
-        let config = self.config.clone().set_push_sender(pushes);
-        let fut = async {
-            let (client, to) = match &self.kind {
-                Kind::Standalone(_) => (self.tracking.clone(), None),
-                Kind::Sentinel { client: sc, .. } => {
-                    let c = sc.lock().await.async_get_client().await?;
-                    let info = c.get_connection_info().clone();
-                    let to = Some(info.addr().to_string());
-                    let resp3 = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
-                    (Some(Client::open(info.set_redis_settings(resp3))?), to)
-                }
-                Kind::Cluster(_) => (None, None),
-            };
-            match client {
-                Some(c) => Ok(Some((
-                    c.get_multiplexed_async_connection_with_config(&config).await?,
-                    to,
-                ))),
-                None => Ok(None),
-            }
+    ) -> Result<Option<MultiplexedConnection>, Down> {
+        let Some(client) = self.tracking.clone() else {
+            return Ok(None);
         };
-        self.within_connect_timeout(fut).await
+        let config = self.config.clone().set_push_sender(pushes);
+        self.within_connect_timeout(async {
+            Ok(Some(
+                client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?,
+            ))
+        })
+        .await
     }
 
     /// With Cluster, the masters now (`host:port`, sorted), as the cluster
@@ -499,18 +485,8 @@ impl Backend {
         matches!(self.kind, Kind::Cluster(_))
     }
 
-    /// Changes when the sentinels name another master (a failover).
-    pub fn moves(&self) -> u64 {
-        self.moves.get()
-    }
-
-    /// With Sentinel, the master the data connections last reached (none
-    /// while they look for it); `None` otherwise.
-    pub fn master(&self) -> Option<Option<String>> {
-        match &self.kind {
-            Kind::Sentinel { master, .. } => Some(master.borrow().as_ref().map(ToString::to_string)),
-            _ => None,
-        }
+    pub fn is_sentinel(&self) -> bool {
+        matches!(self.kind, Kind::Sentinel { .. })
     }
 
     /// Connection `hint` (modulo the pool), opened when needed. Fails fast
@@ -592,7 +568,6 @@ impl Backend {
                 _ => false,
             };
             if moved {
-                self.moves.set(self.moves.get() + 1);
                 master.replace(None);
                 for slot in &self.slots {
                     slot.borrow_mut().conn = None;

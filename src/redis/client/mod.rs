@@ -268,9 +268,6 @@ struct Shared {
     journal: Option<Arc<dyn PendingWrites>>,
     records: Option<Arc<dyn SharedRecords>>,
     near: Option<Arc<Mutex<NearCache>>>,
-    /// While the tracking connection is up: the master it leads to (with
-    /// Sentinel; `Some(None)` otherwise).
-    tracked: RefCell<Option<Option<String>>>,
     /// The tracking connection, while it is up: reads of sessions that may
     /// be kept go over it.
     tracking_conn: RefCell<Option<redis::aio::MultiplexedConnection>>,
@@ -309,7 +306,6 @@ async fn serve(
         journal: setup.journal,
         records: setup.records,
         near: setup.near,
-        tracked: RefCell::new(None),
         tracking_conn: RefCell::new(None),
         known: RefCell::new(setup.seals),
         flush: tokio::sync::Notify::new(),
@@ -1138,12 +1134,6 @@ impl Shared {
 
     fn near_ticket(&self) -> Option<Ticket> {
         let near = self.near.as_ref()?;
-        // With Sentinel, only reads from the master the tracking connection
-        // hears of are kept.
-        let tracked = self.tracked.borrow().clone()?;
-        if self.backend.master().is_some_and(|m| m.is_none() || m != tracked) {
-            return None;
-        }
         near.lock().unwrap_or_else(|e| e.into_inner()).ticket()
     }
 
@@ -1168,7 +1158,7 @@ impl Shared {
 
     /// Keeps the connection(s) on which Redis pushes changes, and applies
     /// the pushes to the near cache:
-    /// - standalone and Sentinel: one connection in default mode
+    /// - standalone: one connection in default mode
     ///   (`CLIENT TRACKING ON`): Redis pushes changes of the keys read on it,
     ///   and the reads of sessions that may be kept go over it;
     /// - Cluster: one connection per master in broadcast mode (`BCAST
@@ -1182,16 +1172,15 @@ impl Shared {
         // With Sentinel, no near cache: during a failover a worker may still
         // read the demoted master, and a copy kept then could outlive a
         // logout written to the new one (`make chaos` lost one that way).
-        if self.backend.master().is_some() {
+        if self.backend.is_sentinel() {
             return;
         }
         let lock = || near.lock().unwrap_or_else(|e| e.into_inner());
         let mut delay = TRACK_RETRY;
         loop {
             let (tx, mut pushes) = mpsc::unbounded_channel();
-            let moves = self.backend.moves();
             let opened = self.open_tracking(tx).await;
-            let (mut conns, to, masters) = match opened {
+            let (mut conns, masters) = match opened {
                 Ok(t) => t,
                 Err(why) => {
                     if let Some(why) = why {
@@ -1203,20 +1192,12 @@ impl Shared {
                 }
             };
             delay = TRACK_RETRY;
-            *self.tracked.borrow_mut() = Some(to.clone());
             if masters.is_none() {
                 *self.tracking_conn.borrow_mut() = conns.first().cloned();
             }
             lock().enable();
             let mut pinged = std::time::Instant::now();
             loop {
-                // With Sentinel, reads must come from the master whose
-                // changes this connection hears of.
-                let elsewhere = self.backend.moves() != moves
-                    || self.backend.master().is_some_and(|m| m.is_some() && m != to);
-                if elsewhere {
-                    break;
-                }
                 match tokio::time::timeout(TRACK_CHECK, pushes.recv()).await {
                     Ok(Some(p)) if p.kind == redis::PushKind::Invalidate => {
                         let mut c = lock();
@@ -1244,7 +1225,6 @@ impl Shared {
                     }
                 }
             }
-            *self.tracked.borrow_mut() = None;
             *self.tracking_conn.borrow_mut() = None;
             lock().disable();
             tokio::time::sleep(TRACK_RETRY).await;
@@ -1252,20 +1232,13 @@ impl Shared {
     }
 
     /// Opens the tracking connection(s) and turns tracking on: the
-    /// connections, the Sentinel master they lead to, and with Cluster the
-    /// masters. An error worth logging (a refusal) comes back as `Some`.
+    /// connections, and with Cluster the masters. An error worth logging
+    /// (a refusal) comes back as `Some`.
     #[allow(clippy::type_complexity)]
     async fn open_tracking(
         &self,
         tx: mpsc::UnboundedSender<redis::PushInfo>,
-    ) -> Result<
-        (
-            Vec<redis::aio::MultiplexedConnection>,
-            Option<String>,
-            Option<Vec<(String, u16)>>,
-        ),
-        Option<String>,
-    > {
+    ) -> Result<(Vec<redis::aio::MultiplexedConnection>, Option<Vec<(String, u16)>>), Option<String>> {
         let refusal = |e: RedisError| (!e.is_io_error()).then(|| e.to_string());
         if let Some(masters) = self.backend.cluster_masters().await.map_err(|_| None)? {
             let mut conns = Vec::with_capacity(masters.len());
@@ -1286,9 +1259,9 @@ impl Shared {
                     .map_err(refusal)?;
                 conns.push(c);
             }
-            return Ok((conns, None, Some(masters)));
+            return Ok((conns, Some(masters)));
         }
-        let Some((mut c, to)) = self.backend.open_tracking(tx).await.map_err(|_| None)? else {
+        let Some(mut c) = self.backend.open_tracking(tx).await.map_err(|_| None)? else {
             return Err(None);
         };
         // Default mode: Redis pushes changes of the keys read on this
@@ -1300,7 +1273,7 @@ impl Shared {
             .query_async::<()>(&mut c)
             .await
             .map_err(refusal)?;
-        Ok((vec![c], to, None))
+        Ok((vec![c], None))
     }
 
     /// Whether every tracking connection answers, and with Cluster the
