@@ -60,13 +60,9 @@ fn tracking_up(redis: &Redis) {
     }
 }
 
-/// A session made on `n`, and read once more so that `n` keeps it: once
-/// its first write reached Redis (until then it is read from the pending
-/// writes, and that copy is not kept).
-fn cached_session(n: &Nginx) -> String {
-    let first = n.get("/");
-    assert_eq!(status(&first), "new", "{}", n.error_log());
-    let c = first.cookie_pair("sid");
+/// Waits until no write of `n` waits for Redis (a new session's first
+/// write included).
+fn drained(n: &Nginx) {
     let deadline = Instant::now() + Duration::from_secs(5);
     while !n
         .get("/status")
@@ -80,6 +76,16 @@ fn cached_session(n: &Nginx) -> String {
         );
         sleep(Duration::from_millis(5));
     }
+}
+
+/// A session made on `n`, and read once more so that `n` keeps it: once
+/// its first write reached Redis (until then it is read from the pending
+/// writes, and that copy is not kept).
+fn cached_session(n: &Nginx) -> String {
+    let first = n.get("/");
+    assert_eq!(status(&first), "new", "{}", n.error_log());
+    let c = first.cookie_pair("sid");
+    drained(n);
     assert_eq!(status(&n.request(Request::get("/").cookie(&c))), "valid");
     c
 }
@@ -259,15 +265,7 @@ fn the_near_cache_can_be_turned_off() {
     let redis = Redis::start(&[]);
     let n = Nginx::start(&conf(redis.port, "sessions_redis_near_cache off;"));
     let c = n.get("/").cookie_pair("sid");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !n
-        .get("/status")
-        .text()
-        .contains("nginx_sessions_redis_pending{zone=\"sessions\"} 0\n")
-    {
-        assert!(Instant::now() < deadline, "the new session never reached Redis");
-        sleep(Duration::from_millis(5));
-    }
+    drained(&n);
     redis.cli(&["CONFIG", "RESETSTAT"]);
     for _ in 0..20 {
         assert_eq!(status(&n.request(Request::get("/").cookie(&c))), "valid");
@@ -278,4 +276,16 @@ fn the_near_cache_can_be_turned_off() {
         "no tracking connection"
     );
     n.assert_clean_log();
+}
+
+#[test]
+fn a_key_pushed_as_gone_is_refused_without_looking_again() {
+    let (redis, n, c) = one_cached("");
+    let key = redis.cli(&["--scan"]).trim().to_string();
+    redis.cli(&["CONFIG", "RESETSTAT"]);
+    redis.cli(&["DEL", &key]);
+    // Answered from the cache until the push; then one read finds the key
+    // gone, which the push said: no second look 25 ms later.
+    until_refused(&n, &c);
+    assert_eq!(gets(&redis), 1);
 }
