@@ -70,15 +70,6 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// Waits until no write waits for Redis.
-fn wait_drained(n: &Nginx) {
-    wait_for("the journal to drain", || {
-        n.get("/metrics")
-            .text()
-            .contains("nginx_sessions_redis_pending{zone=\"sessions\"} 0")
-    });
-}
-
 #[test]
 fn a_login_is_seen_at_once_by_every_worker() {
     let redis = Redis::start(&[]);
@@ -119,7 +110,7 @@ fn logouts_hold_while_redis_pauses_writes() {
     }
     thread::sleep(Duration::from_millis(2_600));
     // Redis got them: the old cookies stay dead for good.
-    wait_drained(&n);
+    n.wait_redis_drained("/metrics");
     for c in &cookies {
         let r = get(&n, "/index.html", c);
         assert_eq!(user(&r), "");
@@ -355,7 +346,7 @@ fn a_logout_while_redis_is_down_takes_effect_at_once_and_reaches_redis() {
         "dead cookies add nothing to the journal:\n{metrics}"
     );
     redis.run();
-    wait_drained(&n);
+    n.wait_redis_drained("/metrics");
     let r = get(&n, "/index.html", &c);
     assert_eq!((status(&r), user(&r)), ("unknown", ""));
     wait_for("the other login", || {
@@ -380,7 +371,7 @@ fn the_pending_writes_are_bounded_and_say_so_once() {
         &conf(redis.port, "durable-secret-6", "sessions_redis_pending 16;"),
     );
     let cookies: Vec<String> = (0..20).map(|i| logged_in(&n, &format!("b{i}"))).collect();
-    wait_drained(&n);
+    n.wait_redis_drained("/metrics");
     redis.shutdown_saving();
     let answers: Vec<u16> = cookies.iter().map(|c| get(&n, "/logout204", c).status).collect();
     // Kept until the bound, then refused (the logout is not done, and says so).
@@ -398,7 +389,7 @@ fn the_pending_writes_are_bounded_and_say_so_once() {
         "{metrics}"
     );
     redis.run();
-    wait_drained(&n);
+    n.wait_redis_drained("/metrics");
     for (i, c) in cookies.iter().enumerate() {
         let u = user(&get(&n, "/index.html", c)).to_string();
         if answers[i] == 204 {
@@ -440,7 +431,7 @@ fn new_sessions_are_answered_at_once_within_half_the_pending_writes() {
     );
     // Both workers have reached Redis.
     logged_in(&n, "warm");
-    wait_drained(&n);
+    n.wait_redis_drained("/metrics");
     assert_eq!(redis.cli(&["CLIENT", "PAUSE", "2500", "WRITE"]), "OK");
     let paused = Instant::now();
     let mut cookies = Vec::new();
@@ -469,7 +460,7 @@ fn new_sessions_are_answered_at_once_within_half_the_pending_writes() {
         "answered before Redis took it"
     );
     cookies.push(r.cookie_pair("sid"));
-    wait_drained(&n);
+    n.wait_redis_drained("/metrics");
     for c in &cookies[1..] {
         assert_eq!(status(&get(&n, "/index.html", c)), "valid", "{}", n.error_log());
     }
@@ -487,7 +478,7 @@ fn new_sessions_get_the_policy_once_redis_is_seen_down() {
     let mut redis = Redis::start(&[]);
     let n = Nginx::start_with(2, &conf(redis.port, "durable-secret-10", ""));
     logged_in(&n, "warm");
-    wait_drained(&n);
+    n.wait_redis_drained("/metrics");
     redis.shutdown_saving();
     // A worker that has not yet seen Redis go keeps the new session it
     // starts; once it has (a request or its flusher failed), the policy.
@@ -503,7 +494,7 @@ fn new_sessions_get_the_policy_once_redis_is_seen_down() {
     });
     redis.run();
     wait_for("Redis again", || n.get("/index.html").status == 200);
-    wait_drained(&n);
+    n.wait_redis_drained("/metrics");
     for c in &kept {
         assert_eq!(
             status(&get(&n, "/index.html", c)),
@@ -532,7 +523,7 @@ fn a_new_session_is_valid_at_once_on_another_instance() {
     redis.cli(&["FLUSHALL"]);
     for _ in 0..5 {
         let c = a.get("/index.html").cookie_pair("sid");
-        wait_drained(&a);
+        a.wait_redis_drained("/metrics");
         let key = redis.cli(&["--scan"]).trim().to_string();
         assert_eq!(redis.cli(&["RENAME", &key, "held"]), "OK");
         // Connected beforehand, so that the rename back is sent on time.

@@ -60,24 +60,6 @@ fn tracking_up(redis: &Redis) {
     }
 }
 
-/// Waits until no write of `n` waits for Redis (a new session's first
-/// write included).
-fn drained(n: &Nginx) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !n
-        .get("/status")
-        .text()
-        .contains("nginx_sessions_redis_pending{zone=\"sessions\"} 0\n")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "never reached Redis: {}",
-            n.get("/status").text()
-        );
-        sleep(Duration::from_millis(5));
-    }
-}
-
 /// A session made on `n`, and read once more so that `n` keeps it: once
 /// its first write reached Redis (until then it is read from the pending
 /// writes, and that copy is not kept).
@@ -85,7 +67,7 @@ fn cached_session(n: &Nginx) -> String {
     let first = n.get("/");
     assert_eq!(status(&first), "new", "{}", n.error_log());
     let c = first.cookie_pair("sid");
-    drained(n);
+    n.wait_redis_drained("/status");
     assert_eq!(status(&n.request(Request::get("/").cookie(&c))), "valid");
     c
 }
@@ -265,7 +247,7 @@ fn the_near_cache_can_be_turned_off() {
     let redis = Redis::start(&[]);
     let n = Nginx::start(&conf(redis.port, "sessions_redis_near_cache off;"));
     let c = n.get("/").cookie_pair("sid");
-    drained(&n);
+    n.wait_redis_drained("/status");
     redis.cli(&["CONFIG", "RESETSTAT"]);
     for _ in 0..20 {
         assert_eq!(status(&n.request(Request::get("/").cookie(&c))), "valid");

@@ -686,9 +686,8 @@ fn a_stalled_redis_delays_only_its_requests_and_a_client_may_leave() {
     assert_round_trip(&n);
     // A session this worker never read: not in its near cache, so its
     // requests wait for Redis (once its first write is there, not pending).
-    let keys = redis.cli(&["DBSIZE"]);
     let c = n.get("/").cookie_pair("sid");
-    wait_until("the new session in Redis", || redis.cli(&["DBSIZE"]) != keys);
+    n.wait_redis_drained("/metrics");
     redis.signal("STOP");
     // A client that gives up while its request waits.
     for _ in 0..5 {
@@ -1014,8 +1013,10 @@ fn reload_while_requests_wait_for_a_stalled_redis() {
     );
     let n = Nginx::start(&http);
     assert_round_trip(&n);
-    // Never read by this worker: not in its near cache.
+    // Never read by this worker: not in its near cache; and once its first
+    // write is acknowledged, not in the pending writes either.
     let c = n.get("/").cookie_pair("sid");
+    n.wait_redis_drained("/metrics");
     redis.signal("STOP");
     let waiting = std::thread::spawn({
         let (port, c) = (n.port, c.clone());
@@ -1265,6 +1266,8 @@ fn a_stale_read_on_another_instance_does_not_undo_a_change() {
     // login ends the old id (fixation): b must decide again and agree.
     let old = common::send(a.port3, &Request::get("/")).cookie_pair("sid");
     let created = Instant::now();
+    // b must find the old session in Redis, not miss it.
+    a.wait_redis_drained("/metrics");
     pause_writes();
     let r = common::send(a.port3, &Request::get("/login?user=alice").cookie(&old));
     assert_eq!(r.status, 200);

@@ -285,6 +285,20 @@ impl Nginx {
         sleep(Duration::from_millis(200));
     }
 
+    /// Waits until no Redis write of this nginx is pending (a new session's
+    /// first write included), read from the `sessions_status` at `metrics`.
+    pub fn wait_redis_drained(&self, metrics: &str) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let text = self.get(metrics).text();
+            if text.contains("nginx_sessions_redis_pending{zone=\"sessions\"} 0\n") {
+                return;
+            }
+            assert!(Instant::now() < deadline, "writes never reached Redis: {text}");
+            sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Nothing crashed and nothing was logged at `alert` or above.
     pub fn assert_clean_log(&self) {
         let log = self.error_log();
@@ -574,6 +588,19 @@ fn suite_store() -> String {
 /// The suite's Redis server for this test, if it runs on Redis.
 pub fn suite_redis_cli(args: &[&str]) -> Option<String> {
     SUITE_REDIS.with_borrow(|r| r.as_ref().map(|r| r.cli(args)))
+}
+
+/// The suite's Redis keys once `done` holds for them, or after 5 s (a
+/// write may still be on its way when the response is read).
+pub fn suite_redis_keys_when(done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let keys = suite_redis_cli(&["--scan"]).expect("a Redis for this test");
+        if done(&keys) || Instant::now() > deadline {
+            return keys;
+        }
+        sleep(Duration::from_millis(10));
+    }
 }
 
 /// A `redis-server` on loopback, stopped when dropped.
