@@ -505,6 +505,27 @@ fn new_sessions_get_the_policy_once_redis_is_seen_down() {
 }
 
 #[test]
+fn a_redis_that_goes_away_is_noticed_before_any_new_session_is_kept() {
+    let mut redis = Redis::start(&[]);
+    let n = Nginx::start_with(2, &conf(redis.port, "durable-secret-12", ""));
+    logged_in(&n, "warm");
+    n.wait_redis_drained("/metrics");
+    // Each worker's near-cache connection is up: its loss tells the worker.
+    wait_for("both tracking connections", || {
+        redis.cli(&["CLIENT", "LIST"]).matches("flags=t").count() == 2
+    });
+    redis.shutdown_saving();
+    thread::sleep(Duration::from_millis(300));
+    // No request and no flush has failed yet, but the policy holds from the
+    // first new session on, on every worker.
+    for _ in 0..10 {
+        assert_eq!(n.get("/index.html").status, 503, "{}", n.error_log());
+    }
+    redis.run();
+    wait_for("Redis again", || n.get("/index.html").status == 200);
+}
+
+#[test]
 fn a_new_session_is_valid_at_once_on_another_instance() {
     // As behind a load balancer: the next request goes to the other nginx
     // the moment the first is answered, before the new session's write

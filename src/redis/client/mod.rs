@@ -1227,6 +1227,10 @@ impl Shared {
             }
             *self.tracking_conn.borrow_mut() = None;
             lock().disable();
+            // Most often Redis went away: new sessions wait for Redis again
+            // (`Client::reached`) until it takes a write, rather than being
+            // kept until the next request or flush finds the outage.
+            self.reached.store(false, Ordering::Relaxed);
             tokio::time::sleep(TRACK_RETRY).await;
         }
     }
