@@ -120,6 +120,52 @@ fn logouts_hold_while_redis_pauses_writes() {
 }
 
 #[test]
+fn an_admin_revocation_ends_logins_still_waiting_for_redis() {
+    let redis = Redis::start(&[]);
+    let n = Nginx::start_with(
+        2,
+        &conf(
+            redis.port,
+            "durable-secret-13",
+            "sessions_redis_timeout 3s;
+             server { listen 127.0.0.1:{port3}; sessions off; allow 127.0.0.1; deny all;
+                      location = /admin/sessions { sessions_admin; } }",
+        ),
+    );
+    let admin = |method: &str| {
+        let mut req = Request::get("/admin/sessions?user=alice");
+        req.method = method.into();
+        common::send(n.port3, &req)
+    };
+    let old = logged_in(&n, "alice");
+    n.wait_redis_drained("/metrics");
+    // Two more logins that Redis has not taken when the revocation comes.
+    assert_eq!(redis.cli(&["CLIENT", "PAUSE", "800", "WRITE"]), "OK");
+    let pending: Vec<String> = (0..2).map(|_| logged_in(&n, "alice")).collect();
+    let listed = admin("GET");
+    assert_eq!(listed.text().matches("\"id\"").count(), 3, "{}", listed.text());
+    // Its deletes wait for the pause; what it found is counted once each.
+    let r = admin("DELETE");
+    assert_eq!(
+        (r.status, r.text().trim()),
+        (200, "{\"revoked\":3}"),
+        "{}",
+        n.error_log()
+    );
+    n.wait_redis_drained("/metrics");
+    for c in pending.iter().chain([&old]) {
+        let r = get(&n, "/index.html", c);
+        assert_eq!((user(&r), status(&r)), ("", "unknown"), "{}", n.error_log());
+    }
+    assert!(
+        admin("GET").text().contains("\"sessions\":[]"),
+        "{}",
+        admin("GET").text()
+    );
+    n.assert_clean_log();
+}
+
+#[test]
 fn rotating_the_secret_logs_nobody_out() {
     let redis = Redis::start(&[]);
     let mut n = Nginx::start_with(2, &conf(redis.port, "old-secret-0123", ""));

@@ -1514,11 +1514,13 @@ impl Shared {
 
     async fn list(&self, keys: &SealKeys, user: Vec<u8>) -> Result<Answer, Failure> {
         let idx = self.user_index(keys, &user);
-        let found = self.indexed(keys, &idx).await?;
-        // What this nginx has not sent yet counts as done.
+        // What this nginx has not sent yet counts as done. The journal is
+        // read first: a write it drops meanwhile was acknowledged, so Redis
+        // has it when the index is read (the other order misses it).
         let (live, gone) = self
             .in_journal(|j| j.sessions(|r| r.user() == Some(&user[..]), now_ms()))
             .unwrap_or_default();
+        let found = self.indexed(keys, &idx).await?;
         let live: Vec<(Vec<u8>, Record)> = live.iter().map(|(id, r)| (self.address(keys, id), *r)).collect();
         let gone: Vec<Vec<u8>> = gone.iter().map(|id| self.address(keys, id)).collect();
         let mut sessions: Vec<Record> = found
@@ -1543,15 +1545,20 @@ impl Shared {
         let members: Vec<Vec<u8>> = self.repaired(redis::cmd("HKEYS").arg(&idx), &idx).await?;
         // One key a DEL: in a cluster they live on different nodes.
         let deletes: Vec<redis::Cmd> = members.iter().map(|m| redis::cmd("DEL").arg(m).clone()).collect();
-        let revoked: usize = self.run_each::<usize>(0, &deletes).await?.into_iter().sum();
+        let deleted: Vec<usize> = self.run_each(0, &deletes).await?;
         let _: usize = self.run(0, redis::cmd("DEL").arg(&idx)).await?;
-        // A pending login not in Redis yet counts once.
-        let unlisted = ended
+        // Each session counts once: one deleted here, or one this nginx
+        // still had pending, whether Redis held it yet or not (the flusher
+        // may have deleted it first: it was ended above).
+        let ended: Vec<Vec<u8>> = ended.iter().map(|id| self.address(keys, id)).collect();
+        let listed = members
             .iter()
-            .filter(|id| !members.contains(&self.address(keys, id)))
+            .zip(&deleted)
+            .filter(|(m, d)| **d > 0 || ended.contains(m))
             .count();
+        let unlisted = ended.iter().filter(|a| !members.contains(a)).count();
         self.in_journal(|j| j.bump());
-        Ok(Answer::Revoked(revoked + unlisted))
+        Ok(Answer::Revoked(listed + unlisted))
     }
 
     /// Ends the logged-in session whose handle is `handle`, found through
