@@ -70,6 +70,21 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// With `reuseport` (connections spread over the workers), enough new
+/// sessions that every worker has seen Redis take a write: until then, a
+/// worker writes its new sessions to Redis before answering them.
+fn every_worker_has_reached_redis(n: &Nginx) {
+    for _ in 0..20 {
+        assert_eq!(n.get("/index.html").status, 200, "{}", n.error_log());
+    }
+    n.wait_redis_drained("/metrics");
+}
+
+/// `conf` with connections spread over the workers.
+fn spread(conf: String) -> String {
+    conf.replace("listen 127.0.0.1:{port};", "listen 127.0.0.1:{port} reuseport;")
+}
+
 #[test]
 fn a_login_is_seen_at_once_by_every_worker() {
     let redis = Redis::start(&[]);
@@ -124,13 +139,13 @@ fn an_admin_revocation_ends_logins_still_waiting_for_redis() {
     let redis = Redis::start(&[]);
     let n = Nginx::start_with(
         2,
-        &conf(
+        &spread(conf(
             redis.port,
             "durable-secret-13",
             "sessions_redis_timeout 3s;
              server { listen 127.0.0.1:{port3}; sessions off; allow 127.0.0.1; deny all;
                       location = /admin/sessions { sessions_admin; } }",
-        ),
+        )),
     );
     let admin = |method: &str| {
         let mut req = Request::get("/admin/sessions?user=alice");
@@ -138,7 +153,7 @@ fn an_admin_revocation_ends_logins_still_waiting_for_redis() {
         common::send(n.port3, &req)
     };
     let old = logged_in(&n, "alice");
-    n.wait_redis_drained("/metrics");
+    every_worker_has_reached_redis(&n);
     // Two more logins that Redis has not taken when the revocation comes.
     assert_eq!(redis.cli(&["CLIENT", "PAUSE", "800", "WRITE"]), "OK");
     let pending: Vec<String> = (0..2).map(|_| logged_in(&n, "alice")).collect();
@@ -469,17 +484,16 @@ fn new_sessions_are_answered_at_once_within_half_the_pending_writes() {
     let redis = Redis::start(&[]);
     let n = Nginx::start_with(
         2,
-        &conf(
+        &spread(conf(
             redis.port,
             "durable-secret-9",
             "sessions_redis_pending 16; sessions_redis_timeout 5s;",
-        ),
+        )),
     );
-    // Both workers have reached Redis.
     logged_in(&n, "warm");
-    n.wait_redis_drained("/metrics");
-    assert_eq!(redis.cli(&["CLIENT", "PAUSE", "2500", "WRITE"]), "OK");
-    let paused = Instant::now();
+    every_worker_has_reached_redis(&n);
+    // Held until UNPAUSE below: nothing here races the pause's end.
+    assert_eq!(redis.cli(&["CLIENT", "PAUSE", "60000", "WRITE"]), "OK");
     let mut cookies = Vec::new();
     // Half the journal's room is for new sessions: answered at once, and
     // valid at once on any worker, though Redis takes no write.
@@ -494,17 +508,21 @@ fn new_sessions_are_answered_at_once_within_half_the_pending_writes() {
     let r = get(&n, "/app/login?user=late", &cookies[0]);
     let late = r.cookie_pair("sid");
     assert_eq!(user(&get(&n, "/index.html", &late)), "late");
+    // All of it answered while Redis took nothing: 9 writes wait.
+    let metrics = n.get("/metrics").text();
     assert!(
-        paused.elapsed() < Duration::from_millis(1_500),
-        "waited for Redis"
+        metrics.contains("nginx_sessions_redis_pending{zone=\"sessions\"} 9\n"),
+        "{metrics}"
     );
-    // Past the half, a new session is written to Redis before it is answered.
-    let r = n.get("/index.html");
+    // Past the half, a new session is written to Redis before it is
+    // answered: not before the pause ends.
+    let port = n.port;
+    let ninth = thread::spawn(move || common::send(port, &Request::get("/index.html")));
+    thread::sleep(Duration::from_millis(500));
+    assert!(!ninth.is_finished(), "answered before Redis took it");
+    assert_eq!(redis.cli(&["CLIENT", "UNPAUSE"]), "OK");
+    let r = ninth.join().unwrap();
     assert_eq!((r.status, status(&r)), (200, "new"), "{}", n.error_log());
-    assert!(
-        paused.elapsed() >= Duration::from_millis(2_000),
-        "answered before Redis took it"
-    );
     cookies.push(r.cookie_pair("sid"));
     n.wait_redis_drained("/metrics");
     for c in &cookies[1..] {

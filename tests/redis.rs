@@ -678,7 +678,7 @@ fn a_stalled_redis_delays_only_its_requests_and_a_client_may_leave() {
     let redis = Redis::start(&[]);
     let n = Nginx::start(&conf(
         &format!(
-            "sessions_redis_server 127.0.0.1:{}; sessions_redis_timeout 500ms;",
+            "sessions_redis_server 127.0.0.1:{}; sessions_redis_timeout 2s;",
             redis.port
         ),
         "",
@@ -704,14 +704,14 @@ fn a_stalled_redis_delays_only_its_requests_and_a_client_may_leave() {
             (r.status, t.elapsed())
         }
     });
-    let t = Instant::now();
     for _ in 0..20 {
         assert_eq!(n.get("/plain/").status, 200);
     }
-    assert!(t.elapsed() < Duration::from_millis(400), "{:?}", t.elapsed());
+    // All answered while that request still waits for Redis.
+    assert!(!waiting.is_finished(), "the plain requests waited");
     let (code, took) = waiting.join().unwrap();
     assert_eq!(code, 503, "the command timeout ends the wait");
-    assert!(took >= Duration::from_millis(400), "{took:?}");
+    assert!(took >= Duration::from_millis(1_600), "{took:?}");
     redis.signal("CONT");
     wait_until("recovery", || {
         status(&n.request(Request::get("/").cookie(&c))) == "valid"
