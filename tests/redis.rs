@@ -574,6 +574,8 @@ fn redis_down_fails_closed_then_recovers_without_reload() {
     // Never read by this worker, so not in its near cache (whose copy of
     // `c` may answer until the worker sees the connection close).
     let unread = n.get("/").cookie_pair("sid");
+    // And in Redis, not among the pending writes.
+    n.wait_redis_drained("/metrics");
     redis.shutdown_saving();
     for _ in 0..5 {
         assert_eq!(n.request(Request::get("/").cookie(&unread)).status, 503);
@@ -643,7 +645,12 @@ fn redis_down_with_local_fallback() {
         ),
         "",
     ));
-    let before = assert_round_trip(&n);
+    assert_round_trip(&n);
+    // A session in Redis this worker never read: not in its near cache
+    // (whose copy may answer until the worker sees the connection close),
+    // nor among the pending writes.
+    let before = n.get("/").cookie_pair("sid");
+    n.wait_redis_drained("/metrics");
     redis.shutdown_saving();
     // The Redis session's cookie is kept: served without a session, no
     // new cookie over it (the browser would lose its Redis login).
