@@ -615,11 +615,27 @@ pub struct Redis {
 
 impl Redis {
     /// Starts `redis-server` with `extra` arguments (`--requirepass x`, ...).
+    /// A port found free can be taken by another process before
+    /// redis-server binds it: then it starts again on another.
     pub fn start(extra: &[&str]) -> Self {
-        Self::start_on(free_port(), extra)
+        for _ in 0..5 {
+            let mut r = Self::new_on(free_port(), extra);
+            match r.try_run() {
+                Ok(()) => return r,
+                Err(log) if log.contains("Address already in use") => continue,
+                Err(log) => panic!("redis-server exited:\n{log}"),
+            }
+        }
+        panic!("no free port for redis-server in 5 tries");
     }
 
     pub fn start_on(port: u16, extra: &[&str]) -> Self {
+        let mut r = Self::new_on(port, extra);
+        r.run();
+        r
+    }
+
+    fn new_on(port: u16, extra: &[&str]) -> Self {
         let dir = scratch_dir("redis");
         let mut args: Vec<String> = [
             "--port",
@@ -637,19 +653,26 @@ impl Redis {
         .collect();
         args.push(dir.display().to_string());
         args.extend(extra.iter().map(|s| s.to_string()));
-        let mut r = Self {
+        Self {
             port,
             dir,
             args,
             child: None,
             auth: Vec::new(),
-        };
-        r.run();
-        r
+        }
     }
 
     /// (Re)starts the server with its arguments and waits until it listens.
     pub fn run(&mut self) {
+        if let Err(log) = self.try_run() {
+            panic!("redis-server exited:\n{log}");
+        }
+    }
+
+    /// Starts the server and waits until it says it is ready and its port
+    /// answers (the port alone may be another process's); its log if it
+    /// exited first.
+    fn try_run(&mut self) -> Result<(), String> {
         let log = fs::File::create(self.dir.join("redis.log")).unwrap();
         let child = Command::new("redis-server")
             .args(&self.args)
@@ -659,10 +682,19 @@ impl Redis {
             .expect("redis-server (apt install redis-server)");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        let path = self.dir.join("redis.log");
+        let log = || fs::read_to_string(&path).unwrap_or_default();
+        loop {
             let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
-            let log = || fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();
-            assert!(exited.is_none(), "redis-server exited:\n{}", log());
+            if exited.is_some() {
+                self.child = None;
+                return Err(log());
+            }
+            if log().contains("Ready to accept connections")
+                && TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            {
+                return Ok(());
+            }
             assert!(
                 Instant::now() < deadline,
                 "redis-server did not start:\n{}",
