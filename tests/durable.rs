@@ -80,11 +80,6 @@ fn every_worker_has_reached_redis(n: &Nginx) {
     n.wait_redis_drained("/metrics");
 }
 
-/// `conf` with connections spread over the workers.
-fn spread(conf: String) -> String {
-    conf.replace("listen 127.0.0.1:{port};", "listen 127.0.0.1:{port} reuseport;")
-}
-
 #[test]
 fn a_login_is_seen_at_once_by_every_worker() {
     let redis = Redis::start(&[]);
@@ -139,7 +134,7 @@ fn an_admin_revocation_ends_logins_still_waiting_for_redis() {
     let redis = Redis::start(&[]);
     let n = Nginx::start_with(
         2,
-        &spread(conf(
+        &common::spread_over_workers(&conf(
             redis.port,
             "durable-secret-13",
             "sessions_redis_timeout 3s;
@@ -484,7 +479,7 @@ fn new_sessions_are_answered_at_once_within_half_the_pending_writes() {
     let redis = Redis::start(&[]);
     let n = Nginx::start_with(
         2,
-        &spread(conf(
+        &common::spread_over_workers(&conf(
             redis.port,
             "durable-secret-9",
             "sessions_redis_pending 16; sessions_redis_timeout 5s;",

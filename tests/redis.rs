@@ -1135,8 +1135,10 @@ fn killed_workers_are_replaced_with_their_own_redis_thread() {
     let redis = Redis::start(&[]);
     let n = Nginx::start_with(
         2,
-        &conf(&format!("sessions_redis_server 127.0.0.1:{};", redis.port), "")
-            .replace("listen 127.0.0.1:{port};", "listen 127.0.0.1:{port} reuseport;"),
+        &common::spread_over_workers(&conf(
+            &format!("sessions_redis_server 127.0.0.1:{};", redis.port),
+            "",
+        )),
     );
     let c = assert_round_trip(&n);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -533,11 +533,10 @@ fn internal_redirect_keeps_the_presented_session() {
 fn two_workers_share_one_zone() {
     let n = Nginx::start_with(
         2,
-        &conf(
+        &common::spread_over_workers(&conf(
             "",
             "listen 127.0.0.1:{port2} reuseport; add_header X-Pid $pid always;",
-        )
-        .replace("listen 127.0.0.1:{port};", "listen 127.0.0.1:{port} reuseport;"),
+        )),
     );
     let first = n.get("/");
     let c = first.cookie_pair("sid");

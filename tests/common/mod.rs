@@ -52,6 +52,12 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// `http` with the main server's `listen {port}` given `reuseport`, so that
+/// connections spread over the workers.
+pub fn spread_over_workers(http: &str) -> String {
+    http.replace("listen 127.0.0.1:{port};", "listen 127.0.0.1:{port} reuseport;")
+}
+
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// A fresh directory under `target/` for one nginx instance.
