@@ -585,6 +585,33 @@ fn a_redis_that_goes_away_is_noticed_before_any_new_session_is_kept() {
 }
 
 #[test]
+fn a_redis_that_stops_answering_is_noticed_by_the_ping_before_a_new_session_is_kept() {
+    let redis = Redis::start(&[]);
+    let n = Nginx::start_with(
+        2,
+        &common::spread_over_workers(&conf(
+            redis.port,
+            "durable-secret-14",
+            "sessions_redis_timeout 300ms;",
+        )),
+    );
+    logged_in(&n, "warm");
+    every_worker_has_reached_redis(&n);
+    wait_for("both tracking connections", || {
+        redis.cli(&["CLIENT", "LIST"]).matches("flags=t").count() == 2
+    });
+    redis.signal("STOP");
+    // The near cache's ping (every 0.5 s) times out within 300 ms; no
+    // request or flush has failed, yet the policy holds from then on.
+    thread::sleep(Duration::from_millis(1_500));
+    for _ in 0..6 {
+        assert_eq!(n.get("/index.html").status, 503, "{}", n.error_log());
+    }
+    redis.signal("CONT");
+    wait_for("Redis again", || n.get("/index.html").status == 200);
+}
+
+#[test]
 fn a_new_session_is_valid_at_once_on_another_instance() {
     // As behind a load balancer: the next request goes to the other nginx
     // the moment the first is answered, before the new session's write
