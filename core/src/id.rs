@@ -3,7 +3,7 @@
 use core::fmt;
 
 /// The secret half of a session: the storage key, carried only in the signed cookie.
-#[derive(Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[repr(transparent)]
 pub struct SessionId(pub [u8; 16]);
 

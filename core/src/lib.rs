@@ -25,6 +25,8 @@ pub mod sealed;
 pub mod state;
 pub mod store;
 pub mod table;
+#[cfg(test)]
+mod table_model;
 pub mod timeouts;
 pub mod view;
 

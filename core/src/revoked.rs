@@ -7,8 +7,12 @@
 //!   that user logged in or renewed before it is refused.
 //!
 //! Both are kept in the zone's table as grace entries that point nowhere:
-//! they expire with their deadline, are protected from eviction like
-//! logged-in sessions, and travel in the state file like any entry. When
+//! they expire with their deadline and travel in the state file like any
+//! entry. A record of a logged-in session and a "not valid before" are
+//! protected from eviction like logged-in sessions; a record of a session
+//! that never logged in waits in probation, so that the records anyone can
+//! make without logging in (start a session, log it out, again) push out
+//! only each other, never the ones that protect a user. When
 //! the instance has Redis, each record made here is also sent there
 //! (`Shared`, MAC'd) and copied into every other instance's zone
 //! (`apply`), so a logout holds across instances.
@@ -51,6 +55,19 @@ fn not_before_end(policy: &Policy, now: u64) -> u64 {
 /// The successor of an ended id: no session has it (ids are random, and a
 /// lookup of it finds nothing).
 pub const ENDED: SessionId = SessionId([0xff; 16]);
+
+/// The successor of an ended id of a session that never logged in: kept in
+/// probation (see the module's comment).
+pub const ENDED_ANONYMOUS: SessionId = SessionId([0xfe; 16]);
+
+/// Whether `successor` ends its id; `Some(protected)` if so.
+fn ends(successor: &SessionId) -> Option<bool> {
+    match *successor {
+        ENDED => Some(true),
+        ENDED_ANONYMOUS => Some(false),
+        _ => None,
+    }
+}
 
 /// Marks a "not valid before" record; its time is in the first 8 bytes.
 const NOT_BEFORE: [u8; 8] = *b"notbefor";
@@ -95,7 +112,7 @@ impl Shared {
             successor: SessionId(b[16..32].try_into().ok()?),
             until: u64::from_le_bytes(b[32..].try_into().ok()?),
         };
-        (r.successor == ENDED || mark_time(&r.successor).is_some()).then_some(r)
+        (ends(&r.successor).is_some() || mark_time(&r.successor).is_some()).then_some(r)
     }
 }
 
@@ -107,21 +124,21 @@ fn mark_time(successor: &SessionId) -> Option<u64> {
 /// Stores `successor` under `id` until `until`, replacing what was there.
 fn put(t: &mut Table<'_>, r: Shared, now: u64) {
     t.remove(&r.key);
-    // Protected, as a logged-in session is: a flood of new visitors must
-    // not push a logout out of the zone.
-    let mut rec = Record::EMPTY;
-    rec.last_seen = 1;
-    t.insert(r.key, &rec, Some(r.until), now);
+    // A logout of a logged-in session is protected, as that session was:
+    // a flood of new visitors must not push it out of the zone.
+    let protected = ends(&r.successor).unwrap_or(true);
+    t.insert_in(r.key, &Record::EMPTY, Some(r.until), now, protected);
     t.retire(&r.key, r.successor, r.until);
 }
 
 /// Keeps `id` dead until `until` (when it would have expired); the record
-/// made goes to `out`, to be shared.
-pub fn end(t: &mut Table<'_>, id: SessionId, until: u64, now: u64, out: &mut Vec<Shared>) {
+/// made goes to `out`, to be shared. `logged_in`: the session was (or the
+/// request that ended it logged in), so its record is protected.
+pub fn end(t: &mut Table<'_>, id: SessionId, until: u64, now: u64, logged_in: bool, out: &mut Vec<Shared>) {
     if until > now {
         let r = Shared {
             key: id,
-            successor: ENDED,
+            successor: if logged_in { ENDED } else { ENDED_ANONYMOUS },
             until,
         };
         put(t, r, now);
@@ -152,8 +169,10 @@ pub fn apply(t: &mut Table<'_>, r: Shared, now: u64) {
         return;
     }
     let kept = match t.get(&r.key) {
-        Some(Entry::Grace { successor, until }) if successor == ENDED => {
-            r.successor == ENDED && until >= r.until
+        Some(Entry::Grace { successor, until }) if ends(&successor).is_some() => {
+            // Kept if it lasts as long and is protected at least as much.
+            matches!((ends(&successor), ends(&r.successor)),
+                (Some(have), Some(new)) if until >= r.until && (have || !new))
         }
         Some(Entry::Grace { successor, until }) => match (mark_time(&successor), mark_time(&r.successor)) {
             (Some(have), Some(new)) => have > new || (have == new && until >= r.until),
@@ -178,7 +197,7 @@ pub fn not_before(t: &Table<'_>, user: &[u8]) -> Option<u64> {
 /// ended or logged out everywhere. Entries that expired still count until
 /// reclaimed: they only ever outlive the session they refuse.
 pub fn is_revoked(t: &Table<'_>, id: &SessionId, rec: &Record) -> bool {
-    if matches!(t.get(id), Some(Entry::Grace { successor, .. }) if successor == ENDED) {
+    if matches!(t.get(id), Some(Entry::Grace { successor, .. }) if ends(&successor).is_some()) {
         return true;
     }
     rec.user()
@@ -211,7 +230,7 @@ pub fn revoke_user(
 ) -> usize {
     let listed = t.sessions_of(user);
     for (id, rec) in &listed {
-        end(t, *id, copies_end(policy, rec, now), now, out);
+        end(t, *id, copies_end(policy, rec, now), now, true, out);
     }
     set_not_before(t, user, now, not_before_end(policy, now), now, out);
     listed.len()
@@ -232,7 +251,7 @@ pub fn revoke_handle(
         return false;
     };
     t.remove(&id);
-    end(t, id, copies_end(policy, &rec, now), now, out);
+    end(t, id, copies_end(policy, &rec, now), now, true, out);
     true
 }
 
@@ -255,11 +274,11 @@ mod tests {
         let id = SessionId([3; 16]);
         let rec = logged_in(b"alice", 10);
         assert!(!is_revoked(&t, &id, &rec));
-        end(&mut t, id, 1_000, 100, &mut Vec::new());
+        end(&mut t, id, 1_000, 100, true, &mut Vec::new());
         assert!(is_revoked(&t, &id, &rec));
         assert!(!is_revoked(&t, &SessionId([4; 16]), &rec));
         // An end already past needs no record.
-        end(&mut t, SessionId([5; 16]), 100, 100, &mut Vec::new());
+        end(&mut t, SessionId([5; 16]), 100, 100, true, &mut Vec::new());
         assert!(t.get(&SessionId([5; 16])).is_none());
     }
 
@@ -309,7 +328,7 @@ mod tests {
     fn records_survive_a_flood_of_new_sessions() {
         let mut m = Mem::new(16, 8);
         let mut t = m.table();
-        end(&mut t, SessionId([3; 16]), u64::MAX, 0, &mut Vec::new());
+        end(&mut t, SessionId([3; 16]), u64::MAX, 0, true, &mut Vec::new());
         for i in 0..200u8 {
             t.insert(SessionId([i.wrapping_add(10); 16]), &Record::EMPTY, None, 1);
         }
@@ -321,7 +340,7 @@ mod tests {
         let mut out = Vec::new();
         let mut a = Mem::new(16, 8);
         let mut ta = a.table();
-        end(&mut ta, SessionId([3; 16]), 5_000, 100, &mut out);
+        end(&mut ta, SessionId([3; 16]), 5_000, 100, true, &mut out);
         set_not_before(&mut ta, b"alice", 400, 9_000, 400, &mut out);
         set_not_before(&mut ta, b"alice", 300, 9_500, 400, &mut out);
         assert_eq!(out.len(), 3);

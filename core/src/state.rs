@@ -28,6 +28,8 @@ const UNDER_SECRET: u8 = 0;
 const UNDER_RANDOM: u8 = 1;
 const LIVE: u8 = 1;
 const GRACE: u8 = 2;
+/// Set in the kind byte of an entry in the protected segment.
+const PROTECTED: u8 = 0x80;
 
 /// One saved session (or renewed id) with when it may be dropped.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +38,8 @@ pub struct Saved {
     pub entry: Entry,
     pub deadline: Option<u64>,
     pub data: Vec<u8>,
+    /// In the table's protected segment (see `Table::insert`).
+    pub protected: bool,
 }
 
 /// What a state file holds.
@@ -90,10 +94,11 @@ impl Snapshot {
         out.extend_from_slice(&(self.saved.len() as u64).to_le_bytes());
         let mut rec = Vec::with_capacity(160);
         for s in &self.saved {
-            out.push(match s.entry {
+            let kind = match s.entry {
                 Entry::Live(_) => LIVE,
                 Entry::Grace { .. } => GRACE,
-            });
+            };
+            out.push(if s.protected { kind | PROTECTED } else { kind });
             out.extend_from_slice(&s.id.0);
             out.extend_from_slice(&s.deadline.unwrap_or(u64::MAX).to_le_bytes());
             match &s.entry {
@@ -130,9 +135,10 @@ impl Snapshot {
         snap.saved.reserve(count as usize);
         for _ in 0..count {
             let kind = r.take(1)?[0];
+            let protected = kind & PROTECTED != 0;
             let id = SessionId(r.take(16)?.try_into().ok()?);
             let deadline = Some(r.u64()?).filter(|&d| d != u64::MAX);
-            let (entry, data) = match kind {
+            let (entry, data) = match kind & !PROTECTED {
                 LIVE => {
                     let n = usize::from(r.u16()?);
                     let (rec, used) = Record::decode(r.take(n)?)?;
@@ -158,6 +164,7 @@ impl Snapshot {
                 entry,
                 deadline,
                 data,
+                protected,
             });
         }
         r.0.is_empty().then_some(snap)
@@ -260,12 +267,14 @@ mod tests {
                     entry: Entry::Live(alice),
                     deadline: Some(5_000),
                     data: vec![1, b'k', 1, 0, b'v'],
+                    protected: true,
                 },
                 Saved {
                     id: SessionId([2; 16]),
                     entry: Entry::Live(Record::new(Handle([2; 8]), 1, &[], 0)),
                     deadline: None,
                     data: Vec::new(),
+                    protected: false,
                 },
                 Saved {
                     id: SessionId([3; 16]),
@@ -275,6 +284,7 @@ mod tests {
                     },
                     deadline: Some(3_000),
                     data: Vec::new(),
+                    protected: true,
                 },
             ],
         }

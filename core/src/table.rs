@@ -548,22 +548,35 @@ impl<'a> Table<'a> {
         })
     }
 
-    /// Updates a live record and marks it most recently used.
+    /// Replaces a record (its data stays the slot's own) and marks it most
+    /// recently used, protected.
     pub fn update(&mut self, id: &SessionId, rec: &Record, deadline: Option<u64>) -> bool {
         let Some(i) = self.find(id) else { return false };
+        // Unlinked first: `lru_unlink` reads the segment from the state.
+        self.lru_unlink(i);
         let s = &mut self.slots[i as usize];
-        s.rec = *rec;
+        let (data, data_len) = (s.rec.data, s.rec.data_len);
+        s.rec = Record {
+            data,
+            data_len,
+            ..*rec
+        };
         s.state = LIVE;
         s.deadline = deadline.unwrap_or(u64::MAX);
-        self.lru_unlink(i);
         self.lru_push_head(i, true);
         true
     }
 
     /// Records activity on a live session: last-seen, deadline, most
-    /// recently used. It came back: it is protected from now on.
+    /// recently used. It came back: it is protected from now on. `false`
+    /// for a missing or renewed id.
     pub fn touch(&mut self, id: &SessionId, last_seen: u64, deadline: Option<u64>) -> bool {
-        let Some(i) = self.find(id) else { return false };
+        let Some(i) = self
+            .find(id)
+            .filter(|&i| self.slots[i as usize].state & KIND == LIVE)
+        else {
+            return false;
+        };
         let s = &mut self.slots[i as usize];
         s.rec.last_seen = last_seen;
         s.deadline = deadline.unwrap_or(u64::MAX);
@@ -651,7 +664,13 @@ impl<'a> Table<'a> {
     /// Replaces the data of `id` with `blob` (empty removes it). On
     /// `DataFull` the old data is kept.
     pub fn set_data(&mut self, id: &SessionId, blob: &[u8]) -> Result<(), DataFull> {
-        let Some(i) = self.find(id) else { return Ok(()) };
+        // A renewed id has handed its data on: nothing to set.
+        let Some(i) = self
+            .find(id)
+            .filter(|&i| self.slots[i as usize].state & KIND == LIVE)
+        else {
+            return Ok(());
+        };
         let old = self.slots[i as usize].rec.data;
         let need = blob.len().div_ceil(CHUNK_DATA) as u32;
         if blob.len() > usize::from(u16::MAX) || self.hdr.chunks_free + self.chain_len(old) < need {
@@ -711,7 +730,7 @@ impl<'a> Table<'a> {
 
     /// Inserts a new live record. Up to two expired slots are reclaimed first
     /// (as limit_req does); when the table is full a slot is evicted, so an
-    /// insert always succeeds. The id must be new.
+    /// insert always succeeds. An id already stored is replaced.
     ///
     /// Eviction is a segmented LRU, so that a flood of requests without a
     /// cookie cannot push out the sessions that matter: a session seen once
@@ -721,6 +740,27 @@ impl<'a> Table<'a> {
     /// sessions take at most three quarters of the table: beyond that, the
     /// least recently used one goes back to probation.
     pub fn insert(&mut self, id: SessionId, rec: &Record, deadline: Option<u64>, now: u64) -> Reclaimed {
+        let protected = rec.user().is_some() || rec.last_seen != rec.created;
+        self.insert_in(id, rec, deadline, now, protected)
+    }
+
+    /// `insert` into the segment the caller chooses: protected, or
+    /// probation where a flood of new sessions evicts first.
+    pub fn insert_in(
+        &mut self,
+        id: SessionId,
+        rec: &Record,
+        deadline: Option<u64>,
+        now: u64,
+        protected: bool,
+    ) -> Reclaimed {
+        // An id stored twice would leave a slot no lookup reaches: the new
+        // record replaces the old (keeping a data chain `rec` carries on).
+        if let Some(old) = self.take(&id) {
+            if old.data != rec.data {
+                self.free_chain(old.data);
+            }
+        }
         let mut cost = Reclaimed::default();
         for _ in 0..2 {
             let expired = [self.hdr.lru_tail, self.hdr.prot_tail]
@@ -757,7 +797,7 @@ impl<'a> Table<'a> {
         s.deadline = deadline.unwrap_or(u64::MAX);
         s.chain = self.buckets[b];
         self.buckets[b] = i;
-        self.lru_push_head(i, rec.user().is_some() || rec.last_seen != rec.created);
+        self.lru_push_head(i, protected);
         self.hdr.len += 1;
         self.hdr.stats.expired += u64::from(cost.expired);
         self.hdr.stats.evicted += u64::from(cost.evicted);
@@ -798,6 +838,7 @@ impl<'a> Table<'a> {
                     entry,
                     deadline,
                     data,
+                    protected: s.state & PROTECTED != 0,
                 });
             }
         }
@@ -809,11 +850,17 @@ impl<'a> Table<'a> {
     pub fn restore(&mut self, saved: &crate::state::Saved, now: u64) -> bool {
         match saved.entry {
             Entry::Live(rec) => {
-                self.insert(saved.id, &rec, saved.deadline, now);
+                // The record read back owns no data chain here.
+                let rec = Record {
+                    data: NIL,
+                    data_len: 0,
+                    ..rec
+                };
+                self.insert_in(saved.id, &rec, saved.deadline, now, saved.protected);
                 saved.data.is_empty() || self.set_data(&saved.id, &saved.data).is_ok()
             }
             Entry::Grace { successor, until } => {
-                self.insert(saved.id, &Record::EMPTY, Some(until), now);
+                self.insert_in(saved.id, &Record::EMPTY, Some(until), now, saved.protected);
                 self.retire(&saved.id, successor, until);
                 true
             }
@@ -889,6 +936,146 @@ impl<'a> Table<'a> {
                 self.lru_push_head(t, false);
             }
         }
+    }
+}
+
+/// What the model tests look at: the structure's own invariants, and the
+/// two segments in order.
+#[cfg(test)]
+impl Table<'_> {
+    /// Checks every invariant of the memory layout; the first broken one
+    /// is returned.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        let cap = self.slots.len();
+        let mut seen = vec![false; cap];
+        let mut listed = 0usize;
+        for protected in [false, true] {
+            let (head, tail) = if protected {
+                (self.hdr.prot_head, self.hdr.prot_tail)
+            } else {
+                (self.hdr.lru_head, self.hdr.lru_tail)
+            };
+            let (mut prev, mut i, mut n) = (NIL, head, 0u32);
+            while i != NIL {
+                let s = self
+                    .slots
+                    .get(i as usize)
+                    .ok_or(format!("link {i} out of range"))?;
+                if std::mem::replace(&mut seen[i as usize], true) {
+                    return Err(format!("slot {i} listed twice"));
+                }
+                if s.state & KIND == FREE || (s.state & PROTECTED != 0) != protected {
+                    return Err(format!("slot {i} in the wrong list (state {:#x})", s.state));
+                }
+                if s.lru_prev != prev {
+                    return Err(format!("slot {i}: prev {} instead of {prev}", s.lru_prev));
+                }
+                prev = i;
+                i = s.lru_next;
+                n += 1;
+            }
+            if prev != tail {
+                return Err(format!("tail {tail} instead of {prev} (protected: {protected})"));
+            }
+            if protected && n != self.hdr.prot_len {
+                return Err(format!("prot_len {} for {n} slots", self.hdr.prot_len));
+            }
+            listed += n as usize;
+        }
+        if listed != self.hdr.len as usize {
+            return Err(format!("len {} for {listed} listed slots", self.hdr.len));
+        }
+        if self.hdr.prot_len > self.hdr.capacity - self.hdr.capacity / 4 {
+            return Err(format!(
+                "{} protected of {}",
+                self.hdr.prot_len, self.hdr.capacity
+            ));
+        }
+        let (mut i, mut free) = (self.hdr.free_head, 0usize);
+        while i != NIL {
+            let s = self
+                .slots
+                .get(i as usize)
+                .ok_or(format!("free link {i} out of range"))?;
+            if s.state != FREE || std::mem::replace(&mut seen[i as usize], true) {
+                return Err(format!("free slot {i} is in use or twice free"));
+            }
+            free += 1;
+            i = s.chain;
+        }
+        if free + listed != cap {
+            return Err(format!("{free} free + {listed} used != {cap}"));
+        }
+        let mut chained = 0usize;
+        for (b, &first) in self.buckets.iter().enumerate() {
+            let mut i = first;
+            while i != NIL {
+                let s = &self.slots[i as usize];
+                if s.state == FREE || self.bucket(&s.id) != b {
+                    return Err(format!("slot {i} in bucket {b} is free or belongs elsewhere"));
+                }
+                if self.find(&s.id) != Some(i) {
+                    return Err(format!("slot {i} not found by its id"));
+                }
+                chained += 1;
+                if chained > listed {
+                    return Err("a bucket chain loops".into());
+                }
+                i = s.chain;
+            }
+        }
+        if chained != listed {
+            return Err(format!("{chained} chained for {listed} used"));
+        }
+        let mut owned = vec![false; self.chunks.len()];
+        let mut used = 0usize;
+        for s in self.slots.iter().filter(|s| s.state != FREE) {
+            let (mut c, mut bytes) = (s.rec.data, 0usize);
+            while c != NIL {
+                if std::mem::replace(&mut owned[c as usize], true) {
+                    return Err(format!("chunk {c} owned twice"));
+                }
+                bytes += self.chunks[c as usize].len as usize;
+                used += 1;
+                c = self.chunks[c as usize].next;
+            }
+            if bytes != usize::from(s.rec.data_len) {
+                return Err(format!("data_len {} for {bytes} bytes", s.rec.data_len));
+            }
+        }
+        let (mut c, mut free_chunks) = (self.hdr.chunk_free, 0usize);
+        while c != NIL {
+            if std::mem::replace(&mut owned[c as usize], true) {
+                return Err(format!("free chunk {c} also in use"));
+            }
+            free_chunks += 1;
+            c = self.chunks[c as usize].next;
+        }
+        if free_chunks != self.hdr.chunks_free as usize || free_chunks + used != self.chunks.len() {
+            return Err(format!(
+                "{free_chunks} free chunks (header: {}) + {used} used != {}",
+                self.hdr.chunks_free,
+                self.chunks.len()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Probation and protected ids, most recently used first.
+    pub(crate) fn segments(&self) -> [Vec<SessionId>; 2] {
+        [self.hdr.lru_head, self.hdr.prot_head].map(|mut i| {
+            let mut out = Vec::new();
+            while i != NIL {
+                out.push(self.slots[i as usize].id);
+                i = self.slots[i as usize].lru_next;
+            }
+            out
+        })
+    }
+
+    /// The deadline of `id`'s slot.
+    pub(crate) fn deadline_of(&self, id: &SessionId) -> Option<u64> {
+        self.find(id).map(|i| self.slots[i as usize].deadline)
     }
 }
 

@@ -9,7 +9,7 @@ use sessions_core::cookie_store::{self, Contents, CookieSession};
 use sessions_core::engine::Presented;
 use sessions_core::id::RandomPool;
 use sessions_core::store::{Store, StoreKind};
-use sessions_core::{resolve, revoked, Facts, Keyring, Policy, Record, Table};
+use sessions_core::{resolve, revoked, Facts, Keyring, Policy, Record, SessionId, Table};
 
 use crate::config::conf::{LocConf, MainConf};
 use crate::phases::cookies::{self, with_sealers, SCRATCH};
@@ -19,7 +19,9 @@ use crate::redis::park;
 
 /// Keeps the sessions a request ended dead and its logged-in session
 /// listed (see `revoked`), and counts what happened. `resealed`: the
-/// session's cookie is sent again. Returns the records made, to share.
+/// session's cookie is sent again. `unsent`: a session this request started,
+/// whose cookie never left nginx, so nothing needs to keep it dead.
+/// Returns the records made, to share.
 fn settle(
     t: &mut Table<'_>,
     s: &CookieSession<'_>,
@@ -27,13 +29,18 @@ fn settle(
     ended: &Record,
     resealed: bool,
     now: u64,
+    unsent: Option<SessionId>,
 ) -> Vec<revoked::Shared> {
     for &e in s.events() {
         t.count(e);
     }
     let mut made = Vec::new();
-    for &id in s.ended() {
-        revoked::end(t, id, revoked::copies_end(policy, ended, now), now, &mut made);
+    // A session that was logged in, or whose end is a login (its old id),
+    // protects a user: its record is protected too.
+    let logged_in = ended.user().is_some() || s.current_session().is_some_and(|(_, r)| r.user().is_some());
+    for &id in s.ended().iter().filter(|&&id| Some(id) != unsent) {
+        let until = revoked::copies_end(policy, ended, now);
+        revoked::end(t, id, until, now, logged_in, &mut made);
     }
     if let (Some((id, rec)), true) = (s.current_session(), resealed) {
         if rec.user().is_some() {
@@ -79,7 +86,7 @@ pub fn access(r: &mut Request, lc: &LocConf, main: &MainConf, keys: &Keyring, na
             let mut o = resolve(&mut session, presented, &facts, policy, &mut s.rng)?;
             o.id = session.id().unwrap_or(o.id);
             let issue = session.needs_cookie(o.issue_cookie);
-            let made = settle(t, &session, policy, &before, issue, now);
+            let made = settle(t, &session, policy, &before, issue, now, None);
             session.read_data(&o.record, &mut s.data);
             o.issue_cookie = issue;
             Ok((o, made))
@@ -111,7 +118,8 @@ pub fn on_session<R>(
     let mut session = CookieSession::new(&lc.policy, Some(contents), lc.cookie_max_data());
     let result = SCRATCH.with_borrow_mut(|s| f(&mut session, &mut s.rng, &mut s.data));
     let resealed = session.needs_cookie(false);
-    let made = table.with(|t| settle(t, &session, &lc.policy, &ctx.record, resealed, now));
+    let unsent = (ctx.status == sessions_core::Status::New && !ctx.cookie_sent).then_some(ctx.id);
+    let made = table.with(|t| settle(t, &session, &lc.policy, &ctx.record, resealed, now, unsent));
     if let Some((keys, _)) = lc.keys_and_name(main) {
         park::share(main, keys, &made, now);
     }
