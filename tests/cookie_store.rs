@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Nginx, Request, Response};
+use common::{Conn, Nginx, Request, Response};
 
 const CONF: &str = "
     sessions_zone cookies:1m;
@@ -297,8 +297,8 @@ fn shared_conf(redis: &str) -> String {
 #[test]
 fn a_logout_holds_across_instances_sharing_a_redis_cluster() {
     let cmds = [
-        common::ACL_COMMANDS,
-        common::ACL_COOKIE_COMMANDS,
+        common::acl_commands(),
+        common::acl_cookie_commands(),
         &["+cluster|slots"],
     ]
     .concat();
@@ -319,8 +319,8 @@ fn a_logout_holds_on_every_instance_sharing_redis() {
     // nginx's user may run exactly the README's commands; the test's, all.
     let acl = [
         common::ACL_USERS,
-        common::ACL_COMMANDS,
-        common::ACL_COOKIE_COMMANDS,
+        common::acl_commands(),
+        common::acl_cookie_commands(),
     ]
     .concat();
     let mut redis = common::Redis::start(&acl);
@@ -374,4 +374,90 @@ fn a_logout_holds_on_every_instance_sharing_redis() {
     for n in [&a, &b, &c] {
         assert!(!n.error_log().contains("NOPERM"), "{}", n.error_log());
     }
+}
+
+/// A 64k zone (about 220 entries) whose login answer also sets data.
+const SMALL: &str = "
+    sessions_zone ckf:64k;
+    server {
+        listen 127.0.0.1:{port2};
+        location /login {
+            add_header X-Session-User $arg_user; add_header X-Session-Set color=blue;
+            return 200 \"ok\\n\";
+        }
+    }
+    server {
+        listen 127.0.0.1:{port};
+        root html;
+        sessions on; sessions_store cookie; sessions_secret flood-test; sessions_name sid;
+        add_header X-Session-Status $session_status always;
+        add_header X-User $session_user always;
+        location /app/ { sessions_control_headers on; proxy_pass http://127.0.0.1:{port2}/; }
+        location = /logout { sessions_logout; }
+        location = /admin/sessions { sessions off; allow 127.0.0.1; deny all; sessions_admin; }
+    }";
+
+fn log_in(n: &Nginx, user: &str) -> String {
+    let c = n.get("/").cookie_pair("sid");
+    let r = n.request(Request::get(&format!("/app/login?user={user}")).cookie(&c));
+    assert_eq!(r.header("X-User"), Some(user));
+    r.cookie_pair("sid")
+}
+
+/// A login whose answer sets data, then logouts without a cookie: the
+/// table's protected list came apart and workers died (index out of
+/// bounds) from about the 160th.
+#[test]
+fn logouts_without_a_cookie_after_a_login_with_data_crash_no_worker() {
+    let n = Nginx::start(SMALL);
+    let alice = log_in(&n, "alice");
+    let mut conn = Conn::open(n.port);
+    for i in 0..600 {
+        let r = conn
+            .try_get("/logout", None)
+            .unwrap_or_else(|e| panic!("logout {i} got no answer ({e}):\n{}", n.error_log()));
+        assert_eq!(r.status, 204, "logout {i}");
+    }
+    let r = n.request(Request::get("/").cookie(&alice));
+    assert_eq!((status(&r), r.header("X-User")), ("valid", Some("alice")));
+    n.assert_clean_log();
+}
+
+/// Anyone can start sessions and log them out, without end: their records
+/// push out only each other, never a logged-in user's logout or a "log out
+/// everywhere".
+#[test]
+fn strangers_cannot_push_out_the_records_of_real_logouts() {
+    let n = Nginx::start(SMALL);
+    let alice = log_in(&n, "alice");
+    assert_eq!(n.request(Request::get("/logout").cookie(&alice)).status, 204);
+    let bob = log_in(&n, "bob");
+    let mut req = Request::get("/admin/sessions?user=bob");
+    req.method = "DELETE".into();
+    assert_eq!(n.request(req).status, 200);
+    for c in [&alice, &bob] {
+        assert_eq!(status(&n.request(Request::get("/").cookie(c))), "unknown");
+    }
+    let early = n.get("/").cookie_pair("sid");
+    assert_eq!(n.request(Request::get("/logout").cookie(&early)).status, 204);
+    // Three times the zone's entries of each kind of stranger's logout.
+    let mut conn = Conn::open(n.port);
+    for _ in 0..700 {
+        let r = conn.get("/", None);
+        let c = r.cookie_pair("sid");
+        assert_eq!(conn.get("/logout", Some(&c)).status, 204);
+        assert_eq!(conn.get("/logout", None).status, 204);
+    }
+    for (who, c) in [("alice", &alice), ("bob", &bob)] {
+        let r = n.request(Request::get("/").cookie(c));
+        assert_eq!(
+            (status(&r), r.header("X-User")),
+            ("unknown", None),
+            "{who}'s copy opened again"
+        );
+    }
+    // The stranger's own first record was pushed out by its later ones:
+    // what the README says a flood can do.
+    assert_eq!(status(&n.request(Request::get("/").cookie(&early))), "valid");
+    n.assert_clean_log();
 }
