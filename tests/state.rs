@@ -231,3 +231,98 @@ fn state_parameters_are_checked() {
         assert!(!ok && out.contains(expected), "{snippet}: {out}");
     }
 }
+
+/// The cookie store with a state file, its login answer setting data.
+const COOKIE_STORE: &str = "
+    sessions_zone keep:1m state=sessions.state;
+    server { listen 127.0.0.1:{port2}; sessions off;
+             location /login { add_header X-Session-User $arg_user;
+                               add_header X-Session-Set theme=dark; return 200; } }
+    server { listen 127.0.0.1:{port}; root html;
+             sessions on; sessions_store cookie; sessions_secret state-test-secret; sessions_name sid;
+             add_header X-Session-Status $session_status always;
+             add_header X-User $session_user always;
+             add_header X-Theme $session_data_theme always;
+             location /app/ { sessions_control_headers on; proxy_pass http://127.0.0.1:{port2}/; }
+             location = /logout { sessions_logout; } }";
+
+/// The cookie store's records and listed logins survive a stop and a
+/// start: a logged-out copy stays dead (a login whose answer set data
+/// broke the table, and a stop saved 1 entry of 4).
+#[test]
+fn cookie_store_records_survive_a_restart() {
+    let mut n = Nginx::prepare("state-cookie");
+    n.write_conf(1, COOKIE_STORE);
+    n.spawn();
+    let mut conn = Conn::open(n.port);
+    let login = |conn: &mut Conn, user: &str| {
+        let c = cookie_of(&conn.get("/", None));
+        let r = conn.get(&format!("/app/login?user={user}"), Some(&c));
+        assert_eq!(r.header("X-Theme"), Some("dark"));
+        (c, cookie_of(&r))
+    };
+    let (alice_before, alice) = login(&mut conn, "alice");
+    let (bob_before, bob) = login(&mut conn, "bob");
+    assert_eq!(conn.get("/logout", Some(&bob)).status, 204);
+    let carol = cookie_of(&conn.get("/", None));
+    assert_eq!(conn.get("/logout", Some(&carol)).status, 204);
+    drop(conn);
+    n.stop();
+    // Alice's and Bob's pre-login ids, Alice listed, Bob's and Carol's logouts.
+    assert!(n.error_log().contains("5 sessions saved to"), "{}", n.error_log());
+    n.spawn();
+    assert!(
+        n.error_log().contains("5 sessions loaded from"),
+        "{}",
+        n.error_log()
+    );
+    let mut conn = Conn::open(n.port);
+    let r = conn.get("/", Some(&alice));
+    assert_eq!((status(&r), r.header("X-User")), ("valid", Some("alice")));
+    for (who, c) in [
+        ("alice's pre-login cookie", &alice_before),
+        ("bob's pre-login cookie", &bob_before),
+        ("bob's logged-out cookie", &bob),
+        ("carol's logged-out cookie", &carol),
+    ] {
+        let r = conn.get("/", Some(c));
+        assert_eq!((status(&r), r.header("X-User")), ("unknown", None), "{who}");
+    }
+    n.assert_clean_log();
+}
+
+/// A state file path that is no regular file (a FIFO would block the
+/// master in `open`, `/dev/zero` would be read without end): one `error`
+/// line and an empty zone, and nginx starts.
+#[test]
+fn a_state_path_that_is_no_regular_file_starts_an_empty_zone() {
+    let http = conf(FIXED, "state=sessions.state");
+    for (tag, make) in [
+        ("fifo", "mkfifo"),
+        ("device", "ln -s /dev/zero"),
+        ("directory", "mkdir"),
+    ] {
+        let mut n = Nginx::prepare(&format!("state-{tag}"));
+        let path = n.dir.join("sessions.state");
+        let mut words = make.split(' ');
+        let ok = std::process::Command::new(words.next().unwrap())
+            .args(words)
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "{make}");
+        n.write_conf(1, &http);
+        n.spawn();
+        assert_eq!(status(&n.get("/")), "new", "{tag}");
+        let log = n.error_log();
+        let line = "state file \"";
+        let errors: Vec<&str> = log.lines().filter(|l| l.contains(line)).collect();
+        assert_eq!(errors.len(), 1, "{tag}: {log}");
+        assert!(
+            errors[0].contains("[error]") && errors[0].contains("is not a regular file; starting empty"),
+            "{tag}: {log}"
+        );
+        // A directory cannot be replaced by the file at stop; the others are.
+        drop(n);
+    }
+}

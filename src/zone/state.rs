@@ -29,18 +29,9 @@ pub fn load(conf: &StateConf, keys: &[Keyring], t: &mut Table<'_>, zone: &str, l
     // A snapshot is smaller than the table it was taken of: a file much
     // larger was not written by this zone, and is not read into memory.
     let limit = 2 * t.bytes() as u64 + 4096;
-    if fs::metadata(&conf.path).is_ok_and(|m| m.len() > limit) {
-        ngx_log_error!(
-            NGX_LOG_ERR,
-            log,
-            "sessions zone \"{zone}\": state file \"{path}\" is larger than this zone could have \
-             written; starting empty"
-        );
-        return;
-    }
-    let bytes = match fs::read(&conf.path) {
+    let bytes = match read_bounded(&conf.path, limit) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        Err(Unread::Missing) => {
             ngx_log_error!(
                 NGX_LOG_NOTICE,
                 log,
@@ -48,11 +39,11 @@ pub fn load(conf: &StateConf, keys: &[Keyring], t: &mut Table<'_>, zone: &str, l
             );
             return;
         }
-        Err(e) => {
+        Err(why) => {
             ngx_log_error!(
                 NGX_LOG_ERR,
                 log,
-                "sessions zone \"{zone}\": cannot read state file \"{path}\": {e}; starting empty"
+                "sessions zone \"{zone}\": state file \"{path}\" {why}; starting empty"
             );
             return;
         }
@@ -91,6 +82,55 @@ pub fn load(conf: &StateConf, keys: &[Keyring], t: &mut Table<'_>, zone: &str, l
             "sessions zone \"{zone}\": the data area is full; {without_data} sessions loaded without their data"
         );
     }
+}
+
+/// Why a state file was not read.
+enum Unread {
+    Missing,
+    /// A FIFO, a device, a directory: nothing this module wrote.
+    NotRegular,
+    TooLarge,
+    Io(std::io::Error),
+}
+
+impl std::fmt::Display for Unread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Missing => f.write_str("does not exist"),
+            Self::NotRegular => f.write_str("is not a regular file"),
+            Self::TooLarge => f.write_str("is larger than this zone could have written"),
+            Self::Io(e) => write!(f, "cannot be read: {e}"),
+        }
+    }
+}
+
+/// The file at `path` if it is a regular file (a symlink to one counts) of
+/// at most `limit` bytes. Opened without blocking, so that a FIFO there
+/// cannot stall the master, and checked on the open descriptor; read no
+/// further than the limit, whatever its size said.
+fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, Unread> {
+    use std::io::Read as _;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Unread::Missing,
+            _ => Unread::Io(e),
+        })?;
+    let meta = file.metadata().map_err(Unread::Io)?;
+    if !meta.file_type().is_file() {
+        return Err(Unread::NotRegular);
+    }
+    if meta.len() > limit {
+        return Err(Unread::TooLarge);
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(limit + 1).read_to_end(&mut bytes).map_err(Unread::Io)?;
+    if bytes.len() as u64 > limit {
+        return Err(Unread::TooLarge);
+    }
+    Ok(bytes)
 }
 
 /// What the table holds now, taken under its lock.
