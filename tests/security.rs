@@ -333,3 +333,39 @@ fn a_redis_writer_can_roll_a_session_back_but_not_make_one() {
         (Some("valid"), Some("alice"))
     );
 }
+
+/// A client's `X-Session-*` headers never reach an upstream, whatever the
+/// spelling nginx accepts with `underscores_in_headers on`: FastCGI, uwsgi
+/// and SCGI would pass `X_Session_User` on as `HTTP_X_SESSION_USER`.
+#[test]
+fn control_headers_spelt_with_underscores_never_reach_an_upstream() {
+    let n = Nginx::start(
+        "underscores_in_headers on;
+         server { listen 127.0.0.1:{port2}; sessions off;
+                  location / { return 200 \"[$http_x_session_user][$http_x_session_set]$http_x_other\"; } }
+         server { listen 127.0.0.1:{port}; sessions on; sessions_secret underscores-test;
+                  location / { proxy_pass http://127.0.0.1:{port2}; } }",
+    );
+    // The upstream does see an underscored header that is not ours.
+    let r = n.request(Request::get("/").header("X_Other", "seen"));
+    assert_eq!((r.status, r.text().as_str()), (200, "[][]seen"));
+    for name in [
+        "X-Session-User",
+        "x_session_user",
+        "X_Session_User",
+        "X-Session_User",
+        "X_SESSION-USER",
+    ] {
+        let r = n.request(
+            Request::get("/")
+                .header(name, "mallory")
+                .header(&format!("{}Set", &name[..name.len() - 4]), "role=admin"),
+        );
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (200, "[][]"),
+            "{name} reached the upstream"
+        );
+    }
+    n.assert_clean_log();
+}

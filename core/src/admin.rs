@@ -25,11 +25,15 @@ pub enum Verb {
     Delete,
 }
 
+/// A user no session can have: refused rather than looked for.
+const NOT_A_USER: &str = "\"user\" must be a user name as X-Session-User sets it (1 to 64 printable bytes)";
+
 /// `?user=NAME` (list or revoke all) or `?id=HANDLE` (revoke one).
 pub fn from_query(verb: Verb, args: &[u8]) -> Result<AdminRequest, &'static str> {
     let user = query_param(args, b"user");
     let id = query_param(args, b"id");
     match (verb, user, id) {
+        (_, Some(user), None) if !crate::gate::valid_user(&user) => Err(NOT_A_USER),
         (Verb::Read, Some(user), None) => Ok(AdminRequest::List { user }),
         (Verb::Delete, Some(user), None) => Ok(AdminRequest::RevokeUser { user }),
         (Verb::Delete, None, Some(id)) => Handle::from_hex(&id)
@@ -53,6 +57,7 @@ pub fn from_json(body: &[u8]) -> Result<AdminRequest, &'static str> {
     let req: JsonRequest = serde_json::from_slice(body)
         .map_err(|_| "the body must be a JSON object with \"action\" and \"user\" or \"id\"")?;
     match (req.action.as_str(), req.user, req.id) {
+        ("list" | "revoke", Some(user), None) if !crate::gate::valid_user(user.as_bytes()) => Err(NOT_A_USER),
         ("list", Some(user), None) => Ok(AdminRequest::List {
             user: user.into_bytes(),
         }),

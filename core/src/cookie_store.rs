@@ -114,13 +114,7 @@ pub fn seal(
     c: &Contents,
     rng: &mut RandomPool,
 ) -> Result<Vec<Vec<u8>>, SealError> {
-    let data_len = u16::try_from(c.data.len()).map_err(|_| SealError::TooLarge)?;
-    let mut plain = Vec::with_capacity(128 + c.data.len());
-    plain.push(VERSION);
-    plain.extend_from_slice(&c.id.0);
-    c.record.encode(&mut plain);
-    plain.extend_from_slice(&data_len.to_le_bytes());
-    plain.extend_from_slice(&c.data);
+    let plain = plaintext(c)?;
 
     // The chunk count is known before sealing: it depends on lengths only,
     // and it is bound into the seal.
@@ -360,7 +354,20 @@ impl OpenCache {
     }
 }
 
-fn parse(plain: &[u8]) -> Result<Contents, Refused> {
+/// What `seal` seals of `c`.
+pub(crate) fn plaintext(c: &Contents) -> Result<Vec<u8>, SealError> {
+    let data_len = u16::try_from(c.data.len()).map_err(|_| SealError::TooLarge)?;
+    let mut plain = Vec::with_capacity(128 + c.data.len());
+    plain.push(VERSION);
+    plain.extend_from_slice(&c.id.0);
+    c.record.encode(&mut plain);
+    plain.extend_from_slice(&data_len.to_le_bytes());
+    plain.extend_from_slice(&c.data);
+    Ok(plain)
+}
+
+/// Reads what `plaintext` wrote, as strictly.
+pub(crate) fn parse(plain: &[u8]) -> Result<Contents, Refused> {
     let (&version, rest) = plain.split_first().ok_or(Refused)?;
     if version != VERSION || rest.len() < 16 {
         return Err(Refused);

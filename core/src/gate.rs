@@ -71,9 +71,24 @@ impl ControlHeader {
     }
 
     /// Any `X-Session-` header, known or not: all are kept from the client.
+    /// `_` counts as `-`: with `underscores_in_headers on`, nginx takes
+    /// `X_Session_User`, and FastCGI, uwsgi and SCGI pass it on as
+    /// `HTTP_X_SESSION_USER`, the very name of `X-Session-User`.
     pub fn is_control(name: &[u8]) -> bool {
-        name.len() >= 10 && name[..10].eq_ignore_ascii_case(b"x-session-")
+        const PREFIX: &[u8] = b"x-session-";
+        name.len() >= PREFIX.len()
+            && name
+                .iter()
+                .zip(PREFIX)
+                .all(|(&c, &p)| c.to_ascii_lowercase() == p || (p == b'-' && c == b'_'))
     }
+}
+
+/// An `X-Session-Set` value, `KEY=VALUE`: the key (trimmed) and the value
+/// (`crate::data` checks both).
+pub fn set_value(v: &[u8]) -> Option<(&[u8], &[u8])> {
+    let i = v.iter().position(|&b| b == b'=')?;
+    Some((v[..i].trim_ascii(), &v[i + 1..]))
 }
 
 /// `on`, `1`, `yes`, `true` (any case).
@@ -133,6 +148,15 @@ mod tests {
         );
         assert_eq!(ControlHeader::from_name(b"X-Session-Usr"), None);
         assert!(ControlHeader::is_control(b"X-Session-Anything"));
+        for name in [
+            "x_session_user",
+            "X_Session_User",
+            "X-Session_User",
+            "x_SESSION-set",
+        ] {
+            assert!(ControlHeader::is_control(name.as_bytes()), "{name}");
+        }
+        assert!(!ControlHeader::is_control(b"X.Session-User"));
         assert!(!ControlHeader::is_control(b"X-Sessions"));
     }
 

@@ -175,41 +175,50 @@ impl SealKeys {
         data: &[u8],
         rng: &mut RandomPool,
     ) -> Result<Vec<u8>, RandomError> {
-        let mut plain = Vec::with_capacity(160 + data.len());
-        match entry {
-            Entry::Live(rec) => {
-                plain.push(LIVE);
-                rec.encode(&mut plain);
-                plain.extend_from_slice(data);
-            }
-            Entry::Grace { successor, until } => {
-                plain.push(GRACE);
-                plain.extend_from_slice(&successor.0);
-                plain.extend_from_slice(&until.to_le_bytes());
-            }
-        }
-        seal_with(&self.cipher(id), address, &plain, rng)
+        seal_with(&self.cipher(id), address, &entry_plaintext(entry, data), rng)
     }
 
     /// Opens what `seal` wrote: the entry and, for a live one, its data.
     pub fn open(&self, id: &SessionId, address: &[u8], value: &[u8]) -> Result<(Entry, Vec<u8>), Unsealed> {
-        let plain = open_with(&self.cipher(id), address, value)?;
-        match plain.split_first() {
-            Some((&LIVE, body)) => {
-                let (rec, used) = Record::decode(body).ok_or(Unsealed)?;
-                let data = &body[used..];
-                if !crate::data::valid_blob(data) {
-                    return Err(Unsealed);
-                }
-                Ok((Entry::Live(rec), data.to_vec()))
-            }
-            Some((&GRACE, body)) if body.len() == 24 => {
-                let successor = SessionId(body[..16].try_into().expect("16 bytes"));
-                let until = u64::from_le_bytes(body[16..].try_into().expect("8 bytes"));
-                Ok((Entry::Grace { successor, until }, Vec::new()))
-            }
-            _ => Err(Unsealed),
+        parse_entry(&open_with(&self.cipher(id), address, value)?)
+    }
+}
+
+/// What `SealKeys::seal` seals of `entry` (and `data`, when live).
+pub(crate) fn entry_plaintext(entry: &Entry, data: &[u8]) -> Vec<u8> {
+    let mut plain = Vec::with_capacity(160 + data.len());
+    match entry {
+        Entry::Live(rec) => {
+            plain.push(LIVE);
+            rec.encode(&mut plain);
+            plain.extend_from_slice(data);
         }
+        Entry::Grace { successor, until } => {
+            plain.push(GRACE);
+            plain.extend_from_slice(&successor.0);
+            plain.extend_from_slice(&until.to_le_bytes());
+        }
+    }
+    plain
+}
+
+/// Reads what `entry_plaintext` wrote, as strictly.
+pub(crate) fn parse_entry(plain: &[u8]) -> Result<(Entry, Vec<u8>), Unsealed> {
+    match plain.split_first() {
+        Some((&LIVE, body)) => {
+            let (rec, used) = Record::decode(body).ok_or(Unsealed)?;
+            let data = &body[used..];
+            if !crate::data::valid_blob(data) {
+                return Err(Unsealed);
+            }
+            Ok((Entry::Live(rec), data.to_vec()))
+        }
+        Some((&GRACE, body)) if body.len() == 24 => {
+            let successor = SessionId(body[..16].try_into().expect("16 bytes"));
+            let until = u64::from_le_bytes(body[16..].try_into().expect("8 bytes"));
+            Ok((Entry::Grace { successor, until }, Vec::new()))
+        }
+        _ => Err(Unsealed),
     }
 }
 

@@ -87,7 +87,7 @@ impl std::fmt::Display for StateError {
 
 impl Snapshot {
     /// The plain bytes to seal.
-    fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(56 + self.saved.len() * 128);
         out.extend_from_slice(&self.random_secret);
         out.extend_from_slice(&self.random_name);
@@ -116,7 +116,7 @@ impl Snapshot {
         out
     }
 
-    fn decode(b: &[u8]) -> Option<Self> {
+    pub(crate) fn decode(b: &[u8]) -> Option<Self> {
         let mut r = Reader(b);
         let mut snap = Snapshot {
             random_secret: r.take(32)?.try_into().ok()?,

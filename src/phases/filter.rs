@@ -8,7 +8,7 @@ use nginx_sys::{NGX_LOG_ERR, NGX_LOG_INFO};
 use ngx::core::Status;
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, Request};
 use ngx::ngx_log_error;
-use sessions_core::gate::{truthy, valid_user, ControlHeader};
+use sessions_core::gate::{set_value, truthy, valid_user, ControlHeader};
 use sessions_core::{apply, update_data, Control, ControlError, DataUpdateError};
 
 use crate::config::conf::LocConf;
@@ -79,7 +79,7 @@ fn control(r: &mut Request, lc: &LocConf) -> Option<()> {
             Some(ControlHeader::Regenerate) => regenerate = truthy(value),
             Some(ControlHeader::Destroy) => destroy = truthy(value),
             // SAFETY: header values live in the request pool for the whole request.
-            Some(ControlHeader::Set) => match split_once_eq(unsafe { pool_bytes(&h.value) }) {
+            Some(ControlHeader::Set) => match set_value(unsafe { pool_bytes(&h.value) }) {
                 Some((k, v)) => changes.push((k, Some(v))),
                 None => bad_set = true,
             },
@@ -250,10 +250,4 @@ unsafe fn pool_bytes<'a>(s: &ngx_str_t) -> &'a [u8] {
         // SAFETY: per the contract, `len` bytes at `data` live long enough.
         unsafe { std::slice::from_raw_parts(s.data, s.len) }
     }
-}
-
-/// `KEY=VALUE`, the key trimmed.
-fn split_once_eq(v: &[u8]) -> Option<(&[u8], &[u8])> {
-    let i = v.iter().position(|&b| b == b'=')?;
-    Some((v[..i].trim_ascii(), &v[i + 1..]))
 }
