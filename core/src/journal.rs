@@ -556,19 +556,79 @@ impl<'a> Journal<'a> {
     }
 }
 
+/// What the model test looks at.
 #[cfg(test)]
-mod tests {
+impl Journal<'_> {
+    /// Checks every invariant of the memory layout.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        let cap = self.slots.len();
+        let mut seen = vec![false; cap];
+        let (mut i, mut free) = (self.hdr.free_head, 0usize);
+        while i != NIL {
+            let s = self
+                .slots
+                .get(i as usize)
+                .ok_or(format!("free link {i} out of range"))?;
+            if s.kind != FREE || std::mem::replace(&mut seen[i as usize], true) {
+                return Err(format!("free slot {i} in use or twice free"));
+            }
+            free += 1;
+            i = s.chain;
+        }
+        if free + self.hdr.len as usize != cap {
+            return Err(format!("{free} free + {} used != {cap}", self.hdr.len));
+        }
+        let mut chained = 0usize;
+        let mut seqs = Vec::new();
+        for (b, &first) in self.buckets.iter().enumerate() {
+            let mut i = first;
+            while i != NIL {
+                let s = &self.slots[i as usize];
+                if s.kind == FREE || self.bucket(&s.id) != b || std::mem::replace(&mut seen[i as usize], true)
+                {
+                    return Err(format!(
+                        "slot {i} in bucket {b}: free, elsewhere or chained twice"
+                    ));
+                }
+                if self.find(&s.id) != Some(i) {
+                    return Err(format!("slot {i} not found by its id"));
+                }
+                if !(LIVE..=REVOKED).contains(&s.kind) || s.data_len as usize > MAX_BLOB {
+                    return Err(format!("slot {i}: kind {} data {}", s.kind, s.data_len));
+                }
+                if s.seq == 0 || s.seq >= self.hdr.next_seq {
+                    return Err(format!("slot {i}: seq {} of {}", s.seq, self.hdr.next_seq));
+                }
+                seqs.push(s.seq);
+                chained += 1;
+                i = s.chain;
+            }
+        }
+        if chained != self.hdr.len as usize {
+            return Err(format!("{chained} chained for len {}", self.hdr.len));
+        }
+        seqs.sort_unstable();
+        if seqs.windows(2).any(|w| w[0] == w[1]) {
+            return Err("two slots share a version".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
     use super::*;
     use crate::id::Handle;
 
-    struct Mem {
+    /// Owned memory for a test journal.
+    pub(crate) struct Mem {
         hdr: JournalHeader,
         buckets: Vec<u32>,
         slots: Vec<JournalSlot>,
     }
 
     impl Mem {
-        fn new(capacity: u32) -> Self {
+        pub(crate) fn new(capacity: u32) -> Self {
             let plan = JournalPlan::for_capacity(capacity);
             let mut m = Self {
                 hdr: Journal::blank_header(),
@@ -579,7 +639,7 @@ mod tests {
             m
         }
 
-        fn j(&mut self) -> Journal<'_> {
+        pub(crate) fn j(&mut self) -> Journal<'_> {
             Journal::attach(&mut self.hdr, &mut self.buckets, &mut self.slots).expect("formatted")
         }
     }

@@ -12,9 +12,13 @@ pub mod cookie;
 pub mod cookie_store;
 pub mod data;
 pub mod engine;
+#[cfg(test)]
+mod fuzz;
 pub mod gate;
 pub mod id;
 pub mod journal;
+#[cfg(test)]
+mod journal_model;
 pub mod keys;
 pub mod near_cache;
 pub mod parse;
