@@ -170,6 +170,18 @@ class Nginx:
             self.proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+        self.check_log()
+
+    def check_log(self):
+        """No figure counts from an nginx that crashed: a panic, a worker
+        killed by a signal, or an `alert` fails the benchmark."""
+        text = ""
+        for name in ("logs/error.log", "stderr.log"):
+            path = self.dir / name
+            if path.exists():
+                text += path.read_text(errors="replace")
+        bad = [l for l in text.splitlines() if any(b in l for b in ("panicked", "exited on signal", "[alert]"))]
+        check(not bad, f"nginx in {self.dir} logged a crash or an alert:\n" + "\n".join(bad[:20]))
 
 
 class Redis:

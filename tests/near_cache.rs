@@ -95,7 +95,7 @@ fn until_refused(n: &Nginx, cookie: &str) -> Duration {
 #[test]
 fn a_session_read_once_is_answered_without_redis() {
     // As a user granted exactly the README's commands.
-    let mut redis = Redis::start(&[common::ACL_USERS, common::ACL_COMMANDS].concat());
+    let mut redis = Redis::start(&[common::ACL_USERS, common::acl_commands()].concat());
     redis.auth = common::APP_AUTH.map(String::from).to_vec();
     let n = Nginx::start(&conf(
         redis.port,
@@ -191,7 +191,7 @@ fn a_cached_session_still_times_out() {
 
 #[test]
 fn with_a_cluster_the_cache_hears_every_master() {
-    let (nodes, addrs) = common::start_cluster(&[common::ACL_COMMANDS, &["+cluster|slots"]].concat());
+    let (nodes, addrs) = common::start_cluster(&[common::acl_commands(), &["+cluster|slots"]].concat());
     let redis = format!(
         "sessions_redis_cluster {} {}; sessions_redis_username nginx; sessions_redis_password nginx-pw;",
         addrs[0], addrs[1]

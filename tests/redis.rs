@@ -59,9 +59,6 @@ fn keys(r: &Redis, extra: &[&str]) -> Vec<String> {
     r.cli(&args).lines().map(str::to_string).collect()
 }
 
-/// The commands the README says an ACL user needs in every mode.
-use common::ACL_COMMANDS;
-
 #[test]
 fn unix_socket_database_and_acl_user_with_password_file() {
     let dir = common::scratch_dir("acl");
@@ -81,7 +78,7 @@ fn unix_socket_database_and_acl_user_with_password_file() {
             ">acl-pass-123",
             "~*",
         ],
-        ACL_COMMANDS,
+        common::acl_commands(),
         // With a database index; and for redis-cli in this test.
         &["+select", "+scan", "+ttl"],
     ]
@@ -145,6 +142,9 @@ fn unix_socket_database_and_acl_user_with_password_file() {
     del.method = "DELETE".into();
     assert_eq!(common::send(n.port3, &del).text().trim(), "{\"revoked\":1}");
     assert_eq!(status(&on(&c2)), "unknown");
+    n.wait_redis_drained("/metrics");
+    let log = n.error_log();
+    assert!(!log.contains("Redis refused a command"), "{log}");
     n.assert_clean_log();
 }
 
@@ -492,7 +492,7 @@ fn sentinel_failover_keeps_sessions() {
 
 #[test]
 fn cluster_spreads_sessions_over_slots() {
-    let (nodes, addrs) = common::start_cluster(&[ACL_COMMANDS, &["+cluster|slots"]].concat());
+    let (nodes, addrs) = common::start_cluster(&[common::acl_commands(), &["+cluster|slots"]].concat());
     let n = Nginx::start(&conf(
         &format!(
             "sessions_redis_cluster {} {}; sessions_redis_username nginx; sessions_redis_password nginx-pw;
@@ -1133,13 +1133,14 @@ fn http2_streams_wait_for_redis_and_may_be_reset() {
 #[test]
 fn killed_workers_are_replaced_with_their_own_redis_thread() {
     let redis = Redis::start(&[]);
-    let n = Nginx::start_with(
+    let mut n = Nginx::start_with(
         2,
         &common::spread_over_workers(&conf(
             &format!("sessions_redis_server 127.0.0.1:{};", redis.port),
             "",
         )),
     );
+    n.expect_in_log("exited on signal 9");
     let c = assert_round_trip(&n);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let port = n.port;

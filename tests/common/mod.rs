@@ -82,6 +82,8 @@ pub struct Nginx {
     pub port2: u16,
     pub port3: u16,
     child: Option<Child>,
+    /// Log lines a crash check lets through (see `expect_in_log`).
+    expected: Vec<String>,
 }
 
 /// As root, workers would run as `nobody`, which may not read a checkout
@@ -136,6 +138,7 @@ impl Nginx {
             port2: free_port(),
             port3: free_port(),
             child: None,
+            expected: Vec::new(),
         }
     }
 
@@ -305,6 +308,28 @@ impl Nginx {
         }
     }
 
+    /// Lets log lines that contain `text` through the crash check that
+    /// every instance runs when it is dropped: for a test that kills a
+    /// worker on purpose.
+    pub fn expect_in_log(&mut self, text: &str) {
+        self.expected.push(text.to_string());
+    }
+
+    /// Lines of the log that say a process crashed (a panic, a worker
+    /// killed by a signal) or an `alert`, but those the test expected.
+    pub fn crash_lines(&self) -> Vec<String> {
+        self.error_log()
+            .lines()
+            .filter(|l| {
+                ["panicked", "exited on signal", "[alert]"]
+                    .iter()
+                    .any(|b| l.contains(b))
+            })
+            .filter(|l| !self.expected.iter().any(|e| l.contains(e.as_str())))
+            .map(str::to_string)
+            .collect()
+    }
+
     /// Nothing crashed and nothing was logged at `alert` or above.
     pub fn assert_clean_log(&self) {
         let log = self.error_log();
@@ -329,7 +354,7 @@ impl Nginx {
 impl Drop for Nginx {
     fn drop(&mut self) {
         // A failing test keeps its directory (config, logs) for inspection.
-        let keep = std::thread::panicking();
+        let failing = std::thread::panicking();
         if let Some(mut c) = self.child.take() {
             let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
             let deadline = Instant::now() + Duration::from_secs(5);
@@ -339,9 +364,17 @@ impl Drop for Nginx {
             let _ = c.kill();
             let _ = c.wait();
         }
-        if !keep {
+        // No test passes while its nginx crashed where it did not mean it to.
+        let crashes = if failing { Vec::new() } else { self.crash_lines() };
+        if !failing && crashes.is_empty() {
             let _ = fs::remove_dir_all(&self.dir);
         }
+        assert!(
+            crashes.is_empty(),
+            "nginx in {} logged a crash or an alert:\n{}",
+            self.dir.display(),
+            crashes.join("\n")
+        );
     }
 }
 
@@ -775,32 +808,34 @@ impl Drop for Reaped {
     }
 }
 
-/// The commands the README says an ACL user needs (the Redis store).
-pub const ACL_COMMANDS: &[&str] = &[
-    "+get",
-    "+set",
-    "+del",
-    "+exists",
-    "+eval",
-    "+hset",
-    "+hdel",
-    "+hgetall",
-    "+hkeys",
-    "+pexpire",
-    "+persist",
-    "+ping",
-    "+client|tracking",
-];
+/// The commands the README says an ACL user needs (the Redis store), read
+/// from the README itself: an operator grants exactly these.
+pub fn acl_commands() -> &'static [&'static str] {
+    static LIST: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    LIST.get_or_init(|| readme_list("the module needs these commands: `"))
+}
 
 /// And what the cookie store's shared records add.
-pub const ACL_COOKIE_COMMANDS: &[&str] = &[
-    "+zadd",
-    "+zremrangebyscore",
-    "+zrangebyscore",
-    "+xadd",
-    "+xrange",
-    "+xrevrange",
-];
+pub fn acl_cookie_commands() -> &'static [&'static str] {
+    static LIST: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    LIST.get_or_init(|| readme_list("shared records add `"))
+}
+
+/// The words of the README's code span that follows `intro`.
+fn readme_list(intro: &str) -> Vec<&'static str> {
+    let readme = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let at = readme
+        .find(intro)
+        .unwrap_or_else(|| panic!("the README says {intro:?}"))
+        + intro.len();
+    let span = &readme[at..at + readme[at..].find('`').expect("a closed code span")];
+    let words: Vec<&'static str> = span
+        .split_whitespace()
+        .map(|w| &*Box::leak(w.to_string().into_boxed_str()))
+        .collect();
+    assert!(words.iter().all(|w| w.starts_with('+')), "{words:?}");
+    words
+}
 
 /// `redis-server` users: none by default, `app` (the test's own) may do
 /// anything, `nginx` (password `nginx-pw`) only the commands that follow.
