@@ -154,7 +154,8 @@ fn act_on_redis(r: &mut Request, req: AdminRequest) -> Status {
         .zip(Module::location_conf(r))
         .and_then(|(main, lc)| lc.keys_and_name(main))
         .map(|(keys, _)| keys.primary().seal().clone());
-    let Some(keys) = keys.filter(|_| crate::redis::park::running()) else {
+    let Some(keys) = keys.filter(|_| crate::redis::park::running() && !crate::redis::park::saturated())
+    else {
         return unavailable(r);
     };
     let job = match req {

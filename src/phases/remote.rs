@@ -33,7 +33,7 @@ pub fn access(r: &mut Request, lc: &LocConf, main: &MainConf) -> Status {
     }
     let Some((keys, name)) = lc.keys_and_name(main) else {
         // `random` secret or name not adopted from Redis yet.
-        if park::adoption_failed(crate::phases::request::now_ms()) {
+        if park::adoption_failed(crate::phases::request::now_ms()) || park::saturated() {
             return unavailable(r, lc, main);
         }
         return if park::park(r, None) {
@@ -78,6 +78,9 @@ pub fn access(r: &mut Request, lc: &LocConf, main: &MainConf) -> Status {
         ua,
         policy: lc.policy,
     };
+    if park::saturated() {
+        return unavailable(r, lc, main);
+    }
     if park::park(r, Some(Job::Lookup(Box::new(job)))) {
         Status::NGX_AGAIN
     } else {

@@ -58,7 +58,27 @@ struct Worker {
     patience: u64,
     /// Redis sessions read recently, kept coherent by the Redis thread.
     near: Option<std::sync::Arc<std::sync::Mutex<NearCache>>>,
+    /// Jobs sent to the Redis thread and not answered yet, their requests
+    /// gone or not, plus requests waiting for adoption (see `MAX_WAITING`).
+    outstanding: usize,
+    /// The most `outstanding` since the memory was last given back.
+    peak: usize,
+    /// Whether reaching `MAX_WAITING` was logged since it was last below.
+    full_logged: bool,
 }
+
+/// How much waiting work a worker keeps: requests parked for Redis, and
+/// the jobs of requests that went away while they waited (a job runs until
+/// its own timeout). Beyond it a request gets `sessions_redis_unavailable`
+/// at once. With Redis stalled this bounds the Redis thread's memory.
+pub const MAX_WAITING: usize = 1024;
+
+/// Outstanding work past which the memory it took is given back to the
+/// system once it is all answered.
+const TRIM_AFTER: usize = 64;
+
+/// Token of a write sent once, unkept (the journal was full).
+const UNKEPT: u64 = u64::MAX - 1;
 
 /// Token of the worker's own adoption job.
 const ADOPT: u64 = u64::MAX;
@@ -134,6 +154,9 @@ pub fn start(
         adopt_failed_at: None,
         patience: crate::redis::client::patience(settings).as_millis() as u64,
         near,
+        outstanding: usize::from(adopt),
+        peak: 0,
+        full_logged: false,
     }));
     Ok(())
 }
@@ -183,6 +206,43 @@ pub fn adoption_failed(now: u64) -> bool {
     })
 }
 
+/// Whether this worker already keeps `MAX_WAITING` requests or jobs
+/// waiting for Redis: a new one gets the `sessions_redis_unavailable`
+/// policy at once (logged once each time the bound is reached).
+pub fn saturated() -> bool {
+    WORKER.with_borrow_mut(|w| {
+        let Some(w) = w.as_mut() else { return false };
+        let full = w.outstanding >= MAX_WAITING;
+        if full && !w.full_logged {
+            ngx_log_error!(
+                NGX_LOG_ERR,
+                w.log,
+                "sessions: {MAX_WAITING} requests already wait for Redis in this worker; \
+                 more get sessions_redis_unavailable at once"
+            );
+        }
+        w.full_logged = full || (w.full_logged && w.outstanding > MAX_WAITING / 2);
+        full
+    })
+}
+
+/// Counts a job sent (`true`) or answered.
+fn count_outstanding(w: &mut Worker, sent: bool) {
+    if sent {
+        w.outstanding += 1;
+        w.peak = w.peak.max(w.outstanding);
+        return;
+    }
+    w.outstanding = w.outstanding.saturating_sub(1);
+    if w.outstanding == 0 && w.peak > TRIM_AFTER {
+        w.peak = 0;
+        // The Redis thread's allocations come from an arena of their own,
+        // which glibc keeps after a burst of waiting jobs: hand it back.
+        // SAFETY: glibc's malloc_trim, safe to call at any time.
+        unsafe { libc::malloc_trim(0) };
+    }
+}
+
 /// Sends a job nobody waits for.
 pub fn submit(job: Job) {
     WORKER.with_borrow(|w| {
@@ -210,7 +270,14 @@ pub fn keep(
     now: u64,
 ) {
     if !record(main, &writes, keys.tag(), now) {
-        submit(Job::Write { writes, keys });
+        // Counted as waiting work: a stalled Redis must not pile them up.
+        WORKER.with_borrow_mut(|w| {
+            if let Some(w) = w.as_mut().filter(|w| w.outstanding < MAX_WAITING) {
+                if w.client.submit(UNKEPT, Job::Write { writes, keys }) {
+                    count_outstanding(w, true);
+                }
+            }
+        });
     }
 }
 
@@ -320,16 +387,23 @@ fn park_for(r: &mut Request, job: Option<Job>, answer: Option<Answered>) -> bool
     cln.data = ptr::without_provenance_mut(token as usize);
     let sent = WORKER.with_borrow_mut(|w| {
         let Some(w) = w.as_mut() else { return false };
-        match job {
+        let sent = match job {
             Some(job) => w.client.submit(token, job),
             None => {
                 if !w.adopt_in_flight {
                     w.adopt_in_flight = w.client.submit(ADOPT, Job::Adopt);
+                    if w.adopt_in_flight {
+                        count_outstanding(w, true);
+                    }
                 }
                 w.waiting.push(token);
                 true
             }
+        };
+        if sent {
+            count_outstanding(w, true);
         }
+        sent
     });
     if !sent {
         forget(token);
@@ -467,8 +541,15 @@ fn handle(reply: Reply) {
     if let (Some(why), Some(log)) = (&reply.refused, log) {
         ngx_log_error!(NGX_LOG_ERR, log, "sessions: Redis refused a command: {why}");
     }
+    if reply.token != 0 {
+        WORKER.with_borrow_mut(|w| {
+            if let Some(w) = w.as_mut() {
+                count_outstanding(w, false);
+            }
+        });
+    }
     match reply.token {
-        0 => {}
+        0 | UNKEPT => {}
         ADOPT => {
             let waiting = WORKER.with_borrow_mut(|w| {
                 let w = w.as_mut()?;
@@ -502,6 +583,11 @@ fn handle(reply: Reply) {
             });
             crate::phases::cookies::forget_verified();
             for token in waiting.unwrap_or_default() {
+                WORKER.with_borrow_mut(|w| {
+                    if let Some(w) = w.as_mut() {
+                        count_outstanding(w, false);
+                    }
+                });
                 resume(token, Wake::Retry);
             }
         }
