@@ -161,3 +161,110 @@ fn the_readme_loads_and_installs_what_the_packaging_builds() {
     assert!(readme.contains("apt install ./target/deb/libnginx-mod-http-sessions_"));
     assert!(readme.contains("/etc/nginx/conf.d/"));
 }
+
+/// The Debian packages the README tells a newcomer to install are the ones
+/// `make test` and `make run` check for (scripts/deps.sh), and CI installs
+/// at least those on its fresh machine.
+#[test]
+fn the_readme_apt_line_is_what_the_scripts_install() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let words = |text: &str, start: &str, end: char| -> Vec<String> {
+        let at = text.find(start).unwrap_or_else(|| panic!("{start:?} not found")) + start.len();
+        let rest = &text[at..];
+        let mut list: Vec<String> = rest[..rest.find(end).unwrap()]
+            .split_whitespace()
+            .filter(|w| !w.starts_with('-') && *w != "\\")
+            .map(str::to_string)
+            .collect();
+        list.sort();
+        list
+    };
+    let readme = fs::read_to_string(root.join("README.md")).unwrap();
+    let told = words(&readme, "```sh\napt-get install -y ", '\n');
+    let deps = fs::read_to_string(root.join("scripts/deps.sh")).unwrap();
+    assert_eq!(
+        told,
+        words(&deps, "packages=(", ')'),
+        "README and scripts/deps.sh"
+    );
+    let ci = fs::read_to_string(root.join(".ci/run")).unwrap();
+    let installed = words(&ci, "apt-get install -y -qq --no-install-recommends", '\n');
+    let installed: Vec<String> = ci[ci.find("--no-install-recommends").unwrap()..]
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .flat_map(|l| l.split_whitespace())
+        .filter(|w| !w.starts_with('-') && *w != "\\")
+        .map(str::to_string)
+        .chain(installed)
+        .collect();
+    let missing: Vec<&String> = told.iter().filter(|p| !installed.contains(p)).collect();
+    assert!(missing.is_empty(), ".ci/run does not install {missing:?}");
+}
+
+/// The layout in the README's Development section names files that exist,
+/// and every source file (a folder listed without its files covers those).
+#[test]
+fn the_readme_layout_is_the_tree() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = fs::read_to_string(root.join("README.md")).unwrap();
+    let dev = &readme[readme.find("## Development").expect("a Development section")..];
+    let block = &dev[dev.find("```\n").unwrap() + 4..];
+    let block = &block[..block.find("```").unwrap()];
+    let mut stack: Vec<String> = Vec::new();
+    let mut named: Vec<String> = Vec::new();
+    for line in block.lines() {
+        let indent = line.len() - line.trim_start().len();
+        // Descriptions wrap onto lines indented as far as the description.
+        if indent >= 20 || line.trim().is_empty() {
+            continue;
+        }
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap();
+        let mut entries = vec![first.trim_end_matches(',').to_string()];
+        if first.ends_with(',') {
+            entries.push(words.next().unwrap().to_string());
+        }
+        stack.truncate(indent / 2);
+        for e in &entries {
+            let path = format!("{}{e}", stack.concat());
+            assert!(
+                root.join(&path).exists(),
+                "the README's layout names {path}, which is not there"
+            );
+            named.push(path);
+        }
+        if first.ends_with('/') {
+            stack.push(first.to_string());
+        }
+    }
+    let covered = |file: &str| {
+        named.iter().any(|n| {
+            n == file
+                || (n.ends_with('/')
+                    && file.starts_with(n.as_str())
+                    && !named.iter().any(|m| m != n && m.starts_with(n.as_str())))
+        })
+    };
+    fn walk(dir: &Path, root: &Path, out: &mut Vec<String>) {
+        for e in fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, root, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p.strip_prefix(root).unwrap().display().to_string());
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(&root.join("src"), root, &mut files);
+    walk(&root.join("core/src"), root, &mut files);
+    // A folder's mod.rs is the folder.
+    let unnamed: Vec<&String> = files
+        .iter()
+        .filter(|f| !f.ends_with("/mod.rs") && !covered(f))
+        .collect();
+    assert!(
+        unnamed.is_empty(),
+        "the README's layout does not name {unnamed:?}"
+    );
+}
