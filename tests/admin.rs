@@ -124,6 +124,20 @@ fn bad_admin_requests_are_refused_clearly() {
     assert_eq!(r.status, 400);
     let r = send(&n, "DELETE", "/admin/sessions?id=xyz", None);
     assert_eq!(r.status, 400);
+    // A name no session can have: empty, too long, a control character.
+    let long = "x".repeat(65);
+    for user in ["", &long, "a%0Ab"] {
+        let r = send(&n, "DELETE", &format!("/admin/sessions?user={user}"), None);
+        assert_eq!(r.status, 400, "{user:?}");
+        assert!(json(&r)["error"].as_str().unwrap().contains("user name"));
+    }
+    let r = send(
+        &n,
+        "POST",
+        "/admin/sessions",
+        Some(r#"{"action":"list","user":"a\u0001"}"#),
+    );
+    assert_eq!(r.status, 400);
     assert_eq!(send(&n, "PUT", "/admin/sessions", None).status, 405);
     let big = format!(r#"{{"action":"list","user":"{}"}}"#, "x".repeat(5000));
     assert_eq!(send(&n, "POST", "/admin/sessions", Some(&big)).status, 413);
