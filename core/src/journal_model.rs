@@ -519,5 +519,6 @@ fn the_journal_matches_its_model() {
         })
         .unwrap();
     let steps = STEPS.load(Ordering::Relaxed) - before;
+    eprintln!("journal model: {steps} operations");
     assert!(steps >= 300_000, "only {steps} operations ran");
 }

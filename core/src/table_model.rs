@@ -731,6 +731,7 @@ fn the_table_matches_its_model_over_a_million_operations() {
         .run(&strategy, |(shape, ops)| run(shape, &ops))
         .unwrap();
     let steps = STEPS.load(Ordering::Relaxed) - before;
+    eprintln!("table model: {steps} operations");
     assert!(steps >= 1_000_000, "only {steps} operations ran");
 }
 
