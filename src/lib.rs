@@ -72,7 +72,7 @@ impl Hooks {
             let pending = main
                 .redis
                 .pending
-                .unwrap_or(sessions_core::redis_conf::DEFAULT_PENDING);
+                .unwrap_or(sessions_core::config::redis_conf::DEFAULT_PENDING);
             // SAFETY: the main configuration outlives the zone it is handed to.
             let main_ptr: *mut MainConf = main;
             if zone::shm::add_journal(cf, unsafe { &mut *main_ptr }, pending).is_err() {
@@ -249,12 +249,12 @@ extern "C" fn init_process(cycle: *mut nginx_sys::ngx_cycle_t) -> ngx_int_t {
                 near: main
                     .redis
                     .near_cache
-                    .or(Some(sessions_core::redis_conf::DEFAULT_NEAR_CACHE))
+                    .or(Some(sessions_core::config::redis_conf::DEFAULT_NEAR_CACHE))
                     .filter(|&n| main.redis_store && n > 0)
                     .map(|n| {
-                        std::sync::Arc::new(std::sync::Mutex::new(sessions_core::near_cache::NearCache::new(
-                            n as usize,
-                        )))
+                        std::sync::Arc::new(std::sync::Mutex::new(
+                            sessions_core::stores::redis::near_cache::NearCache::new(n as usize),
+                        ))
                     }),
                 seals: main.redis_seals.clone(),
             };

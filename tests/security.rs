@@ -12,10 +12,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use common::{Nginx, Redis, Request, Response};
-use sessions_core::cookie::encode_value;
+use sessions_core::codec::cookie::encode_value;
 use sessions_core::engine::fingerprint;
-use sessions_core::id::{fill_random, RandomPool};
-use sessions_core::table::{Entry, Record};
+use sessions_core::model::record::{Entry, Record};
+use sessions_core::primitives::id::{fill_random, RandomPool};
 use sessions_core::{Handle, Keyring, SessionId};
 
 /// Sessions in `redis` with the default `random` secret and name.

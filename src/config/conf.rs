@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::ptr;
 
 use nginx_sys::{ngx_http_complex_value_t, ngx_shm_zone_t};
-use sessions_core::proxy::Cidr;
-use sessions_core::redis_conf::{RedisSettings, Topology, Unavailable};
-use sessions_core::store::StoreKind;
+use sessions_core::config::proxy::Cidr;
+use sessions_core::config::redis_conf::{RedisSettings, Topology, Unavailable};
+use sessions_core::engine::store::StoreKind;
 use sessions_core::{CookieAttrs, Keyring, Policy, SameSite, Secure, Timeouts};
 
 /// `sessions_cookie_max_data` when not set.
@@ -79,11 +79,11 @@ pub struct MainConf {
     pub redis_random: Option<(Keyring, Vec<u8>)>,
     /// The Redis writes kept until acknowledged, once its zone is set up.
     pub journal: Option<std::sync::Arc<crate::zone::journal::SharedJournal>>,
-    pub journal_plan: Option<sessions_core::journal::JournalPlan>,
+    pub journal_plan: Option<sessions_core::stores::redis::journal::JournalPlan>,
     /// Every secret's keys a Redis location seals with, for the journal's flushers.
-    pub redis_seals: Vec<sessions_core::sealed::SealKeys>,
+    pub redis_seals: Vec<sessions_core::model::keys::SealKeys>,
     /// Some cookie-store location shares its records of ended sessions
-    /// through the configured Redis (`sessions_core::revoked`).
+    /// through the configured Redis (`sessions_core::stores::zone::revoked`).
     pub cookie_shared: bool,
     /// Some enabled location stores sessions in Redis (`sessions_store redis`).
     pub redis_store: bool,

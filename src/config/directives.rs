@@ -1,6 +1,6 @@
 //! The directive table and its handlers. Every handler does the same four
 //! steps: duplicate check, read the arguments, parse with a plain function
-//! from `sessions_core::parse`, report with nginx's wording.
+//! from `sessions_core::config::parse`, report with nginx's wording.
 
 use std::ffi::{c_char, c_void};
 use std::path::PathBuf;
@@ -16,9 +16,9 @@ use nginx_sys::{
 use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::{ngx_conf_log_error, ngx_string};
-use sessions_core::parse::{self, Reason, ZoneParam};
-use sessions_core::proxy::Cidr;
-use sessions_core::redis_conf::{self, DEFAULT_PORT, DEFAULT_SENTINEL_PORT};
+use sessions_core::config::parse::{self, Reason, ZoneParam};
+use sessions_core::config::proxy::Cidr;
+use sessions_core::config::redis_conf::{self, DEFAULT_PORT, DEFAULT_SENTINEL_PORT};
 use sessions_core::Keyring;
 
 use crate::config::conf::{LocConf, LoginUrl, MainConf, NameConf, SecretConf, StateConf};
@@ -815,7 +815,7 @@ pub static mut COMMANDS: [ngx_command_t; 53] = [
 /// `sessions_cookie_max_data`: a size up to what the cookie store can seal.
 fn cookie_max_data(v: &[u8]) -> Result<usize, Reason> {
     match parse::size(v)? {
-        n if n > sessions_core::cookie_store::MAX_DATA => {
+        n if n > sessions_core::stores::cookie::MAX_DATA => {
             Err("it must be at most 4656 (16 keys of 32 bytes, values of 256)")
         }
         n => Ok(n),

@@ -7,7 +7,7 @@ use nginx_sys::NGX_LOG_INFO;
 use ngx::core::Status;
 use ngx::http::{HTTPStatus, HttpModuleLocationConf, HttpModuleMainConf, Request};
 use ngx::{http_request_handler, ngx_log_error};
-use sessions_core::gate::ControlHeader;
+use sessions_core::access::gate::ControlHeader;
 use sessions_core::{apply, Control};
 
 use crate::config::module::Module;

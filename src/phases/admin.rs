@@ -10,9 +10,9 @@ use nginx_sys::{
 use ngx::core::Status;
 use ngx::http::{HTTPStatus, HttpModuleLocationConf, HttpModuleMainConf, Request};
 use ngx::ngx_log_error;
-use sessions_core::admin::{self, AdminRequest, Verb};
-use sessions_core::revoked;
-use sessions_core::table::Record;
+use sessions_core::access::admin::{self, AdminRequest, Verb};
+use sessions_core::model::record::Record;
+use sessions_core::stores::zone::revoked;
 
 use crate::config::conf::LocConf;
 use crate::config::module::Module;

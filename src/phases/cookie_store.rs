@@ -5,11 +5,11 @@
 
 use ngx::core::Status;
 use ngx::http::Request;
-use sessions_core::cookie_store::{self, Contents, CookieSession};
+use sessions_core::engine::store::{Store, StoreKind};
 use sessions_core::engine::Presented;
-use sessions_core::id::RandomPool;
-use sessions_core::store::{Store, StoreKind};
-use sessions_core::{resolve, revoked, Facts, Keyring, Policy, Record, SessionId, Table};
+use sessions_core::primitives::id::RandomPool;
+use sessions_core::stores::cookie::{self as cookie_store, Contents, CookieSession};
+use sessions_core::{resolve, stores::zone::revoked, Facts, Keyring, Policy, Record, SessionId, Table};
 
 use crate::config::conf::{LocConf, MainConf};
 use crate::phases::cookies::{self, with_sealers, SCRATCH};

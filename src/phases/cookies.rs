@@ -9,10 +9,10 @@ use nginx_sys::ngx_str_t;
 use nginx_sys::{NGX_LOG_ALERT, NGX_LOG_ERR};
 use ngx::http::Request;
 use ngx::ngx_log_error;
-use sessions_core::cookie::{cookie_values, encode_value, Owner, VerifyCache};
-use sessions_core::cookie_store::{self, Contents, CookieSealer, OpenCache, SealError};
+use sessions_core::codec::cookie::{cookie_values, encode_value, Owner, VerifyCache};
 use sessions_core::engine::{fingerprint, Presented};
-use sessions_core::id::RandomPool;
+use sessions_core::primitives::id::RandomPool;
+use sessions_core::stores::cookie::{self as cookie_store, Contents, CookieSealer, OpenCache, SealError};
 use sessions_core::Keyring;
 
 use crate::config::conf::LocConf;
@@ -177,7 +177,10 @@ pub fn with_sealers<R>(keys: &Keyring, name: &[u8], f: impl FnOnce(&[CookieSeale
     let owner = owner(keys, name);
     SEALERS.with_borrow_mut(|cache| {
         if cache.as_ref().is_none_or(|(o, _)| *o != owner) {
-            let sealers = keys.iter().map(|k| k.cookie_sealer(name)).collect();
+            let sealers = keys
+                .iter()
+                .map(|k| CookieSealer::new(&k.cookie_store_key(name)))
+                .collect();
             *cache = Some((owner, sealers));
         }
         f(&cache.as_ref().expect("just set").1)

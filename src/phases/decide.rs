@@ -5,10 +5,10 @@ use nginx_sys::{NGX_LOG_ALERT, NGX_LOG_INFO};
 use ngx::core::Status;
 use ngx::http::{HTTPStatus, Request};
 use ngx::ngx_log_error;
+use sessions_core::access::gate::{login_redirect, wants_401};
+use sessions_core::engine::store::StoreKind;
 use sessions_core::engine::Presented;
-use sessions_core::gate::{login_redirect, wants_401};
-use sessions_core::id::RandomError;
-use sessions_core::store::StoreKind;
+use sessions_core::primitives::id::RandomError;
 use sessions_core::{resolve, Facts, Keyring, Outcome};
 
 use crate::config::conf::{LocConf, MainConf};

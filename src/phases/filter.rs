@@ -8,7 +8,8 @@ use nginx_sys::{NGX_LOG_ERR, NGX_LOG_INFO};
 use ngx::core::Status;
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, Request};
 use ngx::ngx_log_error;
-use sessions_core::gate::{set_value, truthy, valid_user, ControlHeader};
+use sessions_core::access::gate::{set_value, truthy, ControlHeader};
+use sessions_core::model::record::valid_user;
 use sessions_core::{apply, update_data, Control, ControlError, DataUpdateError};
 
 use crate::config::conf::LocConf;

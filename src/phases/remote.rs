@@ -8,12 +8,12 @@ use nginx_sys::NGX_LOG_ALERT;
 use ngx::core::Status;
 use ngx::http::{HTTPStatus, Request};
 use ngx::ngx_log_error;
+use sessions_core::config::redis_conf::Unavailable;
+use sessions_core::engine::store::{Event, Store, StoreKind};
 use sessions_core::engine::Presented;
-use sessions_core::id::RandomPool;
-use sessions_core::redis_conf::Unavailable;
-use sessions_core::store::{Event, Store, StoreKind};
-use sessions_core::table::Entry;
-use sessions_core::view::{touch_interval, View};
+use sessions_core::model::record::Entry;
+use sessions_core::primitives::id::RandomPool;
+use sessions_core::stores::redis::view::{touch_interval, View};
 use sessions_core::{resolve, Facts, Keyring, SessionId};
 
 use crate::config::conf::{LocConf, MainConf};
@@ -272,7 +272,7 @@ pub fn end_presented(r: &Request, lc: &LocConf, main: &MainConf) -> bool {
         return true; // no session to end
     };
     let tag = keys.key(usize::from(key)).seal().tag();
-    let writes = [sessions_core::view::Write::Delete { id }];
+    let writes = [sessions_core::stores::redis::view::Write::Delete { id }];
     park::record(main, &writes, tag, crate::phases::request::now_ms())
 }
 

@@ -12,8 +12,8 @@ use nginx_sys::{
 };
 use ngx::core::{Buffer, Status as NgxStatus};
 use ngx::http::{HTTPStatus, Request};
-use sessions_core::proxy::{address_bytes, says_https, Cidr};
-use sessions_core::store::StoreKind;
+use sessions_core::config::proxy::{address_bytes, says_https, Cidr};
+use sessions_core::engine::store::StoreKind;
 use sessions_core::{Handle, Record, SessionId, Status};
 
 use crate::config::module::ngx_http_sessions_module;
@@ -199,7 +199,7 @@ pub fn strip_request_cookie(r: &mut Request, name: &[u8], scratch: &mut Vec<u8>)
                 .iter_mut()
                 .filter(|h| h.key.as_bytes().eq_ignore_ascii_case(b"cookie"))
             {
-                if sessions_core::cookie::strip_cookie(h.value.as_bytes(), name, scratch) {
+                if sessions_core::codec::cookie::strip_cookie(h.value.as_bytes(), name, scratch) {
                     let data = ngx_pnalloc(pool, scratch.len().max(1)).cast::<u8>();
                     if data.is_null() {
                         return None;
@@ -340,7 +340,7 @@ pub struct Ctx {
     pub handle: Handle,
     /// The logged-in user, empty when not logged in.
     pub user: ngx_str_t,
-    /// The session's data (see `sessions_core::data`), empty for none.
+    /// The session's data (see `sessions_core::model::data`), empty for none.
     pub data: ngx_str_t,
     pub created_ms: u64,
     /// `u64::MAX` when no timeout applies.

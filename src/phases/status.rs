@@ -5,8 +5,8 @@ use std::fmt::Write;
 use nginx_sys::{NGX_HTTP_GET, NGX_HTTP_HEAD};
 use ngx::core::Status;
 use ngx::http::{HTTPStatus, HttpModuleMainConf, Request};
-use sessions_core::journal::JournalStats;
-use sessions_core::table::Stats;
+use sessions_core::stores::redis::journal::JournalStats;
+use sessions_core::stores::zone::table::Stats;
 
 use crate::config::module::Module;
 use crate::phases::request;

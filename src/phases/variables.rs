@@ -118,7 +118,7 @@ unsafe extern "C" fn get_data(
     let key = name.get(b"session_data_".len()..).unwrap_or_default();
     let mut found = true;
     let rc = render(r, v, |c, b| {
-        match sessions_core::data::get(c.data.as_bytes(), key) {
+        match sessions_core::model::data::get(c.data.as_bytes(), key) {
             Some(value) => b.extend_from_slice(value),
             None => found = false,
         }

@@ -17,8 +17,8 @@ use nginx_sys::{
 };
 use ngx::http::{HttpModuleMainConf, Request};
 use ngx::ngx_log_error;
-use sessions_core::near_cache::NearCache;
-use sessions_core::redis_conf::{RedisSettings, Topology};
+use sessions_core::config::redis_conf::{RedisSettings, Topology};
+use sessions_core::stores::redis::near_cache::NearCache;
 use sessions_core::Keyring;
 
 use crate::config::conf::MainConf;
@@ -265,8 +265,8 @@ fn wake_flusher() {
 /// acknowledges them. With the journal full they are sent once, unkept.
 pub fn keep(
     main: &MainConf,
-    writes: Vec<sessions_core::view::Write>,
-    keys: sessions_core::sealed::SealKeys,
+    writes: Vec<sessions_core::stores::redis::view::Write>,
+    keys: sessions_core::model::keys::SealKeys,
     now: u64,
 ) {
     if !record(main, &writes, keys.tag(), now) {
@@ -284,7 +284,12 @@ pub fn keep(
 /// Records `writes` (sealed later with the keys tagged `tag`) in the
 /// journal and wakes this worker's flusher; `false`, and the bound
 /// reported, when there is no room.
-pub fn record(main: &MainConf, writes: &[sessions_core::view::Write], tag: u64, now: u64) -> bool {
+pub fn record(
+    main: &MainConf,
+    writes: &[sessions_core::stores::redis::view::Write],
+    tag: u64,
+    now: u64,
+) -> bool {
     let kept = in_journal(main, |j| j.record(writes, tag, now));
     if !kept {
         if let Some(j) = &main.journal {
@@ -296,14 +301,21 @@ pub fn record(main: &MainConf, writes: &[sessions_core::view::Write], tag: u64, 
 
 /// Records the first write of a new session (see `Journal::record_new`)
 /// and wakes this worker's flusher; `false` when it must go another way.
-pub fn record_new(main: &MainConf, writes: &[sessions_core::view::Write], tag: u64, now: u64) -> bool {
+pub fn record_new(
+    main: &MainConf,
+    writes: &[sessions_core::stores::redis::view::Write],
+    tag: u64,
+    now: u64,
+) -> bool {
     in_journal(main, |j| j.record_new(writes, tag, now))
 }
 
 /// Keeps writes in the journal by `f`, and wakes the flusher if it did.
 fn in_journal(
     main: &MainConf,
-    f: impl FnOnce(&mut sessions_core::journal::Journal<'_>) -> Result<(), sessions_core::journal::Full>,
+    f: impl FnOnce(
+        &mut sessions_core::stores::redis::journal::Journal<'_>,
+    ) -> Result<(), sessions_core::stores::redis::journal::Full>,
 ) -> bool {
     let kept = main.journal.as_ref().is_some_and(|j| j.with(|j| f(j).is_ok()));
     if kept {
@@ -315,7 +327,12 @@ fn in_journal(
 /// Sends the records a cookie-store request or an admin revocation made
 /// (sealed with `keys`) to every instance sharing the Redis, kept in the
 /// journal until Redis acknowledges them. Nothing without a shared Redis.
-pub fn share(main: &MainConf, keys: &Keyring, records: &[sessions_core::revoked::Shared], now: u64) {
+pub fn share(
+    main: &MainConf,
+    keys: &Keyring,
+    records: &[sessions_core::stores::zone::revoked::Shared],
+    now: u64,
+) {
     let seal = keys.key(0).seal();
     // Only a configured secret's: the flushers know no other keys (and
     // with a `random` one no other instance opens these cookies anyway).
@@ -325,7 +342,7 @@ pub fn share(main: &MainConf, keys: &Keyring, records: &[sessions_core::revoked:
     }
     let writes = records
         .iter()
-        .map(|r| sessions_core::view::Write::Revoked(*r))
+        .map(|r| sessions_core::stores::redis::view::Write::Revoked(*r))
         .collect();
     keep(main, writes, seal.clone(), now);
 }

@@ -1,5 +1,5 @@
 //! The shared-memory zone that keeps Redis writes until Redis acknowledges
-//! them (`sessions_core::journal`). Every worker reads through it and every
+//! them (`sessions_core::stores::redis::journal`). Every worker reads through it and every
 //! worker's Redis thread flushes it; it outlives reloads and crashed
 //! workers, as the session zone does.
 
@@ -7,7 +7,7 @@ use std::ptr::NonNull;
 use std::slice;
 
 use ngx::core::SlabPool;
-use sessions_core::journal::{Journal, JournalHeader, JournalPlan, JournalSlot};
+use sessions_core::stores::redis::journal::{Journal, JournalHeader, JournalPlan, JournalSlot};
 
 use crate::redis::client::PendingWrites;
 

@@ -10,8 +10,8 @@ use nginx_sys::{
 };
 use ngx::core::Status;
 use ngx::ngx_log_error;
-use sessions_core::id::random_alnum;
-use sessions_core::table::Plan;
+use sessions_core::primitives::id::random_alnum;
+use sessions_core::stores::zone::table::Plan;
 use sessions_core::{Header, Keyring, Table};
 
 use std::ffi::c_char;
@@ -22,7 +22,7 @@ use nginx_sys::{ngx_conf_t, ngx_shared_memory_add, ngx_str_t};
 use ngx::core::SlabPool;
 use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ngx_conf_log_error;
-use sessions_core::journal::{Journal, JournalHeader, JournalPlan};
+use sessions_core::stores::redis::journal::{Journal, JournalHeader, JournalPlan};
 
 use crate::config::conf::MainConf;
 use crate::zone::journal;
@@ -81,7 +81,7 @@ pub extern "C" fn init(shm_zone: *mut ngx_shm_zone_t, _old: *mut c_void) -> ngx_
         let (hdr, buckets, slots, chunks) = unsafe { carve(region.as_ptr(), plan) };
         let mut t = Table::format(hdr, buckets, slots, chunks);
         let h = t.header();
-        let seeded = sessions_core::id::fill_random(&mut h.random_secret)
+        let seeded = sessions_core::primitives::id::fill_random(&mut h.random_secret)
             .and_then(|()| random_alnum::<16>())
             .map(|name| h.random_name = name);
         if seeded.is_err() {

@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 
 use nginx_sys::{ngx_add_timer, ngx_cycle_t, ngx_event_t, ngx_log_t, NGX_LOG_ERR, NGX_LOG_NOTICE};
 use ngx::ngx_log_error;
-use sessions_core::id::RandomPool;
-use sessions_core::state::{self, Snapshot};
+use sessions_core::primitives::id::RandomPool;
+use sessions_core::stores::zone::state::{self, Snapshot};
 use sessions_core::{Keyring, Table};
 
 use crate::config::conf::{MainConf, StateConf};

@@ -7,8 +7,8 @@ use std::slice;
 
 use nginx_sys::ngx_shm_zone_t;
 use ngx::core::SlabPool;
-use sessions_core::table::{Chunk, Plan};
-use sessions_core::{revoked, Header, Slot, Table};
+use sessions_core::stores::zone::table::{Chunk, Plan};
+use sessions_core::{stores::zone::revoked, Header, Slot, Table};
 
 use crate::redis::client::SharedRecords;
 

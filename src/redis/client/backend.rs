@@ -14,7 +14,7 @@ use redis::{
     AsyncConnectionConfig, Client, ClientTlsConfig, ConnectionAddr, ConnectionInfo, IntoConnectionInfo,
     ProtocolVersion, PushInfo, RedisConnectionInfo, RedisError, RedisResult, TlsCertificates, TlsMode,
 };
-use sessions_core::redis_conf::{self as rc, Address, RedisSettings, Topology};
+use sessions_core::config::redis_conf::{self as rc, Address, RedisSettings, Topology};
 
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);

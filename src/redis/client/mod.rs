@@ -12,17 +12,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::RedisError;
+use sessions_core::config::redis_conf::{RedisSettings, Topology};
+use sessions_core::engine::store::Event;
 use sessions_core::engine::Presented;
-use sessions_core::id::Handle;
-use sessions_core::id::{random_alnum, RandomPool};
-use sessions_core::journal::{Journal, Pending};
-use sessions_core::near_cache::{NearCache, Ticket};
-use sessions_core::redis_conf::{RedisSettings, Topology};
-use sessions_core::sealed::SealKeys;
-use sessions_core::store::Event;
-use sessions_core::table::{Entry, Record};
-use sessions_core::view::{touch_interval, View, Write, EXPIRED_KEPT};
-use sessions_core::{resolve, revoked, Facts, Outcome, Policy, SessionId};
+use sessions_core::model::keys::SealKeys;
+use sessions_core::model::record::{Entry, Record};
+use sessions_core::primitives::id::Handle;
+use sessions_core::primitives::id::{random_alnum, RandomPool};
+use sessions_core::stores::redis::journal::{Journal, Pending};
+use sessions_core::stores::redis::near_cache::{NearCache, Ticket};
+use sessions_core::stores::redis::view::{touch_interval, View, Write, EXPIRED_KEPT};
+use sessions_core::{resolve, stores::zone::revoked, Facts, Outcome, Policy, SessionId};
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::mpsc;
 
@@ -960,7 +960,7 @@ impl Shared {
             let Some(keys) = self.known.borrow().iter().find(|k| k.tag() == tag).cloned() else {
                 continue;
             };
-            let batch: Vec<&sessions_core::journal::Claimed> =
+            let batch: Vec<&sessions_core::stores::redis::journal::Claimed> =
                 claimed.iter().filter(|c| c.tag == tag).collect();
             let writes: Vec<Write> = batch.iter().map(|c| c.write.clone()).collect();
             // Ends well before the lease, so no other flusher sends them meanwhile.
@@ -1593,14 +1593,22 @@ impl Shared {
     /// this module never writes (a wrong type too) is replaced, once, by a
     /// fresh one, unless another instance replaced it meanwhile.
     async fn adopt(&self) -> Result<Answer, Failure> {
-        let secret = sessions_core::id::random_secret_hex().map_err(|_| Failure::NoRandom)?;
+        let secret = sessions_core::primitives::id::random_secret_hex().map_err(|_| Failure::NoRandom)?;
         let name = random_alnum::<16>().map_err(|_| Failure::NoRandom)?;
         let mut got = Vec::with_capacity(2);
         let mut replaced = Vec::new();
         type Check = fn(&[u8]) -> bool;
         let values: [(&str, &[u8], Check); 2] = [
-            ("random-secret", &secret, sessions_core::id::is_random_secret),
-            ("random-name", &name, sessions_core::id::is_random_name),
+            (
+                "random-secret",
+                &secret,
+                sessions_core::primitives::id::is_random_secret,
+            ),
+            (
+                "random-name",
+                &name,
+                sessions_core::primitives::id::is_random_name,
+            ),
         ];
         for (key, ours, sound) in values {
             let mut k = self.prefix.clone();
@@ -1705,10 +1713,10 @@ fn timeouts(settings: &RedisSettings) -> (u64, u64) {
     (
         settings
             .connect_timeout
-            .unwrap_or(sessions_core::redis_conf::DEFAULT_CONNECT_TIMEOUT),
+            .unwrap_or(sessions_core::config::redis_conf::DEFAULT_CONNECT_TIMEOUT),
         settings
             .timeout
-            .unwrap_or(sessions_core::redis_conf::DEFAULT_TIMEOUT),
+            .unwrap_or(sessions_core::config::redis_conf::DEFAULT_TIMEOUT),
     )
 }
 

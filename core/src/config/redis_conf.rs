@@ -1,8 +1,8 @@
 //! Redis connection settings as the `sessions_redis_*` directives give them,
 //! and the parsers for their values. Nothing here connects.
 
-use crate::parse::Reason;
-use crate::store::StoreKind;
+use crate::config::parse::Reason;
+use crate::engine::store::StoreKind;
 
 /// Where a Redis server (or Sentinel, or cluster node) listens.
 #[derive(Debug, Clone, PartialEq, Eq)]

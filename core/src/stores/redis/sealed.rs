@@ -14,69 +14,23 @@
 //! index's own key, and a pointer from the session's public handle to it,
 //! are keyed hashes that show neither user nor handle.
 
-use chacha20poly1305::aead::consts::{U12, U16};
-use chacha20poly1305::aead::{AeadInOut, Nonce, Tag};
-use chacha20poly1305::ChaCha20Poly1305;
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
+use chacha20poly1305::{ChaCha20Poly1305, KeyInit};
+use hmac::Mac;
 
-use crate::id::{Handle, RandomError, RandomPool, SessionId};
-use crate::keys::hkdf_sha256;
-use crate::table::{Entry, Record};
+use crate::model::keys::SealKeys;
+use crate::model::record::{Entry, Record};
+pub use crate::primitives::crypto::Unsealed;
+use crate::primitives::crypto::{aead_open, aead_seal, AEAD_OVERHEAD};
+use crate::primitives::id::{Handle, RandomError, RandomPool, SessionId};
 
-type HmacSha256 = Hmac<Sha256>;
-
-const INDEX_INFO: &[u8] = b"ngx-sessions v1 store index";
-const SEAL_INFO: &[u8] = b"ngx-sessions v1 store seal";
-const SUMMARY_INFO: &[u8] = b"ngx-sessions v1 store summary";
-const TAG_INFO: &[u8] = b"ngx-sessions v1 journal tag";
 /// Associated data of a shared cookie-store record: no summary's address
 /// (those start with the key prefix) is this.
 const SHARED_AAD: &[u8] = b"\0ngx-sessions v1 shared record";
 const VERSION: u8 = 1;
-pub(crate) const NONCE_LEN: usize = 12;
-pub(crate) const TAG_LEN: usize = 16;
-/// Bytes `aead_seal` adds to what it seals: the nonce and the tag.
-pub(crate) const AEAD_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
 const LIVE: u8 = 1;
 const GRACE: u8 = 2;
 
-/// Keys for one secret.
-#[derive(Clone)]
-pub struct SealKeys {
-    index: HmacSha256,
-    seal: HmacSha256,
-    summary: ChaCha20Poly1305,
-    /// Names these keys in the pending-write journal (reveals nothing of them).
-    tag: u64,
-}
-
-impl core::fmt::Debug for SealKeys {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str("SealKeys(..)")
-    }
-}
-
-/// A stored value that did not open: wrong key name, wrong secret, altered
-/// or unknown layout. The session is then unknown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Unsealed;
-
 impl SealKeys {
-    pub fn derive(secret: &[u8]) -> Self {
-        let mac = |info| HmacSha256::new_from_slice(&hkdf_sha256(secret, info)).expect("any key length");
-        Self {
-            index: mac(INDEX_INFO),
-            seal: mac(SEAL_INFO),
-            summary: ChaCha20Poly1305::new_from_slice(&hkdf_sha256(secret, SUMMARY_INFO))
-                .expect("32-byte key"),
-            tag: {
-                let t = hkdf_sha256(secret, TAG_INFO);
-                u64::from_le_bytes(t[..8].try_into().expect("8 bytes"))
-            },
-        }
-    }
-
     /// Which secret these keys come from, as the journal records it.
     pub fn tag(&self) -> u64 {
         self.tag
@@ -86,7 +40,7 @@ impl SealKeys {
     pub fn address(&self, prefix: &[u8], id: &SessionId, out: &mut Vec<u8>) {
         let h = self.index.clone().chain_update(id.0).finalize().into_bytes();
         out.extend_from_slice(prefix);
-        crate::b64::encode_into(&h, out);
+        crate::primitives::b64::encode_into(&h, out);
     }
 
     /// Appends the key of `user`'s index (a hash: session key -> summary,
@@ -115,7 +69,7 @@ impl SealKeys {
         out.extend_from_slice(prefix);
         out.extend_from_slice(kind);
         out.push(b':');
-        crate::b64::encode_into(&h, out);
+        crate::primitives::b64::encode_into(&h, out);
     }
 
     /// A cookie-store record as instances share it through Redis: sealed
@@ -124,20 +78,20 @@ impl SealKeys {
     /// write Redis cannot make one that `open_shared` accepts.
     pub fn seal_shared(
         &self,
-        r: &crate::revoked::Shared,
+        r: &crate::stores::zone::revoked::Shared,
         rng: &mut RandomPool,
     ) -> Result<Vec<u8>, RandomError> {
         let sealed = seal_with(&self.summary, SHARED_AAD, &r.encode(), rng)?;
-        let mut out = Vec::with_capacity(crate::b64::encoded_len(sealed.len()));
-        crate::b64::encode_into(&sealed, &mut out);
+        let mut out = Vec::with_capacity(crate::primitives::b64::encoded_len(sealed.len()));
+        crate::primitives::b64::encode_into(&sealed, &mut out);
         Ok(out)
     }
 
     /// Opens what `seal_shared` made.
-    pub fn open_shared(&self, member: &[u8]) -> Option<crate::revoked::Shared> {
-        let sealed = crate::b64::decode_vec(member)?;
+    pub fn open_shared(&self, member: &[u8]) -> Option<crate::stores::zone::revoked::Shared> {
+        let sealed = crate::primitives::b64::decode_vec(member)?;
         let plain = open_with(&self.summary, SHARED_AAD, &sealed).ok()?;
-        crate::revoked::Shared::decode(&plain)
+        crate::stores::zone::revoked::Shared::decode(&plain)
     }
 
     /// The summary of `rec` kept in its user's index under `address`.
@@ -208,7 +162,7 @@ pub(crate) fn parse_entry(plain: &[u8]) -> Result<(Entry, Vec<u8>), Unsealed> {
         Some((&LIVE, body)) => {
             let (rec, used) = Record::decode(body).ok_or(Unsealed)?;
             let data = &body[used..];
-            if !crate::data::valid_blob(data) {
+            if !crate::model::data::valid_blob(data) {
                 return Err(Unsealed);
             }
             Ok((Entry::Live(rec), data.to_vec()))
@@ -240,50 +194,6 @@ fn open_with(cipher: &ChaCha20Poly1305, aad: &[u8], value: &[u8]) -> Result<Vec<
         Some((&VERSION, sealed)) => aead_open(cipher, aad, sealed),
         _ => Err(Unsealed),
     }
-}
-
-/// Appends a random nonce, then `plain` encrypted and authenticated with
-/// `aad` bound, then the tag, to `out`. Any AEAD with a 96-bit nonce and a
-/// 128-bit tag: ChaCha20-Poly1305 for what Redis and the state file keep,
-/// AES-256-GCM-SIV for the cookie store.
-pub(crate) fn aead_seal<A: AeadInOut<NonceSize = U12, TagSize = U16>>(
-    cipher: &A,
-    aad: &[u8],
-    plain: &[u8],
-    rng: &mut RandomPool,
-    out: &mut Vec<u8>,
-) -> Result<(), RandomError> {
-    let mut nonce = [0u8; NONCE_LEN];
-    rng.fill(&mut nonce)?;
-    out.reserve(AEAD_OVERHEAD + plain.len());
-    out.extend_from_slice(&nonce);
-    let start = out.len();
-    out.extend_from_slice(plain);
-    let tag = cipher
-        .encrypt_inout_detached(&Nonce::<A>::from(nonce), aad, (&mut out[start..]).into())
-        .expect("what is sealed here is far below the AEADs' limits");
-    out.extend_from_slice(&tag);
-    Ok(())
-}
-
-/// Opens what `aead_seal` appended.
-pub(crate) fn aead_open<A: AeadInOut<NonceSize = U12, TagSize = U16>>(
-    cipher: &A,
-    aad: &[u8],
-    sealed: &[u8],
-) -> Result<Vec<u8>, Unsealed> {
-    if sealed.len() < AEAD_OVERHEAD {
-        return Err(Unsealed);
-    }
-    let (nonce, rest) = sealed.split_at(NONCE_LEN);
-    let (msg, tag) = rest.split_at(rest.len() - TAG_LEN);
-    let nonce = Nonce::<A>::try_from(nonce).map_err(|_| Unsealed)?;
-    let tag = Tag::<A>::try_from(tag).map_err(|_| Unsealed)?;
-    let mut plain = msg.to_vec();
-    cipher
-        .decrypt_inout_detached(&nonce, aad, (&mut plain[..]).into(), &tag)
-        .map_err(|_| Unsealed)?;
-    Ok(plain)
 }
 
 #[cfg(test)]
@@ -326,7 +236,7 @@ mod tests {
         assert_ne!(a, b);
         assert!(a.starts_with(b"p:"));
         let mut hex_b64 = Vec::new();
-        crate::b64::encode_into(&id.0, &mut hex_b64);
+        crate::primitives::b64::encode_into(&id.0, &mut hex_b64);
         assert!(!a.windows(hex_b64.len()).any(|w| w == hex_b64.as_slice()));
     }
 
@@ -460,9 +370,9 @@ mod tests {
     #[test]
     fn shared_records_open_only_under_the_keys_that_made_them() {
         let k = SealKeys::derive(b"secret");
-        let r = crate::revoked::Shared {
+        let r = crate::stores::zone::revoked::Shared {
             key: SessionId([3; 16]),
-            successor: crate::revoked::ENDED,
+            successor: crate::stores::zone::revoked::ENDED,
             until: 123_456,
         };
         let m = k.seal_shared(&r, &mut RandomPool::new()).unwrap();

@@ -10,13 +10,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
-use crate::data::MAX_BLOB;
-use crate::id::{Handle, SessionId};
-use crate::journal::tests::Mem;
-use crate::journal::{Claimed, Full, Pending, RETRY_FIRST, RETRY_MAX};
-use crate::revoked::{Shared, ENDED};
-use crate::table::{Entry, Record};
-use crate::view::Write;
+use crate::model::data::MAX_BLOB;
+use crate::model::record::{Entry, Record};
+use crate::primitives::id::{Handle, SessionId};
+use crate::stores::redis::journal::tests::Mem;
+use crate::stores::redis::journal::{Claimed, Full, Pending, RETRY_FIRST, RETRY_MAX};
+use crate::stores::redis::view::Write;
+use crate::stores::zone::revoked::{Shared, ENDED};
 
 const USERS: [&[u8]; 2] = [b"alice", b"bob"];
 

@@ -1,11 +1,14 @@
-//! Keys derived from the configured secrets.
+//! The key schedule: every key derived from the configured secrets.
 //!
-//! The MAC key is HKDF-SHA256(secret) with a purpose label, derived once per
-//! configuration. The keyed HMAC state is kept so that signing a cookie does
-//! not re-hash the key on every request.
+//! Each key is HKDF-SHA256(secret) with its own purpose label, derived once
+//! per configuration: the cookie MAC, the state file's key, the keys of what
+//! Redis keeps, and the cookie store's root (one key per cookie name). The
+//! keyed HMAC state is kept so that signing a cookie does not re-hash the
+//! key on every request. What each key seals lives with its store.
 
 use core::fmt;
 
+use chacha20poly1305::ChaCha20Poly1305;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
@@ -21,10 +24,21 @@ const SALT: &[u8] = b"ngx-sessions";
 const COOKIE_MAC_INFO: &[u8] = b"ngx-sessions v1 cookie mac";
 const STATE_INFO: &[u8] = b"ngx-sessions v1 state file";
 const COOKIE_STORE_INFO: &[u8] = b"ngx-sessions v1 cookie store root";
+const COOKIE_STORE_KEY_INFO: &[u8] = b"ngx-sessions v1 cookie store\0";
+const INDEX_INFO: &[u8] = b"ngx-sessions v1 store index";
+const SEAL_INFO: &[u8] = b"ngx-sessions v1 store seal";
+const SUMMARY_INFO: &[u8] = b"ngx-sessions v1 store summary";
+const TAG_INFO: &[u8] = b"ngx-sessions v1 journal tag";
 
 /// The key that seals a zone's state file under `secret`.
 pub fn state_key(secret: &[u8]) -> [u8; 32] {
     hkdf_sha256(secret, STATE_INFO)
+}
+
+/// The key that seals cookie-store sessions in cookie `name`, from the
+/// cookie-store root of one secret.
+pub fn cookie_store_key(root: &[u8], name: &[u8]) -> [u8; 32] {
+    hkdf_sha256_parts(root, &[COOKIE_STORE_KEY_INFO, name])
 }
 
 /// HKDF-SHA256 of a secret under this crate's salt, for one purpose.
@@ -47,12 +61,45 @@ fn hkdf_sha256_salted(ikm: &[u8], salt: &[u8], info: &[&[u8]]) -> [u8; 32] {
     okm
 }
 
+/// Keys for one secret of what an outside store (Redis) keeps; the
+/// sealing itself is `stores::redis::sealed`.
+#[derive(Clone)]
+pub struct SealKeys {
+    pub(crate) index: HmacSha256,
+    pub(crate) seal: HmacSha256,
+    pub(crate) summary: ChaCha20Poly1305,
+    /// Names these keys in the pending-write journal (reveals nothing of them).
+    pub(crate) tag: u64,
+}
+
+impl fmt::Debug for SealKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SealKeys(..)")
+    }
+}
+
+impl SealKeys {
+    pub fn derive(secret: &[u8]) -> Self {
+        let mac = |info| HmacSha256::new_from_slice(&hkdf_sha256(secret, info)).expect("any key length");
+        Self {
+            index: mac(INDEX_INFO),
+            seal: mac(SEAL_INFO),
+            summary: ChaCha20Poly1305::new_from_slice(&hkdf_sha256(secret, SUMMARY_INFO))
+                .expect("32-byte key"),
+            tag: {
+                let t = hkdf_sha256(secret, TAG_INFO);
+                u64::from_le_bytes(t[..8].try_into().expect("8 bytes"))
+            },
+        }
+    }
+}
+
 /// One cookie-signing key.
 #[derive(Clone)]
 pub struct Key {
     mac: HmacSha256,
     /// Keys for records kept in an outside store under this secret.
-    seal: crate::sealed::SealKeys,
+    seal: SealKeys,
     /// Seals the zone's state file.
     state: [u8; 32],
     /// Input of the cookie store's per-name sealing keys.
@@ -64,7 +111,7 @@ impl Key {
         let k = hkdf_sha256(secret, COOKIE_MAC_INFO);
         Self {
             mac: HmacSha256::new_from_slice(&k).expect("HMAC takes any key length"),
-            seal: crate::sealed::SealKeys::derive(secret),
+            seal: SealKeys::derive(secret),
             state: state_key(secret),
             cookie_root: hkdf_sha256(secret, COOKIE_STORE_INFO),
         }
@@ -85,13 +132,13 @@ impl Key {
         m
     }
 
-    pub fn seal(&self) -> &crate::sealed::SealKeys {
+    pub fn seal(&self) -> &SealKeys {
         &self.seal
     }
 
     /// The key that seals cookie-store sessions in cookie `name`.
-    pub fn cookie_sealer(&self, name: &[u8]) -> crate::cookie_store::CookieSealer {
-        crate::cookie_store::CookieSealer::derive(&self.cookie_root, name)
+    pub fn cookie_store_key(&self, name: &[u8]) -> [u8; 32] {
+        cookie_store_key(&self.cookie_root, name)
     }
 
     pub fn state_key(&self) -> &[u8; 32] {

@@ -6,10 +6,12 @@
 //! zone and holds the zone's lock around every call; here it is plain memory,
 //! so the logic is tested over ordinary vectors.
 
-use crate::id::{Handle, SessionId};
-use crate::timeouts::Times;
+use crate::engine::status::Status;
+use crate::engine::store::{Event, Store};
+use crate::model::record::{DataFull, Entry, Record};
+use crate::primitives::id::{Handle, SessionId};
 
-const NIL: u32 = u32::MAX;
+const NIL: u32 = crate::model::record::NO_DATA;
 /// Changes with the memory layout: a zone left by another layout is refused.
 const MAGIC: u64 = 0x6e67_7873_6573_7334; // "ngxsess4"
 
@@ -81,166 +83,6 @@ pub struct Header {
     pub random_name: [u8; 16],
 }
 
-/// Longest user name a session can carry.
-pub const MAX_USER: usize = 64;
-
-const FLAG_AUTHENTICATED: u8 = 1;
-const FLAG_REMEMBER: u8 = 2;
-
-/// What is stored about one session.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Record {
-    pub handle: Handle,
-    pub created: u64,
-    pub last_seen: u64,
-    pub renewed: u64,
-    /// Fingerprint of the User-Agent.
-    pub ua: u64,
-    /// Client address: 4 or 16 bytes used.
-    pub ip: [u8; 16],
-    /// First chunk of the session's data, `NIL` for none; owned by the slot.
-    data: u32,
-    data_len: u16,
-    pub ip_len: u8,
-    flags: u8,
-    user_len: u8,
-    _pad: [u8; 7],
-    /// In a grace slot: the id that replaced this one.
-    pub successor: SessionId,
-    user: [u8; MAX_USER],
-}
-
-impl Default for Record {
-    fn default() -> Self {
-        Self::EMPTY
-    }
-}
-
-impl Record {
-    /// No session: all zero, no data.
-    pub const EMPTY: Self = Self {
-        handle: Handle([0; 8]),
-        created: 0,
-        last_seen: 0,
-        renewed: 0,
-        ua: 0,
-        ip: [0; 16],
-        data: NIL,
-        data_len: 0,
-        ip_len: 0,
-        flags: 0,
-        user_len: 0,
-        _pad: [0; 7],
-        successor: SessionId([0; 16]),
-        user: [0; MAX_USER],
-    };
-
-    pub fn new(handle: Handle, now: u64, ip: &[u8], ua: u64) -> Self {
-        let mut r = Self {
-            handle,
-            created: now,
-            last_seen: now,
-            renewed: now,
-            ua,
-            ..Default::default()
-        };
-        r.set_ip(ip);
-        r
-    }
-
-    pub fn set_ip(&mut self, ip: &[u8]) {
-        let n = ip.len().min(16);
-        self.ip = [0; 16];
-        self.ip[..n].copy_from_slice(&ip[..n]);
-        self.ip_len = n as u8;
-    }
-
-    pub fn ip(&self) -> &[u8] {
-        &self.ip[..usize::from(self.ip_len)]
-    }
-
-    /// The authenticated user, if any.
-    pub fn user(&self) -> Option<&[u8]> {
-        (self.flags & FLAG_AUTHENTICATED != 0).then(|| &self.user[..usize::from(self.user_len)])
-    }
-
-    /// Marks the session as logged in as `user` (at most `MAX_USER` bytes).
-    pub fn log_in(&mut self, user: &[u8], remember: bool) -> Result<(), UserTooLong> {
-        if user.len() > MAX_USER {
-            return Err(UserTooLong);
-        }
-        self.user = [0; MAX_USER];
-        self.user[..user.len()].copy_from_slice(user);
-        self.user_len = user.len() as u8;
-        self.flags = FLAG_AUTHENTICATED | if remember { FLAG_REMEMBER } else { 0 };
-        Ok(())
-    }
-
-    pub fn remembered(&self) -> bool {
-        self.flags & FLAG_REMEMBER != 0
-    }
-
-    /// Whether the session carries data (read it with `Table::read_data`).
-    pub fn has_data(&self) -> bool {
-        self.data != NIL
-    }
-
-    /// Appends the record's fields (not its data) in a portable layout, for
-    /// a store outside this table.
-    pub fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.handle.0);
-        for t in [self.created, self.last_seen, self.renewed, self.ua] {
-            out.extend_from_slice(&t.to_le_bytes());
-        }
-        out.push(self.ip_len);
-        out.extend_from_slice(&self.ip);
-        out.push(self.flags);
-        out.push(self.user_len);
-        out.extend_from_slice(&self.user[..usize::from(self.user_len)]);
-    }
-
-    /// Reads what `encode` wrote; returns the record and the bytes used.
-    pub fn decode(b: &[u8]) -> Option<(Self, usize)> {
-        const FIXED: usize = 8 + 4 * 8 + 1 + 16 + 2;
-        let fixed = b.get(..FIXED)?;
-        let u64_at = |i: usize| u64::from_le_bytes(fixed[i..i + 8].try_into().expect("8 bytes"));
-        let mut r = Self::EMPTY;
-        r.handle = Handle(fixed[..8].try_into().expect("8 bytes"));
-        r.created = u64_at(8);
-        r.last_seen = u64_at(16);
-        r.renewed = u64_at(24);
-        r.ua = u64_at(32);
-        r.ip_len = fixed[40];
-        r.ip.copy_from_slice(&fixed[41..57]);
-        r.flags = fixed[57];
-        r.user_len = fixed[58];
-        let n = usize::from(r.user_len);
-        if usize::from(r.ip_len) > 16 || n > MAX_USER {
-            return None;
-        }
-        r.user[..n].copy_from_slice(b.get(FIXED..FIXED + n)?);
-        // Only what this module writes: a record read back from outside
-        // (Redis) is as untrusted as a request header.
-        let sound = matches!(r.ip_len, 0 | 4 | 16)
-            && r.ip[usize::from(r.ip_len)..].iter().all(|&b| b == 0)
-            && match r.flags {
-                0 => n == 0,
-                f if f & !FLAG_REMEMBER == FLAG_AUTHENTICATED => crate::gate::valid_user(&r.user[..n]),
-                _ => false,
-            };
-        sound.then_some((r, FIXED + n))
-    }
-
-    pub fn times(&self) -> Times {
-        Times {
-            created: self.created,
-            last_seen: self.last_seen,
-            renewed: self.renewed,
-        }
-    }
-}
-
 /// Payload bytes per data chunk.
 pub const CHUNK_DATA: usize = 56;
 
@@ -252,14 +94,6 @@ pub struct Chunk {
     len: u32,
     bytes: [u8; CHUNK_DATA],
 }
-
-/// The data area has no room for a session's data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DataFull;
-
-/// A user name longer than `MAX_USER`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UserTooLong;
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
@@ -337,6 +171,18 @@ impl Header {
     }
 }
 
+/// One session (or renewed id) as `Table::export` gives it for the state
+/// file, with when it may be dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Saved {
+    pub id: SessionId,
+    pub entry: Entry,
+    pub deadline: Option<u64>,
+    pub data: Vec<u8>,
+    /// In the table's protected segment (see `Table::insert`).
+    pub protected: bool,
+}
+
 /// What making room cost.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Reclaimed {
@@ -350,13 +196,6 @@ pub struct Table<'a> {
     buckets: &'a mut [u32],
     slots: &'a mut [Slot],
     chunks: &'a mut [Chunk],
-}
-
-/// A slot as the engine sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Entry {
-    Live(Record),
-    Grace { successor: SessionId, until: u64 },
 }
 
 impl<'a> Table<'a> {
@@ -806,7 +645,7 @@ impl<'a> Table<'a> {
 
     /// Every entry still valid at `now`, with its deadline and data, least
     /// recently used first (probation, then protected), for a state file.
-    pub fn export(&self, now: u64) -> Vec<crate::state::Saved> {
+    pub fn export(&self, now: u64) -> Vec<Saved> {
         let mut out = Vec::with_capacity(self.hdr.len as usize);
         for tail in [self.hdr.lru_tail, self.hdr.prot_tail] {
             let mut i = tail;
@@ -833,7 +672,7 @@ impl<'a> Table<'a> {
                 if matches!(entry, Entry::Live(_)) {
                     self.read_data(&s.rec, &mut data);
                 }
-                out.push(crate::state::Saved {
+                out.push(Saved {
                     id: s.id,
                     entry,
                     deadline,
@@ -847,7 +686,7 @@ impl<'a> Table<'a> {
 
     /// Stores an entry read from a state file (see `export`); `false` when
     /// its data found no room (the session is kept without it).
-    pub fn restore(&mut self, saved: &crate::state::Saved, now: u64) -> bool {
+    pub fn restore(&mut self, saved: &Saved, now: u64) -> bool {
         match saved.entry {
             Entry::Live(rec) => {
                 // The record read back owns no data chain here.
@@ -941,6 +780,61 @@ impl<'a> Table<'a> {
 
 /// What the model tests look at: the structure's own invariants, and the
 /// two segments in order.
+impl Store for Table<'_> {
+    fn get(&mut self, id: &SessionId) -> Option<Entry> {
+        Table::get(self, id)
+    }
+
+    fn touch(&mut self, id: &SessionId, last_seen: u64, deadline: Option<u64>) {
+        Table::touch(self, id, last_seen, deadline);
+    }
+
+    fn retire(&mut self, id: &SessionId, successor: SessionId, until: u64) {
+        Table::retire(self, id, successor, until);
+    }
+
+    fn remove(&mut self, id: &SessionId) {
+        Table::remove(self, id);
+    }
+
+    fn take(&mut self, id: &SessionId) -> Option<Record> {
+        Table::take(self, id)
+    }
+
+    fn set_data(&mut self, id: &SessionId, blob: &[u8]) -> Result<(), DataFull> {
+        Table::set_data(self, id, blob)
+    }
+
+    fn read_data(&self, rec: &Record, out: &mut Vec<u8>) {
+        Table::read_data(self, rec, out);
+    }
+
+    fn insert(&mut self, id: SessionId, rec: &Record, deadline: Option<u64>, now: u64) -> u32 {
+        Table::insert(self, id, rec, deadline, now).evicted
+    }
+
+    fn count(&mut self, event: Event) {
+        let s = &mut self.header().stats;
+        let counter = match event {
+            Event::Created => &mut s.created,
+            Event::Renewed => &mut s.renewed,
+            Event::Refused(Status::ExpiredIdle) => &mut s.expired_idle,
+            Event::Refused(Status::ExpiredRolling) => &mut s.expired_rolling,
+            Event::Refused(Status::ExpiredAbsolute) => &mut s.expired_absolute,
+            Event::Refused(Status::IpMismatch) => &mut s.refused_ip,
+            Event::Refused(Status::UaMismatch) => &mut s.refused_ua,
+            Event::Refused(Status::Invalid) => &mut s.refused_invalid,
+            Event::Refused(Status::Unknown) => &mut s.refused_unknown,
+            Event::Login => &mut s.logins,
+            Event::Logout => &mut s.logouts,
+            Event::RedisUnavailable { local: false } => &mut s.redis_refused,
+            Event::RedisUnavailable { local: true } => &mut s.redis_local,
+            Event::Refused(Status::New | Status::Valid | Status::Renewed) => return,
+        };
+        *counter += 1;
+    }
+}
+
 #[cfg(test)]
 impl Table<'_> {
     /// Checks every invariant of the memory layout; the first broken one
@@ -1217,20 +1111,6 @@ pub(crate) mod tests {
         t.insert(id(2), &rec(2), None, 0);
         t.insert(id(3), &rec(3), None, 0); // evicts 1
         assert_eq!(t.free_chunks(), 4);
-    }
-
-    #[test]
-    fn login_state() {
-        let mut r = rec(1);
-        assert_eq!(r.user(), None);
-        r.log_in(b"alice", true).unwrap();
-        assert_eq!(r.user(), Some(&b"alice"[..]));
-        assert!(r.remembered());
-        r.log_in(b"bob", false).unwrap();
-        assert_eq!(r.user(), Some(&b"bob"[..]));
-        assert!(!r.remembered());
-        assert_eq!(r.log_in(&[b'x'; MAX_USER + 1], false), Err(UserTooLong));
-        assert!(r.log_in(&[b'x'; MAX_USER], false).is_ok());
     }
 
     #[test]

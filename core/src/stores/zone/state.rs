@@ -16,10 +16,11 @@
 use chacha20poly1305::aead::KeyInit as _;
 use chacha20poly1305::ChaCha20Poly1305;
 
-use crate::id::{RandomError, RandomPool, SessionId};
-use crate::keys::{state_key, Keyring};
-use crate::sealed::{aead_open, aead_seal};
-use crate::table::{Entry, Record};
+use crate::model::keys::{state_key, Keyring};
+use crate::model::record::{Entry, Record};
+use crate::primitives::crypto::{aead_open, aead_seal};
+use crate::primitives::id::{RandomError, RandomPool, SessionId};
+pub use crate::stores::zone::table::Saved;
 
 const MAGIC: &[u8; 8] = b"NGXSSTAT";
 /// The format version this module writes and reads.
@@ -30,17 +31,6 @@ const LIVE: u8 = 1;
 const GRACE: u8 = 2;
 /// Set in the kind byte of an entry in the protected segment.
 const PROTECTED: u8 = 0x80;
-
-/// One saved session (or renewed id) with when it may be dropped.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Saved {
-    pub id: SessionId,
-    pub entry: Entry,
-    pub deadline: Option<u64>,
-    pub data: Vec<u8>,
-    /// In the table's protected segment (see `Table::insert`).
-    pub protected: bool,
-}
 
 /// What a state file holds.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -124,7 +114,7 @@ impl Snapshot {
             saved: Vec::new(),
         };
         // The name goes into every Set-Cookie: only what the zone makes.
-        if !crate::id::is_random_name(&snap.random_name) {
+        if !crate::primitives::id::is_random_name(&snap.random_name) {
             return None;
         }
         let count = r.u64()?;
@@ -147,7 +137,7 @@ impl Snapshot {
                     }
                     let n = usize::from(r.u16()?);
                     let data = r.take(n)?;
-                    if !crate::data::valid_blob(data) {
+                    if !crate::model::data::valid_blob(data) {
                         return None;
                     }
                     (Entry::Live(rec), data.to_vec())
@@ -252,7 +242,7 @@ pub fn open(file: &[u8], keys: &[Keyring]) -> Result<Snapshot, StateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::id::Handle;
+    use crate::primitives::id::Handle;
 
     fn snapshot() -> Snapshot {
         let mut alice = Record::new(Handle([1; 8]), 1_000, &[127, 0, 0, 1], 7);

@@ -5,8 +5,8 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::id::Handle;
-use crate::table::Record;
+use crate::model::record::Record;
+use crate::primitives::id::Handle;
 
 /// What the admin asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,7 +33,7 @@ pub fn from_query(verb: Verb, args: &[u8]) -> Result<AdminRequest, &'static str>
     let user = query_param(args, b"user");
     let id = query_param(args, b"id");
     match (verb, user, id) {
-        (_, Some(user), None) if !crate::gate::valid_user(&user) => Err(NOT_A_USER),
+        (_, Some(user), None) if !crate::model::record::valid_user(&user) => Err(NOT_A_USER),
         (Verb::Read, Some(user), None) => Ok(AdminRequest::List { user }),
         (Verb::Delete, Some(user), None) => Ok(AdminRequest::RevokeUser { user }),
         (Verb::Delete, None, Some(id)) => Handle::from_hex(&id)
@@ -57,7 +57,9 @@ pub fn from_json(body: &[u8]) -> Result<AdminRequest, &'static str> {
     let req: JsonRequest = serde_json::from_slice(body)
         .map_err(|_| "the body must be a JSON object with \"action\" and \"user\" or \"id\"")?;
     match (req.action.as_str(), req.user, req.id) {
-        ("list" | "revoke", Some(user), None) if !crate::gate::valid_user(user.as_bytes()) => Err(NOT_A_USER),
+        ("list" | "revoke", Some(user), None) if !crate::model::record::valid_user(user.as_bytes()) => {
+            Err(NOT_A_USER)
+        }
         ("list", Some(user), None) => Ok(AdminRequest::List {
             user: user.into_bytes(),
         }),

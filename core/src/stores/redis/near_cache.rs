@@ -20,8 +20,8 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::id::SessionId;
-use crate::table::Record;
+use crate::model::record::Record;
+use crate::primitives::id::SessionId;
 
 /// Keys invalidated recently, remembered so that a read sent before one
 /// of them is not kept; a read older than all of them is not kept either.

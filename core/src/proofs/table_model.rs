@@ -10,11 +10,12 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
 use crate::engine::Policy;
-use crate::id::{Handle, SessionId};
-use crate::revoked::{self, Shared, ENDED, ENDED_ANONYMOUS};
-use crate::state::Saved;
-use crate::table::tests::Mem;
-use crate::table::{Entry, Plan, Record, Table, CHUNK_DATA};
+use crate::model::record::{Entry, Record};
+use crate::primitives::id::{Handle, SessionId};
+use crate::stores::zone::revoked::{self, Shared, ENDED, ENDED_ANONYMOUS};
+use crate::stores::zone::state::Saved;
+use crate::stores::zone::table::tests::Mem;
+use crate::stores::zone::table::{Plan, Table, CHUNK_DATA};
 
 const USERS: [&[u8]; 3] = [b"alice", b"bob", b"carol"];
 
@@ -446,7 +447,7 @@ fn blob(len: u16, seed: u16) -> Vec<u8> {
         .map(|(k, v)| (k.as_bytes(), Some(v.as_slice())))
         .collect();
     let mut out = Vec::new();
-    crate::data::update(&[], &changes, &mut out).expect("valid data");
+    crate::model::data::update(&[], &changes, &mut out).expect("valid data");
     out
 }
 
@@ -667,19 +668,19 @@ fn run(shape: Shape, ops: &[Op]) -> Result<(), TestCaseError> {
                     }
                 }
                 // Through the state file's encoding, into a fresh zone.
-                let snap = crate::state::Snapshot {
+                let snap = crate::stores::zone::state::Snapshot {
                     random_name: *b"abcdefghABCDEFGH",
                     saved,
                     ..Default::default()
                 };
-                let keyring = crate::keys::Keyring::from_secrets(&["model"]).expect("keys");
-                let file = crate::state::seal(
+                let keyring = crate::model::keys::Keyring::from_secrets(&["model"]).expect("keys");
+                let file = crate::stores::zone::state::seal(
                     &snap,
                     std::slice::from_ref(&keyring),
-                    &mut crate::id::RandomPool::new(),
+                    &mut crate::primitives::id::RandomPool::new(),
                 )
                 .expect("random");
-                let back = crate::state::open(&file, &[keyring]).expect("opens");
+                let back = crate::stores::zone::state::open(&file, &[keyring]).expect("opens");
                 let mut fresh = Mem::with_chunks(cap, buckets, chunks);
                 let mut m2 = Model::new(cap, chunks);
                 let mut t2 = fresh.table();

@@ -1,9 +1,14 @@
-//! One request's session decision over the local table: cookie in, outcome out.
+//! One request's session decision over a store: cookie in, outcome out.
 
-use crate::id::{Handle, RandomError, RandomPool, SessionId};
-use crate::store::{Event, Store};
-use crate::table::{Entry, Record};
-use crate::timeouts::{Timeouts, Verdict};
+pub mod status;
+pub mod store;
+
+pub use status::Status;
+
+use crate::engine::store::{Event, Store};
+use crate::model::record::{Entry, Record};
+use crate::model::timeouts::{Timeouts, Verdict};
+use crate::primitives::id::{Handle, RandomError, RandomPool, SessionId};
 
 /// Per-location settings that shape the decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,45 +93,6 @@ pub enum Presented {
     Invalid,
     /// A verified id; `stale_key` when an old secret signed it.
     Id { id: SessionId, stale_key: bool },
-}
-
-/// `$session_status`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    New,
-    Valid,
-    Renewed,
-    ExpiredIdle,
-    ExpiredRolling,
-    ExpiredAbsolute,
-    IpMismatch,
-    UaMismatch,
-    /// Malformed or badly signed cookie.
-    Invalid,
-    /// Well signed, but the id is not stored (evicted, destroyed, another zone).
-    Unknown,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::New => "new",
-            Self::Valid => "valid",
-            Self::Renewed => "renewed",
-            Self::ExpiredIdle => "expired_idle",
-            Self::ExpiredRolling => "expired_rolling",
-            Self::ExpiredAbsolute => "expired_absolute",
-            Self::IpMismatch => "ip_mismatch",
-            Self::UaMismatch => "ua_mismatch",
-            Self::Invalid => "invalid",
-            Self::Unknown => "unknown",
-        }
-    }
-
-    /// Whether a presented cookie was refused (and a fresh session started).
-    pub fn is_refusal(self) -> bool {
-        !matches!(self, Self::New | Self::Valid | Self::Renewed)
-    }
 }
 
 /// The decision.
@@ -273,7 +239,7 @@ pub fn apply<S: Store + ?Sized>(
             }
             return Ok(None);
         }
-        Control::LogIn { user, .. } if user.len() > crate::table::MAX_USER => {
+        Control::LogIn { user, .. } if user.len() > crate::model::record::MAX_USER => {
             return Err(ControlError::UserTooLong);
         }
         _ => {}
@@ -299,7 +265,7 @@ pub fn apply<S: Store + ?Sized>(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DataUpdateError {
     NoSession,
-    Invalid(crate::data::DataError),
+    Invalid(crate::model::data::DataError),
     /// The zone's data area is full.
     Full,
 }
@@ -317,7 +283,7 @@ pub fn update_data<S: Store + ?Sized>(
     };
     let mut current = Vec::new();
     table.read_data(&rec, &mut current);
-    crate::data::update_within(&current, changes, out, table.data_limit())
+    crate::model::data::update_within(&current, changes, out, table.data_limit())
         .map_err(DataUpdateError::Invalid)?;
     table.set_data(id, out).map_err(|_| DataUpdateError::Full)
 }
@@ -359,8 +325,8 @@ fn create<S: Store + ?Sized>(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::table::tests::Mem;
-    use crate::table::Table;
+    use crate::stores::zone::table::tests::Mem;
+    use crate::stores::zone::table::Table;
 
     const IP: &[u8] = &[10, 0, 0, 1];
 
@@ -655,7 +621,7 @@ pub(crate) mod tests {
         update_data(&mut t, &a.id, &[(b"cart", Some(b"3 items"))], &mut blob).unwrap();
         assert_eq!(
             update_data(&mut t, &a.id, &[(b"bad key", Some(b"x"))], &mut blob),
-            Err(DataUpdateError::Invalid(crate::data::DataError::BadKey))
+            Err(DataUpdateError::Invalid(crate::model::data::DataError::BadKey))
         );
         let read = |t: &Table<'_>, id: &SessionId| {
             let Some(Entry::Live(r)) = t.get(id) else {
@@ -663,7 +629,7 @@ pub(crate) mod tests {
             };
             let mut out = Vec::new();
             t.read_data(&r, &mut out);
-            crate::data::get(&out, b"cart").map(<[u8]>::to_vec)
+            crate::model::data::get(&out, b"cart").map(<[u8]>::to_vec)
         };
         assert_eq!(read(&t, &a.id), Some(b"3 items".to_vec()));
         // Renewal carries the data; the grace slot's expiry does not free it.

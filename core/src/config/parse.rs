@@ -2,7 +2,7 @@
 //! refused; the module wraps it in nginx's wording:
 //! `invalid value "X" in "sessions_..." directive, <reason>`.
 
-use crate::cookie::{SameSite, Secure};
+use crate::codec::cookie::{SameSite, Secure};
 
 /// Why a value was refused.
 pub type Reason = &'static str;
@@ -178,7 +178,7 @@ pub fn zone_param(v: &[u8]) -> Result<ZoneParam<'_>, Reason> {
 
 /// A cookie name as BunkerWeb allows it: `^[a-zA-Z0-9_-]+$`.
 pub fn cookie_name(v: &[u8]) -> Result<&[u8], Reason> {
-    if v.len() > crate::keys::MAX_NAME {
+    if v.len() > crate::model::keys::MAX_NAME {
         Err("the name is longer than 128 characters")
     } else if !v.is_empty()
         && v.iter()

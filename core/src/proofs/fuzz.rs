@@ -9,13 +9,13 @@
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 
-use crate::cookie_store::{self, Contents, CookieSealer};
-use crate::id::{Handle, RandomPool, SessionId};
-use crate::keys::Keyring;
-use crate::revoked::Shared;
-use crate::sealed::SealKeys;
-use crate::state::{Saved, Snapshot};
-use crate::table::{Entry, Record};
+use crate::model::keys::Keyring;
+use crate::model::keys::SealKeys;
+use crate::model::record::{Entry, Record};
+use crate::primitives::id::{Handle, RandomPool, SessionId};
+use crate::stores::cookie::{self as cookie_store, Contents, CookieSealer};
+use crate::stores::zone::revoked::Shared;
+use crate::stores::zone::state::{Saved, Snapshot};
 
 const CASES: u32 = 25_000;
 
@@ -94,7 +94,7 @@ fn record() -> impl Strategy<Value = Record> {
         })
 }
 
-/// Session data as `crate::data` encodes it, up to 16 keys.
+/// Session data as `crate::model::data` encodes it, up to 16 keys.
 fn data() -> impl Strategy<Value = Vec<u8>> {
     proptest::collection::vec(
         (
@@ -109,7 +109,7 @@ fn data() -> impl Strategy<Value = Vec<u8>> {
             .map(|(k, v)| (k.as_slice(), Some(v.as_slice())))
             .collect();
         let mut out = Vec::new();
-        crate::data::update(&[], &changes, &mut out).expect("valid");
+        crate::model::data::update(&[], &changes, &mut out).expect("valid");
         out
     })
 }
@@ -127,33 +127,33 @@ proptest! {
     fn session_cookies_open_only_unchanged(id in any::<[u8; 16]>(), e in edits(), junk in texty(120)) {
         let keys = keyring();
         let mut valid = Vec::new();
-        crate::cookie::encode_value(&keys, b"sid", &SessionId(id), &mut valid);
-        let v = crate::cookie::decode_value(&keys, b"sid", &valid).expect("opens");
+        crate::codec::cookie::encode_value(&keys, b"sid", &SessionId(id), &mut valid);
+        let v = crate::codec::cookie::decode_value(&keys, b"sid", &valid).expect("opens");
         prop_assert_eq!(v.id, SessionId(id));
         let changed = apply(&valid, &e);
-        if let Ok(v) = crate::cookie::decode_value(&keys, b"sid", &changed) {
+        if let Ok(v) = crate::codec::cookie::decode_value(&keys, b"sid", &changed) {
             prop_assert_eq!(&changed, &valid, "a changed cookie opened");
             prop_assert_eq!(v.id, SessionId(id));
         }
         let mut prefixed = b"v1.".to_vec();
         prefixed.extend_from_slice(&junk);
         for raw in [&junk, &prefixed] {
-            prop_assert!(crate::cookie::decode_value(&keys, b"sid", raw).is_err());
+            prop_assert!(crate::codec::cookie::decode_value(&keys, b"sid", raw).is_err());
         }
-        prop_assert!(crate::cookie::decode_value(&keys, b"other", &valid).is_err());
+        prop_assert!(crate::codec::cookie::decode_value(&keys, b"other", &valid).is_err());
     }
 
     /// `Cookie` headers: what is found is part of the header, and a
     /// stripped cookie is gone.
     #[test]
     fn cookie_headers_split_and_strip(header in texty(300), name in proptest::collection::vec(b'a'..=b'c', 1..3)) {
-        for (k, v) in crate::cookie::cookie_pairs(&header) {
+        for (k, v) in crate::codec::cookie::cookie_pairs(&header) {
             prop_assert!(k.len() + v.len() <= header.len());
         }
-        let _ = crate::cookie::cookie_values(&header, &name).count();
+        let _ = crate::codec::cookie::cookie_values(&header, &name).count();
         let mut out = Vec::new();
-        if crate::cookie::strip_cookie(&header, &name, &mut out) {
-            prop_assert_eq!(crate::cookie::cookie_values(&out, &name).count(), 0);
+        if crate::codec::cookie::strip_cookie(&header, &name, &mut out) {
+            prop_assert_eq!(crate::codec::cookie::cookie_values(&out, &name).count(), 0);
         }
     }
 }
@@ -187,7 +187,7 @@ proptest! {
             let keys: Vec<Vec<u8>> = (0..pad / 200 + 1).map(|i| format!("pad{i}").into_bytes()).collect();
             let changes: Vec<(&[u8], Option<&[u8]>)> = keys.iter().take(10).map(|k| (k.as_slice(), Some(v.as_slice()))).collect();
             let mut out = Vec::new();
-            if crate::data::update(&c.data, &changes, &mut out).is_ok() {
+            if crate::model::data::update(&c.data, &changes, &mut out).is_ok() {
                 c.data = out;
             }
         }
@@ -267,8 +267,8 @@ fn entry() -> impl Strategy<Value = (Entry, Vec<u8>)> {
 fn shared() -> impl Strategy<Value = Shared> {
     (any::<[u8; 16]>(), 0..3u8, any::<u64>(), any::<u64>()).prop_map(|(key, kind, at, until)| {
         let successor = match kind {
-            0 => crate::revoked::ENDED,
-            1 => crate::revoked::ENDED_ANONYMOUS,
+            0 => crate::stores::zone::revoked::ENDED,
+            1 => crate::stores::zone::revoked::ENDED_ANONYMOUS,
             _ => {
                 let mut mark = [0u8; 16];
                 mark[..8].copy_from_slice(&at.to_le_bytes());
@@ -304,11 +304,11 @@ proptest! {
 
     #[test]
     fn redis_record_plaintext_is_canonical((entry, data) in entry(), e in edits(), junk in bytes(300)) {
-        let plain = crate::sealed::entry_plaintext(&entry, &data);
-        prop_assert_eq!(crate::sealed::parse_entry(&plain), Ok((entry, data)));
+        let plain = crate::stores::redis::sealed::entry_plaintext(&entry, &data);
+        prop_assert_eq!(crate::stores::redis::sealed::parse_entry(&plain), Ok((entry, data)));
         for p in [apply(&plain, &e), junk] {
-            if let Ok((entry, data)) = crate::sealed::parse_entry(&p) {
-                prop_assert_eq!(crate::sealed::entry_plaintext(&entry, &data), p);
+            if let Ok((entry, data)) = crate::stores::redis::sealed::parse_entry(&p) {
+                prop_assert_eq!(crate::stores::redis::sealed::entry_plaintext(&entry, &data), p);
             }
         }
     }
@@ -329,16 +329,16 @@ proptest! {
 
     #[test]
     fn data_blobs_decode_canonically(d in data(), e in edits(), junk in bytes(200)) {
-        prop_assert!(crate::data::valid_blob(&d));
+        prop_assert!(crate::model::data::valid_blob(&d));
         for b in [apply(&d, &e), junk] {
-            if crate::data::valid_blob(&b) {
-                let entries: Vec<(&[u8], Option<&[u8]>)> = crate::data::entries(&b).map(|(k, v)| (k, Some(v))).collect();
+            if crate::model::data::valid_blob(&b) {
+                let entries: Vec<(&[u8], Option<&[u8]>)> = crate::model::data::entries(&b).map(|(k, v)| (k, Some(v))).collect();
                 let mut again = Vec::new();
-                crate::data::update(&[], &entries, &mut again).expect("what is valid re-encodes");
+                crate::model::data::update(&[], &entries, &mut again).expect("what is valid re-encodes");
                 prop_assert_eq!(again, b);
             } else {
                 // Nothing is read from what is not valid.
-                let _ = crate::data::get(&b, b"k");
+                let _ = crate::model::data::get(&b, b"k");
             }
         }
     }
@@ -428,16 +428,16 @@ proptest! {
     #[test]
     fn state_files_open_only_unchanged(snap in snapshot(), e in edits(), junk in bytes(400)) {
         let keys = [keyring()];
-        let file = crate::state::seal(&snap, &keys, &mut RandomPool::new()).expect("seals");
-        prop_assert_eq!(crate::state::open(&file, &keys), Ok(snap));
+        let file = crate::stores::zone::state::seal(&snap, &keys, &mut RandomPool::new()).expect("seals");
+        prop_assert_eq!(crate::stores::zone::state::open(&file, &keys), Ok(snap));
         let changed = apply(&file, &e);
         if changed != file {
-            prop_assert!(crate::state::open(&changed, &keys).is_err());
+            prop_assert!(crate::stores::zone::state::open(&changed, &keys).is_err());
         }
-        prop_assert!(crate::state::open(&junk, &keys).is_err());
+        prop_assert!(crate::stores::zone::state::open(&junk, &keys).is_err());
         let mut ours = b"NGXSSTAT\x01".to_vec();
         ours.extend_from_slice(&junk);
-        prop_assert!(crate::state::open(&ours, &keys).is_err());
+        prop_assert!(crate::stores::zone::state::open(&ours, &keys).is_err());
     }
 
     #[test]
@@ -466,9 +466,9 @@ proptest! {
         e in edits(),
         args in texty(120),
     ) {
-        use crate::admin::{from_json, from_query, AdminRequest, Verb};
+        use crate::access::admin::{from_json, from_query, AdminRequest, Verb};
         let sound = |r: &AdminRequest| match r {
-            AdminRequest::List { user } | AdminRequest::RevokeUser { user } => crate::gate::valid_user(user),
+            AdminRequest::List { user } | AdminRequest::RevokeUser { user } => crate::model::record::valid_user(user),
             AdminRequest::RevokeId { id } => Handle::from_hex(&id.to_hex()) == Some(*id),
         };
         let valid = serde_json::json!({"action": action, "user": String::from_utf8_lossy(&user)}).to_string();
@@ -486,19 +486,19 @@ proptest! {
 
     #[test]
     fn control_header_values_make_only_sound_sessions(value in texty(300), user in bytes(80)) {
-        let _ = crate::gate::truthy(&value);
-        if crate::gate::valid_user(&user) {
+        let _ = crate::access::gate::truthy(&value);
+        if crate::model::record::valid_user(&user) {
             let mut r = Record::EMPTY;
             prop_assert!(r.log_in(&user, false).is_ok());
             let mut enc = Vec::new();
             r.encode(&mut enc);
             prop_assert!(Record::decode(&enc).is_some(), "a login the module cannot read back");
         }
-        if let Some((k, v)) = crate::gate::set_value(&value) {
+        if let Some((k, v)) = crate::access::gate::set_value(&value) {
             let mut out = Vec::new();
-            if crate::data::update(&[], &[(k, Some(v))], &mut out).is_ok() {
-                prop_assert!(crate::data::valid_blob(&out));
-                prop_assert_eq!(crate::data::get(&out, k), Some(v));
+            if crate::model::data::update(&[], &[(k, Some(v))], &mut out).is_ok() {
+                prop_assert!(crate::model::data::valid_blob(&out));
+                prop_assert_eq!(crate::model::data::get(&out, k), Some(v));
             }
         }
     }
@@ -507,11 +507,11 @@ proptest! {
     #[test]
     fn proxy_header_values_parse_within_bounds(value in texty(80), digits in proptest::collection::vec(proptest::sample::select(b"0123456789abcdef.:[]/".to_vec()), 0..50)) {
         for v in [&value, &digits] {
-            if let Some((_, len)) = crate::proxy::address_bytes(v) {
+            if let Some((_, len)) = crate::config::proxy::address_bytes(v) {
                 prop_assert!(len == 4 || len == 16);
             }
-            let _ = crate::proxy::says_https(v);
-            let _ = crate::proxy::Cidr::parse(v);
+            let _ = crate::config::proxy::says_https(v);
+            let _ = crate::config::proxy::Cidr::parse(v);
         }
     }
 }

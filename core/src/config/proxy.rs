@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use crate::parse::Reason;
+use crate::config::parse::Reason;
 
 /// An address or a network, as `set_real_ip_from` takes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

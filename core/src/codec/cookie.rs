@@ -5,9 +5,9 @@
 
 use core::fmt;
 
-use crate::b64;
-use crate::id::SessionId;
-use crate::keys::{Keyring, TAG_LEN};
+use crate::model::keys::{Keyring, TAG_LEN};
+use crate::primitives::b64;
+use crate::primitives::id::SessionId;
 
 const PREFIX: &[u8] = b"v1.";
 /// Length of an encoded cookie value.

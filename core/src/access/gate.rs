@@ -85,7 +85,7 @@ impl ControlHeader {
 }
 
 /// An `X-Session-Set` value, `KEY=VALUE`: the key (trimmed) and the value
-/// (`crate::data` checks both).
+/// (`crate::model::data` checks both).
 pub fn set_value(v: &[u8]) -> Option<(&[u8], &[u8])> {
     let i = v.iter().position(|&b| b == b'=')?;
     Some((v[..i].trim_ascii(), &v[i + 1..]))
@@ -97,11 +97,6 @@ pub fn truthy(v: &[u8]) -> bool {
     [&b"on"[..], b"1", b"yes", b"true"]
         .iter()
         .any(|t| v.eq_ignore_ascii_case(t))
-}
-
-/// A user name that can travel in headers and logs: printable, no controls.
-pub fn valid_user(v: &[u8]) -> bool {
-    !v.is_empty() && v.len() <= crate::table::MAX_USER && v.iter().all(|&b| b >= 0x20 && b != 0x7f)
 }
 
 #[cfg(test)]
@@ -163,9 +158,5 @@ mod tests {
     #[test]
     fn values() {
         assert!(truthy(b" On ") && truthy(b"1") && !truthy(b"no") && !truthy(b""));
-        assert!(valid_user(b"alice@example.com") && valid_user("zoë".as_bytes()));
-        assert!(
-            !valid_user(b"") && !valid_user(b"a\x01b") && !valid_user(b"a\rb") && !valid_user(&[b'a'; 65])
-        );
     }
 }

@@ -25,15 +25,14 @@
 use aes_gcm_siv::aead::KeyInit;
 use aes_gcm_siv::Aes256GcmSiv;
 
-use crate::cookie::{cache_slot, ct_eq, CookieAttrs, Owner};
+use crate::codec::cookie::{cache_slot, ct_eq, CookieAttrs, Owner};
+use crate::engine::store::{Event, Store};
 use crate::engine::Policy;
-use crate::id::{RandomError, RandomPool, SessionId};
-use crate::keys::hkdf_sha256_parts;
-use crate::sealed::{aead_open, aead_seal, AEAD_OVERHEAD};
-use crate::store::{Event, Store};
-use crate::table::{DataFull, Entry, Record};
+use crate::model::keys::cookie_store_key;
+use crate::model::record::{DataFull, Entry, Record};
+use crate::primitives::crypto::{aead_open, aead_seal, AEAD_OVERHEAD};
+use crate::primitives::id::{RandomError, RandomPool, SessionId};
 
-const KEY_INFO: &[u8] = b"ngx-sessions v1 cookie store\0";
 /// Marks a cookie-store value (the zone's and Redis's cookies start `v1.`).
 pub const PREFIX: &[u8] = b"s1.";
 /// Longest `NAME=VALUE` of one cookie: browsers keep 4096 bytes, with room
@@ -43,9 +42,10 @@ pub const MAX_COOKIE: usize = 4000;
 pub const MAX_CHUNKS: usize = 8;
 const VERSION: u8 = 1;
 /// The most session data `sessions_cookie_max_data` may allow: the largest
-/// map `crate::data` encodes (16 keys of 32 bytes with 256-byte values).
+/// map `crate::model::data` encodes (16 keys of 32 bytes with 256-byte values).
 /// Sealed with the record it takes two cookies.
-pub const MAX_DATA: usize = crate::data::MAX_KEYS * (1 + crate::data::MAX_KEY + 2 + crate::data::MAX_VALUE);
+pub const MAX_DATA: usize =
+    crate::model::data::MAX_KEYS * (1 + crate::model::data::MAX_KEY + 2 + crate::model::data::MAX_VALUE);
 
 /// The sealing key for one secret and one cookie name.
 #[derive(Clone)]
@@ -64,7 +64,7 @@ impl core::fmt::Debug for CookieSealer {
 pub struct Contents {
     pub id: SessionId,
     pub record: Record,
-    /// The session's data, encoded as `crate::data` encodes it.
+    /// The session's data, encoded as `crate::model::data` encodes it.
     pub data: Vec<u8>,
 }
 
@@ -82,10 +82,15 @@ pub enum SealError {
 pub struct Refused;
 
 impl CookieSealer {
-    pub fn derive(secret: &[u8], name: &[u8]) -> Self {
-        let key = hkdf_sha256_parts(secret, &[KEY_INFO, name]);
+    /// The sealer of cookie `name` under the cookie-store root `root`
+    /// (`Key::cookie_store_key` gives a configured secret's key).
+    pub fn derive(root: &[u8], name: &[u8]) -> Self {
+        Self::new(&cookie_store_key(root, name))
+    }
+
+    pub fn new(key: &[u8; 32]) -> Self {
         Self {
-            aead: Aes256GcmSiv::new_from_slice(&key).expect("32-byte key"),
+            aead: Aes256GcmSiv::new_from_slice(key).expect("32-byte key"),
         }
     }
 }
@@ -118,12 +123,12 @@ pub fn seal(
 
     // The chunk count is known before sealing: it depends on lengths only,
     // and it is bound into the seal.
-    let encoded = crate::b64::encoded_len(AEAD_OVERHEAD + plain.len());
+    let encoded = crate::primitives::b64::encoded_len(AEAD_OVERHEAD + plain.len());
     let count = chunks_for(name, encoded).ok_or(SealError::TooLarge)?;
     let mut blob = Vec::with_capacity(AEAD_OVERHEAD + plain.len());
     aead_seal(&sealer.aead, &aad(name, count), &plain, rng, &mut blob).map_err(SealError::Random)?;
     let mut text = Vec::with_capacity(encoded);
-    crate::b64::encode_into(&blob, &mut text);
+    crate::primitives::b64::encode_into(&blob, &mut text);
 
     let mut out = Vec::with_capacity(count);
     let mut rest = &text[..];
@@ -169,7 +174,7 @@ pub fn open(sealers: &[CookieSealer], name: &[u8], values: &[&[u8]]) -> Result<(
     for v in &values[1..] {
         text.extend_from_slice(v);
     }
-    let blob = crate::b64::decode_vec(&text).ok_or(Refused)?;
+    let blob = crate::primitives::b64::decode_vec(&text).ok_or(Refused)?;
     let aad = aad(name, count);
     for (i, s) in sealers.iter().enumerate() {
         if let Ok(plain) = aead_open(&s.aead, &aad, &blob) {
@@ -235,7 +240,7 @@ pub struct Gathered<'a> {
 pub fn gather<'a>(headers: impl Iterator<Item = &'a [u8]>, name: &[u8]) -> Gathered<'a> {
     let mut g = Gathered::default();
     for header in headers {
-        for (k, v) in crate::cookie::cookie_pairs(header) {
+        for (k, v) in crate::codec::cookie::cookie_pairs(header) {
             let Some(rest) = k.strip_prefix(name) else {
                 continue;
             };
@@ -380,7 +385,7 @@ pub(crate) fn parse(plain: &[u8]) -> Result<Contents, Refused> {
     ));
     let data = rest.get(2..).filter(|d| d.len() == len).ok_or(Refused)?;
     // Checked as strictly as when it was written, though it was sealed.
-    if !crate::data::valid_blob_within(data, MAX_DATA) {
+    if !crate::model::data::valid_blob_within(data, MAX_DATA) {
         return Err(Refused);
     }
     Ok(Contents {
@@ -645,14 +650,14 @@ mod tests {
         let mut out = Vec::with_capacity(len);
         let mut i = 0u8;
         while len - out.len() > 35 {
-            let v = (len - out.len() - 35).min(crate::data::MAX_VALUE);
+            let v = (len - out.len() - 35).min(crate::model::data::MAX_VALUE);
             out.push(32);
             out.extend_from_slice(format!("k{i:02}{}", "x".repeat(29)).as_bytes());
             out.extend_from_slice(&(v as u16).to_le_bytes());
             out.extend((0..v).map(|j| b'a' + (j % 26) as u8));
             i += 1;
         }
-        assert!(crate::data::valid_blob_within(&out, MAX_DATA));
+        assert!(crate::model::data::valid_blob_within(&out, MAX_DATA));
         out
     }
 
@@ -832,8 +837,8 @@ mod tests {
 
     mod decided_by_the_engine {
         use super::*;
+        use crate::engine::store::Event;
         use crate::engine::{apply, resolve, update_data, Control, Facts, Presented, Status};
-        use crate::store::Event;
 
         const IP: [u8; 4] = [192, 0, 2, 7];
         const T0: u64 = 1_700_000_000_000;

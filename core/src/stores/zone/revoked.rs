@@ -20,9 +20,10 @@
 use sha2::{Digest, Sha256};
 
 use crate::engine::Policy;
-use crate::id::SessionId;
-use crate::table::{Entry, Record, Table};
-use crate::timeouts::Times;
+use crate::model::record::{Entry, Record};
+use crate::model::timeouts::Times;
+use crate::primitives::id::SessionId;
+use crate::stores::zone::table::Table;
 
 /// A request already in flight when a session ends may still seal a copy
 /// of its cookie a moment later: records outlast the session by this much.
@@ -239,7 +240,7 @@ pub fn revoke_user(
 /// Ends the session whose handle is `handle`, if the zone lists it.
 pub fn revoke_handle(
     t: &mut Table<'_>,
-    handle: &crate::id::Handle,
+    handle: &crate::primitives::id::Handle,
     policy: &Policy,
     now: u64,
     out: &mut Vec<Shared>,
@@ -258,7 +259,7 @@ pub fn revoke_handle(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::table::tests::Mem;
+    use crate::stores::zone::table::tests::Mem;
 
     fn logged_in(user: &[u8], renewed: u64) -> Record {
         let mut r = Record::EMPTY;

@@ -15,10 +15,10 @@
 //! never an older one after a newer. Like `Table`, plain `#[repr(C)]`
 //! data and `u32` indices, tested over ordinary vectors.
 
-use crate::data::MAX_BLOB;
-use crate::id::SessionId;
-use crate::table::{Entry, Record};
-use crate::view::Write;
+use crate::model::data::MAX_BLOB;
+use crate::model::record::{Entry, Record};
+use crate::primitives::id::SessionId;
+use crate::stores::redis::view::Write;
 
 const NIL: u32 = u32::MAX;
 /// Changes with the memory layout.
@@ -441,7 +441,7 @@ impl<'a> Journal<'a> {
             }
             s.lease = now.saturating_add(lease);
             let write = if s.kind == REVOKED {
-                Write::Revoked(crate::revoked::Shared {
+                Write::Revoked(crate::stores::zone::revoked::Shared {
                     key: s.id,
                     successor: s.rec.successor,
                     until: s.until,
@@ -618,7 +618,7 @@ impl Journal<'_> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::id::Handle;
+    use crate::primitives::id::Handle;
 
     /// Owned memory for a test journal.
     pub(crate) struct Mem {

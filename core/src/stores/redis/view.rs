@@ -10,9 +10,9 @@
 //! session does not cost a write per request. Idle expiry is then early by
 //! at most `touch_interval`.
 
-use crate::id::{Handle, SessionId};
-use crate::store::{Event, Store};
-use crate::table::{DataFull, Entry, Record};
+use crate::engine::store::{Event, Store};
+use crate::model::record::{DataFull, Entry, Record};
+use crate::primitives::id::{Handle, SessionId};
 
 /// How long a key outlives its session, so that a late request learns why
 /// the session ended (`expired_idle`, ...) rather than finding nothing.
@@ -43,10 +43,10 @@ pub enum Write {
     Delete {
         id: SessionId,
     },
-    /// A cookie-store record (`crate::revoked`): `id` stays dead, or a
+    /// A cookie-store record (`crate::stores::zone::revoked`): `id` stays dead, or a
     /// user's sessions from before a time are refused, until `until`; sent
     /// to every instance sharing the Redis.
-    Revoked(crate::revoked::Shared),
+    Revoked(crate::stores::zone::revoked::Shared),
 }
 
 impl Write {
@@ -260,7 +260,7 @@ mod tests {
     use super::*;
     use crate::engine::tests::{facts, policy};
     use crate::engine::{apply, resolve, update_data, Control, Presented, Status};
-    use crate::id::RandomPool;
+    use crate::primitives::id::RandomPool;
     use std::collections::HashMap;
 
     #[test]
@@ -402,7 +402,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(v.finish(), vec![Write::Delete { id: new_id }]);
-        assert_eq!(v.events, vec![crate::store::Event::Logout]);
+        assert_eq!(v.events, vec![crate::engine::store::Event::Logout]);
     }
 
     #[test]

@@ -1,0 +1,4 @@
+//! Who may do what: the login gate's control headers and admin requests.
+
+pub mod admin;
+pub mod gate;

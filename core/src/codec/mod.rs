@@ -1,0 +1,3 @@
+//! The cookie codec: signed session ids in cookies, Cookie headers.
+
+pub mod cookie;

@@ -1,0 +1,5 @@
+//! Directive values: parsed and checked as `nginx -t` reports them.
+
+pub mod parse;
+pub mod proxy;
+pub mod redis_conf;

@@ -1,0 +1,61 @@
+//! The storage interface the engine decides over.
+//!
+//! A store keeps records by id, knows renewed ids (grace pointers), and
+//! counts what happens. The zone's `Table`, the Redis view and the cookie
+//! store implement it, and the engine decides the same way over each.
+
+use crate::engine::status::Status;
+use crate::model::record::{DataFull, Entry, Record};
+use crate::primitives::id::SessionId;
+
+/// Where a location keeps its sessions (`sessions_store`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StoreKind {
+    /// The shared-memory zone.
+    #[default]
+    Shm,
+    Redis,
+    /// The cookie itself (see `cookie_store`).
+    Cookie,
+}
+
+/// Events a store counts for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    Created,
+    Renewed,
+    /// A presented cookie was refused (expired, mismatched, invalid, unknown).
+    Refused(Status),
+    Login,
+    Logout,
+    /// A request found Redis unreachable; `local`: it got a zone session.
+    RedisUnavailable {
+        local: bool,
+    },
+}
+
+pub trait Store {
+    fn get(&mut self, id: &SessionId) -> Option<Entry>;
+    /// Records a request on a live session without rewriting its record.
+    fn touch(&mut self, id: &SessionId, last_seen: u64, deadline: Option<u64>);
+    /// Marks `id` as replaced by `successor`, still accepted until `until`.
+    fn retire(&mut self, id: &SessionId, successor: SessionId, until: u64);
+    fn remove(&mut self, id: &SessionId);
+    /// Removes `id` because its times ran out (not because it was ended).
+    fn expire(&mut self, id: &SessionId) {
+        self.remove(id);
+    }
+    /// Removes `id`, handing its record (data included) to the caller.
+    fn take(&mut self, id: &SessionId) -> Option<Record>;
+    /// Replaces the data of a live session.
+    fn set_data(&mut self, id: &SessionId, blob: &[u8]) -> Result<(), DataFull>;
+    /// Appends the data of a record read from this store to `out`.
+    fn read_data(&self, rec: &Record, out: &mut Vec<u8>);
+    /// Stores a new record; returns how many live sessions were evicted for room.
+    fn insert(&mut self, id: SessionId, rec: &Record, deadline: Option<u64>, now: u64) -> u32;
+    fn count(&mut self, event: Event);
+    /// The most bytes of data `crate::model::data` may encode for this store.
+    fn data_limit(&self) -> usize {
+        crate::model::data::MAX_BLOB
+    }
+}
