@@ -4,6 +4,9 @@
 //! rest is grouped by what it faces: `config` (configuration time),
 //! `phases` (a request, one way: access, then the header filter), `zone`
 //! (shared memory) and `redis`. Nothing imports this file.
+//!
+//! Every `unsafe` block says why it is sound in a `// SAFETY:` line.
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 use std::ffi::{c_char, c_void};
 use std::ptr;
@@ -38,6 +41,7 @@ impl Hooks {
         // SAFETY: the variable table is only touched here, single-threaded,
         // and `cf` is valid during configuration.
         for v in unsafe { (*ptr::addr_of_mut!(variables::VARIABLES)).iter_mut() } {
+            // SAFETY: `cf` is valid during configuration; nginx copies the name.
             let var = unsafe { ngx_http_add_variable(cf, &mut v.name, v.flags) };
             // SAFETY: non-null results are nginx's variable entries.
             let Some(var) = (unsafe { var.as_mut() }) else {
@@ -73,8 +77,8 @@ impl Hooks {
                 .redis
                 .pending
                 .unwrap_or(sessions_core::config::redis_conf::DEFAULT_PENDING);
-            // SAFETY: the main configuration outlives the zone it is handed to.
             let main_ptr: *mut MainConf = main;
+            // SAFETY: the main configuration outlives the zone it is handed to.
             if zone::shm::add_journal(cf, unsafe { &mut *main_ptr }, pending).is_err() {
                 return Status::NGX_ERROR.into();
             }

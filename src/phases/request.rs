@@ -404,6 +404,7 @@ pub fn ctx(r: &Request) -> Option<&'static mut Ctx> {
     }
     // SAFETY: walking the request pool's cleanup list, all entries valid.
     let mut cln = unsafe { (*main.pool).cleanup };
+    // SAFETY: each link is null or a live cleanup entry of that pool.
     while let Some(c) = unsafe { cln.as_ref() } {
         if c.handler
             .is_some_and(|h| ptr::fn_addr_eq(h, ctx_marker as extern "C" fn(_)))
@@ -411,6 +412,7 @@ pub fn ctx(r: &Request) -> Option<&'static mut Ctx> {
             // SAFETY: entries with our marker carry a `Ctx` as their data.
             let ctx = unsafe { &mut *c.data.cast::<Ctx>() };
             if ctx.magic == CTX_MAGIC {
+                // SAFETY: `slot` is the request's context slot for this module.
                 unsafe { *slot = c.data };
                 return Some(ctx);
             }

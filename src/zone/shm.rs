@@ -59,11 +59,13 @@ pub extern "C" fn init(shm_zone: *mut ngx_shm_zone_t, _old: *mut c_void) -> ngx_
             }
         }
     } else {
-        // SAFETY: reading the pool's free-page count and nginx's page size.
-        let free = unsafe { (*shpool).pfree } * unsafe { ngx_pagesize };
-        let reserve = RESERVED_PAGES * unsafe { ngx_pagesize };
-        // SAFETY: allocating from this zone's pool, single-threaded in the master.
+        // SAFETY: reading the pool's free-page count and nginx's page size,
+        // both set before zones are initialised, in the master alone.
+        let (pages, page_size) = unsafe { ((*shpool).pfree, ngx_pagesize) };
+        let free = pages * page_size;
+        let reserve = RESERVED_PAGES * page_size;
         let carved = Plan::for_bytes(free.saturating_sub(reserve)).and_then(|plan| {
+            // SAFETY: allocating from this zone's pool, single-threaded in the master.
             NonNull::new(unsafe { ngx_slab_alloc(shpool, plan.bytes()) }.cast::<u8>()).map(|r| (plan, r))
         });
         let Some((plan, region)) = carved else {

@@ -275,6 +275,7 @@ extern "C" fn tick(ev: *mut ngx_event_t) {
     // SAFETY: `ev` is the worker's own timer event; nginx is not exiting
     // (a cancelable timer does not fire then).
     if let (Some(ms), false) = (next, unsafe { nginx_sys::ngx_exiting } != 0) {
+        // SAFETY: as above: the worker's own timer, re-armed on its thread.
         unsafe { ngx_add_timer(ev, ms as _) };
     }
 }
