@@ -24,7 +24,7 @@ work=$PWD/target/deb
 src=$work/src/ngx-sessions-$upstream
 rm -rf "$work/src"
 mkdir -p "$src"
-tar --exclude=./target --exclude=./.run --exclude=./.git -cf - . | tar -xf - -C "$src"
+tar --exclude=./target --exclude=./.run --exclude=./.git --exclude=./.ci-cargo-home -cf - . | tar -xf - -C "$src"
 
 (cd "$src" && dpkg-buildpackage -b -us -uc > "$work/build.log" 2>&1) || {
   tail -n 60 "$work/build.log" >&2

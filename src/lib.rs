@@ -30,7 +30,8 @@ use config::conf::{LocConf, MainConf, SecretConf};
 use config::directives;
 use config::module::Module;
 use phases::{access, filter, remote, variables};
-use redis::{client as redis_client, park};
+use redis::park;
+use sessions_sidecar as redis_client;
 use zone::state as zone_state;
 
 /// The hooks `MODULE_CTX` names that `ngx`'s defaults do not cover.

@@ -258,6 +258,7 @@ fn the_readme_layout_is_the_tree() {
     let mut files = Vec::new();
     walk(&root.join("src"), root, &mut files);
     walk(&root.join("core/src"), root, &mut files);
+    walk(&root.join("sidecar/src"), root, &mut files);
     // A folder's mod.rs is the folder.
     let unnamed: Vec<&String> = files
         .iter()

@@ -269,6 +269,11 @@ fn no_import_cycle_in_core() {
 }
 
 #[test]
+fn no_import_cycle_in_the_sidecar() {
+    no_cycles("sidecar/src", 0);
+}
+
+#[test]
 fn core_layers_import_only_layers_below() {
     let rank = |m: &str| {
         let top = m.split("::").next().unwrap_or_default();

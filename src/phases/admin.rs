@@ -17,8 +17,8 @@ use sessions_core::stores::zone::revoked;
 use crate::config::conf::LocConf;
 use crate::config::module::Module;
 use crate::phases::request;
-use crate::redis::client::{Answer, Job};
 use crate::redis::park;
+use sessions_sidecar::{Answer, Job};
 
 /// Largest JSON body accepted.
 const MAX_BODY: usize = 4096;

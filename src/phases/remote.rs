@@ -20,8 +20,8 @@ use crate::config::conf::{LocConf, MainConf};
 use crate::phases::cookies::{self, SCRATCH};
 use crate::phases::decide;
 use crate::phases::request::Ctx;
-use crate::redis::client::{Answer, Job, Keys, Lookup};
 use crate::redis::park::{self, Wake};
+use sessions_sidecar::{Answer, Job, Keys, Lookup};
 
 pub fn access(r: &mut Request, lc: &LocConf, main: &MainConf) -> Status {
     match park::resumed(r) {

@@ -1,5 +1,4 @@
-//! Redis: the worker's client thread (`client`, no nginx types) and the
-//! requests parked while it answers (`park`).
+//! Redis, as nginx sees it: the requests parked while the worker's side-car
+//! (the `sessions-sidecar` crate, no nginx types) answers them.
 
-pub mod client;
 pub mod park;

@@ -23,7 +23,7 @@ use sessions_core::Keyring;
 
 use crate::config::conf::MainConf;
 use crate::config::module::Module;
-use crate::redis::client::{Answer, Client, Job, Reply};
+use sessions_sidecar::{Answer, Client, Job, Reply};
 
 /// What a resumed request finds.
 // Moved once per request; boxing would cost an allocation instead.
@@ -97,7 +97,7 @@ pub fn start(
     settings: &RedisSettings,
     topology: &Topology,
     adopt: bool,
-    setup: crate::redis::client::Setup,
+    setup: sessions_sidecar::Setup,
 ) -> Result<(), String> {
     let near = setup.near.clone();
     // SAFETY: creating a non-blocking eventfd owned by this process.
@@ -113,7 +113,7 @@ pub fn start(
     } else {
         // SAFETY: as above.
         let waker = unsafe { std::fs::File::from_raw_fd(waker) };
-        crate::threads::with_signals_blocked(|| crate::redis::client::start(settings, topology, waker, setup))
+        crate::threads::with_signals_blocked(|| sessions_sidecar::start(settings, topology, waker, setup))
     };
     let client = client.inspect_err(|_| {
         // SAFETY: closing the eventfd made above, not shared yet.
@@ -152,7 +152,7 @@ pub fn start(
         waiting: Vec::new(),
         adopt_in_flight: adopt,
         adopt_failed_at: None,
-        patience: crate::redis::client::patience(settings).as_millis() as u64,
+        patience: sessions_sidecar::patience(settings).as_millis() as u64,
         near,
         outstanding: usize::from(adopt),
         peak: 0,

@@ -9,7 +9,7 @@ use std::slice;
 use ngx::core::SlabPool;
 use sessions_core::stores::redis::journal::{Journal, JournalHeader, JournalPlan, JournalSlot};
 
-use crate::redis::client::PendingWrites;
+use sessions_sidecar::PendingWrites;
 
 /// The zone's name; one `http` block has one.
 pub(super) const NAME: &str = "sessions_redis_pending";

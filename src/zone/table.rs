@@ -10,7 +10,7 @@ use ngx::core::SlabPool;
 use sessions_core::stores::zone::table::{Chunk, Plan};
 use sessions_core::{stores::zone::revoked, Header, Slot, Table};
 
-use crate::redis::client::SharedRecords;
+use sessions_sidecar::SharedRecords;
 
 /// Where the table lives in the zone; identical in every worker.
 #[derive(Clone, Copy)]

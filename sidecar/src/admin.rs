@@ -1,0 +1,184 @@
+//! The admin endpoint's jobs: a user's index of logged-in sessions, listed
+//! and revoked.
+
+use sessions_core::model::keys::SealKeys;
+use sessions_core::model::record::{Entry, Record};
+use sessions_core::primitives::id::Handle;
+use sessions_core::stores::redis::view::Write;
+
+use crate::exec::Failure;
+use crate::scripts::INDEX;
+use crate::shared::{now_ms, Shared};
+use crate::Answer;
+
+impl Shared {
+    /// Lists a logged-in session (`rec`) in its user's index (session key ->
+    /// sealed summary, for the admin endpoint) and points its handle at
+    /// that index; drops from the index the ids the same writes retire (a
+    /// renewal's old id: its grace pointer leads to this key anyway). The
+    /// index lives as long as the longest session in it.
+    pub(crate) fn index(
+        &self,
+        keys: &SealKeys,
+        rec: &Record,
+        addr: &[u8],
+        writes: &[Write],
+        ttl: Option<u64>,
+        cmds: &mut Vec<(redis::Cmd, bool)>,
+    ) -> Result<(), Failure> {
+        let Some(user) = rec.user() else {
+            return Ok(());
+        };
+        let idx = self.user_index(keys, user);
+        let summary = keys
+            .seal_summary(addr, rec, &mut self.rng.borrow_mut())
+            .map_err(|_| Failure::NoRandom)?;
+        let mut c = redis::cmd("EVAL");
+        c.arg(INDEX)
+            .arg(1)
+            .arg(&idx)
+            .arg(addr)
+            .arg(summary)
+            .arg(ttl.unwrap_or(0));
+        for w in writes {
+            if let Write::Put {
+                id,
+                entry: Entry::Grace { .. },
+                ..
+            } = w
+            {
+                c.arg(self.address(keys, id));
+            }
+        }
+        cmds.push((c, false));
+        let mut pointer = redis::cmd("SET");
+        pointer.arg(self.handle_pointer(keys, &rec.handle)).arg(&idx);
+        if let Some(ttl) = ttl {
+            pointer.arg("PX").arg(ttl);
+        }
+        cmds.push((pointer, false));
+        Ok(())
+    }
+
+    pub(crate) fn user_index(&self, keys: &SealKeys, user: &[u8]) -> Vec<u8> {
+        let mut idx = Vec::with_capacity(self.prefix.len() + 48);
+        keys.user_index(&self.prefix, user, &mut idx);
+        idx
+    }
+
+    pub(crate) fn handle_pointer(&self, keys: &SealKeys, handle: &Handle) -> Vec<u8> {
+        let mut p = Vec::with_capacity(self.prefix.len() + 50);
+        keys.handle_pointer(&self.prefix, handle, &mut p);
+        p
+    }
+
+    /// The sessions an index lists that still exist, with their summaries;
+    /// entries whose session ended are dropped from the index on the way.
+    pub(crate) async fn indexed(
+        &self,
+        keys: &SealKeys,
+        idx: &[u8],
+    ) -> Result<Vec<(Vec<u8>, Record)>, Failure> {
+        let entries: Vec<(Vec<u8>, Vec<u8>)> = self.repaired(redis::cmd("HGETALL").arg(idx), idx).await?;
+        let probes: Vec<redis::Cmd> = entries
+            .iter()
+            .map(|(addr, _)| redis::cmd("EXISTS").arg(addr).clone())
+            .collect();
+        let exists: Vec<bool> = self.run_each(0, &probes).await?;
+        let mut live = Vec::with_capacity(entries.len());
+        let mut gone = redis::cmd("HDEL");
+        gone.arg(idx);
+        let mut any_gone = false;
+        for ((addr, summary), exists) in entries.into_iter().zip(exists) {
+            if !exists {
+                gone.arg(&addr);
+                any_gone = true;
+                continue;
+            }
+            // A summary that does not open (another secret's) is not listed.
+            if let Ok(rec) = keys.open_summary(&addr, &summary) {
+                live.push((addr, rec));
+            }
+        }
+        if any_gone {
+            let _: usize = self.run(0, &gone).await?;
+        }
+        Ok(live)
+    }
+
+    pub(crate) async fn list(&self, keys: &SealKeys, user: Vec<u8>) -> Result<Answer, Failure> {
+        let idx = self.user_index(keys, &user);
+        // What this nginx has not sent yet counts as done. The journal is
+        // read first: a write it drops meanwhile was acknowledged, so Redis
+        // has it when the index is read (the other order misses it).
+        let (live, gone) = self
+            .in_journal(|j| j.sessions(|r| r.user() == Some(&user[..]), now_ms()))
+            .unwrap_or_default();
+        let found = self.indexed(keys, &idx).await?;
+        let live: Vec<(Vec<u8>, Record)> = live.iter().map(|(id, r)| (self.address(keys, id), *r)).collect();
+        let gone: Vec<Vec<u8>> = gone.iter().map(|id| self.address(keys, id)).collect();
+        let mut sessions: Vec<Record> = found
+            .into_iter()
+            .filter(|(a, _)| !gone.contains(a) && !live.iter().any(|(l, _)| l == a))
+            .map(|(_, rec)| rec)
+            .collect();
+        sessions.extend(live.into_iter().map(|(_, rec)| rec));
+        Ok(Answer::Listed { user, sessions })
+    }
+
+    /// Ends every session of `user` kept under `keys`: deletes the keys its
+    /// index lists, then the index. Returns how many sessions existed.
+    pub(crate) async fn revoke(&self, keys: &SealKeys, user: &[u8]) -> Result<Answer, Failure> {
+        let idx = self.user_index(keys, user);
+        let ended = self
+            .in_journal(|j| j.revoke(|r| r.user() == Some(user), keys.tag()))
+            .unwrap_or_default();
+        if !ended.is_empty() {
+            self.flush.notify_one();
+        }
+        let members: Vec<Vec<u8>> = self.repaired(redis::cmd("HKEYS").arg(&idx), &idx).await?;
+        // One key a DEL: in a cluster they live on different nodes.
+        let deletes: Vec<redis::Cmd> = members.iter().map(|m| redis::cmd("DEL").arg(m).clone()).collect();
+        let deleted: Vec<usize> = self.run_each(0, &deletes).await?;
+        let _: usize = self.run(0, redis::cmd("DEL").arg(&idx)).await?;
+        // Each session counts once: one deleted here, or one this nginx
+        // still had pending, whether Redis held it yet or not (the flusher
+        // may have deleted it first: it was ended above).
+        let ended: Vec<Vec<u8>> = ended.iter().map(|id| self.address(keys, id)).collect();
+        let listed = members
+            .iter()
+            .zip(&deleted)
+            .filter(|(m, d)| **d > 0 || ended.contains(m))
+            .count();
+        let unlisted = ended.iter().filter(|a| !members.contains(a)).count();
+        self.in_journal(|j| j.bump());
+        Ok(Answer::Revoked(listed + unlisted))
+    }
+
+    /// Ends the logged-in session whose handle is `handle`, found through
+    /// its pointer and its user's index.
+    pub(crate) async fn revoke_handle(&self, keys: &SealKeys, handle: &Handle) -> Result<Answer, Failure> {
+        let pending = self
+            .in_journal(|j| j.revoke(|r| r.handle == *handle && r.user().is_some(), keys.tag()))
+            .unwrap_or_default();
+        if !pending.is_empty() {
+            self.flush.notify_one();
+        }
+        let pointer = self.handle_pointer(keys, handle);
+        let idx: Option<Vec<u8>> = self.repaired(redis::cmd("GET").arg(&pointer), &pointer).await?;
+        let Some(idx) = idx else {
+            self.in_journal(|j| j.bump());
+            return Ok(Answer::RevokedOne(!pending.is_empty()));
+        };
+        let mut revoked = 0;
+        for (addr, rec) in self.indexed(keys, &idx).await? {
+            if rec.handle == *handle {
+                revoked += self.run::<usize>(0, redis::cmd("DEL").arg(&addr)).await?;
+                let _: usize = self.run(0, redis::cmd("HDEL").arg(&idx).arg(&addr)).await?;
+            }
+        }
+        let _: usize = self.run(0, redis::cmd("DEL").arg(&pointer)).await?;
+        self.in_journal(|j| j.bump());
+        Ok(Answer::RevokedOne(revoked > 0 || !pending.is_empty()))
+    }
+}

@@ -1,0 +1,261 @@
+//! Writes: kept in the shared journal until Redis acknowledges them, sent
+//! at once, and flushed again (by any worker) when they failed or their
+//! lease ran out.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use sessions_core::model::keys::SealKeys;
+use sessions_core::model::record::Entry;
+use sessions_core::stores::redis::journal::Journal;
+use sessions_core::stores::redis::view::{Write, EXPIRED_KEPT};
+
+use crate::exec::Failure;
+use crate::lookup::{swap, Read, MOVED};
+use crate::shared::{now_ms, Shared};
+use crate::{Answer, Job, Reply};
+
+/// How often every worker looks for journal writes due again (retries,
+/// and those a killed worker held).
+pub(crate) const FLUSH_TICK: Duration = Duration::from_millis(200);
+
+/// Writes sent in one pipeline.
+pub(crate) const FLUSH_BATCH: usize = 64;
+
+impl Shared {
+    /// Runs `f` over the journal, if this worker has one.
+    pub(crate) fn in_journal<R>(&self, f: impl FnOnce(&mut Journal<'_>) -> R) -> Option<R> {
+        let j = self.journal.as_ref()?;
+        let mut f = Some(f);
+        let mut out = None;
+        j.with(&mut |jr| {
+            if let Some(f) = f.take() {
+                out = Some(f(jr));
+            }
+        });
+        out
+    }
+
+    /// Keeps `writes` in the journal and wakes the flusher; `false` when
+    /// there is no journal or no room in it.
+    pub(crate) fn keep(&self, writes: &[Write], keys: &SealKeys, now: u64) -> bool {
+        if writes.is_empty() {
+            return true;
+        }
+        match self.in_journal(|j| j.record(writes, keys.tag(), now)) {
+            Some(Ok(())) => {
+                self.flush.notify_one();
+                true
+            }
+            Some(Err(_)) => {
+                self.full.set(true);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Remembers the keys a job carries, so that the flusher can seal the
+    /// journal's writes made with them (an adopted `random` secret).
+    pub(crate) fn learn(&self, job: &Job) {
+        match job {
+            Job::Lookup(l) => {
+                self.know(&l.keys.write);
+                self.know(&l.keys.read);
+            }
+            Job::Write { keys, .. }
+            | Job::List { keys, .. }
+            | Job::Revoke { keys, .. }
+            | Job::RevokeHandle { keys, .. } => self.know(keys),
+            Job::Adopt | Job::Flush => {}
+        }
+    }
+
+    /// Keeps `keys` among those the flusher seals with, once.
+    pub(crate) fn know(&self, keys: &SealKeys) {
+        let mut known = self.known.borrow_mut();
+        if !known.iter().any(|k| k.tag() == keys.tag()) {
+            known.push(keys.clone());
+        }
+    }
+
+    /// Sends the journal's writes as they come, and again after failures.
+    pub(crate) async fn flusher(&self) {
+        if self.journal.is_none() {
+            return;
+        }
+        loop {
+            while self.flush_batch().await {}
+            // Idle from here: a write recorded after this store wakes it
+            // (`Client::flush`); one recorded before it is claimed by the
+            // look that follows.
+            self.flusher_idle.store(true, Ordering::SeqCst);
+            if self.flush_batch().await {
+                self.flusher_idle.store(false, Ordering::SeqCst);
+                continue;
+            }
+            let _ = tokio::time::timeout(FLUSH_TICK, self.flush.notified()).await;
+            self.flusher_idle.store(false, Ordering::SeqCst);
+        }
+    }
+
+    /// Claims a batch of due writes and sends it; whether to go on at once.
+    pub(crate) async fn flush_batch(&self) -> bool {
+        let tags: Vec<u64> = self.known.borrow().iter().map(SealKeys::tag).collect();
+        let lease = self.lease.as_millis() as u64;
+        let claimed = self
+            .in_journal(|j| j.claim(now_ms(), lease, |t| tags.contains(&t), FLUSH_BATCH))
+            .unwrap_or_default();
+        if claimed.is_empty() {
+            return false;
+        }
+        let mut all_ok = true;
+        let mut groups: Vec<u64> = claimed.iter().map(|c| c.tag).collect();
+        groups.sort_unstable();
+        groups.dedup();
+        for tag in groups {
+            let Some(keys) = self.known.borrow().iter().find(|k| k.tag() == tag).cloned() else {
+                continue;
+            };
+            let batch: Vec<&sessions_core::stores::redis::journal::Claimed> =
+                claimed.iter().filter(|c| c.tag == tag).collect();
+            let writes: Vec<Write> = batch.iter().map(|c| c.write.clone()).collect();
+            // Ends well before the lease, so no other flusher sends them meanwhile.
+            let sent = tokio::time::timeout(self.lease / 2, self.write(&writes, &keys, None, &[])).await;
+            let ok = matches!(sent, Ok(Ok(true)));
+            if let Ok(Err(Failure::Refused(why) | Failure::WrongType(why))) = &sent {
+                self.report(why.clone());
+            }
+            // New sessions are kept here only while Redis was last reached
+            // (`Client::reached`): the flusher's outcome says so too, as a
+            // request's would, and an outage it meets first is logged.
+            if !ok {
+                self.reached.store(false, Ordering::Relaxed);
+            }
+            let down = match &sent {
+                Ok(Ok(_)) => Some(None),
+                Ok(Err(Failure::Down(why))) => Some(Some(why.clone())),
+                Err(_) => Some(Some("timed out".to_string())),
+                Ok(Err(_)) => None,
+            };
+            if let Some(transition) = down.and_then(|d| self.transition(d)) {
+                self.out.send(Reply {
+                    token: 0,
+                    answer: Answer::Written,
+                    transition: Some(transition),
+                    refused: None,
+                    full: false,
+                });
+            }
+            all_ok &= ok;
+            let now = now_ms();
+            self.in_journal(|j| {
+                for c in &batch {
+                    j.settle(&c.id, c.seq, ok, now);
+                }
+            });
+        }
+        all_ok
+    }
+
+    /// Sends `writes` in one pipeline (one command at a time to a cluster,
+    /// whose keys live on different nodes). `old`: keys whose copies of the
+    /// written ids are deleted (secret rotation). A write to a key in `over`
+    /// applies only if that key still holds the value read; `false` when
+    /// one did not, and then the new sessions these writes made are removed.
+    pub(crate) async fn write(
+        &self,
+        writes: &[Write],
+        keys: &SealKeys,
+        old: Option<&SealKeys>,
+        over: &[Read],
+    ) -> Result<bool, Failure> {
+        if writes.is_empty() {
+            return Ok(true);
+        }
+        let was = |addr: &[u8]| over.iter().find(|r| r.address == addr);
+        // (command, whether its answer says if it applied)
+        let mut cmds: Vec<(redis::Cmd, bool)> = Vec::with_capacity(writes.len() + 1);
+        let mut made = Vec::new();
+        for w in writes {
+            match w {
+                Write::Put { id, entry, data, ttl } => {
+                    let addr = self.address(keys, id);
+                    let value = keys
+                        .seal(id, &addr, entry, data, &mut self.rng.borrow_mut())
+                        .map_err(|_| Failure::NoRandom)?;
+                    match was(&addr) {
+                        Some(r) => cmds.push((swap(r, &value, ttl.map_or(0, |t| t.max(1))), true)),
+                        None => {
+                            let mut c = redis::cmd("SET");
+                            c.arg(&addr).arg(value);
+                            if let Some(ttl) = ttl {
+                                c.arg("PX").arg(*ttl);
+                            }
+                            cmds.push((c, false));
+                            // A live session at a key not read: this attempt made it.
+                            if matches!(entry, Entry::Live(_)) {
+                                made.push(addr.clone());
+                            }
+                        }
+                    }
+                    if let Entry::Live(rec) = entry {
+                        self.index(keys, rec, &addr, writes, *ttl, &mut cmds)?;
+                    }
+                    // The old copy says where it went, for requests that
+                    // read it before this write and look again.
+                    if let Some(old) = old {
+                        let moved = redis::cmd("SET")
+                            .arg(self.address(old, id))
+                            .arg(MOVED)
+                            .arg("PX")
+                            .arg(EXPIRED_KEPT)
+                            .clone();
+                        cmds.push((moved, false));
+                    }
+                }
+                Write::Revoked(r) => self.share_record(keys, r, &mut cmds)?,
+                Write::Delete { id } => {
+                    let addr = self.address(keys, id);
+                    let c = match was(&addr) {
+                        Some(r) => (swap(r, b"", 0), true),
+                        None => (redis::cmd("DEL").arg(&addr).clone(), false),
+                    };
+                    cmds.push(c);
+                    if let Some(old) = old {
+                        cmds.push((redis::cmd("DEL").arg(self.address(old, id)).clone(), false));
+                    }
+                }
+            }
+        }
+        // The session the writes leave behind: the last one stored.
+        let newest = writes.iter().rev().find_map(|w| match w {
+            Write::Put {
+                id,
+                entry: Entry::Live(_),
+                ..
+            } => Some(id),
+            _ => None,
+        });
+        let hint = self.hint(newest);
+        let (cmds, checked): (Vec<redis::Cmd>, Vec<bool>) = cmds.into_iter().unzip();
+        let answers: Vec<redis::Value> = self.run_each(hint, &cmds).await?;
+        // Redis takes writes: new sessions may be kept (`Client::reached`).
+        self.reached.store(true, Ordering::Relaxed);
+        // A session ended: no worker's near cache answers for it again,
+        // even before Redis's push reaches it.
+        if writes.iter().any(|w| matches!(w, Write::Delete { .. })) {
+            self.in_journal(|j| j.bump());
+        }
+        let applied = answers
+            .iter()
+            .zip(checked)
+            .all(|(a, checked)| !checked || *a == redis::Value::Int(1));
+        if !applied {
+            for addr in &made {
+                let _: usize = self.run(hint, redis::cmd("DEL").arg(addr)).await?;
+            }
+        }
+        Ok(applied)
+    }
+}

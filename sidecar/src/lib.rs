@@ -1,0 +1,152 @@
+//! The per-worker async side-car of ngx-sessions: a thread per worker runs
+//! a small tokio runtime that owns the connections to Redis; the nginx
+//! thread hands it jobs and is woken through an eventfd when answers are
+//! ready. Nothing here touches nginx structures, so all of it is tested
+//! with plain `cargo test`.
+//!
+//! By concern: `runtime` (the thread, jobs and replies, the order of jobs
+//! on one session), `exec` (running commands, retry, failures), `backend`
+//! (connections: standalone, Sentinel, Cluster, with backoff), `lookup`
+//! (one request's session), `flush` (writes kept until acknowledged),
+//! `tracking` (the near cache's invalidations), `records` (shared records
+//! of ended cookie-store sessions), `admin`, `adoption`, and the Lua
+//! `scripts`.
+
+mod admin;
+mod adoption;
+mod backend;
+mod exec;
+mod flush;
+mod lookup;
+mod records;
+mod runtime;
+mod scripts;
+mod shared;
+mod tracking;
+
+pub use runtime::{patience, start, Client};
+
+use std::sync::{Arc, Mutex};
+
+use sessions_core::engine::store::Event;
+use sessions_core::engine::Presented;
+use sessions_core::model::keys::SealKeys;
+use sessions_core::model::record::Record;
+use sessions_core::primitives::id::Handle;
+use sessions_core::stores::redis::journal::Journal;
+use sessions_core::stores::redis::near_cache::NearCache;
+use sessions_core::stores::redis::view::Write;
+use sessions_core::stores::zone::revoked;
+use sessions_core::{Outcome, Policy};
+
+/// Keys for the records of one session: where it was read, where it goes.
+#[derive(Clone)]
+pub struct Keys {
+    pub read: SealKeys,
+    pub write: SealKeys,
+    /// `read` is an older secret's: rewrite what is kept under `write`.
+    pub migrate: bool,
+}
+
+/// One request's session, decided on the Redis thread.
+pub struct Lookup {
+    pub presented: Presented,
+    pub keys: Keys,
+    pub now: u64,
+    pub ip: ([u8; 16], usize),
+    pub ua: u64,
+    pub policy: Policy,
+}
+
+// Moved once per job; the channel holds few of them.
+#[allow(clippy::large_enum_variant)]
+pub enum Job {
+    Lookup(Box<Lookup>),
+    /// Writes decided on the nginx thread that the journal had no room
+    /// for; nobody waits for them.
+    Write {
+        writes: Vec<Write>,
+        keys: SealKeys,
+    },
+    /// The journal has new writes: flush them now.
+    Flush,
+    /// The random secret and cookie name shared by every instance.
+    Adopt,
+    /// The admin endpoint: a user's logged-in sessions.
+    List {
+        user: Vec<u8>,
+        keys: SealKeys,
+    },
+    /// "Log out everywhere": every session of a user.
+    Revoke {
+        user: Vec<u8>,
+        keys: SealKeys,
+    },
+    /// One logged-in session, by its handle (`$session_id`).
+    RevokeHandle {
+        handle: Handle,
+        keys: SealKeys,
+    },
+}
+
+pub enum Answer {
+    Resolved {
+        outcome: Outcome,
+        data: Vec<u8>,
+        events: Vec<Event>,
+    },
+    Unavailable,
+    /// The OS random source failed.
+    NoRandom,
+    Adopted {
+        secret: Vec<u8>,
+        name: Vec<u8>,
+        /// Keys whose unsound values were replaced.
+        replaced: Vec<String>,
+    },
+    Written,
+    /// The sessions `List` found, as their summaries.
+    Listed {
+        user: Vec<u8>,
+        sessions: Vec<Record>,
+    },
+    /// How many sessions `Revoke` ended.
+    Revoked(usize),
+    /// Whether `RevokeHandle` found its session.
+    RevokedOne(bool),
+}
+
+pub struct Reply {
+    pub token: u64,
+    pub answer: Answer,
+    /// Set when Redis just went down (with why) or came back.
+    pub transition: Option<Result<(), String>>,
+    /// Redis refused a command (a full Redis, a missing ACL permission):
+    /// why, at most once a minute.
+    pub refused: Option<String>,
+    /// The journal was full: writes were sent once, unkept.
+    pub full: bool,
+}
+
+/// The writes this nginx keeps for Redis, in memory its workers share.
+pub trait PendingWrites: Send + Sync {
+    fn with(&self, f: &mut dyn FnMut(&mut Journal<'_>));
+}
+
+/// Where records of ended cookie-store sessions that other instances made
+/// are copied to: this nginx's zone.
+pub trait SharedRecords: Send + Sync {
+    fn apply(&self, records: &[revoked::Shared], now: u64);
+}
+
+/// What a worker's Redis thread is given at start.
+pub struct Setup {
+    pub journal: Option<Arc<dyn PendingWrites>>,
+    /// Set when a cookie-store location shares its records through Redis.
+    pub records: Option<Arc<dyn SharedRecords>>,
+    /// The worker's near cache of Redis sessions, which this thread fills
+    /// and keeps coherent.
+    pub near: Option<Arc<Mutex<NearCache>>>,
+    /// Every configured secret's keys, so that any worker flushes any write.
+    pub seals: Vec<SealKeys>,
+}

@@ -1,0 +1,293 @@
+//! The side-car's runtime: a current-thread tokio runtime on a thread of
+//! its own per worker, the jobs it takes from the nginx thread, the
+//! replies it hands back (waking nginx through an eventfd), and the order
+//! of jobs on one session.
+
+use std::cell::{Cell, RefCell};
+use std::fs::File;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sessions_core::config::redis_conf::{RedisSettings, Topology};
+use sessions_core::engine::Presented;
+use sessions_core::primitives::id::RandomPool;
+use sessions_core::SessionId;
+use tokio::sync::mpsc;
+
+use crate::backend::Backend;
+use crate::exec::Failure;
+use crate::lookup::UNKNOWN_RECHECK;
+use crate::shared::{Replies, Shared};
+use crate::{Answer, Job, Reply, Setup};
+
+/// The nginx thread's side of the Redis thread.
+pub struct Client {
+    jobs: mpsc::UnboundedSender<(u64, Job)>,
+    replies: Arc<Mutex<Vec<Reply>>>,
+    /// Set while the flusher waits for work (see `Shared::flusher`).
+    flusher_idle: Arc<AtomicBool>,
+    /// Whether Redis took the last write, and no job or flush failed since
+    /// (down, timed out, a command refused). False until a first write.
+    reached: Arc<AtomicBool>,
+}
+
+impl Client {
+    pub fn submit(&self, token: u64, job: Job) -> bool {
+        self.jobs.send((token, job)).is_ok()
+    }
+
+    /// Wakes the flusher for a write just recorded, unless it is busy: it
+    /// then claims the write with its next batch. Under load this spares
+    /// the Redis thread a wake-up (and the nginx thread a context switch)
+    /// per write.
+    pub fn reached(&self) -> bool {
+        self.reached.load(Ordering::Relaxed)
+    }
+
+    pub fn flush(&self) {
+        if self.flusher_idle.swap(false, Ordering::SeqCst) {
+            self.submit(0, Job::Flush);
+        }
+    }
+
+    /// Answers that arrived since the last call.
+    pub fn take_replies(&self, out: &mut Vec<Reply>) {
+        let mut r = self.replies.lock().unwrap_or_else(|e| e.into_inner());
+        out.append(&mut r);
+    }
+}
+
+/// Starts the thread; `wake` is an eventfd the nginx thread watches.
+pub fn start(
+    settings: &RedisSettings,
+    topology: &Topology,
+    wake: File,
+    setup: Setup,
+) -> Result<Client, String> {
+    let backend = Backend::new(settings, topology).map_err(|e| e.to_string())?;
+    let prefix = settings.prefix().to_vec();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let replies = Arc::new(Mutex::new(Vec::new()));
+    let flusher_idle = Arc::new(AtomicBool::new(false));
+    let reached = Arc::new(AtomicBool::new(false));
+    let flags = (flusher_idle.clone(), reached.clone());
+    let out = Replies {
+        list: replies.clone(),
+        wake: Arc::new(wake),
+    };
+    // rustls needs one process-wide crypto provider; a second install fails
+    // harmlessly. redis-rs offers both TLS versions: the cipher suites kept
+    // here decide which can be agreed.
+    let mut provider = rustls::crypto::ring::default_provider();
+    if let Some(p) = settings.tls_protocols {
+        provider.cipher_suites.retain(|s| match s.version().version {
+            rustls::ProtocolVersion::TLSv1_2 => p.v1_2,
+            rustls::ProtocolVersion::TLSv1_3 => p.v1_3,
+            _ => false,
+        });
+    }
+    let _ = provider.install_default();
+    let limit = patience(settings);
+    let lease = lease(settings);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    std::thread::Builder::new()
+        .name("sessions-redis".into())
+        .spawn(move || {
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&rt, serve(backend, prefix, rx, out, (limit, lease), setup, flags));
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(Client {
+        jobs: tx,
+        replies,
+        flusher_idle,
+        reached,
+    })
+}
+
+pub(crate) async fn serve(
+    backend: Backend,
+    prefix: Vec<u8>,
+    mut rx: mpsc::UnboundedReceiver<(u64, Job)>,
+    out: Replies,
+    (limit, lease): (Duration, Duration),
+    setup: Setup,
+    (flusher_idle, reached): (Arc<AtomicBool>, Arc<AtomicBool>),
+) {
+    let shared = Rc::new(Shared {
+        backend,
+        prefix,
+        out,
+        up: Cell::new(true),
+        rng: RefCell::new(RandomPool::new()),
+        next: Cell::new(0),
+        pending: RefCell::new(Vec::new()),
+        last_refusal: Cell::new(None),
+        journal: setup.journal,
+        records: setup.records,
+        near: setup.near,
+        tracking_conn: RefCell::new(None),
+        known: RefCell::new(setup.seals),
+        flush: tokio::sync::Notify::new(),
+        lease,
+        full: Cell::new(false),
+        flusher_idle,
+        reached,
+        recheck: UNKNOWN_RECHECK.min(limit / 8),
+    });
+    let s = shared.clone();
+    tokio::task::spawn_local(async move { s.backend.keep_open().await });
+    let s = shared.clone();
+    tokio::task::spawn_local(async move { s.backend.watch_sentinels().await });
+    let s = shared.clone();
+    tokio::task::spawn_local(async move { s.flusher().await });
+    let s = shared.clone();
+    tokio::task::spawn_local(async move { s.follow_records().await });
+    let s = shared.clone();
+    tokio::task::spawn_local(async move { s.track().await });
+    while let Some((token, job)) = rx.recv().await {
+        shared.learn(&job);
+        if matches!(job, Job::Flush) {
+            shared.flush.notify_one();
+            continue;
+        }
+        let s = shared.clone();
+        // Taken now, in the order jobs arrive.
+        let turn = s.turn(&job);
+        tokio::task::spawn_local(async move {
+            let work = async {
+                turn.wait().await;
+                match job {
+                    Job::Lookup(l) => s.lookup(&l).await,
+                    Job::Write { writes, keys } => {
+                        s.write(&writes, &keys, None, &[]).await.map(|_| Answer::Written)
+                    }
+                    Job::Adopt => s.adopt().await,
+                    // Woken above, never spawned.
+                    Job::Flush => Ok(Answer::Written),
+                    Job::List { user, keys } => s.list(&keys, user).await,
+                    Job::Revoke { user, keys } => s.revoke(&keys, &user).await,
+                    Job::RevokeHandle { handle, keys } => s.revoke_handle(&keys, &handle).await,
+                }
+            };
+            // Every job ends before nginx's own timer for it (`patience`).
+            let (answer, down, refused) = match tokio::time::timeout(limit / 2, work).await {
+                Ok(Ok(a)) => (a, None, None),
+                Ok(Err(Failure::NoRandom)) => (Answer::NoRandom, None, None),
+                Ok(Err(Failure::Down(why))) => (Answer::Unavailable, Some(why), None),
+                Ok(Err(Failure::Refused(why) | Failure::WrongType(why))) => {
+                    (Answer::Unavailable, None, Some(why))
+                }
+                Err(_) => (Answer::Unavailable, Some("timed out".into()), None),
+            };
+            s.done(turn);
+            if down.is_some() || refused.is_some() {
+                s.reached.store(false, Ordering::Relaxed);
+            }
+            s.out.send(Reply {
+                token,
+                answer,
+                transition: s.transition(down),
+                refused: refused.filter(|_| s.report_refusal()),
+                full: s.full.take(),
+            });
+        });
+    }
+}
+
+/// A job's place after the writes nobody waits for (a login, logout, new
+/// id or data, sent as a response left) that came before it on the same
+/// session: the next request of a session sees what its last response
+/// changed, whichever connection each uses. Admin jobs come after every
+/// such write before them. Requests of one session otherwise run side by
+/// side: their own writes are made over what they read (`SWAP`).
+#[derive(Default)]
+pub(crate) struct Turn {
+    /// Held by a write until it is done.
+    pub(crate) lock: Option<(Arc<tokio::sync::Mutex<()>>, tokio::sync::OwnedMutexGuard<()>)>,
+    /// The writes to wait for.
+    pub(crate) after: Vec<Arc<tokio::sync::Mutex<()>>>,
+}
+
+impl Turn {
+    async fn wait(&self) {
+        for earlier in &self.after {
+            drop(earlier.lock().await);
+        }
+    }
+}
+
+pub(crate) fn timeouts(settings: &RedisSettings) -> (u64, u64) {
+    (
+        settings
+            .connect_timeout
+            .unwrap_or(sessions_core::config::redis_conf::DEFAULT_CONNECT_TIMEOUT),
+        settings
+            .timeout
+            .unwrap_or(sessions_core::config::redis_conf::DEFAULT_TIMEOUT),
+    )
+}
+
+/// How long a flush holds the journal entries it sends: twice what
+/// connecting (discovery included) and one command may take, plus a second.
+/// A flush gives up at half of it, so no other worker sends them meanwhile.
+pub(crate) fn lease(settings: &RedisSettings) -> Duration {
+    let (c, t) = timeouts(settings);
+    Duration::from_millis(2 * (3 * c + t) + 1_000)
+}
+
+/// How long a request may wait for the Redis thread before nginx gives up
+/// on it: the connection and command timeouts, twice (one retry), plus slack.
+pub fn patience(settings: &RedisSettings) -> Duration {
+    let (c, t) = timeouts(settings);
+    Duration::from_millis(2 * (3 * c + 3 * t) + 1_000)
+}
+
+impl Shared {
+    /// The job's turn, taken as it arrives (see `Turn`).
+    pub(crate) fn turn(&self, job: &Job) -> Turn {
+        let mut pending = self.pending.borrow_mut();
+        let earlier = |on: &dyn Fn(&SessionId) -> bool| {
+            pending
+                .iter()
+                .filter(|(id, _)| on(id))
+                .map(|(_, l)| l.clone())
+                .collect::<Vec<_>>()
+        };
+        match job {
+            Job::Lookup(l) => match l.presented {
+                Presented::Id { id, .. } => Turn {
+                    lock: None,
+                    after: earlier(&|p| *p == id),
+                },
+                _ => Turn::default(),
+            },
+            Job::Write { writes, .. } => {
+                let after = earlier(&|p| writes.iter().any(|w| w.id() == p));
+                let lock = Arc::new(tokio::sync::Mutex::new(()));
+                let guard = lock.clone().try_lock_owned().expect("a new lock is free");
+                pending.extend(writes.iter().map(|w| (*w.id(), lock.clone())));
+                Turn {
+                    lock: Some((lock, guard)),
+                    after,
+                }
+            }
+            Job::List { .. } | Job::Revoke { .. } | Job::RevokeHandle { .. } => Turn {
+                lock: None,
+                after: earlier(&|_| true),
+            },
+            Job::Adopt | Job::Flush => Turn::default(),
+        }
+    }
+
+    pub(crate) fn done(&self, turn: Turn) {
+        if let Some((lock, _)) = turn.lock {
+            self.pending.borrow_mut().retain(|(_, l)| !Arc::ptr_eq(l, &lock));
+        }
+    }
+}
