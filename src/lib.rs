@@ -1,9 +1,13 @@
 //! ngx_http_sessions_module: HTTP sessions for nginx.
 //!
 //! This file holds only the module static and the hooks nginx calls; the
-//! rest is grouped by what it faces: `config` (configuration time),
-//! `phases` (a request, one way: access, then the header filter), `zone`
-//! (shared memory) and `redis`. Nothing imports this file.
+//! rest is grouped by what it faces, each folder importing only those
+//! before it here (`tests/layout.rs` checks that no folder imports one that
+//! imports it back): `clock` and `threads`; `zone` (shared memory as a
+//! worker holds it); `config` (what the directives set); `phases` (a
+//! request, one way: access, then the header filter; requests parked for
+//! the side-car); `lifecycle` (directives, zones created, the state file).
+//! Redis itself is the `sessions-sidecar` crate's. Nothing imports this file.
 //!
 //! Every `unsafe` block says why it is sound in a `// SAFETY:` line.
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -20,19 +24,19 @@ use ngx::core::{Status, NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::http_request_handler;
 
+mod clock;
 mod config;
+mod lifecycle;
 mod phases;
-mod redis;
 mod threads;
 mod zone;
 
 use config::conf::{LocConf, MainConf, SecretConf};
-use config::directives;
 use config::module::Module;
+use lifecycle::directives;
+use lifecycle::state as zone_state;
+use phases::park;
 use phases::{access, filter, remote, variables};
-use redis::park;
-use sessions_sidecar as redis_client;
-use zone::state as zone_state;
 
 /// The hooks `MODULE_CTX` names that `ngx`'s defaults do not cover.
 struct Hooks;
@@ -80,7 +84,7 @@ impl Hooks {
                 .unwrap_or(sessions_core::config::redis_conf::DEFAULT_PENDING);
             let main_ptr: *mut MainConf = main;
             // SAFETY: the main configuration outlives the zone it is handed to.
-            if zone::shm::add_journal(cf, unsafe { &mut *main_ptr }, pending).is_err() {
+            if lifecycle::shm::add_journal(cf, unsafe { &mut *main_ptr }, pending).is_err() {
                 return Status::NGX_ERROR.into();
             }
         }
@@ -133,7 +137,7 @@ impl Hooks {
                 len: name.len(),
                 data: name.as_ptr().cast_mut(),
             };
-            return zone::shm::add_zone(cf, main, name, size);
+            return lifecycle::shm::add_zone(cf, main, name, size);
         }
         NGX_CONF_OK
     }
@@ -242,15 +246,15 @@ extern "C" fn init_process(cycle: *mut nginx_sys::ngx_cycle_t) -> ngx_int_t {
     }
     if let Some(main) = Module::main_conf(cycle_ref).filter(|m| serves && m.redis_used) {
         if let Some(topology) = &main.topology {
-            let setup = redis_client::Setup {
+            let setup = sessions_sidecar::Setup {
                 journal: main
                     .journal
                     .clone()
-                    .map(|j| j as std::sync::Arc<dyn redis_client::PendingWrites>),
+                    .map(|j| j as std::sync::Arc<dyn sessions_sidecar::PendingWrites>),
                 records: main
                     .table
                     .filter(|_| main.cookie_shared)
-                    .map(|t| std::sync::Arc::new(t) as std::sync::Arc<dyn redis_client::SharedRecords>),
+                    .map(|t| std::sync::Arc::new(t) as std::sync::Arc<dyn sessions_sidecar::SharedRecords>),
                 near: main
                     .redis
                     .near_cache

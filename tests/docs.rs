@@ -7,7 +7,7 @@ use std::path::Path;
 #[test]
 fn every_directive_is_documented() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let source = fs::read_to_string(root.join("src/config/directives.rs")).unwrap();
+    let source = fs::read_to_string(root.join("src/lifecycle/directives.rs")).unwrap();
     let readme = fs::read_to_string(root.join("README.md")).unwrap();
     let names: Vec<&str> = source
         .split("ngx_string!(\"")

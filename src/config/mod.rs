@@ -1,6 +1,6 @@
-//! Configuration time: the module as the rest of the code names it, its
-//! directives, and what they set.
+//! The module's configuration: what the directives set (`conf`) and how
+//! every file reaches it (`module`). The directives themselves are in
+//! `lifecycle::directives`.
 
 pub mod conf;
-pub mod directives;
 pub mod module;

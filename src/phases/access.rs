@@ -58,7 +58,7 @@ fn logout(r: &mut Request) -> Status {
     let main = Module::main_conf(r);
     if let (Some(ctx), Some(main)) = (request::ctx(r), main) {
         if let Some((_, name)) = lc.keys_and_name(main) {
-            let now = request::now_ms();
+            let now = crate::clock::now_ms();
             let id = ctx.id;
             let done = remote::on_store(main, lc, ctx, now, |t, rng, _| {
                 apply(t, &id, Control::Destroy, now, &lc.policy, rng)

@@ -16,8 +16,8 @@ use sessions_core::stores::zone::revoked;
 
 use crate::config::conf::LocConf;
 use crate::config::module::Module;
+use crate::phases::park;
 use crate::phases::request;
-use crate::redis::park;
 use sessions_sidecar::{Answer, Job};
 
 /// Largest JSON body accepted.
@@ -98,7 +98,7 @@ fn act(r: &mut Request, req: AdminRequest) -> Status {
     // Cookie-store sessions cannot be taken back: what ends them is a
     // record kept until they would have expired (see `revoked`). The zone's
     // own sessions are removed, and the record costs them nothing.
-    let now = request::now_ms();
+    let now = crate::clock::now_ms();
     let policy = &lc.policy;
     let mut made = Vec::new();
     let (status, body) = table.with(|t| match &req {
@@ -154,7 +154,7 @@ fn act_on_redis(r: &mut Request, req: AdminRequest) -> Status {
         .zip(Module::location_conf(r))
         .and_then(|(main, lc)| lc.keys_and_name(main))
         .map(|(keys, _)| keys.primary().seal().clone());
-    let Some(keys) = keys.filter(|_| crate::redis::park::running() && !crate::redis::park::saturated())
+    let Some(keys) = keys.filter(|_| crate::phases::park::running() && !crate::phases::park::saturated())
     else {
         return unavailable(r);
     };
@@ -163,7 +163,7 @@ fn act_on_redis(r: &mut Request, req: AdminRequest) -> Status {
         AdminRequest::RevokeUser { user } => Job::Revoke { user, keys },
         AdminRequest::RevokeId { id } => Job::RevokeHandle { handle: id, keys },
     };
-    if crate::redis::park::park_admin(r, job, answered) {
+    if crate::phases::park::park_admin(r, job, answered) {
         Status::NGX_DONE
     } else {
         Status::NGX_ERROR

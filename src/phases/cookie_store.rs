@@ -14,8 +14,8 @@ use sessions_core::{resolve, stores::zone::revoked, Facts, Keyring, Policy, Reco
 use crate::config::conf::{LocConf, MainConf};
 use crate::phases::cookies::{self, with_sealers, SCRATCH};
 use crate::phases::decide;
+use crate::phases::park;
 use crate::phases::request::{self, Ctx};
-use crate::redis::park;
 
 /// Keeps the sessions a request ended dead and its logged-in session
 /// listed (see `revoked`), and counts what happened. `resealed`: the

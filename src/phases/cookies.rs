@@ -90,7 +90,12 @@ pub fn forget_verified() {
 /// What the request brings: time, address, User-Agent fingerprint.
 pub fn facts(r: &Request) -> (u64, [u8; 16], usize, u64) {
     let (ip, ip_len) = request::client_ip(r);
-    (request::now_ms(), ip, ip_len, fingerprint(request::user_agent(r)))
+    (
+        crate::clock::now_ms(),
+        ip,
+        ip_len,
+        fingerprint(request::user_agent(r)),
+    )
 }
 
 /// The `Set-Cookie` value(s) for the session `ctx` holds (its id, and in

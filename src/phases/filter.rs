@@ -138,7 +138,7 @@ fn control(r: &mut Request, lc: &LocConf) -> Option<()> {
     let Some((keys, name)) = lc.keys_and_name(main) else {
         return Some(());
     };
-    let now = request::now_ms();
+    let now = crate::clock::now_ms();
     let id = ctx.id;
     let Some(result) = on_store(main, lc, ctx, now, |t, rng, _| {
         apply(t, &id, control, now, &lc.policy, rng)
@@ -196,7 +196,7 @@ fn data(r: &mut Request, changes: &[(&[u8], Option<&[u8]>)]) -> Option<()> {
     };
     let (main, lc) = (Module::main_conf(r)?, Module::location_conf(r)?);
     let id = ctx.id;
-    let now = request::now_ms();
+    let now = crate::clock::now_ms();
     let result = on_store(main, lc, ctx, now, |t, _, data| {
         update_data(t, &id, changes, data)
     })?;

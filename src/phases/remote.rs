@@ -19,8 +19,8 @@ use sessions_core::{resolve, Facts, Keyring, SessionId};
 use crate::config::conf::{LocConf, MainConf};
 use crate::phases::cookies::{self, SCRATCH};
 use crate::phases::decide;
+use crate::phases::park::{self, Wake};
 use crate::phases::request::Ctx;
-use crate::redis::park::{self, Wake};
 use sessions_sidecar::{Answer, Job, Keys, Lookup};
 
 pub fn access(r: &mut Request, lc: &LocConf, main: &MainConf) -> Status {
@@ -33,7 +33,7 @@ pub fn access(r: &mut Request, lc: &LocConf, main: &MainConf) -> Status {
     }
     let Some((keys, name)) = lc.keys_and_name(main) else {
         // `random` secret or name not adopted from Redis yet.
-        if park::adoption_failed(crate::phases::request::now_ms()) || park::saturated() {
+        if park::adoption_failed(crate::clock::now_ms()) || park::saturated() {
             return unavailable(r, lc, main);
         }
         return if park::park(r, None) {
@@ -273,7 +273,7 @@ pub fn end_presented(r: &Request, lc: &LocConf, main: &MainConf) -> bool {
     };
     let tag = keys.key(usize::from(key)).seal().tag();
     let writes = [sessions_core::stores::redis::view::Write::Delete { id }];
-    park::record(main, &writes, tag, crate::phases::request::now_ms())
+    park::record(main, &writes, tag, crate::clock::now_ms())
 }
 
 /// How long a leaving worker waits for the journal to empty: on a

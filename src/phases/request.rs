@@ -7,8 +7,8 @@ use std::{mem, ptr, slice};
 use nginx_sys::ngx_chain_t;
 use nginx_sys::{
     ngx_http_get_indexed_variable, ngx_http_request_t, ngx_list_part_t, ngx_list_push, ngx_palloc,
-    ngx_pnalloc, ngx_pool_cleanup_add, ngx_str_t, ngx_table_elt_t, ngx_timeofday, sockaddr_in, sockaddr_in6,
-    AF_INET, AF_INET6,
+    ngx_pnalloc, ngx_pool_cleanup_add, ngx_str_t, ngx_table_elt_t, sockaddr_in, sockaddr_in6, AF_INET,
+    AF_INET6,
 };
 use ngx::core::{Buffer, Status as NgxStatus};
 use ngx::http::{HTTPStatus, Request};
@@ -17,12 +17,6 @@ use sessions_core::engine::store::StoreKind;
 use sessions_core::{Handle, Record, SessionId, Status};
 
 use crate::config::module::ngx_http_sessions_module;
-
-/// Now, in Unix milliseconds, from nginx's cached clock (no system call).
-pub fn now_ms() -> u64 {
-    let t = ngx_timeofday();
-    (t.sec as u64) * 1000 + t.msec as u64
-}
 
 /// The client address bytes (`$remote_addr`, so after realip): 4 for IPv4,
 /// 16 for IPv6, none for a unix socket.

@@ -12,14 +12,14 @@ use sessions_core::stores::redis::journal::{Journal, JournalHeader, JournalPlan,
 use sessions_sidecar::PendingWrites;
 
 /// The zone's name; one `http` block has one.
-pub(super) const NAME: &str = "sessions_redis_pending";
+pub(crate) const NAME: &str = "sessions_redis_pending";
 
 /// Where the journal lives; identical in every worker.
 #[derive(Clone)]
 pub struct SharedJournal {
-    pub(super) pool: SlabPool,
-    pub(super) region: NonNull<u8>,
-    pub(super) plan: JournalPlan,
+    pub(crate) pool: SlabPool,
+    pub(crate) region: NonNull<u8>,
+    pub(crate) plan: JournalPlan,
 }
 
 // SAFETY: `region` points into shared memory mapped for the worker's whole
@@ -70,7 +70,7 @@ impl PendingWrites for SharedJournal {
 /// # Safety
 /// `base` points to `plan.bytes()` bytes of zeroed or formatted shared
 /// memory that the caller may access exclusively for `'a`.
-pub(super) unsafe fn carve<'a>(
+pub(crate) unsafe fn carve<'a>(
     base: *mut u8,
     plan: JournalPlan,
 ) -> (&'a mut JournalHeader, &'a mut [u32], &'a mut [JournalSlot]) {

@@ -1,8 +1,6 @@
-//! The shared-memory zones: the session table (`table`), created and
-//! initialised by `shm`, its state file (`state`), and the journal of
-//! pending Redis writes (`journal`).
+//! Shared memory as a worker holds it: the session table and its lock
+//! (`table`), and the journal of pending Redis writes (`journal`). Both
+//! are created and initialised in `lifecycle::shm`.
 
 pub mod journal;
-pub mod shm;
-pub mod state;
 pub mod table;

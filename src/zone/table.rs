@@ -15,9 +15,9 @@ use sessions_sidecar::SharedRecords;
 /// Where the table lives in the zone; identical in every worker.
 #[derive(Clone, Copy)]
 pub struct SharedTable {
-    pub(super) zone: NonNull<ngx_shm_zone_t>,
-    pub(super) region: NonNull<u8>,
-    pub(super) plan: Plan,
+    pub(crate) zone: NonNull<ngx_shm_zone_t>,
+    pub(crate) region: NonNull<u8>,
+    pub(crate) plan: Plan,
 }
 
 // SAFETY: `zone` and `region` point into the cycle and into shared memory,
@@ -73,7 +73,7 @@ impl SharedTable {
 /// # Safety
 /// `base` points to `plan.bytes()` bytes of zeroed or formatted shared memory
 /// that the caller may access exclusively for `'a`.
-pub(super) unsafe fn carve<'a>(
+pub(crate) unsafe fn carve<'a>(
     base: *mut u8,
     plan: Plan,
 ) -> (&'a mut Header, &'a mut [u32], &'a mut [Slot], &'a mut [Chunk]) {

@@ -94,7 +94,7 @@ pub extern "C" fn init(shm_zone: *mut ngx_shm_zone_t, _old: *mut c_void) -> ngx_
         // SAFETY: a global nginx sets before any configuration is read.
         let testing = unsafe { nginx_sys::ngx_test_config } != 0;
         if let Some(state) = main.state.as_ref().filter(|_| !testing) {
-            crate::zone::state::load(state, &main.state_keys, &mut t, &zone.shm.name.to_string(), log);
+            crate::lifecycle::state::load(state, &main.state_keys, &mut t, &zone.shm.name.to_string(), log);
         }
         // SAFETY: publishing the table for later cycles (reload) in the pool.
         unsafe { (*shpool).data = region.as_ptr().cast() };

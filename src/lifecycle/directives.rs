@@ -478,7 +478,7 @@ extern "C" fn set_zone(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut
         ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"state_interval\" needs \"state\"");
         return NGX_CONF_ERROR;
     }
-    crate::zone::shm::add_zone(cf, main, name, size)
+    crate::lifecycle::shm::add_zone(cf, main, name, size)
 }
 
 /// Compiles a value that may contain variables.

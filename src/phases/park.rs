@@ -54,7 +54,7 @@ struct Worker {
     adopt_in_flight: bool,
     /// Adopting failed; requests fall back until a retry succeeds.
     adopt_failed_at: Option<u64>,
-    /// How long a request may wait, in ms (see `redis_client::patience`).
+    /// How long a request may wait, in ms (see `sessions_sidecar::patience`).
     patience: u64,
     /// Redis sessions read recently, kept coherent by the Redis thread.
     near: Option<std::sync::Arc<std::sync::Mutex<NearCache>>>,
@@ -594,7 +594,7 @@ fn handle(reply: Reply) {
                         }
                         w.adopt_failed_at = None;
                     }
-                    _ => w.adopt_failed_at = Some(crate::phases::request::now_ms()),
+                    _ => w.adopt_failed_at = Some(crate::clock::now_ms()),
                 }
                 Some(std::mem::take(&mut w.waiting))
             });

@@ -59,7 +59,7 @@ pub fn load(conf: &StateConf, keys: &[Keyring], t: &mut Table<'_>, zone: &str, l
             return;
         }
     };
-    let now = crate::phases::request::now_ms();
+    let now = crate::clock::now_ms();
     let h = t.header();
     h.random_secret = snap.random_secret;
     h.random_name = snap.random_name;
@@ -135,7 +135,7 @@ fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, Unread> {
 
 /// What the table holds now, taken under its lock.
 fn snapshot(table: &SharedTable) -> Snapshot {
-    let now = crate::phases::request::now_ms();
+    let now = crate::clock::now_ms();
     table.with(|t| {
         let h = t.header();
         let (random_secret, random_name) = (h.random_secret, h.random_name);
