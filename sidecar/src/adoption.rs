@@ -73,3 +73,65 @@ impl Shared {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use sessions_core::primitives::id::{is_random_name, is_random_secret};
+
+    use super::*;
+    use crate::fake::{block_on, shared, FakeRedis};
+
+    fn adopted(a: Result<Answer, Failure>) -> (Vec<u8>, Vec<u8>, Vec<String>) {
+        match a {
+            Ok(Answer::Adopted {
+                secret,
+                name,
+                replaced,
+            }) => (secret, name, replaced),
+            _ => panic!("not adopted"),
+        }
+    }
+
+    #[test]
+    fn the_first_instance_stores_what_every_other_adopts() {
+        let fake = FakeRedis::start();
+        let (a, b) = (
+            shared(&fake, None, Duration::from_secs(1)),
+            shared(&fake, None, Duration::from_secs(1)),
+        );
+        block_on(async {
+            let (secret, name, replaced) = adopted(a.adopt().await);
+            assert!(is_random_secret(&secret) && is_random_name(&name) && replaced.is_empty());
+            assert_eq!(adopted(b.adopt().await), (secret.clone(), name, vec![]));
+            assert_eq!(fake.state().strings[&b"sessions:random-secret"[..]], secret);
+        });
+    }
+
+    #[test]
+    fn an_unsound_value_is_replaced_once_and_then_adopted() {
+        let fake = FakeRedis::start();
+        fake.state()
+            .strings
+            .insert(b"sessions:random-secret".to_vec(), b"not a secret".to_vec());
+        let s = shared(&fake, None, Duration::from_secs(1));
+        block_on(async {
+            let (secret, _, replaced) = adopted(s.adopt().await);
+            assert!(is_random_secret(&secret));
+            assert_eq!(replaced, ["sessions:random-secret"]);
+            let (again, _, replaced) = adopted(s.adopt().await);
+            assert_eq!((again, replaced), (secret, vec![]));
+        });
+    }
+
+    #[test]
+    fn adopting_needs_redis() {
+        let fake = FakeRedis::start();
+        let s = shared(&fake, None, Duration::from_secs(1));
+        fake.state().refuse = Some("NOPERM no".into());
+        block_on(async {
+            assert!(matches!(s.adopt().await, Err(Failure::Refused(_))));
+        });
+    }
+}

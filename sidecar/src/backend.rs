@@ -596,3 +596,42 @@ impl Backend {
         broken
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap_and_a_success_resets_it() {
+        let mut b = Backoff::new();
+        assert!(b.ready());
+        let mut delays = Vec::new();
+        for _ in 0..10 {
+            b.failed("refused");
+            assert!(!b.ready(), "waits after a failure");
+            delays.push(b.delay);
+        }
+        assert_eq!(b.why, "refused");
+        assert!(delays.windows(2).all(|w| w[1] == (w[0] * 2).min(BACKOFF_MAX)));
+        assert_eq!(*delays.last().unwrap(), BACKOFF_MAX);
+        b.succeeded();
+        assert!(b.ready());
+        assert_eq!(b.delay, BACKOFF_FIRST);
+    }
+
+    #[test]
+    fn only_connection_errors_and_a_moving_master_drop_a_connection() {
+        let fake = crate::fake::FakeRedis::start();
+        let (settings, topology) = fake.settings(500);
+        let backend = Backend::new(&settings, &topology).unwrap();
+        let io = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(backend.broken(0, &io));
+        let readonly = RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly),
+            "READONLY You can't write against a read only replica.",
+        ));
+        assert!(backend.broken(0, &readonly));
+        let noperm = RedisError::from((redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm), "NOPERM"));
+        assert!(!backend.broken(0, &noperm));
+    }
+}

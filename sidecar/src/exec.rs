@@ -151,3 +151,90 @@ impl Shared {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::fake::{block_on, closed_port, shared, shared_at, FakeRedis};
+
+    #[test]
+    fn a_broken_connection_is_tried_again_once_on_a_fresh_one() {
+        let fake = FakeRedis::start();
+        let s = shared(&fake, None, Duration::from_secs(1));
+        block_on(async {
+            let _: String = s.run(0, &redis::cmd("PING")).await.ok().expect("Redis up");
+            fake.state().drop_next = 1;
+            let pong: String = s
+                .run(0, &redis::cmd("PING"))
+                .await
+                .ok()
+                .expect("answered on a fresh connection");
+            assert_eq!(pong, "PONG");
+            assert_eq!(fake.state().connections, 2, "one reconnection");
+            // Broken twice in a row: Redis is down for this job.
+            fake.state().drop_next = 2;
+            assert!(matches!(
+                s.run::<String>(0, &redis::cmd("PING")).await,
+                Err(Failure::Down(_))
+            ));
+        });
+    }
+
+    #[test]
+    fn refusals_are_told_from_outages() {
+        let fake = FakeRedis::start();
+        let s = shared(&fake, None, Duration::from_secs(1));
+        block_on(async {
+            fake.state().refuse = Some("NOPERM this user has no permissions to run the 'get' command".into());
+            let r = s.run::<Option<Vec<u8>>>(0, redis::cmd("GET").arg("k")).await;
+            let why = match r {
+                Err(Failure::Refused(why)) => why,
+                Err(Failure::Down(why)) => panic!("down: {why}; {:?}", fake.state().commands),
+                _ => panic!("not refused"),
+            };
+            assert!(why.to_lowercase().contains("noperm"), "{why}");
+            fake.state().refuse =
+                Some("WRONGTYPE Operation against a key holding the wrong kind of value".into());
+            let r = s.run::<Option<Vec<u8>>>(0, redis::cmd("GET").arg("k")).await;
+            assert!(matches!(r, Err(Failure::WrongType(_))));
+            // A refusal is logged at most once a minute.
+            assert!(s.report_refusal());
+            assert!(!s.report_refusal());
+            // Not a refusal: the connection stays, no reconnection.
+            assert_eq!(fake.state().connections, 1);
+        });
+    }
+
+    #[test]
+    fn a_value_of_another_type_reads_as_none_and_is_deleted() {
+        let fake = FakeRedis::start();
+        let s = shared(&fake, None, Duration::from_secs(1));
+        block_on(async {
+            fake.state().strings.insert(b"k".to_vec(), b"v".to_vec());
+            fake.state().refuse =
+                Some("WRONGTYPE Operation against a key holding the wrong kind of value".into());
+            let cmd = redis::cmd("GET").arg("k").clone();
+            // The DEL is refused too here: the failure is handed on.
+            assert!(s.repaired::<Option<Vec<u8>>>(&cmd, b"k").await.is_err());
+            fake.state().refuse = None;
+            assert_eq!(
+                s.repaired::<Option<Vec<u8>>>(&cmd, b"k").await.ok(),
+                Some(Some(b"v".to_vec()))
+            );
+        });
+    }
+
+    #[test]
+    fn a_server_nobody_answers_is_down() {
+        let (settings, topology) = closed_port();
+        let s = shared_at(&settings, &topology, None, Duration::from_secs(1));
+        block_on(async {
+            assert!(matches!(
+                s.run::<String>(0, &redis::cmd("PING")).await,
+                Err(Failure::Down(_))
+            ));
+        });
+    }
+}

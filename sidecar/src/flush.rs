@@ -259,3 +259,161 @@ impl Shared {
         Ok(applied)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::rc::Rc;
+
+    use sessions_core::model::record::Record;
+    use sessions_core::primitives::id::Handle;
+    use sessions_core::SessionId;
+
+    use super::*;
+    use crate::fake::{block_on, shared, FakeRedis, MemJournal};
+    use crate::PendingWrites;
+
+    const ID: SessionId = SessionId([7; 16]);
+
+    /// Session `ID` as created at `created`.
+    fn put(created: u64) -> Write {
+        Write::Put {
+            id: ID,
+            entry: Entry::Live(Record::new(Handle([7; 8]), created, &[127, 0, 0, 1], 9)),
+            data: Vec::new(),
+            ttl: Some(60_000),
+        }
+    }
+
+    fn pending(j: &MemJournal) -> u32 {
+        let mut n = 0;
+        j.with(&mut |j| n = j.len());
+        n
+    }
+
+    fn record(j: &MemJournal, w: Write, keys: &SealKeys) {
+        j.with(&mut |j| {
+            j.record(std::slice::from_ref(&w), keys.tag(), now_ms())
+                .expect("room")
+        });
+    }
+
+    /// When session `ID` stored in `fake` was created, if it is there.
+    fn stored(fake: &FakeRedis, s: &Shared, keys: &SealKeys) -> Option<u64> {
+        let addr = s.address(keys, &ID);
+        let value = fake.state().strings.get(&addr)?.clone();
+        match keys.open(&ID, &addr, &value) {
+            Ok((Entry::Live(rec), _)) => Some(rec.created),
+            _ => panic!("a value this module did not write"),
+        }
+    }
+
+    #[test]
+    fn a_write_leaves_the_journal_once_redis_acknowledged_it() {
+        let fake = FakeRedis::start();
+        let journal = MemJournal::new(16);
+        let s = shared(&fake, Some(journal.clone()), Duration::from_secs(2));
+        let keys = SealKeys::derive(b"secret");
+        s.know(&keys);
+        record(&journal, put(1), &keys);
+        block_on(async {
+            assert!(s.flush_batch().await, "sent");
+            assert_eq!(pending(&journal), 0);
+            assert_eq!(stored(&fake, &s, &keys), Some(1));
+            // Nothing left: nothing sent.
+            assert!(!s.flush_batch().await);
+        });
+    }
+
+    #[test]
+    fn a_newer_write_made_while_an_older_one_is_sent_is_kept_and_sent_after() {
+        let fake = FakeRedis::start();
+        let journal = MemJournal::new(16);
+        let s = Rc::new(shared(&fake, Some(journal.clone()), Duration::from_secs(2)));
+        let keys = SealKeys::derive(b"secret");
+        s.know(&keys);
+        record(&journal, put(1), &keys);
+        fake.state().delay = Duration::from_millis(150);
+        block_on(async {
+            let flushing = tokio::task::spawn_local({
+                let s = s.clone();
+                async move { s.flush_batch().await }
+            });
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            // The first write is on its way; a request changes the session.
+            record(&journal, put(2), &keys);
+            assert!(flushing.await.expect("ran"), "the first write was acknowledged");
+            // Its acknowledgement settles its own version, not the newer.
+            assert_eq!(pending(&journal), 1);
+            assert_eq!(stored(&fake, &s, &keys), Some(1));
+            fake.state().delay = Duration::ZERO;
+            assert!(s.flush_batch().await);
+            assert_eq!(pending(&journal), 0);
+            assert_eq!(stored(&fake, &s, &keys), Some(2));
+        });
+    }
+
+    #[test]
+    fn a_write_redis_refused_stays_until_redis_takes_it() {
+        let fake = FakeRedis::start();
+        let journal = MemJournal::new(16);
+        let s = shared(&fake, Some(journal.clone()), Duration::from_secs(2));
+        let keys = SealKeys::derive(b"secret");
+        s.know(&keys);
+        record(&journal, put(1), &keys);
+        fake.state().refuse = Some("OOM command not allowed when used memory > 'maxmemory'".into());
+        block_on(async {
+            assert!(!s.flush_batch().await);
+            assert_eq!(pending(&journal), 1, "kept");
+            assert!(!s.reached.load(Ordering::Relaxed));
+            fake.state().refuse = None;
+            // Due again after its backoff: now.
+            journal.with(&mut |j| j.hurry());
+            assert!(s.flush_batch().await);
+            assert_eq!(pending(&journal), 0);
+            assert_eq!(stored(&fake, &s, &keys), Some(1));
+            assert!(s.reached.load(Ordering::Relaxed));
+        });
+    }
+
+    #[test]
+    fn writes_a_gone_worker_held_are_sent_once_their_lease_ran_out() {
+        let fake = FakeRedis::start();
+        let journal = MemJournal::new(16);
+        let s = shared(&fake, Some(journal.clone()), Duration::from_secs(2));
+        let keys = SealKeys::derive(b"secret");
+        s.know(&keys);
+        record(&journal, put(1), &keys);
+        // Another worker claims the write for 200 ms, then is killed.
+        let mut claimed = 0;
+        journal.with(&mut |j| claimed = j.claim(now_ms(), 200, |_| true, 64).len());
+        assert_eq!(claimed, 1);
+        block_on(async {
+            assert!(!s.flush_batch().await, "leased to the other worker");
+            assert_eq!(stored(&fake, &s, &keys), None);
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            assert!(s.flush_batch().await);
+            assert_eq!(pending(&journal), 0);
+            assert_eq!(stored(&fake, &s, &keys), Some(1));
+        });
+    }
+
+    #[test]
+    fn writes_under_keys_this_worker_does_not_know_wait_for_them() {
+        let fake = FakeRedis::start();
+        let journal = MemJournal::new(16);
+        let s = shared(&fake, Some(journal.clone()), Duration::from_secs(2));
+        let keys = SealKeys::derive(b"adopted");
+        record(&journal, put(1), &keys);
+        block_on(async {
+            assert!(!s.flush_batch().await);
+            assert_eq!(pending(&journal), 1);
+            // A job brings the keys (an adopted random secret).
+            s.learn(&Job::Write {
+                writes: Vec::new(),
+                keys: keys.clone(),
+            });
+            assert!(s.flush_batch().await);
+            assert_eq!(stored(&fake, &s, &keys), Some(1));
+        });
+    }
+}

@@ -16,6 +16,8 @@ mod admin;
 mod adoption;
 mod backend;
 mod exec;
+#[cfg(test)]
+mod fake;
 mod flush;
 mod lookup;
 mod records;

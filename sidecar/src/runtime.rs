@@ -3,7 +3,6 @@
 //! replies it hands back (waking nginx through an eventfd), and the order
 //! of jobs on one session.
 
-use std::cell::{Cell, RefCell};
 use std::fs::File;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,7 +11,6 @@ use std::time::Duration;
 
 use sessions_core::config::redis_conf::{RedisSettings, Topology};
 use sessions_core::engine::Presented;
-use sessions_core::primitives::id::RandomPool;
 use sessions_core::SessionId;
 use tokio::sync::mpsc;
 
@@ -119,27 +117,14 @@ pub(crate) async fn serve(
     setup: Setup,
     (flusher_idle, reached): (Arc<AtomicBool>, Arc<AtomicBool>),
 ) {
-    let shared = Rc::new(Shared {
+    let shared = Rc::new(Shared::new(
         backend,
         prefix,
         out,
-        up: Cell::new(true),
-        rng: RefCell::new(RandomPool::new()),
-        next: Cell::new(0),
-        pending: RefCell::new(Vec::new()),
-        last_refusal: Cell::new(None),
-        journal: setup.journal,
-        records: setup.records,
-        near: setup.near,
-        tracking_conn: RefCell::new(None),
-        known: RefCell::new(setup.seals),
-        flush: tokio::sync::Notify::new(),
-        lease,
-        full: Cell::new(false),
-        flusher_idle,
-        reached,
-        recheck: UNKNOWN_RECHECK.min(limit / 8),
-    });
+        (lease, UNKNOWN_RECHECK.min(limit / 8)),
+        setup,
+        (flusher_idle, reached),
+    ));
     let s = shared.clone();
     tokio::task::spawn_local(async move { s.backend.keep_open().await });
     let s = shared.clone();

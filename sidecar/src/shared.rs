@@ -15,7 +15,7 @@ use sessions_core::stores::redis::near_cache::NearCache;
 use sessions_core::SessionId;
 
 use crate::backend::Backend;
-use crate::{PendingWrites, Reply, SharedRecords};
+use crate::{PendingWrites, Reply, Setup, SharedRecords};
 
 #[derive(Clone)]
 pub(crate) struct Replies {
@@ -75,6 +75,39 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// `lease`: how long a flush holds its entries; `recheck`: how long an
+    /// id missing from Redis is waited for.
+    pub(crate) fn new(
+        backend: Backend,
+        prefix: Vec<u8>,
+        out: Replies,
+        (lease, recheck): (Duration, Duration),
+        setup: Setup,
+        (flusher_idle, reached): (Arc<AtomicBool>, Arc<AtomicBool>),
+    ) -> Self {
+        Self {
+            backend,
+            prefix,
+            out,
+            up: Cell::new(true),
+            rng: RefCell::new(RandomPool::new()),
+            next: Cell::new(0),
+            pending: RefCell::new(Vec::new()),
+            last_refusal: Cell::new(None),
+            journal: setup.journal,
+            records: setup.records,
+            near: setup.near,
+            tracking_conn: RefCell::new(None),
+            known: RefCell::new(setup.seals),
+            flush: tokio::sync::Notify::new(),
+            lease,
+            full: Cell::new(false),
+            flusher_idle,
+            reached,
+            recheck,
+        }
+    }
+
     pub(crate) fn address(&self, keys: &SealKeys, id: &SessionId) -> Vec<u8> {
         let mut a = Vec::with_capacity(self.prefix.len() + 43);
         keys.address(&self.prefix, id, &mut a);

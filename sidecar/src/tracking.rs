@@ -8,7 +8,7 @@ use std::time::Duration;
 use redis::RedisError;
 use sessions_core::model::keys::SealKeys;
 use sessions_core::model::record::Record;
-use sessions_core::stores::redis::near_cache::Ticket;
+use sessions_core::stores::redis::near_cache::{NearCache, Ticket};
 use sessions_core::SessionId;
 use tokio::sync::mpsc;
 
@@ -104,22 +104,11 @@ impl Shared {
             let mut pinged = std::time::Instant::now();
             loop {
                 match tokio::time::timeout(TRACK_CHECK, pushes.recv()).await {
-                    Ok(Some(p)) if p.kind == redis::PushKind::Invalidate => {
-                        let mut c = lock();
-                        match p.data.first() {
-                            Some(redis::Value::Array(keys)) => {
-                                for k in keys {
-                                    if let redis::Value::BulkString(k) = k {
-                                        c.invalidate(k);
-                                    }
-                                }
-                            }
-                            // A flushed database, or anything unexpected.
-                            _ => c.flush(),
+                    Ok(Some(p)) => {
+                        if !apply_push(&mut lock(), &p) {
+                            break;
                         }
                     }
-                    Ok(Some(p)) if p.kind == redis::PushKind::Disconnection => break,
-                    Ok(Some(_)) => {}
                     Ok(None) => break,
                     Err(_) => {}
                 }
@@ -201,5 +190,107 @@ impl Shared {
             Some(m) => matches!(self.backend.cluster_masters().await, Ok(Some(now)) if now == *m),
             None => true,
         }
+    }
+}
+
+/// Applies one message Redis pushed on a tracking connection to the near
+/// cache; whether tracking goes on (not after a disconnection). Pushes are
+/// applied in the order they arrive, each before any read that follows it
+/// on that connection is answered, so a copy read before a change is never
+/// kept after it (`NearCache::keep` refuses a ticket older than the change).
+pub(crate) fn apply_push(near: &mut NearCache, p: &redis::PushInfo) -> bool {
+    match p.kind {
+        redis::PushKind::Invalidate => {
+            match p.data.first() {
+                Some(redis::Value::Array(keys)) => {
+                    for k in keys {
+                        if let redis::Value::BulkString(k) = k {
+                            near.invalidate(k);
+                        }
+                    }
+                }
+                // A flushed database, or anything unexpected.
+                _ => near.flush(),
+            }
+            true
+        }
+        redis::PushKind::Disconnection => false,
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sessions_core::primitives::id::Handle;
+
+    use super::*;
+
+    fn invalidate(keys: &[&[u8]]) -> redis::PushInfo {
+        redis::PushInfo {
+            kind: redis::PushKind::Invalidate,
+            data: vec![redis::Value::Array(
+                keys.iter()
+                    .map(|k| redis::Value::BulkString(k.to_vec()))
+                    .collect(),
+            )],
+        }
+    }
+
+    fn keep(near: &mut NearCache, ticket: Ticket, n: u8) -> bool {
+        let rec = Record::new(Handle([n; 8]), 1, &[127, 0, 0, 1], 7);
+        near.keep(ticket, 0, SessionId([n; 16]), &[n], rec, b"")
+    }
+
+    #[test]
+    fn a_copy_read_before_a_change_is_not_kept_after_it() {
+        let mut near = NearCache::new(16);
+        near.enable();
+        let before = near.ticket().expect("enabled");
+        assert!(apply_push(&mut near, &invalidate(&[&[1]])));
+        // Read before the change to key 1: not kept; key 2 did not change.
+        assert!(!keep(&mut near, before, 1));
+        assert!(keep(&mut near, before, 2));
+        // Read after it: kept, until the next change of that key.
+        let after = near.ticket().expect("enabled");
+        assert!(keep(&mut near, after, 1));
+        assert!(near.get(&SessionId([1; 16])).is_some());
+        assert!(apply_push(&mut near, &invalidate(&[&[3], &[1]])));
+        assert!(near.get(&SessionId([1; 16])).is_none());
+        assert!(near.get(&SessionId([2; 16])).is_some());
+    }
+
+    #[test]
+    fn a_flush_or_an_unknown_invalidation_empties_the_cache() {
+        let mut near = NearCache::new(16);
+        near.enable();
+        let t = near.ticket().expect("enabled");
+        assert!(keep(&mut near, t, 1) && keep(&mut near, t, 2));
+        let flushed = redis::PushInfo {
+            kind: redis::PushKind::Invalidate,
+            data: vec![redis::Value::Nil],
+        };
+        assert!(apply_push(&mut near, &flushed));
+        assert!(near.is_empty());
+        // Copies read before the flush are refused too.
+        assert!(!keep(&mut near, t, 1));
+    }
+
+    #[test]
+    fn a_disconnection_ends_tracking_and_other_pushes_change_nothing() {
+        let mut near = NearCache::new(16);
+        near.enable();
+        let t = near.ticket().expect("enabled");
+        assert!(keep(&mut near, t, 1));
+        let message = redis::PushInfo {
+            kind: redis::PushKind::Message,
+            data: vec![redis::Value::BulkString(vec![1])],
+        };
+        assert!(apply_push(&mut near, &message));
+        assert_eq!(near.len(), 1);
+        let gone = redis::PushInfo {
+            kind: redis::PushKind::Disconnection,
+            data: vec![],
+        };
+        assert!(!apply_push(&mut near, &gone));
     }
 }
