@@ -325,3 +325,30 @@ fn the_checker_sees_imports() {
         "use a;"
     );
 }
+
+/// Request time asks the store what it does; only `access::store_of`
+/// chooses which store that is (`match` on `StoreKind`), and no phase
+/// branches on the location's `sessions_store` itself.
+#[test]
+fn the_store_is_chosen_in_one_place() {
+    let mut choosers = Vec::new();
+    for (m, src) in modules("src") {
+        if !m.starts_with("phases") {
+            continue;
+        }
+        for (i, line) in src.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or_default();
+            let arm = ["Shm", "Redis", "Cookie"]
+                .iter()
+                .any(|k| code.contains(&format!("StoreKind::{k} =>")));
+            let asks = [".redis()", ".cookie()", ".store() =="].iter().any(|c| code.contains(c));
+            if arm || asks {
+                choosers.push(format!("{m}:{}: {}", i + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        choosers.iter().all(|c| c.starts_with("phases::access:")) && choosers.len() == 3,
+        "the store is chosen at: {choosers:#?}"
+    );
+}

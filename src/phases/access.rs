@@ -1,6 +1,5 @@
-//! The access-phase handler, and `sessions_logout`: each request goes to
-//! its store's path (`decide` for the zone, `cookie_store`, `remote` for
-//! Redis).
+//! The access-phase handler, and `sessions_logout`; `store_of`, the one
+//! place a request's store is chosen.
 
 use nginx_sys::ngx_str_t;
 use nginx_sys::NGX_LOG_INFO;
@@ -8,10 +7,11 @@ use ngx::core::Status;
 use ngx::http::{HTTPStatus, HttpModuleLocationConf, HttpModuleMainConf, Request};
 use ngx::{http_request_handler, ngx_log_error};
 use sessions_core::access::gate::ControlHeader;
+use sessions_core::engine::store::StoreKind;
 use sessions_core::{apply, Control};
 
 use crate::config::module::Module;
-use crate::phases::cookies::{self, deleted_cookie};
+use crate::phases::store::SessionStore;
 use crate::phases::{cookie_store, decide, remote, request};
 
 pub fn access(r: &mut Request) -> Status {
@@ -33,17 +33,17 @@ pub fn access(r: &mut Request) -> Status {
     let Some(main) = Module::main_conf(r) else {
         return Status::NGX_DECLINED;
     };
-    if lc.redis() {
-        return remote::access(r, lc, main);
+    store_of(lc.store()).access(r, lc, main)
+}
+
+/// The store of `kind`: the location's `sessions_store` when the access
+/// phase starts, then what the request context says.
+pub fn store_of(kind: StoreKind) -> &'static dyn SessionStore {
+    match kind {
+        StoreKind::Shm => &decide::Zone,
+        StoreKind::Redis => &remote::Redis,
+        StoreKind::Cookie => &cookie_store::Cookie,
     }
-    let Some((keys, name)) = lc.keys_and_name(main) else {
-        return Status::NGX_DECLINED;
-    };
-    if lc.cookie() {
-        return cookie_store::access(r, lc, main, keys, name);
-    }
-    let presented = cookies::presented(r, keys, name).0;
-    decide::local(r, lc, main, keys, name, presented)
 }
 
 /// `sessions_logout`: ends the session, deletes the cookie, then 204 or a redirect.
@@ -58,38 +58,26 @@ fn logout(r: &mut Request) -> Status {
     let main = Module::main_conf(r);
     if let (Some(ctx), Some(main)) = (request::ctx(r), main) {
         if let Some((_, name)) = lc.keys_and_name(main) {
+            let store = store_of(ctx.store);
             let now = crate::clock::now_ms();
             let id = ctx.id;
-            let done = remote::on_store(main, lc, ctx, now, |t, rng, _| {
+            let done = store.on_session(main, lc, ctx, now, |t, rng, _| {
                 apply(t, &id, Control::Destroy, now, &lc.policy, rng)
             });
             if matches!(done, Some(Ok(_))) {
                 ngx_log_error!(NGX_LOG_INFO, r.log(), "sessions: session ended by logout");
             }
-            let Some(c) = deleted_cookie(r, lc, name, ctx.chunks) else {
+            let Some(c) = store.deleted_cookie(r, lc, name, ctx.chunks) else {
                 return Status::NGX_ERROR;
             };
             ctx.set_cookie = c;
             ctx.cookie_sent = false;
             ctx.user = ngx_str_t::default();
         }
-    } else if let Some(main) = main.filter(|_| lc.redis() && lc.enabled()) {
-        // Redis could not be asked (see `remote::unavailable`).
-        if !remote::end_presented(r, lc, main) {
-            return HTTPStatus::SERVICE_UNAVAILABLE.into();
-        }
-        ngx_log_error!(
-            NGX_LOG_INFO,
-            r.log(),
-            "sessions: session ended by logout while Redis is unavailable"
-        );
-        if let Some((_, name)) = lc.keys_and_name(main) {
-            let Some(c) = deleted_cookie(r, lc, name, 0) else {
-                return Status::NGX_ERROR;
-            };
-            if request::add_set_cookie(r, c).is_none() {
-                return Status::NGX_ERROR;
-            }
+    } else if let Some(main) = main {
+        // Nothing decided: Redis could not be asked (see `remote::unavailable`).
+        if let Err(answer) = store_of(lc.store()).end_undecided(r, lc, main) {
+            return answer;
         }
     }
     match lc.logout_redirect {

@@ -3,11 +3,13 @@
 //! zone's records of ended sessions, decided by the engine as the zone's
 //! are, and sealed again into the response's cookies when it changed.
 
+use nginx_sys::{ngx_str_t, NGX_LOG_ERR};
 use ngx::core::Status;
 use ngx::http::Request;
+use ngx::ngx_log_error;
+use sessions_core::access::admin::AdminRequest;
 use sessions_core::engine::store::{Store, StoreKind};
 use sessions_core::engine::Presented;
-use sessions_core::primitives::id::RandomPool;
 use sessions_core::stores::cookie::{self as cookie_store, Contents, CookieSession};
 use sessions_core::{resolve, stores::zone::revoked, Facts, Keyring, Policy, Record, SessionId, Table};
 
@@ -16,6 +18,7 @@ use crate::phases::cookies::{self, with_sealers, SCRATCH};
 use crate::phases::decide;
 use crate::phases::park;
 use crate::phases::request::{self, Ctx};
+use crate::phases::store::{SessionStore, Work};
 
 /// Keeps the sessions a request ended dead and its logged-in session
 /// listed (see `revoked`), and counts what happened. `resealed`: the
@@ -51,7 +54,82 @@ fn settle(
     made
 }
 
-pub fn access(r: &mut Request, lc: &LocConf, main: &MainConf, keys: &Keyring, name: &[u8]) -> Status {
+/// The cookie store: the whole session sealed in the response's cookies.
+pub struct Cookie;
+
+impl SessionStore for Cookie {
+    fn kind(&self) -> StoreKind {
+        StoreKind::Cookie
+    }
+
+    fn access(&self, r: &mut Request, lc: &LocConf, main: &MainConf) -> Status {
+        let Some((keys, name)) = lc.keys_and_name(main) else {
+            return Status::NGX_DECLINED;
+        };
+        access(r, lc, main, keys, name)
+    }
+
+    /// The session opened from the context; the ids it ends are recorded
+    /// in the zone (and shared).
+    fn with_session(&self, main: &MainConf, lc: &LocConf, ctx: &Ctx, now: u64, f: Work<'_>) -> bool {
+        let Some(table) = main.table else { return false };
+        let contents = Contents {
+            id: ctx.id,
+            record: ctx.record,
+            data: ctx.data.as_bytes().to_vec(),
+        };
+        let mut session = CookieSession::new(&lc.policy, Some(contents), lc.cookie_max_data());
+        SCRATCH.with_borrow_mut(|s| f(&mut session, &mut s.rng, &mut s.data));
+        let resealed = session.needs_cookie(false);
+        let unsent = (ctx.status == sessions_core::Status::New && !ctx.cookie_sent).then_some(ctx.id);
+        let made = table.with(|t| settle(t, &session, &lc.policy, &ctx.record, resealed, now, unsent));
+        if let Some((keys, _)) = lc.keys_and_name(main) {
+            park::share(main, keys, &made, now);
+        }
+        true
+    }
+
+    fn session_cookie(
+        &self,
+        r: &mut Request,
+        lc: &LocConf,
+        keys: &Keyring,
+        name: &[u8],
+        ctx: &Ctx,
+    ) -> Option<ngx_str_t> {
+        cookies::sealed_cookie(r, lc, keys, name, ctx)
+    }
+
+    fn deleted_cookie(&self, r: &mut Request, lc: &LocConf, name: &[u8], chunks: u8) -> Option<ngx_str_t> {
+        cookies::deleted_sealed_cookies(r, lc, name, chunks)
+    }
+
+    /// The cookie carries the data: it is sealed again.
+    fn data_changed(&self, r: &mut Request, lc: &LocConf, main: &MainConf, ctx: &mut Ctx) -> Option<()> {
+        let (keys, name) = lc.keys_and_name(main)?;
+        ctx.set_cookie = self.session_cookie(r, lc, keys, name, ctx)?;
+        ctx.cookie_sent = false;
+        Some(())
+    }
+
+    fn data_full(&self, r: &Request, lc: &LocConf) {
+        ngx_log_error!(
+            NGX_LOG_ERR,
+            r.log(),
+            "sessions: session data would pass \"sessions_cookie_max_data\" ({} bytes); \
+             not stored, the session is kept",
+            lc.cookie_max_data()
+        );
+    }
+
+    /// Cookie-store sessions cannot be taken back: records in the zone end
+    /// them (see `revoked`).
+    fn admin(&self, r: &mut Request, lc: &LocConf, main: &MainConf, req: AdminRequest) -> Status {
+        decide::admin_on_table(r, lc, main, req)
+    }
+}
+
+fn access(r: &mut Request, lc: &LocConf, main: &MainConf, keys: &Keyring, name: &[u8]) -> Status {
     let Some(table) = main.table else {
         return Status::NGX_DECLINED;
     };
@@ -97,31 +175,5 @@ pub fn access(r: &mut Request, lc: &LocConf, main: &MainConf, keys: &Keyring, na
         o
     });
     let chunks = u8::try_from(gathered.present).unwrap_or(u8::MAX);
-    decide::conclude_or_serve(r, lc, keys, name, decided, StoreKind::Cookie, chunks)
-}
-
-/// Runs `f` over the request's cookie-store session (as `remote::on_store`
-/// does for the other stores); the ids it ends are recorded in the zone.
-pub fn on_session<R>(
-    main: &MainConf,
-    lc: &LocConf,
-    ctx: &Ctx,
-    now: u64,
-    f: impl FnOnce(&mut dyn Store, &mut RandomPool, &mut Vec<u8>) -> R,
-) -> Option<R> {
-    let table = main.table?;
-    let contents = Contents {
-        id: ctx.id,
-        record: ctx.record,
-        data: ctx.data.as_bytes().to_vec(),
-    };
-    let mut session = CookieSession::new(&lc.policy, Some(contents), lc.cookie_max_data());
-    let result = SCRATCH.with_borrow_mut(|s| f(&mut session, &mut s.rng, &mut s.data));
-    let resealed = session.needs_cookie(false);
-    let unsent = (ctx.status == sessions_core::Status::New && !ctx.cookie_sent).then_some(ctx.id);
-    let made = table.with(|t| settle(t, &session, &lc.policy, &ctx.record, resealed, now, unsent));
-    if let Some((keys, _)) = lc.keys_and_name(main) {
-        park::share(main, keys, &made, now);
-    }
-    Some(result)
+    decide::conclude_or_serve(r, lc, keys, name, decided, &Cookie, chunks)
 }

@@ -13,7 +13,7 @@ use sessions_core::codec::cookie::{cookie_values, encode_value, Owner, VerifyCac
 use sessions_core::engine::{fingerprint, Presented};
 use sessions_core::primitives::id::RandomPool;
 use sessions_core::stores::cookie::{self as cookie_store, Contents, CookieSealer, OpenCache, SealError};
-use sessions_core::Keyring;
+use sessions_core::{Keyring, Record};
 
 use crate::config::conf::LocConf;
 use crate::phases::request::{self, Ctx};
@@ -98,42 +98,21 @@ pub fn facts(r: &Request) -> (u64, [u8; 16], usize, u64) {
     )
 }
 
-/// The `Set-Cookie` value(s) for the session `ctx` holds (its id, and in
-/// the cookie store its record and data too), in the request pool. An
-/// empty value when the cookie store could not seal it (logged).
-pub fn session_cookie(
-    r: &mut Request,
-    lc: &LocConf,
-    keys: &Keyring,
-    name: &[u8],
-    ctx: &Ctx,
-) -> Option<ngx_str_t> {
-    let https = request::client_https(r, lc.trusted_proxies());
-    let rec = &ctx.record;
-    // A remembered login persists in the browser for its whole lifetime.
-    let max_age = if rec.remembered() {
+/// How long the browser keeps the session's cookie: a remembered login
+/// persists for its whole lifetime.
+fn max_age(lc: &LocConf, rec: &Record) -> Option<u64> {
+    if rec.remembered() {
         Some(lc.policy.remember / 1000)
     } else {
         lc.attrs.max_age
-    };
-    if lc.cookie() {
-        let contents = Contents {
-            id: ctx.id,
-            record: *rec,
-            data: ctx.data.as_bytes().to_vec(),
-        };
-        let mut out = Vec::with_capacity(512);
-        let sealed = SCRATCH.with_borrow_mut(|s| {
-            set_cookies(
-                r, lc, keys, name, &contents, ctx.chunks, https, max_age, &mut s.rng, &mut out,
-            )
-        });
-        return if sealed {
-            request::pool_str(r, &out)
-        } else {
-            Some(ngx_str_t::default())
-        };
     }
+}
+
+/// The `Set-Cookie` value carrying `ctx`'s session id (the zone and
+/// Redis), in the request pool.
+pub fn id_cookie(r: &mut Request, lc: &LocConf, keys: &Keyring, name: &[u8], ctx: &Ctx) -> Option<ngx_str_t> {
+    let https = request::client_https(r, lc.trusted_proxies());
+    let max_age = max_age(lc, &ctx.record);
     SCRATCH.with_borrow_mut(|s| {
         s.value.clear();
         s.header.clear();
@@ -144,18 +123,54 @@ pub fn session_cookie(
     })
 }
 
-/// The `Set-Cookie` value(s) that delete the session cookie (and the cookie
-/// store's `chunks` chunk cookies).
-pub fn deleted_cookie(r: &mut Request, lc: &LocConf, name: &[u8], chunks: u8) -> Option<ngx_str_t> {
+/// The `Set-Cookie` values carrying `ctx`'s whole session, sealed (the
+/// cookie store), in the request pool. An empty value when it could not
+/// be sealed (logged).
+pub fn sealed_cookie(
+    r: &mut Request,
+    lc: &LocConf,
+    keys: &Keyring,
+    name: &[u8],
+    ctx: &Ctx,
+) -> Option<ngx_str_t> {
+    let https = request::client_https(r, lc.trusted_proxies());
+    let max_age = max_age(lc, &ctx.record);
+    let contents = Contents {
+        id: ctx.id,
+        record: ctx.record,
+        data: ctx.data.as_bytes().to_vec(),
+    };
+    let mut out = Vec::with_capacity(512);
+    let sealed = SCRATCH.with_borrow_mut(|s| {
+        set_cookies(
+            r, lc, keys, name, &contents, ctx.chunks, https, max_age, &mut s.rng, &mut out,
+        )
+    });
+    if sealed {
+        request::pool_str(r, &out)
+    } else {
+        Some(ngx_str_t::default())
+    }
+}
+
+/// The `Set-Cookie` value that deletes the session id's cookie.
+pub fn deleted_id_cookie(r: &mut Request, lc: &LocConf, name: &[u8]) -> Option<ngx_str_t> {
     let https = request::client_https(r, lc.trusted_proxies());
     SCRATCH.with_borrow_mut(|s| {
         s.header.clear();
-        if lc.cookie() {
-            deleted(name, lc, chunks, https, &mut s.header);
-        } else {
-            lc.attrs
-                .set_cookie_max_age(name, b"", https, Some(0), &mut s.header);
-        }
+        lc.attrs
+            .set_cookie_max_age(name, b"", https, Some(0), &mut s.header);
+        request::pool_str(r, &s.header)
+    })
+}
+
+/// The `Set-Cookie` values that delete the cookie store's cookie and its
+/// `chunks` chunk cookies.
+pub fn deleted_sealed_cookies(r: &mut Request, lc: &LocConf, name: &[u8], chunks: u8) -> Option<ngx_str_t> {
+    let https = request::client_https(r, lc.trusted_proxies());
+    SCRATCH.with_borrow_mut(|s| {
+        s.header.clear();
+        deleted(name, lc, chunks, https, &mut s.header);
         request::pool_str(r, &s.header)
     })
 }

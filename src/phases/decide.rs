@@ -5,15 +5,48 @@ use nginx_sys::{NGX_LOG_ALERT, NGX_LOG_INFO};
 use ngx::core::Status;
 use ngx::http::{HTTPStatus, Request};
 use ngx::ngx_log_error;
+use sessions_core::access::admin;
+use sessions_core::access::admin::AdminRequest;
 use sessions_core::access::gate::{login_redirect, wants_401};
 use sessions_core::engine::store::StoreKind;
 use sessions_core::engine::Presented;
 use sessions_core::primitives::id::RandomError;
+use sessions_core::stores::zone::revoked;
 use sessions_core::{resolve, Facts, Keyring, Outcome};
 
 use crate::config::conf::{LocConf, MainConf};
+use crate::phases::answers;
 use crate::phases::cookies::{self, SCRATCH};
+use crate::phases::park;
 use crate::phases::request::{self, Ctx};
+use crate::phases::store::{SessionStore, Work};
+
+/// The zone: sessions in shared memory.
+pub struct Zone;
+
+impl SessionStore for Zone {
+    fn kind(&self) -> StoreKind {
+        StoreKind::Shm
+    }
+
+    fn access(&self, r: &mut Request, lc: &LocConf, main: &MainConf) -> Status {
+        let Some((keys, name)) = lc.keys_and_name(main) else {
+            return Status::NGX_DECLINED;
+        };
+        let presented = cookies::presented(r, keys, name).0;
+        local(r, lc, main, keys, name, presented)
+    }
+
+    fn with_session(&self, main: &MainConf, _lc: &LocConf, _ctx: &Ctx, _now: u64, f: Work<'_>) -> bool {
+        let Some(table) = main.table else { return false };
+        SCRATCH.with_borrow_mut(|s| table.with(|t| f(t, &mut s.rng, &mut s.data)));
+        true
+    }
+
+    fn admin(&self, r: &mut Request, lc: &LocConf, main: &MainConf, req: AdminRequest) -> Status {
+        admin_on_table(r, lc, main, req)
+    }
+}
 
 /// Decides the session in the local zone.
 pub fn local(
@@ -43,7 +76,7 @@ pub fn local(
             Ok::<_, RandomError>(o)
         })
     });
-    conclude_or_serve(r, lc, keys, name, outcome, StoreKind::Shm, 0)
+    conclude_or_serve(r, lc, keys, name, outcome, &Zone, 0)
 }
 
 /// `conclude`, or the request served without a session when the random
@@ -54,7 +87,7 @@ pub fn conclude_or_serve(
     keys: &Keyring,
     name: &[u8],
     decided: Result<Outcome, RandomError>,
-    store: StoreKind,
+    store: &'static dyn SessionStore,
     chunks: u8,
 ) -> Status {
     match decided {
@@ -80,7 +113,7 @@ pub fn conclude(
     keys: &Keyring,
     name: &[u8],
     outcome: &Outcome,
-    store: StoreKind,
+    store: &'static dyn SessionStore,
     chunks: u8,
 ) -> Status {
     let refused = outcome.status.is_refusal();
@@ -111,7 +144,7 @@ pub fn conclude(
         outcome.id,
         &outcome.record,
         outcome.deadline.unwrap_or(u64::MAX),
-        store,
+        store.kind(),
     );
     ctx.chunks = chunks;
     if let Some(user) = outcome.record.user() {
@@ -127,7 +160,7 @@ pub fn conclude(
         ctx.data = d;
     }
     if outcome.issue_cookie {
-        let Some(c) = cookies::session_cookie(r, lc, keys, name, &ctx) else {
+        let Some(c) = store.session_cookie(r, lc, keys, name, &ctx) else {
             return Status::NGX_ERROR;
         };
         ctx.set_cookie = c;
@@ -165,4 +198,44 @@ fn gate(r: &mut Request, lc: &LocConf) -> Status {
         Some(()) => HTTPStatus::MOVED_TEMPORARILY.into(),
         None => Status::NGX_ERROR,
     }
+}
+
+/// `sessions_admin` over the zone's table: the zone's sessions, and the
+/// records that end cookie-store sessions.
+pub fn admin_on_table(r: &mut Request, lc: &LocConf, main: &MainConf, req: AdminRequest) -> Status {
+    let Some(table) = main.table else {
+        return HTTPStatus::NOT_FOUND.into();
+    };
+    // Cookie-store sessions cannot be taken back: what ends them is a
+    // record kept until they would have expired (see `revoked`). The zone's
+    // own sessions are removed, and the record costs them nothing.
+    let now = crate::clock::now_ms();
+    let policy = &lc.policy;
+    let mut made = Vec::new();
+    let (status, body) = table.with(|t| match &req {
+        AdminRequest::List { user } => {
+            let sessions = t.sessions_of(user).into_iter().map(|(_, rec)| rec);
+            (HTTPStatus::OK, answers::list(lc, user, sessions))
+        }
+        AdminRequest::RevokeUser { user } => {
+            let n = revoked::revoke_user(t, user, policy, now, &mut made);
+            t.header().stats.logouts += n as u64;
+            (HTTPStatus::OK, admin::revoked_json(n))
+        }
+        AdminRequest::RevokeId { id } => {
+            let found = revoked::revoke_handle(t, id, policy, now, &mut made);
+            if found {
+                t.header().stats.logouts += 1;
+            }
+            answers::revoked_one(found)
+        }
+    });
+    // Shared with the other instances when a cookie-store location says so.
+    if let Some((keys, _)) = lc.keys_and_name(main) {
+        park::share(main, keys, &made, now);
+    }
+    if !matches!(req, AdminRequest::List { .. }) {
+        ngx_log_error!(NGX_LOG_INFO, r.log(), "sessions: admin revocation: {body}");
+    }
+    answers::send(r, status, &body)
 }

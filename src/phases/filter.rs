@@ -14,8 +14,8 @@ use sessions_core::{apply, update_data, Control, ControlError, DataUpdateError};
 
 use crate::config::conf::LocConf;
 use crate::config::module::Module;
-use crate::phases::cookies::{deleted_cookie, session_cookie, SCRATCH};
-use crate::phases::remote::on_store;
+use crate::phases::access::store_of;
+use crate::phases::cookies::SCRATCH;
 use crate::phases::request;
 
 pub static mut NEXT_HEADER_FILTER: ngx_http_output_header_filter_pt = None;
@@ -140,7 +140,8 @@ fn control(r: &mut Request, lc: &LocConf) -> Option<()> {
     };
     let now = crate::clock::now_ms();
     let id = ctx.id;
-    let Some(result) = on_store(main, lc, ctx, now, |t, rng, _| {
+    let store = store_of(ctx.store);
+    let Some(result) = store.on_session(main, lc, ctx, now, |t, rng, _| {
         apply(t, &id, control, now, &lc.policy, rng)
     }) else {
         return Some(());
@@ -152,7 +153,7 @@ fn control(r: &mut Request, lc: &LocConf) -> Option<()> {
                 r.log(),
                 "sessions: session ended by the application"
             );
-            ctx.set_cookie = deleted_cookie(r, lc, name, ctx.chunks)?;
+            ctx.set_cookie = store.deleted_cookie(r, lc, name, ctx.chunks)?;
             ctx.user = ngx_str_t::default();
         }
         Ok(Some((new_id, rec))) => {
@@ -166,7 +167,7 @@ fn control(r: &mut Request, lc: &LocConf) -> Option<()> {
             }
             ctx.id = new_id;
             ctx.record = rec;
-            ctx.set_cookie = session_cookie(r, lc, keys, name, ctx)?;
+            ctx.set_cookie = store.session_cookie(r, lc, keys, name, ctx)?;
         }
         Err(ControlError::NoSession) => {
             ngx_log_error!(
@@ -197,18 +198,14 @@ fn data(r: &mut Request, changes: &[(&[u8], Option<&[u8]>)]) -> Option<()> {
     let (main, lc) = (Module::main_conf(r)?, Module::location_conf(r)?);
     let id = ctx.id;
     let now = crate::clock::now_ms();
-    let result = on_store(main, lc, ctx, now, |t, _, data| {
+    let store = store_of(ctx.store);
+    let result = store.on_session(main, lc, ctx, now, |t, _, data| {
         update_data(t, &id, changes, data)
     })?;
     match result {
         Ok(()) => {
             ctx.data = SCRATCH.with_borrow(|s| request::pool_str(r, &s.data))?;
-            // The cookie store carries the data: seal it again.
-            if lc.cookie() {
-                let (keys, name) = lc.keys_and_name(main)?;
-                ctx.set_cookie = session_cookie(r, lc, keys, name, ctx)?;
-                ctx.cookie_sent = false;
-            }
+            store.data_changed(r, lc, main, ctx)?;
         }
         Err(DataUpdateError::Invalid(e)) => {
             ngx_log_error!(
@@ -217,22 +214,7 @@ fn data(r: &mut Request, changes: &[(&[u8], Option<&[u8]>)]) -> Option<()> {
                 "sessions: session data from upstream refused: {e}"
             );
         }
-        Err(DataUpdateError::Full) if lc.cookie() => {
-            ngx_log_error!(
-                NGX_LOG_ERR,
-                r.log(),
-                "sessions: session data would pass \"sessions_cookie_max_data\" ({} bytes); \
-                 not stored, the session is kept",
-                lc.cookie_max_data()
-            );
-        }
-        Err(DataUpdateError::Full) => {
-            ngx_log_error!(
-                NGX_LOG_ERR,
-                r.log(),
-                "sessions: the zone's data area is full; session data not stored"
-            );
-        }
+        Err(DataUpdateError::Full) => store.data_full(r, lc),
         Err(DataUpdateError::NoSession) => {}
     }
     Some(())

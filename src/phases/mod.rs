@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod answers;
 pub mod cookie_store;
 pub mod cookies;
 pub mod decide;
@@ -14,4 +15,5 @@ pub mod park;
 pub mod remote;
 pub mod request;
 pub mod status;
+pub mod store;
 pub mod variables;

@@ -4,26 +4,91 @@
 //! the counters and, under `sessions_redis_unavailable local`, the
 //! sessions started while Redis was unreachable.
 
-use nginx_sys::NGX_LOG_ALERT;
+use nginx_sys::{NGX_LOG_ALERT, NGX_LOG_INFO};
 use ngx::core::Status;
-use ngx::http::{HTTPStatus, Request};
+use ngx::http::{HTTPStatus, HttpModuleLocationConf, HttpModuleMainConf, Request};
 use ngx::ngx_log_error;
+use sessions_core::access::admin::{self, AdminRequest};
 use sessions_core::config::redis_conf::Unavailable;
 use sessions_core::engine::store::{Event, Store, StoreKind};
 use sessions_core::engine::Presented;
 use sessions_core::model::record::Entry;
-use sessions_core::primitives::id::RandomPool;
 use sessions_core::stores::redis::view::{touch_interval, View};
 use sessions_core::{resolve, Facts, Keyring, SessionId};
 
 use crate::config::conf::{LocConf, MainConf};
+use crate::config::module::Module;
+use crate::phases::answers;
 use crate::phases::cookies::{self, SCRATCH};
 use crate::phases::decide;
 use crate::phases::park::{self, Wake};
-use crate::phases::request::Ctx;
+use crate::phases::request::{self, Ctx};
+use crate::phases::store::{SessionStore, Work};
 use sessions_sidecar::{Answer, Job, Keys, Lookup};
 
-pub fn access(r: &mut Request, lc: &LocConf, main: &MainConf) -> Status {
+/// Redis: sessions kept there, decided on the side-car.
+pub struct Redis;
+
+impl SessionStore for Redis {
+    fn kind(&self) -> StoreKind {
+        StoreKind::Redis
+    }
+
+    fn access(&self, r: &mut Request, lc: &LocConf, main: &MainConf) -> Status {
+        access(r, lc, main)
+    }
+
+    /// A view of the Redis record, whose changes are then kept in the
+    /// journal and sent to Redis (a response header filter cannot wait).
+    fn with_session(&self, main: &MainConf, lc: &LocConf, ctx: &Ctx, now: u64, f: Work<'_>) -> bool {
+        let Some((keys, _)) = lc.keys_and_name(main) else {
+            return false;
+        };
+        let seal = keys.primary().seal().clone();
+        let mut view = View::new(now, 0);
+        let deadline = (ctx.expires_ms != u64::MAX).then_some(ctx.expires_ms);
+        view.preload(
+            ctx.id,
+            Entry::Live(ctx.record),
+            ctx.data.as_bytes().to_vec(),
+            deadline,
+        );
+        SCRATCH.with_borrow_mut(|s| f(&mut view, &mut s.rng, &mut s.data));
+        count(main, &view.events);
+        let writes = view.finish();
+        if !writes.is_empty() {
+            park::keep(main, writes, seal, now);
+        }
+        true
+    }
+
+    /// The presented session is deleted through the journal, at once for
+    /// this nginx and in Redis when it is back.
+    fn end_undecided(&self, r: &mut Request, lc: &LocConf, main: &MainConf) -> Result<(), Status> {
+        if !lc.enabled() {
+            return Ok(());
+        }
+        if !end_presented(r, lc, main) {
+            return Err(HTTPStatus::SERVICE_UNAVAILABLE.into());
+        }
+        ngx_log_error!(
+            NGX_LOG_INFO,
+            r.log(),
+            "sessions: session ended by logout while Redis is unavailable"
+        );
+        if let Some((_, name)) = lc.keys_and_name(main) {
+            let c = self.deleted_cookie(r, lc, name, 0).ok_or(Status::NGX_ERROR)?;
+            request::add_set_cookie(r, c).ok_or(Status::NGX_ERROR)?;
+        }
+        Ok(())
+    }
+
+    fn admin(&self, r: &mut Request, lc: &LocConf, main: &MainConf, req: AdminRequest) -> Status {
+        admin_on_redis(r, lc, main, req)
+    }
+}
+
+fn access(r: &mut Request, lc: &LocConf, main: &MainConf) -> Status {
     match park::resumed(r) {
         Some(Wake::Answer(a)) => return answered(r, lc, main, a),
         Some(Wake::Retry) | None => {}
@@ -63,7 +128,7 @@ pub fn access(r: &mut Request, lc: &LocConf, main: &MainConf) -> Status {
         _ => None,
     };
     if let Some(outcome) = here {
-        return decide::conclude(r, lc, keys, name, &outcome, StoreKind::Redis, 0);
+        return decide::conclude(r, lc, keys, name, &outcome, &Redis, 0);
     }
     let read = keys.key(usize::from(key)).seal().clone();
     let job = Lookup {
@@ -173,7 +238,7 @@ fn answered(r: &mut Request, lc: &LocConf, main: &MainConf, answer: Answer) -> S
                 s.data.clear();
                 s.data.extend_from_slice(&data);
             });
-            decide::conclude(r, lc, keys, name, &outcome, StoreKind::Redis, 0)
+            decide::conclude(r, lc, keys, name, &outcome, &Redis, 0)
         }
         Answer::NoRandom => {
             ngx_log_error!(
@@ -224,47 +289,10 @@ fn count(main: &MainConf, events: &[Event]) {
     }
 }
 
-/// Runs `f` over the store that holds the request's session: the local
-/// zone under its lock, or a view of the Redis record whose changes are
-/// then sent to Redis (nobody waits for them: a response header filter
-/// cannot). `f` gets the worker's random pool and data buffer.
-pub fn on_store<R>(
-    main: &MainConf,
-    lc: &LocConf,
-    ctx: &Ctx,
-    now: u64,
-    f: impl FnOnce(&mut dyn Store, &mut RandomPool, &mut Vec<u8>) -> R,
-) -> Option<R> {
-    match ctx.store {
-        StoreKind::Shm => {
-            let table = main.table?;
-            return Some(SCRATCH.with_borrow_mut(|s| table.with(|t| f(t, &mut s.rng, &mut s.data))));
-        }
-        StoreKind::Cookie => return crate::phases::cookie_store::on_session(main, lc, ctx, now, f),
-        StoreKind::Redis => {}
-    }
-    let seal = lc.keys_and_name(main)?.0.primary().seal().clone();
-    let mut view = View::new(now, 0);
-    let deadline = (ctx.expires_ms != u64::MAX).then_some(ctx.expires_ms);
-    view.preload(
-        ctx.id,
-        Entry::Live(ctx.record),
-        ctx.data.as_bytes().to_vec(),
-        deadline,
-    );
-    let result = SCRATCH.with_borrow_mut(|s| f(&mut view, &mut s.rng, &mut s.data));
-    count(main, &view.events);
-    let writes = view.finish();
-    if !writes.is_empty() {
-        park::keep(main, writes, seal, now);
-    }
-    Some(result)
-}
-
 /// `sessions_logout` while Redis cannot say what the session is: the
 /// presented session is deleted through the journal, at once for this
 /// nginx and in Redis when it is back. `false` when that cannot be kept.
-pub fn end_presented(r: &Request, lc: &LocConf, main: &MainConf) -> bool {
+fn end_presented(r: &Request, lc: &LocConf, main: &MainConf) -> bool {
     let Some((keys, name)) = lc.keys_and_name(main) else {
         return false;
     };
@@ -297,4 +325,58 @@ pub fn drain_at_exit(main: &MainConf) {
         park::submit(Job::Flush);
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
+}
+
+/// With `sessions_store redis` the request goes to the Redis thread. Only
+/// logged-in sessions are found: they are the ones listed in a user's
+/// index (a Redis record opens only with its session's cookie).
+fn admin_on_redis(r: &mut Request, lc: &LocConf, main: &MainConf, req: AdminRequest) -> Status {
+    let keys = lc
+        .keys_and_name(main)
+        .map(|(keys, _)| keys.primary().seal().clone());
+    let Some(keys) = keys.filter(|_| crate::phases::park::running() && !crate::phases::park::saturated())
+    else {
+        return answers::unavailable(r);
+    };
+    let job = match req {
+        AdminRequest::List { user } => Job::List { user, keys },
+        AdminRequest::RevokeUser { user } => Job::Revoke { user, keys },
+        AdminRequest::RevokeId { id } => Job::RevokeHandle { handle: id, keys },
+    };
+    if crate::phases::park::park_admin(r, job, admin_answered) {
+        Status::NGX_DONE
+    } else {
+        Status::NGX_ERROR
+    }
+}
+
+/// Sends the Redis thread's answer to a parked admin request.
+pub fn admin_answered(r: &mut Request, answer: Answer) -> Status {
+    let (status, body, revoked) = match answer {
+        Answer::Listed { user, sessions } => match Module::location_conf(r) {
+            Some(lc) => (
+                HTTPStatus::OK,
+                answers::list(lc, &user, sessions.into_iter()),
+                None,
+            ),
+            None => return HTTPStatus::NOT_FOUND.into(),
+        },
+        Answer::Revoked(n) => (HTTPStatus::OK, admin::revoked_json(n), Some(n)),
+        Answer::RevokedOne(found) => {
+            let (status, body) = answers::revoked_one(found);
+            (status, body, Some(usize::from(found)))
+        }
+        _ => return answers::unavailable(r),
+    };
+    if let Some(n) = revoked {
+        if let Some(table) = Module::main_conf(r).and_then(|m| m.table) {
+            table.with(|t| t.header().stats.logouts += n as u64);
+        }
+        ngx_log_error!(
+            NGX_LOG_INFO,
+            r.log(),
+            "sessions: admin revocation in Redis: {body}"
+        );
+    }
+    answers::send(r, status, &body)
 }

@@ -1,0 +1,42 @@
+//! `sessions_admin`'s JSON answers, whichever store acted.
+
+use ngx::core::Status;
+use ngx::http::{HTTPStatus, Request};
+use sessions_core::access::admin;
+use sessions_core::model::record::Record;
+
+use crate::config::conf::LocConf;
+use crate::phases::request;
+
+pub const JSON: &str = "application/json";
+
+/// Sends `body` as JSON with `status`.
+pub fn send(r: &mut Request, status: HTTPStatus, body: &str) -> Status {
+    request::send_body(r, status, JSON, body.as_bytes())
+}
+
+/// A user's sessions, each with when it expires under `lc`'s timeouts.
+pub fn list(lc: &LocConf, user: &[u8], sessions: impl Iterator<Item = Record>) -> String {
+    let sessions = sessions
+        .map(|rec| admin::session_json(&rec, lc.policy.timeouts_for(&rec).deadline(rec.times())))
+        .collect();
+    admin::list_json(user, sessions)
+}
+
+/// The answer to revoking one session: 404 when it was not found.
+pub fn revoked_one(found: bool) -> (HTTPStatus, String) {
+    if found {
+        (HTTPStatus::OK, admin::revoked_json(1))
+    } else {
+        (HTTPStatus::NOT_FOUND, admin::revoked_json(0))
+    }
+}
+
+/// 503: the store could not be asked.
+pub fn unavailable(r: &mut Request) -> Status {
+    send(
+        r,
+        HTTPStatus::SERVICE_UNAVAILABLE,
+        &admin::error_json("Redis is not available"),
+    )
+}
