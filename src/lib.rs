@@ -4,9 +4,11 @@
 //! rest is grouped by what it faces, each folder importing only those
 //! before it here (`tests/layout.rs` checks that no folder imports one that
 //! imports it back): `clock` and `threads`; `zone` (shared memory as a
-//! worker holds it); `config` (what the directives set); `phases` (a
-//! request, one way: access, then the header filter; requests parked for
-//! the side-car); `lifecycle` (directives, zones created, the state file).
+//! worker holds it); `config` (what the directives set); `nginx` (the
+//! request, its context, requests parked for the side-car, variables: the
+//! request-time `unsafe`); `phases` (a request, one way: access, then the
+//! header filter, through one store interface; no `unsafe`); `lifecycle`
+//! (directives, zones created, the state file).
 //! Redis itself is the `sessions-sidecar` crate's. Nothing imports this file.
 //!
 //! Every `unsafe` block says why it is sound in a `// SAFETY:` line.
@@ -17,16 +19,19 @@ use std::ptr;
 
 use nginx_sys::{
     ngx_array_push, ngx_conf_t, ngx_http_add_variable, ngx_http_handler_pt, ngx_http_module_t,
-    ngx_http_phases_NGX_HTTP_ACCESS_PHASE, ngx_http_top_header_filter, ngx_int_t, ngx_module_t, ngx_str_t,
-    NGX_HTTP_MODULE,
+    ngx_http_output_header_filter_pt, ngx_http_phases_NGX_HTTP_ACCESS_PHASE, ngx_http_request_t,
+    ngx_http_top_header_filter, ngx_int_t, ngx_module_t, ngx_str_t, NGX_HTTP_MODULE,
 };
 use ngx::core::{Status, NGX_CONF_ERROR, NGX_CONF_OK};
-use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
+use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule, Request};
 use ngx::http_request_handler;
 
 mod clock;
 mod config;
 mod lifecycle;
+mod nginx;
+// Request time builds on `nginx`, which holds its `unsafe`.
+#[deny(unsafe_code)]
 mod phases;
 mod threads;
 mod zone;
@@ -35,8 +40,8 @@ use config::conf::{LocConf, MainConf, SecretConf};
 use config::module::Module;
 use lifecycle::directives;
 use lifecycle::state as zone_state;
-use phases::park;
-use phases::{access, filter, remote, variables};
+use nginx::{park, variables};
+use phases::{access, filter, remote};
 
 /// The hooks `MODULE_CTX` names that `ngx`'s defaults do not cover.
 struct Hooks;
@@ -122,8 +127,8 @@ impl Hooks {
         // rebuilt single-threaded on every configuration load.
         unsafe {
             *h = Some(access_handler);
-            filter::NEXT_HEADER_FILTER = ngx_http_top_header_filter;
-            ngx_http_top_header_filter = Some(filter::header_filter);
+            NEXT_HEADER_FILTER = ngx_http_top_header_filter;
+            ngx_http_top_header_filter = Some(header_filter);
         }
         Status::NGX_OK.into()
     }
@@ -267,7 +272,14 @@ extern "C" fn init_process(cycle: *mut nginx_sys::ngx_cycle_t) -> ngx_int_t {
                     }),
                 seals: main.redis_seals.clone(),
             };
-            if let Err(why) = park::start(cycle, &main.redis, topology, main.redis_random_used, setup) {
+            if let Err(why) = park::start(
+                cycle,
+                &main.redis,
+                topology,
+                main.redis_random_used,
+                setup,
+                phases::cookies::forget_verified,
+            ) {
                 ngx::ngx_log_error!(
                     nginx_sys::NGX_LOG_ALERT,
                     cycle_ref.log,
@@ -312,5 +324,23 @@ fn realip_built_in(cmcf: &nginx_sys::ngx_http_core_main_conf_t) -> bool {
         };
         let names: &[nginx_sys::ngx_hash_key_t] = keys.keys.as_slice();
         names.iter().any(|k| k.key.as_bytes() == REALIP_VAR)
+    }
+}
+
+/// The filter that was on top of nginx's header filter chain before ours.
+static mut NEXT_HEADER_FILTER: ngx_http_output_header_filter_pt = None;
+
+/// The header filter (see `phases::filter`), then the next one in nginx's chain.
+extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: nginx calls header filters with a live request.
+    let req = unsafe { Request::from_ngx_http_request(r) };
+    if filter::on_headers(req).is_err() {
+        return Status::NGX_ERROR.into();
+    }
+    // SAFETY: set once in postconfiguration to the filter that was on top.
+    match unsafe { NEXT_HEADER_FILTER } {
+        // SAFETY: calling the next filter in nginx's chain with the same request.
+        Some(next) => unsafe { next(r) },
+        None => Status::NGX_OK.into(),
     }
 }

@@ -341,7 +341,9 @@ fn the_store_is_chosen_in_one_place() {
             let arm = ["Shm", "Redis", "Cookie"]
                 .iter()
                 .any(|k| code.contains(&format!("StoreKind::{k} =>")));
-            let asks = [".redis()", ".cookie()", ".store() =="].iter().any(|c| code.contains(c));
+            let asks = [".redis()", ".cookie()", ".store() =="]
+                .iter()
+                .any(|c| code.contains(c));
             if arm || asks {
                 choosers.push(format!("{m}:{}: {}", i + 1, line.trim()));
             }
@@ -351,4 +353,27 @@ fn the_store_is_chosen_in_one_place() {
         choosers.iter().all(|c| c.starts_with("phases::access:")) && choosers.len() == 3,
         "the store is chosen at: {choosers:#?}"
     );
+}
+
+/// `unsafe` is the nginx-facing layers' (lib.rs's hooks, `nginx/`,
+/// `zone/`, `lifecycle/`, `config/module.rs`): the phases have none, and
+/// lib.rs denies it there.
+#[test]
+fn the_phases_have_no_unsafe() {
+    let lib = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs")).unwrap();
+    assert!(
+        lib.contains("#[deny(unsafe_code)]\nmod phases;"),
+        "lib.rs denies unsafe code in phases"
+    );
+    let unsafe_phases: Vec<String> = modules("src")
+        .into_iter()
+        .filter(|(m, src)| {
+            m.starts_with("phases")
+                && src
+                    .lines()
+                    .any(|l| l.split("//").next().unwrap_or_default().contains("unsafe"))
+        })
+        .map(|(m, _)| m)
+        .collect();
+    assert!(unsafe_phases.is_empty(), "unsafe in {unsafe_phases:?}");
 }

@@ -11,8 +11,9 @@ use sessions_core::engine::store::StoreKind;
 use sessions_core::{apply, Control};
 
 use crate::config::module::Module;
+use crate::nginx::request;
 use crate::phases::store::SessionStore;
-use crate::phases::{cookie_store, decide, remote, request};
+use crate::phases::{cookie_store, decide, remote};
 
 pub fn access(r: &mut Request) -> Status {
     if !r.is_main() {
@@ -82,11 +83,7 @@ fn logout(r: &mut Request) -> Status {
     }
     match lc.logout_redirect {
         Some(url) => {
-            // SAFETY: compiled at configuration time, lives with it.
-            let Some(v) = r
-                .get_complex_value(unsafe { &*url.0 })
-                .map(|v| v.as_bytes().to_vec())
-            else {
+            let Some(v) = request::evaluate(r, &url) else {
                 return Status::NGX_ERROR;
             };
             match request::pool_str(r, &v).and_then(|v| request::set_location(r, v)) {

@@ -4,17 +4,16 @@
 //! `allow`/`deny` or authentication: it can end anyone's session.
 
 use nginx_sys::{
-    ngx_http_finalize_request, ngx_http_read_client_request_body, ngx_http_request_t, ngx_int_t,
-    NGX_HTTP_DELETE, NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_POST, NGX_HTTP_SPECIAL_RESPONSE,
+    ngx_int_t, NGX_HTTP_DELETE, NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_POST, NGX_HTTP_SPECIAL_RESPONSE,
 };
 use ngx::core::Status;
 use ngx::http::{HTTPStatus, HttpModuleLocationConf, HttpModuleMainConf, Request};
 use sessions_core::access::admin::{self, AdminRequest, Verb};
 
 use crate::config::module::Module;
+use crate::nginx::request;
 use crate::phases::access::store_of;
 use crate::phases::answers::JSON;
-use crate::phases::request;
 
 /// Largest JSON body accepted.
 const MAX_BODY: usize = 4096;
@@ -25,9 +24,7 @@ pub fn handler(r: &mut Request) -> Status {
         NGX_HTTP_GET | NGX_HTTP_HEAD => Verb::Read,
         NGX_HTTP_DELETE => Verb::Delete,
         NGX_HTTP_POST => {
-            // SAFETY: `content_type` is null or the live header element.
-            let ct = unsafe { r.as_ref().headers_in.content_type.as_ref() };
-            if !ct.is_some_and(|h| admin::is_json(h.value.as_bytes())) {
+            if !request::content_type(r).is_some_and(admin::is_json) {
                 let discard = r.discard_request_body();
                 if !discard.is_ok() {
                     return discard;
@@ -35,11 +32,9 @@ pub fn handler(r: &mut Request) -> Status {
                 let body = admin::error_json("the body must be sent as Content-Type: application/json");
                 return request::send_body(r, HTTPStatus::UNSUPPORTED_MEDIA_TYPE, JSON, body.as_bytes());
             }
-            // SAFETY: starting nginx's body reader on this live request; it
-            // calls `body_read` once the body is in.
-            let rc = unsafe { ngx_http_read_client_request_body(r.into(), Some(body_read)) };
-            if rc >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
-                return Status(rc);
+            let rc = request::read_body(r, body_read);
+            if rc.0 >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
+                return rc;
             }
             return Status::NGX_DONE;
         }
@@ -56,10 +51,9 @@ pub fn handler(r: &mut Request) -> Status {
     }
 }
 
-extern "C" fn body_read(r: *mut ngx_http_request_t) {
-    // SAFETY: nginx calls the body handler with the live request.
-    let req = unsafe { Request::from_ngx_http_request(r) };
-    let rc = match request::body_in_memory(req, MAX_BODY) {
+/// What a POST does once its body is in.
+fn with_body(req: &mut Request) -> Status {
+    match request::body_in_memory(req, MAX_BODY) {
         None => request::send_body(
             req,
             HTTPStatus::REQUEST_ENTITY_TOO_LARGE,
@@ -75,10 +69,10 @@ extern "C" fn body_read(r: *mut ngx_http_request_t) {
                 admin::error_json(e).as_bytes(),
             ),
         },
-    };
-    // SAFETY: finishing the request whose body we were handed.
-    unsafe { ngx_http_finalize_request(r, rc.0) };
+    }
 }
+
+request::body_handler!(body_read, with_body);
 
 /// Goes through the location's store.
 fn act(r: &mut Request, req: AdminRequest) -> Status {

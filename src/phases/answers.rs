@@ -6,7 +6,7 @@ use sessions_core::access::admin;
 use sessions_core::model::record::Record;
 
 use crate::config::conf::LocConf;
-use crate::phases::request;
+use crate::nginx::request;
 
 pub const JSON: &str = "application/json";
 

@@ -14,10 +14,10 @@ use sessions_core::stores::cookie::{self as cookie_store, Contents, CookieSessio
 use sessions_core::{resolve, stores::zone::revoked, Facts, Keyring, Policy, Record, SessionId, Table};
 
 use crate::config::conf::{LocConf, MainConf};
+use crate::nginx::park;
+use crate::nginx::request::{self, Ctx};
 use crate::phases::cookies::{self, with_sealers, SCRATCH};
 use crate::phases::decide;
-use crate::phases::park;
-use crate::phases::request::{self, Ctx};
 use crate::phases::store::{SessionStore, Work};
 
 /// Keeps the sessions a request ended dead and its logged-in session

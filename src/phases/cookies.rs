@@ -16,7 +16,7 @@ use sessions_core::stores::cookie::{self as cookie_store, Contents, CookieSealer
 use sessions_core::{Keyring, Record};
 
 use crate::config::conf::LocConf;
-use crate::phases::request::{self, Ctx};
+use crate::nginx::request::{self, Ctx};
 
 /// Per-worker buffers, so a request allocates nothing on the heap.
 pub struct Scratch {

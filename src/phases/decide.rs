@@ -15,10 +15,10 @@ use sessions_core::stores::zone::revoked;
 use sessions_core::{resolve, Facts, Keyring, Outcome};
 
 use crate::config::conf::{LocConf, MainConf};
+use crate::nginx::park;
+use crate::nginx::request::{self, Ctx};
 use crate::phases::answers;
 use crate::phases::cookies::{self, SCRATCH};
-use crate::phases::park;
-use crate::phases::request::{self, Ctx};
 use crate::phases::store::{SessionStore, Work};
 
 /// The zone: sessions in shared memory.
@@ -184,12 +184,7 @@ fn gate(r: &mut Request, lc: &LocConf) -> Status {
     let Some(Some(url)) = lc.login_url.filter(|_| !api) else {
         return HTTPStatus::UNAUTHORIZED.into();
     };
-    // SAFETY: the complex value was compiled at configuration time and lives
-    // as long as the configuration.
-    let Some(base) = r
-        .get_complex_value(unsafe { &*url.0 })
-        .map(|v| v.as_bytes().to_vec())
-    else {
+    let Some(base) = request::evaluate(r, &url) else {
         return Status::NGX_ERROR;
     };
     let https = request::client_https(r, lc.trusted_proxies());

@@ -3,9 +3,8 @@
 //! response the request ends with (static file, proxied, error page,
 //! redirect), once.
 
-use nginx_sys::{ngx_http_output_header_filter_pt, ngx_http_request_t, ngx_int_t, ngx_str_t, NGX_LOG_ALERT};
+use nginx_sys::{ngx_str_t, NGX_LOG_ALERT};
 use nginx_sys::{NGX_LOG_ERR, NGX_LOG_INFO};
-use ngx::core::Status;
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, Request};
 use ngx::ngx_log_error;
 use sessions_core::access::gate::{set_value, truthy, ControlHeader};
@@ -14,41 +13,31 @@ use sessions_core::{apply, update_data, Control, ControlError, DataUpdateError};
 
 use crate::config::conf::LocConf;
 use crate::config::module::Module;
+use crate::nginx::request;
 use crate::phases::access::store_of;
 use crate::phases::cookies::SCRATCH;
-use crate::phases::request;
 
-pub static mut NEXT_HEADER_FILTER: ngx_http_output_header_filter_pt = None;
-
-pub extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
-    // SAFETY: nginx calls header filters with a live request.
-    let req = unsafe { Request::from_ngx_http_request(r) };
-    if req.is_main() {
-        if req.upstream().is_some() {
-            if let Some(lc) = Module::location_conf(req).filter(|lc| lc.control_headers()) {
-                if control(req, lc).is_none() {
-                    return Status::NGX_ERROR.into();
-                }
-            }
-        }
-        // A filter that finalizes the request (a failed If-Match, say)
-        // clears the headers already set, ours included: set it again.
-        let cleared = req.as_ref().filter_finalize() != 0;
-        if let Some(ctx) = request::ctx(req) {
-            if (!ctx.cookie_sent || cleared) && ctx.set_cookie.len > 0 {
-                if request::add_set_cookie(req, ctx.set_cookie).is_none() {
-                    return Status::NGX_ERROR.into();
-                }
-                ctx.cookie_sent = true;
-            }
+/// The header filter's work, before the next filter runs: `Err` when the
+/// request must fail (out of memory).
+pub fn on_headers(req: &mut Request) -> Result<(), ()> {
+    if !req.is_main() {
+        return Ok(());
+    }
+    if req.upstream().is_some() {
+        if let Some(lc) = Module::location_conf(req).filter(|lc| lc.control_headers()) {
+            control(req, lc).ok_or(())?;
         }
     }
-    // SAFETY: set once in postconfiguration to the filter that was on top.
-    match unsafe { NEXT_HEADER_FILTER } {
-        // SAFETY: calling the next filter in nginx's chain with the same request.
-        Some(next) => unsafe { next(r) },
-        None => Status::NGX_OK.into(),
+    // A filter that finalizes the request (a failed If-Match, say) clears
+    // the headers already set, ours included: set it again.
+    let cleared = req.as_ref().filter_finalize() != 0;
+    if let Some(ctx) = request::ctx(req) {
+        if (!ctx.cookie_sent || cleared) && ctx.set_cookie.len > 0 {
+            request::add_set_cookie(req, ctx.set_cookie).ok_or(())?;
+            ctx.cookie_sent = true;
+        }
     }
+    Ok(())
 }
 
 /// Consumes the upstream's X-Session-* headers (none reaches the client) and
@@ -59,7 +48,9 @@ pub extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
 fn control(r: &mut Request, lc: &LocConf) -> Option<()> {
     let (mut user, mut bad_user) = (None::<ngx_str_t>, false);
     let (mut remember, mut regenerate, mut destroy) = (false, false, false);
-    let mut changes: Vec<(&[u8], Option<&[u8]>)> = Vec::new();
+    // Copied: header values are borrowed only while the list is walked
+    // (a copy only for the responses that carry data changes).
+    let mut changes: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
     let (mut bad_set, mut found) = (false, false);
     let cached = r.as_ref().cached() != 0;
     request::headers_out_mut(r, |h| {
@@ -79,13 +70,11 @@ fn control(r: &mut Request, lc: &LocConf) -> Option<()> {
             Some(ControlHeader::Remember) => remember = truthy(value),
             Some(ControlHeader::Regenerate) => regenerate = truthy(value),
             Some(ControlHeader::Destroy) => destroy = truthy(value),
-            // SAFETY: header values live in the request pool for the whole request.
-            Some(ControlHeader::Set) => match set_value(unsafe { pool_bytes(&h.value) }) {
-                Some((k, v)) => changes.push((k, Some(v))),
+            Some(ControlHeader::Set) => match set_value(value) {
+                Some((k, v)) => changes.push((k.to_vec(), Some(v.to_vec()))),
                 None => bad_set = true,
             },
-            // SAFETY: as above.
-            Some(ControlHeader::Unset) => changes.push((unsafe { pool_bytes(&h.value) }.trim_ascii(), None)),
+            Some(ControlHeader::Unset) => changes.push((value.trim_ascii().to_vec(), None)),
             None => {}
         }
     });
@@ -98,10 +87,8 @@ fn control(r: &mut Request, lc: &LocConf) -> Option<()> {
         );
         return Some(());
     }
-    if let Some(u) = r.upstream().filter(|_| found) {
-        // SAFETY: the upstream of the live request being answered; nginx
-        // decides whether to store the response only after this filter.
-        unsafe { (*u).set_cacheable(0) };
+    if found {
+        request::not_cacheable(r);
     }
     if bad_set {
         ngx_log_error!(
@@ -191,7 +178,11 @@ fn control(r: &mut Request, lc: &LocConf) -> Option<()> {
 }
 
 /// Applies X-Session-Set / X-Session-Unset to the request's session.
-fn data(r: &mut Request, changes: &[(&[u8], Option<&[u8]>)]) -> Option<()> {
+fn data(r: &mut Request, changes: &[(Vec<u8>, Option<Vec<u8>>)]) -> Option<()> {
+    let changes: Vec<(&[u8], Option<&[u8]>)> = changes
+        .iter()
+        .map(|(k, v)| (k.as_slice(), v.as_deref()))
+        .collect();
     let Some(ctx) = request::ctx(r) else {
         return Some(());
     };
@@ -200,7 +191,7 @@ fn data(r: &mut Request, changes: &[(&[u8], Option<&[u8]>)]) -> Option<()> {
     let now = crate::clock::now_ms();
     let store = store_of(ctx.store);
     let result = store.on_session(main, lc, ctx, now, |t, _, data| {
-        update_data(t, &id, changes, data)
+        update_data(t, &id, &changes, data)
     })?;
     match result {
         Ok(()) => {
@@ -218,19 +209,4 @@ fn data(r: &mut Request, changes: &[(&[u8], Option<&[u8]>)]) -> Option<()> {
         Err(DataUpdateError::NoSession) => {}
     }
     Some(())
-}
-
-/// The bytes of a header value, with the request's lifetime rather than the
-/// closure's borrow.
-///
-/// # Safety
-/// `s` must point into memory that outlives the use of the result (the
-/// request pool).
-unsafe fn pool_bytes<'a>(s: &ngx_str_t) -> &'a [u8] {
-    if s.data.is_null() {
-        &[]
-    } else {
-        // SAFETY: per the contract, `len` bytes at `data` live long enough.
-        unsafe { std::slice::from_raw_parts(s.data, s.len) }
-    }
 }

@@ -18,11 +18,11 @@ use sessions_core::{resolve, Facts, Keyring, SessionId};
 
 use crate::config::conf::{LocConf, MainConf};
 use crate::config::module::Module;
+use crate::nginx::park::{self, Wake};
+use crate::nginx::request::{self, Ctx};
 use crate::phases::answers;
 use crate::phases::cookies::{self, SCRATCH};
 use crate::phases::decide;
-use crate::phases::park::{self, Wake};
-use crate::phases::request::{self, Ctx};
 use crate::phases::store::{SessionStore, Work};
 use sessions_sidecar::{Answer, Job, Keys, Lookup};
 
@@ -318,8 +318,7 @@ pub fn drain_at_exit(main: &MainConf) {
         return;
     }
     j.with(|j| j.hurry());
-    // SAFETY: a flag nginx sets from its signal handler, read once here.
-    let fast = unsafe { nginx_sys::ngx_terminate } != 0;
+    let fast = park::terminating();
     let end = std::time::Instant::now() + if fast { DRAIN_AT_TERMINATE } else { DRAIN_AT_QUIT };
     while j.with(|j| !j.is_empty()) && std::time::Instant::now() < end {
         park::submit(Job::Flush);
@@ -334,7 +333,7 @@ fn admin_on_redis(r: &mut Request, lc: &LocConf, main: &MainConf, req: AdminRequ
     let keys = lc
         .keys_and_name(main)
         .map(|(keys, _)| keys.primary().seal().clone());
-    let Some(keys) = keys.filter(|_| crate::phases::park::running() && !crate::phases::park::saturated())
+    let Some(keys) = keys.filter(|_| crate::nginx::park::running() && !crate::nginx::park::saturated())
     else {
         return answers::unavailable(r);
     };
@@ -343,7 +342,7 @@ fn admin_on_redis(r: &mut Request, lc: &LocConf, main: &MainConf, req: AdminRequ
         AdminRequest::RevokeUser { user } => Job::Revoke { user, keys },
         AdminRequest::RevokeId { id } => Job::RevokeHandle { handle: id, keys },
     };
-    if crate::phases::park::park_admin(r, job, admin_answered) {
+    if crate::nginx::park::park_admin(r, job, admin_answered) {
         Status::NGX_DONE
     } else {
         Status::NGX_ERROR

@@ -9,7 +9,7 @@ use sessions_core::stores::redis::journal::JournalStats;
 use sessions_core::stores::zone::table::Stats;
 
 use crate::config::module::Module;
-use crate::phases::request;
+use crate::nginx::request;
 
 /// What one scrape reports.
 struct Snapshot {

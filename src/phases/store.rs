@@ -17,8 +17,8 @@ use sessions_core::primitives::id::RandomPool;
 use sessions_core::Keyring;
 
 use crate::config::conf::{LocConf, MainConf};
+use crate::nginx::request::Ctx;
 use crate::phases::cookies;
-use crate::phases::request::Ctx;
 
 /// What runs over the session's store: the store, the worker's random
 /// pool and its data buffer.

@@ -65,6 +65,9 @@ struct Worker {
     peak: usize,
     /// Whether reaching `MAX_WAITING` was logged since it was last below.
     full_logged: bool,
+    /// Runs once an adoption ended: what was verified under the keys
+    /// before is forgotten.
+    on_adopted: fn(),
 }
 
 /// How much waiting work a worker keeps: requests parked for Redis, and
@@ -91,13 +94,15 @@ thread_local! {
     static REPLIES: RefCell<Vec<Reply>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Starts the Redis thread of this worker and watches its eventfd.
+/// Starts the Redis thread of this worker and watches its eventfd;
+/// `on_adopted` runs each time an adoption of the random secret ends.
 pub fn start(
     cycle: *mut ngx_cycle_t,
     settings: &RedisSettings,
     topology: &Topology,
     adopt: bool,
     setup: sessions_sidecar::Setup,
+    on_adopted: fn(),
 ) -> Result<(), String> {
     let near = setup.near.clone();
     // SAFETY: creating a non-blocking eventfd owned by this process.
@@ -157,6 +162,7 @@ pub fn start(
         outstanding: usize::from(adopt),
         peak: 0,
         full_logged: false,
+        on_adopted,
     }));
     Ok(())
 }
@@ -598,7 +604,9 @@ fn handle(reply: Reply) {
                 }
                 Some(std::mem::take(&mut w.waiting))
             });
-            crate::phases::cookies::forget_verified();
+            if let Some(forget) = WORKER.with_borrow(|w| w.as_ref().map(|w| w.on_adopted)) {
+                forget();
+            }
             for token in waiting.unwrap_or_default() {
                 WORKER.with_borrow_mut(|w| {
                     if let Some(w) = w.as_mut() {
@@ -610,4 +618,11 @@ fn handle(reply: Reply) {
         }
         token => resume(token, Wake::Answer(reply.answer)),
     }
+}
+
+/// Whether nginx is stopping fast (SIGTERM): the master kills workers
+/// still there at about 1.5 s.
+pub fn terminating() -> bool {
+    // SAFETY: a flag nginx sets from its signal handler, read once here.
+    unsafe { nginx_sys::ngx_terminate != 0 }
 }

@@ -10,7 +10,7 @@ use ngx::core::Status;
 use ngx::http::Request;
 use ngx::ngx_string;
 
-use crate::phases::request::{self, Ctx};
+use crate::nginx::request::{self, Ctx};
 
 type Getter =
     unsafe extern "C" fn(*mut ngx_http_request_t, *mut ngx_http_variable_value_t, usize) -> ngx_int_t;

@@ -6,9 +6,9 @@ use std::{mem, ptr, slice};
 
 use nginx_sys::ngx_chain_t;
 use nginx_sys::{
-    ngx_http_get_indexed_variable, ngx_http_request_t, ngx_list_part_t, ngx_list_push, ngx_palloc,
-    ngx_pnalloc, ngx_pool_cleanup_add, ngx_str_t, ngx_table_elt_t, sockaddr_in, sockaddr_in6, AF_INET,
-    AF_INET6,
+    ngx_http_finalize_request, ngx_http_get_indexed_variable, ngx_http_read_client_request_body,
+    ngx_http_request_t, ngx_list_part_t, ngx_list_push, ngx_palloc, ngx_pnalloc, ngx_pool_cleanup_add,
+    ngx_str_t, ngx_table_elt_t, sockaddr_in, sockaddr_in6, AF_INET, AF_INET6,
 };
 use ngx::core::{Buffer, Status as NgxStatus};
 use ngx::http::{HTTPStatus, Request};
@@ -16,6 +16,7 @@ use sessions_core::config::proxy::{address_bytes, says_https, Cidr};
 use sessions_core::engine::store::StoreKind;
 use sessions_core::{Handle, Record, SessionId, Status};
 
+use crate::config::conf::LoginUrl;
 use crate::config::module::ngx_http_sessions_module;
 
 /// The client address bytes (`$remote_addr`, so after realip): 4 for IPv4,
@@ -497,3 +498,58 @@ fn push_header(
         Some(h)
     }
 }
+
+/// The value of `v` (compiled at configuration time) for this request.
+pub fn evaluate(r: &mut Request, v: &LoginUrl) -> Option<Vec<u8>> {
+    // SAFETY: the complex value was compiled at configuration time and
+    // lives as long as the configuration this request runs under.
+    r.get_complex_value(unsafe { &*v.0 })
+        .map(|v| v.as_bytes().to_vec())
+}
+
+/// The request's `Content-Type`, if it has one.
+pub fn content_type(r: &Request) -> Option<&[u8]> {
+    // SAFETY: `content_type` is null or a header element of this live
+    // request, in its pool.
+    unsafe { r.as_ref().headers_in.content_type.as_ref() }.map(|h| h.value.as_bytes())
+}
+
+/// Keeps the response nginx is about to send out of any cache (proxy,
+/// FastCGI, ...): nginx decides whether to store it after header filters.
+pub fn not_cacheable(r: &mut Request) {
+    if let Some(u) = r.upstream() {
+        // SAFETY: the upstream of the live request being answered.
+        unsafe { (*u).set_cacheable(0) };
+    }
+}
+
+/// Starts reading the request body; nginx calls `then` once it is in.
+/// (`body_handler!` makes `then` from a safe function.)
+pub fn read_body(r: &mut Request, then: extern "C" fn(*mut ngx_http_request_t)) -> NgxStatus {
+    // SAFETY: starting nginx's body reader on this live request, once.
+    let rc = unsafe { ngx_http_read_client_request_body(r.into(), Some(then)) };
+    NgxStatus(rc)
+}
+
+/// Ends a request whose body handler ran: its answer was sent with `rc`.
+pub fn finalize(r: &mut Request, rc: NgxStatus) {
+    // SAFETY: finishing the live request whose body handler is running.
+    unsafe { ngx_http_finalize_request(r.into(), rc.0) };
+}
+
+/// Makes `$name`, an `extern "C"` body handler for `read_body`, from the
+/// safe `fn(&mut Request) -> Status` `$body`; the request is then
+/// finalized with what it returns. Its `unsafe` is this layer's, written
+/// here, wherever it expands (as `ngx::http_request_handler!`'s).
+macro_rules! body_handler {
+    ($name:ident, $body:expr) => {
+        #[allow(unsafe_code)]
+        extern "C" fn $name(r: *mut nginx_sys::ngx_http_request_t) {
+            // SAFETY: nginx calls a body handler with its live request.
+            let req = unsafe { ngx::http::Request::from_ngx_http_request(r) };
+            let rc = $body(&mut *req);
+            $crate::nginx::request::finalize(req, rc);
+        }
+    };
+}
+pub(crate) use body_handler;
