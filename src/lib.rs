@@ -66,8 +66,8 @@ impl Hooks {
     unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
         // SAFETY: `cf` is valid during configuration.
         let cf = unsafe { &mut *cf };
-        if let Some(main) = Module::main_conf_mut(cf).filter(|m| m.redis_used) {
-            if main.redis_random_secret {
+        if let Some(main) = Module::main_conf_mut(cf).filter(|m| m.redis_needed) {
+            if main.redis_holds_secret {
                 ngx::ngx_log_error!(
                     nginx_sys::NGX_LOG_WARN,
                     cf.log,
@@ -136,7 +136,7 @@ impl Hooks {
     unsafe extern "C" fn init_main_conf(cf: *mut ngx_conf_t, conf: *mut c_void) -> *mut c_char {
         // SAFETY: nginx passes a valid `cf` and our main configuration.
         let (cf, main) = unsafe { (&mut *cf, &mut *conf.cast::<MainConf>()) };
-        if main.used && main.zone.is_null() {
+        if main.sessions_on && main.zone.is_null() {
             let (name, size) = directives::DEFAULT_ZONE;
             let name = ngx_str_t {
                 len: name.len(),
@@ -165,13 +165,13 @@ unsafe extern "C" fn merge_loc_conf(
         let Some(main) = Module::main_conf_mut(cf) else {
             return NGX_CONF_ERROR;
         };
-        main.uses_random |= conf.uses_random() && !conf.redis();
-        let shared = conf.cookie_shared(main);
-        main.cookie_shared |= shared;
-        main.redis_used |= conf.redis() || shared;
-        main.redis_store |= conf.redis();
-        main.redis_random_used |= conf.redis() && conf.uses_random();
-        main.redis_random_secret |= conf.redis() && conf.random_secret();
+        main.zone_random |= conf.uses_random() && !conf.redis();
+        let shared = conf.cookie_records_shared(main);
+        main.cookie_records_shared |= shared;
+        main.redis_needed |= conf.redis() || shared;
+        main.redis_stores_sessions |= conf.redis();
+        main.redis_adopts_random |= conf.redis() && conf.uses_random();
+        main.redis_holds_secret |= conf.redis() && conf.random_secret();
         if let Some(SecretConf::Keys(keys)) = &conf.secret {
             main.note_secret(keys, false);
             if conf.redis() || shared {
@@ -249,7 +249,7 @@ extern "C" fn init_process(cycle: *mut nginx_sys::ngx_cycle_t) -> ngx_int_t {
     if let Some(main) = Module::main_conf(cycle_ref).filter(|_| worker) {
         zone_state::start(cycle, main);
     }
-    if let Some(main) = Module::main_conf(cycle_ref).filter(|m| serves && m.redis_used) {
+    if let Some(main) = Module::main_conf(cycle_ref).filter(|m| serves && m.redis_needed) {
         if let Some(topology) = &main.topology {
             let setup = sessions_sidecar::Setup {
                 journal: main
@@ -258,13 +258,13 @@ extern "C" fn init_process(cycle: *mut nginx_sys::ngx_cycle_t) -> ngx_int_t {
                     .map(|j| j as std::sync::Arc<dyn sessions_sidecar::PendingWrites>),
                 records: main
                     .table
-                    .filter(|_| main.cookie_shared)
+                    .filter(|_| main.cookie_records_shared)
                     .map(|t| std::sync::Arc::new(t) as std::sync::Arc<dyn sessions_sidecar::SharedRecords>),
                 near: main
                     .redis
                     .near_cache
                     .or(Some(sessions_core::config::redis_conf::DEFAULT_NEAR_CACHE))
-                    .filter(|&n| main.redis_store && n > 0)
+                    .filter(|&n| main.redis_stores_sessions && n > 0)
                     .map(|n| {
                         std::sync::Arc::new(std::sync::Mutex::new(
                             sessions_core::stores::redis::near_cache::NearCache::new(n as usize),
@@ -276,7 +276,7 @@ extern "C" fn init_process(cycle: *mut nginx_sys::ngx_cycle_t) -> ngx_int_t {
                 cycle,
                 &main.redis,
                 topology,
-                main.redis_random_used,
+                main.redis_adopts_random,
                 setup,
                 phases::cookies::forget_verified,
             ) {
@@ -296,7 +296,7 @@ extern "C" fn init_process(cycle: *mut nginx_sys::ngx_cycle_t) -> ngx_int_t {
 extern "C" fn exit_process(cycle: *mut nginx_sys::ngx_cycle_t) {
     // SAFETY: nginx passes its live cycle.
     let cycle = unsafe { &*cycle };
-    if let Some(main) = Module::main_conf(cycle).filter(|m| m.redis_used) {
+    if let Some(main) = Module::main_conf(cycle).filter(|m| m.redis_needed) {
         remote::drain_at_exit(main);
     }
 }

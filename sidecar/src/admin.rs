@@ -8,10 +8,10 @@ use sessions_core::stores::redis::view::Write;
 
 use crate::exec::Failure;
 use crate::scripts::INDEX;
-use crate::shared::{now_ms, Shared};
+use crate::state::{now_ms, Sidecar};
 use crate::Answer;
 
-impl Shared {
+impl Sidecar {
     /// Lists a logged-in session (`rec`) in its user's index (session key ->
     /// sealed summary, for the admin endpoint) and points its handle at
     /// that index; drops from the index the ids the same writes retire (a

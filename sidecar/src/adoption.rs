@@ -6,10 +6,10 @@ use sessions_core::primitives::id::random_alnum;
 
 use crate::exec::Failure;
 use crate::scripts::ADOPT;
-use crate::shared::Shared;
+use crate::state::Sidecar;
 use crate::Answer;
 
-impl Shared {
+impl Sidecar {
     /// The first instance stores a random secret and name; all adopt them.
     /// What is there is checked as strictly as when it was written; a value
     /// this module never writes (a wrong type too) is replaced, once, by a

@@ -6,7 +6,7 @@ use std::time::Duration;
 use redis::RedisError;
 
 use crate::backend::Down;
-use crate::shared::Shared;
+use crate::state::Sidecar;
 use crate::{Answer, Reply};
 
 pub(crate) enum Failure {
@@ -28,7 +28,7 @@ impl From<Down> for Failure {
     }
 }
 
-impl Shared {
+impl Sidecar {
     /// Runs `cmd` on a connection picked by `hint`, once more on a fresh
     /// connection if the first was broken (a failover, a restarted server).
     pub(crate) async fn run<T: redis::FromRedisValue>(

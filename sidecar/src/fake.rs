@@ -17,7 +17,7 @@ use sessions_core::stores::redis::journal::{Journal, JournalHeader, JournalPlan,
 
 use crate::backend::Backend;
 use crate::scripts::{ADOPT, SWAP};
-use crate::shared::{Replies, Shared};
+use crate::state::{Replies, Sidecar};
 use crate::{PendingWrites, Setup};
 
 #[derive(Default)]
@@ -217,7 +217,7 @@ impl PendingWrites for MemJournal {
 
 /// A side-car's state over `fake`, with `journal` and a flush lease of
 /// `lease`, replies dropped.
-pub(crate) fn shared(fake: &FakeRedis, journal: Option<Arc<MemJournal>>, lease: Duration) -> Shared {
+pub(crate) fn shared(fake: &FakeRedis, journal: Option<Arc<MemJournal>>, lease: Duration) -> Sidecar {
     let (settings, topology) = fake.settings(500);
     shared_at(&settings, &topology, journal, lease)
 }
@@ -246,7 +246,7 @@ pub(crate) fn shared_at(
     topology: &Topology,
     journal: Option<Arc<MemJournal>>,
     lease: Duration,
-) -> Shared {
+) -> Sidecar {
     let backend = Backend::new(settings, topology).expect("a backend");
     let wake = std::fs::OpenOptions::new()
         .write(true)
@@ -263,7 +263,7 @@ pub(crate) fn shared_at(
         seals: Vec::new(),
     };
     let flags = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
-    Shared::new(
+    Sidecar::new(
         backend,
         settings.prefix().to_vec(),
         out,

@@ -12,7 +12,7 @@ use sessions_core::stores::redis::view::{Write, EXPIRED_KEPT};
 
 use crate::exec::Failure;
 use crate::lookup::{swap, Read, MOVED};
-use crate::shared::{now_ms, Shared};
+use crate::state::{now_ms, Sidecar};
 use crate::{Answer, Job, Reply};
 
 /// How often every worker looks for journal writes due again (retries,
@@ -22,7 +22,7 @@ pub(crate) const FLUSH_TICK: Duration = Duration::from_millis(200);
 /// Writes sent in one pipeline.
 pub(crate) const FLUSH_BATCH: usize = 64;
 
-impl Shared {
+impl Sidecar {
     /// Runs `f` over the journal, if this worker has one.
     pub(crate) fn in_journal<R>(&self, f: impl FnOnce(&mut Journal<'_>) -> R) -> Option<R> {
         let j = self.journal.as_ref()?;
@@ -298,7 +298,7 @@ mod tests {
     }
 
     /// When session `ID` stored in `fake` was created, if it is there.
-    fn stored(fake: &FakeRedis, s: &Shared, keys: &SealKeys) -> Option<u64> {
+    fn stored(fake: &FakeRedis, s: &Sidecar, keys: &SealKeys) -> Option<u64> {
         let addr = s.address(keys, &ID);
         let value = fake.state().strings.get(&addr)?.clone();
         match keys.open(&ID, &addr, &value) {

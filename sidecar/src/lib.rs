@@ -23,7 +23,7 @@ mod lookup;
 mod records;
 mod runtime;
 mod scripts;
-mod shared;
+mod state;
 mod tracking;
 
 pub use runtime::{patience, start, Client};
@@ -138,7 +138,7 @@ pub trait PendingWrites: Send + Sync {
 /// Where records of ended cookie-store sessions that other instances made
 /// are copied to: this nginx's zone.
 pub trait SharedRecords: Send + Sync {
-    fn apply(&self, records: &[revoked::Shared], now: u64);
+    fn apply(&self, records: &[revoked::SharedRecord], now: u64);
 }
 
 /// What a worker's Redis thread is given at start.

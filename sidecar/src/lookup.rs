@@ -11,7 +11,7 @@ use sessions_core::{resolve, Facts, SessionId};
 
 use crate::exec::Failure;
 use crate::scripts::SWAP;
-use crate::shared::Shared;
+use crate::state::Sidecar;
 use crate::{Answer, Lookup};
 
 /// A value read from Redis: writes decided from it are made over it.
@@ -44,7 +44,7 @@ pub(crate) fn swap(read: &Read, value: &[u8], ttl: u64) -> redis::Cmd {
         .clone()
 }
 
-impl Shared {
+impl Sidecar {
     pub(crate) async fn lookup(&self, l: &Lookup) -> Result<Answer, Failure> {
         // Writes apply only over the values read; when another worker or
         // instance changed one meanwhile, decide again on what it left. The

@@ -8,7 +8,7 @@ use sessions_core::model::keys::SealKeys;
 use sessions_core::stores::zone::revoked;
 
 use crate::exec::Failure;
-use crate::shared::{now_ms, Shared};
+use crate::state::{now_ms, Sidecar};
 
 /// How often every worker reads the cookie-store records other instances
 /// shared (`follow_records`).
@@ -21,7 +21,7 @@ pub(crate) const RECORDS_LOG_KEPT_MS: u64 = 600_000;
 /// Most log entries read at once.
 pub(crate) const RECORDS_BATCH: usize = 512;
 
-impl Shared {
+impl Sidecar {
     /// The keys of the shared records: a sorted set of every record in
     /// force (score: its end), and a stream of them as they are made.
     pub(crate) fn record_keys(&self) -> (Vec<u8>, Vec<u8>) {
@@ -33,7 +33,7 @@ impl Shared {
     pub(crate) fn share_record(
         &self,
         keys: &SealKeys,
-        r: &revoked::Shared,
+        r: &revoked::SharedRecord,
         cmds: &mut Vec<(redis::Cmd, bool)>,
     ) -> Result<(), Failure> {
         let member = keys
@@ -80,7 +80,7 @@ impl Shared {
             match read {
                 Ok((members, tail)) => {
                     let known = self.known.borrow();
-                    let recs: Vec<revoked::Shared> = members
+                    let recs: Vec<revoked::SharedRecord> = members
                         .iter()
                         .filter_map(|m| known.iter().find_map(|k| k.open_shared(m)))
                         .collect();

@@ -17,14 +17,14 @@ use tokio::sync::mpsc;
 use crate::backend::Backend;
 use crate::exec::Failure;
 use crate::lookup::UNKNOWN_RECHECK;
-use crate::shared::{Replies, Shared};
+use crate::state::{Replies, Sidecar};
 use crate::{Answer, Job, Reply, Setup};
 
 /// The nginx thread's side of the Redis thread.
 pub struct Client {
     jobs: mpsc::UnboundedSender<(u64, Job)>,
     replies: Arc<Mutex<Vec<Reply>>>,
-    /// Set while the flusher waits for work (see `Shared::flusher`).
+    /// Set while the flusher waits for work (see `Sidecar::flusher`).
     flusher_idle: Arc<AtomicBool>,
     /// Whether Redis took the last write, and no job or flush failed since
     /// (down, timed out, a command refused). False until a first write.
@@ -117,7 +117,7 @@ pub(crate) async fn serve(
     setup: Setup,
     (flusher_idle, reached): (Arc<AtomicBool>, Arc<AtomicBool>),
 ) {
-    let shared = Rc::new(Shared::new(
+    let shared = Rc::new(Sidecar::new(
         backend,
         prefix,
         out,
@@ -233,7 +233,7 @@ pub fn patience(settings: &RedisSettings) -> Duration {
     Duration::from_millis(2 * (3 * c + 3 * t) + 1_000)
 }
 
-impl Shared {
+impl Sidecar {
     /// The job's turn, taken as it arrives (see `Turn`).
     pub(crate) fn turn(&self, job: &Job) -> Turn {
         let mut pending = self.pending.borrow_mut();

@@ -12,7 +12,7 @@ use sessions_core::stores::redis::near_cache::{NearCache, Ticket};
 use sessions_core::SessionId;
 use tokio::sync::mpsc;
 
-use crate::shared::Shared;
+use crate::state::Sidecar;
 
 /// How often the near cache's tracking connection is pinged (and the
 /// sentinels' master compared), so that a silent loss is seen.
@@ -28,7 +28,7 @@ pub(crate) const TRACK_RETRY: Duration = Duration::from_millis(200);
 
 pub(crate) const TRACK_RETRY_MAX: Duration = Duration::from_secs(5);
 
-impl Shared {
+impl Sidecar {
     /// GET on the tracking connection, so that Redis tracks the key for
     /// this worker. `None` without one, or when it failed (the caller then
     /// reads as usual, and keeps nothing).

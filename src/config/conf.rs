@@ -48,10 +48,10 @@ pub enum NameConf {
 pub struct MainConf {
     pub zone: *mut ngx_shm_zone_t,
     /// Some location switches sessions on: the zone must exist.
-    pub used: bool,
+    pub sessions_on: bool,
     /// Some enabled location keeping its sessions in the zone uses a
     /// `random` secret or name.
-    pub uses_random: bool,
+    pub zone_random: bool,
     /// Filled in by the zone's init: keys and name behind `random`.
     pub random_keys: Option<Keyring>,
     pub random_name: Vec<u8>,
@@ -67,14 +67,15 @@ pub struct MainConf {
     pub state_keys: Vec<Keyring>,
     /// `sessions_redis_*` as configured.
     pub redis: RedisSettings,
-    /// Some enabled location stores sessions in Redis: set at merge time,
-    /// checked (and `topology` computed) in `init_main_conf`.
-    pub redis_used: bool,
+    /// Some enabled location needs Redis (its store, or a cookie store's
+    /// shared records): set at merge time, checked (and `topology`
+    /// computed) in `init_main_conf`.
+    pub redis_needed: bool,
     pub topology: Option<Topology>,
     /// Some Redis location uses a `random` secret or name: adopt them from Redis.
-    pub redis_random_used: bool,
+    pub redis_adopts_random: bool,
     /// Some Redis location uses a `random` secret, which Redis then holds.
-    pub redis_random_secret: bool,
+    pub redis_holds_secret: bool,
     /// In a worker, the secret's keys and the name adopted from Redis.
     pub redis_random: Option<(Keyring, Vec<u8>)>,
     /// The Redis writes kept until acknowledged, once its zone is set up.
@@ -84,17 +85,17 @@ pub struct MainConf {
     pub redis_seals: Vec<sessions_core::model::keys::SealKeys>,
     /// Some cookie-store location shares its records of ended sessions
     /// through the configured Redis (`sessions_core::stores::zone::revoked`).
-    pub cookie_shared: bool,
+    pub cookie_records_shared: bool,
     /// Some enabled location stores sessions in Redis (`sessions_store redis`).
-    pub redis_store: bool,
+    pub redis_stores_sessions: bool,
 }
 
 impl Default for MainConf {
     fn default() -> Self {
         Self {
             zone: ptr::null_mut(),
-            used: false,
-            uses_random: false,
+            sessions_on: false,
+            zone_random: false,
             random_keys: None,
             random_name: Vec::new(),
             table: None,
@@ -102,16 +103,16 @@ impl Default for MainConf {
             state: None,
             state_keys: Vec::new(),
             redis: RedisSettings::default(),
-            redis_used: false,
+            redis_needed: false,
             topology: None,
-            redis_random_used: false,
-            redis_random_secret: false,
+            redis_adopts_random: false,
+            redis_holds_secret: false,
             redis_random: None,
             journal: None,
             journal_plan: None,
             redis_seals: Vec::new(),
-            cookie_shared: false,
-            redis_store: false,
+            cookie_records_shared: false,
+            redis_stores_sessions: false,
         }
     }
 }
@@ -294,7 +295,7 @@ impl LocConf {
 
     /// A cookie-store location whose records of ended sessions travel
     /// through the `http` block's Redis to every instance sharing it.
-    pub fn cookie_shared(&self, main: &MainConf) -> bool {
+    pub fn cookie_records_shared(&self, main: &MainConf) -> bool {
         self.cookie() && main.redis.configured()
     }
 

@@ -294,7 +294,7 @@ extern "C" fn set_enable(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *m
     conf.enable_here = true;
     if conf.enable == Some(true) {
         if let Some(main) = Module::main_conf_mut(cf) {
-            main.used = true;
+            main.sessions_on = true;
         }
     }
     rv
@@ -553,7 +553,7 @@ fn set_content_handler(cf: *mut ngx_conf_t, handler: ContentHandler) -> *mut c_c
     }
     clcf.handler = Some(handler);
     match Module::main_conf_mut(cf) {
-        Some(main) => main.used = true,
+        Some(main) => main.sessions_on = true,
         None => return NGX_CONF_ERROR,
     }
     NGX_CONF_OK

@@ -123,7 +123,7 @@ pub extern "C" fn init(shm_zone: *mut ngx_shm_zone_t, _old: *mut c_void) -> ngx_
             zone.shm.name,
             plan.capacity
         );
-        if main.uses_random {
+        if main.zone_random {
             ngx_log_error!(
                 NGX_LOG_NOTICE,
                 log,

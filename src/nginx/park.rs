@@ -336,14 +336,14 @@ fn in_journal(
 pub fn share(
     main: &MainConf,
     keys: &Keyring,
-    records: &[sessions_core::stores::zone::revoked::Shared],
+    records: &[sessions_core::stores::zone::revoked::SharedRecord],
     now: u64,
 ) {
     let seal = keys.key(0).seal();
     // Only a configured secret's: the flushers know no other keys (and
     // with a `random` one no other instance opens these cookies anyway).
     let known = main.redis_seals.iter().any(|s| s.tag() == seal.tag());
-    if !main.cookie_shared || !known || records.is_empty() {
+    if !main.cookie_records_shared || !known || records.is_empty() {
         return;
     }
     let writes = records

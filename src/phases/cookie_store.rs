@@ -33,7 +33,7 @@ fn settle(
     resealed: bool,
     now: u64,
     unsent: Option<SessionId>,
-) -> Vec<revoked::Shared> {
+) -> Vec<revoked::SharedRecord> {
     for &e in s.events() {
         t.count(e);
     }

@@ -30,7 +30,7 @@ unsafe impl Send for SharedTable {}
 unsafe impl Sync for SharedTable {}
 
 impl SharedRecords for SharedTable {
-    fn apply(&self, records: &[revoked::Shared], now: u64) {
+    fn apply(&self, records: &[revoked::SharedRecord], now: u64) {
         self.with(|t| {
             for r in records {
                 revoked::apply(t, *r, now);

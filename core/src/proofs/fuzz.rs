@@ -14,7 +14,7 @@ use crate::model::keys::SealKeys;
 use crate::model::record::{Entry, Record};
 use crate::primitives::id::{Handle, RandomPool, SessionId};
 use crate::stores::cookie::{self as cookie_store, Contents, CookieSealer};
-use crate::stores::zone::revoked::Shared;
+use crate::stores::zone::revoked::SharedRecord;
 use crate::stores::zone::state::{Saved, Snapshot};
 
 const CASES: u32 = 25_000;
@@ -264,7 +264,7 @@ fn entry() -> impl Strategy<Value = (Entry, Vec<u8>)> {
     ]
 }
 
-fn shared() -> impl Strategy<Value = Shared> {
+fn shared() -> impl Strategy<Value = SharedRecord> {
     (any::<[u8; 16]>(), 0..3u8, any::<u64>(), any::<u64>()).prop_map(|(key, kind, at, until)| {
         let successor = match kind {
             0 => crate::stores::zone::revoked::ENDED,
@@ -276,7 +276,7 @@ fn shared() -> impl Strategy<Value = Shared> {
                 SessionId(mark)
             }
         };
-        Shared {
+        SharedRecord {
             key: SessionId(key),
             successor,
             until,
@@ -370,9 +370,9 @@ proptest! {
 
     #[test]
     fn shared_records_decode_canonically(r in shared(), e in edits(), junk in bytes(60)) {
-        prop_assert_eq!(Shared::decode(&r.encode()), Some(r));
+        prop_assert_eq!(SharedRecord::decode(&r.encode()), Some(r));
         for b in [apply(&r.encode(), &e), junk] {
-            if let Some(back) = Shared::decode(&b) {
+            if let Some(back) = SharedRecord::decode(&b) {
                 prop_assert_eq!(&back.encode()[..], &b[..]);
             }
         }

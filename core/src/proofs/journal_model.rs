@@ -16,7 +16,7 @@ use crate::primitives::id::{Handle, SessionId};
 use crate::stores::redis::journal::tests::Mem;
 use crate::stores::redis::journal::{Claimed, Full, Pending, RETRY_FIRST, RETRY_MAX};
 use crate::stores::redis::view::Write;
-use crate::stores::zone::revoked::{Shared, ENDED};
+use crate::stores::zone::revoked::{SharedRecord, ENDED};
 
 const USERS: [&[u8]; 2] = [b"alice", b"bob"];
 
@@ -275,7 +275,7 @@ impl Model {
             }
             j.lease = now.saturating_add(lease);
             let write = if j.kind == REVOKED {
-                Write::Revoked(Shared {
+                Write::Revoked(SharedRecord {
                     key: id,
                     successor: j.successor,
                     until: j.until,
@@ -396,7 +396,7 @@ fn to_write(w: &W, keys: u16, now: u64) -> Write {
             ttl: ttl.map(u64::from),
         },
         W::Delete { key } => Write::Delete { id: sid(key % keys) },
-        W::Revoked { key, until } => Write::Revoked(Shared {
+        W::Revoked { key, until } => Write::Revoked(SharedRecord {
             key: sid(key % keys),
             successor: ENDED,
             until: now + u64::from(until),

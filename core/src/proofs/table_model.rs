@@ -12,7 +12,7 @@ use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use crate::engine::Policy;
 use crate::model::record::{Entry, Record};
 use crate::primitives::id::{Handle, SessionId};
-use crate::stores::zone::revoked::{self, Shared, ENDED, ENDED_ANONYMOUS};
+use crate::stores::zone::revoked::{self, SharedRecord, ENDED, ENDED_ANONYMOUS};
 use crate::stores::zone::state::Saved;
 use crate::stores::zone::table::tests::Mem;
 use crate::stores::zone::table::{Plan, Table, CHUNK_DATA};
@@ -282,14 +282,14 @@ impl Model {
     }
 
     /// `revoked`'s records: stored as a grace entry that points nowhere.
-    fn put(&mut self, r: Shared, now: u64) {
+    fn put(&mut self, r: SharedRecord, now: u64) {
         self.remove(&r.key);
         let protected = r.successor != ENDED_ANONYMOUS;
         self.insert(r.key, Record::EMPTY, Vec::new(), r.until, now, protected);
         self.retire(&r.key, r.successor, r.until);
     }
 
-    fn apply(&mut self, r: Shared, now: u64) {
+    fn apply(&mut self, r: SharedRecord, now: u64) {
         if r.until <= now {
             return;
         }
@@ -596,7 +596,7 @@ fn run(shape: Shape, ops: &[Op]) -> Result<(), TestCaseError> {
                         SessionId(mark)
                     }
                 };
-                let r = Shared {
+                let r = SharedRecord {
                     key: key(k),
                     successor,
                     until: now + u64::from(*ttl),

@@ -441,7 +441,7 @@ impl<'a> Journal<'a> {
             }
             s.lease = now.saturating_add(lease);
             let write = if s.kind == REVOKED {
-                Write::Revoked(crate::stores::zone::revoked::Shared {
+                Write::Revoked(crate::stores::zone::revoked::SharedRecord {
                     key: s.id,
                     successor: s.rec.successor,
                     until: s.until,

@@ -78,7 +78,7 @@ impl SealKeys {
     /// write Redis cannot make one that `open_shared` accepts.
     pub fn seal_shared(
         &self,
-        r: &crate::stores::zone::revoked::Shared,
+        r: &crate::stores::zone::revoked::SharedRecord,
         rng: &mut RandomPool,
     ) -> Result<Vec<u8>, RandomError> {
         let sealed = seal_with(&self.summary, SHARED_AAD, &r.encode(), rng)?;
@@ -88,10 +88,10 @@ impl SealKeys {
     }
 
     /// Opens what `seal_shared` made.
-    pub fn open_shared(&self, member: &[u8]) -> Option<crate::stores::zone::revoked::Shared> {
+    pub fn open_shared(&self, member: &[u8]) -> Option<crate::stores::zone::revoked::SharedRecord> {
         let sealed = crate::primitives::b64::decode_vec(member)?;
         let plain = open_with(&self.summary, SHARED_AAD, &sealed).ok()?;
-        crate::stores::zone::revoked::Shared::decode(&plain)
+        crate::stores::zone::revoked::SharedRecord::decode(&plain)
     }
 
     /// The summary of `rec` kept in its user's index under `address`.
@@ -370,7 +370,7 @@ mod tests {
     #[test]
     fn shared_records_open_only_under_the_keys_that_made_them() {
         let k = SealKeys::derive(b"secret");
-        let r = crate::stores::zone::revoked::Shared {
+        let r = crate::stores::zone::revoked::SharedRecord {
             key: SessionId([3; 16]),
             successor: crate::stores::zone::revoked::ENDED,
             until: 123_456,

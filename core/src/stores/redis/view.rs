@@ -46,7 +46,7 @@ pub enum Write {
     /// A cookie-store record (`crate::stores::zone::revoked`): `id` stays dead, or a
     /// user's sessions from before a time are refused, until `until`; sent
     /// to every instance sharing the Redis.
-    Revoked(crate::stores::zone::revoked::Shared),
+    Revoked(crate::stores::zone::revoked::SharedRecord),
 }
 
 impl Write {

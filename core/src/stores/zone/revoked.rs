@@ -14,7 +14,7 @@
 //! make without logging in (start a session, log it out, again) push out
 //! only each other, never the ones that protect a user. When
 //! the instance has Redis, each record made here is also sent there
-//! (`Shared`, MAC'd) and copied into every other instance's zone
+//! (`SharedRecord`, MAC'd) and copied into every other instance's zone
 //! (`apply`), so a logout holds across instances.
 
 use sha2::{Digest, Sha256};
@@ -86,16 +86,16 @@ pub fn user_key(user: &[u8]) -> SessionId {
 /// One record as the zone keeps it and as instances share it: `successor`
 /// (`ENDED`, or a "not valid before" mark) under `key` until `until`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Shared {
+pub struct SharedRecord {
     pub key: SessionId,
     pub successor: SessionId,
     pub until: u64,
 }
 
-/// The bytes of a `Shared` record, before its MAC.
+/// The bytes of a `SharedRecord` record, before its MAC.
 pub const SHARED_LEN: usize = 40;
 
-impl Shared {
+impl SharedRecord {
     pub fn encode(&self) -> [u8; SHARED_LEN] {
         let mut b = [0u8; SHARED_LEN];
         b[..16].copy_from_slice(&self.key.0);
@@ -123,7 +123,7 @@ fn mark_time(successor: &SessionId) -> Option<u64> {
 }
 
 /// Stores `successor` under `id` until `until`, replacing what was there.
-fn put(t: &mut Table<'_>, r: Shared, now: u64) {
+fn put(t: &mut Table<'_>, r: SharedRecord, now: u64) {
     t.remove(&r.key);
     // A logout of a logged-in session is protected, as that session was:
     // a flood of new visitors must not push it out of the zone.
@@ -135,9 +135,16 @@ fn put(t: &mut Table<'_>, r: Shared, now: u64) {
 /// Keeps `id` dead until `until` (when it would have expired); the record
 /// made goes to `out`, to be shared. `logged_in`: the session was (or the
 /// request that ended it logged in), so its record is protected.
-pub fn end(t: &mut Table<'_>, id: SessionId, until: u64, now: u64, logged_in: bool, out: &mut Vec<Shared>) {
+pub fn end(
+    t: &mut Table<'_>,
+    id: SessionId,
+    until: u64,
+    now: u64,
+    logged_in: bool,
+    out: &mut Vec<SharedRecord>,
+) {
     if until > now {
-        let r = Shared {
+        let r = SharedRecord {
             key: id,
             successor: if logged_in { ENDED } else { ENDED_ANONYMOUS },
             until,
@@ -149,11 +156,18 @@ pub fn end(t: &mut Table<'_>, id: SessionId, until: u64, now: u64, logged_in: bo
 
 /// Refuses `user`'s sessions logged in or renewed before `at`, until `until`
 /// (when the longest of them would have expired).
-pub fn set_not_before(t: &mut Table<'_>, user: &[u8], at: u64, until: u64, now: u64, out: &mut Vec<Shared>) {
+pub fn set_not_before(
+    t: &mut Table<'_>,
+    user: &[u8],
+    at: u64,
+    until: u64,
+    now: u64,
+    out: &mut Vec<SharedRecord>,
+) {
     let mut mark = [0u8; 16];
     mark[..8].copy_from_slice(&at.to_le_bytes());
     mark[8..].copy_from_slice(&NOT_BEFORE);
-    let r = Shared {
+    let r = SharedRecord {
         key: user_key(user),
         successor: SessionId(mark),
         until,
@@ -165,7 +179,7 @@ pub fn set_not_before(t: &mut Table<'_>, user: &[u8], at: u64, until: u64, now: 
 /// Copies a record another instance made into the zone, unless the zone
 /// already holds one that refuses at least as much: an ended id kept as
 /// long, or a later "not valid before" time.
-pub fn apply(t: &mut Table<'_>, r: Shared, now: u64) {
+pub fn apply(t: &mut Table<'_>, r: SharedRecord, now: u64) {
     if r.until <= now {
         return;
     }
@@ -227,7 +241,7 @@ pub fn revoke_user(
     user: &[u8],
     policy: &Policy,
     now: u64,
-    out: &mut Vec<Shared>,
+    out: &mut Vec<SharedRecord>,
 ) -> usize {
     let listed = t.sessions_of(user);
     for (id, rec) in &listed {
@@ -243,7 +257,7 @@ pub fn revoke_handle(
     handle: &crate::primitives::id::Handle,
     policy: &Policy,
     now: u64,
-    out: &mut Vec<Shared>,
+    out: &mut Vec<SharedRecord>,
 ) -> bool {
     let Some(id) = t.find_handle(handle) else {
         return false;
@@ -346,13 +360,13 @@ mod tests {
         set_not_before(&mut ta, b"alice", 300, 9_500, 400, &mut out);
         assert_eq!(out.len(), 3);
         for r in &out {
-            assert_eq!(Shared::decode(&r.encode()), Some(*r));
+            assert_eq!(SharedRecord::decode(&r.encode()), Some(*r));
         }
         // Anything but an ended id or a "not valid before" mark is refused.
         let mut bad = out[0].encode();
         bad[20] ^= 1;
-        assert_eq!(Shared::decode(&bad), None);
-        assert_eq!(Shared::decode(&bad[1..]), None);
+        assert_eq!(SharedRecord::decode(&bad), None);
+        assert_eq!(SharedRecord::decode(&bad[1..]), None);
 
         // Another instance: in any order, the later time wins.
         let mut b = Mem::new(16, 8);
@@ -365,7 +379,7 @@ mod tests {
         apply(&mut tb, out[2], 500);
         assert_eq!(not_before(&tb, b"alice"), Some(400));
         // A record already past is not copied.
-        let past = Shared { until: 400, ..out[0] };
+        let past = SharedRecord { until: 400, ..out[0] };
         let mut c = Mem::new(16, 8);
         let mut tc = c.table();
         apply(&mut tc, past, 500);
@@ -373,7 +387,7 @@ mod tests {
         // A listed session is ended by the record of its id.
         let live = SessionId([7; 16]);
         tc.insert(live, &logged_in(b"bob", 1), None, 1);
-        apply(&mut tc, Shared { key: live, ..out[0] }, 500);
+        apply(&mut tc, SharedRecord { key: live, ..out[0] }, 500);
         assert!(is_revoked(&tc, &live, &Record::EMPTY));
     }
 }

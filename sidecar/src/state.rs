@@ -1,6 +1,6 @@
 //! The side-car's state, shared by the tasks of one worker's runtime: the
 //! connections, the journal and near cache it was given, and where replies
-//! go. Each concern adds its methods to `Shared` in its own file.
+//! go. Each concern adds its methods to `Sidecar` in its own file.
 
 use std::cell::{Cell, RefCell};
 use std::fs::File;
@@ -41,7 +41,7 @@ impl Replies {
     }
 }
 
-pub(crate) struct Shared {
+pub(crate) struct Sidecar {
     pub(crate) backend: Backend,
     pub(crate) prefix: Vec<u8>,
     pub(crate) out: Replies,
@@ -74,7 +74,7 @@ pub(crate) struct Shared {
     pub(crate) recheck: Duration,
 }
 
-impl Shared {
+impl Sidecar {
     /// `lease`: how long a flush holds its entries; `recheck`: how long an
     /// id missing from Redis is waited for.
     pub(crate) fn new(
