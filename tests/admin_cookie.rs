@@ -1,4 +1,8 @@
-//! The admin suite of `admin.rs`, run with every session kept in its own
-//! cookie (see `common::cookie_suite`).
+//! The admin suite (`suites/admin.rs`), run with every session kept in its own cookie.
 
-include!("admin.rs");
+mod common;
+
+/// The store this run keeps every session in.
+const SUITE: common::Suite = common::Suite::Cookie;
+
+include!("suites/admin.rs");

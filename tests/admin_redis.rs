@@ -1,11 +1,15 @@
-//! The admin suite of `admin.rs`, run with every session stored in Redis
-//! (see `common::redis_suite`).
+//! The admin suite (`suites/admin.rs`), run with every session stored in Redis (a `redis-server` per test).
 
-include!("admin.rs");
+mod common;
+
+/// The store this run keeps every session in.
+const SUITE: common::Suite = common::Suite::Redis;
+
+include!("suites/admin.rs");
 
 #[test]
 fn this_run_really_uses_redis() {
-    assert!(common::redis_suite());
+    assert!(SUITE == common::Suite::Redis);
     let n = Nginx::start(CONF);
     logged_in(&n, "carol");
     let keys =

@@ -2,6 +2,9 @@
 
 mod common;
 
+/// Each test configures its own store.
+const SUITE: common::Suite = common::Suite::Own;
+
 use std::fs;
 use std::path::Path;
 

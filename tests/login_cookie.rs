@@ -1,4 +1,8 @@
-//! The login suite of `login.rs`, run with every session kept in its own
-//! cookie (see `common::cookie_suite`).
+//! The login suite (`suites/login.rs`), run with every session kept in its own cookie.
 
-include!("login.rs");
+mod common;
+
+/// The store this run keeps every session in.
+const SUITE: common::Suite = common::Suite::Cookie;
+
+include!("suites/login.rs");

@@ -1,11 +1,15 @@
-//! The login suite of `login.rs`, run with every session stored in Redis
-//! (see `common::redis_suite`).
+//! The login suite (`suites/login.rs`), run with every session stored in Redis (a `redis-server` per test).
 
-include!("login.rs");
+mod common;
+
+/// The store this run keeps every session in.
+const SUITE: common::Suite = common::Suite::Redis;
+
+include!("suites/login.rs");
 
 #[test]
 fn this_run_really_uses_redis() {
-    assert!(common::redis_suite());
+    assert!(SUITE == common::Suite::Redis);
     let n = Nginx::start(CONF);
     let c = n.get("/").cookie_pair("sid");
     let c = n

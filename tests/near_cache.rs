@@ -4,6 +4,9 @@
 
 mod common;
 
+/// Each test configures its own store.
+const SUITE: common::Suite = common::Suite::Own;
+
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 

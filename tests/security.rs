@@ -5,6 +5,9 @@
 
 mod common;
 
+/// Each test configures its own store.
+const SUITE: common::Suite = common::Suite::Own;
+
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;

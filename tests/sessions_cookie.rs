@@ -1,12 +1,15 @@
-//! The scenario suite of `sessions.rs`, run with every session kept in its
-//! own cookie: `common::cookie_suite` sees this binary's name and adds
-//! `sessions_store cookie`.
+//! The scenario suite (`suites/sessions.rs`), run with every session kept in its own cookie.
 
-include!("sessions.rs");
+mod common;
+
+/// The store this run keeps every session in.
+const SUITE: common::Suite = common::Suite::Cookie;
+
+include!("suites/sessions.rs");
 
 #[test]
 fn this_run_really_uses_the_cookie_store() {
-    assert!(common::cookie_suite());
+    assert!(SUITE == common::Suite::Cookie);
     let n = Nginx::start(&conf("", ""));
     let r = n.get("/");
     assert_eq!(status(&r), "new");

@@ -1,12 +1,15 @@
-//! The scenario suite of `sessions.rs`, run with every session stored in
-//! Redis: `common::redis_suite` sees this binary's name and adds
-//! `sessions_store redis` with a `redis-server` per test.
+//! The scenario suite (`suites/sessions.rs`), run with every session stored in Redis (a `redis-server` per test).
 
-include!("sessions.rs");
+mod common;
+
+/// The store this run keeps every session in.
+const SUITE: common::Suite = common::Suite::Redis;
+
+include!("suites/sessions.rs");
 
 #[test]
 fn this_run_really_uses_redis() {
-    assert!(common::redis_suite());
+    assert!(SUITE == common::Suite::Redis);
     let n = Nginx::start(&conf("", ""));
     let r = n.get("/");
     assert_eq!(status(&r), "new");

@@ -2,6 +2,9 @@
 
 mod common;
 
+/// Each test configures its own store.
+const SUITE: common::Suite = common::Suite::Own;
+
 use std::collections::HashMap;
 
 use common::{Nginx, Request};

@@ -3,6 +3,9 @@
 
 mod common;
 
+/// Each test configures its own store.
+const SUITE: common::Suite = common::Suite::Own;
+
 use std::fs;
 use std::process::Command;
 

@@ -2,6 +2,9 @@
 
 mod common;
 
+/// Each test configures its own store.
+const SUITE: common::Suite = common::Suite::Own;
+
 use common::{Conn, Nginx, Request, Response};
 
 fn conf(http: &str) -> String {

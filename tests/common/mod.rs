@@ -586,24 +586,17 @@ impl Conn {
     }
 }
 
-/// Suites run twice: as `sessions` (local zone) and as `sessions_redis`
-/// (every session in Redis), the same source included; `login` and
-/// `admin` likewise. Cargo names a test binary `<file>-<hash>`.
-pub fn redis_suite() -> bool {
-    this_binary_contains("_redis-")
-}
-
-/// Whether this test binary is a suite's cookie-store run
-/// (`sessions_cookie.rs`, ...): every session lives in its cookie.
-pub fn cookie_suite() -> bool {
-    this_binary_contains("_cookie-")
-}
-
-fn this_binary_contains(tag: &str) -> bool {
-    std::env::current_exe()
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().contains(tag)))
-        .unwrap_or(false)
+/// The store a test binary keeps its sessions in, which each binary
+/// names in its `SUITE` constant: the suites (`suites/*.rs`) run once per
+/// store, each run's file saying which; other binaries configure their
+/// store in each test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(dead_code)] // each binary uses some of them
+pub enum Suite {
+    Own,
+    Zone,
+    Redis,
+    Cookie,
 }
 
 thread_local! {
@@ -614,11 +607,10 @@ thread_local! {
 /// In the Redis run of the suite, the `http`-level lines that store every
 /// session in this test's own `redis-server`.
 fn suite_store() -> String {
-    if cookie_suite() {
-        return "sessions_store cookie;\n".into();
-    }
-    if !redis_suite() {
-        return String::new();
+    match crate::SUITE {
+        Suite::Own | Suite::Zone => return String::new(),
+        Suite::Cookie => return "sessions_store cookie;\n".into(),
+        Suite::Redis => {}
     }
     let port = SUITE_REDIS.with_borrow_mut(|r| r.get_or_insert_with(|| Redis::start(&[])).port);
     format!("sessions_store redis; sessions_redis_server 127.0.0.1:{port};\n")
