@@ -93,6 +93,53 @@ http {{
 }}
 """
 
+# The module loaded, sessions on in one location and off in /plain/, no
+# Redis (so no side-car thread): what a location without sessions costs.
+OFF_CONF = """
+load_module {module};
+worker_processes 1;
+worker_cpu_affinity 01;
+{master}
+error_log logs/error.log notice;
+pid logs/nginx.pid;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path tmp_body; proxy_temp_path tmp_proxy;
+    fastcgi_temp_path tmp_fcgi; uwsgi_temp_path tmp_uwsgi; scgi_temp_path tmp_scgi;
+    sessions_zone bench:{zone};
+    sessions_secret {secret};
+    server {{
+        listen 127.0.0.1:{port};
+        root html;
+        location /plain/ {{ }}
+        location /s/ {{ sessions on; }}
+    }}
+}}
+"""
+
+# The same server without the module: what the sessions-off row compares with.
+NO_MODULE_CONF = """
+worker_processes 1;
+worker_cpu_affinity 01;
+{master}
+error_log logs/error.log notice;
+pid logs/nginx.pid;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path tmp_body; proxy_temp_path tmp_proxy;
+    fastcgi_temp_path tmp_fcgi; uwsgi_temp_path tmp_uwsgi; scgi_temp_path tmp_scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        root html;
+        location /plain/ {{ }}
+    }}
+}}
+"""
+
 # About 200 bytes of data in four keys.
 PROFILE = "id=8731;plan=pro;region=eu-west;flags=beta,newnav,darkmode;since=2024-03-01;name=A.N.Other"
 
@@ -113,7 +160,7 @@ def nginx_bin():
 class Nginx:
     """One nginx with the bench config; `wrap` runs it under a tool (callgrind)."""
 
-    def __init__(self, name, zone="64m", rolling="40s", wrap=None, state="", keep=False):
+    def __init__(self, name, zone="64m", rolling="40s", wrap=None, state="", keep=False, conf=None):
         self.dir = WORK / name
         if not keep:
             shutil.rmtree(self.dir, ignore_errors=True)
@@ -127,8 +174,9 @@ class Nginx:
         self.port = free_port()
         master = "master_process off;" if wrap else ""
         (self.dir / "nginx.conf").write_text(
-            CONF.format(module=MODULE, master=master, zone=zone, secret=SECRET, port=self.port, rolling=rolling,
-                        app_port=free_port(), profile=PROFILE, redis_port=REDIS.port, state=state)
+            (conf or CONF).format(module=MODULE, master=master, zone=zone, secret=SECRET, port=self.port,
+                                  rolling=rolling, app_port=free_port(), profile=PROFILE, redis_port=REDIS.port,
+                                  state=state)
         )
         cmd = (wrap or []) + [nginx_bin(), "-p", str(self.dir), "-c", "nginx.conf", "-e", "logs/error.log",
                               "-g", "daemon off;"]
@@ -596,6 +644,41 @@ def instructions_callgrind(requests):
         n.stop()
         for f in WORK.glob("cg.*"):
             f.unlink()
+    # Sessions off: the same location with the module loaded but no Redis
+    # configured (no side-car), and in an nginx without the module.
+    # Callgrind counts the event loop too, whose work per request varies
+    # with timing by about 2% from one process to the next: three of each,
+    # alternated, and the median.
+    runs = {"off": [], "no_module": []}
+    for _ in range(3):
+        for name, conf in (("off", OFF_CONF), ("no_module", NO_MODULE_CONF)):
+            other = Nginx(f"callgrind-{name}", zone="16m", wrap=wrap, conf=conf)
+            pid = other.worker_pid()
+            try:
+                c = Client(other.port)
+                for _ in range(200):
+                    c.get("/plain/index.html")
+                measure(name, lambda: [c.get("/plain/index.html") for _ in range(requests)], requests)
+                runs[name].append(results[name])
+            finally:
+                other.stop()
+                for f in WORK.glob("cg.*"):
+                    f.unlink()
+    for name, counts in runs.items():
+        results[name] = sorted(counts)[1]
+        results[name + "_runs"] = counts
+    # The side-car's own work while nothing is asked of it (its flusher,
+    # tracking pings, shared-record polls), per second of a worker of the
+    # bench configuration: counted in its rows, whatever their location.
+    idle = Nginx("callgrind-idle", zone="16m", wrap=wrap)
+    pid = idle.worker_pid()
+    try:
+        time.sleep(3)
+        measure("idle_per_second", lambda: time.sleep(5), 5)
+    finally:
+        idle.stop()
+        for f in WORK.glob("cg.*"):
+            f.unlink()
     return results
 
 
@@ -670,6 +753,37 @@ TARGETS = {
 # The valid-with-data row must stay valid throughout, as the valid row.
 
 
+def sessions_off_lines(cg):
+    """The sessions-off row: a location without sessions, the module loaded
+    (the bench configuration, sessions on elsewhere, Redis configured),
+    against nginx without the module."""
+    off, bare, busy = cg["off"], cg["no_module"], cg["plain"]
+    return [
+        "",
+        "| sessions off | instructions | x nginx without the module |",
+        "|---|---:|---:|",
+        f"| location without sessions, module loaded (no Redis) | {off:,.0f} | {off / bare:.3f}x |",
+        f"| the same, bench configuration (Redis configured) | {busy:,.0f} | {busy / bare:.3f}x |",
+        f"| nginx without the module | {bare:,.0f} | 1.000x |",
+        f"(each the median of three processes: {', '.join(f'{v:,.0f}' for v in cg['off_runs'])} with the module,",
+        f"{', '.join(f'{v:,.0f}' for v in cg['no_module_runs'])} without)",
+        "",
+        f"The bench configuration's side-car works {cg['idle_per_second']:,.0f} instructions a second while",
+        "idle (flusher, tracking pings, shared-record polls): part of every row measured in it.",
+    ]
+
+
+def instructions_only(args):
+    """`--instructions-only`: the callgrind counts and the sessions-off row."""
+    cg = instructions_callgrind(2000)
+    lines = [f"| {k} | {v:,.0f} | {v / cg['no_module']:.3f}x |" for k, v in cg.items()
+             if k != "idle_per_second" and not k.endswith("_runs")]
+    lines = ["| path | instructions | x nginx without the module |", "|---|---:|---:|"] + lines
+    lines += sessions_off_lines(cg)
+    print("\n".join(lines), flush=True)
+    Path(args.out).write_text("\n".join(lines) + "\n")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--duration", type=int, default=10, help="seconds per wrk row")
@@ -677,9 +791,13 @@ def main():
     ap.add_argument("--out", default=str(WORK / "results.md"))
     ap.add_argument("--skip-scaling", action="store_true")
     ap.add_argument("--skip-instructions", action="store_true")
+    ap.add_argument("--instructions-only", action="store_true",
+                    help="only the callgrind counts per path and the sessions-off row")
     args = ap.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     check(MODULE.exists(), f"{MODULE} is missing: run make first")
+    if args.instructions_only:
+        return instructions_only(args)
 
     lines = [
         f"ngx-sessions benchmark, {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}, "
@@ -715,6 +833,8 @@ def main():
         f"Instructions: per request of the whole nginx process under callgrind ({requests} keep-alive requests",
         "per path from one client, a quarter of that for Redis; SHA-256 runs in software under valgrind).",
     ]
+    if cg:
+        lines += sessions_off_lines(cg)
     p50, p99, worst = revocation_delay("r")
     c50, c99, cworst = revocation_delay("c")
     lines += [

@@ -106,7 +106,8 @@ impl Hooks {
             return Status::NGX_ERROR.into();
         };
         // `sessions_trusted_proxies` checks the peer before realip replaced it.
-        if realip_built_in(cmcf) {
+        let trusted = Module::main_conf(cf).is_some_and(|m| m.proxies_trusted);
+        if trusted && realip_built_in(cmcf) {
             let mut name = ngx_str_t {
                 len: REALIP_VAR.len(),
                 data: REALIP_VAR.as_ptr().cast_mut(),

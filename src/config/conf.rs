@@ -59,6 +59,10 @@ pub struct MainConf {
     pub table: Option<crate::zone::table::SharedTable>,
     /// The index of `$realip_remote_addr`, when the realip module is built in.
     pub realip_var: Option<usize>,
+    /// Some `sessions_trusted_proxies` lists addresses: requests may read
+    /// `$realip_remote_addr` (indexed only then: every indexed variable
+    /// costs every request of the server its slot).
+    pub proxies_trusted: bool,
     /// `sessions_zone ... state=FILE`.
     pub state: Option<StateConf>,
     /// The configured secrets in use, the `http` block's first: the first
@@ -100,6 +104,7 @@ impl Default for MainConf {
             random_name: Vec::new(),
             table: None,
             realip_var: None,
+            proxies_trusted: false,
             state: None,
             state_keys: Vec::new(),
             redis: RedisSettings::default(),

@@ -418,6 +418,10 @@ extern "C" fn set_trusted_proxies(
         }
     }
     conf.trusted = Some(nets);
+    // Only then does a request read `$realip_remote_addr` (see postconfiguration).
+    if let Some(main) = Module::main_conf_mut(cf) {
+        main.proxies_trusted = true;
+    }
     NGX_CONF_OK
 }
 
