@@ -319,7 +319,7 @@ fn a_logout_holds_across_instances_sharing_a_redis_cluster() {
 
 #[test]
 fn a_logout_holds_on_every_instance_sharing_redis() {
-    // nginx's user may run exactly the README's commands; the test's, all.
+    // nginx's user may run exactly the documented commands; the test's, all.
     let acl = [
         common::ACL_USERS,
         common::acl_commands(),

@@ -1,5 +1,7 @@
-// The README documents every directive the module declares, each in a
-// section with its Syntax, Default and Context, as nginx.org does.
+// The README and docs/ say what the module does: every directive in
+// docs/directives.md with its Syntax, Default and Context as nginx.org
+// does, every link between them leading somewhere, and every list they give
+// an operator (apt packages, files) what the project uses.
 
 use std::fs;
 use std::path::Path;
@@ -8,7 +10,7 @@ use std::path::Path;
 fn every_directive_is_documented() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let source = fs::read_to_string(root.join("src/lifecycle/directives.rs")).unwrap();
-    let readme = fs::read_to_string(root.join("README.md")).unwrap();
+    let readme = fs::read_to_string(root.join("docs/directives.md")).unwrap();
     let names: Vec<&str> = source
         .split("ngx_string!(\"")
         .skip(1)
@@ -37,6 +39,90 @@ fn every_directive_is_documented() {
         missing.is_empty(),
         "directives without a Syntax/Default/Context section: {missing:?}"
     );
+    let index = &readme[readme.find("## Index").expect("an index")..];
+    let index = &index[..index.find("\n## ").expect("sections after the index")];
+    let unlisted: Vec<&&str> = names
+        .iter()
+        .filter(|name| !index.contains(&format!("[`{name}`](#{name})")))
+        .collect();
+    assert!(unlisted.is_empty(), "not in the index: {unlisted:?}");
+}
+
+/// The README and the files under docs/.
+fn documents() -> Vec<(String, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut out = vec![(
+        "README.md".to_string(),
+        fs::read_to_string(root.join("README.md")).unwrap(),
+    )];
+    for e in fs::read_dir(root.join("docs")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "md") {
+            let name = format!("docs/{}", p.file_name().unwrap().to_string_lossy());
+            out.push((name, fs::read_to_string(&p).unwrap()));
+        }
+    }
+    out
+}
+
+/// GitHub's anchor for a heading.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || *c == '-' || *c == '_' || *c == ' ')
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+fn anchors(text: &str) -> Vec<String> {
+    let mut fence = false;
+    let mut out = Vec::new();
+    for l in text.lines() {
+        if l.starts_with("```") {
+            fence = !fence;
+        }
+        if !fence && l.starts_with('#') {
+            out.push(anchor(l.trim_start_matches('#')));
+        }
+    }
+    out
+}
+
+/// Every relative link of the README and docs/ leads to a file that is
+/// there, and to a heading of it when it names one.
+#[test]
+fn every_link_between_the_documents_resolves() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let docs = documents();
+    let mut broken = Vec::new();
+    for (name, text) in &docs {
+        let dir = Path::new(name).parent().unwrap();
+        for (i, _) in text.match_indices("](") {
+            let target = &text[i + 2..];
+            let target = &target[..target.find(')').unwrap_or(0)];
+            if target.contains("://") || target.starts_with("mailto:") || target.is_empty() {
+                continue;
+            }
+            let (file, frag) = target.split_once('#').unwrap_or((target, ""));
+            let path = if file.is_empty() {
+                Path::new(name).to_path_buf()
+            } else {
+                dir.join(file)
+            };
+            let Ok(content) = fs::read_to_string(root.join(&path)) else {
+                if !root.join(&path).exists() {
+                    broken.push(format!("{name}: {target}"));
+                }
+                continue;
+            };
+            if !frag.is_empty() && !anchors(&content).iter().any(|a| a == frag) {
+                broken.push(format!("{name}: {target}"));
+            }
+        }
+    }
+    assert!(broken.is_empty(), "links that lead nowhere: {broken:#?}");
 }
 
 /// The Rust version the package declares (and the README states) is one
@@ -201,13 +287,13 @@ fn the_readme_apt_line_is_what_the_scripts_install() {
     assert!(missing.is_empty(), ".ci/run does not install {missing:?}");
 }
 
-/// The layout in the README's Development section names files that exist,
-/// and every source file (a folder listed without its files covers those).
+/// The layout in docs/ARCHITECTURE.md names files that exist, and every
+/// source file (a folder listed without its files covers those).
 #[test]
-fn the_readme_layout_is_the_tree() {
+fn the_architecture_layout_is_the_tree() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let readme = fs::read_to_string(root.join("README.md")).unwrap();
-    let dev = &readme[readme.find("## Development").expect("a Development section")..];
+    let readme = fs::read_to_string(root.join("docs/ARCHITECTURE.md")).unwrap();
+    let dev = &readme[readme.find("## The folders").expect("a section on the folders")..];
     let block = &dev[dev.find("```\n").unwrap() + 4..];
     let block = &block[..block.find("```").unwrap()];
     let mut stack: Vec<String> = Vec::new();
@@ -229,7 +315,7 @@ fn the_readme_layout_is_the_tree() {
             let path = format!("{}{e}", stack.concat());
             assert!(
                 root.join(&path).exists(),
-                "the README's layout names {path}, which is not there"
+                "the architecture's layout names {path}, which is not there"
             );
             named.push(path);
         }
@@ -266,6 +352,6 @@ fn the_readme_layout_is_the_tree() {
         .collect();
     assert!(
         unnamed.is_empty(),
-        "the README's layout does not name {unnamed:?}"
+        "the architecture's layout does not name {unnamed:?}"
     );
 }

@@ -97,7 +97,7 @@ fn until_refused(n: &Nginx, cookie: &str) -> Duration {
 
 #[test]
 fn a_session_read_once_is_answered_without_redis() {
-    // As a user granted exactly the README's commands.
+    // As a user granted exactly the documented commands.
     let mut redis = Redis::start(&[common::ACL_USERS, common::acl_commands()].concat());
     redis.auth = common::APP_AUTH.map(String::from).to_vec();
     let n = Nginx::start(&conf(

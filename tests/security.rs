@@ -1,7 +1,7 @@
 //! What crosses a boundary is checked as strictly as when it was written:
 //! values read back from Redis (the adopted `random` name and secret,
 //! session records), and the secret kept out of `nginx.conf` in a file.
-//! These tests back the README's SECURITY section.
+//! These tests back docs/SECURITY.md.
 
 mod common;
 

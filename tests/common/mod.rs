@@ -813,12 +813,14 @@ pub fn acl_cookie_commands() -> &'static [&'static str] {
     LIST.get_or_init(|| readme_list("shared records add `"))
 }
 
-/// The words of the README's code span that follows `intro`.
+/// The words of the code span that follows `intro` in docs/directives.md
+/// (`sessions_redis_username`, where an operator reads what to grant).
 fn readme_list(intro: &str) -> Vec<&'static str> {
-    let readme = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let readme =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/directives.md")).unwrap();
     let at = readme
         .find(intro)
-        .unwrap_or_else(|| panic!("the README says {intro:?}"))
+        .unwrap_or_else(|| panic!("docs/directives.md says {intro:?}"))
         + intro.len();
     let span = &readme[at..at + readme[at..].find('`').expect("a closed code span")];
     let words: Vec<&'static str> = span

@@ -14,10 +14,10 @@ use crate::engine::{apply, resolve, update_data, Control, Outcome, Presented, St
 use crate::model::data;
 use crate::model::record::Entry;
 use crate::primitives::id::RandomPool;
+use crate::primitives::id::SessionId;
 use crate::stores::cookie::{Contents, CookieSession};
 use crate::stores::redis::view::{touch_interval, View, Write};
 use crate::stores::zone::table::tests::Mem;
-use crate::SessionId;
 
 /// A store as requests meet it: `request` runs one request's work over it
 /// and keeps what the request changed for the next.
