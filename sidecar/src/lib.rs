@@ -26,7 +26,7 @@ mod scripts;
 mod state;
 mod tracking;
 
-pub use runtime::{patience, start, Client};
+pub use runtime::{patience, start, Client, StartError};
 
 use std::sync::{Arc, Mutex};
 

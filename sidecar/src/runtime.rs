@@ -57,14 +57,37 @@ impl Client {
     }
 }
 
+/// Why the side-car did not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// The Redis settings do not make a client (an address, TLS files).
+    Settings(redis::RedisError),
+    /// The tokio runtime could not be built.
+    Runtime(std::io::Error),
+    /// The thread could not be started.
+    Thread(std::io::Error),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Settings(e) => write!(f, "{e}"),
+            Self::Runtime(e) => write!(f, "the side-car's runtime: {e}"),
+            Self::Thread(e) => write!(f, "the side-car's thread: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
 /// Starts the thread; `wake` is an eventfd the nginx thread watches.
 pub fn start(
     settings: &RedisSettings,
     topology: &Topology,
     wake: File,
     setup: Setup,
-) -> Result<Client, String> {
-    let backend = Backend::new(settings, topology).map_err(|e| e.to_string())?;
+) -> Result<Client, StartError> {
+    let backend = Backend::new(settings, topology).map_err(StartError::Settings)?;
     let prefix = settings.prefix().to_vec();
     let (tx, rx) = mpsc::unbounded_channel();
     let replies = Arc::new(Mutex::new(Vec::new()));
@@ -92,14 +115,14 @@ pub fn start(
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(StartError::Runtime)?;
     std::thread::Builder::new()
         .name("sessions-redis".into())
         .spawn(move || {
             let local = tokio::task::LocalSet::new();
             local.block_on(&rt, serve(backend, prefix, rx, out, (limit, lease), setup, flags));
         })
-        .map_err(|e| e.to_string())?;
+        .map_err(StartError::Thread)?;
     Ok(Client {
         jobs: tx,
         replies,

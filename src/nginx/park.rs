@@ -119,6 +119,7 @@ pub fn start(
         // SAFETY: as above.
         let waker = unsafe { std::fs::File::from_raw_fd(waker) };
         crate::threads::with_signals_blocked(|| sessions_sidecar::start(settings, topology, waker, setup))
+            .map_err(|e| e.to_string())
     };
     let client = client.inspect_err(|_| {
         // SAFETY: closing the eventfd made above, not shared yet.

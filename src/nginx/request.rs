@@ -553,3 +553,12 @@ macro_rules! body_handler {
     };
 }
 pub(crate) use body_handler;
+
+/// 302 to `target` (copied into the request pool): the login page, or
+/// where a logout sends the browser.
+pub fn redirect(r: &mut Request, target: &[u8]) -> NgxStatus {
+    match pool_str(r, target).and_then(|v| set_location(r, v)) {
+        Some(()) => HTTPStatus::MOVED_TEMPORARILY.into(),
+        None => NgxStatus::NGX_ERROR,
+    }
+}

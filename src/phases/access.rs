@@ -86,10 +86,7 @@ fn logout(r: &mut Request) -> Status {
             let Some(v) = request::evaluate(r, &url) else {
                 return Status::NGX_ERROR;
             };
-            match request::pool_str(r, &v).and_then(|v| request::set_location(r, v)) {
-                Some(()) => HTTPStatus::MOVED_TEMPORARILY.into(),
-                None => Status::NGX_ERROR,
-            }
+            request::redirect(r, &v)
         }
         None => HTTPStatus::NO_CONTENT.into(),
     }

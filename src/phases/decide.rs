@@ -189,10 +189,7 @@ fn gate(r: &mut Request, lc: &LocConf) -> Status {
     };
     let https = request::client_https(r, lc.trusted_proxies());
     let target = login_redirect(&base, &request::original_url(r, https));
-    match request::pool_str(r, &target).and_then(|v| request::set_location(r, v)) {
-        Some(()) => HTTPStatus::MOVED_TEMPORARILY.into(),
-        None => Status::NGX_ERROR,
-    }
+    request::redirect(r, &target)
 }
 
 /// `sessions_admin` over the zone's table: the zone's sessions, and the
