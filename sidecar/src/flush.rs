@@ -263,6 +263,7 @@ impl Sidecar {
 #[cfg(test)]
 mod tests {
     use std::rc::Rc;
+    use std::sync::Arc;
 
     use sessions_core::model::record::Record;
     use sessions_core::primitives::id::Handle;
@@ -270,6 +271,7 @@ mod tests {
 
     use super::*;
     use crate::fake::{block_on, shared, FakeRedis, MemJournal};
+    use crate::state::Sidecar;
     use crate::PendingWrites;
 
     const ID: SessionId = SessionId([7; 16]);
@@ -307,14 +309,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_write_leaves_the_journal_once_redis_acknowledged_it() {
+    /// A side-car over a stand-in Redis whose journal holds one write,
+    /// session `ID` created at 1, under keys the side-car knows.
+    fn one_write_pending() -> (FakeRedis, Arc<MemJournal>, Sidecar, SealKeys) {
         let fake = FakeRedis::start();
         let journal = MemJournal::new(16);
         let s = shared(&fake, Some(journal.clone()), Duration::from_secs(2));
         let keys = SealKeys::derive(b"secret");
         s.know(&keys);
         record(&journal, put(1), &keys);
+        (fake, journal, s, keys)
+    }
+
+    #[test]
+    fn a_write_leaves_the_journal_once_redis_acknowledged_it() {
+        let (fake, journal, s, keys) = one_write_pending();
         block_on(async {
             assert!(s.flush_batch().await, "sent");
             assert_eq!(pending(&journal), 0);
@@ -326,12 +335,8 @@ mod tests {
 
     #[test]
     fn a_newer_write_made_while_an_older_one_is_sent_is_kept_and_sent_after() {
-        let fake = FakeRedis::start();
-        let journal = MemJournal::new(16);
-        let s = Rc::new(shared(&fake, Some(journal.clone()), Duration::from_secs(2)));
-        let keys = SealKeys::derive(b"secret");
-        s.know(&keys);
-        record(&journal, put(1), &keys);
+        let (fake, journal, s, keys) = one_write_pending();
+        let s = Rc::new(s);
         fake.state().delay = Duration::from_millis(150);
         block_on(async {
             let flushing = tokio::task::spawn_local({
@@ -354,12 +359,7 @@ mod tests {
 
     #[test]
     fn a_write_redis_refused_stays_until_redis_takes_it() {
-        let fake = FakeRedis::start();
-        let journal = MemJournal::new(16);
-        let s = shared(&fake, Some(journal.clone()), Duration::from_secs(2));
-        let keys = SealKeys::derive(b"secret");
-        s.know(&keys);
-        record(&journal, put(1), &keys);
+        let (fake, journal, s, keys) = one_write_pending();
         fake.state().refuse = Some("OOM command not allowed when used memory > 'maxmemory'".into());
         block_on(async {
             assert!(!s.flush_batch().await);
@@ -377,12 +377,7 @@ mod tests {
 
     #[test]
     fn writes_a_gone_worker_held_are_sent_once_their_lease_ran_out() {
-        let fake = FakeRedis::start();
-        let journal = MemJournal::new(16);
-        let s = shared(&fake, Some(journal.clone()), Duration::from_secs(2));
-        let keys = SealKeys::derive(b"secret");
-        s.know(&keys);
-        record(&journal, put(1), &keys);
+        let (fake, journal, s, keys) = one_write_pending();
         // Another worker claims the write for 200 ms, then is killed.
         let mut claimed = 0;
         journal.with(&mut |j| claimed = j.claim(now_ms(), 200, |_| true, 64).len());
