@@ -32,8 +32,9 @@ SECRET = "bench-secret-0123456789"
 # Every client sends the same User-Agent, so UA checks pass as in real traffic.
 UA = "ngx-sessions-bench/1"
 
-CONF = """
-load_module {module};
+# The process, its limits and the http block's opening, the same in every
+# configuration the bench runs.
+BASE = """
 worker_processes 1;
 worker_cpu_affinity 01;
 {master}
@@ -45,7 +46,9 @@ http {{
     keepalive_requests 1000000;
     client_body_temp_path tmp_body; proxy_temp_path tmp_proxy;
     fastcgi_temp_path tmp_fcgi; uwsgi_temp_path tmp_uwsgi; scgi_temp_path tmp_scgi;
-    sessions_zone bench:{zone}{state};
+"""
+
+CONF = "\nload_module {module};" + BASE + """    sessions_zone bench:{zone}{state};
     sessions_redis_server 127.0.0.1:{redis_port};
     sessions_secret {secret};
     sessions_name sid;
@@ -95,20 +98,7 @@ http {{
 
 # The module loaded, sessions on in one location and off in /plain/, no
 # Redis (so no side-car thread): what a location without sessions costs.
-OFF_CONF = """
-load_module {module};
-worker_processes 1;
-worker_cpu_affinity 01;
-{master}
-error_log logs/error.log notice;
-pid logs/nginx.pid;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    keepalive_requests 1000000;
-    client_body_temp_path tmp_body; proxy_temp_path tmp_proxy;
-    fastcgi_temp_path tmp_fcgi; uwsgi_temp_path tmp_uwsgi; scgi_temp_path tmp_scgi;
-    sessions_zone bench:{zone};
+OFF_CONF = "\nload_module {module};" + BASE + """    sessions_zone bench:{zone};
     sessions_secret {secret};
     server {{
         listen 127.0.0.1:{port};
@@ -120,19 +110,7 @@ http {{
 """
 
 # The same server without the module: what the sessions-off row compares with.
-NO_MODULE_CONF = """
-worker_processes 1;
-worker_cpu_affinity 01;
-{master}
-error_log logs/error.log notice;
-pid logs/nginx.pid;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    keepalive_requests 1000000;
-    client_body_temp_path tmp_body; proxy_temp_path tmp_proxy;
-    fastcgi_temp_path tmp_fcgi; uwsgi_temp_path tmp_uwsgi; scgi_temp_path tmp_scgi;
-    server {{
+NO_MODULE_CONF = BASE + """    server {{
         listen 127.0.0.1:{port};
         root html;
         location /plain/ {{ }}
