@@ -377,18 +377,36 @@ impl Ctx {
 /// Marks our context in the pool's cleanup list; never called with work to do.
 extern "C" fn ctx_marker(_data: *mut c_void) {}
 
-/// The request's context. Module contexts are wiped by internal redirects,
-/// so the context also lives in a pool cleanup entry (as the realip module
-/// does) and is found there again.
-pub fn ctx(r: &Request) -> Option<&'static mut Ctx> {
+/// The request's context, as a copy: the phases change it only through
+/// `put_ctx`, so no reference into the request pool outlives a call here.
+pub fn ctx(r: &Request) -> Option<Ctx> {
+    // SAFETY: `find_ctx` gives our live `Ctx` in the request's pool.
+    find_ctx(r).map(|p| unsafe { *p })
+}
+
+/// Replaces the request's context with `value` (changed from a copy that
+/// `ctx` gave); `None` when the request has none.
+pub fn put_ctx(r: &mut Request, value: &Ctx) -> Option<()> {
+    let p = find_ctx(r)?;
+    // SAFETY: `p` is our live `Ctx`; `&mut Request` keeps every other
+    // phase code of this request out while it is written.
+    unsafe { *p = *value };
+    Some(())
+}
+
+/// Where the request's context lives. Module contexts are wiped by
+/// internal redirects, so the context also lives in a pool cleanup entry
+/// (as the realip module does) and is found there again.
+fn find_ctx(r: &Request) -> Option<*mut Ctx> {
     let main: &ngx_http_request_t = r.as_ref();
     // SAFETY: `r.main` is the main request of a live request.
     let main = unsafe { &mut *main.main };
     // SAFETY: module ctx slots are indexed by our module's ctx_index.
     let slot = unsafe { main.ctx.add(ngx_http_sessions_module.ctx_index) };
     // SAFETY: the slot holds null or a `Ctx` we stored (below).
-    if let Some(c) = unsafe { (*slot).cast::<Ctx>().as_mut() } {
-        return Some(c);
+    let stored = unsafe { (*slot).cast::<Ctx>() };
+    if !stored.is_null() {
+        return Some(stored);
     }
     // Module contexts are wiped only by an internal redirect (or named
     // location), which sets `internal`, or by a filter finalizing the
@@ -404,12 +422,12 @@ pub fn ctx(r: &Request) -> Option<&'static mut Ctx> {
         if c.handler
             .is_some_and(|h| ptr::fn_addr_eq(h, ctx_marker as extern "C" fn(_)))
         {
+            let found = c.data.cast::<Ctx>();
             // SAFETY: entries with our marker carry a `Ctx` as their data.
-            let ctx = unsafe { &mut *c.data.cast::<Ctx>() };
-            if ctx.magic == CTX_MAGIC {
+            if unsafe { (*found).magic } == CTX_MAGIC {
                 // SAFETY: `slot` is the request's context slot for this module.
                 unsafe { *slot = c.data };
-                return Some(ctx);
+                return Some(found);
             }
         }
         cln = c.next;
@@ -418,19 +436,20 @@ pub fn ctx(r: &Request) -> Option<&'static mut Ctx> {
 }
 
 /// Stores a new context for the main request.
-pub fn set_ctx(r: &mut Request, value: Ctx) -> Option<&'static mut Ctx> {
+pub fn set_ctx(r: &mut Request, value: Ctx) -> Option<()> {
     let req: &mut ngx_http_request_t = r.as_mut();
     // SAFETY: allocating a cleanup entry with room for a `Ctx` in the pool
     // of a live request; the memory lives as long as the request.
     let cln = unsafe { ngx_pool_cleanup_add(req.pool, mem::size_of::<Ctx>()).as_mut()? };
     cln.handler = Some(ctx_marker);
     let p = cln.data.cast::<Ctx>();
-    // SAFETY: `p` is fresh pool memory sized (and, as pool memory, aligned) for `Ctx`.
+    // SAFETY: `p` is fresh pool memory sized (and, as pool memory, aligned)
+    // for `Ctx`; the slot is this module's in the request's context array.
     unsafe {
         p.write(value);
         *req.ctx.add(ngx_http_sessions_module.ctx_index) = p.cast();
-        Some(&mut *p)
     }
+    Some(())
 }
 
 /// Copies `bytes` into the request pool.

@@ -57,12 +57,12 @@ fn logout(r: &mut Request) -> Status {
         return Status::NGX_ERROR;
     };
     let main = Module::main_conf(r);
-    if let (Some(ctx), Some(main)) = (request::ctx(r), main) {
+    if let (Some(mut ctx), Some(main)) = (request::ctx(r), main) {
         if let Some((_, name)) = lc.keys_and_name(main) {
             let store = store_of(ctx.store);
             let now = crate::clock::now_ms();
             let id = ctx.id;
-            let done = store.on_session(main, lc, ctx, now, |t, rng, _| {
+            let done = store.on_session(main, lc, &ctx, now, |t, rng, _| {
                 apply(t, &id, Control::Destroy, now, &lc.policy, rng)
             });
             if matches!(done, Some(Ok(_))) {
@@ -74,6 +74,9 @@ fn logout(r: &mut Request) -> Status {
             ctx.set_cookie = c;
             ctx.cookie_sent = false;
             ctx.user = ngx_str_t::default();
+            if request::put_ctx(r, &ctx).is_none() {
+                return Status::NGX_ERROR;
+            }
         }
     } else if let Some(main) = main {
         // Nothing decided: Redis could not be asked (see `remote::unavailable`).

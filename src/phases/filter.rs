@@ -31,10 +31,11 @@ pub fn on_headers(req: &mut Request) -> Result<(), ()> {
     // A filter that finalizes the request (a failed If-Match, say) clears
     // the headers already set, ours included: set it again.
     let cleared = req.as_ref().filter_finalize() != 0;
-    if let Some(ctx) = request::ctx(req) {
+    if let Some(mut ctx) = request::ctx(req) {
         if (!ctx.cookie_sent || cleared) && ctx.set_cookie.len > 0 {
             request::add_set_cookie(req, ctx.set_cookie).ok_or(())?;
             ctx.cookie_sent = true;
+            request::put_ctx(req, &ctx).ok_or(())?;
         }
     }
     Ok(())
@@ -118,7 +119,7 @@ fn control(r: &mut Request, lc: &LocConf) -> Option<()> {
     } else {
         return Some(());
     };
-    let Some(ctx) = request::ctx(r) else {
+    let Some(mut ctx) = request::ctx(r) else {
         return Some(()); // no session in this request: nothing to change
     };
     let main = Module::main_conf(r)?;
@@ -128,7 +129,7 @@ fn control(r: &mut Request, lc: &LocConf) -> Option<()> {
     let now = crate::clock::now_ms();
     let id = ctx.id;
     let store = store_of(ctx.store);
-    let Some(result) = store.on_session(main, lc, ctx, now, |t, rng, _| {
+    let Some(result) = store.on_session(main, lc, &ctx, now, |t, rng, _| {
         apply(t, &id, control, now, &lc.policy, rng)
     }) else {
         return Some(());
@@ -154,7 +155,7 @@ fn control(r: &mut Request, lc: &LocConf) -> Option<()> {
             }
             ctx.id = new_id;
             ctx.record = rec;
-            ctx.set_cookie = store.session_cookie(r, lc, keys, name, ctx)?;
+            ctx.set_cookie = store.session_cookie(r, lc, keys, name, &ctx)?;
         }
         Err(ControlError::NoSession) => {
             ngx_log_error!(
@@ -171,6 +172,7 @@ fn control(r: &mut Request, lc: &LocConf) -> Option<()> {
         }
     }
     ctx.cookie_sent = false;
+    request::put_ctx(r, &ctx)?;
     if control != Control::Destroy && !changes.is_empty() {
         return data(r, &changes);
     }
@@ -183,20 +185,21 @@ fn data(r: &mut Request, changes: &[(Vec<u8>, Option<Vec<u8>>)]) -> Option<()> {
         .iter()
         .map(|(k, v)| (k.as_slice(), v.as_deref()))
         .collect();
-    let Some(ctx) = request::ctx(r) else {
+    let Some(mut ctx) = request::ctx(r) else {
         return Some(());
     };
     let (main, lc) = (Module::main_conf(r)?, Module::location_conf(r)?);
     let id = ctx.id;
     let now = crate::clock::now_ms();
     let store = store_of(ctx.store);
-    let result = store.on_session(main, lc, ctx, now, |t, _, data| {
+    let result = store.on_session(main, lc, &ctx, now, |t, _, data| {
         update_data(t, &id, &changes, data)
     })?;
     match result {
         Ok(()) => {
             ctx.data = SCRATCH.with_borrow(|s| request::pool_str(r, &s.data))?;
-            store.data_changed(r, lc, main, ctx)?;
+            store.data_changed(r, lc, main, &mut ctx)?;
+            request::put_ctx(r, &ctx)?;
         }
         Err(DataUpdateError::Invalid(e)) => {
             ngx_log_error!(
