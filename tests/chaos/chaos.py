@@ -14,6 +14,9 @@ Columns:
                connections (except for kill -9 of a worker, which drops its
                own connections by definition)
   sessions     a session the client held was answered unknown/invalid/expired
+               (except "unknown" right after a login or logout whose
+               connection a killed worker dropped: it may have taken effect
+               unanswered, and the run's notes count those)
   logins       a logged-in client was answered as someone else or nobody
   logouts      a cookie answered 204 by logout was later seen logged in
 """
@@ -105,17 +108,15 @@ class RedisProc:
             self.proc.wait()
 
 
-class Nginx:
-    def __init__(self, base, store_conf, policy="503", workers=2):
-        self.dir = tempfile.mkdtemp(dir=base, prefix="nginx-")
-        for d in ("logs", "html", "tmp"):
-            os.makedirs(os.path.join(self.dir, d), exist_ok=True)
-        with open(os.path.join(self.dir, "html/index.html"), "w") as f:
-            f.write("hello\n")
-        self.port, self.app = free_port(), free_port()
-        conf = f"""
-load_module {MODULE};
-worker_processes {workers};
+def start_nginx(base, conf_body, top=""):
+    """An nginx on `conf_body` (the http block's content): (dir, process)."""
+    d = tempfile.mkdtemp(dir=base, prefix="nginx-")
+    for sub in ("logs", "html", "tmp"):
+        os.makedirs(os.path.join(d, sub), exist_ok=True)
+    with open(os.path.join(d, "html/index.html"), "w") as f:
+        f.write("hello\n")
+    conf = f"""
+{top}
 pid logs/nginx.pid;
 error_log logs/error.log info;
 {"user root root;" if os.getuid() == 0 else ""}
@@ -124,14 +125,43 @@ http {{
     access_log off;
     client_body_temp_path tmp; proxy_temp_path tmp;
     fastcgi_temp_path tmp; uwsgi_temp_path tmp; scgi_temp_path tmp;
+{conf_body}
+}}
+"""
+    with open(os.path.join(d, "nginx.conf"), "w") as f:
+        f.write(conf)
+    proc = subprocess.Popen([nginx_bin(), "-p", d, "-c", "nginx.conf", "-g", "daemon off;"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return d, proc
+
+
+def stop_nginx(proc):
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGQUIT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+class Nginx:
+    """The nginx under test, and the application behind it in an nginx of
+    its own (without the module), so that a fault in the first never
+    takes the application's side of a proxied request with it."""
+
+    def __init__(self, base, store_conf, policy="503", workers=2):
+        self.port, self.app = free_port(), free_port()
+        _, self.app_proc = start_nginx(base, f"""
+    server {{
+        listen 127.0.0.1:{self.app};
+        location /login {{ add_header X-Session-User $arg_user; return 200 "ok\\n"; }}
+    }}""")
+        wait_port(self.app)
+        self.dir, self.proc = start_nginx(base, f"""
     sessions on; sessions_secret chaos-secret-0123456789; sessions_name sid;
     sessions_store redis; {store_conf}
     sessions_redis_unavailable {policy};
     sessions_redis_timeout 500ms; sessions_redis_connect_timeout 500ms;
-    server {{
-        listen 127.0.0.1:{self.app};
-        location /login {{ add_header X-Session-User $arg_user; return 200 "ok\\n"; }}
-    }}
     server {{
         listen 127.0.0.1:{self.port};
         root html;
@@ -140,13 +170,7 @@ http {{
         location /app/ {{ sessions_control_headers on; proxy_pass http://127.0.0.1:{self.app}/; }}
         location = /logout {{ sessions_logout; }}
         location = /metrics {{ sessions off; sessions_status; }}
-    }}
-}}
-"""
-        with open(os.path.join(self.dir, "nginx.conf"), "w") as f:
-            f.write(conf)
-        self.proc = subprocess.Popen([nginx_bin(), "-p", self.dir, "-c", "nginx.conf", "-g", "daemon off;"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    }}""", top=f"load_module {MODULE};\nworker_processes {workers};")
         wait_port(self.port)
 
     def workers(self):
@@ -174,12 +198,8 @@ http {{
             return f.read()
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGQUIT)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        stop_nginx(self.proc)
+        stop_nginx(self.app_proc)
 
 
 def request(port, path, cookie=None):
@@ -210,6 +230,7 @@ class Tally:
         self.lock = threading.Lock()
         self.requests = self.n503 = self.other5xx = self.dropped = 0
         self.sessions = self.logins = self.logouts = 0
+        self.applied_unanswered = 0
         self.notes = []
 
     def add(self, **kw):
@@ -232,6 +253,9 @@ class Client:
         self.user = None
         self.dead = []  # cookies logged out
         self.logins = 0
+        # A login or logout whose connection was dropped (a worker killed)
+        # may have taken effect unanswered: the old cookie is then unknown.
+        self.unanswered_change = False
 
     def send(self, path, cookie):
         try:
@@ -254,7 +278,10 @@ class Client:
             return
         status = h.get("x-session-status", "")
         user = h.get("x-user", "")
-        if presented_live and status in REFUSED:
+        if presented_live and status == "unknown" and self.unanswered_change:
+            self.tally.add(applied_unanswered=1)
+            self.user = None
+        elif presented_live and status in REFUSED:
             if self.user:
                 self.tally.add(logins=1)
                 self.tally.note(f"client {self.n}: login {self.user} answered {status}")
@@ -266,6 +293,8 @@ class Client:
             self.tally.add(logins=1)
             self.tally.note(f"client {self.n}: expected user {self.user!r}, got {user!r}")
             self.user = user or None
+        if presented_live:
+            self.unanswered_change = False
         if sc is not None:
             if "Max-Age=0" in sc:
                 self.cookie = None
@@ -289,6 +318,8 @@ class Client:
                     self.cookie = sc.split(";", 1)[0]
                 else:
                     self.judge(got, True)
+            else:
+                self.unanswered_change = True
         elif r < 0.20 and self.user:
             before = self.cookie
             got = self.send("/logout", self.cookie)
@@ -296,6 +327,8 @@ class Client:
                 self.dead.append(before)
                 self.cookie = None
                 self.user = None
+            elif got is None:
+                self.unanswered_change = True
         elif r < 0.26 and self.dead:
             c = self.rng.choice(self.dead)
             got = self.send("/index.html", c)
@@ -502,6 +535,9 @@ def scenario(name, topo_cls, policy, fault, after=None, prepare=None, dropped_ok
                 unchosen += 1
         if not drained:
             unchosen += 1
+        if tally.applied_unanswered:
+            tally.note(f"{tally.applied_unanswered} old cookie(s) answered unknown after a login or logout "
+                       "whose connection was dropped: it had taken effect")
         return dict(name=name, requests=tally.requests, unchosen=unchosen, sessions=tally.sessions,
                     logins=tally.logins, logouts=tally.logouts, n503=tally.n503, dropped=tally.dropped,
                     notes=tally.notes)
