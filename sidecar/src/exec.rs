@@ -9,6 +9,7 @@ use crate::backend::Down;
 use crate::state::Sidecar;
 use crate::{Answer, Reply};
 
+#[derive(Debug)]
 pub(crate) enum Failure {
     /// Redis could not be reached, and why.
     Down(String),
@@ -164,12 +165,11 @@ mod tests {
         let fake = FakeRedis::start();
         let s = shared(&fake, None, Duration::from_secs(1));
         block_on(async {
-            let _: String = s.run(0, &redis::cmd("PING")).await.ok().expect("Redis up");
+            let _: String = s.run(0, &redis::cmd("PING")).await.expect("Redis up");
             fake.state().drop_next = 1;
             let pong: String = s
                 .run(0, &redis::cmd("PING"))
                 .await
-                .ok()
                 .expect("answered on a fresh connection");
             assert_eq!(pong, "PONG");
             assert_eq!(fake.state().connections, 2, "one reconnection");

@@ -265,3 +265,143 @@ impl Sidecar {
         Ok(None)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use sessions_core::engine::status::Status;
+    use sessions_core::model::keys::SealKeys;
+    use sessions_core::model::record::Record;
+    use sessions_core::primitives::id::Handle;
+    use sessions_core::stores::redis::view::Write;
+    use sessions_core::{Outcome, Policy};
+
+    use super::*;
+    use crate::fake::{block_on, shared, FakeRedis, MemJournal};
+    use crate::state::now_ms;
+    use crate::{Keys, PendingWrites};
+
+    const ID: SessionId = SessionId([3; 16]);
+    const IP: [u8; 4] = [127, 0, 0, 1];
+    const UA: u64 = 9;
+
+    fn lookup(keys: &SealKeys, now: u64) -> Lookup {
+        let mut ip = [0; 16];
+        ip[..4].copy_from_slice(&IP);
+        Lookup {
+            presented: Presented::Id {
+                id: ID,
+                stale_key: false,
+            },
+            keys: Keys {
+                read: keys.clone(),
+                write: keys.clone(),
+                migrate: false,
+            },
+            now,
+            ip: (ip, 4),
+            ua: UA,
+            policy: Policy::default(),
+        }
+    }
+
+    /// How many times the stand-in was asked for `address`.
+    fn reads(fake: &FakeRedis, address: &[u8]) -> usize {
+        let state = fake.state();
+        let gets = state
+            .commands
+            .iter()
+            .filter(|c| c[0].eq_ignore_ascii_case(b"GET") && c.get(1).map(Vec::as_slice) == Some(address));
+        gets.count()
+    }
+
+    fn resolved(answer: Answer) -> Outcome {
+        match answer {
+            Answer::Resolved { outcome, .. } => outcome,
+            _ => panic!("the lookup was not resolved"),
+        }
+    }
+
+    #[test]
+    fn a_session_pending_in_the_journal_is_decided_there_without_a_read() {
+        let fake = FakeRedis::start();
+        let journal = MemJournal::new(16);
+        // A lease far away: no flush reaches the stand-in during the test.
+        let s = shared(&fake, Some(journal.clone()), Duration::from_secs(60));
+        let keys = SealKeys::derive(b"secret");
+        let now = now_ms();
+        let put = Write::Put {
+            id: ID,
+            entry: Entry::Live(Record::new(Handle([3; 8]), now, &IP, UA)),
+            data: b"k=v".to_vec(),
+            ttl: Some(60_000),
+        };
+        journal.with(&mut |j| {
+            j.record(std::slice::from_ref(&put), keys.tag(), now)
+                .expect("room")
+        });
+        let answer = block_on(s.lookup(&lookup(&keys, now))).expect("answered");
+        let Answer::Resolved { outcome, data, .. } = answer else {
+            panic!("the lookup was not resolved")
+        };
+        assert_eq!(outcome.status, Status::Valid);
+        assert_eq!(outcome.id, ID);
+        assert_eq!(data, b"k=v");
+        assert_eq!(
+            reads(&fake, &s.address(&keys, &ID)),
+            0,
+            "read from the journal only"
+        );
+    }
+
+    #[test]
+    fn a_well_signed_cookie_redis_lacks_is_looked_for_once_more_then_unknown() {
+        let fake = FakeRedis::start();
+        let s = shared(&fake, None, Duration::from_secs(60));
+        let keys = SealKeys::derive(b"secret");
+        let outcome = resolved(block_on(s.lookup(&lookup(&keys, now_ms()))).expect("answered"));
+        assert_eq!(outcome.status, Status::Unknown);
+        assert_ne!(outcome.id, ID, "a new session, not the presented id");
+        assert!(outcome.issue_cookie);
+        assert_eq!(
+            reads(&fake, &s.address(&keys, &ID)),
+            2,
+            "read, then read again after the recheck delay"
+        );
+        // The new session was written before the answer.
+        let stored = fake.state().strings.get(&s.address(&keys, &outcome.id)).cloned();
+        let opened = stored.map(|v| keys.open(&outcome.id, &s.address(&keys, &outcome.id), &v));
+        assert!(
+            matches!(opened, Some(Ok((Entry::Live(_), _)))),
+            "the new session is in Redis"
+        );
+    }
+
+    #[test]
+    fn a_session_redis_holds_is_valid_and_a_garbage_value_is_no_session() {
+        let fake = FakeRedis::start();
+        let s = shared(&fake, None, Duration::from_secs(60));
+        let keys = SealKeys::derive(b"secret");
+        let now = now_ms();
+        let address = s.address(&keys, &ID);
+        let rec = Record::new(Handle([3; 8]), now, &IP, UA);
+        let mut rng = sessions_core::primitives::id::RandomPool::new();
+        let sealed = keys
+            .seal(&ID, &address, &Entry::Live(rec), b"", &mut rng)
+            .expect("random bytes");
+        fake.state().strings.insert(address.clone(), sealed);
+        let outcome = resolved(block_on(s.lookup(&lookup(&keys, now))).expect("answered"));
+        assert_eq!((outcome.status, outcome.id), (Status::Valid, ID));
+
+        // A value that does not open (written by someone else, or tampered
+        // with) is removed and the cookie answered as unknown.
+        fake.state()
+            .strings
+            .insert(address.clone(), b"not a sealed record".to_vec());
+        let outcome = resolved(block_on(s.lookup(&lookup(&keys, now))).expect("answered"));
+        assert_eq!(outcome.status, Status::Unknown);
+        assert!(
+            !fake.state().strings.contains_key(&address),
+            "the garbage value is gone"
+        );
+    }
+}
