@@ -20,6 +20,7 @@ mod exec;
 mod fake;
 mod flush;
 mod lookup;
+pub mod oidc;
 mod records;
 mod runtime;
 mod scripts;
