@@ -295,7 +295,9 @@ impl Oidc {
             .id_token
             .as_deref()
             .ok_or_else(|| OidcError::Token("the token answer has no ID token".into()))?;
-        let claims = self.check(&metadata, token, nonce).await?;
+        let mut claims = self.check(&metadata, token, nonce).await?;
+        self.add_userinfo(&metadata, &answer.access_token, &mut claims)
+            .await?;
         let user = value_of(&claims, &self.settings.user_claim)
             .filter(|u| !u.is_empty())
             .ok_or_else(|| OidcError::NoUser(self.settings.user_claim.clone()))?;
@@ -313,6 +315,36 @@ impl Oidc {
             refresh_token: answer.refresh_token,
             expires_in: answer.expires_in.map(Duration::from_secs),
         })
+    }
+
+    /// Claims the configuration names that the ID token lacks (a provider
+    /// may keep scope claims for its UserInfo endpoint, as oidc-provider
+    /// does): asked there with the access token, and taken only when its
+    /// `sub` is the token's (Core 5.3.2). The token's own claims win.
+    async fn add_userinfo(
+        &self,
+        metadata: &Metadata,
+        access_token: &str,
+        claims: &mut serde_json::Value,
+    ) -> Result<(), OidcError> {
+        let wanted = std::iter::once(&self.settings.user_claim).chain(&self.settings.data_claims);
+        let missing = wanted.clone().any(|name| claims.get(name).is_none());
+        let Some(uri) = metadata.userinfo_endpoint.as_deref().filter(|_| missing) else {
+            return Ok(());
+        };
+        let info = provider::userinfo(&self.http, uri, access_token).await?;
+        if info.get("sub") != claims.get("sub") {
+            return Err(OidcError::Token("the UserInfo answer is for another sub".into()));
+        }
+        let Some(object) = claims.as_object_mut() else {
+            return Ok(());
+        };
+        for name in wanted {
+            if let (false, Some(v)) = (object.contains_key(name), info.get(name)) {
+                object.insert(name.clone(), v.clone());
+            }
+        }
+        Ok(())
     }
 
     /// The code for tokens, at the token endpoint (client_secret_basic).

@@ -14,6 +14,7 @@ pub struct Metadata {
     pub authorization_endpoint: String,
     pub token_endpoint: String,
     pub jwks_uri: String,
+    pub userinfo_endpoint: Option<String>,
     pub end_session_endpoint: Option<String>,
 }
 
@@ -42,6 +43,7 @@ pub fn parse_metadata(body: &[u8], issuer: &str) -> Result<Metadata, OidcError> 
         Some(&m.authorization_endpoint),
         Some(&m.token_endpoint),
         Some(&m.jwks_uri),
+        m.userinfo_endpoint.as_ref(),
         m.end_session_endpoint.as_ref(),
     ];
     for url in endpoints.into_iter().flatten() {
@@ -53,6 +55,39 @@ pub fn parse_metadata(body: &[u8], issuer: &str) -> Result<Metadata, OidcError> 
         }
     }
     Ok(m)
+}
+
+/// The UserInfo endpoint's answer for `access_token`: a JSON object.
+pub async fn userinfo(
+    http: &reqwest::Client,
+    uri: &str,
+    access_token: &str,
+) -> Result<serde_json::Value, OidcError> {
+    let response = http
+        .get(uri)
+        .bearer_auth(access_token)
+        .header("Accept", "application/json")
+        .send()
+        .await
+        .map_err(|e| OidcError::Provider(format!("userinfo: {}", chain(&e))))?;
+    if !response.status().is_success() {
+        return Err(OidcError::Provider(format!(
+            "userinfo: answered {}",
+            response.status()
+        )));
+    }
+    parse_userinfo(&read_body(response, MAX_ANSWER).await?)
+}
+
+/// A UserInfo answer: a JSON object with a `sub` (a signed answer,
+/// `application/jwt`, is not taken).
+pub fn parse_userinfo(body: &[u8]) -> Result<serde_json::Value, OidcError> {
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| OidcError::Provider(format!("userinfo: {e}")))?;
+    if !v.get("sub").is_some_and(serde_json::Value::is_string) {
+        return Err(OidcError::Provider("userinfo: no sub".into()));
+    }
+    Ok(v)
 }
 
 /// The provider's keys.
@@ -174,6 +209,7 @@ mod fuzz {
         fn arbitrary_bytes_never_panic(body in prop::collection::vec(any::<u8>(), 0..512)) {
             let _ = parse_metadata(&body, ISSUER);
             let _ = parse_keys(&body);
+            let _ = parse_userinfo(&body);
             let _ = serde_json::from_slice::<crate::oidc::TokenAnswer>(&body);
         }
 
@@ -187,6 +223,9 @@ mod fuzz {
                 }
             }
             let _ = parse_keys(body.as_bytes());
+            if let Ok(u) = parse_userinfo(body.as_bytes()) {
+                prop_assert!(u["sub"].is_string());
+            }
             let _ = crate::oidc::value_of(&v, "sub");
         }
     }

@@ -73,6 +73,8 @@ struct State {
     codes: HashMap<String, (String, String)>,
     /// Answer nothing for this long.
     delay: Duration,
+    /// What the UserInfo endpoint answers.
+    userinfo: String,
 }
 
 /// The stand-in provider: issuer `http://127.0.0.1:PORT`.
@@ -97,6 +99,7 @@ impl Provider {
             "authorization_endpoint": format!("{}/auth", p.issuer),
             "token_endpoint": format!("{}/token", p.issuer),
             "jwks_uri": format!("{}/jwks", p.issuer),
+            "userinfo_endpoint": format!("{}/userinfo", p.issuer),
             "response_types_supported": ["code"],
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": ["RS256"],
@@ -177,6 +180,7 @@ fn serve(conn: TcpStream, state: &Mutex<State>, metadata: &str) {
             (200, s.jwks.clone())
         }
         "/token" => token(state, &String::from_utf8_lossy(&body)),
+        "/userinfo" => (200, lock(state).userinfo.clone()),
         _ => (404, "{}".into()),
     };
     let reason = if status == 200 { "OK" } else { "Bad Request" };
@@ -533,4 +537,43 @@ fn settings_that_make_no_client_are_refused_at_once() {
         });
         assert!(matches!(bad, Err(OidcError::Settings(_))), "{issuer}");
     }
+}
+
+#[test]
+fn claims_the_token_lacks_come_from_userinfo_for_the_same_sub_only() {
+    let key = Key::new("k1");
+    let p = Provider::start(&[&key]);
+    let rp = p.rp();
+    let bare = |iss: &str, n: &str| {
+        sign(
+            with(with(claims(iss, n), "team", Value::Null), "email", Value::Null),
+            &key,
+        )
+    };
+    lock(&p.state).userinfo =
+        json!({"sub": "alice-sub", "team": "green", "email": "a@example.org"}).to_string();
+    let who = login(&p, &rp, bare).expect("logged in");
+    assert_eq!(
+        who.claims,
+        vec![
+            ("email".into(), "a@example.org".into()),
+            ("team".into(), "green".into())
+        ]
+    );
+    // The token's own claims win over UserInfo's.
+    let who = login(&p, &rp, |iss, n| {
+        sign(with(claims(iss, n), "team", Value::Null), &key)
+    })
+    .expect("logged in");
+    assert_eq!(who.claims[0], ("email".into(), "alice@example.org".into()));
+    // UserInfo speaking of someone else: no login.
+    lock(&p.state).userinfo = json!({"sub": "mallory", "team": "red"}).to_string();
+    let r = login(&p, &rp, bare);
+    assert!(matches!(r, Err(OidcError::Token(_))), "{r:?}");
+    // A token carrying every configured claim needs no UserInfo at all.
+    lock(&p.state).userinfo = "not JSON".into();
+    let full = login(&p, &rp, |iss, n| {
+        sign(with(claims(iss, n), "groups", json!("x")), &key)
+    });
+    assert!(full.is_ok(), "{full:?}");
 }
