@@ -25,8 +25,10 @@ run: build
 run-test: build
 	scripts/test-run.sh
 
-# Unit tests of the pure logic, then the integration suite against real nginx.
+# Unit tests of the pure logic, then the integration suite against real
+# nginx (and a real OpenID Provider, oidc-provider from npm).
 test: build
+	scripts/oidc-provider.sh
 	$(CARGO) test --release --workspace -- --test-threads=8
 
 unittest:
