@@ -160,10 +160,9 @@ struct TokenAnswer {
     expires_in: Option<u64>,
 }
 
-/// The claims every check reads (the rest stays in the JSON value).
+/// The claims the ID token's own checks read (the rest stays in the JSON value).
 #[derive(Deserialize)]
 struct Checked {
-    iat: Option<f64>,
     nonce: Option<String>,
     /// One audience or a list (`jsonwebtoken` checked this client is in it).
     aud: serde_json::Value,
@@ -396,6 +395,79 @@ impl Oidc {
         token: &str,
         nonce: &str,
     ) -> Result<serde_json::Value, OidcError> {
+        let refused = |e: &str| Err(OidcError::Token(e.into()));
+        let claims = self
+            .verified(metadata, token, &["exp", "iat", "iss", "aud", "sub"])
+            .await?;
+        let checked: Checked =
+            serde_json::from_value(claims.clone()).map_err(|e| OidcError::Token(format!("claims: {e}")))?;
+        // Several audiences: the token must name this client as the party
+        // it was issued to; one named at all must be this client.
+        let many = checked.aud.as_array().is_some_and(|a| a.len() > 1);
+        match checked.azp.as_deref() {
+            Some(azp) if azp != self.settings.client_id => return refused("azp is another client"),
+            None if many => return refused("several audiences and no azp"),
+            _ => {}
+        }
+        let same = checked
+            .nonce
+            .as_deref()
+            .is_some_and(|n| bool::from(n.as_bytes().ct_eq(nonce.as_bytes())));
+        if !same {
+            return refused("nonce does not match the login's");
+        }
+        Ok(claims)
+    }
+
+    /// Checks a back-channel `logout_token` (OpenID Connect Back-Channel
+    /// Logout 1.0, 2.6): signed as an ID token is, for this client, with
+    /// the back-channel logout event, a `sid` or a `sub`, no `nonce`, and
+    /// issued within `LOGOUT_TOKEN_MAX_AGE`. The caller refuses a `jti`
+    /// it has seen before.
+    pub async fn check_logout_token(&self, token: &str) -> Result<LogoutToken, OidcError> {
+        let refused = |e: &str| Err(OidcError::Token(e.into()));
+        let metadata = self.metadata().await?;
+        let claims = self.verified(&metadata, token, &["iat", "iss", "aud"]).await?;
+        let text = |name: &str| {
+            claims
+                .get(name)
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_string)
+        };
+        let event = claims.get("events").and_then(|e| e.get(BACKCHANNEL_LOGOUT_EVENT));
+        if !event.is_some_and(serde_json::Value::is_object) {
+            return refused("no back-channel logout event");
+        }
+        if claims.get("nonce").is_some() {
+            return refused("a logout token carries no nonce");
+        }
+        let iat = claims
+            .get("iat")
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or(0.0);
+        if iat + (LOGOUT_TOKEN_MAX_AGE + self.settings.leeway).as_secs_f64() < unix_now() {
+            return refused("issued too long ago");
+        }
+        let (sid, sub) = (text("sid"), text("sub"));
+        if sid.is_none() && sub.is_none() {
+            return refused("neither sid nor sub");
+        }
+        let Some(jti) = text("jti") else {
+            return refused("no jti");
+        };
+        Ok(LogoutToken { sid, sub, jti })
+    }
+
+    /// A JWS from the provider, verified: an allowed algorithm, a key of
+    /// its set (fetched again once for an unknown `kid`), `iss`, `aud`,
+    /// `exp` when present (with the leeway), `iat` not in the future, and
+    /// the `required` claims present. Its claims.
+    async fn verified(
+        &self,
+        metadata: &Metadata,
+        token: &str,
+        required: &[&str],
+    ) -> Result<serde_json::Value, OidcError> {
         let refused = |e: String| OidcError::Token(e);
         let header = jsonwebtoken::decode_header(token).map_err(|e| refused(format!("header: {e}")))?;
         if !ALLOWED_ALGS.contains(&header.alg) {
@@ -410,38 +482,18 @@ impl Oidc {
         let mut validation = Validation::new(header.alg);
         validation.set_issuer(&[&metadata.issuer]);
         validation.set_audience(&[&self.settings.client_id]);
-        validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
+        validation.set_required_spec_claims(required);
+        validation.validate_exp = required.contains(&"exp");
         validation.leeway = self.settings.leeway.as_secs();
         let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation)
             .map_err(|e| refused(e.to_string()))?;
-        let checked: Checked =
-            serde_json::from_value(data.claims.clone()).map_err(|e| refused(format!("claims: {e}")))?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs_f64();
-        if checked
-            .iat
-            .is_some_and(|iat| iat > now + self.settings.leeway.as_secs_f64())
-        {
+        let leeway = self.settings.leeway.as_secs_f64();
+        let number = |name: &str| data.claims.get(name).and_then(serde_json::Value::as_f64);
+        if number("exp").is_some_and(|exp| exp + leeway < unix_now()) {
+            return Err(refused("expired".into()));
+        }
+        if number("iat").is_some_and(|iat| iat > unix_now() + leeway) {
             return Err(refused("issued in the future".into()));
-        }
-        // Several audiences: the token must name this client as the party
-        // it was issued to; one named at all must be this client.
-        let many = checked.aud.as_array().is_some_and(|a| a.len() > 1);
-        match checked.azp.as_deref() {
-            Some(azp) if azp != self.settings.client_id => {
-                return Err(refused("azp is another client".into()))
-            }
-            None if many => return Err(refused("several audiences and no azp".into())),
-            _ => {}
-        }
-        let same = checked
-            .nonce
-            .as_deref()
-            .is_some_and(|n| bool::from(n.as_bytes().ct_eq(nonce.as_bytes())));
-        if !same {
-            return Err(refused("nonce does not match the login's".into()));
         }
         Ok(data.claims)
     }
@@ -460,6 +512,27 @@ impl Oidc {
         }
         Some(DecodingKey::from_jwk(jwk).map_err(|e| OidcError::Token(format!("key {kid:?}: {e}"))))
     }
+}
+
+/// What a checked back-channel logout token names: the provider's session
+/// (`sid`) or user (`sub`), and its own id (`jti`), refused when seen again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogoutToken {
+    pub sid: Option<String>,
+    pub sub: Option<String>,
+    pub jti: String,
+}
+
+/// The event a logout token carries (Back-Channel Logout 1.0, 2.4).
+pub const BACKCHANNEL_LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+/// How old a logout token may be when it arrives.
+pub const LOGOUT_TOKEN_MAX_AGE: Duration = Duration::from_secs(300);
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
 }
 
 fn pick_key<'a>(set: &'a JwkSet, kid: Option<&str>) -> Option<&'a jsonwebtoken::jwk::Jwk> {

@@ -577,3 +577,91 @@ fn claims_the_token_lacks_come_from_userinfo_for_the_same_sub_only() {
     });
     assert!(full.is_ok(), "{full:?}");
 }
+
+/// A logout token as the provider sends it to the back-channel endpoint.
+fn logout_claims(issuer: &str) -> Value {
+    json!({
+        "iss": issuer, "aud": CLIENT, "iat": now(), "exp": now() + 120, "jti": "jti-1",
+        "sid": "provider-session-1", "sub": "alice-sub",
+        "events": { BACKCHANNEL_LOGOUT_EVENT: {} },
+    })
+}
+
+#[test]
+fn a_logout_token_is_checked_as_back_channel_logout_says() {
+    let key = Key::new("k1");
+    let p = Provider::start(&[&key]);
+    let rp = p.rp();
+    let check = |token: String| block_on(rp.check_logout_token(&token));
+    let good = check(sign(logout_claims(&p.issuer), &key)).expect("a good logout token");
+    assert_eq!(
+        good,
+        LogoutToken {
+            sid: Some("provider-session-1".into()),
+            sub: Some("alice-sub".into()),
+            jti: "jti-1".into()
+        }
+    );
+    // sub alone or sid alone will do.
+    assert!(check(sign(with(logout_claims(&p.issuer), "sid", Value::Null), &key)).is_ok());
+    assert!(check(sign(with(logout_claims(&p.issuer), "sub", Value::Null), &key)).is_ok());
+    let spoilt: Vec<(&str, String)> = vec![
+        ("alg none", unsigned(logout_claims(&p.issuer))),
+        ("HS256", hmac_signed(logout_claims(&p.issuer), SECRET.as_bytes())),
+        (
+            "no event",
+            sign(with(logout_claims(&p.issuer), "events", json!({})), &key),
+        ),
+        (
+            "another event",
+            sign(
+                with(logout_claims(&p.issuer), "events", json!({"urn:other": {}})),
+                &key,
+            ),
+        ),
+        (
+            "a nonce",
+            sign(with(logout_claims(&p.issuer), "nonce", json!("n")), &key),
+        ),
+        (
+            "neither sid nor sub",
+            sign(
+                with(
+                    with(logout_claims(&p.issuer), "sid", Value::Null),
+                    "sub",
+                    Value::Null,
+                ),
+                &key,
+            ),
+        ),
+        (
+            "no jti",
+            sign(with(logout_claims(&p.issuer), "jti", Value::Null), &key),
+        ),
+        (
+            "wrong audience",
+            sign(with(logout_claims(&p.issuer), "aud", json!("other")), &key),
+        ),
+        ("wrong issuer", sign(logout_claims("https://evil.example"), &key)),
+        (
+            "issued long ago",
+            sign(
+                with(
+                    with(logout_claims(&p.issuer), "iat", json!(now() - 3600)),
+                    "exp",
+                    Value::Null,
+                ),
+                &key,
+            ),
+        ),
+        (
+            "expired",
+            sign(with(logout_claims(&p.issuer), "exp", json!(now() - 600)), &key),
+        ),
+        ("an ID token", sign(claims(&p.issuer, "n"), &key)),
+    ];
+    for (what, token) in spoilt {
+        let r = check(token);
+        assert!(matches!(r, Err(OidcError::Token(_))), "{what}: {r:?}");
+    }
+}
