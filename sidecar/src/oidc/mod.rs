@@ -62,6 +62,8 @@ pub enum OidcError {
     Provider(String),
     /// The provider refused the code (used, expired, not this client's).
     CodeRefused(String),
+    /// The provider refused the refresh token (revoked, expired).
+    RefreshRefused(String),
     /// The ID token failed a check: which one, for the one log line.
     Token(String),
     /// The token has no usable value for the user claim.
@@ -74,6 +76,7 @@ impl std::fmt::Display for OidcError {
             Self::Settings(e) => write!(f, "OpenID Connect settings: {e}"),
             Self::Provider(e) => write!(f, "the OpenID provider failed: {e}"),
             Self::CodeRefused(e) => write!(f, "the OpenID provider refused the code: {e}"),
+            Self::RefreshRefused(e) => write!(f, "the OpenID provider refused the refresh token: {e}"),
             Self::Token(e) => write!(f, "ID token refused: {e}"),
             Self::NoUser(claim) => write!(f, "ID token refused: no usable \"{claim}\" claim"),
         }
@@ -346,7 +349,7 @@ impl Oidc {
         Ok(())
     }
 
-    /// The code for tokens, at the token endpoint (client_secret_basic).
+    /// The code for tokens, at the token endpoint.
     async fn exchange(
         &self,
         metadata: &Metadata,
@@ -360,18 +363,92 @@ impl Oidc {
             ("code_verifier", verifier),
             ("client_id", &self.settings.client_id),
         ];
-        let mut request = self.http.post(&metadata.token_endpoint).form(&form);
+        self.token_request(metadata, &form).await.map_err(|e| match e {
+            Grant::Refused(why) => OidcError::CodeRefused(why),
+            Grant::Failed(e) => e,
+        })
+    }
+
+    /// Fresh tokens for a session's `refresh_token` (RFC 6749 6). An ID
+    /// token the provider sends with them is checked as at login, and
+    /// must be for the same `sub` (Core 12.2). A refused refresh is
+    /// `RefreshRefused`: the session it served ends.
+    pub async fn refresh(&self, refresh_token: &str, sub: &str) -> Result<Refreshed, OidcError> {
+        let metadata = self.metadata().await?;
+        let form = [
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+            ("client_id", &self.settings.client_id),
+        ];
+        let answer = self.token_request(&metadata, &form).await.map_err(|e| match e {
+            Grant::Refused(why) => OidcError::RefreshRefused(why),
+            Grant::Failed(e) => e,
+        })?;
+        if !answer.token_type.eq_ignore_ascii_case("bearer") {
+            return Err(OidcError::Provider(format!("token type {:?}", answer.token_type)));
+        }
+        if let Some(token) = answer.id_token.as_deref() {
+            let claims = self
+                .verified(&metadata, token, &["exp", "iat", "iss", "aud", "sub"])
+                .await?;
+            if claims.get("sub").and_then(serde_json::Value::as_str) != Some(sub) {
+                return Err(OidcError::Token(
+                    "the refreshed ID token is for another sub".into(),
+                ));
+            }
+        }
+        Ok(Refreshed {
+            access_token: answer.access_token,
+            refresh_token: answer.refresh_token,
+            id_token: answer.id_token,
+            expires_in: answer.expires_in.map(Duration::from_secs),
+        })
+    }
+
+    /// Where to send the browser to end its session at the provider too
+    /// (RP-Initiated Logout 1.0), `None` when the provider has no such
+    /// endpoint. `post_logout_redirect` is the configured URL, never one
+    /// from the request.
+    pub async fn end_session_url(
+        &self,
+        id_token_hint: &str,
+        post_logout_redirect: Option<&str>,
+    ) -> Result<Option<String>, OidcError> {
+        let metadata = self.metadata().await?;
+        let Some(endpoint) = metadata.end_session_endpoint.as_deref() else {
+            return Ok(None);
+        };
+        let mut url = reqwest::Url::parse(endpoint)
+            .map_err(|e| OidcError::Provider(format!("end session endpoint: {e}")))?;
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("id_token_hint", id_token_hint)
+                .append_pair("client_id", &self.settings.client_id);
+            if let Some(after) = post_logout_redirect {
+                q.append_pair("post_logout_redirect_uri", after);
+            }
+        }
+        Ok(Some(url.into()))
+    }
+
+    /// One grant at the token endpoint (client_secret_basic with a secret).
+    async fn token_request(&self, metadata: &Metadata, form: &[(&str, &str)]) -> Result<TokenAnswer, Grant> {
+        let mut request = self.http.post(&metadata.token_endpoint).form(form);
         if let Some(secret) = &self.settings.client_secret {
             // RFC 6749 2.3.1: each part form-encoded, then Basic.
             let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
             request = request.basic_auth(enc(&self.settings.client_id), Some(enc(secret)));
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| OidcError::Provider(format!("token endpoint: {}", provider::chain(&e))))?;
+        let response = request.send().await.map_err(|e| {
+            Grant::Failed(OidcError::Provider(format!(
+                "token endpoint: {}",
+                provider::chain(&e)
+            )))
+        })?;
         let status = response.status();
-        let body = provider::read_body(response, MAX_ANSWER).await?;
+        let body = provider::read_body(response, MAX_ANSWER)
+            .await
+            .map_err(Grant::Failed)?;
         if status.is_client_error() {
             #[derive(Deserialize)]
             struct ErrorAnswer {
@@ -380,12 +457,15 @@ impl Oidc {
             let why = serde_json::from_slice::<ErrorAnswer>(&body)
                 .map(|e| e.error)
                 .unwrap_or_else(|_| status.to_string());
-            return Err(OidcError::CodeRefused(why));
+            return Err(Grant::Refused(why));
         }
         if !status.is_success() {
-            return Err(OidcError::Provider(format!("token endpoint answered {status}")));
+            return Err(Grant::Failed(OidcError::Provider(format!(
+                "token endpoint answered {status}"
+            ))));
         }
-        serde_json::from_slice(&body).map_err(|e| OidcError::Provider(format!("token answer: {e}")))
+        serde_json::from_slice(&body)
+            .map_err(|e| Grant::Failed(OidcError::Provider(format!("token answer: {e}"))))
     }
 
     /// The ID token's claims, once every check passed.
@@ -512,6 +592,31 @@ impl Oidc {
         }
         Some(DecodingKey::from_jwk(jwk).map_err(|e| OidcError::Token(format!("key {kid:?}: {e}"))))
     }
+}
+
+/// Tokens a refresh gave (secrets: `Debug` leaves them out).
+#[derive(Clone)]
+pub struct Refreshed {
+    pub access_token: String,
+    /// A new refresh token, when the provider rotates them.
+    pub refresh_token: Option<String>,
+    pub id_token: Option<String>,
+    pub expires_in: Option<Duration>,
+}
+
+impl std::fmt::Debug for Refreshed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Refreshed")
+            .field("expires_in", &self.expires_in)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a grant at the token endpoint failed: refused by the provider
+/// (`invalid_grant` and the like), or not answered.
+enum Grant {
+    Refused(String),
+    Failed(OidcError),
 }
 
 /// What a checked back-channel logout token names: the provider's session

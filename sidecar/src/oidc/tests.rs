@@ -75,6 +75,8 @@ struct State {
     delay: Duration,
     /// What the UserInfo endpoint answers.
     userinfo: String,
+    /// refresh token -> the ID token a refresh with it sends ("": none)
+    refresh: HashMap<String, String>,
 }
 
 /// The stand-in provider: issuer `http://127.0.0.1:PORT`.
@@ -100,6 +102,7 @@ impl Provider {
             "token_endpoint": format!("{}/token", p.issuer),
             "jwks_uri": format!("{}/jwks", p.issuer),
             "userinfo_endpoint": format!("{}/userinfo", p.issuer),
+            "end_session_endpoint": format!("{}/session/end", p.issuer),
             "response_types_supported": ["code"],
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": ["RS256"],
@@ -195,6 +198,21 @@ fn serve(conn: TcpStream, state: &Mutex<State>, metadata: &str) {
 fn token(state: &Mutex<State>, form: &str) -> (u16, String) {
     let fields: HashMap<String, String> = form_urlencoded::parse(form.as_bytes()).into_owned().collect();
     let invalid = (400, r#"{"error":"invalid_grant"}"#.to_string());
+    if fields.get("grant_type").map(String::as_str) == Some("refresh_token") {
+        // Rotating refresh tokens: each works once, and buys the next.
+        let mut s = lock(state);
+        let Some(id_token) = fields.get("refresh_token").and_then(|t| s.refresh.remove(t)) else {
+            return invalid;
+        };
+        let next = format!("refresh-{}", s.refresh.len() + 1);
+        s.refresh.insert(next.clone(), id_token.clone());
+        let mut body = json!({"access_token": "refreshed-access", "token_type": "Bearer",
+                              "expires_in": 300, "refresh_token": next});
+        if !id_token.is_empty() {
+            body["id_token"] = json!(id_token);
+        }
+        return (200, body.to_string());
+    }
     let Some((id_token, challenge)) = fields.get("code").and_then(|c| lock(state).codes.remove(c)) else {
         return invalid;
     };
@@ -664,4 +682,65 @@ fn a_logout_token_is_checked_as_back_channel_logout_says() {
         let r = check(token);
         assert!(matches!(r, Err(OidcError::Token(_))), "{what}: {r:?}");
     }
+}
+
+#[test]
+fn a_refresh_rotates_the_tokens_once_and_a_refreshed_id_token_is_for_the_same_user() {
+    let key = Key::new("k1");
+    let p = Provider::start(&[&key]);
+    let rp = p.rp();
+    lock(&p.state).refresh.insert("r1".into(), String::new());
+    let fresh = block_on(rp.refresh("r1", "alice-sub")).expect("refreshed");
+    assert_eq!(fresh.access_token, "refreshed-access");
+    let next = fresh.refresh_token.clone().expect("a rotated refresh token");
+    assert!(
+        !format!("{fresh:?}").contains("refreshed-access"),
+        "Debug leaves the tokens out"
+    );
+    // The old one is spent: the session it served ends.
+    let again = block_on(rp.refresh("r1", "alice-sub"));
+    assert!(matches!(again, Err(OidcError::RefreshRefused(_))), "{again:?}");
+    // An ID token with the refresh: checked, and for the same sub only.
+    let token = sign(with(claims(&p.issuer, "n"), "nonce", Value::Null), &key);
+    lock(&p.state).refresh.insert(next.clone(), token);
+    let with_id = block_on(rp.refresh(&next, "alice-sub")).expect("refreshed");
+    assert!(with_id.id_token.is_some());
+    let other = with(
+        with(claims(&p.issuer, "n"), "nonce", Value::Null),
+        "sub",
+        json!("mallory"),
+    );
+    lock(&p.state).refresh.insert("r-other".into(), sign(other, &key));
+    let r = block_on(rp.refresh("r-other", "alice-sub"));
+    assert!(matches!(r, Err(OidcError::Token(_))), "{r:?}");
+    lock(&p.state)
+        .refresh
+        .insert("r-forged".into(), unsigned(claims(&p.issuer, "n")));
+    let r = block_on(rp.refresh("r-forged", "alice-sub"));
+    assert!(matches!(r, Err(OidcError::Token(_))), "{r:?}");
+}
+
+#[test]
+fn the_end_session_url_carries_the_hint_and_only_the_configured_return() {
+    let key = Key::new("k1");
+    let p = Provider::start(&[&key]);
+    let url = block_on(
+        p.rp()
+            .end_session_url("the-id-token", Some("https://app.example/bye")),
+    )
+    .expect("discovered")
+    .expect("the provider has the endpoint");
+    assert!(url.starts_with(&format!("{}/session/end?", p.issuer)));
+    let q: HashMap<String, String> = reqwest::Url::parse(&url)
+        .expect("a URL")
+        .query_pairs()
+        .into_owned()
+        .collect();
+    assert_eq!(q["id_token_hint"], "the-id-token");
+    assert_eq!(q["client_id"], CLIENT);
+    assert_eq!(q["post_logout_redirect_uri"], "https://app.example/bye");
+    let bare = block_on(p.rp().end_session_url("t", None))
+        .expect("discovered")
+        .expect("an URL");
+    assert!(!bare.contains("post_logout_redirect_uri"));
 }
