@@ -63,20 +63,11 @@ pub async fn userinfo(
     uri: &str,
     access_token: &str,
 ) -> Result<serde_json::Value, OidcError> {
-    let response = http
+    let request = http
         .get(uri)
         .bearer_auth(access_token)
-        .header("Accept", "application/json")
-        .send()
-        .await
-        .map_err(|e| OidcError::Provider(format!("userinfo: {}", chain(&e))))?;
-    if !response.status().is_success() {
-        return Err(OidcError::Provider(format!(
-            "userinfo: answered {}",
-            response.status()
-        )));
-    }
-    parse_userinfo(&read_body(response, MAX_ANSWER).await?)
+        .header("Accept", "application/json");
+    parse_userinfo(&send(request, "userinfo").await?)
 }
 
 /// A UserInfo answer: a JSON object with a `sub` (a signed answer,
@@ -112,8 +103,13 @@ pub fn parse_keys(body: &[u8]) -> Result<JwkSet, OidcError> {
 }
 
 async fn get(http: &reqwest::Client, url: &str, what: &str) -> Result<Vec<u8>, OidcError> {
-    let response = http
-        .get(url)
+    send(http.get(url), what).await
+}
+
+/// Sends `request`: the body of a 2xx answer, bounded; anything else is
+/// the provider failing at `what`.
+async fn send(request: reqwest::RequestBuilder, what: &str) -> Result<Vec<u8>, OidcError> {
+    let response = request
         .send()
         .await
         .map_err(|e| OidcError::Provider(format!("{what}: {}", chain(&e))))?;
