@@ -377,11 +377,14 @@ impl Ctx {
 /// Marks our context in the pool's cleanup list; never called with work to do.
 extern "C" fn ctx_marker(_data: *mut c_void) {}
 
-/// The request's context, as a copy: the phases change it only through
-/// `put_ctx`, so no reference into the request pool outlives a call here.
-pub fn ctx(r: &Request) -> Option<Ctx> {
-    // SAFETY: `find_ctx` gives our live `Ctx` in the request's pool.
-    find_ctx(r).map(|p| unsafe { *p })
+/// The request's context, borrowed for as long as the request is: it is
+/// changed only through `put_ctx`, which needs the request mutably, so
+/// no reader can hold it across a change. A writer copies it (`Ctx` is
+/// `Copy`), changes the copy and puts it back.
+pub fn ctx(r: &Request) -> Option<&Ctx> {
+    // SAFETY: `find_ctx` gives our live `Ctx` in the request's pool, which
+    // outlives `r`; it is written only under `&mut Request` (`put_ctx`).
+    find_ctx(r).map(|p| unsafe { &*p })
 }
 
 /// Replaces the request's context with `value` (changed from a copy that

@@ -56,7 +56,7 @@ fn render(
         return Status::NGX_OK.into();
     };
     let mut buf = Vec::with_capacity(24);
-    f(&ctx, &mut buf);
+    f(ctx, &mut buf);
     let Some(s) = request::pool_str(req, &buf) else {
         return Status::NGX_ERROR.into();
     };

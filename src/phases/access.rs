@@ -57,7 +57,7 @@ fn logout(r: &mut Request) -> Status {
         return Status::NGX_ERROR;
     };
     let main = Module::main_conf(r);
-    if let (Some(mut ctx), Some(main)) = (request::ctx(r), main) {
+    if let (Some(mut ctx), Some(main)) = (request::ctx(r).copied(), main) {
         if let Some((_, name)) = lc.keys_and_name(main) {
             let store = store_of(ctx.store);
             let now = crate::clock::now_ms();

@@ -31,7 +31,7 @@ pub fn on_headers(req: &mut Request) -> Result<(), ()> {
     // A filter that finalizes the request (a failed If-Match, say) clears
     // the headers already set, ours included: set it again.
     let cleared = req.as_ref().filter_finalize() != 0;
-    if let Some(mut ctx) = request::ctx(req) {
+    if let Some(mut ctx) = request::ctx(req).copied() {
         if (!ctx.cookie_sent || cleared) && ctx.set_cookie.len > 0 {
             request::add_set_cookie(req, ctx.set_cookie).ok_or(())?;
             ctx.cookie_sent = true;
@@ -119,7 +119,7 @@ fn control(r: &mut Request, lc: &LocConf) -> Option<()> {
     } else {
         return Some(());
     };
-    let Some(mut ctx) = request::ctx(r) else {
+    let Some(mut ctx) = request::ctx(r).copied() else {
         return Some(()); // no session in this request: nothing to change
     };
     let main = Module::main_conf(r)?;
@@ -185,7 +185,7 @@ fn data(r: &mut Request, changes: &[(Vec<u8>, Option<Vec<u8>>)]) -> Option<()> {
         .iter()
         .map(|(k, v)| (k.as_slice(), v.as_deref()))
         .collect();
-    let Some(mut ctx) = request::ctx(r) else {
+    let Some(mut ctx) = request::ctx(r).copied() else {
         return Some(());
     };
     let (main, lc) = (Module::main_conf(r)?, Module::location_conf(r)?);
