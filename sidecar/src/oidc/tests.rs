@@ -744,3 +744,43 @@ fn the_end_session_url_carries_the_hint_and_only_the_configured_return() {
         .expect("an URL");
     assert!(!bare.contains("post_logout_redirect_uri"));
 }
+
+/// A back-channel logout token is whatever anyone POSTs: arbitrary text,
+/// and three base64url parts of arbitrary JSON, are refused without a
+/// panic and without a fetch of the keys for each one.
+#[test]
+fn arbitrary_logout_tokens_are_refused_without_a_panic() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    let key = Key::new("k1");
+    let p = Provider::start(&[&key]);
+    let rp = p.rp();
+    block_on(rp.begin()).expect("discovered");
+    let part = || prop::collection::vec(any::<u8>(), 0..64).prop_map(|b| URL_SAFE_NO_PAD.encode(b));
+    let header = prop_oneof![
+        Just(r#"{"alg":"RS256","kid":"k9"}"#.to_string()),
+        Just(r#"{"alg":"none"}"#.to_string()),
+        Just(r#"{"alg":"HS256"}"#.to_string()),
+        ".{0,40}",
+    ]
+    .prop_map(|h| URL_SAFE_NO_PAD.encode(h));
+    let tokens = prop_oneof![
+        ".{0,200}",
+        (header, part(), part()).prop_map(|(h, c, s)| format!("{h}.{c}.{s}"))
+    ];
+    let mut runner = TestRunner::new(Config {
+        cases: 2_000,
+        ..Config::default()
+    });
+    runner
+        .run(&tokens, |t| {
+            let r = block_on(rp.check_logout_token(&t));
+            prop_assert!(matches!(r, Err(OidcError::Token(_))), "{r:?}");
+            Ok(())
+        })
+        .expect("every arbitrary token refused");
+    assert!(
+        lock(&p.state).jwks_fetches <= 2,
+        "at most one fetch of the keys in the refetch interval"
+    );
+}
