@@ -162,6 +162,21 @@ unsafe extern "C" fn merge_loc_conf(
     if sets_cookie_flags {
         warn_samesite_none_without_secure(cf, (conf.same_site, conf.secure));
     }
+    if conf.oidc_callback && !conf.enabled() {
+        ngx::ngx_conf_log_error!(
+            nginx_sys::NGX_LOG_EMERG,
+            cf,
+            "\"sessions_oidc_callback\" needs \"sessions on\": the login is bound to the session that began it"
+        );
+        return NGX_CONF_ERROR;
+    }
+    let uses_oidc = conf.enabled() && (conf.require_login() || conf.oidc_callback || conf.logout);
+    if uses_oidc || conf.oidc_backchannel {
+        if let Err(why) = register_oidc(cf, conf) {
+            ngx::ngx_conf_log_error!(nginx_sys::NGX_LOG_EMERG, cf, "{why}");
+            return NGX_CONF_ERROR;
+        }
+    }
     if conf.enabled() {
         let Some(main) = Module::main_conf_mut(cf) else {
             return NGX_CONF_ERROR;
@@ -185,6 +200,31 @@ unsafe extern "C" fn merge_loc_conf(
         }
     }
     NGX_CONF_OK
+}
+
+/// Gives a location that logs visitors in through an OpenID Provider its
+/// provider's index; `Err` says what the configuration lacks.
+fn register_oidc(cf: &mut ngx_conf_t, conf: &mut LocConf) -> Result<(), String> {
+    let settings = match conf.oidc.settings() {
+        Ok(Some(s)) => s,
+        Ok(None) if conf.oidc_callback => {
+            return Err("\"sessions_oidc_callback\" needs \"sessions_oidc_issuer\"".into());
+        }
+        Ok(None) if conf.oidc_backchannel => {
+            return Err("\"sessions_oidc_backchannel_logout\" needs \"sessions_oidc_issuer\"".into());
+        }
+        Ok(None) => return Ok(()),
+        Err(missing) => return Err(format!("\"sessions_oidc_issuer\" needs \"{missing}\"")),
+    };
+    if settings.data_claims.len() > sessions_core::model::data::MAX_KEYS {
+        return Err(format!(
+            "\"sessions_oidc_claims\" lists more than {} claims, the most a session keeps",
+            sessions_core::model::data::MAX_KEYS
+        ));
+    }
+    let main = Module::main_conf_mut(cf).ok_or("no main configuration")?;
+    conf.oidc_provider = Some(main.oidc_provider(settings));
+    Ok(())
 }
 
 /// Browsers refuse `SameSite=None` without `Secure`, so the module sends
@@ -250,8 +290,9 @@ extern "C" fn init_process(cycle: *mut nginx_sys::ngx_cycle_t) -> ngx_int_t {
     if let Some(main) = Module::main_conf(cycle_ref).filter(|_| worker) {
         zone_state::start(cycle, main);
     }
-    if let Some(main) = Module::main_conf(cycle_ref).filter(|m| serves && m.redis_needed) {
-        if let Some(topology) = &main.topology {
+    if let Some(main) = Module::main_conf(cycle_ref).filter(|m| serves && m.sidecar_needed()) {
+        let redis = main.topology.as_ref().filter(|_| main.redis_needed);
+        if redis.is_some() || !main.oidc.is_empty() {
             let setup = sessions_sidecar::Setup {
                 journal: main
                     .journal
@@ -275,8 +316,8 @@ extern "C" fn init_process(cycle: *mut nginx_sys::ngx_cycle_t) -> ngx_int_t {
             };
             if let Err(why) = park::start(
                 cycle,
-                &main.redis,
-                topology,
+                redis.map(|t| (&main.redis, t)),
+                main.oidc.clone(),
                 main.redis_adopts_random,
                 setup,
                 phases::cookies::forget_verified,
@@ -284,7 +325,8 @@ extern "C" fn init_process(cycle: *mut nginx_sys::ngx_cycle_t) -> ngx_int_t {
                 ngx::ngx_log_error!(
                     nginx_sys::NGX_LOG_ALERT,
                     cycle_ref.log,
-                    "sessions: cannot start the Redis client: {why}; Redis locations answer as if Redis were down"
+                    "sessions: cannot start the side-car: {why}; Redis locations answer as if Redis were \
+                     down, OpenID Connect logins with 503"
                 );
             }
         }

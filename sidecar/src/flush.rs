@@ -67,7 +67,7 @@ impl Sidecar {
             | Job::List { keys, .. }
             | Job::Revoke { keys, .. }
             | Job::RevokeHandle { keys, .. } => self.know(keys),
-            Job::Adopt | Job::Flush => {}
+            Job::Adopt | Job::Flush | Job::Oidc { .. } => {}
         }
     }
 

@@ -21,13 +21,14 @@ mod fake;
 mod flush;
 mod lookup;
 pub mod oidc;
+mod oidc_jobs;
 mod records;
 mod runtime;
 mod scripts;
 mod state;
 mod tracking;
 
-pub use runtime::{patience, start, Client, StartError};
+pub use runtime::{oidc_patience, patience, start, Client, StartError};
 
 use std::sync::{Arc, Mutex};
 
@@ -90,6 +91,40 @@ pub enum Job {
         handle: Handle,
         keys: SealKeys,
     },
+    /// A call to an OpenID Provider, by the index of its settings in
+    /// those the side-car was started with.
+    Oidc {
+        provider: usize,
+        call: OidcCall,
+    },
+}
+
+/// What a login through an OpenID Provider asks of the side-car.
+pub enum OidcCall {
+    /// A login starts: the authorization URL and what the visitor keeps.
+    Begin,
+    /// The callback: the code exchanged and the ID token checked.
+    Finish {
+        code: String,
+        verifier: String,
+        nonce: String,
+    },
+    /// A logout: where to send the browser to end its session at the
+    /// provider too, back to the configured `post_logout`.
+    EndSession { post_logout: Option<String> },
+    /// A back-channel logout: the provider's `logout_token`, checked.
+    LogoutToken { token: String },
+}
+
+/// What an `OidcCall` came to.
+// Moved once per login.
+#[allow(clippy::large_enum_variant)]
+pub enum OidcAnswer {
+    Begun(oidc::Begin),
+    LoggedIn(oidc::Identity),
+    /// The provider's end-session URL, `None` when it has none.
+    EndSession(Option<String>),
+    LoggedOut(oidc::LogoutToken),
 }
 
 pub enum Answer {
@@ -117,6 +152,7 @@ pub enum Answer {
     Revoked(usize),
     /// Whether `RevokeHandle` found its session.
     RevokedOne(bool),
+    Oidc(Result<OidcAnswer, oidc::OidcError>),
 }
 
 pub struct Reply {
@@ -129,6 +165,19 @@ pub struct Reply {
     pub refused: Option<String>,
     /// The journal was full: writes were sent once, unkept.
     pub full: bool,
+}
+
+impl Reply {
+    /// An answer with nothing to report besides.
+    pub(crate) fn plain(token: u64, answer: Answer) -> Self {
+        Self {
+            token,
+            answer,
+            transition: None,
+            refused: None,
+            full: false,
+        }
+    }
 }
 
 /// The writes this nginx keeps for Redis, in memory its workers share.

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use crate::backend::Backend;
 use crate::exec::Failure;
 use crate::lookup::UNKNOWN_RECHECK;
+use crate::oidc::{Oidc, OidcError, OidcSettings};
 use crate::state::{Replies, Sidecar};
 use crate::{Answer, Job, Reply, Setup};
 
@@ -81,14 +82,19 @@ impl std::fmt::Display for StartError {
 impl std::error::Error for StartError {}
 
 /// Starts the thread; `wake` is an eventfd the nginx thread watches.
+/// `redis`: the Redis it serves sessions from, if any; `oidc`: the OpenID
+/// Providers logins go through, which `Job::Oidc` names by index.
 pub fn start(
-    settings: &RedisSettings,
-    topology: &Topology,
+    redis: Option<(&RedisSettings, &Topology)>,
+    oidc: Vec<OidcSettings>,
     wake: File,
     setup: Setup,
 ) -> Result<Client, StartError> {
-    let backend = Backend::new(settings, topology).map_err(StartError::Settings)?;
-    let prefix = settings.prefix().to_vec();
+    let backend = match redis {
+        Some((settings, topology)) => Some(Backend::new(settings, topology).map_err(StartError::Settings)?),
+        None => None,
+    };
+    let prefix = redis.map(|(s, _)| s.prefix().to_vec()).unwrap_or_default();
     let (tx, rx) = mpsc::unbounded_channel();
     let replies = Arc::new(Mutex::new(Vec::new()));
     let flusher_idle = Arc::new(AtomicBool::new(false));
@@ -102,7 +108,7 @@ pub fn start(
     // harmlessly. redis-rs offers both TLS versions: the cipher suites kept
     // here decide which can be agreed.
     let mut provider = rustls::crypto::ring::default_provider();
-    if let Some(p) = settings.tls_protocols {
+    if let Some(p) = redis.and_then(|(s, _)| s.tls_protocols) {
         provider.cipher_suites.retain(|s| match s.version().version {
             rustls::ProtocolVersion::TLSv1_2 => p.v1_2,
             rustls::ProtocolVersion::TLSv1_3 => p.v1_3,
@@ -110,17 +116,26 @@ pub fn start(
         });
     }
     let _ = provider.install_default();
-    let limit = patience(settings);
-    let lease = lease(settings);
+    let (limit, lease) = redis.map_or((Duration::ZERO, Duration::ZERO), |(s, _)| (patience(s), lease(s)));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(StartError::Runtime)?;
     std::thread::Builder::new()
-        .name("sessions-redis".into())
+        .name("sessions-sidecar".into())
         .spawn(move || {
             let local = tokio::task::LocalSet::new();
-            local.block_on(&rt, serve(backend, prefix, rx, out, (limit, lease), setup, flags));
+            let redis = backend.map(|b| {
+                Rc::new(Sidecar::new(
+                    b,
+                    prefix,
+                    out.clone(),
+                    (lease, UNKNOWN_RECHECK.min(limit / 8)),
+                    setup,
+                    flags,
+                ))
+            });
+            local.block_on(&rt, serve(redis, oidc, rx, out, limit));
         })
         .map_err(StartError::Thread)?;
     Ok(Client {
@@ -131,34 +146,32 @@ pub fn start(
     })
 }
 
+/// Takes jobs until nginx's side hangs up: Redis jobs to `redis`'s tasks
+/// (each within `limit / 2`), OpenID Provider calls to the relying parties.
 pub(crate) async fn serve(
-    backend: Backend,
-    prefix: Vec<u8>,
+    redis: Option<Rc<Sidecar>>,
+    oidc: Vec<OidcSettings>,
     mut rx: mpsc::UnboundedReceiver<(u64, Job)>,
     out: Replies,
-    (limit, lease): (Duration, Duration),
-    setup: Setup,
-    (flusher_idle, reached): (Arc<AtomicBool>, Arc<AtomicBool>),
+    limit: Duration,
 ) {
-    let shared = Rc::new(Sidecar::new(
-        backend,
-        prefix,
-        out,
-        (lease, UNKNOWN_RECHECK.min(limit / 8)),
-        setup,
-        (flusher_idle, reached),
-    ));
-    let s = shared.clone();
-    tokio::task::spawn_local(async move { s.backend.keep_open().await });
-    let s = shared.clone();
-    tokio::task::spawn_local(async move { s.backend.watch_sentinels().await });
-    let s = shared.clone();
-    tokio::task::spawn_local(async move { s.flusher().await });
-    let s = shared.clone();
-    tokio::task::spawn_local(async move { s.follow_records().await });
-    let s = shared.clone();
-    tokio::task::spawn_local(async move { s.track().await });
+    if let Some(shared) = &redis {
+        shared.spawn_background();
+    }
+    let parties: Rc<Vec<Result<Oidc, OidcError>>> = Rc::new(oidc.into_iter().map(Oidc::new).collect());
     while let Some((token, job)) = rx.recv().await {
+        if let Job::Oidc { provider, call } = job {
+            let (parties, out) = (parties.clone(), out.clone());
+            tokio::task::spawn_local(async move {
+                let answer = crate::oidc_jobs::run(&parties, provider, call).await;
+                out.send(Reply::plain(token, Answer::Oidc(answer)));
+            });
+            continue;
+        }
+        let Some(shared) = &redis else {
+            out.send(Reply::plain(token, Answer::Unavailable));
+            continue;
+        };
         shared.learn(&job);
         if matches!(job, Job::Flush) {
             shared.flush.notify_one();
@@ -177,7 +190,7 @@ pub(crate) async fn serve(
                     }
                     Job::Adopt => s.adopt().await,
                     // Woken above, never spawned.
-                    Job::Flush => Ok(Answer::Written),
+                    Job::Flush | Job::Oidc { .. } => Ok(Answer::Written),
                     Job::List { user, keys } => s.list(&keys, user).await,
                     Job::Revoke { user, keys } => s.revoke(&keys, &user).await,
                     Job::RevokeHandle { handle, keys } => s.revoke_handle(&keys, &handle).await,
@@ -205,6 +218,23 @@ pub(crate) async fn serve(
                 full: s.full.take(),
             });
         });
+    }
+}
+
+impl Sidecar {
+    /// The tasks that run as long as the side-car: connections kept open,
+    /// the sentinels watched, the flusher, shared records, tracking.
+    fn spawn_background(self: &Rc<Self>) {
+        let s = self.clone();
+        tokio::task::spawn_local(async move { s.backend.keep_open().await });
+        let s = self.clone();
+        tokio::task::spawn_local(async move { s.backend.watch_sentinels().await });
+        let s = self.clone();
+        tokio::task::spawn_local(async move { s.flusher().await });
+        let s = self.clone();
+        tokio::task::spawn_local(async move { s.follow_records().await });
+        let s = self.clone();
+        tokio::task::spawn_local(async move { s.track().await });
     }
 }
 
@@ -249,6 +279,14 @@ pub(crate) fn lease(settings: &RedisSettings) -> Duration {
     Duration::from_millis(2 * (3 * c + t) + 1_000)
 }
 
+/// How long a request may wait for a login's call to an OpenID Provider:
+/// each of the up to five calls one takes (discovery, keys, token, keys
+/// again for a new key, UserInfo) within its timeout, plus slack. The
+/// side-car gives up on the call first (`oidc_jobs::run`).
+pub fn oidc_patience(settings: &OidcSettings) -> Duration {
+    settings.timeout * crate::oidc_jobs::MAX_CALLS + Duration::from_secs(1)
+}
+
 /// How long a request may wait for the Redis thread before nginx gives up
 /// on it: the connection and command timeouts, twice (one retry), plus slack.
 pub fn patience(settings: &RedisSettings) -> Duration {
@@ -289,7 +327,7 @@ impl Sidecar {
                 lock: None,
                 after: earlier(&|_| true),
             },
-            Job::Adopt | Job::Flush => Turn::default(),
+            Job::Adopt | Job::Flush | Job::Oidc { .. } => Turn::default(),
         }
     }
 

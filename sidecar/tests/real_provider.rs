@@ -205,7 +205,10 @@ fn a_user_logs_in_at_a_real_provider_and_its_code_buys_one_login() {
             ]
         );
         assert!(!who.access_token.is_empty());
-        let bye = rp.end_session_url(&who.id_token, None).await.expect("discovered");
+        let bye = rp
+            .end_session_url(Some(&who.id_token), None)
+            .await
+            .expect("discovered");
         assert!(
             bye.is_some_and(|u| u.starts_with(&format!("{}/session/end?", provider.issuer))),
             "the provider's end_session_endpoint"

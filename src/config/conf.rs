@@ -9,6 +9,7 @@ use sessions_core::config::proxy::Cidr;
 use sessions_core::config::redis_conf::{RedisSettings, Topology, Unavailable};
 use sessions_core::engine::store::StoreKind;
 use sessions_core::{CookieAttrs, Keyring, Policy, SameSite, Secure, Timeouts};
+use sessions_sidecar::oidc::OidcSettings;
 
 /// `sessions_cookie_max_data` when not set.
 pub const DEFAULT_COOKIE_MAX_DATA: usize = 4096;
@@ -36,6 +37,73 @@ pub enum SecretConf {
 /// `sessions_login_url`: a compiled complex value (it may hold variables).
 #[derive(Clone, Copy, Debug)]
 pub struct LoginUrl(pub *mut ngx_http_complex_value_t);
+
+/// `sessions_oidc_*`: the OpenID Provider a location logs its visitors in with.
+#[derive(Default, Clone)]
+pub struct OidcConf {
+    /// `Some(None)`: `off`.
+    pub issuer: Option<Option<String>>,
+    pub client_id: Option<String>,
+    /// Read from `sessions_oidc_client_secret_file`.
+    pub client_secret: Option<String>,
+    pub redirect_uri: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub user_claim: Option<String>,
+    pub claims: Option<Vec<String>>,
+    pub timeout: Option<u64>,
+    /// `sessions_oidc_post_logout_redirect_uri`.
+    pub post_logout: Option<String>,
+}
+
+/// `sessions_oidc_timeout` when not set.
+pub const DEFAULT_OIDC_TIMEOUT_MS: u64 = 5_000;
+/// How far the provider's clock may be from ours.
+const OIDC_LEEWAY: std::time::Duration = std::time::Duration::from_secs(60);
+
+// The client secret stays out of any debug output.
+impl std::fmt::Debug for OidcConf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcConf")
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OidcConf {
+    fn merge(&mut self, prev: &OidcConf) {
+        inherit(&mut self.issuer, &prev.issuer);
+        inherit(&mut self.client_id, &prev.client_id);
+        inherit(&mut self.client_secret, &prev.client_secret);
+        inherit(&mut self.redirect_uri, &prev.redirect_uri);
+        inherit(&mut self.scopes, &prev.scopes);
+        inherit(&mut self.user_claim, &prev.user_claim);
+        inherit(&mut self.claims, &prev.claims);
+        inherit(&mut self.timeout, &prev.timeout);
+        inherit(&mut self.post_logout, &prev.post_logout);
+    }
+
+    /// The relying party's settings, if an issuer is set: `Err` names the
+    /// directive missing.
+    pub fn settings(&self) -> Result<Option<OidcSettings>, &'static str> {
+        let Some(Some(issuer)) = &self.issuer else {
+            return Ok(None);
+        };
+        let client_id = self.client_id.clone().ok_or("sessions_oidc_client_id")?;
+        let redirect_uri = self.redirect_uri.clone().ok_or("sessions_oidc_redirect_uri")?;
+        Ok(Some(OidcSettings {
+            issuer: issuer.clone(),
+            client_id,
+            client_secret: self.client_secret.clone(),
+            redirect_uri,
+            scopes: self.scopes.clone().unwrap_or_default(),
+            user_claim: self.user_claim.clone().unwrap_or_else(|| "sub".into()),
+            data_claims: self.claims.clone().unwrap_or_default(),
+            timeout: std::time::Duration::from_millis(self.timeout.unwrap_or(DEFAULT_OIDC_TIMEOUT_MS)),
+            leeway: OIDC_LEEWAY,
+        }))
+    }
+}
 
 /// Where a location's cookie name comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,6 +160,8 @@ pub struct MainConf {
     pub cookie_records_shared: bool,
     /// Some enabled location stores sessions in Redis (`sessions_store redis`).
     pub redis_stores_sessions: bool,
+    /// The OpenID Providers locations log visitors in with, each once.
+    pub oidc: Vec<OidcSettings>,
 }
 
 impl Default for MainConf {
@@ -118,11 +188,42 @@ impl Default for MainConf {
             redis_seals: Vec::new(),
             cookie_records_shared: false,
             redis_stores_sessions: false,
+            oidc: Vec::new(),
         }
     }
 }
 
 impl MainConf {
+    /// Whether a worker runs the side-car: for Redis, or for logins.
+    pub fn sidecar_needed(&self) -> bool {
+        self.redis_needed || !self.oidc.is_empty()
+    }
+
+    /// The index of `settings` among the providers, added if new.
+    pub fn oidc_provider(&mut self, settings: OidcSettings) -> usize {
+        let same = |s: &OidcSettings| {
+            (&s.issuer, &s.client_id, &s.client_secret, &s.redirect_uri)
+                == (
+                    &settings.issuer,
+                    &settings.client_id,
+                    &settings.client_secret,
+                    &settings.redirect_uri,
+                )
+                && (&s.scopes, &s.user_claim, &s.data_claims, s.timeout)
+                    == (
+                        &settings.scopes,
+                        &settings.user_claim,
+                        &settings.data_claims,
+                        settings.timeout,
+                    )
+        };
+        if let Some(i) = self.oidc.iter().position(same) {
+            return i;
+        }
+        self.oidc.push(settings);
+        self.oidc.len() - 1
+    }
+
     /// Keeps `keys` among the secrets that open the state file, once.
     pub fn note_secret(&mut self, keys: &Keyring, first: bool) {
         let k = keys.primary().state_key();
@@ -187,6 +288,14 @@ pub struct LocConf {
     /// session holds.
     pub cookie_max_data: Option<usize>,
     pub unavailable: Option<Unavailable>,
+    pub oidc: OidcConf,
+    /// This location is `sessions_oidc_callback` (not inherited).
+    pub oidc_callback: bool,
+    /// This location is `sessions_oidc_backchannel_logout` (not inherited).
+    pub oidc_backchannel: bool,
+    /// The location's OpenID Provider, by its index in `MainConf::oidc`
+    /// (set at merge time).
+    pub oidc_provider: Option<usize>,
 
     /// Computed by `finish` after merging.
     pub policy: Policy,
@@ -229,6 +338,7 @@ impl LocConf {
         inherit(&mut self.store, &prev.store);
         inherit(&mut self.cookie_max_data, &prev.cookie_max_data);
         inherit(&mut self.unavailable, &prev.unavailable);
+        self.oidc.merge(&prev.oidc);
         self.finish();
     }
 

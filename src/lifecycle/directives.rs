@@ -16,6 +16,7 @@ use nginx_sys::{
 use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::{ngx_conf_log_error, ngx_string};
+use sessions_core::config::oidc_conf;
 use sessions_core::config::parse::{self, Reason, ZoneParam};
 use sessions_core::config::proxy::Cidr;
 use sessions_core::config::redis_conf::{self, DEFAULT_PORT, DEFAULT_SENTINEL_PORT};
@@ -113,6 +114,84 @@ value_directive! {
     set_http_only: http_only = parse::flag;
     set_same_site: same_site = parse::same_site;
     set_max_age: max_age = parse::max_age;
+    set_oidc_issuer: oidc.issuer = |v| match v {
+        b"off" => Ok(None),
+        v => oidc_conf::issuer(v).map(Some),
+    };
+    set_oidc_client_id: oidc.client_id = oidc_conf::client_id;
+    set_oidc_redirect_uri: oidc.redirect_uri = oidc_conf::redirect_uri;
+    set_oidc_user_claim: oidc.user_claim = oidc_conf::user_claim;
+    set_oidc_timeout: oidc.timeout = parse::timeout_ms;
+    set_oidc_post_logout: oidc.post_logout = oidc_conf::redirect_uri;
+}
+
+/// Handlers for directives that take a list of values into one field.
+macro_rules! list_directive {
+    ($($handler:ident: $($field:ident).+ = $parse:expr;)+) => {$(
+        extern "C" fn $handler(
+            cf: *mut ngx_conf_t,
+            _cmd: *mut ngx_command_t,
+            conf: *mut c_void,
+        ) -> *mut c_char {
+            // SAFETY: as in `value_directive!`.
+            let (cf, conf) = unsafe { (&mut *cf, &mut *conf.cast::<LocConf>()) };
+            if conf.$($field).+.is_some() {
+                return DUPLICATE;
+            }
+            let mut out = Vec::new();
+            for value in cf.args()[1..].to_vec() {
+                match $parse(value.as_bytes()) {
+                    Ok(v) => out.push(v),
+                    Err(reason) => return cf.invalid(&value, reason),
+                }
+            }
+            conf.$($field).+ = Some(out);
+            NGX_CONF_OK
+        }
+    )+};
+}
+
+list_directive! {
+    set_oidc_scopes: oidc.scopes = oidc_conf::scope;
+    set_oidc_claims: oidc.claims = oidc_conf::data_claim;
+}
+
+/// `sessions_oidc_client_secret_file FILE`: the client secret, the file's
+/// first line, read at configuration time; errors never quote it.
+extern "C" fn set_oidc_client_secret_file(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: as in `value_directive!`.
+    let (cf, conf) = unsafe { (&mut *cf, &mut *conf.cast::<LocConf>()) };
+    if conf.oidc.client_secret.is_some() {
+        return DUPLICATE;
+    }
+    let value = cf.args()[1];
+    let read =
+        read_conf_file(cf, &value).and_then(|text| oidc_conf::client_secret(&text).map_err(String::from));
+    match read {
+        Ok(secret) => {
+            if world_readable(cf, &value) {
+                ngx_conf_log_error!(
+                    NGX_LOG_WARN,
+                    cf,
+                    "\"sessions_oidc_client_secret_file\" directive: \"{value}\" can be read by any user"
+                );
+            }
+            conf.oidc.client_secret = Some(secret);
+            NGX_CONF_OK
+        }
+        Err(why) => {
+            ngx_conf_log_error!(
+                NGX_LOG_EMERG,
+                cf,
+                "\"sessions_oidc_client_secret_file\" directive: \"{value}\": {why}"
+            );
+            NGX_CONF_ERROR
+        }
+    }
 }
 
 value_directive! {
@@ -563,6 +642,31 @@ fn set_content_handler(cf: *mut ngx_conf_t, handler: ContentHandler) -> *mut c_c
     NGX_CONF_OK
 }
 
+extern "C" fn set_oidc_callback(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: as in `value_directive!`.
+    unsafe { (*conf.cast::<LocConf>()).oidc_callback = true };
+    set_content_handler(cf, crate::phases::oidc_callback::CALLBACK)
+}
+
+extern "C" fn set_oidc_backchannel(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: as in `value_directive!`.
+    unsafe {
+        let conf = &mut *conf.cast::<LocConf>();
+        conf.oidc_backchannel = true;
+        // Called by the provider, not a browser: no session of its own.
+        conf.endpoint = true;
+    }
+    set_content_handler(cf, crate::phases::oidc_callback::BACKCHANNEL)
+}
+
 extern "C" fn set_status(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
     // SAFETY: as in `value_directive!`.
     unsafe { (*conf.cast::<LocConf>()).endpoint = true };
@@ -606,7 +710,7 @@ const fn location_command(name: ngx_str_t, args: u32, set: Handler) -> ngx_comma
     directive(name, NGX_HTTP_LOC_CONF, args, NGX_HTTP_LOC_CONF_OFFSET, set)
 }
 
-pub static mut COMMANDS: [ngx_command_t; 53] = [
+pub static mut COMMANDS: [ngx_command_t; 64] = [
     command(ngx_string!("sessions"), NGX_CONF_FLAG, set_enable),
     command(ngx_string!("sessions_secret"), NGX_CONF_1MORE, set_secret),
     command(
@@ -812,6 +916,61 @@ pub static mut COMMANDS: [ngx_command_t; 53] = [
         ngx_string!("sessions_redis_prefix"),
         NGX_CONF_TAKE1,
         set_redis_prefix,
+    ),
+    command(
+        ngx_string!("sessions_oidc_issuer"),
+        NGX_CONF_TAKE1,
+        set_oidc_issuer,
+    ),
+    command(
+        ngx_string!("sessions_oidc_client_id"),
+        NGX_CONF_TAKE1,
+        set_oidc_client_id,
+    ),
+    command(
+        ngx_string!("sessions_oidc_client_secret_file"),
+        NGX_CONF_TAKE1,
+        set_oidc_client_secret_file,
+    ),
+    command(
+        ngx_string!("sessions_oidc_redirect_uri"),
+        NGX_CONF_TAKE1,
+        set_oidc_redirect_uri,
+    ),
+    command(
+        ngx_string!("sessions_oidc_scopes"),
+        NGX_CONF_1MORE,
+        set_oidc_scopes,
+    ),
+    command(
+        ngx_string!("sessions_oidc_user_claim"),
+        NGX_CONF_TAKE1,
+        set_oidc_user_claim,
+    ),
+    command(
+        ngx_string!("sessions_oidc_claims"),
+        NGX_CONF_1MORE,
+        set_oidc_claims,
+    ),
+    command(
+        ngx_string!("sessions_oidc_timeout"),
+        NGX_CONF_TAKE1,
+        set_oidc_timeout,
+    ),
+    location_command(
+        ngx_string!("sessions_oidc_callback"),
+        NGX_CONF_NOARGS,
+        set_oidc_callback,
+    ),
+    command(
+        ngx_string!("sessions_oidc_post_logout_redirect_uri"),
+        NGX_CONF_TAKE1,
+        set_oidc_post_logout,
+    ),
+    location_command(
+        ngx_string!("sessions_oidc_backchannel_logout"),
+        NGX_CONF_NOARGS,
+        set_oidc_backchannel,
     ),
     ngx_command_t::empty(),
 ];

@@ -23,7 +23,8 @@ use sessions_core::Keyring;
 
 use crate::config::conf::MainConf;
 use crate::config::module::Module;
-use sessions_sidecar::{Answer, Client, Job, Reply};
+use sessions_sidecar::oidc::OidcSettings;
+use sessions_sidecar::{Answer, Client, Job, OidcCall, Reply};
 
 /// What a resumed request finds.
 // Moved once per request; boxing would cost an allocation instead.
@@ -38,6 +39,8 @@ pub enum Wake {
 struct Parked {
     r: *mut ngx_http_request_t,
     generation: u32,
+    /// Who it waits for, for the line logged when it waits too long.
+    waits_for: &'static str,
     /// Where the answer goes: the access phase (`None`), or a content
     /// handler that answers and finalizes (`sessions_admin`).
     answer: Option<Answered>,
@@ -94,12 +97,14 @@ thread_local! {
     static REPLIES: RefCell<Vec<Reply>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Starts the Redis thread of this worker and watches its eventfd;
-/// `on_adopted` runs each time an adoption of the random secret ends.
+/// Starts the side-car thread of this worker and watches its eventfd:
+/// `redis` for Redis locations, `oidc` for logins through OpenID
+/// Providers; `on_adopted` runs each time an adoption of the random
+/// secret ends.
 pub fn start(
     cycle: *mut ngx_cycle_t,
-    settings: &RedisSettings,
-    topology: &Topology,
+    redis: Option<(&RedisSettings, &Topology)>,
+    oidc: Vec<OidcSettings>,
     adopt: bool,
     setup: sessions_sidecar::Setup,
     on_adopted: fn(),
@@ -118,7 +123,7 @@ pub fn start(
     } else {
         // SAFETY: as above.
         let waker = unsafe { std::fs::File::from_raw_fd(waker) };
-        crate::threads::with_signals_blocked(|| sessions_sidecar::start(settings, topology, waker, setup))
+        crate::threads::with_signals_blocked(|| sessions_sidecar::start(redis, oidc, waker, setup))
             .map_err(|e| e.to_string())
     };
     let client = client.inspect_err(|_| {
@@ -158,7 +163,7 @@ pub fn start(
         waiting: Vec::new(),
         adopt_in_flight: adopt,
         adopt_failed_at: None,
-        patience: sessions_sidecar::patience(settings).as_millis() as u64,
+        patience: redis.map_or(1_000, |(s, _)| sessions_sidecar::patience(s).as_millis() as u64),
         near,
         outstanding: usize::from(adopt),
         peak: 0,
@@ -358,7 +363,36 @@ pub fn share(
 /// adoption ends); the phase runs again with the answer (see `resumed`).
 /// `false` when the request could not be parked (out of memory, no thread).
 pub fn park(r: &mut Request, job: Option<Job>) -> bool {
-    park_for(r, job, None)
+    park_for(r, job, None, None)
+}
+
+/// Parks `r` until OpenID Provider `provider` answered `call`, at most
+/// `patience`: in the access phase (`answered` is `None`: the phase runs
+/// again with the answer), or in a content handler, which returns
+/// `NGX_DONE` and whose `answered` sends the answer.
+pub fn park_oidc(
+    r: &mut Request,
+    provider: usize,
+    call: OidcCall,
+    patience: std::time::Duration,
+    answered: Option<Answered>,
+) -> bool {
+    let job = Job::Oidc { provider, call };
+    let ms = patience.as_millis() as u64;
+    if !park_for(r, Some(job), answered, Some(ms)) {
+        return false;
+    }
+    if answered.is_some() {
+        hold(r);
+    }
+    true
+}
+
+/// Keeps a content handler's request alive past its `NGX_DONE`, as for a
+/// request body being read; the answer finalizes the request.
+fn hold(r: &mut Request) {
+    // SAFETY: the main request of a live request.
+    unsafe { (*r.as_mut().main).set_count((*r.as_ref().main).count() + 1) };
 }
 
 /// A content handler's answer to a job: the status to finalize with.
@@ -367,17 +401,20 @@ pub type Answered = fn(&mut Request, Answer) -> ngx::core::Status;
 /// Parks a content handler's request (`sessions_admin`) until `job` is
 /// answered, which `answered` then sends. The caller returns `NGX_DONE`.
 pub fn park_admin(r: &mut Request, job: Job, answered: Answered) -> bool {
-    if !park_for(r, Some(job), Some(answered)) {
+    if !park_for(r, Some(job), Some(answered), None) {
         return false;
     }
-    // As for a request body being read: the content phase's NGX_DONE
-    // releases this, the answer finalizes the request.
-    // SAFETY: the main request of a live request.
-    unsafe { (*r.as_mut().main).set_count((*r.as_ref().main).count() + 1) };
+    hold(r);
     true
 }
 
-fn park_for(r: &mut Request, job: Option<Job>, answer: Option<Answered>) -> bool {
+/// `patience`: how long it may wait, in ms (`None`: as long as a Redis job).
+fn park_for(r: &mut Request, job: Option<Job>, answer: Option<Answered>, patience: Option<u64>) -> bool {
+    let waits_for = if patience.is_some() {
+        "the OpenID Provider"
+    } else {
+        "Redis"
+    };
     let req: &mut ngx_http_request_t = r.as_mut();
     let rp = ptr::from_mut(req);
     let token = WORKER.with_borrow_mut(|w| {
@@ -386,6 +423,7 @@ fn park_for(r: &mut Request, job: Option<Job>, answer: Option<Answered>) -> bool
         let entry = Parked {
             r: rp,
             generation: w.generation,
+            waits_for,
             answer,
         };
         let index = match w.free.pop() {
@@ -437,7 +475,8 @@ fn park_for(r: &mut Request, job: Option<Job>, answer: Option<Answered>) -> bool
     // wait and keeps a gracefully exiting worker alive until the answer.
     req.read_event_handler = Some(ngx_http_test_reading);
     req.write_event_handler = Some(waited_too_long);
-    let patience = WORKER.with_borrow(|w| w.as_ref().map_or(1_000, |w| w.patience));
+    let patience =
+        patience.unwrap_or_else(|| WORKER.with_borrow(|w| w.as_ref().map_or(1_000, |w| w.patience)));
     // SAFETY: the connection of a live request and its write event.
     unsafe { ngx_add_timer((*req.connection).write, patience as _) };
     true
@@ -451,12 +490,14 @@ extern "C" fn waited_too_long(r: *mut ngx_http_request_t) {
     if unsafe { (*wev).timedout() } == 0 {
         return;
     }
-    let token = WORKER.with_borrow(|w| {
+    let found = WORKER.with_borrow(|w| {
         let w = w.as_ref()?;
         let i = w.parked.iter().position(|p| p.r == r)?;
-        Some((u64::from(w.parked[i].generation) << 32) | i as u64)
+        let p = &w.parked[i];
+        Some(((u64::from(p.generation) << 32) | i as u64, p.waits_for))
     });
-    if let Some(t) = token {
+    let waits_for = found.map_or("Redis", |(_, w)| w);
+    if let Some((t, _)) = found {
         forget(t);
     }
     // SAFETY: as above; the request is finalized once, here.
@@ -464,7 +505,7 @@ extern "C" fn waited_too_long(r: *mut ngx_http_request_t) {
         ngx_log_error!(
             NGX_LOG_ERR,
             (*(*r).connection).log,
-            "sessions: no answer from Redis in time"
+            "sessions: no answer from {waits_for} in time"
         );
         ngx_http_finalize_request(r, NGX_HTTP_SERVICE_UNAVAILABLE as _);
     }

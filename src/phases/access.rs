@@ -4,16 +4,16 @@
 use nginx_sys::ngx_str_t;
 use nginx_sys::NGX_LOG_INFO;
 use ngx::core::Status;
-use ngx::http::{HTTPStatus, HttpModuleLocationConf, HttpModuleMainConf, Request};
+use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, Request};
 use ngx::{http_request_handler, ngx_log_error};
 use sessions_core::access::gate::ControlHeader;
 use sessions_core::engine::store::StoreKind;
 use sessions_core::{apply, Control};
 
 use crate::config::module::Module;
-use crate::nginx::request;
+use crate::nginx::{park, request};
 use crate::phases::store::SessionStore;
-use crate::phases::{cookie_store, decide, remote};
+use crate::phases::{answers, cookie_store, decide, oidc, remote};
 
 pub fn access(r: &mut Request) -> Status {
     if !r.is_main() {
@@ -23,8 +23,12 @@ pub fn access(r: &mut Request) -> Status {
         return Status::NGX_DECLINED;
     };
     // An internal redirect runs this phase again: keep the first decision.
+    // A request parked at the gate for an OpenID Provider comes back here.
     if request::ctx(r).is_some() {
-        return Status::NGX_DECLINED;
+        return match park::resumed(r) {
+            Some(wake) => oidc::begun(r, lc, wake),
+            None => Status::NGX_DECLINED,
+        };
     }
     // A client's own X-Session-* headers never reach the upstream: one that
     // echoed them into its answer would let the client log itself in.
@@ -84,15 +88,11 @@ fn logout(r: &mut Request) -> Status {
             return answer;
         }
     }
-    match lc.logout_redirect {
-        Some(url) => {
-            let Some(v) = request::evaluate(r, &url) else {
-                return Status::NGX_ERROR;
-            };
-            request::redirect(r, &v)
-        }
-        None => HTTPStatus::NO_CONTENT.into(),
+    // With an OpenID Provider, the browser goes on to end its session there.
+    if oidc::end_at_provider(r, lc) {
+        return Status::NGX_DONE;
     }
+    answers::logged_out(r, lc)
 }
 
 http_request_handler!(logout_handler, logout);

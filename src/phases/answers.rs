@@ -32,6 +32,20 @@ pub fn revoked_one(found: bool) -> (HTTPStatus, String) {
     }
 }
 
+/// What `sessions_logout` answers once the session ended: a redirect to
+/// its URL, or 204.
+pub fn logged_out(r: &mut Request, lc: &LocConf) -> Status {
+    match lc.logout_redirect {
+        Some(url) => {
+            let Some(v) = request::evaluate(r, &url) else {
+                return Status::NGX_ERROR;
+            };
+            request::redirect(r, &v)
+        }
+        None => HTTPStatus::NO_CONTENT.into(),
+    }
+}
+
 /// 503: the store could not be asked.
 pub fn unavailable(r: &mut Request) -> Status {
     send(

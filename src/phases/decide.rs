@@ -168,7 +168,7 @@ pub fn conclude(
     if request::set_ctx(r, ctx).is_none() {
         return Status::NGX_ERROR;
     }
-    if lc.require_login() && outcome.record.user().is_none() {
+    if lc.require_login() && !lc.oidc_callback && outcome.record.user().is_none() {
         return gate(r, lc);
     }
     Status::NGX_DECLINED
@@ -180,7 +180,11 @@ fn gate(r: &mut Request, lc: &LocConf) -> Status {
     let api = wants_401(
         request::header_in(r, b"accept"),
         request::header_in(r, b"x-requested-with"),
+        request::header_in(r, b"sec-fetch-mode"),
     );
+    if lc.oidc_provider.is_some() && !api {
+        return crate::phases::oidc::begin(r, lc);
+    }
     let Some(Some(url)) = lc.login_url.filter(|_| !api) else {
         return HTTPStatus::UNAUTHORIZED.into();
     };

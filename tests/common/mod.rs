@@ -2,6 +2,8 @@
 //! and a small HTTP/1.1 client that shows every header as sent.
 #![allow(dead_code)]
 
+pub mod oidc;
+
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -1,10 +1,18 @@
 //! The login gate and the control headers an application answers with.
 
 /// Whether a request should get a bare 401 rather than a redirect to a login
-/// page: scripts (XMLHttpRequest) and clients that want JSON cannot follow
-/// a redirect to an HTML form.
-pub fn wants_401(accept: Option<&[u8]>, x_requested_with: Option<&[u8]>) -> bool {
+/// page: scripts (XMLHttpRequest, `fetch`, whose browsers send a
+/// `Sec-Fetch-Mode` other than `navigate`) and clients that want JSON
+/// cannot follow a redirect to an HTML form.
+pub fn wants_401(
+    accept: Option<&[u8]>,
+    x_requested_with: Option<&[u8]>,
+    sec_fetch_mode: Option<&[u8]>,
+) -> bool {
     if x_requested_with.is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"xmlhttprequest")) {
+        return true;
+    }
+    if sec_fetch_mode.is_some_and(|v| !v.trim_ascii().eq_ignore_ascii_case(b"navigate")) {
         return true;
     }
     let Some(accept) = accept else { return false };
@@ -105,15 +113,19 @@ mod tests {
 
     #[test]
     fn api_clients_get_401() {
-        assert!(wants_401(None, Some(b"XMLHttpRequest")));
-        assert!(wants_401(Some(b"application/json"), None));
-        assert!(wants_401(Some(b"application/json, text/plain, */*"), None));
+        assert!(wants_401(None, Some(b"XMLHttpRequest"), None));
+        assert!(wants_401(Some(b"application/json"), None, None));
+        assert!(wants_401(Some(b"application/json, text/plain, */*"), None, None));
+        assert!(wants_401(Some(b"text/html"), None, Some(b"cors")));
+        assert!(wants_401(None, None, Some(b"no-cors")));
+        assert!(!wants_401(Some(b"text/html"), None, Some(b"navigate")));
         assert!(!wants_401(
             Some(b"text/html,application/xhtml+xml,application/json;q=0.9"),
+            None,
             None
         ));
-        assert!(!wants_401(Some(b"*/*"), None));
-        assert!(!wants_401(None, None));
+        assert!(!wants_401(Some(b"*/*"), None, None));
+        assert!(!wants_401(None, None, None));
     }
 
     #[test]

@@ -9,8 +9,7 @@
 //! verifier `begin` returns in the visitor's session and hands the nonce
 //! and verifier back with the code to `finish`.
 //!
-//! Not wired into nginx yet (issue 25): this is the provider client the
-//! `sessions_oidc_*` directives will drive.
+//! The `sessions_oidc_*` directives drive it through `Job::Oidc`.
 
 mod claims;
 mod provider;
@@ -30,7 +29,7 @@ pub use claims::value_of;
 pub use provider::Metadata;
 
 /// What the relying party is told by the configuration.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct OidcSettings {
     /// The issuer URL, exactly as the provider's discovery document states it.
     pub issuer: String,
@@ -49,6 +48,17 @@ pub struct OidcSettings {
     pub timeout: Duration,
     /// How far the provider's clock may be from ours (`exp`, `iat`).
     pub leeway: Duration,
+}
+
+// The client secret stays out of any debug output.
+impl std::fmt::Debug for OidcSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcSettings")
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("redirect_uri", &self.redirect_uri)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a login could not be made.
@@ -202,6 +212,11 @@ impl Oidc {
             http,
             discovered: RefCell::new(None),
         })
+    }
+
+    /// The most one call to the provider may take.
+    pub fn timeout(&self) -> Duration {
+        self.settings.timeout
     }
 
     /// The provider's metadata, discovered on first use and again once an
@@ -411,7 +426,7 @@ impl Oidc {
     /// from the request.
     pub async fn end_session_url(
         &self,
-        id_token_hint: &str,
+        id_token_hint: Option<&str>,
         post_logout_redirect: Option<&str>,
     ) -> Result<Option<String>, OidcError> {
         let metadata = self.metadata().await?;
@@ -422,8 +437,10 @@ impl Oidc {
             .map_err(|e| OidcError::Provider(format!("end session endpoint: {e}")))?;
         {
             let mut q = url.query_pairs_mut();
-            q.append_pair("id_token_hint", id_token_hint)
-                .append_pair("client_id", &self.settings.client_id);
+            if let Some(hint) = id_token_hint {
+                q.append_pair("id_token_hint", hint);
+            }
+            q.append_pair("client_id", &self.settings.client_id);
             if let Some(after) = post_logout_redirect {
                 q.append_pair("post_logout_redirect_uri", after);
             }

@@ -726,7 +726,7 @@ fn the_end_session_url_carries_the_hint_and_only_the_configured_return() {
     let p = Provider::start(&[&key]);
     let url = block_on(
         p.rp()
-            .end_session_url("the-id-token", Some("https://app.example/bye")),
+            .end_session_url(Some("the-id-token"), Some("https://app.example/bye")),
     )
     .expect("discovered")
     .expect("the provider has the endpoint");
@@ -739,7 +739,7 @@ fn the_end_session_url_carries_the_hint_and_only_the_configured_return() {
     assert_eq!(q["id_token_hint"], "the-id-token");
     assert_eq!(q["client_id"], CLIENT);
     assert_eq!(q["post_logout_redirect_uri"], "https://app.example/bye");
-    let bare = block_on(p.rp().end_session_url("t", None))
+    let bare = block_on(p.rp().end_session_url(Some("t"), None))
         .expect("discovered")
         .expect("an URL");
     assert!(!bare.contains("post_logout_redirect_uri"));

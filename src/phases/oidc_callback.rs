@@ -1,0 +1,348 @@
+//! The provider calling back. `sessions_oidc_callback`: its answer to a
+//! login `oidc` began (`callback`, checked against the login cookie), the
+//! code exchanged on the side-car, then the session logged in under a new
+//! id (`finished`). `sessions_oidc_backchannel_logout`: its logout token
+//! checked on the side-car, then the user's sessions ended through the
+//! store's revocation (`logout_token_checked`).
+
+use nginx_sys::{NGX_LOG_ERR, NGX_LOG_INFO};
+use ngx::core::Status;
+use ngx::http::{HTTPStatus, HttpModuleLocationConf, HttpModuleMainConf, Request};
+use ngx::ngx_log_error;
+use sessions_core::access::oidc::{self as login, LoginRefused, LoginState};
+use sessions_core::codec::cookie::cookie_values;
+use sessions_core::{apply, update_data, Control, ControlError};
+use sessions_sidecar::{Answer, OidcAnswer, OidcCall};
+
+use crate::config::conf::{LocConf, MainConf};
+use crate::config::module::Module;
+use crate::nginx::park;
+use crate::nginx::request;
+use crate::phases::access::store_of;
+use crate::phases::cookies::SCRATCH;
+use crate::phases::oidc::{failure, page, provider, refuse, set_login_cookie};
+
+/// The login cookie the request carries, opened.
+fn login_state(r: &Request, lc: &LocConf, main: &MainConf) -> Result<LoginState, LoginRefused> {
+    let (keys, name) = lc.keys_and_name(main).ok_or(LoginRefused::Unsealed)?;
+    let cookie_name = login::login_cookie_name(name);
+    let mut values = request::cookie_headers(r).flat_map(|h| cookie_values(h, &cookie_name));
+    let value = values.next().ok_or(LoginRefused::Unsealed)?;
+    login::open(keys, &cookie_name, value)
+}
+
+/// `sessions_oidc_callback`: checks the login the provider sends back
+/// (`state` against the login cookie of this very session), then has the
+/// side-car exchange the code; `finished` answers.
+fn callback(r: &mut Request) -> Status {
+    let discard = r.discard_request_body();
+    if !discard.is_ok() {
+        return discard;
+    }
+    let (Some(lc), Some(main)) = (Module::location_conf(r), Module::main_conf(r)) else {
+        return Status::NGX_ERROR;
+    };
+    let Some(ctx) = request::ctx(r).copied() else {
+        return refuse(r, HTTPStatus::BAD_REQUEST, "callback without a session");
+    };
+    let Some(query) = login::callback(r.as_ref().args.as_bytes()) else {
+        return refuse(r, HTTPStatus::BAD_REQUEST, "callback with a repeated parameter");
+    };
+    let login = match login_state(r, lc, main) {
+        Ok(l) => l,
+        Err(why) => return refuse(r, HTTPStatus::BAD_REQUEST, why.as_str()),
+    };
+    let state = query.state.as_deref().unwrap_or_default().as_bytes();
+    if let Err(why) = login.check(&ctx.id, state, crate::clock::now_ms()) {
+        return refuse(r, HTTPStatus::BAD_REQUEST, why.as_str());
+    }
+    if let Some(error) = &query.error {
+        // The provider's own word, if it is one (never what a client wrote).
+        let known = error.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') && error.len() <= 40;
+        let why = format!(
+            "the provider refused the login: {}",
+            if known { error } else { "an error" }
+        );
+        return refuse(r, HTTPStatus::FORBIDDEN, &why);
+    }
+    let Some(code) = query.code else {
+        return refuse(r, HTTPStatus::BAD_REQUEST, "callback without a code");
+    };
+    let Some((i, settings)) = provider(lc, main) else {
+        return Status::NGX_ERROR;
+    };
+    let call = OidcCall::Finish {
+        code,
+        verifier: String::from_utf8_lossy(&login.verifier).into_owned(),
+        nonce: String::from_utf8_lossy(&login.nonce).into_owned(),
+    };
+    let patience = sessions_sidecar::oidc_patience(settings);
+    if !park::running() || park::saturated() || !park::park_oidc(r, i, call, patience, Some(finished)) {
+        ngx_log_error!(
+            NGX_LOG_ERR,
+            r.log(),
+            "sessions: OpenID Connect login not finished: the side-car is not running or is saturated"
+        );
+        return page(r, HTTPStatus::SERVICE_UNAVAILABLE);
+    }
+    Status::NGX_DONE
+}
+
+/// The side-car's answer to the callback: the session logged in under a
+/// new id, the configured claims in its data, the login cookie deleted,
+/// and a redirect to where the login began.
+fn finished(r: &mut Request, answer: Answer) -> Status {
+    let identity = match answer {
+        Answer::Oidc(Ok(OidcAnswer::LoggedIn(id))) => id,
+        Answer::Oidc(Err(e)) => {
+            let status = failure(r, "login refused", &e);
+            return page(r, status);
+        }
+        _ => return page(r, HTTPStatus::SERVICE_UNAVAILABLE),
+    };
+    let (Some(lc), Some(main)) = (Module::location_conf(r), Module::main_conf(r)) else {
+        return Status::NGX_ERROR;
+    };
+    let Some(mut ctx) = request::ctx(r).copied() else {
+        return Status::NGX_ERROR;
+    };
+    let Some((keys, name)) = lc.keys_and_name(main) else {
+        return page(r, HTTPStatus::SERVICE_UNAVAILABLE);
+    };
+    let return_to = login_state(r, lc, main).map_or_else(|_| b"/".to_vec(), |l| l.return_to);
+    let store = store_of(ctx.store);
+    let now = crate::clock::now_ms();
+    let id = ctx.id;
+    let control = Control::LogIn {
+        user: identity.user.as_bytes(),
+        remember: false,
+    };
+    let done = store.on_session(main, lc, &ctx, now, |t, rng, _| {
+        apply(t, &id, control, now, &lc.policy, rng)
+    });
+    let (new_id, rec) = match done {
+        Some(Ok(Some(made))) => made,
+        Some(Err(ControlError::UserTooLong)) => {
+            return refuse(r, HTTPStatus::FORBIDDEN, "the user claim is longer than 64 bytes");
+        }
+        Some(Err(ControlError::Random(e))) => {
+            ngx_log_error!(NGX_LOG_ERR, r.log(), "sessions: {e}; login not made");
+            return Status::NGX_ERROR;
+        }
+        _ => return refuse(r, HTTPStatus::BAD_REQUEST, "the session ended during the login"),
+    };
+    ctx.id = new_id;
+    ctx.record = rec;
+    let Some(user) = request::pool_str(r, identity.user.as_bytes()) else {
+        return Status::NGX_ERROR;
+    };
+    ctx.user = user;
+    if request::put_ctx(r, &ctx).is_none() {
+        return Status::NGX_ERROR;
+    }
+    if !identity.claims.is_empty() && keep_claims(r, lc, main, &identity.claims).is_none() {
+        return Status::NGX_ERROR;
+    }
+    let Some(mut ctx) = request::ctx(r).copied() else {
+        return Status::NGX_ERROR;
+    };
+    let Some(cookie) = store.session_cookie(r, lc, keys, name, &ctx) else {
+        return Status::NGX_ERROR;
+    };
+    ctx.set_cookie = cookie;
+    ctx.cookie_sent = false;
+    if request::put_ctx(r, &ctx).is_none() {
+        return Status::NGX_ERROR;
+    }
+    if set_login_cookie(r, lc, &login::login_cookie_name(name), b"", Some(0)).is_none() {
+        return Status::NGX_ERROR;
+    }
+    ngx_log_error!(
+        NGX_LOG_INFO,
+        r.log(),
+        "sessions: session logged in through the OpenID Provider, new id issued"
+    );
+    request::redirect(r, &return_to)
+}
+
+/// Copies the configured claims into the session's data; a claim whose
+/// value cannot be kept (too long, control characters) is left out, logged.
+fn keep_claims(r: &mut Request, lc: &LocConf, main: &MainConf, claims: &[(String, String)]) -> Option<()> {
+    let mut ctx = request::ctx(r).copied()?;
+    let kept: Vec<(&[u8], Option<&[u8]>)> = claims
+        .iter()
+        .filter(|(_, v)| sessions_core::model::data::valid_value(v.as_bytes()))
+        .map(|(k, v)| (k.as_bytes(), Some(v.as_bytes())))
+        .collect();
+    if kept.len() < claims.len() {
+        ngx_log_error!(
+            NGX_LOG_ERR,
+            r.log(),
+            "sessions: {} claim(s) longer than 256 bytes or with control characters not kept",
+            claims.len() - kept.len()
+        );
+    }
+    let store = store_of(ctx.store);
+    let id = ctx.id;
+    let now = crate::clock::now_ms();
+    let done = store.on_session(main, lc, &ctx, now, |t, _, data| update_data(t, &id, &kept, data))?;
+    match done {
+        Ok(()) => {
+            ctx.data = SCRATCH.with_borrow(|s| request::pool_str(r, &s.data))?;
+            store.data_changed(r, lc, main, &mut ctx)?;
+            request::put_ctx(r, &ctx)
+        }
+        Err(e) => {
+            ngx_log_error!(
+                NGX_LOG_ERR,
+                r.log(),
+                "sessions: claims not kept as session data: {e:?}"
+            );
+            Some(())
+        }
+    }
+}
+
+/// Largest back-channel logout request body accepted.
+const MAX_LOGOUT_BODY: usize = 16 * 1024;
+
+/// How many logout tokens' `jti` a worker remembers, each until the
+/// token is too old to be accepted anyway.
+const SEEN_JTI: usize = 4096;
+
+thread_local! {
+    /// The `jti` of the logout tokens this worker accepted, with when each
+    /// stops mattering (ms).
+    static SEEN: std::cell::RefCell<std::collections::VecDeque<(String, u64)>> =
+        const { std::cell::RefCell::new(std::collections::VecDeque::new()) };
+}
+
+/// Whether `jti` is new to this worker (then remembered until `until`).
+fn first_use(jti: &str, now: u64, until: u64) -> bool {
+    SEEN.with_borrow_mut(|seen| {
+        while seen.front().is_some_and(|(_, t)| *t <= now) || seen.len() >= SEEN_JTI {
+            seen.pop_front();
+        }
+        if seen.iter().any(|(j, _)| j == jti) {
+            return false;
+        }
+        seen.push_back((jti.to_string(), until));
+        true
+    })
+}
+
+/// `sessions_oidc_backchannel_logout`: a POST from the provider with a
+/// `logout_token` (OpenID Connect Back-Channel Logout 1.0).
+fn backchannel(r: &mut Request) -> Status {
+    if r.as_ref().method as u32 != nginx_sys::NGX_HTTP_POST {
+        let discard = r.discard_request_body();
+        if !discard.is_ok() {
+            return discard;
+        }
+        return HTTPStatus::NOT_ALLOWED.into();
+    }
+    let rc = request::read_body(r, backchannel_body_read);
+    if rc.0 >= nginx_sys::NGX_HTTP_SPECIAL_RESPONSE as nginx_sys::ngx_int_t {
+        return rc;
+    }
+    Status::NGX_DONE
+}
+
+/// The logout request's body is in: its token goes to the side-car.
+fn backchannel_body(r: &mut Request) -> Status {
+    let Some(body) = request::body_in_memory(r, MAX_LOGOUT_BODY) else {
+        return logout_refused(r, "the request body is larger than 16 KiB");
+    };
+    let Some(token) = login::logout_token(&body) else {
+        return logout_refused(r, "no single logout_token");
+    };
+    let (Some(lc), Some(main)) = (Module::location_conf(r), Module::main_conf(r)) else {
+        return Status::NGX_ERROR;
+    };
+    let Some((i, settings)) = provider(lc, main) else {
+        return Status::NGX_ERROR;
+    };
+    let patience = sessions_sidecar::oidc_patience(settings);
+    let call = OidcCall::LogoutToken { token };
+    if !park::running()
+        || park::saturated()
+        || !park::park_oidc(r, i, call, patience, Some(logout_token_checked))
+    {
+        ngx_log_error!(
+            NGX_LOG_ERR,
+            r.log(),
+            "sessions: OpenID Connect back-channel logout not done: the side-car is not running or is saturated"
+        );
+        return HTTPStatus::SERVICE_UNAVAILABLE.into();
+    }
+    Status::NGX_DONE
+}
+
+request::body_handler!(backchannel_body_read, backchannel_body);
+
+/// A checked logout token: the sessions of its `sub` end on this nginx and,
+/// through the store's shared records, on every instance sharing it.
+fn logout_token_checked(r: &mut Request, answer: Answer) -> Status {
+    let token = match answer {
+        Answer::Oidc(Ok(OidcAnswer::LoggedOut(t))) => t,
+        Answer::Oidc(Err(e)) => {
+            let why = e.to_string();
+            return logout_refused(r, &why);
+        }
+        _ => return HTTPStatus::SERVICE_UNAVAILABLE.into(),
+    };
+    let (Some(lc), Some(main)) = (Module::location_conf(r), Module::main_conf(r)) else {
+        return Status::NGX_ERROR;
+    };
+    let Some((_, settings)) = provider(lc, main) else {
+        return Status::NGX_ERROR;
+    };
+    let Some(sub) = token.sub.filter(|_| settings.user_claim == "sub") else {
+        return logout_refused(
+            r,
+            "the token names no sub, or sessions_oidc_user_claim is not sub: its sessions cannot be found",
+        );
+    };
+    let now = crate::clock::now_ms();
+    let max_age = sessions_sidecar::oidc::LOGOUT_TOKEN_MAX_AGE.as_millis() as u64;
+    if !first_use(&token.jti, now, now + 2 * max_age) {
+        return logout_refused(r, "the logout token was used before (jti)");
+    }
+    ngx_log_error!(
+        NGX_LOG_INFO,
+        r.log(),
+        "sessions: OpenID Connect back-channel logout of a user"
+    );
+    let user = sub.into_bytes();
+    store_of(lc.store()).admin(
+        r,
+        lc,
+        main,
+        sessions_core::access::admin::AdminRequest::RevokeUser { user },
+    )
+}
+
+/// 400 with one log line: the provider's logout request was not acted on.
+fn logout_refused(r: &mut Request, why: &str) -> Status {
+    ngx_log_error!(
+        NGX_LOG_ERR,
+        r.log(),
+        "sessions: OpenID Connect back-channel logout refused: {why}"
+    );
+    request::send_body(
+        r,
+        HTTPStatus::BAD_REQUEST,
+        crate::phases::answers::JSON,
+        b"{\"error\":\"invalid_request\"}\n",
+    )
+}
+
+ngx::http_request_handler!(backchannel_handler, backchannel);
+/// `sessions_oidc_backchannel_logout`'s content handler.
+pub const BACKCHANNEL: extern "C" fn(*mut nginx_sys::ngx_http_request_t) -> nginx_sys::ngx_int_t =
+    backchannel_handler;
+
+ngx::http_request_handler!(callback_handler, callback);
+/// `sessions_oidc_callback`'s content handler.
+pub const CALLBACK: extern "C" fn(*mut nginx_sys::ngx_http_request_t) -> nginx_sys::ngx_int_t =
+    callback_handler;

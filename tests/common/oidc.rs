@@ -1,0 +1,234 @@
+//! A real OpenID Provider for the nginx tests: oidc-provider 9 from the
+//! npm registry (`scripts/oidc-provider.sh` installs it; `make test` runs
+//! that first), on a free loopback port, and a browser that logs in
+//! through its own login and consent pages.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use super::{free_port, send, send_with_body, Request, Response};
+
+pub const CLIENT: &str = "ngx-sessions-itest";
+pub const SECRET: &str = "an-itest-client-secret-long-enough";
+
+/// oidc-provider, stopped when dropped.
+pub struct Provider {
+    child: Option<Child>,
+    pub port: u16,
+    pub issuer: String,
+    redirect: String,
+    /// What it printed after it started (back-channel requests it sent).
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Provider {
+    /// A provider whose one client may be sent back to `redirect`.
+    pub fn start(redirect: &str) -> Self {
+        Self::start_with(redirect, &[])
+    }
+
+    /// `logout`: the client's back-channel logout URI, then its
+    /// post-logout redirect URI, if any.
+    pub fn start_with(redirect: &str, logout: &[&str]) -> Self {
+        let port = free_port();
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/oidc-provider");
+        assert!(
+            dir.join("node_modules/oidc-provider/package.json").exists(),
+            "oidc-provider is not installed: run scripts/oidc-provider.sh (make test does)"
+        );
+        let mut child = Command::new("node")
+            .arg(dir.join("provider.mjs"))
+            .args([&port.to_string(), CLIENT, SECRET, redirect])
+            .args(logout)
+            .current_dir(&dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node");
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        out.read_line(&mut line).expect("the provider's first line");
+        // Keep reading, or it dies on a closed pipe.
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let kept = lines.clone();
+        std::thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                kept.lock().unwrap().push(line);
+            }
+        });
+        let issuer = line
+            .trim()
+            .strip_prefix("ready ")
+            .unwrap_or_else(|| panic!("the provider did not start: {line:?}"))
+            .to_string();
+        Self {
+            child: Some(child),
+            port,
+            issuer,
+            redirect: redirect.to_string(),
+            lines,
+        }
+    }
+
+    /// The form bodies of the back-channel logout requests it sent so far.
+    pub fn backchannel_bodies(&self) -> Vec<String> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| l.strip_prefix("backchannel ").map(str::to_string))
+            .collect()
+    }
+
+    /// Stops the provider (a provider that is down).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Writes the client secret file nginx reads and returns the
+    /// `sessions_oidc_*` lines of this provider.
+    pub fn directives(&self, dir: &std::path::Path) -> String {
+        let file = dir.join("client-secret");
+        std::fs::write(&file, format!("{SECRET}\n")).expect("secret file");
+        format!(
+            "sessions_oidc_issuer {issuer}; sessions_oidc_client_id {CLIENT};\n\
+             sessions_oidc_client_secret_file {file}; sessions_oidc_redirect_uri {redirect};\n\
+             sessions_oidc_scopes email profile; sessions_oidc_claims email name;\n",
+            issuer = self.issuer,
+            file = file.display(),
+            redirect = self.redirect,
+        )
+    }
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A browser: a cookie jar shared by every port of 127.0.0.1 (as browsers
+/// key cookies by host), no automatic redirects.
+#[derive(Default, Clone)]
+pub struct Browser {
+    pub cookies: BTreeMap<String, String>,
+}
+
+impl Browser {
+    pub fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    fn keep(&mut self, r: &Response) {
+        for c in r.all("Set-Cookie") {
+            let pair = c.split(';').next().unwrap_or_default();
+            let deleted = c.to_ascii_lowercase().contains("max-age=0");
+            if let Some((k, v)) = pair.split_once('=') {
+                if deleted || v.is_empty() {
+                    self.cookies.remove(k);
+                } else {
+                    self.cookies.insert(k.to_string(), v.to_string());
+                }
+            }
+        }
+    }
+
+    /// GET `path` on `port` as a browser navigating (HTML wanted).
+    pub fn get(&mut self, port: u16, path: &str) -> Response {
+        let mut req = Request::get(path)
+            .header("Host", &format!("127.0.0.1:{port}"))
+            .header("Accept", "text/html,application/xhtml+xml")
+            .header("Sec-Fetch-Mode", "navigate");
+        if !self.cookies.is_empty() {
+            req = req.cookie(&self.cookie_header());
+        }
+        let r = send(port, &req);
+        self.keep(&r);
+        r
+    }
+
+    fn post_form(&mut self, port: u16, path: &str, form: &[(&str, &str)]) -> Response {
+        let body = form
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("&");
+        let mut req = Request::get(path)
+            .header("Host", &format!("127.0.0.1:{port}"))
+            .header("Content-Type", "application/x-www-form-urlencoded");
+        req.method = "POST".into();
+        if !self.cookies.is_empty() {
+            req = req.cookie(&self.cookie_header());
+        }
+        let r = send_with_body(port, &req, body.as_bytes());
+        self.keep(&r);
+        r
+    }
+
+    /// Ends the session at the provider from its end-session `url`,
+    /// answering its confirmation page with yes: where it sends the
+    /// browser after (the post-logout redirect URI).
+    pub fn log_out_at(&mut self, provider: &Provider, url: &str) -> Option<String> {
+        let path = url
+            .strip_prefix(&provider.issuer)
+            .expect("the provider's URL")
+            .to_string();
+        let r = self.get(provider.port, &path);
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        let page = r.text();
+        let xsrf = page
+            .split("name=\"xsrf\" value=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_else(|| panic!("no confirmation form: {page}"))
+            .to_string();
+        let r = self.post_form(
+            provider.port,
+            "/session/end/confirm",
+            &[("xsrf", &xsrf), ("logout", "yes")],
+        );
+        r.header("Location").map(str::to_string)
+    }
+
+    /// Follows the provider's pages from `url` (its authorization URL),
+    /// logging in as `user` and consenting, until it sends the browser to
+    /// `redirect`: that URL, with its code and state.
+    pub fn log_in_at(&mut self, provider: &Provider, url: &str, user: &str) -> String {
+        let mut url = url.to_string();
+        for _ in 0..12 {
+            if url.starts_with(&provider.redirect) {
+                return url;
+            }
+            let path = url.strip_prefix(&provider.issuer).unwrap_or(&url).to_string();
+            assert!(path.starts_with('/'), "the provider sent the browser to {url}");
+            let r = self.get(provider.port, &path);
+            if let Some(next) = r.header("Location") {
+                url = next.to_string();
+                continue;
+            }
+            assert_eq!(r.status, 200, "{path}: {}", r.text());
+            let body = r.text();
+            let form: Vec<(&str, &str)> = if body.contains("name=\"login\"") {
+                vec![("prompt", "login"), ("login", user), ("password", "any")]
+            } else {
+                vec![("prompt", "consent")]
+            };
+            let r = self.post_form(provider.port, &path, &form);
+            url = r
+                .header("Location")
+                .unwrap_or_else(|| panic!("{path} answered {} to the form: {}", r.status, r.text()))
+                .to_string();
+        }
+        panic!("the provider never sent the browser back")
+    }
+}

@@ -1,0 +1,328 @@
+// Logins through a real OpenID Provider (oidc-provider 9, on loopback):
+// the gate sends browsers to the provider and scripts get 401; the
+// callback logs the session in under a new id with the provider's claims
+// and returns to where the login began; forged, replayed and mismatched
+// callbacks are refused with one log line and nobody logged in.
+// `oidc.rs`, `oidc_redis.rs` and `oidc_cookie.rs` run it, each with its
+// store in `SUITE`.
+
+use common::oidc::{Browser, Provider};
+use common::{Nginx, Request};
+
+const CALLBACK: &str = "/_oidc/callback";
+const BACKCHANNEL: &str = "/_oidc/backchannel";
+
+fn conf(provider: &Provider, n: &Nginx) -> String {
+    format!(
+        "
+    server {{
+        listen 127.0.0.1:{{port}};
+        root html;
+        sessions on; sessions_secret oidc-test-secret-0123456789abcdef; sessions_name sid;
+        {oidc}
+        add_header X-User $session_user always;
+        add_header X-Email $session_data_email always;
+        add_header X-Name $session_data_name always;
+        location / {{ sessions_require_login on; try_files $uri /index.html; }}
+        location = {CALLBACK} {{ sessions_oidc_callback; }}
+        location = /public {{ try_files /index.html =404; }}
+        location = /logout {{ sessions_logout /bye;
+            sessions_oidc_post_logout_redirect_uri http://127.0.0.1:{{port}}/bye; }}
+        location = /local-logout {{ sessions_oidc_issuer off; sessions_logout; }}
+        location = {BACKCHANNEL} {{ sessions_oidc_backchannel_logout; }}
+    }}",
+        oidc = provider.directives(&n.dir)
+    )
+}
+
+/// nginx and a provider that sends browsers back to its callback, its
+/// back-channel logouts to nginx, and browsers after a logout to `/bye`.
+fn start() -> (Nginx, Provider) {
+    let mut n = Nginx::prepare("oidc");
+    let site = format!("http://127.0.0.1:{}", n.port);
+    let provider = Provider::start_with(
+        &format!("{site}{CALLBACK}"),
+        &[&format!("{site}{BACKCHANNEL}"), &format!("{site}/bye")],
+    );
+    n.write_conf(1, &conf(&provider, &n));
+    n.spawn();
+    (n, provider)
+}
+
+/// A browser logged in as `user` through the provider.
+fn logged_in(n: &Nginx, provider: &Provider, user: &str) -> Browser {
+    let mut b = Browser::default();
+    let back = to_callback(n, provider, &mut b, "/", user);
+    assert_eq!(b.get(n.port, &back).status, 302, "{}", n.error_log());
+    assert_eq!(b.get(n.port, "/").header("X-User"), Some(user));
+    b
+}
+
+/// Where a redirect leads, which must be this very site (nginx makes the
+/// module's relative `Location` absolute).
+fn local(n: &Nginx, r: &common::Response) -> String {
+    let to = r.header("Location").expect("a redirect");
+    let site = format!("http://127.0.0.1:{}/", n.port);
+    assert!(to.starts_with(&site), "{to} leaves the site");
+    to[site.len() - 1..].to_string()
+}
+
+/// The path and query of the callback URL the provider sent the browser to.
+fn callback_path(url: &str) -> String {
+    let at = url.find(CALLBACK).expect("the callback");
+    url[at..].to_string()
+}
+
+/// A browser that asked for `path`, was sent to the provider and logged in
+/// there as `user`: the callback URL the provider sent it to, not yet visited.
+fn to_callback(n: &Nginx, provider: &Provider, b: &mut Browser, path: &str, user: &str) -> String {
+    let r = b.get(n.port, path);
+    assert_eq!(r.status, 302, "the gate redirects a browser: {}", n.error_log());
+    let to = r.header("Location").expect("where to").to_string();
+    assert!(to.starts_with(&format!("{}/auth?", provider.issuer)), "{to}");
+    assert!(to.contains("code_challenge_method=S256"), "{to}");
+    assert!(b.cookies.contains_key("sid_oidc"), "the login cookie is set");
+    callback_path(&b.log_in_at(provider, &to, user))
+}
+
+#[test]
+fn a_browser_logs_in_at_the_provider_and_returns_where_it_began() {
+    let (n, provider) = start();
+    let mut b = Browser::default();
+    let back = to_callback(&n, &provider, &mut b, "/private/page?x=1", "alice");
+    let before = b.cookies.get("sid").cloned().expect("a pre-login session");
+    let r = b.get(n.port, &back);
+    assert_eq!(r.status, 302, "{}\n{}", r.text(), n.error_log());
+    assert_eq!(local(&n, &r), "/private/page?x=1");
+    let after = b.cookies.get("sid").cloned().expect("a session");
+    assert_ne!(before, after, "a new session id at login");
+    assert!(!b.cookies.contains_key("sid_oidc"), "the login cookie is deleted");
+
+    let r = b.get(n.port, "/private/page?x=1");
+    assert_eq!(r.status, 200, "{}", n.error_log());
+    assert_eq!(r.header("X-User"), Some("alice"));
+    assert_eq!(r.header("X-Email"), Some("alice@example.org"));
+    assert_eq!(r.header("X-Name"), Some("User alice"));
+    assert!(n.error_log().contains("logged in through the OpenID Provider"));
+
+    // The same callback again: its login is over (and its code used).
+    let r = b.get(n.port, &back);
+    assert_eq!(r.status, 400);
+    assert_eq!(b.get(n.port, "/").header("X-User"), Some("alice"), "still logged in");
+    n.assert_clean_log();
+}
+
+#[test]
+fn scripts_get_401_and_no_provider_call() {
+    let (n, _provider) = start();
+    for (k, v) in [
+        ("Accept", "application/json"),
+        ("X-Requested-With", "XMLHttpRequest"),
+        ("Sec-Fetch-Mode", "cors"),
+    ] {
+        let r = n.request(Request::get("/api").header(k, v));
+        assert_eq!(r.status, 401, "{k}: {v}");
+        assert!(r.set_cookies("sid_oidc").is_empty());
+    }
+    assert!(!n.error_log().contains("OpenID Connect"), "{}", n.error_log());
+}
+
+#[test]
+fn a_mismatched_state_is_refused_and_nobody_is_logged_in() {
+    let (n, provider) = start();
+    let mut b = Browser::default();
+    let back = to_callback(&n, &provider, &mut b, "/", "mallory");
+    let forged = back.replace("state=", "state=x");
+    let r = b.get(n.port, &forged);
+    assert_eq!(r.status, 400);
+    assert!(n.error_log().contains("the state parameter does not match"));
+    assert_eq!(b.get(n.port, "/public").header("X-User"), None, "nobody logged in");
+    n.assert_clean_log();
+}
+
+#[test]
+fn a_callback_without_a_pre_login_session_is_refused() {
+    let (n, provider) = start();
+    let mut b = Browser::default();
+    let back = to_callback(&n, &provider, &mut b, "/", "eve");
+    // Another browser (no session, no login cookie) presents the code.
+    let mut other = Browser::default();
+    let r = other.get(n.port, &back);
+    assert_eq!(r.status, 400);
+    assert!(n.error_log().contains("no login in progress"));
+    assert_eq!(other.get(n.port, "/public").header("X-User"), None, "nobody logged in");
+    // The victim's own login cookie moved to another session does not work either.
+    let mut thief = Browser::default();
+    thief.get(n.port, "/public");
+    thief.cookies.insert("sid_oidc".into(), b.cookies["sid_oidc"].clone());
+    assert_eq!(thief.get(n.port, &back).status, 400);
+    assert!(n.error_log().contains("begun by another session"));
+    n.assert_clean_log();
+}
+
+#[test]
+fn a_replayed_code_is_refused_by_the_provider() {
+    let (n, provider) = start();
+    let mut a = Browser::default();
+    let back_a = to_callback(&n, &provider, &mut a, "/", "alice");
+    assert_eq!(a.get(n.port, &back_a).status, 302);
+    // B begins a login of its own, then presents A's (used) code with its own state.
+    let mut b = Browser::default();
+    let back_b = to_callback(&n, &provider, &mut b, "/", "bob");
+    let code_a = back_a.split("code=").nth(1).unwrap().split('&').next().unwrap();
+    let state_b = back_b.split("state=").nth(1).unwrap().split('&').next().unwrap();
+    let r = b.get(n.port, &format!("{CALLBACK}?code={code_a}&state={state_b}"));
+    assert_eq!(r.status, 400, "{}", n.error_log());
+    assert!(n.error_log().contains("refused the code"), "{}", n.error_log());
+    assert_eq!(b.get(n.port, "/public").header("X-User"), None, "nobody logged in");
+    n.assert_clean_log();
+}
+
+#[test]
+fn a_forged_return_url_never_leaves_the_site() {
+    let (n, provider) = start();
+    let mut b = Browser::default();
+    // The callback's own query cannot name where to go.
+    let back = to_callback(&n, &provider, &mut b, "//evil.example/x", "alice");
+    let r = b.get(n.port, &format!("{back}&rd=https://evil.example/"));
+    assert_eq!(r.status, 302, "{}", n.error_log());
+    assert_eq!(local(&n, &r), "/");
+    n.assert_clean_log();
+}
+
+#[test]
+fn a_provider_that_is_down_gets_502_and_sessions_stay() {
+    let (n, mut provider) = start();
+    let mut a = Browser::default();
+    let back = to_callback(&n, &provider, &mut a, "/", "alice");
+    assert_eq!(a.get(n.port, &back).status, 302);
+    // Another visitor is at the provider's pages when it goes down.
+    let mut b = Browser::default();
+    let back_b = to_callback(&n, &provider, &mut b, "/", "bob");
+    provider.stop();
+    // Logged-in sessions need no provider.
+    assert_eq!(a.get(n.port, "/").header("X-User"), Some("alice"));
+    // The callback cannot exchange its code: 502, the module's page, one
+    // log line, no half-made session.
+    let r = b.get(n.port, &back_b);
+    assert_eq!(r.status, 502, "{}", n.error_log());
+    assert!(r.text().contains("Login failed"), "{}", r.text());
+    assert_eq!(n.error_log().matches("the OpenID provider failed").count(), 1, "{}", n.error_log());
+    assert_eq!(b.get(n.port, "/public").header("X-User"), None, "nobody logged in");
+    n.assert_clean_log();
+}
+
+#[test]
+fn a_login_cannot_begin_while_the_provider_is_down() {
+    let (n, mut provider) = start();
+    provider.stop();
+    let mut b = Browser::default();
+    let r = b.get(n.port, "/private");
+    assert_eq!(r.status, 502, "{}", n.error_log());
+    assert!(r.set_cookies("sid_oidc").is_empty());
+    assert!(n.error_log().contains("login not begun: the OpenID provider failed"), "{}", n.error_log());
+    n.assert_clean_log();
+}
+
+#[test]
+fn nginx_t_refuses_incomplete_or_wrong_settings() {
+    let n = Nginx::prepare("oidc-conf");
+    std::fs::write(n.dir.join("secret"), "s3cret\n").unwrap();
+    let server = |body: &str| {
+        format!(
+            "server {{ listen 127.0.0.1:{{port}}; sessions on; sessions_secret oidc-conf-test-secret-0123456789; {body} }}"
+        )
+    };
+    let full = "sessions_oidc_issuer https://id.example; sessions_oidc_client_id app; \
+                sessions_oidc_redirect_uri https://app.example/cb;";
+    for (body, said) in [
+        (
+            "sessions_oidc_issuer https://id.example; location / { sessions_require_login on; }",
+            "\"sessions_oidc_issuer\" needs \"sessions_oidc_client_id\"",
+        ),
+        (
+            "sessions_oidc_issuer https://id.example; sessions_oidc_client_id app; location / { sessions_require_login on; }",
+            "\"sessions_oidc_issuer\" needs \"sessions_oidc_redirect_uri\"",
+        ),
+        ("location = /cb { sessions_oidc_callback; }", "\"sessions_oidc_callback\" needs \"sessions_oidc_issuer\""),
+        (
+            &format!("{full} location = /cb {{ sessions off; sessions_oidc_callback; }}"),
+            "\"sessions_oidc_callback\" needs \"sessions on\"",
+        ),
+        ("sessions_oidc_issuer id.example;", "it must be an http:// or https:// URL"),
+        ("sessions_oidc_issuer https://id.example/?x;", "must not have a query"),
+        ("sessions_oidc_redirect_uri https://app.example/cb#f;", "must not have a fragment"),
+        ("sessions_oidc_claims email.verified;", "1 to 32 characters"),
+        ("sessions_oidc_timeout soon;", "sessions_oidc_timeout"),
+        ("sessions_oidc_client_secret_file missing-file;", "cannot read"),
+        ("sessions_oidc_client_id a; sessions_oidc_client_id b;", "is duplicate"),
+    ] {
+        n.write_conf(1, &server(body));
+        let (ok, out) = n.test_config();
+        assert!(!ok && out.contains(said), "{body}\n{out}");
+        assert!(!out.contains("s3cret"));
+    }
+    n.write_conf(
+        1,
+        &server(&format!(
+            "{full} sessions_oidc_client_secret_file {dir}/secret; sessions_oidc_scopes email profile; \
+             sessions_oidc_claims email name; sessions_oidc_user_claim email; sessions_oidc_timeout 2s; \
+             location / {{ sessions_require_login on; }} location = /cb {{ sessions_oidc_callback; }}",
+            dir = n.dir.display()
+        )),
+    );
+    let (ok, out) = n.test_config();
+    assert!(ok, "{out}");
+}
+
+#[test]
+fn logout_goes_on_to_the_provider_whose_back_channel_ends_the_users_other_sessions() {
+    let (n, provider) = start();
+    let mut laptop = logged_in(&n, &provider, "alice");
+    let mut phone = logged_in(&n, &provider, "alice");
+    let bob = logged_in(&n, &provider, "bob");
+
+    let r = laptop.get(n.port, "/logout");
+    assert_eq!(r.status, 302, "{}", n.error_log());
+    let to = r.header("Location").expect("the provider's end-session URL").to_string();
+    assert!(to.starts_with(&format!("{}/session/end?", provider.issuer)), "{to}");
+    assert!(to.contains("post_logout_redirect_uri=http%3A%2F%2F127.0.0.1"), "{to}");
+    assert_eq!(laptop.get(n.port, "/public").header("X-User"), None, "ended here at once");
+    assert_eq!(phone.get(n.port, "/public").header("X-User"), Some("alice"), "not yet elsewhere");
+
+    // At the provider: its session ends, it tells nginx through the back
+    // channel, and sends the browser to the configured page.
+    let after = laptop.log_out_at(&provider, &to);
+    assert_eq!(after.as_deref(), Some(format!("http://127.0.0.1:{}/bye", n.port).as_str()));
+    let bodies = provider.backchannel_bodies();
+    assert_eq!(bodies.len(), 1, "{}", n.error_log());
+    assert!(n.error_log().contains("back-channel logout of a user"), "{}", n.error_log());
+    assert_eq!(phone.get(n.port, "/public").header("X-User"), None, "alice's other session ended");
+    assert_eq!(bob.clone().get(n.port, "/public").header("X-User"), Some("bob"), "bob's stays");
+
+    // The same logout token again is refused (jti), and a forged one.
+    let replay = common::send_with_body(n.port, &post(BACKCHANNEL), bodies[0].as_bytes());
+    assert_eq!(replay.status, 400);
+    assert!(n.error_log().contains("the logout token was used before"));
+    let forged = common::send_with_body(n.port, &post(BACKCHANNEL), b"logout_token=eyJhbGciOiJub25lIn0.e30.");
+    assert_eq!(forged.status, 400);
+    assert_eq!(common::send(n.port, &Request::get(BACKCHANNEL)).status, 405);
+    n.assert_clean_log();
+}
+
+#[test]
+fn a_logout_without_the_provider_stays_local() {
+    let (n, provider) = start();
+    let mut b = logged_in(&n, &provider, "carol");
+    let r = b.get(n.port, "/local-logout");
+    assert_eq!(r.status, 204);
+    assert_eq!(b.get(n.port, "/public").header("X-User"), None);
+    assert!(provider.backchannel_bodies().is_empty());
+    n.assert_clean_log();
+}
+
+fn post(path: &str) -> Request {
+    let mut r = Request::get(path).header("Content-Type", "application/x-www-form-urlencoded");
+    r.method = "POST".into();
+    r
+}
