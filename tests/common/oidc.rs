@@ -22,6 +22,10 @@ pub struct Provider {
     redirect: String,
     /// What it printed after it started (back-channel requests it sent).
     lines: Arc<Mutex<Vec<String>>>,
+    /// Its command-line arguments after the port, to start it again.
+    args: Vec<String>,
+    /// Where its signing keys are kept across restarts.
+    keys: PathBuf,
 }
 
 impl Provider {
@@ -34,6 +38,53 @@ impl Provider {
     /// post-logout redirect URI, if any.
     pub fn start_with(redirect: &str, logout: &[&str]) -> Self {
         let port = free_port();
+        let mut args = vec![CLIENT.to_string(), SECRET.to_string(), redirect.to_string()];
+        args.extend(logout.iter().map(|s| s.to_string()));
+        let keys = std::env::temp_dir().join(format!(
+            "ngx-sessions-oidc-keys-{port}-{}.json",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&keys);
+        let (child, issuer, lines) = Self::spawn(port, &args, &keys, false);
+        Self {
+            child: Some(child),
+            port,
+            issuer,
+            redirect: redirect.to_string(),
+            lines,
+            args,
+            keys,
+        }
+    }
+
+    /// Starts it again on the same port with a new signing key published
+    /// first, beside the old one (key rotation).
+    pub fn restart_rotated(&mut self) {
+        self.stop();
+        let (child, _, lines) = Self::spawn(self.port, &self.args, &self.keys, true);
+        self.child = Some(child);
+        self.lines = lines;
+    }
+
+    /// From now on its token endpoint hands out ID tokens forged by `mode`
+    /// (`off` to stop; see tests/oidc/provider.mjs).
+    pub fn tamper(&self, mode: &str) {
+        let r = send(self.port, &Request::get(&format!("/_test/tamper?mode={mode}")));
+        assert_eq!(r.text(), format!("tamper {mode}\n"));
+    }
+
+    /// From now on its token endpoint answers after `ms` milliseconds.
+    pub fn slow(&self, ms: u64) {
+        let r = send(self.port, &Request::get(&format!("/_test/slow?ms={ms}")));
+        assert_eq!(r.text(), format!("slow {ms}\n"));
+    }
+
+    fn spawn(
+        port: u16,
+        args: &[String],
+        keys: &std::path::Path,
+        rotate: bool,
+    ) -> (Child, String, Arc<Mutex<Vec<String>>>) {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/oidc-provider");
         assert!(
             dir.join("node_modules/oidc-provider/package.json").exists(),
@@ -41,8 +92,10 @@ impl Provider {
         );
         let mut child = Command::new("node")
             .arg(dir.join("provider.mjs"))
-            .args([&port.to_string(), CLIENT, SECRET, redirect])
-            .args(logout)
+            .arg(port.to_string())
+            .args(args)
+            .env("OIDC_KEYS", keys)
+            .env("OIDC_ROTATE", if rotate { "1" } else { "0" })
             .current_dir(&dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -64,13 +117,22 @@ impl Provider {
             .strip_prefix("ready ")
             .unwrap_or_else(|| panic!("the provider did not start: {line:?}"))
             .to_string();
-        Self {
-            child: Some(child),
-            port,
-            issuer,
-            redirect: redirect.to_string(),
-            lines,
-        }
+        (child, issuer, lines)
+    }
+
+    /// The `kid` of the key that signed each ID token it handed out since
+    /// it (re)started.
+    pub fn signing_kids(&self) -> Vec<String> {
+        self.printed("signed ")
+    }
+
+    fn printed(&self, prefix: &str) -> Vec<String> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| l.strip_prefix(prefix).map(str::to_string))
+            .collect()
     }
 
     /// The form bodies of the back-channel logout requests it sent so far.
@@ -110,6 +172,7 @@ impl Provider {
 impl Drop for Provider {
     fn drop(&mut self) {
         self.stop();
+        let _ = std::fs::remove_file(&self.keys);
     }
 }
 

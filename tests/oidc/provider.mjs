@@ -5,7 +5,18 @@
 // usage: node provider.mjs PORT CLIENT_ID CLIENT_SECRET REDIRECT_URI
 //                          [BACKCHANNEL_LOGOUT_URI [POST_LOGOUT_REDIRECT_URI]]
 // Prints "ready ISSUER" on stdout once it listens, then "backchannel BODY"
-// for each back-channel logout request it sends (the tests replay them).
+// for each back-channel logout request it sends (the tests replay them)
+// and "signed KID" for each ID token it hands out.
+//
+// Its signing keys live in the file $OIDC_KEYS (made with one RSA key if
+// missing); with OIDC_ROTATE=1 a new key is made and published first, beside
+// the old ones: key rotation, as a provider restarted with a new key does.
+// GET /_test/tamper?mode=M makes the token endpoint hand out forged ID
+// tokens (none, hs256-public, other-key, aud, iss, nonce, expired) until
+// mode=off: the attacks a relying party must refuse. GET /_test/slow?ms=N
+// delays its token endpoint's answers by N ms (0: not at all).
+import crypto from 'node:crypto';
+import fs from 'node:fs';
 import Provider from 'oidc-provider';
 
 const [port, clientId, clientSecret, redirectUri, backchannelUri, postLogoutUri] = process.argv.slice(2);
@@ -27,8 +38,63 @@ if (postLogoutUri) {
   client.post_logout_redirect_uris = [postLogoutUri];
 }
 
+function newKey() {
+  const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+  return { ...privateKey.export({ format: 'jwk' }), kid: crypto.randomUUID(), alg: 'RS256', use: 'sig' };
+}
+const keysFile = process.env.OIDC_KEYS;
+let keys = keysFile && fs.existsSync(keysFile) ? JSON.parse(fs.readFileSync(keysFile, 'utf8')) : [newKey()];
+if (process.env.OIDC_ROTATE === '1') {
+  keys = [newKey(), ...keys];
+}
+if (keysFile) {
+  fs.writeFileSync(keysFile, JSON.stringify(keys));
+}
+
+const b64 = (v) => Buffer.from(typeof v === 'string' ? v : JSON.stringify(v)).toString('base64url');
+const unb64 = (s) => JSON.parse(Buffer.from(s, 'base64url').toString());
+
+// Re-signs or breaks an ID token the provider made, by `mode`.
+function tamper(token, mode) {
+  const [h, p] = token.split('.');
+  const header = unb64(h);
+  const payload = unb64(p);
+  const signer = crypto.createPrivateKey({ key: keys[0], format: 'jwk' });
+  const rs256 = (hdr, body, key) => {
+    const input = `${b64(hdr)}.${b64(body)}`;
+    return `${input}.${crypto.sign('sha256', Buffer.from(input), key).toString('base64url')}`;
+  };
+  switch (mode) {
+    case 'none':
+      return `${b64({ alg: 'none', typ: 'JWT' })}.${b64(payload)}.`;
+    case 'hs256-public': {
+      const pem = crypto.createPublicKey(signer).export({ type: 'spki', format: 'pem' });
+      const hdr = { alg: 'HS256', typ: 'JWT', kid: header.kid };
+      const input = `${b64(hdr)}.${b64(payload)}`;
+      return `${input}.${crypto.createHmac('sha256', pem).update(input).digest('base64url')}`;
+    }
+    case 'other-key':
+      return rs256(header, payload, crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey);
+    case 'aud':
+      return rs256(header, { ...payload, aud: 'another-client' }, signer);
+    case 'iss':
+      return rs256(header, { ...payload, iss: 'http://127.0.0.1:1' }, signer);
+    case 'nonce':
+      return rs256(header, { ...payload, nonce: 'not-the-login-nonce' }, signer);
+    case 'expired': {
+      const now = Math.floor(Date.now() / 1000);
+      return rs256(header, { ...payload, iat: now - 7200, exp: now - 3600 }, signer);
+    }
+    default:
+      return token;
+  }
+}
+let tamperMode = 'off';
+let slowMs = 0;
+
 const provider = new Provider(issuer, {
   clients: [client],
+  jwks: { keys },
   pkce: { required: () => true },
   claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name'] },
   findAccount: (ctx, id) => ({
@@ -57,6 +123,29 @@ const provider = new Provider(issuer, {
 });
 // Loopback only, plain HTTP: tests only.
 provider.proxy = false;
+
+provider.use(async (ctx, next) => {
+  if (ctx.path === '/_test/tamper') {
+    tamperMode = String(ctx.query.mode || 'off');
+    ctx.body = `tamper ${tamperMode}\n`;
+    return;
+  }
+  if (ctx.path === '/_test/slow') {
+    slowMs = Number(ctx.query.ms || 0);
+    ctx.body = `slow ${slowMs}\n`;
+    return;
+  }
+  if (ctx.path === '/token' && slowMs > 0) {
+    await new Promise((resolve) => { setTimeout(resolve, slowMs); });
+  }
+  await next();
+  if (ctx.path === '/token' && ctx.body && ctx.body.id_token) {
+    process.stdout.write(`signed ${unb64(ctx.body.id_token.split('.')[0]).kid}\n`);
+  }
+  if (ctx.path === '/token' && tamperMode !== 'off' && ctx.body && ctx.body.id_token) {
+    ctx.body = { ...ctx.body, id_token: tamper(ctx.body.id_token, tamperMode) };
+  }
+});
 
 provider.listen(Number(port), '127.0.0.1', () => {
   process.stdout.write(`ready ${issuer}\n`);

@@ -20,6 +20,7 @@ fn conf(provider: &Provider, n: &Nginx) -> String {
         root html;
         sessions on; sessions_secret oidc-test-secret-0123456789abcdef; sessions_name sid;
         {oidc}
+        sessions_oidc_timeout 1s;
         add_header X-User $session_user always;
         add_header X-Email $session_data_email always;
         add_header X-Name $session_data_name always;
@@ -325,4 +326,74 @@ fn post(path: &str) -> Request {
     let mut r = Request::get(path).header("Content-Type", "application/x-www-form-urlencoded");
     r.method = "POST".into();
     r
+}
+
+#[test]
+fn forged_id_tokens_are_refused_and_nobody_is_logged_in() {
+    let (n, provider) = start();
+    for (mode, said) in [
+        ("none", "ID token refused"),
+        ("hs256-public", "ID token refused"),
+        ("other-key", "ID token refused"),
+        ("aud", "ID token refused"),
+        ("iss", "ID token refused"),
+        ("nonce", "ID token refused"),
+        ("expired", "ID token refused"),
+    ] {
+        let mut b = Browser::default();
+        let back = to_callback(&n, &provider, &mut b, "/", "mallory");
+        provider.tamper(mode);
+        let before = n.error_log().matches(said).count();
+        let r = b.get(n.port, &back);
+        provider.tamper("off");
+        assert_eq!(r.status, 403, "{mode}: {}", n.error_log());
+        assert_eq!(n.error_log().matches(said).count(), before + 1, "{mode}: one log line");
+        assert_eq!(b.get(n.port, "/public").header("X-User"), None, "{mode}: nobody logged in");
+    }
+    // The provider's own tokens still log in.
+    logged_in(&n, &provider, "alice");
+    n.assert_clean_log();
+}
+
+#[test]
+fn a_provider_restarted_with_a_new_key_keeps_logging_in() {
+    let (n, mut provider) = start();
+    logged_in(&n, &provider, "alice");
+    let old = provider.signing_kids();
+    // The new key signs from now on; nginx's cached key set lacks it and
+    // fetches the set again, once.
+    provider.restart_rotated();
+    logged_in(&n, &provider, "bob");
+    let new = provider.signing_kids();
+    assert_eq!((old.len(), new.len()), (1, 1));
+    assert_ne!(old, new, "the new key signed bob's token");
+    n.assert_clean_log();
+}
+
+#[test]
+fn a_slow_provider_gets_502_within_the_timeout_and_blocks_nobody() {
+    use std::time::{Duration, Instant};
+    let (n, provider) = start();
+    let mut b = Browser::default();
+    let back = to_callback(&n, &provider, &mut b, "/", "alice");
+    let already = logged_in(&n, &provider, "bob");
+    provider.slow(3_000);
+    let waiting = {
+        let (port, back, mut b) = (n.port, back.clone(), b.clone());
+        std::thread::spawn(move || {
+            let t = Instant::now();
+            (b.get(port, &back).status, t.elapsed())
+        })
+    };
+    // The worker goes on serving while that login waits for the provider.
+    std::thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    assert_eq!(already.clone().get(n.port, "/").header("X-User"), Some("bob"));
+    assert!(t.elapsed() < Duration::from_millis(500), "served at once: {:?}", t.elapsed());
+    let (status, took) = waiting.join().unwrap();
+    provider.slow(0);
+    assert_eq!(status, 502, "{}", n.error_log());
+    assert!(took < Duration::from_millis(2_900), "within sessions_oidc_timeout: {took:?}");
+    assert_eq!(b.get(n.port, "/public").header("X-User"), None, "nobody logged in");
+    n.assert_clean_log();
 }
