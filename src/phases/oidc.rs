@@ -9,6 +9,7 @@ use ngx::core::Status;
 use ngx::http::{HTTPStatus, HttpModuleLocationConf, HttpModuleMainConf, Request};
 use ngx::ngx_log_error;
 use sessions_core::access::oidc::{self as login, LoginState};
+use sessions_core::engine::store::{Event, OidcOutcome, Store};
 use sessions_sidecar::oidc::{OidcError, OidcSettings};
 use sessions_sidecar::{Answer, OidcAnswer, OidcCall};
 
@@ -41,6 +42,7 @@ pub fn begin(r: &mut Request, lc: &LocConf) -> Status {
             r.log(),
             "sessions: OpenID Connect login not begun: the side-car is not running or is saturated"
         );
+        count(r, OidcOutcome::Busy);
         return HTTPStatus::SERVICE_UNAVAILABLE.into();
     }
     Status::NGX_AGAIN
@@ -135,8 +137,16 @@ fn ended(r: &mut Request, answer: Answer) -> Status {
     crate::phases::answers::logged_out(r, lc)
 }
 
+/// Counts how a step of a login or logout ended, for `sessions_status`.
+pub fn count(r: &Request, outcome: OidcOutcome) {
+    if let Some(table) = Module::main_conf(r).and_then(|m| m.table) {
+        table.with(|t| t.count(Event::Oidc(outcome)));
+    }
+}
+
 /// One log line for a refused callback, and its status: nobody logged in.
 pub fn refuse(r: &mut Request, status: HTTPStatus, why: &str) -> Status {
+    count(r, OidcOutcome::CallbackRefused);
     ngx_log_error!(
         NGX_LOG_ERR,
         r.log(),
@@ -147,11 +157,16 @@ pub fn refuse(r: &mut Request, status: HTTPStatus, why: &str) -> Status {
 
 /// The status of a failure of the provider's or of a token, with one log line.
 pub fn failure(r: &Request, what: &str, e: &OidcError) -> HTTPStatus {
-    let status = match e {
-        OidcError::Provider(_) | OidcError::Settings(_) => HTTPStatus::BAD_GATEWAY,
-        OidcError::CodeRefused(_) => HTTPStatus::BAD_REQUEST,
-        OidcError::RefreshRefused(_) | OidcError::Token(_) | OidcError::NoUser(_) => HTTPStatus::FORBIDDEN,
+    let (status, outcome) = match e {
+        OidcError::Provider(_) | OidcError::Settings(_) => {
+            (HTTPStatus::BAD_GATEWAY, OidcOutcome::ProviderFailed)
+        }
+        OidcError::CodeRefused(_) => (HTTPStatus::BAD_REQUEST, OidcOutcome::TokenRefused),
+        OidcError::RefreshRefused(_) | OidcError::Token(_) | OidcError::NoUser(_) => {
+            (HTTPStatus::FORBIDDEN, OidcOutcome::TokenRefused)
+        }
     };
+    count(r, outcome);
     ngx_log_error!(NGX_LOG_ERR, r.log(), "sessions: OpenID Connect {what}: {e}");
     status
 }

@@ -20,7 +20,8 @@ use crate::nginx::park;
 use crate::nginx::request;
 use crate::phases::access::store_of;
 use crate::phases::cookies::SCRATCH;
-use crate::phases::oidc::{failure, page, provider, refuse, set_login_cookie};
+use crate::phases::oidc::{count, failure, page, provider, refuse, set_login_cookie};
+use sessions_core::engine::store::OidcOutcome;
 
 /// The login cookie the request carries, opened.
 fn login_state(r: &Request, lc: &LocConf, main: &MainConf) -> Result<LoginState, LoginRefused> {
@@ -83,6 +84,7 @@ fn callback(r: &mut Request) -> Status {
             r.log(),
             "sessions: OpenID Connect login not finished: the side-car is not running or is saturated"
         );
+        count(r, OidcOutcome::Busy);
         return page(r, HTTPStatus::SERVICE_UNAVAILABLE);
     }
     Status::NGX_DONE
@@ -162,6 +164,7 @@ fn finished(r: &mut Request, answer: Answer) -> Status {
         r.log(),
         "sessions: session logged in through the OpenID Provider, new id issued"
     );
+    count(r, OidcOutcome::LoggedIn);
     request::redirect(r, &return_to)
 }
 
@@ -273,6 +276,7 @@ fn backchannel_body(r: &mut Request) -> Status {
             r.log(),
             "sessions: OpenID Connect back-channel logout not done: the side-car is not running or is saturated"
         );
+        count(r, OidcOutcome::Busy);
         return HTTPStatus::SERVICE_UNAVAILABLE.into();
     }
     Status::NGX_DONE
@@ -313,6 +317,7 @@ fn logout_token_checked(r: &mut Request, answer: Answer) -> Status {
         r.log(),
         "sessions: OpenID Connect back-channel logout of a user"
     );
+    count(r, OidcOutcome::BackchannelLogout);
     let user = sub.into_bytes();
     store_of(lc.store()).admin(
         r,
@@ -324,6 +329,7 @@ fn logout_token_checked(r: &mut Request, answer: Answer) -> Status {
 
 /// 400 with one log line: the provider's logout request was not acted on.
 fn logout_refused(r: &mut Request, why: &str) -> Status {
+    count(r, OidcOutcome::BackchannelRefused);
     ngx_log_error!(
         NGX_LOG_ERR,
         r.log(),

@@ -5,6 +5,7 @@ use std::fmt::Write;
 use nginx_sys::{NGX_HTTP_GET, NGX_HTTP_HEAD};
 use ngx::core::Status;
 use ngx::http::{HTTPStatus, HttpModuleMainConf, Request};
+use sessions_core::engine::store::OidcOutcome;
 use sessions_core::stores::redis::journal::JournalStats;
 use sessions_core::stores::zone::table::Stats;
 
@@ -121,6 +122,28 @@ fn render(s: &Snapshot) -> String {
         &[
             ("action=\"refused\"", st.redis_refused),
             ("action=\"local\"", st.redis_local),
+        ],
+    );
+    let oidc = |o: OidcOutcome| st.oidc[o as usize];
+    metric(
+        "oidc_logins_total",
+        "counter",
+        "OpenID Connect logins (and logouts sent on to the provider), by how they ended.",
+        &[
+            ("result=\"logged_in\"", oidc(OidcOutcome::LoggedIn)),
+            ("result=\"provider_failed\"", oidc(OidcOutcome::ProviderFailed)),
+            ("result=\"callback_refused\"", oidc(OidcOutcome::CallbackRefused)),
+            ("result=\"token_refused\"", oidc(OidcOutcome::TokenRefused)),
+            ("result=\"busy\"", oidc(OidcOutcome::Busy)),
+        ],
+    );
+    metric(
+        "oidc_backchannel_logouts_total",
+        "counter",
+        "OpenID Connect back-channel logout tokens, accepted or refused.",
+        &[
+            ("result=\"accepted\"", oidc(OidcOutcome::BackchannelLogout)),
+            ("result=\"refused\"", oidc(OidcOutcome::BackchannelRefused)),
         ],
     );
     if let Some((waiting, js)) = s.pending {

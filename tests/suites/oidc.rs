@@ -31,6 +31,7 @@ fn conf(provider: &Provider, n: &Nginx) -> String {
             sessions_oidc_post_logout_redirect_uri http://127.0.0.1:{{port}}/bye; }}
         location = /local-logout {{ sessions_oidc_issuer off; sessions_logout; }}
         location = {BACKCHANNEL} {{ sessions_oidc_backchannel_logout; }}
+        location = /metrics {{ sessions_status; }}
     }}",
         oidc = provider.directives(&n.dir)
     )
@@ -302,6 +303,8 @@ fn logout_goes_on_to_the_provider_whose_back_channel_ends_the_users_other_sessio
     assert_eq!(bob.clone().get(n.port, "/public").header("X-User"), Some("bob"), "bob's stays");
 
     // The same logout token again is refused (jti), and a forged one.
+    let metrics = n.get("/metrics").text();
+    assert!(metrics.contains("result=\"accepted\"} 1"), "{metrics}");
     let replay = common::send_with_body(n.port, &post(BACKCHANNEL), bodies[0].as_bytes());
     assert_eq!(replay.status, 400);
     assert!(n.error_log().contains("the logout token was used before"));
@@ -352,6 +355,9 @@ fn forged_id_tokens_are_refused_and_nobody_is_logged_in() {
     }
     // The provider's own tokens still log in.
     logged_in(&n, &provider, "alice");
+    let metrics = n.get("/metrics").text();
+    assert!(metrics.contains("result=\"token_refused\"} 7"), "{metrics}");
+    assert!(metrics.contains("result=\"logged_in\"} 1"), "{metrics}");
     n.assert_clean_log();
 }
 

@@ -32,6 +32,28 @@ pub enum Event {
     RedisUnavailable {
         local: bool,
     },
+    /// A step of a login through an OpenID Provider ended.
+    Oidc(OidcOutcome),
+}
+
+/// How a step of an OpenID Connect login or logout ended, as counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OidcOutcome {
+    /// A session logged in through the provider.
+    LoggedIn,
+    /// The provider could not be reached, was too slow or answered wrongly.
+    ProviderFailed,
+    /// A callback refused before the provider was asked (no login in
+    /// progress, another session's, too old, a wrong state, no code).
+    CallbackRefused,
+    /// The provider refused the code or the login, or its ID token failed a check.
+    TokenRefused,
+    /// The side-car was not running or saturated.
+    Busy,
+    /// A back-channel logout token accepted.
+    BackchannelLogout,
+    /// A back-channel logout token refused.
+    BackchannelRefused,
 }
 
 pub trait Store {

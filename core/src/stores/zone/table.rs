@@ -52,6 +52,8 @@ pub struct Stats {
     /// session in the zone (`sessions_redis_unavailable local`).
     pub redis_refused: u64,
     pub redis_local: u64,
+    /// OpenID Connect logins and logouts, by how they ended (`OidcOutcome`).
+    pub oidc: [u64; 7],
 }
 
 /// Zone-wide values kept with the table.
@@ -318,6 +320,7 @@ impl<'a> Table<'a> {
                 logins: 0,
                 logouts: 0,
                 redis_refused: 0,
+                oidc: [0; 7],
                 redis_local: 0,
             },
             random_secret: [0; 32],
@@ -829,6 +832,7 @@ impl Store for Table<'_> {
             Event::Logout => &mut s.logouts,
             Event::RedisUnavailable { local: false } => &mut s.redis_refused,
             Event::RedisUnavailable { local: true } => &mut s.redis_local,
+            Event::Oidc(o) => &mut s.oidc[o as usize],
             Event::Refused(Status::New | Status::Valid | Status::Renewed) => return,
         };
         *counter += 1;
