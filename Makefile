@@ -46,6 +46,7 @@ chaos: build
 # Throughput, latency and instructions per request; see BENCHMARKS.md.
 bench: build
 	@scripts/deps.sh bench
+	scripts/oidc-provider.sh
 	python3 bench/bench.py
 
 # libnginx-mod-http-sessions_*.deb for Debian 12's nginx 1.22 (target/deb/).
@@ -70,7 +71,9 @@ plugin-test: build
 # The demo's login flow in a real headless Chromium (Debian's chromium and chromium-driver).
 browser-test: build
 	@scripts/deps.sh browser
+	scripts/oidc-provider.sh
 	python3 tests/browser/login_flow.py
+	python3 tests/browser/oidc_flow.py
 
 check:
 	$(CARGO) fmt --all -- --check
