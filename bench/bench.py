@@ -77,6 +77,24 @@ CONF = "\nload_module {module};" + BASE + """    sessions_zone bench:{zone}{stat
         location = /metrics {{
             sessions_status;
         }}
+        # The login gate, and the same gate logging visitors in through an
+        # OpenID Provider: here one nobody listens on, so a request that
+        # asked the provider anything would get 502.
+        location /g/ {{ sessions on; sessions_require_login on; }}
+        location /o/ {{
+            sessions on;
+            sessions_require_login on;
+            sessions_oidc_issuer http://127.0.0.1:{dead_port};
+            sessions_oidc_client_id bench;
+            sessions_oidc_redirect_uri http://127.0.0.1:{port}/cb;
+        }}
+        location = /cb {{
+            sessions on;
+            sessions_oidc_issuer http://127.0.0.1:{dead_port};
+            sessions_oidc_client_id bench;
+            sessions_oidc_redirect_uri http://127.0.0.1:{port}/cb;
+            sessions_oidc_callback;
+        }}
         location = /check-data {{
             sessions on;
             add_header X-Data $session_data_profile;
@@ -85,6 +103,10 @@ CONF = "\nload_module {module};" + BASE + """    sessions_zone bench:{zone}{stat
     }}
     server {{
         listen 127.0.0.1:{app_port};
+        location /login {{
+            add_header X-Session-User bench-user;
+            return 200 "ok";
+        }}
         location /set {{
             add_header X-Session-Set "profile={profile}";
             add_header X-Session-Set "theme=dark";
@@ -144,17 +166,17 @@ class Nginx:
             shutil.rmtree(self.dir, ignore_errors=True)
         shutil.rmtree(self.dir / "logs", ignore_errors=True)
         shutil.rmtree(self.dir / "html", ignore_errors=True)
-        for d in ("logs", "html/plain", "html/s", "html/r", "html/c", "html/roll"):
+        for d in ("logs", "html/plain", "html/s", "html/r", "html/c", "html/roll", "html/g", "html/o"):
             (self.dir / d).mkdir(parents=True)
         page = "x" * 612  # the size of nginx's default index.html
-        for d in ("plain", "s", "r", "c", "roll"):
+        for d in ("plain", "s", "r", "c", "roll", "g", "o"):
             (self.dir / "html" / d / "index.html").write_text(page)
         self.port = free_port()
         master = "master_process off;" if wrap else ""
         (self.dir / "nginx.conf").write_text(
             (conf or CONF).format(module=MODULE, master=master, zone=zone, secret=SECRET, port=self.port,
                                   rolling=rolling, app_port=free_port(), profile=PROFILE, redis_port=REDIS.port,
-                                  state=state)
+                                  state=state, dead_port=free_port())
         )
         cmd = (wrap or []) + [nginx_bin(), "-p", str(self.dir), "-c", "nginx.conf", "-e", "logs/error.log",
                               "-g", "daemon off;"]
@@ -344,6 +366,8 @@ CALLGRIND_ROW = {
     "new session (cookie)": "cookie_new",
     "valid session (cookie)": "cookie_valid",
     "session due for rolling renewal (shm)": "renewal",
+    "logged in, login gate (shm)": "gate",
+    "logged in, OpenID Connect gate (shm)": "oidc_gate",
 }
 
 
@@ -412,6 +436,17 @@ def throughput(duration, rounds):
             status, sc = c.get("/r/index.html", redis_valid)
             check(status == 200 and sc is None, "redis valid: no Set-Cookie for a valid session")
 
+        def logged_in():
+            cookie = c.get("/s/index.html")[1]
+            cookie = c.get("/ctl/login", cookie)[1]
+            check(c.get("/g/index.html")[0] == 401, "gate: no session, no entry")
+            check(c.get("/g/index.html", cookie) == (200, None), "gate: a logged-in session passes")
+            check(c.get("/o/index.html", cookie) == (200, None), "oidc gate: passes without the provider")
+            return cookie
+
+        for _ in range(5):
+            logged_in()
+
         # Interleaved rounds; each row reports its median round.
         # Valid rows start from a fresh session each round: new-session rounds
         # fill the zone, and evicting an idle benchmark session is right.
@@ -424,6 +459,8 @@ def throughput(duration, rounds):
             ("valid session with stored data (shm)", "/s/index.html", data_cookie, n, c),
             ("new session (Redis)", "/r/index.html", None, n, c),
             ("valid session (Redis, near cache)", "/r/index.html", lambda: c.get("/r/index.html")[1], n, c),
+            ("logged in, login gate (shm)", "/g/index.html", logged_in, n, c),
+            ("logged in, OpenID Connect gate (shm)", "/o/index.html", logged_in, n, c),
             ("new session (cookie)", "/c/index.html", None, n, c),
             ("valid session (cookie)", "/c/index.html", lambda: c.get("/c/index.html")[1], n, c),
         ]
@@ -438,9 +475,10 @@ def throughput(duration, rounds):
                 # The module's own counters prove each run took its path:
                 # no session created by a valid run, one per response (plus
                 # at most the requests wrk left in flight) by a new one.
-                if path in ("/s/index.html", "/r/index.html", "/c/index.html") and cookie is None:
+                sessions = ("/s/index.html", "/r/index.html", "/c/index.html", "/g/index.html", "/o/index.html")
+                if path in sessions and cookie is None:
                     check(r["requests"] <= created <= r["requests"] + 50, f"new: {created} sessions for {r['requests']}")
-                elif path in ("/s/index.html", "/r/index.html", "/c/index.html"):
+                elif path in sessions:
                     check(created == 0, f"{name}: the run created {created} sessions")
                     check(cl.get(path, cookie)[1] is None, f"{name}: the cookie stayed valid throughout")
                 runs[name].append(r)
@@ -611,6 +649,10 @@ def count_paths(n, measure, requests):
     run("new", "/s/index.html", [None] * requests, True)
     run("valid", "/s/index.html", [valid] * requests, False)
     run("data", "/s/index.html", [data] * requests, False)
+    user = c.get("/ctl/login", c.get("/s/index.html")[1])[1]
+    check(c.get("/o/index.html", user) == (200, None), "oidc gate: a logged-in session passes")
+    run("gate", "/g/index.html", [user] * requests, False)
+    run("oidc_gate", "/o/index.html", [user] * requests, False)
     cookie_valid = c.get("/c/index.html")[1]
     run("cookie_new", "/c/index.html", [None] * requests, True)
     run("cookie_valid", "/c/index.html", [cookie_valid] * requests, False)
@@ -717,6 +759,93 @@ def revocation_delay(store="r", logouts=300):
     return delays[len(delays) // 2], delays[int(len(delays) * 0.99) - 1], delays[-1]
 
 
+class OidcProvider:
+    """oidc-provider 9 from the npm registry (scripts/oidc-provider.sh
+    installs it), on loopback, for the callback row."""
+
+    def __init__(self, port, redirect):
+        self.port = port
+        d = ROOT / "target" / "oidc-provider"
+        check((d / "node_modules" / "oidc-provider").exists(), "oidc-provider missing: scripts/oidc-provider.sh")
+        self.proc = subprocess.Popen(["node", str(d / "provider.mjs"), str(port), "bench", "bench-client-secret",
+                                      redirect], cwd=d, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        line = self.proc.stdout.readline()
+        check(line.startswith("ready "), f"oidc-provider did not start: {line!r}")
+        self.issuer = line.split()[1]
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+def http_get(port, path, jar, method="GET", form=None):
+    """One request as a browser sends it, keeping cookies in `jar`:
+    (status, Location)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = {"User-Agent": UA, "Accept": "text/html", "Host": f"127.0.0.1:{port}"}
+    if jar:
+        headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in jar.items())
+    body = None
+    if form is not None:
+        body = "&".join(f"{k}={v}" for k, v in form.items())
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+    conn.request(method, path, body=body, headers=headers)
+    r = conn.getresponse()
+    text = r.read().decode(errors="replace")
+    for c in r.msg.get_all("Set-Cookie") or []:
+        k, _, v = c.split(";")[0].partition("=")
+        if v and "max-age=0" not in c.lower():
+            jar[k] = v
+        else:
+            jar.pop(k, None)
+    conn.close()
+    return r.status, r.getheader("Location"), text
+
+
+def oidc_callback(logins=40):
+    """Latency of `sessions_oidc_callback` (ms: p50, p99): the login cookie
+    checked, the code exchanged and the ID token checked on the side-car
+    against oidc-provider on loopback, the session logged in; each login
+    walks the provider's own pages first (not timed)."""
+    provider_port = free_port()
+    secret = WORK / "oidc-client.secret"
+    secret.write_text("bench-client-secret\n")
+    conf = CONF.replace("http://127.0.0.1:{dead_port}", f"http://127.0.0.1:{provider_port}") \
+        .replace("sessions_oidc_client_id bench;", "sessions_oidc_client_id bench;\n"
+                 f"            sessions_oidc_client_secret_file {secret};")
+    n = Nginx("oidc-callback", zone="16m", conf=conf)
+    provider = OidcProvider(provider_port, n.url("/cb"))
+    times = []
+    try:
+        for _ in range(logins):
+            jar = {}
+            status, to, _ = http_get(n.port, "/o/index.html", jar)
+            check(status == 302 and to.startswith(provider.issuer), f"oidc: the gate sends to the provider ({status})")
+            url = to
+            for _ in range(12):
+                if url.startswith(n.url("/cb")):
+                    break
+                path = url[len(provider.issuer):] if url.startswith(provider.issuer) else url
+                status, loc, page = http_get(provider_port, path, jar)
+                if loc:
+                    url = loc
+                    continue
+                form = ({"prompt": "login", "login": "bench", "password": "x"} if 'name="login"' in page
+                        else {"prompt": "consent"})
+                _, url, _ = http_get(provider_port, path, jar, "POST", form)
+            check(url.startswith(n.url("/cb")), "oidc: the provider sends the browser back")
+            t0 = time.perf_counter()
+            status, to, _ = http_get(n.port, url[len(n.url("")):], jar)
+            times.append((time.perf_counter() - t0) * 1000)
+            check(status == 302, f"oidc: the callback logs in ({status})")
+            check(http_get(n.port, "/o/index.html", jar)[0] == 200, "oidc: logged in")
+    finally:
+        provider.stop()
+        n.stop()
+    times.sort()
+    return times[len(times) // 2], times[int(len(times) * 0.99) - 1]
+
+
 def perf_works():
     try:
         out = subprocess.run(["perf", "stat", "-x,", "-e", "instructions:u", "true"], capture_output=True, text=True)
@@ -797,6 +926,7 @@ def main():
     ap.add_argument("--out", default=str(WORK / "results.md"))
     ap.add_argument("--skip-scaling", action="store_true")
     ap.add_argument("--skip-instructions", action="store_true")
+    ap.add_argument("--skip-oidc", action="store_true", help="no OpenID Connect callback row (needs node)")
     ap.add_argument("--instructions-only", action="store_true",
                     help="only the callgrind counts per path and the sessions-off row")
     args = ap.parse_args()
@@ -850,6 +980,22 @@ def main():
         f"(300 logouts); with the cookie store, whose records of ended sessions other instances read every",
         f"50 ms: p50 {c50:.2f} ms, p99 {c99:.2f} ms, max {cworst:.2f} ms.",
     ]
+    g, o = dict(rows).get("logged in, login gate (shm)"), dict(rows).get("logged in, OpenID Connect gate (shm)")
+    if g and o:
+        cost = o["rps"] and g["rps"] / o["rps"]
+        lines += [
+            "",
+            f"A logged-in request behind the OpenID Connect gate against the plain login gate: "
+            f"{o['rps']:,.0f} vs {g['rps']:,.0f} req/s (gate / OIDC {cost:.3f}; target at most 1.05: "
+            f"{'ok' if cost <= 1.05 else 'OVER'}); no provider is listening, so no request asked one.",
+        ]
+    if not args.skip_oidc:
+        cb50, cb99 = oidc_callback()
+        lines += [
+            "",
+            f"OpenID Connect callback (code exchange and ID token check on the side-car, oidc-provider on",
+            f"loopback, the session logged in): p50 {cb50:.1f} ms, p99 {cb99:.1f} ms over 40 logins.",
+        ]
     print("\n".join(lines), flush=True)
     lines += ["", f"shared memory per session: {per_session:.1f} bytes of zone (zone size / sessions it holds: "
                   "a 192-byte slot, 4 bytes of hash index, and a share of the data area, a fifth of the zone)"]
@@ -893,7 +1039,8 @@ def main():
             "| path | callgrind | over plain | perf user | over plain | perf kernel |",
             "|---|---:|---:|---:|---:|---:|",
         ]
-        for k in ("plain", "plain_cookie", "new", "valid", "data", "redis_new", "redis_valid", "cookie_new", "cookie_valid", "renewal"):
+        for k in ("plain", "plain_cookie", "new", "valid", "data", "gate", "oidc_gate", "redis_new", "redis_valid",
+                  "cookie_new", "cookie_valid", "renewal"):
             row = f"| {k} | {cg[k]:,.0f} | {cg[k] - cg['plain']:+,.0f} |"
             if pf:
                 row += f" {pf[k][0]:,.0f} | {pf[k][0] - pf['plain'][0]:+,.0f} | {pf[k][1]:,.0f} |"

@@ -16,13 +16,24 @@ fn the_oidc_example_replaces_oauth2_proxy() {
     let mut n = Nginx::prepare("oidc-example");
     let site = format!("http://127.0.0.1:{}", n.port);
     let provider = Provider::start(&format!("{site}{CALLBACK}"));
-    std::fs::write(n.dir.join("sessions.secret"), "an-example-secret-0123456789abcdef0123\n").unwrap();
-    std::fs::write(n.dir.join("oidc-client.secret"), format!("{}\n", common::oidc::SECRET)).unwrap();
+    std::fs::write(
+        n.dir.join("sessions.secret"),
+        "an-example-secret-0123456789abcdef0123\n",
+    )
+    .unwrap();
+    std::fs::write(
+        n.dir.join("oidc-client.secret"),
+        format!("{}\n", common::oidc::SECRET),
+    )
+    .unwrap();
     let example = std::fs::read_to_string(repo.join("nginx-conf/oidc.conf"))
         .unwrap()
         .replace("/etc/nginx/", &format!("{}/", n.dir.display()))
         .replace("https://id.example.com/realms/main", &provider.issuer)
-        .replace("sessions_oidc_client_id app;", &format!("sessions_oidc_client_id {};", common::oidc::CLIENT))
+        .replace(
+            "sessions_oidc_client_id app;",
+            &format!("sessions_oidc_client_id {};", common::oidc::CLIENT),
+        )
         .replace("https://app.example.com", &site)
         .replace("listen 443 ssl;", "listen 127.0.0.1:{port};")
         .replace("sessions_cookie_secure on;", "sessions_cookie_secure auto;")

@@ -70,7 +70,9 @@ pub fn begun(r: &mut Request, lc: &LocConf, wake: Wake) -> Status {
         verifier: begin.verifier.into_bytes(),
         return_to: login::return_to(r.as_ref().unparsed_uri.as_bytes()),
     };
-    let cookie_name = login::login_cookie_name(name);
+    let Some(cookie_name) = login::login_cookie_name(name, &state.state) else {
+        return Status::NGX_ERROR;
+    };
     let sealed = SCRATCH.with_borrow_mut(|s| login::seal(keys, &cookie_name, &state, &mut s.rng));
     let Ok(value) = sealed else {
         ngx_log_error!(
@@ -80,6 +82,19 @@ pub fn begun(r: &mut Request, lc: &LocConf, wake: Wake) -> Status {
         );
         return Status::NGX_ERROR;
     };
+    // Logins begun in other tabs stay, up to `MAX_LOGINS` in all.
+    let others: Vec<Vec<u8>> = request::cookie_headers(r)
+        .flat_map(sessions_core::codec::cookie::cookie_pairs)
+        .filter(|(k, _)| login::is_login_cookie(name, k))
+        .map(|(k, _)| k.to_vec())
+        .collect();
+    if others.len() >= login::MAX_LOGINS {
+        for other in &others {
+            if set_login_cookie(r, lc, other, b"", Some(0)).is_none() {
+                return Status::NGX_ERROR;
+            }
+        }
+    }
     if set_login_cookie(r, lc, &cookie_name, &value, Some(login::LOGIN_TTL_MS / 1000)).is_none() {
         return Status::NGX_ERROR;
     }

@@ -23,13 +23,38 @@ use crate::phases::cookies::SCRATCH;
 use crate::phases::oidc::{count, failure, page, provider, refuse, set_login_cookie};
 use sessions_core::engine::store::OidcOutcome;
 
-/// The login cookie the request carries, opened.
-fn login_state(r: &Request, lc: &LocConf, main: &MainConf) -> Result<LoginState, LoginRefused> {
+/// The login cookie of the login whose state is `state`, opened, and its name.
+fn login_state(
+    r: &Request,
+    lc: &LocConf,
+    main: &MainConf,
+    state: &[u8],
+) -> Result<(LoginState, Vec<u8>), LoginRefused> {
     let (keys, name) = lc.keys_and_name(main).ok_or(LoginRefused::Unsealed)?;
-    let cookie_name = login::login_cookie_name(name);
+    let cookie_name = login::login_cookie_name(name, state).ok_or(LoginRefused::StateMismatch)?;
     let mut values = request::cookie_headers(r).flat_map(|h| cookie_values(h, &cookie_name));
-    let value = values.next().ok_or(LoginRefused::Unsealed)?;
-    login::open(keys, &cookie_name, value)
+    let Some(value) = values.next() else {
+        // Logins under way, but none with this state: a forged or stale state.
+        let others = request::cookie_headers(r)
+            .flat_map(sessions_core::codec::cookie::cookie_pairs)
+            .any(|(k, _)| login::is_login_cookie(name, k));
+        return Err(if others {
+            LoginRefused::StateMismatch
+        } else {
+            LoginRefused::Unsealed
+        });
+    };
+    let opened = login::open(keys, &cookie_name, value)?;
+    drop(values);
+    Ok((opened, cookie_name))
+}
+
+/// The callback's `state` parameter, as sent.
+fn query_state(r: &Request) -> Vec<u8> {
+    login::callback(r.as_ref().args.as_bytes())
+        .and_then(|q| q.state)
+        .unwrap_or_default()
+        .into_bytes()
 }
 
 /// `sessions_oidc_callback`: checks the login the provider sends back
@@ -49,13 +74,22 @@ fn callback(r: &mut Request) -> Status {
     let Some(query) = login::callback(r.as_ref().args.as_bytes()) else {
         return refuse(r, HTTPStatus::BAD_REQUEST, "callback with a repeated parameter");
     };
-    let login = match login_state(r, lc, main) {
+    let state = query.state.as_deref().unwrap_or_default().as_bytes();
+    let (login, cookie_name) = match login_state(r, lc, main, state) {
         Ok(l) => l,
         Err(why) => return refuse(r, HTTPStatus::BAD_REQUEST, why.as_str()),
     };
-    let state = query.state.as_deref().unwrap_or_default().as_bytes();
-    if let Err(why) = login.check(&ctx.id, state, crate::clock::now_ms()) {
-        return refuse(r, HTTPStatus::BAD_REQUEST, why.as_str());
+    match login.check(&ctx.id, state, crate::clock::now_ms()) {
+        Ok(()) => {}
+        // Begun in another tab before a login that already ended: this
+        // browser is logged in, so it goes where that login began.
+        Err(LoginRefused::OtherSession) if ctx.user.len > 0 => {
+            if set_login_cookie(r, lc, &cookie_name, b"", Some(0)).is_none() {
+                return Status::NGX_ERROR;
+            }
+            return request::redirect(r, &login.return_to);
+        }
+        Err(why) => return refuse(r, HTTPStatus::BAD_REQUEST, why.as_str()),
     }
     if let Some(error) = &query.error {
         // The provider's own word, if it is one (never what a client wrote).
@@ -111,7 +145,11 @@ fn finished(r: &mut Request, answer: Answer) -> Status {
     let Some((keys, name)) = lc.keys_and_name(main) else {
         return page(r, HTTPStatus::SERVICE_UNAVAILABLE);
     };
-    let return_to = login_state(r, lc, main).map_or_else(|_| b"/".to_vec(), |l| l.return_to);
+    let state = query_state(r);
+    let (return_to, cookie_name) = match login_state(r, lc, main, &state) {
+        Ok((l, n)) => (l.return_to, Some(n)),
+        Err(_) => (b"/".to_vec(), None),
+    };
     let store = store_of(ctx.store);
     let now = crate::clock::now_ms();
     let id = ctx.id;
@@ -156,8 +194,10 @@ fn finished(r: &mut Request, answer: Answer) -> Status {
     if request::put_ctx(r, &ctx).is_none() {
         return Status::NGX_ERROR;
     }
-    if set_login_cookie(r, lc, &login::login_cookie_name(name), b"", Some(0)).is_none() {
-        return Status::NGX_ERROR;
+    if let Some(n) = cookie_name {
+        if set_login_cookie(r, lc, &n, b"", Some(0)).is_none() {
+            return Status::NGX_ERROR;
+        }
     }
     ngx_log_error!(
         NGX_LOG_INFO,

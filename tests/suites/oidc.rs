@@ -83,7 +83,7 @@ fn to_callback(n: &Nginx, provider: &Provider, b: &mut Browser, path: &str, user
     let to = r.header("Location").expect("where to").to_string();
     assert!(to.starts_with(&format!("{}/auth?", provider.issuer)), "{to}");
     assert!(to.contains("code_challenge_method=S256"), "{to}");
-    assert!(b.cookies.keys().any(|k| k.ends_with("_oidc")), "the login cookie is set");
+    assert!(b.cookies.keys().any(|k| k.contains("_oidc_")), "the login cookie is set");
     callback_path(&b.log_in_at(provider, &to, user))
 }
 
@@ -98,7 +98,7 @@ fn a_browser_logs_in_at_the_provider_and_returns_where_it_began() {
     assert_eq!(local(&n, &r), "/private/page?x=1");
     let after = b.cookies.get("sid").cloned().expect("a session");
     assert_ne!(before, after, "a new session id at login");
-    assert!(!b.cookies.contains_key("sid_oidc"), "the login cookie is deleted");
+    assert!(!b.cookies.keys().any(|k| k.starts_with("sid_oidc_")), "the login cookie is deleted");
 
     let r = b.get(n.port, "/private/page?x=1");
     assert_eq!(r.status, 200, "{}", n.error_log());
@@ -124,7 +124,7 @@ fn scripts_get_401_and_no_provider_call() {
     ] {
         let r = n.request(Request::get("/api").header(k, v));
         assert_eq!(r.status, 401, "{k}: {v}");
-        assert!(r.set_cookies("sid_oidc").is_empty());
+        assert!(!r.all("Set-Cookie").iter().any(|c| c.starts_with("sid_oidc_")));
     }
     assert!(!n.error_log().contains("OpenID Connect"), "{}", n.error_log());
 }
@@ -156,7 +156,8 @@ fn a_callback_without_a_pre_login_session_is_refused() {
     // The victim's own login cookie moved to another session does not work either.
     let mut thief = Browser::default();
     thief.get(n.port, "/public");
-    thief.cookies.insert("sid_oidc".into(), b.cookies["sid_oidc"].clone());
+    let (k, v) = b.cookies.iter().find(|(k, _)| k.starts_with("sid_oidc_")).expect("a login cookie");
+    thief.cookies.insert(k.clone(), v.clone());
     assert_eq!(thief.get(n.port, &back).status, 400);
     assert!(n.error_log().contains("begun by another session"));
     n.assert_clean_log();
@@ -221,7 +222,7 @@ fn a_login_cannot_begin_while_the_provider_is_down() {
     let mut b = Browser::default();
     let r = b.get(n.port, "/private");
     assert_eq!(r.status, 502, "{}", n.error_log());
-    assert!(r.set_cookies("sid_oidc").is_empty());
+    assert!(!r.all("Set-Cookie").iter().any(|c| c.starts_with("sid_oidc_")));
     assert!(n.error_log().contains("login not begun: the OpenID provider failed"), "{}", n.error_log());
     n.assert_clean_log();
 }
@@ -401,5 +402,34 @@ fn a_slow_provider_gets_502_within_the_timeout_and_blocks_nobody() {
     assert_eq!(status, 502, "{}", n.error_log());
     assert!(took < Duration::from_millis(2_900), "within sessions_oidc_timeout: {took:?}");
     assert_eq!(b.get(n.port, "/public").header("X-User"), None, "nobody logged in");
+    n.assert_clean_log();
+}
+
+#[test]
+fn logins_begun_in_several_tabs_all_land() {
+    let (n, provider) = start();
+    let mut b = Browser::default();
+    // Two tabs of one browser hit protected pages before either logged in.
+    let first = to_callback(&n, &provider, &mut b, "/tab/one", "alice");
+    let second = to_callback(&n, &provider, &mut b, "/tab/two", "alice");
+    assert_eq!(b.cookies.keys().filter(|k| k.starts_with("sid_oidc_")).count(), 2);
+    let r = b.get(n.port, &first);
+    assert_eq!(r.status, 302, "{}", n.error_log());
+    assert_eq!(local(&n, &r), "/tab/one");
+    // The other tab's login was begun by the pre-login session: the browser
+    // is logged in now, so it goes where it was going.
+    let r = b.get(n.port, &second);
+    assert_eq!(r.status, 302, "{}", n.error_log());
+    assert_eq!(local(&n, &r), "/tab/two");
+    assert_eq!(b.get(n.port, "/tab/two").header("X-User"), Some("alice"));
+    assert!(!b.cookies.keys().any(|k| k.starts_with("sid_oidc_")), "both login cookies deleted");
+
+    // Beginning logins over and over keeps at most four under way.
+    let mut c = Browser::default();
+    for _ in 0..7 {
+        assert_eq!(c.get(n.port, "/again").status, 302);
+    }
+    let kept = c.cookies.keys().filter(|k| k.starts_with("sid_oidc_")).count();
+    assert!((1..=4).contains(&kept), "{kept} logins under way");
     n.assert_clean_log();
 }

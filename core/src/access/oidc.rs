@@ -17,8 +17,14 @@ use crate::model::keys::Keyring;
 use crate::primitives::crypto::{aead_open, aead_seal};
 use crate::primitives::id::{RandomError, RandomPool, SessionId};
 
-/// The login cookie's name is the session cookie's with this suffix.
-pub const LOGIN_COOKIE_SUFFIX: &[u8] = b"_oidc";
+/// A login cookie's name is the session cookie's, this, and the first
+/// `STATE_IN_NAME` characters of its `state`: logins begun in several tabs
+/// at once each keep their own.
+pub const LOGIN_COOKIE_INFIX: &[u8] = b"_oidc_";
+const STATE_IN_NAME: usize = 8;
+/// The most logins a browser keeps under way: beginning one more deletes
+/// the others.
+pub const MAX_LOGINS: usize = 4;
 /// How long a visitor has to log in at the provider.
 pub const LOGIN_TTL_MS: u64 = 10 * 60 * 1000;
 /// The longest URL kept to return to; a longer one returns to `/`.
@@ -80,11 +86,25 @@ impl LoginRefused {
     }
 }
 
-/// The name of the login cookie of session cookie `name`.
-pub fn login_cookie_name(name: &[u8]) -> Vec<u8> {
+/// The name of the login cookie of session cookie `name` for the login
+/// whose state is `state`; `None` for a state the module did not make.
+pub fn login_cookie_name(name: &[u8], state: &[u8]) -> Option<Vec<u8>> {
+    let part = state.get(..STATE_IN_NAME)?;
+    if !part.iter().all(u8::is_ascii_alphanumeric) {
+        return None;
+    }
     let mut n = name.to_vec();
-    n.extend_from_slice(LOGIN_COOKIE_SUFFIX);
-    n
+    n.extend_from_slice(LOGIN_COOKIE_INFIX);
+    n.extend_from_slice(part);
+    Some(n)
+}
+
+/// Whether `cookie` is one of session cookie `name`'s login cookies.
+pub fn is_login_cookie(name: &[u8], cookie: &[u8]) -> bool {
+    cookie
+        .strip_prefix(name)
+        .and_then(|rest| rest.strip_prefix(LOGIN_COOKIE_INFIX))
+        .is_some_and(|part| part.len() == STATE_IN_NAME && part.iter().all(u8::is_ascii_alphanumeric))
 }
 
 fn cipher(keys: &Keyring, i: usize, name: &[u8]) -> Aes256GcmSiv {
@@ -330,6 +350,18 @@ mod tests {
             callback(b"error=access_denied").expect("parsed").error.as_deref(),
             Some("access_denied")
         );
+    }
+
+    #[test]
+    fn each_login_has_a_cookie_named_after_its_state() {
+        let n = login_cookie_name(b"sid", b"AbCd1234rest").expect("a name");
+        assert_eq!(n, b"sid_oidc_AbCd1234");
+        assert!(is_login_cookie(b"sid", &n));
+        assert!(!is_login_cookie(b"sid", b"sid"));
+        assert!(!is_login_cookie(b"sid", b"sid_oidc_short"));
+        assert!(!is_login_cookie(b"other", &n));
+        assert_eq!(login_cookie_name(b"sid", b"short"), None);
+        assert_eq!(login_cookie_name(b"sid", b"ab;d=1234"), None);
     }
 
     #[test]
