@@ -35,17 +35,33 @@ pub fn begin(r: &mut Request, lc: &LocConf) -> Status {
     let Some((i, settings)) = provider(lc, main) else {
         return HTTPStatus::UNAUTHORIZED.into();
     };
-    let patience = sessions_sidecar::oidc_patience(settings);
-    if !park::running() || park::saturated() || !park::park_oidc(r, i, OidcCall::Begin, patience, None) {
-        ngx_log_error!(
-            NGX_LOG_ERR,
-            r.log(),
-            "sessions: OpenID Connect login not begun: the side-car is not running or is saturated"
-        );
-        count(r, OidcOutcome::Busy);
+    if !ask_provider(r, (i, settings), OidcCall::Begin, None, "login not begun") {
         return HTTPStatus::SERVICE_UNAVAILABLE.into();
     }
     Status::NGX_AGAIN
+}
+
+/// Parks `r` until provider `i` answered `call` (see `park::park_oidc`);
+/// `false`, counted and logged as `what`, when the side-car is not
+/// running or is saturated: the caller answers 503.
+pub fn ask_provider(
+    r: &mut Request,
+    (i, settings): (usize, &OidcSettings),
+    call: OidcCall,
+    answered: Option<park::Answered>,
+    what: &str,
+) -> bool {
+    let patience = sessions_sidecar::oidc_patience(settings);
+    if park::running() && !park::saturated() && park::park_oidc(r, i, call, patience, answered) {
+        return true;
+    }
+    ngx_log_error!(
+        NGX_LOG_ERR,
+        r.log(),
+        "sessions: OpenID Connect {what}: the side-car is not running or is saturated"
+    );
+    count(r, OidcOutcome::Busy);
+    false
 }
 
 /// The access phase again, with the side-car's answer to `begin`: the
@@ -132,8 +148,13 @@ pub fn end_at_provider(r: &mut Request, lc: &LocConf) -> bool {
     let call = OidcCall::EndSession {
         post_logout: lc.oidc.post_logout.clone(),
     };
-    let patience = sessions_sidecar::oidc_patience(settings);
-    park::running() && !park::saturated() && park::park_oidc(r, i, call, patience, Some(ended))
+    ask_provider(
+        r,
+        (i, settings),
+        call,
+        Some(ended),
+        "logout at the provider skipped",
+    )
 }
 
 /// The end-session URL: the browser is sent there; without one (the

@@ -16,11 +16,10 @@ use sessions_sidecar::{Answer, OidcAnswer, OidcCall};
 
 use crate::config::conf::{LocConf, MainConf};
 use crate::config::module::Module;
-use crate::nginx::park;
 use crate::nginx::request;
 use crate::phases::access::store_of;
 use crate::phases::cookies::SCRATCH;
-use crate::phases::oidc::{count, failure, page, provider, refuse, set_login_cookie};
+use crate::phases::oidc::{ask_provider, count, failure, page, provider, refuse, set_login_cookie};
 use sessions_core::engine::store::OidcOutcome;
 
 /// The login cookie of the login whose state is `state`, opened, and its name.
@@ -111,14 +110,7 @@ fn callback(r: &mut Request) -> Status {
         verifier: String::from_utf8_lossy(&login.verifier).into_owned(),
         nonce: String::from_utf8_lossy(&login.nonce).into_owned(),
     };
-    let patience = sessions_sidecar::oidc_patience(settings);
-    if !park::running() || park::saturated() || !park::park_oidc(r, i, call, patience, Some(finished)) {
-        ngx_log_error!(
-            NGX_LOG_ERR,
-            r.log(),
-            "sessions: OpenID Connect login not finished: the side-car is not running or is saturated"
-        );
-        count(r, OidcOutcome::Busy);
+    if !ask_provider(r, (i, settings), call, Some(finished), "login not finished") {
         return page(r, HTTPStatus::SERVICE_UNAVAILABLE);
     }
     Status::NGX_DONE
@@ -305,18 +297,14 @@ fn backchannel_body(r: &mut Request) -> Status {
     let Some((i, settings)) = provider(lc, main) else {
         return Status::NGX_ERROR;
     };
-    let patience = sessions_sidecar::oidc_patience(settings);
     let call = OidcCall::LogoutToken { token };
-    if !park::running()
-        || park::saturated()
-        || !park::park_oidc(r, i, call, patience, Some(logout_token_checked))
-    {
-        ngx_log_error!(
-            NGX_LOG_ERR,
-            r.log(),
-            "sessions: OpenID Connect back-channel logout not done: the side-car is not running or is saturated"
-        );
-        count(r, OidcOutcome::Busy);
+    if !ask_provider(
+        r,
+        (i, settings),
+        call,
+        Some(logout_token_checked),
+        "back-channel logout not done",
+    ) {
         return HTTPStatus::SERVICE_UNAVAILABLE.into();
     }
     Status::NGX_DONE
