@@ -982,13 +982,18 @@ def main():
     ]
     g, o = dict(rows).get("logged in, login gate (shm)"), dict(rows).get("logged in, OpenID Connect gate (shm)")
     if g and o:
-        cost = o["rps"] and g["rps"] / o["rps"]
-        lines += [
-            "",
-            f"A logged-in request behind the OpenID Connect gate against the plain login gate: "
-            f"{o['rps']:,.0f} vs {g['rps']:,.0f} req/s (gate / OIDC {cost:.3f}; target at most 1.05: "
-            f"{'ok' if cost <= 1.05 else 'OVER'}); no provider is listening, so no request asked one.",
-        ]
+        # The target is judged on instructions (callgrind: the same count on
+        # every run); req/s on this shared machine moves more than 5% from
+        # one round to the next.
+        lines += ["", "A logged-in request behind the OpenID Connect gate against the plain login gate"
+                      " (no provider is listening, so no request asked one):"]
+        if cg:
+            cost = cg["oidc_gate"] / cg["gate"]
+            lines.append(f"instructions {cg['oidc_gate']:,.0f} vs {cg['gate']:,.0f} "
+                         f"({cost:.4f}; target at most 1.05: {'ok' if cost <= 1.05 else 'OVER'});")
+        lines.append(f"req/s ratio to plain in the same rounds {o['ratio']:.3f} "
+                     f"({o['ratios'][0]:.2f}-{o['ratios'][-1]:.2f}) vs {g['ratio']:.3f} "
+                     f"({g['ratios'][0]:.2f}-{g['ratios'][-1]:.2f}).")
     if not args.skip_oidc:
         cb50, cb99 = oidc_callback()
         lines += [
