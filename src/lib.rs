@@ -216,6 +216,11 @@ fn register_oidc(cf: &mut ngx_conf_t, conf: &mut LocConf) -> Result<(), String> 
         Ok(None) => return Ok(()),
         Err(missing) => return Err(format!("\"sessions_oidc_issuer\" needs \"{missing}\"")),
     };
+    if conf.attrs.same_site == Some(sessions_core::SameSite::Strict) {
+        return Err("\"sessions_oidc_issuer\" needs \"sessions_cookie_samesite lax\" or \"none\": the provider sends \
+                    the browser back with a cross-site navigation, which carries no SameSite=Strict cookie"
+            .into());
+    }
     if settings.data_claims.len() > sessions_core::model::data::MAX_KEYS {
         return Err(format!(
             "\"sessions_oidc_claims\" lists more than {} claims, the most a session keeps",

@@ -168,7 +168,8 @@ pub fn conclude(
     if request::set_ctx(r, ctx).is_none() {
         return Status::NGX_ERROR;
     }
-    if lc.require_login() && !lc.oidc_callback && outcome.record.user().is_none() {
+    // The callback and a logout always run: the gate would send them to a login.
+    if lc.require_login() && !lc.oidc_callback && !lc.logout && outcome.record.user().is_none() {
         return gate(r, lc);
     }
     Status::NGX_DECLINED

@@ -29,7 +29,7 @@ fn conf(provider: &Provider, n: &Nginx) -> String {
         location = /public {{ try_files /index.html =404; }}
         location = /logout {{ sessions_logout /bye;
             sessions_oidc_post_logout_redirect_uri http://127.0.0.1:{{port}}/bye; }}
-        location = /local-logout {{ sessions_oidc_issuer off; sessions_logout; }}
+        location = /local-logout {{ sessions_oidc_issuer off; sessions_require_login on; sessions_logout; }}
         location = {BACKCHANNEL} {{ sessions_oidc_backchannel_logout; }}
         location = /metrics {{ sessions_status; }}
     }}",
@@ -259,6 +259,10 @@ fn nginx_t_refuses_incomplete_or_wrong_settings() {
         ("sessions_oidc_timeout soon;", "sessions_oidc_timeout"),
         ("sessions_oidc_client_secret_file missing-file;", "cannot read"),
         ("sessions_oidc_client_id a; sessions_oidc_client_id b;", "is duplicate"),
+        (
+            &format!("{full} sessions_cookie_samesite strict; location / {{ sessions_require_login on; }}"),
+            "needs \"sessions_cookie_samesite lax\" or \"none\"",
+        ),
     ] {
         n.write_conf(1, &server(body));
         let (ok, out) = n.test_config();
@@ -323,6 +327,8 @@ fn a_logout_without_the_provider_stays_local() {
     assert_eq!(r.status, 204);
     assert_eq!(b.get(n.port, "/public").header("X-User"), None);
     assert!(provider.backchannel_bodies().is_empty());
+    // The gate never stands before a logout: logged out already, it still answers.
+    assert_eq!(b.get(n.port, "/local-logout").status, 204);
     n.assert_clean_log();
 }
 
