@@ -21,6 +21,8 @@ use crate::phases::access::store_of;
 use crate::phases::cookies::SCRATCH;
 use crate::phases::oidc::{ask_provider, count, failure, page, provider, refuse, set_login_cookie};
 use sessions_core::engine::store::OidcOutcome;
+use sessions_core::stores::zone::revoked;
+use sessions_sidecar::oidc::OidcSettings;
 
 /// The login cookie of the login whose state is `state`, opened, and its name.
 fn login_state(
@@ -241,31 +243,6 @@ fn keep_claims(r: &mut Request, lc: &LocConf, main: &MainConf, claims: &[(String
 /// Largest back-channel logout request body accepted.
 const MAX_LOGOUT_BODY: usize = 16 * 1024;
 
-/// How many logout tokens' `jti` a worker remembers, each until the
-/// token is too old to be accepted anyway.
-const SEEN_JTI: usize = 4096;
-
-thread_local! {
-    /// The `jti` of the logout tokens this worker accepted, with when each
-    /// stops mattering (ms).
-    static SEEN: std::cell::RefCell<std::collections::VecDeque<(String, u64)>> =
-        const { std::cell::RefCell::new(std::collections::VecDeque::new()) };
-}
-
-/// Whether `jti` is new to this worker (then remembered until `until`).
-fn first_use(jti: &str, now: u64, until: u64) -> bool {
-    SEEN.with_borrow_mut(|seen| {
-        while seen.front().is_some_and(|(_, t)| *t <= now) || seen.len() >= SEEN_JTI {
-            seen.pop_front();
-        }
-        if seen.iter().any(|(j, _)| j == jti) {
-            return false;
-        }
-        seen.push_back((jti.to_string(), until));
-        true
-    })
-}
-
 /// `sessions_oidc_backchannel_logout`: a POST from the provider with a
 /// `logout_token` (OpenID Connect Back-Channel Logout 1.0).
 fn backchannel(r: &mut Request) -> Status {
@@ -335,9 +312,7 @@ fn logout_token_checked(r: &mut Request, answer: Answer) -> Status {
             "the token names no sub, or sessions_oidc_user_claim is not sub: its sessions cannot be found",
         );
     };
-    let now = crate::clock::now_ms();
-    let max_age = sessions_sidecar::oidc::LOGOUT_TOKEN_MAX_AGE.as_millis() as u64;
-    if !first_use(&token.jti, now, now + 2 * max_age) {
+    if !first_use(lc, main, settings, &token.jti) {
         return logout_refused(r, "the logout token was used before (jti)");
     }
     ngx_log_error!(
@@ -353,6 +328,24 @@ fn logout_token_checked(r: &mut Request, answer: Answer) -> Status {
         main,
         sessions_core::access::admin::AdminRequest::RevokeUser { user },
     )
+}
+
+/// Whether the logout token `jti` is new to this nginx's zone (every
+/// worker), then kept there (and shared like the records of ended
+/// sessions) for twice the time a token is accepted.
+fn first_use(lc: &LocConf, main: &MainConf, settings: &OidcSettings, jti: &str) -> bool {
+    let Some(table) = main.table else {
+        return true;
+    };
+    let now = crate::clock::now_ms();
+    let max_age = sessions_sidecar::oidc::LOGOUT_TOKEN_MAX_AGE.as_millis() as u64;
+    let key = revoked::jti_key(settings.issuer.as_bytes(), jti.as_bytes());
+    let mut made = Vec::new();
+    let new = table.with(|t| revoked::first_use(t, key, now + 2 * max_age, now, &mut made));
+    if let Some((keys, _)) = lc.keys_and_name(main) {
+        crate::nginx::park::share(main, keys, &made, now);
+    }
+    new
 }
 
 /// 400 with one log line: the provider's logout request was not acted on.

@@ -40,13 +40,18 @@ fn conf(provider: &Provider, n: &Nginx) -> String {
 /// nginx and a provider that sends browsers back to its callback, its
 /// back-channel logouts to nginx, and browsers after a logout to `/bye`.
 fn start() -> (Nginx, Provider) {
+    start_workers(1)
+}
+
+/// `start` with `workers` worker processes, connections spread over them.
+fn start_workers(workers: u32) -> (Nginx, Provider) {
     let mut n = Nginx::prepare("oidc");
     let site = format!("http://127.0.0.1:{}", n.port);
     let provider = Provider::start_with(
         &format!("{site}{CALLBACK}"),
         &[&format!("{site}{BACKCHANNEL}"), &format!("{site}/bye")],
     );
-    n.write_conf(1, &conf(&provider, &n));
+    n.write_conf(workers, &common::spread_over_workers(&conf(&provider, &n)));
     n.spawn();
     (n, provider)
 }
@@ -437,5 +442,29 @@ fn logins_begun_in_several_tabs_all_land() {
     }
     let kept = c.cookies.keys().filter(|k| k.starts_with("sid_oidc_")).count();
     assert!((1..=4).contains(&kept), "{kept} logins under way");
+    n.assert_clean_log();
+}
+
+#[test]
+fn a_logout_token_is_refused_again_by_every_worker() {
+    let (n, provider) = start_workers(2);
+    let mut b = logged_in(&n, &provider, "alice");
+    let to = b.get(n.port, "/logout").header("Location").expect("to the provider").to_string();
+    b.log_out_at(&provider, &to);
+    let bodies = provider.backchannel_bodies();
+    assert_eq!(bodies.len(), 1);
+    // Connections spread over both workers: none takes the token again.
+    for _ in 0..12 {
+        let replay = common::send_with_body(n.port, &post(BACKCHANNEL), bodies[0].as_bytes());
+        assert_eq!(replay.status, 400, "{}", n.error_log());
+    }
+    let log = n.error_log();
+    let refusing: std::collections::BTreeSet<&str> = log
+        .lines()
+        .filter(|l| l.contains("the logout token was used before"))
+        .filter_map(|l| l.split("] ").nth(1)?.split('#').next())
+        .collect();
+    assert_eq!(log.matches("the logout token was used before").count(), 12);
+    assert_eq!(refusing.len(), 2, "both workers refused it: {refusing:?}");
     n.assert_clean_log();
 }

@@ -83,6 +83,35 @@ pub fn user_key(user: &[u8]) -> SessionId {
     SessionId(d[..16].try_into().expect("16 bytes"))
 }
 
+/// The table key of a back-channel logout token's `jti` from `issuer`.
+pub fn jti_key(issuer: &[u8], jti: &[u8]) -> SessionId {
+    let d = Sha256::new()
+        .chain_update(b"ngx-sessions v1 logout jti\0")
+        .chain_update(issuer)
+        .chain_update(b"\0")
+        .chain_update(jti)
+        .finalize();
+    SessionId(d[..16].try_into().expect("16 bytes"))
+}
+
+/// Whether `key` (a `jti_key`) is new to the zone; then it is kept until
+/// `until`, protected as a logged-in session's record is, and the record
+/// made goes to `out`, to be shared. Every worker, and every instance the
+/// records reach, refuses the same token after.
+pub fn first_use(
+    t: &mut Table<'_>,
+    key: SessionId,
+    until: u64,
+    now: u64,
+    out: &mut Vec<SharedRecord>,
+) -> bool {
+    if matches!(t.get(&key), Some(Entry::Grace { successor, .. }) if ends(&successor).is_some()) {
+        return false;
+    }
+    end(t, key, until, now, true, out);
+    true
+}
+
 /// One record as the zone keeps it and as instances share it: `successor`
 /// (`ENDED`, or a "not valid before" mark) under `key` until `until`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -280,6 +309,35 @@ mod tests {
         r.log_in(user, false).unwrap();
         r.renewed = renewed;
         r
+    }
+
+    #[test]
+    fn a_logout_token_is_taken_once_and_its_record_shared() {
+        let mut m = Mem::new(16, 8);
+        let mut t = m.table();
+        let key = jti_key(b"https://id.example", b"jti-1");
+        assert_ne!(key, jti_key(b"https://other.example", b"jti-1"), "per issuer");
+        assert_ne!(key, jti_key(b"https://id.example", b"jti-2"));
+        let mut out = Vec::new();
+        assert!(first_use(&mut t, key, 1_000, 100, &mut out));
+        assert_eq!(
+            out,
+            vec![SharedRecord {
+                key,
+                successor: ENDED,
+                until: 1_000
+            }]
+        );
+        assert!(
+            !first_use(&mut t, key, 1_000, 200, &mut out),
+            "the same token again"
+        );
+        assert_eq!(out.len(), 1, "nothing new to share");
+        // Another instance's record refuses it here too.
+        let mut m2 = Mem::new(16, 8);
+        let mut t2 = m2.table();
+        apply(&mut t2, out[0], 300);
+        assert!(!first_use(&mut t2, key, 1_000, 300, &mut Vec::new()));
     }
 
     #[test]
