@@ -203,6 +203,7 @@ pub fn failure(r: &Request, what: &str, e: &OidcError) -> HTTPStatus {
         }
     };
     count(r, outcome);
+    let e = login::loggable(&e.to_string());
     ngx_log_error!(NGX_LOG_ERR, r.log(), "sessions: OpenID Connect {what}: {e}");
     status
 }

@@ -295,7 +295,7 @@ fn logout_token_checked(r: &mut Request, answer: Answer) -> Status {
     let token = match answer {
         Answer::Oidc(Ok(OidcAnswer::LoggedOut(t))) => t,
         Answer::Oidc(Err(e)) => {
-            let why = e.to_string();
+            let why = login::loggable(&e.to_string());
             return logout_refused(r, &why);
         }
         _ => return HTTPStatus::SERVICE_UNAVAILABLE.into(),

@@ -265,6 +265,25 @@ pub fn logout_token(body: &[u8]) -> Option<String> {
     found.filter(|t| !t.is_empty())
 }
 
+/// `text` with what a provider wrote in it (an error description, a claim
+/// name) kept to one printable line of at most 300 bytes: the log is the
+/// operator's, not the provider's.
+pub fn loggable(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if out.len() > 300 {
+        let mut cut = 300;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push_str("...");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -362,6 +381,14 @@ mod tests {
         assert!(!is_login_cookie(b"other", &n));
         assert_eq!(login_cookie_name(b"sid", b"short"), None);
         assert_eq!(login_cookie_name(b"sid", b"ab;d=1234"), None);
+    }
+
+    #[test]
+    fn what_a_provider_wrote_is_logged_on_one_short_line() {
+        assert_eq!(loggable("invalid_grant"), "invalid_grant");
+        assert_eq!(loggable("a\r\n[alert] forged"), "a??[alert] forged");
+        let long = loggable(&"é".repeat(400));
+        assert!(long.len() <= 303 && long.ends_with("..."));
     }
 
     #[test]
