@@ -69,6 +69,16 @@ http {{
 """
 
 
+def page_says(wd, *words):
+    """Whether the page shows any of `words`; `False` while it is being
+    replaced (its elements go stale under the reader)."""
+    try:
+        body = wd.text("body").lower()
+    except AssertionError:
+        return False
+    return any(w in body for w in words)
+
+
 def main():
     work = Path(tempfile.mkdtemp(prefix="browser-oidc-", dir=ROOT / "target"))
     (work / "logs").mkdir()
@@ -109,9 +119,11 @@ def main():
         wd.type("input[name=password]", "any")
         wd.click("button[type=submit]")
         deadline = time.time() + 10
-        while "consent" not in wd.text("body").lower() and "continue" not in wd.text("body").lower():
-            check(time.time() < deadline, "the provider asks for consent")
+        while not page_says(wd, "consent", "continue"):
+            if time.time() > deadline:
+                raise AssertionError("the provider never asked for consent")
             time.sleep(0.1)
+        check(True, "the provider asks for consent")
         wd.screenshot("oidc-2-provider-consent")
         wd.click("button[type=submit]")
         wd.wait_url(f"{base}/reports?year=2026")
