@@ -315,8 +315,10 @@ impl Oidc {
         let mut claims = self.check(&metadata, token, nonce).await?;
         self.add_userinfo(&metadata, &answer.access_token, &mut claims)
             .await?;
+        // The checks an application's `X-Session-User` gets: the name goes
+        // into `$session_user` and from there into headers and logs.
         let user = value_of(&claims, &self.settings.user_claim)
-            .filter(|u| !u.is_empty())
+            .filter(|u| sessions_core::model::record::valid_user(u.as_bytes()))
             .ok_or_else(|| OidcError::NoUser(self.settings.user_claim.clone()))?;
         let data = self
             .settings

@@ -353,6 +353,18 @@ fn a_good_token_logs_the_user_in_with_the_configured_claims() {
     );
 }
 
+#[test]
+fn a_user_claim_that_cannot_be_a_session_user_is_refused() {
+    let key = Key::new("k1");
+    let p = Provider::start(&[&key]);
+    for bad in [json!(""), json!("alice\r\nX-Injected: 1"), json!("a".repeat(65))] {
+        let got = login(&p, &p.rp(), |iss, nonce| {
+            sign(with(claims(iss, nonce), "sub", bad.clone()), &key)
+        });
+        assert!(matches!(got, Err(OidcError::NoUser(_))), "{bad}: {got:?}");
+    }
+}
+
 /// Makes a spoilt token from the issuer and the login's nonce.
 type Spoil<'a> = Box<dyn Fn(&str, &str) -> String + 'a>;
 
