@@ -185,6 +185,13 @@ fn data(r: &mut Request, changes: &[(Vec<u8>, Option<Vec<u8>>)]) -> Option<()> {
         .iter()
         .map(|(k, v)| (k.as_slice(), v.as_deref()))
         .collect();
+    set_data(r, &changes, "upstream")
+}
+
+/// Sets (`Some`) and removes (`None`) keys of the request's session data
+/// and keeps what changed; `from` names who asked, for the log line of a
+/// refused change. `None` only when out of memory.
+pub fn set_data(r: &mut Request, changes: &[(&[u8], Option<&[u8]>)], from: &str) -> Option<()> {
     let Some(mut ctx) = request::ctx(r).copied() else {
         return Some(());
     };
@@ -193,7 +200,7 @@ fn data(r: &mut Request, changes: &[(Vec<u8>, Option<Vec<u8>>)]) -> Option<()> {
     let now = crate::clock::now_ms();
     let store = store_of(ctx.store);
     let result = store.on_session(main, lc, &ctx, now, |t, _, data| {
-        update_data(t, &id, &changes, data)
+        update_data(t, &id, changes, data)
     })?;
     match result {
         Ok(()) => {
@@ -205,7 +212,7 @@ fn data(r: &mut Request, changes: &[(Vec<u8>, Option<Vec<u8>>)]) -> Option<()> {
             ngx_log_error!(
                 NGX_LOG_ERR,
                 r.log(),
-                "sessions: session data from upstream refused: {e}"
+                "sessions: session data from {from} refused: {e}"
             );
         }
         Err(DataUpdateError::Full) => store.data_full(r, lc),

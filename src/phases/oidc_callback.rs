@@ -11,14 +11,13 @@ use ngx::http::{HTTPStatus, HttpModuleLocationConf, HttpModuleMainConf, Request}
 use ngx::ngx_log_error;
 use sessions_core::access::oidc::{self as login, LoginRefused, LoginState};
 use sessions_core::codec::cookie::cookie_values;
-use sessions_core::{apply, update_data, Control, ControlError};
+use sessions_core::{apply, Control, ControlError};
 use sessions_sidecar::{Answer, OidcAnswer, OidcCall};
 
 use crate::config::conf::{LocConf, MainConf};
 use crate::config::module::Module;
 use crate::nginx::request;
 use crate::phases::access::store_of;
-use crate::phases::cookies::SCRATCH;
 use crate::phases::oidc::{ask_provider, count, failure, page, provider, refuse, set_login_cookie};
 use sessions_core::engine::store::OidcOutcome;
 use sessions_core::stores::zone::revoked;
@@ -174,7 +173,7 @@ fn finished(r: &mut Request, answer: Answer) -> Status {
     if request::put_ctx(r, &ctx).is_none() {
         return Status::NGX_ERROR;
     }
-    if !identity.claims.is_empty() && keep_claims(r, lc, main, &identity.claims).is_none() {
+    if !identity.claims.is_empty() && keep_claims(r, &identity.claims).is_none() {
         return Status::NGX_ERROR;
     }
     let Some(mut ctx) = request::ctx(r).copied() else {
@@ -204,8 +203,7 @@ fn finished(r: &mut Request, answer: Answer) -> Status {
 
 /// Copies the configured claims into the session's data; a claim whose
 /// value cannot be kept (too long, control characters) is left out, logged.
-fn keep_claims(r: &mut Request, lc: &LocConf, main: &MainConf, claims: &[(String, String)]) -> Option<()> {
-    let mut ctx = request::ctx(r).copied()?;
+fn keep_claims(r: &mut Request, claims: &[(String, String)]) -> Option<()> {
     let kept: Vec<(&[u8], Option<&[u8]>)> = claims
         .iter()
         .filter(|(_, v)| sessions_core::model::data::valid_value(v.as_bytes()))
@@ -219,25 +217,7 @@ fn keep_claims(r: &mut Request, lc: &LocConf, main: &MainConf, claims: &[(String
             claims.len() - kept.len()
         );
     }
-    let store = store_of(ctx.store);
-    let id = ctx.id;
-    let now = crate::clock::now_ms();
-    let done = store.on_session(main, lc, &ctx, now, |t, _, data| update_data(t, &id, &kept, data))?;
-    match done {
-        Ok(()) => {
-            ctx.data = SCRATCH.with_borrow(|s| request::pool_str(r, &s.data))?;
-            store.data_changed(r, lc, main, &mut ctx)?;
-            request::put_ctx(r, &ctx)
-        }
-        Err(e) => {
-            ngx_log_error!(
-                NGX_LOG_ERR,
-                r.log(),
-                "sessions: claims not kept as session data: {e:?}"
-            );
-            Some(())
-        }
-    }
+    crate::phases::filter::set_data(r, &kept, "the OpenID Provider")
 }
 
 /// Largest back-channel logout request body accepted.
