@@ -3,3 +3,4 @@
 pub mod admin;
 pub mod gate;
 pub mod oidc;
+pub mod oidc_tokens;
