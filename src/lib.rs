@@ -170,7 +170,11 @@ unsafe extern "C" fn merge_loc_conf(
         );
         return NGX_CONF_ERROR;
     }
-    let uses_oidc = conf.enabled() && (conf.require_login() || conf.oidc_callback || conf.logout);
+    // Any location with a provider: a logged-in session's tokens are
+    // refreshed (and forwarded) wherever it goes.
+    let with_provider = matches!(conf.oidc.issuer, Some(Some(_))) || conf.oidc.forwards_token();
+    let uses_oidc =
+        conf.enabled() && (conf.require_login() || conf.oidc_callback || conf.logout || with_provider);
     if uses_oidc || conf.oidc_backchannel {
         if let Err(why) = register_oidc(cf, conf) {
             ngx::ngx_conf_log_error!(nginx_sys::NGX_LOG_EMERG, cf, "{why}");
@@ -212,6 +216,9 @@ fn register_oidc(cf: &mut ngx_conf_t, conf: &mut LocConf) -> Result<(), String> 
         }
         Ok(None) if conf.oidc_backchannel => {
             return Err("\"sessions_oidc_backchannel_logout\" needs \"sessions_oidc_issuer\"".into());
+        }
+        Ok(None) if conf.oidc.forwards_token() => {
+            return Err("\"sessions_oidc_forward_token\" needs \"sessions_oidc_issuer\"".into());
         }
         Ok(None) => return Ok(()),
         Err(missing) => return Err(format!("\"sessions_oidc_issuer\" needs \"{missing}\"")),

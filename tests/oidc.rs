@@ -39,7 +39,7 @@ fn the_oidc_example_replaces_oauth2_proxy() {
         .replace("sessions_cookie_secure on;", "sessions_cookie_secure auto;")
         .replace("server_name app.example.com;", "")
         .replace("server 127.0.0.1:8000;", "server 127.0.0.1:{port2};")
-        + "server { listen 127.0.0.1:{port2}; return 200 \"app: $http_x_user $http_x_email\\n\"; }";
+        + "server { listen 127.0.0.1:{port2}; return 200 \"app: $http_x_user $http_x_email $http_authorization\\n\"; }";
     n.write_conf(1, &example);
     let (ok, out) = n.test_config();
     assert!(ok, "{out}");
@@ -48,6 +48,10 @@ fn the_oidc_example_replaces_oauth2_proxy() {
     let back = to_callback(&n, &provider, &mut b, "/reports", "alice");
     assert_eq!(b.get(n.port, &back).status, 302);
     let r = b.get(n.port, "/reports");
-    assert_eq!(r.text(), "app: alice alice@example.org\n");
+    let access = provider.grants().last().expect("the login's tokens").2.clone();
+    assert_eq!(
+        r.text(),
+        format!("app: alice alice@example.org Bearer {access}\n")
+    );
     n.assert_clean_log();
 }

@@ -34,7 +34,8 @@ fn a_back_channel_logout_on_one_instance_ends_the_session_on_the_other() {
     let mut phone = logged_in(&a, &provider, "alice");
     assert_eq!(phone.get(b.port, "/public").header("X-User"), Some("alice"));
     browser.log_out_at(&provider, &to);
-    assert_eq!(provider.backchannel_bodies().len(), 1);
+    let bodies = provider.backchannel_bodies();
+    assert_eq!(bodies.len(), 1);
     // Stated in docs/stores.md: another instance sees a write when Redis
     // has it, usually within a round trip.
     let deadline = Instant::now() + Duration::from_secs(2);
@@ -46,6 +47,57 @@ fn a_back_channel_logout_on_one_instance_ends_the_session_on_the_other() {
         assert!(Instant::now() < deadline, "still logged in on the other instance");
         std::thread::sleep(Duration::from_millis(20));
     }
+    // The same logout token replayed at the other instance: its jti was
+    // taken in Redis by the first.
+    let mut replay = Request::get(BACKCHANNEL).header("Content-Type", "application/x-www-form-urlencoded");
+    replay.method = "POST".into();
+    let r = common::send_with_body(b.port, &replay, bodies[0].as_bytes());
+    assert_eq!(r.status, 400, "{}", b.error_log());
+    assert!(
+        b.error_log().contains("the logout token was used before (jti)"),
+        "{}",
+        b.error_log()
+    );
     a.assert_clean_log();
     b.assert_clean_log();
+}
+
+/// Two nginx instances sharing the Redis, the same session's requests
+/// racing on both when its tokens are due: one refresh in all (Redis's
+/// lock), and the session lives on both (a second refresh with the
+/// rotated refresh token would have been refused and ended it).
+#[test]
+fn two_instances_refresh_a_session_once() {
+    let (a, provider) = start();
+    let mut b = Nginx::prepare("oidc-b");
+    b.write_conf(2, &common::spread_over_workers(&conf(&provider, &b)));
+    b.spawn();
+    provider.access_ttl(4);
+    let alice = logged_in(&a, &provider, "alice");
+    until_refresh_due(4);
+    let racing: Vec<_> = (0..8)
+        .map(|i| {
+            let (port, mut browser) = (if i % 2 == 0 { a.port } else { b.port }, alice.clone());
+            std::thread::spawn(move || browser.send(port, Request::get("/up/x")).status)
+        })
+        .collect();
+    for t in racing {
+        assert_eq!(t.join().unwrap(), 200);
+    }
+    let refreshes = provider.refreshes();
+    assert_eq!(
+        refreshes.len(),
+        1,
+        "{refreshes:?}\n{}\n{}",
+        a.error_log(),
+        b.error_log()
+    );
+    for n in [&a, &b] {
+        assert_eq!(
+            alice.clone().get(n.port, "/public").header("X-User"),
+            Some("alice")
+        );
+        assert!(!n.error_log().contains("refresh refused"));
+        n.assert_clean_log();
+    }
 }

@@ -110,10 +110,23 @@ pub enum OidcCall {
         nonce: String,
     },
     /// A logout: where to send the browser to end its session at the
-    /// provider too, back to the configured `post_logout`.
-    EndSession { post_logout: Option<String> },
+    /// provider too, back to the configured `post_logout`, with the
+    /// session's ID token as a hint when it was kept.
+    EndSession {
+        post_logout: Option<String>,
+        id_token_hint: Option<String>,
+    },
     /// A back-channel logout: the provider's `logout_token`, checked.
     LogoutToken { token: String },
+    /// Fresh tokens for logged-in `user`'s session. With Redis, the
+    /// session's `handle` is locked there for `lock_ms` first, so that one
+    /// instance refreshes at a time: `RefreshBusy` when another holds it.
+    Refresh {
+        refresh_token: String,
+        user: String,
+        handle: [u8; 8],
+        lock_ms: u64,
+    },
 }
 
 /// What an `OidcCall` came to.
@@ -125,6 +138,9 @@ pub enum OidcAnswer {
     /// The provider's end-session URL, `None` when it has none.
     EndSession(Option<String>),
     LoggedOut(oidc::LogoutToken),
+    Refreshed(oidc::Refreshed),
+    /// Another instance is refreshing this session's tokens.
+    RefreshBusy,
 }
 
 pub enum Answer {

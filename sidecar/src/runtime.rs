@@ -161,9 +161,9 @@ pub(crate) async fn serve(
     let parties: Rc<Vec<Result<Oidc, OidcError>>> = Rc::new(oidc.into_iter().map(Oidc::new).collect());
     while let Some((token, job)) = rx.recv().await {
         if let Job::Oidc { provider, call } = job {
-            let (parties, out) = (parties.clone(), out.clone());
+            let (parties, out, shared) = (parties.clone(), out.clone(), redis.clone());
             tokio::task::spawn_local(async move {
-                let answer = crate::oidc_jobs::run(&parties, provider, call).await;
+                let answer = crate::oidc_jobs::run(&parties, provider, call, shared.as_deref()).await;
                 out.send(Reply::plain(token, Answer::Oidc(answer)));
             });
             continue;

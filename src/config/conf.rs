@@ -53,6 +53,8 @@ pub struct OidcConf {
     pub timeout: Option<u64>,
     /// `sessions_oidc_post_logout_redirect_uri`.
     pub post_logout: Option<String>,
+    /// `sessions_oidc_forward_token`.
+    pub forward_token: Option<bool>,
 }
 
 /// `sessions_oidc_timeout` when not set.
@@ -81,6 +83,12 @@ impl OidcConf {
         inherit(&mut self.claims, &prev.claims);
         inherit(&mut self.timeout, &prev.timeout);
         inherit(&mut self.post_logout, &prev.post_logout);
+        inherit(&mut self.forward_token, &prev.forward_token);
+    }
+
+    /// `sessions_oidc_forward_token` (off when not set).
+    pub fn forwards_token(&self) -> bool {
+        self.forward_token == Some(true)
     }
 
     /// The relying party's settings, if an issuer is set: `Err` names the

@@ -123,6 +123,7 @@ value_directive! {
     set_oidc_user_claim: oidc.user_claim = oidc_conf::user_claim;
     set_oidc_timeout: oidc.timeout = parse::timeout_ms;
     set_oidc_post_logout: oidc.post_logout = oidc_conf::redirect_uri;
+    set_oidc_forward_token: oidc.forward_token = parse::flag;
 }
 
 /// Handlers for directives that take a list of values into one field.
@@ -710,7 +711,7 @@ const fn location_command(name: ngx_str_t, args: u32, set: Handler) -> ngx_comma
     directive(name, NGX_HTTP_LOC_CONF, args, NGX_HTTP_LOC_CONF_OFFSET, set)
 }
 
-pub static mut COMMANDS: [ngx_command_t; 64] = [
+pub static mut COMMANDS: [ngx_command_t; 65] = [
     command(ngx_string!("sessions"), NGX_CONF_FLAG, set_enable),
     command(ngx_string!("sessions_secret"), NGX_CONF_1MORE, set_secret),
     command(
@@ -971,6 +972,11 @@ pub static mut COMMANDS: [ngx_command_t; 64] = [
         ngx_string!("sessions_oidc_backchannel_logout"),
         NGX_CONF_NOARGS,
         set_oidc_backchannel,
+    ),
+    command(
+        ngx_string!("sessions_oidc_forward_token"),
+        NGX_CONF_TAKE1,
+        set_oidc_forward_token,
     ),
     ngx_command_t::empty(),
 ];

@@ -287,6 +287,23 @@ pub fn remove_request_headers(r: &mut Request, drop: impl Fn(&[u8]) -> bool) -> 
     Some(())
 }
 
+/// Replaces the request's `Authorization` headers, the client's own
+/// included, by `value` (`None`: by none): what the upstream is sent, and
+/// what `headers_in.authorization` points at for other modules.
+pub fn set_authorization(r: &mut Request, value: Option<&[u8]>) -> Option<()> {
+    remove_request_headers(r, |k| k.eq_ignore_ascii_case(b"authorization"))?;
+    r.as_mut().headers_in.authorization = ptr::null_mut();
+    let Some(value) = value else {
+        return Some(());
+    };
+    let v = pool_str(r, value)?;
+    let req: &mut ngx_http_request_t = r.as_mut();
+    // The list's last part was kept within its array by `remove_request_headers`.
+    let h = push_elt(&mut req.headers_in.headers, c"Authorization", c"authorization", v)?;
+    req.headers_in.authorization = h;
+    Some(())
+}
+
 /// Whether the client came over TLS: to this nginx, or to a proxy in
 /// `trusted` (`sessions_trusted_proxies`) that says so in
 /// `X-Forwarded-Proto`. The proxy is the connection's peer, before the
@@ -501,11 +518,22 @@ fn push_header(
     value: ngx_str_t,
 ) -> Option<*mut ngx_table_elt_t> {
     let req: &mut ngx_http_request_t = r.as_mut();
-    // SAFETY: pushing onto the live request's output header list; the
-    // element is fully initialised before nginx can read it, and the key
-    // strings are static.
+    push_elt(&mut req.headers_out.headers, key, lowcase, value)
+}
+
+/// Appends a header to `list` (a live request's input or output headers);
+/// `key` and `lowcase` are static, `value` a string of the request's pool.
+fn push_elt(
+    list: &mut nginx_sys::ngx_list_t,
+    key: &'static CStr,
+    lowcase: &'static CStr,
+    value: ngx_str_t,
+) -> Option<*mut ngx_table_elt_t> {
+    // SAFETY: pushing onto a header list of a live request; the element is
+    // fully initialised before nginx can read it, and the key strings are
+    // static.
     unsafe {
-        let h = ngx_list_push(&mut req.headers_out.headers).cast::<ngx_table_elt_t>();
+        let h = ngx_list_push(list).cast::<ngx_table_elt_t>();
         if h.is_null() {
             return None;
         }

@@ -13,7 +13,7 @@ use sessions_core::{apply, Control};
 use crate::config::module::Module;
 use crate::nginx::{park, request};
 use crate::phases::store::SessionStore;
-use crate::phases::{answers, cookie_store, decide, oidc, remote};
+use crate::phases::{answers, cookie_store, decide, oidc, oidc_tokens, remote};
 
 pub fn access(r: &mut Request) -> Status {
     if !r.is_main() {
@@ -25,9 +25,14 @@ pub fn access(r: &mut Request) -> Status {
     // An internal redirect runs this phase again: keep the first decision.
     // A request parked at the gate for an OpenID Provider comes back here.
     if request::ctx(r).is_some() {
-        return match park::resumed(r) {
-            Some(wake) => oidc::begun(r, lc, wake),
-            None => Status::NGX_DECLINED,
+        // Parked for a logged-in session: its tokens' refresh; else a login.
+        let refreshing = request::ctx(r)
+            .filter(|c| c.user.len > 0)
+            .map(|c| store_of(c.store));
+        return match (park::resumed(r), refreshing) {
+            (Some(wake), Some(store)) => oidc_tokens::refreshed(r, lc, wake, store),
+            (Some(wake), None) => oidc::begun(r, lc, wake),
+            (None, _) => Status::NGX_DECLINED,
         };
     }
     // A client's own X-Session-* headers never reach the upstream: one that
@@ -61,7 +66,14 @@ fn logout(r: &mut Request) -> Status {
         return Status::NGX_ERROR;
     };
     let main = Module::main_conf(r);
+    let mut hint = None;
     if let (Some(mut ctx), Some(main)) = (request::ctx(r).copied(), main) {
+        if lc.oidc_provider.is_some() && ctx.user.len > 0 {
+            hint = oidc_tokens::id_token_hint(r, lc, main, &ctx);
+            if oidc_tokens::forget(r, lc, main).is_none() {
+                return Status::NGX_ERROR;
+            }
+        }
         if let Some((_, name)) = lc.keys_and_name(main) {
             let store = store_of(ctx.store);
             let now = crate::clock::now_ms();
@@ -89,7 +101,7 @@ fn logout(r: &mut Request) -> Status {
         }
     }
     // With an OpenID Provider, the browser goes on to end its session there.
-    if oidc::end_at_provider(r, lc) {
+    if oidc::end_at_provider(r, lc, hint) {
         return Status::NGX_DONE;
     }
     answers::logged_out(r, lc)

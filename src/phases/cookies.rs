@@ -175,6 +175,11 @@ pub fn deleted_sealed_cookies(r: &mut Request, lc: &LocConf, name: &[u8], chunks
     })
 }
 
+/// Strips the cookies called `name` from what the upstream is sent.
+pub fn strip_cookie(r: &mut Request, name: &[u8]) -> Option<()> {
+    SCRATCH.with_borrow_mut(|s| request::strip_request_cookie(r, name, &mut s.header))
+}
+
 /// Keeps the session's cookies (all of the cookie store's chunks) from the upstream.
 pub fn strip_session_cookies(r: &mut Request, name: &[u8], chunks: u8) -> Option<()> {
     SCRATCH.with_borrow_mut(|s| {

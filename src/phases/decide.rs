@@ -169,10 +169,23 @@ pub fn conclude(
         return Status::NGX_ERROR;
     }
     // The callback and a logout always run: the gate would send them to a login.
-    if lc.require_login() && !lc.oidc_callback && !lc.logout && outcome.record.user().is_none() {
-        return gate(r, lc);
+    if lc.oidc_callback || lc.logout {
+        return Status::NGX_DECLINED;
     }
-    Status::NGX_DECLINED
+    if outcome.record.user().is_none() {
+        if lc.require_login() {
+            return gate(r, lc);
+        }
+        // Nobody's token to forward: and never the client's own.
+        if lc.oidc.forwards_token() && request::set_authorization(r, None).is_none() {
+            return Status::NGX_ERROR;
+        }
+        return Status::NGX_DECLINED;
+    }
+    match <crate::config::module::Module as ngx::http::HttpModuleMainConf>::main_conf(r) {
+        Some(main) if lc.oidc_provider.is_some() => crate::phases::oidc_tokens::on_request(r, lc, main),
+        _ => Status::NGX_DECLINED,
+    }
 }
 
 /// No logged-in session: 401, or a redirect to the login page carrying the

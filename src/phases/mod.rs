@@ -15,6 +15,7 @@ pub mod decide;
 pub mod filter;
 pub mod oidc;
 pub mod oidc_callback;
+pub mod oidc_tokens;
 pub mod remote;
 pub mod status;
 pub mod store;

@@ -136,9 +136,10 @@ pub fn set_login_cookie(
 }
 
 /// `sessions_logout` with an OpenID Provider, once the session ended here:
-/// asks the side-car for the provider's end-session URL (`ended` answers);
+/// asks the side-car for the provider's end-session URL, with the
+/// session's ID token as a hint when it was kept (`ended` answers);
 /// `false` when it cannot be asked (the logout is answered locally).
-pub fn end_at_provider(r: &mut Request, lc: &LocConf) -> bool {
+pub fn end_at_provider(r: &mut Request, lc: &LocConf, id_token_hint: Option<String>) -> bool {
     let Some(main) = Module::main_conf(r) else {
         return false;
     };
@@ -147,6 +148,7 @@ pub fn end_at_provider(r: &mut Request, lc: &LocConf) -> bool {
     };
     let call = OidcCall::EndSession {
         post_logout: lc.oidc.post_logout.clone(),
+        id_token_hint,
     };
     ask_provider(
         r,

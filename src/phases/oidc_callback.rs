@@ -192,6 +192,16 @@ fn finished(r: &mut Request, answer: Answer) -> Status {
             return Status::NGX_ERROR;
         }
     }
+    let t = crate::phases::oidc_tokens::issued(
+        identity.access_token,
+        identity.refresh_token,
+        Some(identity.id_token),
+        identity.expires_in,
+        now,
+    );
+    if crate::phases::oidc_tokens::keep(r, lc, main, &ctx, identity.user.as_bytes(), &t).is_none() {
+        return Status::NGX_ERROR;
+    }
     ngx_log_error!(
         NGX_LOG_INFO,
         r.log(),

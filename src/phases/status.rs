@@ -146,6 +146,16 @@ fn render(s: &Snapshot) -> String {
             ("result=\"refused\"", oidc(OidcOutcome::BackchannelRefused)),
         ],
     );
+    metric(
+        "oidc_refreshes_total",
+        "counter",
+        "OpenID Connect token refreshes: made, refused by the provider (the session ended), or failed (tried again later).",
+        &[
+            ("result=\"refreshed\"", oidc(OidcOutcome::Refreshed)),
+            ("result=\"refused\"", oidc(OidcOutcome::RefreshRefused)),
+            ("result=\"failed\"", oidc(OidcOutcome::RefreshFailed)),
+        ],
+    );
     if let Some((waiting, js)) = s.pending {
         metric(
             "redis_pending",

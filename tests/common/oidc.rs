@@ -79,6 +79,49 @@ impl Provider {
         assert_eq!(r.text(), format!("slow {ms}\n"));
     }
 
+    /// From now on the access tokens it issues live `seconds`.
+    pub fn access_ttl(&self, seconds: u64) {
+        let r = send(
+            self.port,
+            &Request::get(&format!("/_test/access_ttl?s={seconds}")),
+        );
+        assert_eq!(r.text(), format!("access_ttl {seconds}\n"));
+    }
+
+    /// Its token endpoint's answers since it (re)started: (grant type,
+    /// status, access token or "-").
+    pub fn grants(&self) -> Vec<(String, u16, String)> {
+        self.printed("grant ")
+            .iter()
+            .filter_map(|l| {
+                let mut w = l.split(' ');
+                Some((
+                    w.next()?.to_string(),
+                    w.next()?.parse().ok()?,
+                    w.next()?.to_string(),
+                ))
+            })
+            .collect()
+    }
+
+    /// The refresh grants it answered: (status, access token or "-").
+    pub fn refreshes(&self) -> Vec<(u16, String)> {
+        self.grants()
+            .into_iter()
+            .filter(|(g, _, _)| g == "refresh_token")
+            .map(|(_, s, a)| (s, a))
+            .collect()
+    }
+
+    /// Starts it again on the same port with the same keys and no memory
+    /// of the grants it made (every refresh token unknown).
+    pub fn restart(&mut self) {
+        self.stop();
+        let (child, _, lines) = Self::spawn(self.port, &self.args, &self.keys, false);
+        self.child = Some(child);
+        self.lines = lines;
+    }
+
     fn spawn(
         port: u16,
         args: &[String],
@@ -212,6 +255,17 @@ impl Browser {
             .header("Host", &format!("127.0.0.1:{port}"))
             .header("Accept", "text/html,application/xhtml+xml")
             .header("Sec-Fetch-Mode", "navigate");
+        if !self.cookies.is_empty() {
+            req = req.cookie(&self.cookie_header());
+        }
+        let r = send(port, &req);
+        self.keep(&r);
+        r
+    }
+
+    /// Sends `req` to `port` with this browser's cookies, keeping what it sets.
+    pub fn send(&mut self, port: u16, mut req: Request) -> Response {
+        req = req.header("Host", &format!("127.0.0.1:{port}"));
         if !self.cookies.is_empty() {
             req = req.cookie(&self.cookie_header());
         }

@@ -15,6 +15,12 @@
 // tokens (none, hs256-public, other-key, aud, iss, nonce, expired) until
 // mode=off: the attacks a relying party must refuse. GET /_test/slow?ms=N
 // delays its token endpoint's answers by N ms (0: not at all).
+//
+// Every login gets a refresh token (not only offline_access ones), rotated
+// at each refresh: a refresh token used twice is refused, and its grant
+// revoked, as strict providers do. GET /_test/access_ttl?s=N makes access
+// tokens issued from then on live N seconds (3600 at start). It prints
+// "grant TYPE STATUS ACCESS_TOKEN" for each answer of its token endpoint.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import Provider from 'oidc-provider';
@@ -95,11 +101,15 @@ function tamper(token, mode) {
 }
 let tamperMode = 'off';
 let slowMs = 0;
+let accessTtl = 3600;
 
 const provider = new Provider(issuer, {
   clients: [client],
   jwks: { keys },
   pkce: { required: () => true },
+  issueRefreshToken: async (ctx, c) => c.grantTypeAllowed('refresh_token'),
+  rotateRefreshToken: () => true,
+  ttl: { AccessToken: () => accessTtl },
   claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name'] },
   findAccount: (ctx, id) => ({
     accountId: id,
@@ -134,6 +144,11 @@ provider.use(async (ctx, next) => {
     ctx.body = `tamper ${tamperMode}\n`;
     return;
   }
+  if (ctx.path === '/_test/access_ttl') {
+    accessTtl = Number(ctx.query.s || 3600);
+    ctx.body = `access_ttl ${accessTtl}\n`;
+    return;
+  }
   if (ctx.path === '/_test/slow') {
     slowMs = Number(ctx.query.ms || 0);
     ctx.body = `slow ${slowMs}\n`;
@@ -143,6 +158,11 @@ provider.use(async (ctx, next) => {
     await new Promise((resolve) => { setTimeout(resolve, slowMs); });
   }
   await next();
+  if (ctx.path === '/token') {
+    const grant = ctx.oidc && ctx.oidc.params ? ctx.oidc.params.grant_type : '?';
+    const access = ctx.body && ctx.body.access_token ? ctx.body.access_token : '-';
+    process.stdout.write(`grant ${grant} ${ctx.status} ${access}\n`);
+  }
   if (ctx.path === '/token' && ctx.body && ctx.body.id_token) {
     process.stdout.write(`signed ${unb64(ctx.body.id_token.split('.')[0]).kid}\n`);
   }

@@ -32,6 +32,12 @@ fn conf(provider: &Provider, n: &Nginx) -> String {
         location = /local-logout {{ sessions_oidc_issuer off; sessions_require_login on; sessions_logout; }}
         location = {BACKCHANNEL} {{ sessions_oidc_backchannel_logout; }}
         location = /metrics {{ sessions_status; }}
+        location /up/ {{ sessions_oidc_forward_token on; proxy_pass http://127.0.0.1:{{port2}}; }}
+        location = /plain {{ proxy_pass http://127.0.0.1:{{port2}}; }}
+    }}
+    server {{
+        listen 127.0.0.1:{{port2}};
+        return 200 \"auth=[$http_authorization] cookie=[$http_cookie]\";
     }}",
         oidc = provider.directives(&n.dir)
     )
@@ -82,13 +88,19 @@ fn callback_path(url: &str) -> String {
 
 /// A browser that asked for `path`, was sent to the provider and logged in
 /// there as `user`: the callback URL the provider sent it to, not yet visited.
+/// Whether cookie `k` (or a `Set-Cookie` line) is a login cookie, not the tokens cookie.
+fn is_login_cookie(k: &str) -> bool {
+    let name = k.split('=').next().unwrap_or_default();
+    name.contains("_oidc_") && !name.ends_with("_oidc_tokens")
+}
+
 fn to_callback(n: &Nginx, provider: &Provider, b: &mut Browser, path: &str, user: &str) -> String {
     let r = b.get(n.port, path);
     assert_eq!(r.status, 302, "the gate redirects a browser: {}", n.error_log());
     let to = r.header("Location").expect("where to").to_string();
     assert!(to.starts_with(&format!("{}/auth?", provider.issuer)), "{to}");
     assert!(to.contains("code_challenge_method=S256"), "{to}");
-    assert!(b.cookies.keys().any(|k| k.contains("_oidc_")), "the login cookie is set");
+    assert!(b.cookies.keys().any(|k| is_login_cookie(k)), "the login cookie is set");
     callback_path(&b.log_in_at(provider, &to, user))
 }
 
@@ -103,7 +115,7 @@ fn a_browser_logs_in_at_the_provider_and_returns_where_it_began() {
     assert_eq!(local(&n, &r), "/private/page?x=1");
     let after = b.cookies.get("sid").cloned().expect("a session");
     assert_ne!(before, after, "a new session id at login");
-    assert!(!b.cookies.keys().any(|k| k.starts_with("sid_oidc_")), "the login cookie is deleted");
+    assert!(!b.cookies.keys().any(|k| is_login_cookie(k)), "the login cookie is deleted");
 
     let r = b.get(n.port, "/private/page?x=1");
     assert_eq!(r.status, 200, "{}", n.error_log());
@@ -129,7 +141,7 @@ fn scripts_get_401_and_no_provider_call() {
     ] {
         let r = n.request(Request::get("/api").header(k, v));
         assert_eq!(r.status, 401, "{k}: {v}");
-        assert!(!r.all("Set-Cookie").iter().any(|c| c.starts_with("sid_oidc_")));
+        assert!(!r.all("Set-Cookie").iter().any(|c| is_login_cookie(c)));
     }
     assert!(!n.error_log().contains("OpenID Connect"), "{}", n.error_log());
 }
@@ -161,7 +173,7 @@ fn a_callback_without_a_pre_login_session_is_refused() {
     // The victim's own login cookie moved to another session does not work either.
     let mut thief = Browser::default();
     thief.get(n.port, "/public");
-    let (k, v) = b.cookies.iter().find(|(k, _)| k.starts_with("sid_oidc_")).expect("a login cookie");
+    let (k, v) = b.cookies.iter().find(|(k, _)| is_login_cookie(k)).expect("a login cookie");
     thief.cookies.insert(k.clone(), v.clone());
     assert_eq!(thief.get(n.port, &back).status, 400);
     assert!(n.error_log().contains("begun by another session"));
@@ -227,7 +239,7 @@ fn a_login_cannot_begin_while_the_provider_is_down() {
     let mut b = Browser::default();
     let r = b.get(n.port, "/private");
     assert_eq!(r.status, 502, "{}", n.error_log());
-    assert!(!r.all("Set-Cookie").iter().any(|c| c.starts_with("sid_oidc_")));
+    assert!(!r.all("Set-Cookie").iter().any(|c| is_login_cookie(c)));
     assert!(n.error_log().contains("login not begun: the OpenID provider failed"), "{}", n.error_log());
     n.assert_clean_log();
 }
@@ -264,6 +276,11 @@ fn nginx_t_refuses_incomplete_or_wrong_settings() {
         ("sessions_oidc_timeout soon;", "sessions_oidc_timeout"),
         ("sessions_oidc_client_secret_file missing-file;", "cannot read"),
         ("sessions_oidc_client_id a; sessions_oidc_client_id b;", "is duplicate"),
+        (
+            "location / { sessions_oidc_forward_token on; }",
+            "\"sessions_oidc_forward_token\" needs \"sessions_oidc_issuer\"",
+        ),
+        ("sessions_oidc_forward_token yes;", "sessions_oidc_forward_token"),
         (
             &format!("{full} sessions_cookie_samesite strict; location / {{ sessions_require_login on; }}"),
             "needs \"sessions_cookie_samesite lax\" or \"none\"",
@@ -304,6 +321,8 @@ fn logout_goes_on_to_the_provider_whose_back_channel_ends_the_users_other_sessio
 
     // At the provider: its session ends, it tells nginx through the back
     // channel, and sends the browser to the configured page.
+    assert!(to.contains("id_token_hint=ey"), "the ID token kept is the hint: {to}");
+    assert!(!laptop.cookies.contains_key("sid_oidc_tokens"), "the tokens cookie is deleted");
     let after = laptop.log_out_at(&provider, &to);
     assert_eq!(after.as_deref(), Some(format!("http://127.0.0.1:{}/bye", n.port).as_str()));
     let bodies = provider.backchannel_bodies();
@@ -423,7 +442,7 @@ fn logins_begun_in_several_tabs_all_land() {
     // Two tabs of one browser hit protected pages before either logged in.
     let first = to_callback(&n, &provider, &mut b, "/tab/one", "alice");
     let second = to_callback(&n, &provider, &mut b, "/tab/two", "alice");
-    assert_eq!(b.cookies.keys().filter(|k| k.starts_with("sid_oidc_")).count(), 2);
+    assert_eq!(b.cookies.keys().filter(|k| is_login_cookie(k)).count(), 2);
     let r = b.get(n.port, &first);
     assert_eq!(r.status, 302, "{}", n.error_log());
     assert_eq!(local(&n, &r), "/tab/one");
@@ -433,14 +452,14 @@ fn logins_begun_in_several_tabs_all_land() {
     assert_eq!(r.status, 302, "{}", n.error_log());
     assert_eq!(local(&n, &r), "/tab/two");
     assert_eq!(b.get(n.port, "/tab/two").header("X-User"), Some("alice"));
-    assert!(!b.cookies.keys().any(|k| k.starts_with("sid_oidc_")), "both login cookies deleted");
+    assert!(!b.cookies.keys().any(|k| is_login_cookie(k)), "both login cookies deleted");
 
     // Beginning logins over and over keeps at most four under way.
     let mut c = Browser::default();
     for _ in 0..7 {
         assert_eq!(c.get(n.port, "/again").status, 302);
     }
-    let kept = c.cookies.keys().filter(|k| k.starts_with("sid_oidc_")).count();
+    let kept = c.cookies.keys().filter(|k| is_login_cookie(k)).count();
     assert!((1..=4).contains(&kept), "{kept} logins under way");
     n.assert_clean_log();
 }
@@ -466,5 +485,171 @@ fn a_logout_token_is_refused_again_by_every_worker() {
         .collect();
     assert_eq!(log.matches("the logout token was used before").count(), 12);
     assert_eq!(refusing.len(), 2, "both workers refused it: {refusing:?}");
+    n.assert_clean_log();
+}
+
+/// What the upstream behind `/up/` and `/plain` was sent: its
+/// `Authorization` and `Cookie` headers.
+fn upstream_saw(r: &common::Response) -> (String, String) {
+    let t = r.text();
+    let part = |name: &str| {
+        let from = t.find(&format!("{name}=[")).expect("echoed") + name.len() + 2;
+        t[from..from + t[from..].find(']').expect("closed")].to_string()
+    };
+    (part("auth"), part("cookie"))
+}
+
+/// The access token of the provider's last answer to a login (a code).
+fn last_login_access(provider: &Provider) -> String {
+    provider
+        .grants()
+        .into_iter()
+        .rev()
+        .find(|(g, s, _)| g == "authorization_code" && *s == 200)
+        .expect("a login")
+        .2
+}
+
+#[test]
+fn tokens_are_sealed_forwarded_as_bearer_and_never_the_clients_own() {
+    let (n, provider) = start();
+    let mut alice = logged_in(&n, &provider, "alice");
+    let access = last_login_access(&provider);
+    let sealed = alice.cookies.get("sid_oidc_tokens").cloned().expect("the tokens cookie");
+    assert!(!sealed.contains(&access), "the client cannot read the access token");
+    let refresh = provider.grants().len();
+
+    // Forwarded in place of the client's own, and the cookie kept from the upstream.
+    let r = alice.send(n.port, Request::get("/up/x").header("Authorization", "Bearer forged"));
+    assert_eq!(r.status, 200, "{}", n.error_log());
+    let (auth, cookie) = upstream_saw(&r);
+    assert_eq!(auth, format!("Bearer {access}"));
+    assert!(!cookie.contains("sid_oidc_tokens"), "{cookie}");
+    assert_eq!(provider.grants().len(), refresh, "no provider call on a logged-in request");
+    // Where forwarding is off, the client's own header is the application's business.
+    let r = alice.send(n.port, Request::get("/plain").header("Authorization", "Basic Zm9vOmJhcg=="));
+    assert_eq!(upstream_saw(&r).0, "Basic Zm9vOmJhcg==");
+
+    // An anonymous client's forged header never reaches the upstream.
+    let mut anon = Browser::default();
+    let r = anon.send(n.port, Request::get("/up/x").header("Authorization", "Bearer forged"));
+    assert_eq!(upstream_saw(&r).0, "");
+
+    // Another user's tokens, or altered ones, count for nothing and are deleted.
+    let bob = logged_in(&n, &provider, "bob");
+    for planted in [
+        bob.cookies["sid_oidc_tokens"].clone(),
+        format!("{}A", &sealed[..sealed.len() - 1]),
+        "t1.garbage".to_string(),
+        "x".repeat(5000),
+    ] {
+        let mut eve = alice.clone();
+        eve.cookies.insert("sid_oidc_tokens".into(), planted);
+        let r = eve.send(n.port, Request::get("/up/x"));
+        assert_eq!(r.status, 200);
+        assert_eq!(upstream_saw(&r).0, "", "not forwarded");
+        assert!(!eve.cookies.contains_key("sid_oidc_tokens"), "deleted");
+        assert_eq!(r.header("X-User"), Some("alice"), "the session itself goes on");
+    }
+    // Where nothing is forwarded the tokens are opened only when their
+    // cookie says a refresh is due: a value claiming so falsely is opened,
+    // refused and deleted, and the provider is not asked.
+    let sealed_part = sealed.splitn(3, '.').nth(2).expect("t1.AT.SEALED");
+    let mut eve = alice.clone();
+    eve.cookies.insert("sid_oidc_tokens".into(), format!("t1.1.{sealed_part}"));
+    let r = eve.get(n.port, "/public");
+    assert_eq!(r.header("X-User"), Some("alice"));
+    assert!(!eve.cookies.contains_key("sid_oidc_tokens"), "deleted");
+    assert!(provider.refreshes().is_empty());
+    n.assert_clean_log();
+}
+
+/// Waits until a quarter of a `ttl`-second access token's life is left.
+fn until_refresh_due(ttl: u64) {
+    std::thread::sleep(std::time::Duration::from_millis(ttl * 750 + 300));
+}
+
+#[test]
+fn tokens_are_refreshed_once_before_they_expire_however_many_requests_race() {
+    let (n, provider) = start_workers(2);
+    provider.access_ttl(4);
+    let alice = logged_in(&n, &provider, "alice");
+    let first = last_login_access(&provider);
+    until_refresh_due(4);
+    let racing: Vec<_> = (0..8)
+        .map(|_| {
+            let (port, mut b) = (n.port, alice.clone());
+            std::thread::spawn(move || {
+                let r = b.send(port, Request::get("/up/x"));
+                (r.status, upstream_saw(&r).0, b)
+            })
+        })
+        .collect();
+    let answers: Vec<_> = racing.into_iter().map(|t| t.join().unwrap()).collect();
+    let refreshes = provider.refreshes();
+    assert_eq!(refreshes.len(), 1, "one refresh: {refreshes:?}\n{}", n.error_log());
+    let (status, second) = refreshes[0].clone();
+    assert_eq!(status, 200);
+    assert_ne!(second, first);
+    for (s, auth, _) in &answers {
+        assert_eq!(*s, 200);
+        assert!(
+            *auth == format!("Bearer {first}") || *auth == format!("Bearer {second}"),
+            "{auth}"
+        );
+    }
+    // The request that refreshed sent the new token on, and its cookie holds it.
+    let (_, _, mut winner) = answers
+        .into_iter()
+        .find(|(_, auth, _)| *auth == format!("Bearer {second}"))
+        .expect("the new token forwarded");
+    let r = winner.send(n.port, Request::get("/up/y"));
+    assert_eq!(upstream_saw(&r).0, format!("Bearer {second}"));
+    assert_eq!(provider.refreshes().len(), 1);
+    let metrics = n.get("/metrics").text();
+    assert!(metrics.contains("result=\"refreshed\"} 1"), "{metrics}");
+    n.assert_clean_log();
+}
+
+#[test]
+fn a_refused_refresh_ends_the_session_and_the_gate_logs_in_again() {
+    let (n, mut provider) = start();
+    provider.access_ttl(2);
+    let mut alice = logged_in(&n, &provider, "alice");
+    let mut script = logged_in(&n, &provider, "alice");
+    // A provider with no memory of the grants: every refresh token unknown.
+    provider.restart();
+    until_refresh_due(2);
+    let r = alice.get(n.port, "/private?page=2");
+    assert_eq!(r.status, 302, "{}", n.error_log());
+    assert_eq!(local(&n, &r), "/private?page=2", "the same page again");
+    assert!(!alice.cookies.contains_key("sid"), "the session cookie is deleted");
+    assert!(!alice.cookies.contains_key("sid_oidc_tokens"));
+    let r = alice.get(n.port, "/private?page=2");
+    assert_eq!(r.status, 302);
+    assert!(r.header("Location").unwrap().starts_with(&provider.issuer), "a new login");
+    // A script gets 401.
+    let r = script.send(n.port, Request::get("/private").header("Accept", "application/json"));
+    assert_eq!(r.status, 401, "{}", n.error_log());
+    assert_eq!(script.get(n.port, "/public").header("X-User"), None);
+    assert_eq!(n.error_log().matches("token refresh refused, session ended").count(), 2);
+    let metrics = n.get("/metrics").text();
+    assert!(metrics.contains("oidc_refreshes_total{zone=\"sessions\",result=\"refused\"} 2"), "{metrics}");
+    n.assert_clean_log();
+}
+
+#[test]
+fn a_provider_down_at_refresh_time_keeps_the_session_and_its_token() {
+    let (n, mut provider) = start();
+    provider.access_ttl(2);
+    let mut alice = logged_in(&n, &provider, "alice");
+    let access = last_login_access(&provider);
+    provider.stop();
+    until_refresh_due(2);
+    let r = alice.send(n.port, Request::get("/up/x"));
+    assert_eq!(r.status, 200, "{}", n.error_log());
+    assert_eq!(upstream_saw(&r).0, format!("Bearer {access}"));
+    assert_eq!(r.header("X-User"), Some("alice"));
+    assert_eq!(n.error_log().matches("token refresh failed, tried again later").count(), 1);
     n.assert_clean_log();
 }

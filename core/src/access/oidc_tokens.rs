@@ -51,16 +51,46 @@ impl core::fmt::Debug for Tokens {
 }
 
 impl Tokens {
-    /// Whether a refresh is due at `now`: there is a refresh token, and a
-    /// quarter of the access token's lifetime (at most a minute) is left.
-    pub fn refresh_due(&self, now: u64) -> bool {
+    /// When a refresh is due (ms since the epoch; 0: never): there is a
+    /// refresh token, and a quarter of the access token's lifetime (at
+    /// most a minute) is left.
+    pub fn refresh_at(&self) -> u64 {
         if self.refresh.is_empty() || self.expires == 0 {
-            return false;
+            return 0;
         }
         let life = self.expires.saturating_sub(self.issued);
         let ahead = (life / REFRESH_AHEAD_PART).min(REFRESH_AHEAD_MAX_MS);
-        now.saturating_add(ahead) >= self.expires
+        self.expires.saturating_sub(ahead).max(1)
     }
+
+    /// Whether a refresh is due at `now`.
+    pub fn refresh_due(&self, now: u64) -> bool {
+        due(self.refresh_at(), now)
+    }
+}
+
+fn due(at: u64, now: u64) -> bool {
+    at != 0 && now >= at
+}
+
+/// The refresh time a tokens cookie's value states in clear (`t1.AT.`),
+/// read without opening it: a request that neither forwards the token nor
+/// finds a refresh due costs no decryption. The seal covers it, so a value
+/// with another time does not open. `None`: not a tokens value.
+pub fn refresh_at(value: &[u8]) -> Option<u64> {
+    let rest = value.strip_prefix(PREFIX)?;
+    let dot = rest.iter().position(|&b| b == b'.')?;
+    let digits = &rest[..dot];
+    if digits.is_empty() || digits.len() > 20 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// Whether a refresh is due at `now` for a tokens cookie's `value`, read
+/// in clear (see `refresh_at`); `None`: not a tokens value.
+pub fn value_due(value: &[u8], now: u64) -> Option<bool> {
+    refresh_at(value).map(|at| due(at, now))
 }
 
 /// The tokens cookie's name for session cookie `name`.
@@ -81,18 +111,21 @@ fn cipher(keys: &Keyring, i: usize, name: &[u8]) -> Aes256GcmSiv {
     Aes256GcmSiv::new_from_slice(&keys.key(i).cookie_store_key(&subject)).expect("32-byte key")
 }
 
-/// What the seal binds besides the plaintext: the session and its user.
-fn aad(handle: &Handle, user: &[u8]) -> Vec<u8> {
-    [AAD, &handle.0, user].concat()
+/// What the seal binds besides the plaintext: the session, its user, and
+/// the refresh time the value states in clear.
+fn aad(handle: &Handle, user: &[u8], at: &[u8]) -> Vec<u8> {
+    [AAD, &handle.0, at, b"\0", user].concat()
 }
 
 fn sealed_value(
     keys: &Keyring,
     name: &[u8],
-    aad: &[u8],
+    (handle, user): (&Handle, &[u8]),
     t: &Tokens,
     rng: &mut RandomPool,
 ) -> Result<Vec<u8>, RandomError> {
+    let at = t.refresh_at().to_string();
+    let aad = aad(handle, user, at.as_bytes());
     let mut plain = Vec::with_capacity(24 + t.access.len() + t.refresh.len() + t.id_token.len());
     plain.push(VERSION);
     plain.extend_from_slice(&t.issued.to_le_bytes());
@@ -102,8 +135,10 @@ fn sealed_value(
         plain.extend_from_slice(part);
     }
     let mut sealed = Vec::new();
-    aead_seal(&cipher(keys, 0, name), aad, &plain, rng, &mut sealed)?;
+    aead_seal(&cipher(keys, 0, name), &aad, &plain, rng, &mut sealed)?;
     let mut out = PREFIX.to_vec();
+    out.extend_from_slice(at.as_bytes());
+    out.push(b'.');
     crate::primitives::b64::encode_into(&sealed, &mut out);
     Ok(out)
 }
@@ -123,8 +158,7 @@ pub fn seal(
     if tokens.access.is_empty() || !all.iter().all(|t| valid_token(t)) {
         return Ok(None);
     }
-    let aad = aad(handle, user);
-    let value = sealed_value(keys, name, &aad, tokens, rng)?;
+    let value = sealed_value(keys, name, (handle, user), tokens, rng)?;
     if value.len() <= MAX_VALUE {
         return Ok(Some(value));
     }
@@ -132,7 +166,7 @@ pub fn seal(
         id_token: Vec::new(),
         ..tokens.clone()
     };
-    let value = sealed_value(keys, name, &aad, &without_id, rng)?;
+    let value = sealed_value(keys, name, (handle, user), &without_id, rng)?;
     Ok((value.len() <= MAX_VALUE).then_some(value))
 }
 
@@ -143,10 +177,17 @@ pub fn open(keys: &Keyring, name: &[u8], handle: &Handle, user: &[u8], value: &[
     if value.len() > MAX_VALUE {
         return None;
     }
-    let sealed = crate::primitives::b64::decode_vec(value.strip_prefix(PREFIX)?)?;
-    let aad = aad(handle, user);
-    let plain = (0..keys.iter().count()).find_map(|i| aead_open(&cipher(keys, i, name), &aad, &sealed).ok())?;
-    parse(&plain)
+    refresh_at(value)?;
+    let rest = value.strip_prefix(PREFIX)?;
+    let dot = rest.iter().position(|&b| b == b'.')?;
+    let (at, sealed) = (&rest[..dot], &rest[dot + 1..]);
+    let sealed = crate::primitives::b64::decode_vec(sealed)?;
+    let aad = aad(handle, user, at);
+    let plain =
+        (0..keys.iter().count()).find_map(|i| aead_open(&cipher(keys, i, name), &aad, &sealed).ok())?;
+    let t = parse(&plain)?;
+    // The time in clear is the one the tokens give (the seal covers it).
+    (t.refresh_at().to_string().as_bytes() == at).then_some(t)
 }
 
 /// The plaintext, strictly: every byte accounted for, every token valid.
@@ -222,7 +263,9 @@ mod tests {
         let mut rng = RandomPool::new();
         let mut t = tokens();
         t.id_token = b"i".repeat(3000);
-        let v = seal(&keys("k"), b"sid", &H, b"u", &t, &mut rng).unwrap().expect("fits without it");
+        let v = seal(&keys("k"), b"sid", &H, b"u", &t, &mut rng)
+            .unwrap()
+            .expect("fits without it");
         assert!(v.len() <= MAX_VALUE);
         let opened = open(&keys("k"), b"sid", &H, b"u", &v).expect("opens");
         assert!(opened.id_token.is_empty());
@@ -245,6 +288,17 @@ mod tests {
         t.expires = 3_600_000;
         assert!(!t.refresh_due(3_539_999));
         assert!(t.refresh_due(3_540_000));
+        let v = seal(&keys("k"), b"sid", &H, b"u", &t, &mut RandomPool::new())
+            .unwrap()
+            .unwrap();
+        assert_eq!(refresh_at(&v), Some(3_540_000));
+        assert_eq!(value_due(&v, 3_539_999), Some(false));
+        assert_eq!(value_due(&v, 3_540_000), Some(true));
+        // The time in clear is sealed too: another one does not open.
+        let forged = String::from_utf8(v.clone()).unwrap().replacen("3540000", "1", 1);
+        assert_eq!(refresh_at(forged.as_bytes()), Some(1));
+        assert_eq!(open(&keys("k"), b"sid", &H, b"u", forged.as_bytes()), None);
+        assert_eq!(value_due(b"t1.x.abc", 0), None);
         t.refresh.clear();
         assert!(!t.refresh_due(u64::MAX));
         t.refresh = b"r".to_vec();
@@ -285,7 +339,8 @@ mod tests {
             prop_assert_eq!(open(&keys("k"), b"sid", &H, b"u", &v), Some(t));
             let mut bad = v.clone();
             // Not in the last characters, whose low bits base64 may not use.
-            let i = PREFIX.len() + flip.index(v.len() - PREFIX.len() - 4);
+            let from = PREFIX.len() + v[PREFIX.len()..].iter().position(|&b| b == b'.').unwrap() + 1;
+            let i = from + flip.index(v.len() - from - 4);
             bad[i] = if bad[i] == b'A' { b'B' } else { b'A' };
             prop_assert_eq!(open(&keys("k"), b"sid", &H, b"u", &bad), None);
         }

@@ -54,7 +54,17 @@ pub enum OidcOutcome {
     BackchannelLogout,
     /// A back-channel logout token refused.
     BackchannelRefused,
+    /// A session's tokens refreshed.
+    Refreshed,
+    /// The provider refused a refresh (or its ID token failed a check): the session ended.
+    RefreshRefused,
+    /// A refresh the provider did not answer (down, slow): tried again later.
+    RefreshFailed,
 }
+
+/// How many `OidcOutcome`s there are.
+pub const OIDC_OUTCOMES: usize = 10;
+const _: () = assert!(OidcOutcome::RefreshFailed as usize + 1 == OIDC_OUTCOMES);
 
 pub trait Store {
     fn get(&mut self, id: &SessionId) -> Option<Entry>;

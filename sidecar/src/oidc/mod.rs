@@ -219,6 +219,11 @@ impl Oidc {
         self.settings.timeout
     }
 
+    /// The issuer URL as configured (what nginx's zone keys a `jti` by).
+    pub fn issuer(&self) -> &str {
+        &self.settings.issuer
+    }
+
     /// The provider's metadata, discovered on first use and again once an
     /// hour, with its keys.
     async fn metadata(&self) -> Result<Metadata, OidcError> {
@@ -387,10 +392,11 @@ impl Oidc {
     }
 
     /// Fresh tokens for a session's `refresh_token` (RFC 6749 6). An ID
-    /// token the provider sends with them is checked as at login, and
-    /// must be for the same `sub` (Core 12.2). A refused refresh is
+    /// token the provider sends with them is checked as at login, and must
+    /// be for the same user (Core 12.2: the same `sub`; here the configured
+    /// user claim, when the token carries it). A refused refresh is
     /// `RefreshRefused`: the session it served ends.
-    pub async fn refresh(&self, refresh_token: &str, sub: &str) -> Result<Refreshed, OidcError> {
+    pub async fn refresh(&self, refresh_token: &str, user: &str) -> Result<Refreshed, OidcError> {
         let metadata = self.metadata().await?;
         let form = [
             ("grant_type", "refresh_token"),
@@ -408,9 +414,9 @@ impl Oidc {
             let claims = self
                 .verified(&metadata, token, &["exp", "iat", "iss", "aud", "sub"])
                 .await?;
-            if claims.get("sub").and_then(serde_json::Value::as_str) != Some(sub) {
+            if value_of(&claims, &self.settings.user_claim).is_some_and(|u| u != user) {
                 return Err(OidcError::Token(
-                    "the refreshed ID token is for another sub".into(),
+                    "the refreshed ID token is for another user".into(),
                 ));
             }
         }

@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use crate::engine::Policy;
 use crate::model::record::{Entry, Record};
 use crate::model::timeouts::Times;
-use crate::primitives::id::SessionId;
+use crate::primitives::id::{Handle, SessionId};
 use crate::stores::zone::table::Table;
 
 /// A request already in flight when a session ends may still seal a copy
@@ -94,7 +94,17 @@ pub fn jti_key(issuer: &[u8], jti: &[u8]) -> SessionId {
     SessionId(d[..16].try_into().expect("16 bytes"))
 }
 
-/// Whether `key` (a `jti_key`) is new to the zone; then it is kept until
+/// The zone's key of session `handle`'s token refresh: the lock one
+/// worker takes (`first_use`) before it refreshes the session's tokens.
+pub fn refresh_lock_key(handle: &Handle) -> SessionId {
+    let d = Sha256::new()
+        .chain_update(b"ngx-sessions v1 oidc refresh\0")
+        .chain_update(handle.0)
+        .finalize();
+    SessionId(d[..16].try_into().expect("16 bytes"))
+}
+
+/// Whether `key` (a `jti_key`, a `refresh_lock_key`) is new to the zone; then it is kept until
 /// `until`, protected as a logged-in session's record is, and the record
 /// made goes to `out`, to be shared. Every worker, and every instance the
 /// records reach, refuses the same token after.

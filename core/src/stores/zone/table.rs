@@ -53,7 +53,7 @@ pub struct Stats {
     pub redis_refused: u64,
     pub redis_local: u64,
     /// OpenID Connect logins and logouts, by how they ended (`OidcOutcome`).
-    pub oidc: [u64; 7],
+    pub oidc: [u64; crate::engine::store::OIDC_OUTCOMES],
 }
 
 /// Zone-wide values kept with the table.
@@ -320,7 +320,7 @@ impl<'a> Table<'a> {
                 logins: 0,
                 logouts: 0,
                 redis_refused: 0,
-                oidc: [0; 7],
+                oidc: [0; crate::engine::store::OIDC_OUTCOMES],
                 redis_local: 0,
             },
             random_secret: [0; 32],
