@@ -654,3 +654,89 @@ fn a_new_session_is_valid_at_once_on_another_instance() {
     a.assert_clean_log();
     b.assert_clean_log();
 }
+
+/// A Sentinel watching `master` (down after 1 s): its process, its port, and a way to ask it.
+fn sentinel(master: &Redis) -> (common::Reaped, u16, impl Fn(&[&str]) -> String) {
+    let dir = common::scratch_dir("durable-sentinel");
+    let port = common::free_port();
+    let conf = dir.join("sentinel.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "port {port}\nbind 127.0.0.1\ndir {}\n\
+             sentinel monitor mymaster 127.0.0.1 {} 1\n\
+             sentinel down-after-milliseconds mymaster 1000\n\
+             sentinel failover-timeout mymaster 5000\n",
+            dir.display(),
+            master.port
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join("sentinel.log")).unwrap();
+    let process = common::Reaped(
+        std::process::Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let ask = move |args: &[&str]| {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &port.to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    wait_for("sentinel", || ask(&["PING"]) == "PONG");
+    (process, port, ask)
+}
+
+/// Under Sentinel a login leaves the journal only once a replica has it
+/// (`WAIT`), not on the master's word alone: a failover promotes the
+/// replica, and what only the old master had would go with it. The
+/// replica frozen, a login stays pending; the master killed and the
+/// replica promoted, the login is sent again and holds.
+#[test]
+fn a_login_no_replica_has_yet_is_kept_through_a_failover() {
+    let mut master = Redis::start(&[]);
+    let replica = Redis::start(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
+    wait_for("the replica to sync", || {
+        replica
+            .cli(&["INFO", "replication"])
+            .contains("master_link_status:up")
+    });
+    let (_sentinel, sentinel_port, ask) = sentinel(&master);
+    wait_for("sentinel to see the replica", || {
+        ask(&["SENTINEL", "REPLICAS", "mymaster"]).contains(&replica.port.to_string())
+    });
+    let n = Nginx::start(&conf(master.port, "durable-secret-sentinel", "").replace(
+        &format!("sessions_redis_server 127.0.0.1:{};", master.port),
+        &format!(
+            "sessions_redis_sentinel 127.0.0.1:{sentinel_port}; sessions_redis_sentinel_master mymaster;"
+        ),
+    ));
+    every_worker_has_reached_redis(&n);
+
+    replica.signal("STOP");
+    let c = logged_in(&n, "alice");
+    assert_eq!(user(&get(&n, "/index.html", &c)), "alice");
+    thread::sleep(Duration::from_millis(1500));
+    let metrics = n.get("/metrics").text();
+    assert!(
+        !metrics.contains("nginx_sessions_redis_pending{zone=\"sessions\"} 0\n"),
+        "the master's word alone settled the login: {metrics}"
+    );
+
+    master.stop();
+    replica.signal("CONT");
+    wait_for("the replica to be promoted", || {
+        ask(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"]).contains(&replica.port.to_string())
+            && replica.cli(&["ROLE"]).starts_with("master")
+    });
+    n.wait_redis_drained("/metrics");
+    assert_eq!(user(&get(&n, "/index.html", &c)), "alice", "{}", n.error_log());
+    n.assert_clean_log();
+}

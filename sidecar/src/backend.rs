@@ -2,7 +2,7 @@
 //! each reconnected with backoff when it fails. Runs on the worker's Redis
 //! thread only; nothing here knows about nginx.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -101,6 +101,9 @@ enum Kind {
         master_name: String,
         /// The master the open connections lead to.
         master: RefCell<Option<ConnectionAddr>>,
+        /// Whether the sentinels know a replica of the master they think
+        /// up: then a write is durable only once a replica has it.
+        replicas_known: Cell<bool>,
     },
     Cluster(redis::cluster::ClusterClient),
 }
@@ -278,6 +281,8 @@ impl Backend {
                     client: tokio::sync::Mutex::new(b.build()?),
                     master_name: master.clone(),
                     master: RefCell::new(None),
+                    // Until the sentinels say otherwise: a write waits.
+                    replicas_known: Cell::new(true),
                 }
             }
             Topology::Cluster(nodes) => {
@@ -489,6 +494,14 @@ impl Backend {
         matches!(self.kind, Kind::Sentinel { .. })
     }
 
+    /// Under Sentinel, whether the sentinels know a replica of the master
+    /// that they think up: in a failover the old master, cut off from the
+    /// replica being promoted, has none of its own, yet what only it takes
+    /// is lost.
+    pub fn replicas_known(&self) -> bool {
+        matches!(&self.kind, Kind::Sentinel { replicas_known, .. } if replicas_known.get())
+    }
+
     /// Connection `hint` (modulo the pool), opened when needed. Fails fast
     /// while a failed connection waits out its backoff.
     pub async fn conn(&self, hint: usize) -> Result<Conn, Down> {
@@ -529,6 +542,7 @@ impl Backend {
             client,
             master_name,
             master,
+            replicas_known,
         } = &self.kind
         else {
             return;
@@ -561,6 +575,14 @@ impl Backend {
                 conn = None;
                 continue;
             };
+            let replicas: RedisResult<Vec<redis::Value>> = redis::cmd("SENTINEL")
+                .arg("REPLICAS")
+                .arg(master_name)
+                .query_async(c)
+                .await;
+            if let Ok(r) = replicas {
+                replicas_known.set(r.iter().any(replica_up));
+            }
             let moved = match &*master.borrow() {
                 Some(ConnectionAddr::Tcp(h, p)) | Some(ConnectionAddr::TcpTls { host: h, port: p, .. }) => {
                     *h != host || *p != port
@@ -597,9 +619,70 @@ impl Backend {
     }
 }
 
+/// Whether an entry of `SENTINEL REPLICAS` (a flat list of names and
+/// values, or a map) is a replica the sentinels think up.
+fn replica_up(entry: &redis::Value) -> bool {
+    let text = |v: &redis::Value| match v {
+        redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        redis::Value::SimpleString(s) => s.clone(),
+        _ => String::new(),
+    };
+    let pairs: Vec<(String, String)> = match entry {
+        redis::Value::Array(items) => items
+            .chunks(2)
+            .map(|p| (text(&p[0]), p.get(1).map(text).unwrap_or_default()))
+            .collect(),
+        redis::Value::Map(items) => items.iter().map(|(k, v)| (text(k), text(v))).collect(),
+        _ => return false,
+    };
+    pairs.iter().any(|(k, flags)| {
+        k == "flags"
+            && !flags
+                .split(',')
+                .any(|f| matches!(f, "s_down" | "o_down" | "disconnected"))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn entry(flags: &str) -> redis::Value {
+        let s = |t: &str| redis::Value::BulkString(t.as_bytes().to_vec());
+        redis::Value::Array(vec![s("name"), s("127.0.0.1:6380"), s("flags"), s(flags)])
+    }
+
+    #[test]
+    fn a_replica_is_up_unless_the_sentinels_flag_it_down_or_disconnected() {
+        assert!(replica_up(&entry("slave")));
+        assert!(!replica_up(&entry("slave,s_down")));
+        assert!(!replica_up(&entry("s_down,slave,disconnected")));
+        assert!(!replica_up(&entry("slave,o_down")));
+        let map = redis::Value::Map(vec![(
+            redis::Value::SimpleString("flags".into()),
+            redis::Value::SimpleString("slave".into()),
+        )]);
+        assert!(replica_up(&map));
+        assert!(!replica_up(&redis::Value::Nil));
+        assert!(!replica_up(&redis::Value::Array(vec![])));
+    }
+
+    proptest! {
+        // What a sentinel answers is read, never trusted: any shape of
+        // answer is a yes or a no, never a panic.
+        #[test]
+        fn any_sentinel_answer_reads_as_up_or_not(
+            items in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..12), 0..9),
+            odd in any::<bool>(),
+        ) {
+            let mut values: Vec<redis::Value> = items.into_iter().map(redis::Value::BulkString).collect();
+            if odd {
+                values.push(redis::Value::Int(7));
+            }
+            let _ = replica_up(&redis::Value::Array(values));
+        }
+    }
 
     #[test]
     fn backoff_doubles_up_to_its_cap_and_a_success_resets_it() {

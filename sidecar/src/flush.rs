@@ -15,6 +15,9 @@ use crate::lookup::{swap, Read, MOVED};
 use crate::state::{now_ms, Sidecar};
 use crate::{Answer, Job, Reply};
 
+/// How long a journal write under Sentinel waits for a replica to have it.
+const REPLICA_WAIT: Duration = Duration::from_millis(250);
+
 /// How often every worker looks for journal writes due again (retries,
 /// and those a killed worker held).
 pub(crate) const FLUSH_TICK: Duration = Duration::from_millis(200);
@@ -121,7 +124,7 @@ impl Sidecar {
                 claimed.iter().filter(|c| c.tag == tag).collect();
             let writes: Vec<Write> = batch.iter().map(|c| c.write.clone()).collect();
             // Ends well before the lease, so no other flusher sends them meanwhile.
-            let sent = tokio::time::timeout(self.lease / 2, self.write(&writes, &keys, None, &[])).await;
+            let sent = tokio::time::timeout(self.lease / 2, self.write_replicated(&writes, &keys)).await;
             let ok = matches!(sent, Ok(Ok(true)));
             if let Ok(Err(Failure::Refused(why) | Failure::WrongType(why))) = &sent {
                 self.report(why.clone());
@@ -158,6 +161,42 @@ impl Sidecar {
         all_ok
     }
 
+    /// `write` for the journal's writes, which leave it on success: under
+    /// Sentinel only once a replica has them too. A failover promotes a
+    /// replica; what the old master acknowledged and never sent it would
+    /// be lost with the old master, so it stays in the journal, sent again
+    /// to whichever master there is next. A master without replicas, of
+    /// which the sentinels know none either, has nobody to wait for.
+    async fn write_replicated(&self, writes: &[Write], keys: &SealKeys) -> Result<bool, Failure> {
+        if !self.backend.is_sentinel() {
+            return self.write(writes, keys, None, &[]).await;
+        }
+        self.write_over(writes, keys, None, &[], Some(Self::replica_wait()))
+            .await
+    }
+
+    /// `WAIT 1 <ms>` after the writes, on their connection.
+    fn replica_wait() -> redis::Cmd {
+        redis::cmd("WAIT")
+            .arg(1)
+            .arg(REPLICA_WAIT.as_millis() as u64)
+            .clone()
+    }
+
+    /// Whether the master connection `hint` leads to has replicas (`ROLE`);
+    /// anything but a master's answer counts as having them.
+    async fn has_replicas(&self, hint: usize) -> Result<bool, Failure> {
+        let role: redis::Value = self.run(hint, &redis::cmd("ROLE")).await?;
+        Ok(match role {
+            redis::Value::Array(parts) => !matches!(
+                parts.as_slice(),
+                [redis::Value::BulkString(kind), _, redis::Value::Array(replicas)]
+                    if kind.as_slice() == b"master" && replicas.is_empty()
+            ),
+            _ => true,
+        })
+    }
+
     /// Sends `writes` in one pipeline (one command at a time to a cluster,
     /// whose keys live on different nodes). `old`: keys whose copies of the
     /// written ids are deleted (secret rotation). A write to a key in `over`
@@ -169,6 +208,20 @@ impl Sidecar {
         keys: &SealKeys,
         old: Option<&SealKeys>,
         over: &[Read],
+    ) -> Result<bool, Failure> {
+        self.write_over(writes, keys, old, over, None).await
+    }
+
+    /// `write`, with `wait` sent last in the same pipeline: a `WAIT` (see
+    /// `write_replicated`), whose answer must be at least one replica, or
+    /// the master must have none.
+    async fn write_over(
+        &self,
+        writes: &[Write],
+        keys: &SealKeys,
+        old: Option<&SealKeys>,
+        over: &[Read],
+        wait: Option<redis::Cmd>,
     ) -> Result<bool, Failure> {
         if writes.is_empty() {
             return Ok(true);
@@ -238,8 +291,22 @@ impl Sidecar {
             _ => None,
         });
         let hint = self.hint(newest);
+        let waits = wait.is_some();
+        if let Some(w) = wait {
+            cmds.push((w, false));
+        }
         let (cmds, checked): (Vec<redis::Cmd>, Vec<bool>) = cmds.into_iter().unzip();
-        let answers: Vec<redis::Value> = self.run_each(hint, &cmds).await?;
+        let mut answers: Vec<redis::Value> = self.run_each(hint, &cmds).await?;
+        if waits {
+            let replicas = answers.pop();
+            let acked = matches!(replicas, Some(redis::Value::Int(n)) if n >= 1);
+            if !acked && (self.backend.replicas_known() || self.has_replicas(hint).await?) {
+                return Err(Failure::Down(format!(
+                    "no replica acknowledged the writes within {} ms (kept, sent again)",
+                    REPLICA_WAIT.as_millis()
+                )));
+            }
+        }
         // Redis takes writes: new sessions may be kept (`Client::reached`).
         self.reached.store(true, Ordering::Relaxed);
         // A session ended: no worker's near cache answers for it again,
