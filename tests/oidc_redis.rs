@@ -101,3 +101,30 @@ fn two_instances_refresh_a_session_once() {
         n.assert_clean_log();
     }
 }
+
+/// A logout token naming only the provider's session, sent to the other
+/// instance: Redis remembers which session that provider session logged
+/// in, and that one session ends on both.
+#[test]
+fn a_provider_session_logged_in_on_one_instance_is_logged_out_through_the_other() {
+    let (a, provider) = start();
+    let mut b = Nginx::prepare("oidc-b");
+    b.write_conf(1, &conf(&provider, &b));
+    b.spawn();
+    let laptop = logged_in(&a, &provider, "alice");
+    let phone = logged_in(&a, &provider, "alice");
+    let sids = provider.sids();
+    let body = format!("logout_token={}", provider.logout_token_for_sid(&sids[0]));
+    let r = common::send_with_body(b.port, &post(BACKCHANNEL), body.as_bytes());
+    assert_eq!(r.status, 200, "{}", b.error_log());
+    assert!(r.text().contains('1'), "one session ended: {}", r.text());
+    for n in [&a, &b] {
+        assert_eq!(laptop.clone().get(n.port, "/public").header("X-User"), None);
+        assert_eq!(
+            phone.clone().get(n.port, "/public").header("X-User"),
+            Some("alice")
+        );
+    }
+    a.assert_clean_log();
+    b.assert_clean_log();
+}

@@ -108,6 +108,11 @@ pub enum OidcCall {
         code: String,
         verifier: String,
         nonce: String,
+        /// The handle of the session logging in, remembered in Redis under
+        /// the provider's `sid` for `keep_ms`: a back-channel logout naming
+        /// only the `sid` finds it on every instance.
+        session: [u8; 8],
+        keep_ms: u64,
     },
     /// A logout: where to send the browser to end its session at the
     /// provider too, back to the configured `post_logout`, with the
@@ -137,7 +142,9 @@ pub enum OidcAnswer {
     LoggedIn(oidc::Identity),
     /// The provider's end-session URL, `None` when it has none.
     EndSession(Option<String>),
-    LoggedOut(oidc::LogoutToken),
+    /// A checked logout token, and the session its `sid` logged in, as
+    /// Redis remembers it.
+    LoggedOut(oidc::LogoutToken, Option<[u8; 8]>),
     Refreshed(oidc::Refreshed),
     /// Another instance is refreshing this session's tokens.
     RefreshBusy,

@@ -25,6 +25,41 @@ async fn first_to_set(redis: &Sidecar, kind: &[u8], id: &[u8], ms: u64) -> bool 
     !matches!(made, Ok(Ok(None)))
 }
 
+/// The Redis key under which the provider's session `sid` is remembered.
+fn sid_key(redis: &Sidecar, party: &Oidc, sid: &str) -> Vec<u8> {
+    let mut key = redis.prefix.clone();
+    key.extend_from_slice(b"oidc-sid:");
+    let id = revoked::sid_key(party.issuer().as_bytes(), sid.as_bytes());
+    sessions_core::primitives::b64::encode_into(&id.0, &mut key);
+    key
+}
+
+/// Remembers in Redis, for `ms`, that `sid` logged in session `handle`.
+/// Best effort: the zone of the instance that logged it in remembers it too.
+async fn remember_sid(redis: &Sidecar, party: &Oidc, sid: &str, handle: &[u8; 8], ms: u64) {
+    let mut value = Vec::new();
+    sessions_core::primitives::b64::encode_into(handle, &mut value);
+    let mut set = redis::cmd("SET");
+    set.arg(sid_key(redis, party, sid))
+        .arg(value)
+        .arg("PX")
+        .arg(ms.max(1));
+    let _ = tokio::time::timeout(SET_ONCE_WAIT, redis.run::<()>(0, &set)).await;
+}
+
+/// The session `sid` logged in, as Redis remembers it; a value that is
+/// not a handle (hostile, or another program's) is none.
+async fn sid_session(redis: &Sidecar, party: &Oidc, sid: &str) -> Option<[u8; 8]> {
+    let get = redis::cmd("GET").arg(sid_key(redis, party, sid)).clone();
+    let value = tokio::time::timeout(SET_ONCE_WAIT, redis.run::<Option<Vec<u8>>>(0, &get))
+        .await
+        .ok()?
+        .ok()??;
+    sessions_core::primitives::b64::decode_vec(&value)?
+        .try_into()
+        .ok()
+}
+
 /// The most calls to the provider one job makes (see `oidc_patience`).
 pub const MAX_CALLS: u32 = 5;
 
@@ -50,10 +85,15 @@ pub async fn run(
                 code,
                 verifier,
                 nonce,
-            } => party
-                .finish(&code, &verifier, &nonce)
-                .await
-                .map(OidcAnswer::LoggedIn),
+                session,
+                keep_ms,
+            } => {
+                let id = party.finish(&code, &verifier, &nonce).await?;
+                if let (Some(s), Some(sid)) = (redis, &id.sid) {
+                    remember_sid(s, party, sid, &session, keep_ms).await;
+                }
+                Ok(OidcAnswer::LoggedIn(id))
+            }
             OidcCall::EndSession {
                 post_logout,
                 id_token_hint,
@@ -69,7 +109,14 @@ pub async fn run(
                     Some(s) if !first_to_set(s, b"oidc-jti:", &key.0, ms).await => {
                         Err(OidcError::Token("the logout token was used before (jti)".into()))
                     }
-                    _ => Ok(OidcAnswer::LoggedOut(t)),
+                    Some(s) => {
+                        let session = match &t.sid {
+                            Some(sid) => sid_session(s, party, sid).await,
+                            None => None,
+                        };
+                        Ok(OidcAnswer::LoggedOut(t, session))
+                    }
+                    None => Ok(OidcAnswer::LoggedOut(t, None)),
                 }
             }
             OidcCall::Refresh {

@@ -106,10 +106,14 @@ fn callback(r: &mut Request) -> Status {
     let Some((i, settings)) = provider(lc, main) else {
         return Status::NGX_ERROR;
     };
+    let now = crate::clock::now_ms();
     let call = OidcCall::Finish {
         code,
         verifier: String::from_utf8_lossy(&login.verifier).into_owned(),
         nonce: String::from_utf8_lossy(&login.nonce).into_owned(),
+        // The login keeps the session's handle.
+        session: ctx.handle.0,
+        keep_ms: sid_kept_until(lc, now) - now,
     };
     if !ask_provider(r, (i, settings), call, Some(finished), "login not finished") {
         return page(r, HTTPStatus::SERVICE_UNAVAILABLE);
@@ -192,6 +196,16 @@ fn finished(r: &mut Request, answer: Answer) -> Status {
             return Status::NGX_ERROR;
         }
     }
+    if let Some(sid) = &identity.sid {
+        remember_sid(
+            main,
+            settings_of(lc, main),
+            sid,
+            &ctx.handle,
+            sid_kept_until(lc, now),
+            now,
+        );
+    }
     let t = crate::phases::oidc_tokens::issued(
         identity.access_token,
         identity.refresh_token,
@@ -209,6 +223,34 @@ fn finished(r: &mut Request, answer: Answer) -> Status {
     );
     count(r, OidcOutcome::LoggedIn);
     request::redirect(r, &return_to)
+}
+
+/// Until when the provider's session a login came from is remembered: as
+/// long as the session may live (at most 30 days).
+fn sid_kept_until(lc: &LocConf, now: u64) -> u64 {
+    const MAX_MS: u64 = 30 * 24 * 3600 * 1000;
+    revoked::not_before_end(&lc.policy, now).min(now + MAX_MS)
+}
+
+fn settings_of<'a>(lc: &LocConf, main: &'a MainConf) -> Option<&'a OidcSettings> {
+    provider(lc, main).map(|(_, s)| s)
+}
+
+/// Remembers in the zone (every worker of this nginx) that the provider's
+/// session `sid` logged in session `handle`; the side-car did in Redis.
+fn remember_sid(
+    main: &MainConf,
+    settings: Option<&OidcSettings>,
+    sid: &str,
+    handle: &sessions_core::Handle,
+    until: u64,
+    now: u64,
+) {
+    let (Some(table), Some(settings)) = (main.table, settings) else {
+        return;
+    };
+    let key = revoked::sid_key(settings.issuer.as_bytes(), sid.as_bytes());
+    table.with(|t| revoked::remember_sid(t, key, handle, until, now));
 }
 
 /// Copies the configured claims into the session's data; a claim whose
@@ -283,7 +325,7 @@ request::body_handler!(backchannel_body_read, backchannel_body);
 /// through the store's shared records, on every instance sharing it.
 fn logout_token_checked(r: &mut Request, answer: Answer) -> Status {
     let token = match answer {
-        Answer::Oidc(Ok(OidcAnswer::LoggedOut(t))) => t,
+        Answer::Oidc(Ok(OidcAnswer::LoggedOut(t, in_redis))) => (t, in_redis),
         Answer::Oidc(Err(e)) => {
             let why = login::loggable(&e.to_string());
             return logout_refused(r, &why);
@@ -296,15 +338,42 @@ fn logout_token_checked(r: &mut Request, answer: Answer) -> Status {
     let Some((_, settings)) = provider(lc, main) else {
         return Status::NGX_ERROR;
     };
-    let Some(sub) = token.sub.filter(|_| settings.user_claim == "sub") else {
+    let (token, in_redis) = token;
+    let sub = token.sub.clone().filter(|_| settings.user_claim == "sub");
+    if sub.is_none() && token.sid.is_none() {
         return logout_refused(
             r,
-            "the token names no sub, or sessions_oidc_user_claim is not sub: its sessions cannot be found",
+            "the token names no sid, and no sub or sessions_oidc_user_claim is not sub: its sessions cannot be found",
         );
-    };
+    }
     if !first_use(lc, main, settings, &token.jti) {
         return logout_refused(r, "the logout token was used before (jti)");
     }
+    let Some(sub) = sub else {
+        // Only the provider's session: the one session it logged in, as
+        // Redis or this nginx's zone remembers it.
+        let key = revoked::sid_key(
+            settings.issuer.as_bytes(),
+            token.sid.unwrap_or_default().as_bytes(),
+        );
+        let here = main.table.and_then(|t| t.with(|t| revoked::sid_handle(t, &key)));
+        ngx_log_error!(
+            NGX_LOG_INFO,
+            r.log(),
+            "sessions: OpenID Connect back-channel logout of a provider session"
+        );
+        count(r, OidcOutcome::BackchannelLogout);
+        let Some(id) = in_redis.map(sessions_core::Handle).or(here) else {
+            let body = sessions_core::access::admin::revoked_json(0);
+            return crate::phases::answers::send(r, HTTPStatus::OK, &body);
+        };
+        return store_of(lc.store()).admin(
+            r,
+            lc,
+            main,
+            sessions_core::access::admin::AdminRequest::RevokeId { id },
+        );
+    };
     ngx_log_error!(
         NGX_LOG_INFO,
         r.log(),

@@ -79,6 +79,20 @@ impl Provider {
         assert_eq!(r.text(), format!("slow {ms}\n"));
     }
 
+    /// The provider session (`sid`) of each ID token it handed out.
+    pub fn sids(&self) -> Vec<String> {
+        self.printed("sid ")
+    }
+
+    /// A signed back-channel logout token naming only the provider session `sid`.
+    pub fn logout_token_for_sid(&self, sid: &str) -> String {
+        send(
+            self.port,
+            &Request::get(&format!("/_test/logout_token?sid={sid}")),
+        )
+        .text()
+    }
+
     /// From now on the access tokens it issues live `seconds`.
     pub fn access_ttl(&self, seconds: u64) {
         let r = send(
@@ -170,6 +184,7 @@ impl Provider {
     }
 
     fn printed(&self, prefix: &str) -> Vec<String> {
+        self.sync();
         self.lines
             .lock()
             .unwrap()
@@ -178,8 +193,30 @@ impl Provider {
             .collect()
     }
 
+    /// Waits until the thread reading the provider's output has read all
+    /// it printed so far: the provider prints a mark after it, on request.
+    fn sync(&self) {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static MARKS: AtomicU64 = AtomicU64::new(0);
+        if self.child.is_none() {
+            return;
+        }
+        let id = MARKS.fetch_add(1, Ordering::Relaxed);
+        send(self.port, &Request::get(&format!("/_test/mark?id={id}")));
+        let mark = format!("mark {id}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !self.lines.lock().unwrap().contains(&mark) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the provider's output did not arrive"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+
     /// The form bodies of the back-channel logout requests it sent so far.
     pub fn backchannel_bodies(&self) -> Vec<String> {
+        self.sync();
         self.lines
             .lock()
             .unwrap()

@@ -20,7 +20,9 @@
 // at each refresh: a refresh token used twice is refused, and its grant
 // revoked, as strict providers do. GET /_test/access_ttl?s=N makes access
 // tokens issued from then on live N seconds (3600 at start). It prints
-// "grant TYPE STATUS ACCESS_TOKEN" for each answer of its token endpoint.
+// "grant TYPE STATUS ACCESS_TOKEN" for each answer of its token endpoint,
+// and "sid SID" for each ID token naming the provider's session. GET
+// /_test/logout_token?sid=S hands out a signed logout token naming only S.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import Provider from 'oidc-provider';
@@ -38,7 +40,8 @@ const client = {
 };
 if (backchannelUri) {
   client.backchannel_logout_uri = backchannelUri;
-  client.backchannel_logout_session_required = false;
+  // ID tokens and logout tokens carry the provider's session (sid).
+  client.backchannel_logout_session_required = true;
 }
 if (postLogoutUri) {
   client.post_logout_redirect_uris = [postLogoutUri];
@@ -144,6 +147,28 @@ provider.use(async (ctx, next) => {
     ctx.body = `tamper ${tamperMode}\n`;
     return;
   }
+  if (ctx.path === '/_test/mark') {
+    // Everything printed before this line has been printed: the tests
+    // wait for it before they read what it printed.
+    process.stdout.write(`mark ${ctx.query.id}\n`);
+    ctx.body = 'ok';
+    return;
+  }
+  if (ctx.path === '/_test/logout_token') {
+    // A back-channel logout token naming only the provider session `sid`,
+    // signed with the provider's key, as a provider that sends no sub does.
+    const now = Math.floor(Date.now() / 1000);
+    const payload = {
+      iss: issuer, aud: clientId, iat: now, exp: now + 120, jti: crypto.randomUUID(),
+      sid: String(ctx.query.sid || ''),
+      events: { 'http://schemas.openid.net/event/backchannel-logout': {} },
+    };
+    const header = { alg: 'RS256', typ: 'logout+jwt', kid: keys[0].kid };
+    const input = `${b64(header)}.${b64(payload)}`;
+    const key = crypto.createPrivateKey({ key: keys[0], format: 'jwk' });
+    ctx.body = `${input}.${crypto.sign('sha256', Buffer.from(input), key).toString('base64url')}`;
+    return;
+  }
   if (ctx.path === '/_test/access_ttl') {
     accessTtl = Number(ctx.query.s || 3600);
     ctx.body = `access_ttl ${accessTtl}\n`;
@@ -165,6 +190,10 @@ provider.use(async (ctx, next) => {
   }
   if (ctx.path === '/token' && ctx.body && ctx.body.id_token) {
     process.stdout.write(`signed ${unb64(ctx.body.id_token.split('.')[0]).kid}\n`);
+    const { sid } = unb64(ctx.body.id_token.split('.')[1]);
+    if (sid) {
+      process.stdout.write(`sid ${sid}\n`);
+    }
   }
   if (ctx.path === '/token' && tamperMode !== 'off' && ctx.body && ctx.body.id_token) {
     ctx.body = { ...ctx.body, id_token: tamper(ctx.body.id_token, tamperMode) };

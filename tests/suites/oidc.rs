@@ -653,3 +653,28 @@ fn a_provider_down_at_refresh_time_keeps_the_session_and_its_token() {
     assert_eq!(n.error_log().matches("token refresh failed, tried again later").count(), 1);
     n.assert_clean_log();
 }
+
+#[test]
+fn a_logout_token_naming_only_the_provider_session_ends_the_session_it_logged_in() {
+    let (n, provider) = start();
+    let laptop = logged_in(&n, &provider, "alice");
+    let phone = logged_in(&n, &provider, "alice");
+    let sids = provider.sids();
+    assert_eq!(sids.len(), 2, "each login its own provider session: {sids:?}");
+    assert_ne!(sids[0], sids[1]);
+    let token = provider.logout_token_for_sid(&sids[0]);
+    let body = format!("logout_token={token}");
+    let r = common::send_with_body(n.port, &post(BACKCHANNEL), body.as_bytes());
+    assert_eq!(r.status, 200, "{}", n.error_log());
+    assert_eq!(laptop.clone().get(n.port, "/public").header("X-User"), None, "its session ended");
+    assert_eq!(phone.clone().get(n.port, "/public").header("X-User"), Some("alice"), "not the other");
+    // Replayed: refused. A provider session nobody logged in with: nothing to end.
+    let r = common::send_with_body(n.port, &post(BACKCHANNEL), body.as_bytes());
+    assert_eq!(r.status, 400);
+    let unknown = format!("logout_token={}", provider.logout_token_for_sid("no-such-session"));
+    let r = common::send_with_body(n.port, &post(BACKCHANNEL), unknown.as_bytes());
+    assert_eq!(r.status, 200, "{}", n.error_log());
+    assert!(r.text().contains("0"), "{}", r.text());
+    assert_eq!(phone.clone().get(n.port, "/public").header("X-User"), Some("alice"));
+    n.assert_clean_log();
+}

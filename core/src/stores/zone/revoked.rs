@@ -47,7 +47,7 @@ pub fn copies_end(policy: &Policy, rec: &Record, now: u64) -> u64 {
 
 /// Until when a "not valid before" set at `now` must be kept: the longest
 /// any session may live from `now`.
-fn not_before_end(policy: &Policy, now: u64) -> u64 {
+pub fn not_before_end(policy: &Policy, now: u64) -> u64 {
     policy
         .longest_life()
         .map_or(u64::MAX, |l| now.saturating_add(l).saturating_add(IN_FLIGHT_MS))
@@ -102,6 +102,50 @@ pub fn refresh_lock_key(handle: &Handle) -> SessionId {
         .chain_update(handle.0)
         .finalize();
     SessionId(d[..16].try_into().expect("16 bytes"))
+}
+
+/// The table key of an OpenID Provider's session `sid` from `issuer`.
+pub fn sid_key(issuer: &[u8], sid: &[u8]) -> SessionId {
+    let d = Sha256::new()
+        .chain_update(b"ngx-sessions v1 oidc sid\0")
+        .chain_update(issuer)
+        .chain_update(b"\0")
+        .chain_update(sid)
+        .finalize();
+    SessionId(d[..16].try_into().expect("16 bytes"))
+}
+
+/// Marks a provider-session record: the session's handle is in the first 8 bytes.
+const OIDC_SID: [u8; 8] = *b"oidc-sid";
+
+/// Remembers, until `until`, that the provider's session `key` (a
+/// `sid_key`) logged in this nginx's session `handle`: a back-channel
+/// logout naming only the `sid` finds it so. Kept here, not shared.
+pub fn remember_sid(t: &mut Table<'_>, key: SessionId, handle: &Handle, until: u64, now: u64) {
+    if until > now {
+        let mut mark = [0u8; 16];
+        mark[..8].copy_from_slice(&handle.0);
+        mark[8..].copy_from_slice(&OIDC_SID);
+        put(
+            t,
+            SharedRecord {
+                key,
+                successor: SessionId(mark),
+                until,
+            },
+            now,
+        );
+    }
+}
+
+/// The session the provider's session `key` logged in, if remembered.
+pub fn sid_handle(t: &Table<'_>, key: &SessionId) -> Option<Handle> {
+    match t.get(key)? {
+        Entry::Grace { successor, .. } if successor.0[8..] == OIDC_SID => {
+            Some(Handle(successor.0[..8].try_into().expect("8 bytes")))
+        }
+        _ => None,
+    }
 }
 
 /// Whether `key` (a `jti_key`, a `refresh_lock_key`) is new to the zone; then it is kept until
@@ -348,6 +392,33 @@ mod tests {
         let mut t2 = m2.table();
         apply(&mut t2, out[0], 300);
         assert!(!first_use(&mut t2, key, 1_000, 300, &mut Vec::new()));
+    }
+
+    #[test]
+    fn a_provider_session_leads_to_the_session_it_logged_in_and_refuses_nothing() {
+        let mut m = Mem::new(16, 8);
+        let mut t = m.table();
+        let key = sid_key(b"https://id.example", b"sid-1");
+        assert_ne!(key, sid_key(b"https://other.example", b"sid-1"), "per issuer");
+        assert_ne!(key, jti_key(b"https://id.example", b"sid-1"), "not a jti's key");
+        assert_eq!(sid_handle(&t, &key), None);
+        remember_sid(&mut t, key, &Handle([9; 8]), 1_000, 100);
+        assert_eq!(sid_handle(&t, &key), Some(Handle([9; 8])));
+        // A later login of the same provider session replaces it.
+        remember_sid(&mut t, key, &Handle([7; 8]), 2_000, 200);
+        assert_eq!(sid_handle(&t, &key), Some(Handle([7; 8])));
+        // It is no revocation: no id is ended by it, and it is not a jti.
+        assert!(!is_revoked(&t, &key, &Record::EMPTY));
+        assert!(first_use(
+            &mut t,
+            jti_key(b"https://id.example", b"sid-1"),
+            1_000,
+            300,
+            &mut Vec::new()
+        ));
+        // Past its time, nothing is remembered.
+        remember_sid(&mut t, sid_key(b"i", b"s"), &Handle([1; 8]), 100, 100);
+        assert_eq!(sid_handle(&t, &sid_key(b"i", b"s")), None);
     }
 
     #[test]
