@@ -13,7 +13,7 @@ use ngx::ngx_log_error;
 use sessions_core::access::gate::wants_401;
 use sessions_core::access::oidc::loggable;
 use sessions_core::access::oidc_tokens::{self as tokens, Tokens};
-use sessions_core::codec::cookie::cookie_values;
+use sessions_core::codec::cookie::cookie_pairs;
 use sessions_core::engine::store::OidcOutcome;
 use sessions_core::stores::zone::revoked;
 use sessions_core::{apply, Control};
@@ -88,7 +88,7 @@ fn current(r: &Request, lc: &LocConf, main: &MainConf, ctx: &Ctx) -> Option<Opti
     let cookie = tokens::cookie_name(name);
     let user = ctx.user.as_bytes();
     let mut found = None;
-    for value in request::cookie_headers(r).flat_map(|h| cookie_values(h, &cookie)) {
+    for value in tokens_values(r, name) {
         let opened = tokens::open(keys, &cookie, &ctx.handle, user, value);
         if opened.is_some() {
             return Some(opened);
@@ -102,12 +102,16 @@ fn current(r: &Request, lc: &LocConf, main: &MainConf, ctx: &Ctx) -> Option<Opti
 /// due: `None` without one, `Some(None)` for a value that is not one.
 fn clear_due(r: &Request, lc: &LocConf, main: &MainConf) -> Option<Option<bool>> {
     let (_, name) = lc.keys_and_name(main)?;
-    let cookie = tokens::cookie_name(name);
-    let now = crate::clock::now_ms();
-    let value = request::cookie_headers(r)
-        .flat_map(|h| cookie_values(h, &cookie))
-        .next()?;
-    Some(tokens::value_due(value, now))
+    let value = tokens_values(r, name).next()?;
+    Some(tokens::value_due(value, crate::clock::now_ms()))
+}
+
+/// The values of the request's tokens cookies of session cookie `name`.
+fn tokens_values<'a>(r: &'a Request, name: &'a [u8]) -> impl Iterator<Item = &'a [u8]> {
+    request::cookie_headers(r)
+        .flat_map(cookie_pairs)
+        .filter(move |(k, _)| tokens::is_tokens_cookie(name, k))
+        .map(|(_, v)| v)
 }
 
 /// The ID token kept for `ctx`'s session, to end its login at the provider.
@@ -252,13 +256,17 @@ fn renewed(fresh: Refreshed, held: Option<&Tokens>, now: u64) -> Tokens {
 }
 
 /// The upstream's `Authorization: Bearer` (with `sessions_oidc_forward_token
-/// on`: never the client's own), and the tokens cookie kept from it.
+/// on`: never the client's own); the tokens cookie goes upstream as the
+/// session cookie does (not with `sessions_pass_cookie off`).
 fn forward(r: &mut Request, lc: &LocConf, main: &MainConf, t: Option<&Tokens>) -> Status {
     if lc.oidc.forwards_token() {
         let bearer = t.map(|t| [b"Bearer ", t.access.as_slice()].concat());
         if request::set_authorization(r, bearer.as_deref()).is_none() {
             return Status::NGX_ERROR;
         }
+    }
+    if lc.pass_cookie() {
+        return Status::NGX_DECLINED;
     }
     if let Some((_, name)) = lc.keys_and_name(main) {
         if crate::phases::cookies::strip_cookie(r, &tokens::cookie_name(name)).is_none() {

@@ -32,7 +32,8 @@ fn conf(provider: &Provider, n: &Nginx) -> String {
         location = /local-logout {{ sessions_oidc_issuer off; sessions_require_login on; sessions_logout; }}
         location = {BACKCHANNEL} {{ sessions_oidc_backchannel_logout; }}
         location = /metrics {{ sessions_status; }}
-        location /up/ {{ sessions_oidc_forward_token on; proxy_pass http://127.0.0.1:{{port2}}; }}
+        location /up/ {{ sessions_oidc_forward_token on; sessions_pass_cookie off;
+                         proxy_pass http://127.0.0.1:{{port2}}; }}
         location = /plain {{ proxy_pass http://127.0.0.1:{{port2}}; }}
     }}
     server {{
@@ -519,16 +520,20 @@ fn tokens_are_sealed_forwarded_as_bearer_and_never_the_clients_own() {
     assert!(!sealed.contains(&access), "the client cannot read the access token");
     let refresh = provider.grants().len();
 
-    // Forwarded in place of the client's own, and the cookie kept from the upstream.
+    // Forwarded in place of the client's own; with sessions_pass_cookie
+    // off the tokens cookie is kept from the upstream as the session's is.
     let r = alice.send(n.port, Request::get("/up/x").header("Authorization", "Bearer forged"));
     assert_eq!(r.status, 200, "{}", n.error_log());
     let (auth, cookie) = upstream_saw(&r);
     assert_eq!(auth, format!("Bearer {access}"));
-    assert!(!cookie.contains("sid_oidc_tokens"), "{cookie}");
+    assert!(!cookie.contains("sid_oidc_tokens") && !cookie.contains("sid="), "{cookie}");
     assert_eq!(provider.grants().len(), refresh, "no provider call on a logged-in request");
     // Where forwarding is off, the client's own header is the application's business.
     let r = alice.send(n.port, Request::get("/plain").header("Authorization", "Basic Zm9vOmJhcg=="));
-    assert_eq!(upstream_saw(&r).0, "Basic Zm9vOmJhcg==");
+    let (auth, cookie) = upstream_saw(&r);
+    assert_eq!(auth, "Basic Zm9vOmJhcg==");
+    assert!(cookie.contains("sid_oidc_tokens=t1."), "passed, sealed, as the session cookie: {cookie}");
+    assert!(!cookie.contains(&access));
 
     // An anonymous client's forged header never reaches the upstream.
     let mut anon = Browser::default();

@@ -98,6 +98,14 @@ pub fn cookie_name(name: &[u8]) -> Vec<u8> {
     [name, TOKENS_COOKIE_SUFFIX].concat()
 }
 
+/// Whether `cookie` is the tokens cookie of session cookie `name` (what
+/// `cookie_name` makes, without making it: this runs on every request).
+pub fn is_tokens_cookie(name: &[u8], cookie: &[u8]) -> bool {
+    cookie.len() == name.len() + TOKENS_COOKIE_SUFFIX.len()
+        && cookie.starts_with(name)
+        && cookie.ends_with(TOKENS_COOKIE_SUFFIX)
+}
+
 /// Whether `t` may be kept and sent on in a header: a token68-like run of
 /// printable ASCII without spaces, at most `MAX_TOKEN` bytes.
 pub fn valid_token(t: &[u8]) -> bool {
@@ -256,6 +264,15 @@ mod tests {
         for t in [&b"access-token"[..], b"refresh-token", b"eyJhbGci"] {
             assert!(!v.windows(t.len()).any(|w| w == t));
         }
+    }
+
+    #[test]
+    fn the_tokens_cookie_is_known_by_its_name() {
+        assert!(is_tokens_cookie(b"sid", &cookie_name(b"sid")));
+        assert!(!is_tokens_cookie(b"sid", b"sid_oidc_tokensx"));
+        assert!(!is_tokens_cookie(b"sid", b"xsid_oidc_tokens"));
+        assert!(!is_tokens_cookie(b"sid", b"sid"));
+        assert!(!is_tokens_cookie(b"sid", b"other_oidc_tokens"));
     }
 
     #[test]
