@@ -100,7 +100,7 @@ pub fn facts(r: &Request) -> (u64, [u8; 16], usize, u64) {
 
 /// How long the browser keeps the session's cookie: a remembered login
 /// persists for its whole lifetime.
-fn max_age(lc: &LocConf, rec: &Record) -> Option<u64> {
+pub fn max_age(lc: &LocConf, rec: &Record) -> Option<u64> {
     if rec.remembered() {
         Some(lc.policy.remember / 1000)
     } else {

@@ -29,8 +29,9 @@ use crate::phases::oidc::{ask_provider, count, provider, set_login_cookie};
 use crate::phases::store::SessionStore;
 
 /// Seals `t` for `ctx`'s session (its handle, the user `user`) into the
-/// tokens cookie of the response. Tokens too large for a cookie are not
-/// kept: the session goes on without forwarding or refresh, logged.
+/// tokens cookie of the response, kept by the browser as long as the
+/// session cookie. Tokens too large for a cookie are not kept: the
+/// session goes on without forwarding or refresh, logged.
 pub fn keep(
     r: &mut Request,
     lc: &LocConf,
@@ -43,7 +44,10 @@ pub fn keep(
     let cookie = tokens::cookie_name(name);
     let sealed = SCRATCH.with_borrow_mut(|s| tokens::seal(keys, &cookie, &ctx.handle, user, t, &mut s.rng));
     match sealed {
-        Ok(Some(value)) => set_login_cookie(r, lc, &cookie, &value, None),
+        Ok(Some(value)) => {
+            let max_age = crate::phases::cookies::max_age(lc, &ctx.record);
+            set_login_cookie(r, lc, &cookie, &value, max_age)
+        }
         Ok(None) => {
             ngx_log_error!(
                 NGX_LOG_WARN,

@@ -19,6 +19,7 @@ fn conf(provider: &Provider, n: &Nginx) -> String {
         listen 127.0.0.1:{{port}};
         root html;
         sessions on; sessions_secret oidc-test-secret-0123456789abcdef; sessions_name sid;
+        sessions_cookie_max_age 1h;
         {oidc}
         sessions_oidc_timeout 1s;
         add_header X-User $session_user always;
@@ -681,5 +682,24 @@ fn a_logout_token_naming_only_the_provider_session_ends_the_session_it_logged_in
     assert_eq!(r.status, 200, "{}", n.error_log());
     assert!(r.text().contains("0"), "{}", r.text());
     assert_eq!(phone.clone().get(n.port, "/public").header("X-User"), Some("alice"));
+    n.assert_clean_log();
+}
+
+#[test]
+fn the_tokens_cookie_lives_as_long_as_the_session_cookie() {
+    let (n, provider) = start();
+    let mut b = Browser::default();
+    let back = to_callback(&n, &provider, &mut b, "/", "alice");
+    let r = b.get(n.port, &back);
+    assert_eq!(r.status, 302, "{}", n.error_log());
+    let set = r.all("Set-Cookie");
+    let line = |name: &str| {
+        set.iter()
+            .find(|c| c.starts_with(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("{name} set: {set:?}"))
+            .to_ascii_lowercase()
+    };
+    assert!(line("sid").contains("max-age=3600"), "{set:?}");
+    assert!(line("sid_oidc_tokens").contains("max-age=3600"), "{set:?}");
     n.assert_clean_log();
 }
