@@ -335,7 +335,7 @@ impl Nginx {
     /// Nothing crashed and nothing was logged at `alert` or above.
     pub fn assert_clean_log(&self) {
         let log = self.error_log();
-        for bad in ["exited on signal", "[alert]", "[crit]", "[emerg]"] {
+        for bad in ["panicked", "exited on signal", "[alert]", "[crit]", "[emerg]"] {
             assert!(!log.contains(bad), "{bad} in error log:\n{log}");
         }
     }

@@ -545,7 +545,13 @@ fn tokens_are_sealed_forwarded_as_bearer_and_never_the_clients_own() {
     let bob = logged_in(&n, &provider, "bob");
     for planted in [
         bob.cookies["sid_oidc_tokens"].clone(),
-        format!("{}A", &sealed[..sealed.len() - 1]),
+        // One character changed in the middle (the last one's low bits
+        // may be unused by base64, and then the value is the same).
+        {
+            let mid = sealed.len() / 2;
+            let c = if &sealed[mid..=mid] == "A" { "B" } else { "A" };
+            format!("{}{c}{}", &sealed[..mid], &sealed[mid + 1..])
+        },
         "t1.garbage".to_string(),
         "x".repeat(5000),
     ] {
