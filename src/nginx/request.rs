@@ -287,6 +287,16 @@ pub fn remove_request_headers(r: &mut Request, drop: impl Fn(&[u8]) -> bool) -> 
     Some(())
 }
 
+/// Whether the client is a script, not a browser navigating: the gate
+/// answers it 401 rather than sending it to a login (see `gate::wants_401`).
+pub fn wants_401(r: &Request) -> bool {
+    sessions_core::access::gate::wants_401(
+        header_in(r, b"accept"),
+        header_in(r, b"x-requested-with"),
+        header_in(r, b"sec-fetch-mode"),
+    )
+}
+
 /// Replaces the request's `Authorization` headers, the client's own
 /// included, by `value` (`None`: by none): what the upstream is sent, and
 /// what `headers_in.authorization` points at for other modules.

@@ -1,14 +1,12 @@
 //! The access-phase handler, and `sessions_logout`; `store_of`, the one
 //! place a request's store is chosen.
 
-use nginx_sys::ngx_str_t;
 use nginx_sys::NGX_LOG_INFO;
 use ngx::core::Status;
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, Request};
 use ngx::{http_request_handler, ngx_log_error};
 use sessions_core::access::gate::ControlHeader;
 use sessions_core::engine::store::StoreKind;
-use sessions_core::{apply, Control};
 
 use crate::config::module::Module;
 use crate::nginx::{park, request};
@@ -67,32 +65,19 @@ fn logout(r: &mut Request) -> Status {
     };
     let main = Module::main_conf(r);
     let mut hint = None;
-    if let (Some(mut ctx), Some(main)) = (request::ctx(r).copied(), main) {
+    if let (Some(ctx), Some(main)) = (request::ctx(r).copied(), main) {
         if lc.oidc_provider.is_some() && ctx.user.len > 0 {
             hint = oidc_tokens::id_token_hint(r, lc, main, &ctx);
             if oidc_tokens::forget(r, lc, main).is_none() {
                 return Status::NGX_ERROR;
             }
         }
-        if let Some((_, name)) = lc.keys_and_name(main) {
-            let store = store_of(ctx.store);
-            let now = crate::clock::now_ms();
-            let id = ctx.id;
-            let done = store.on_session(main, lc, &ctx, now, |t, rng, _| {
-                apply(t, &id, Control::Destroy, now, &lc.policy, rng)
-            });
-            if matches!(done, Some(Ok(_))) {
+        match store_of(ctx.store).end(r, lc, main, ctx) {
+            None => return Status::NGX_ERROR,
+            Some(true) => {
                 ngx_log_error!(NGX_LOG_INFO, r.log(), "sessions: session ended by logout");
             }
-            let Some(c) = store.deleted_cookie(r, lc, name, ctx.chunks) else {
-                return Status::NGX_ERROR;
-            };
-            ctx.set_cookie = c;
-            ctx.cookie_sent = false;
-            ctx.user = ngx_str_t::default();
-            if request::put_ctx(r, &ctx).is_none() {
-                return Status::NGX_ERROR;
-            }
+            Some(false) => {}
         }
     } else if let Some(main) = main {
         // Nothing decided: Redis could not be asked (see `remote::unavailable`).

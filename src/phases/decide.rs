@@ -7,7 +7,7 @@ use ngx::http::{HTTPStatus, Request};
 use ngx::ngx_log_error;
 use sessions_core::access::admin;
 use sessions_core::access::admin::AdminRequest;
-use sessions_core::access::gate::{login_redirect, wants_401};
+use sessions_core::access::gate::login_redirect;
 use sessions_core::engine::store::StoreKind;
 use sessions_core::engine::Presented;
 use sessions_core::primitives::id::RandomError;
@@ -191,11 +191,7 @@ pub fn conclude(
 /// No logged-in session: 401, or a redirect to the login page carrying the
 /// original URL; scripts and JSON clients always get 401.
 fn gate(r: &mut Request, lc: &LocConf) -> Status {
-    let api = wants_401(
-        request::header_in(r, b"accept"),
-        request::header_in(r, b"x-requested-with"),
-        request::header_in(r, b"sec-fetch-mode"),
-    );
+    let api = request::wants_401(r);
     if lc.oidc_provider.is_some() && !api {
         return crate::phases::oidc::begin(r, lc);
     }

@@ -10,13 +10,11 @@ use nginx_sys::{NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_WARN};
 use ngx::core::Status;
 use ngx::http::{HTTPStatus, HttpModuleMainConf, Request};
 use ngx::ngx_log_error;
-use sessions_core::access::gate::wants_401;
 use sessions_core::access::oidc::loggable;
 use sessions_core::access::oidc_tokens::{self as tokens, Tokens};
 use sessions_core::codec::cookie::cookie_pairs;
 use sessions_core::engine::store::OidcOutcome;
 use sessions_core::stores::zone::revoked;
-use sessions_core::{apply, Control};
 use sessions_sidecar::oidc::{OidcError, Refreshed};
 use sessions_sidecar::{Answer, OidcAnswer, OidcCall};
 
@@ -287,35 +285,16 @@ fn forward(r: &mut Request, lc: &LocConf, main: &MainConf, t: Option<&Tokens>) -
 fn end_session(
     r: &mut Request,
     (lc, main): (&LocConf, &MainConf),
-    mut ctx: Ctx,
+    ctx: Ctx,
     store: &'static dyn SessionStore,
 ) -> Status {
-    let now = crate::clock::now_ms();
-    let id = ctx.id;
-    store.on_session(main, lc, &ctx, now, |t, rng, _| {
-        apply(t, &id, Control::Destroy, now, &lc.policy, rng)
-    });
-    let Some((_, name)) = lc.keys_and_name(main) else {
-        return Status::NGX_ERROR;
-    };
-    let Some(c) = store.deleted_cookie(r, lc, name, ctx.chunks) else {
-        return Status::NGX_ERROR;
-    };
-    ctx.set_cookie = c;
-    ctx.cookie_sent = false;
-    ctx.user = nginx_sys::ngx_str_t::default();
-    if request::put_ctx(r, &ctx).is_none() || forget(r, lc, main).is_none() {
+    if store.end(r, lc, main, ctx).is_none() || forget(r, lc, main).is_none() {
         return Status::NGX_ERROR;
     }
     if !lc.require_login() {
         return forward(r, lc, main, None);
     }
-    let api = wants_401(
-        request::header_in(r, b"accept"),
-        request::header_in(r, b"x-requested-with"),
-        request::header_in(r, b"sec-fetch-mode"),
-    );
-    if api {
+    if request::wants_401(r) {
         return HTTPStatus::UNAUTHORIZED.into();
     }
     let https = request::client_https(r, lc.trusted_proxies());

@@ -80,6 +80,25 @@ pub trait SessionStore: Sync {
 }
 
 impl dyn SessionStore {
+    /// Ends `ctx`'s session in this store and has the response delete its
+    /// cookie: what `sessions_logout` and a refused token refresh do.
+    /// `Some(true)` when the store held it; `None` when out of memory.
+    pub fn end(&self, r: &mut Request, lc: &LocConf, main: &MainConf, mut ctx: Ctx) -> Option<bool> {
+        let Some((_, name)) = lc.keys_and_name(main) else {
+            return Some(false);
+        };
+        let now = crate::clock::now_ms();
+        let id = ctx.id;
+        let done = self.on_session(main, lc, &ctx, now, |t, rng, _| {
+            sessions_core::apply(t, &id, sessions_core::Control::Destroy, now, &lc.policy, rng)
+        });
+        ctx.set_cookie = self.deleted_cookie(r, lc, name, ctx.chunks)?;
+        ctx.cookie_sent = false;
+        ctx.user = ngx_str_t::default();
+        crate::nginx::request::put_ctx(r, &ctx)?;
+        Some(matches!(done, Some(Ok(_))))
+    }
+
     /// Runs `f` over the store holding `ctx`'s session (see `with_session`).
     pub fn on_session<R>(
         &self,

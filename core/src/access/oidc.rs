@@ -108,9 +108,14 @@ pub fn is_login_cookie(name: &[u8], cookie: &[u8]) -> bool {
 }
 
 fn cipher(keys: &Keyring, i: usize, name: &[u8]) -> Aes256GcmSiv {
-    // A NUL cannot be in a cookie name: no cookie-store session's key is this one.
-    let mut subject = b"\0oidc-login\0".to_vec();
-    subject.extend_from_slice(name);
+    labelled_cipher(keys, i, b"oidc-login", name)
+}
+
+/// The cipher of secret `i` for the cookie `name` carrying `label`'s
+/// contents (a login, tokens). A NUL cannot be in a cookie name or a
+/// label: no cookie-store session's key, nor another label's, is this one.
+pub(crate) fn labelled_cipher(keys: &Keyring, i: usize, label: &[u8], name: &[u8]) -> Aes256GcmSiv {
+    let subject = [b"\0", label, b"\0", name].concat();
     Aes256GcmSiv::new_from_slice(&keys.key(i).cookie_store_key(&subject)).expect("32-byte key")
 }
 

@@ -5,7 +5,6 @@
 //! session's stable handle and user, so they count only for the session
 //! they were made for. The same on every store: no store grows with them.
 
-use aes_gcm_siv::aead::KeyInit;
 use aes_gcm_siv::Aes256GcmSiv;
 
 use crate::model::keys::Keyring;
@@ -113,10 +112,7 @@ pub fn valid_token(t: &[u8]) -> bool {
 }
 
 fn cipher(keys: &Keyring, i: usize, name: &[u8]) -> Aes256GcmSiv {
-    // A NUL cannot be in a cookie name: no other cookie's key is this one.
-    let mut subject = b"\0oidc-tokens\0".to_vec();
-    subject.extend_from_slice(name);
-    Aes256GcmSiv::new_from_slice(&keys.key(i).cookie_store_key(&subject)).expect("32-byte key")
+    crate::access::oidc::labelled_cipher(keys, i, b"oidc-tokens", name)
 }
 
 /// What the seal binds besides the plaintext: the session, its user, and
