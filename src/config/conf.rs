@@ -8,6 +8,7 @@ use nginx_sys::{ngx_http_complex_value_t, ngx_shm_zone_t};
 use sessions_core::config::proxy::Cidr;
 use sessions_core::config::redis_conf::{RedisSettings, Topology, Unavailable};
 use sessions_core::engine::store::StoreKind;
+use sessions_core::engine::{IpBinding, UaBinding};
 use sessions_core::{CookieAttrs, Keyring, Policy, SameSite, Secure, Timeouts};
 use sessions_sidecar::oidc::OidcSettings;
 
@@ -279,8 +280,8 @@ pub struct LocConf {
     pub endpoint: bool,
     /// This location is `sessions_logout` (not inherited).
     pub logout: bool,
-    pub check_ip: Option<bool>,
-    pub check_ua: Option<bool>,
+    pub check_ip: Option<IpBinding>,
+    pub check_ua: Option<UaBinding>,
     pub domain: Option<Option<String>>,
     pub path: Option<String>,
     pub secure: Option<Secure>,

@@ -106,8 +106,6 @@ value_directive! {
     set_control_headers: control_headers = parse::flag;
     set_pass_cookie: pass_cookie = parse::flag;
     set_require_login: require_login = parse::flag;
-    set_check_ip: check_ip = parse::flag;
-    set_check_ua: check_ua = parse::flag;
     set_domain: domain = parse::domain;
     set_path: path = parse::path;
     set_secure: secure = parse::secure;
@@ -124,6 +122,38 @@ value_directive! {
     set_oidc_timeout: oidc.timeout = parse::timeout_ms;
     set_oidc_post_logout: oidc.post_logout = oidc_conf::redirect_uri;
     set_oidc_forward_token: oidc.forward_token = parse::flag;
+}
+
+/// Handlers for directives whose words are parsed together into one field
+/// of `LocConf`; the parser names the word it refused.
+macro_rules! words_directive {
+    ($($handler:ident: $field:ident = $parse:expr;)+) => {$(
+        extern "C" fn $handler(
+            cf: *mut ngx_conf_t,
+            _cmd: *mut ngx_command_t,
+            conf: *mut c_void,
+        ) -> *mut c_char {
+            // SAFETY: as in `value_directive!`.
+            let (cf, conf) = unsafe { (&mut *cf, &mut *conf.cast::<LocConf>()) };
+            if conf.$field.is_some() {
+                return DUPLICATE;
+            }
+            let args = cf.args().to_vec();
+            let words: Vec<&[u8]> = args[1..].iter().map(|w| w.as_bytes()).collect();
+            match $parse(&words) {
+                Ok(v) => {
+                    conf.$field = Some(v);
+                    NGX_CONF_OK
+                }
+                Err((at, reason)) => cf.invalid(&args[at.clamp(1, args.len() - 1)], reason),
+            }
+        }
+    )+};
+}
+
+words_directive! {
+    set_check_ip: check_ip = parse::ip_binding;
+    set_check_ua: check_ua = parse::ua_binding;
 }
 
 /// Handlers for directives that take a list of values into one field.
@@ -732,10 +762,10 @@ pub static mut COMMANDS: [ngx_command_t; 65] = [
         set_absolute,
     ),
     command(ngx_string!("sessions_renewal_grace"), NGX_CONF_TAKE1, set_grace),
-    command(ngx_string!("sessions_check_ip"), NGX_CONF_TAKE1, set_check_ip),
+    command(ngx_string!("sessions_check_ip"), NGX_CONF_TAKE123, set_check_ip),
     command(
         ngx_string!("sessions_check_user_agent"),
-        NGX_CONF_TAKE1,
+        NGX_CONF_TAKE12,
         set_check_ua,
     ),
     command(ngx_string!("sessions_cookie_domain"), NGX_CONF_TAKE1, set_domain),

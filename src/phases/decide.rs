@@ -125,6 +125,14 @@ pub fn conclude(
             outcome.status.as_str()
         );
     }
+    if let Some(tolerated) = outcome.tolerated {
+        ngx_log_error!(
+            NGX_LOG_INFO,
+            r.log(),
+            "sessions: {} let through (check in log mode), session kept",
+            tolerated.as_str()
+        );
+    }
     // As BunkerWeb: the upstream never sees a refused session cookie; with
     // `sessions_pass_cookie off`, not even a valid one.
     if (refused || !lc.pass_cookie()) && cookies::strip_session_cookies(r, name, chunks).is_none() {

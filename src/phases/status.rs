@@ -116,6 +116,15 @@ fn render(s: &Snapshot) -> String {
         ],
     );
     metric(
+        "tolerated_total",
+        "counter",
+        "Differences from a session's client let through by a check in log mode.",
+        &[
+            ("reason=\"ip_mismatch\"", st.tolerated_ip),
+            ("reason=\"ua_mismatch\"", st.tolerated_ua),
+        ],
+    );
+    metric(
         "redis_unavailable_total",
         "counter",
         "Requests Redis could not serve (unreachable, or refusing commands), by what they got.",

@@ -353,6 +353,65 @@ fn ip_check_with_realip() {
     assert_eq!(status(&from("198.51.100.9", "/lenient/", &c2)), "valid");
 }
 
+/// `sessions_check_ip` with prefixes and in log mode,
+/// `sessions_check_user_agent ignore_versions` and in log mode.
+#[test]
+fn graded_binding() {
+    let n = Nginx::start(&conf(
+        "set_real_ip_from 127.0.0.1; real_ip_header X-Real-IP;",
+        "location /net/ { sessions_check_ip on ipv4=24 ipv6=64; try_files $uri /index.html; }
+         location /watch/ { sessions_check_ip log; sessions_check_user_agent log; try_files $uri /index.html; }
+         location /browser/ { sessions_check_user_agent on ignore_versions; try_files $uri /index.html; }
+         location = /metrics { sessions_status; }",
+    ));
+    let from = |ip: &str, path: &str, c: &str| {
+        n.request(Request::get(path).header("X-Real-IP", ip).header("User-Agent", "Browser/1.0").cookie(c))
+    };
+    // The same /24 and /64 pass; another network is refused.
+    let c = from("192.0.2.1", "/net/", "").cookie_pair("sid");
+    assert_eq!(status(&from("192.0.2.200", "/net/", &c)), "valid");
+    assert_eq!(status(&from("192.0.3.1", "/net/", &c)), "ip_mismatch");
+    let c6 = from("2001:db8::1", "/net/", "").cookie_pair("sid");
+    assert_eq!(status(&from("2001:db8::ffff:1", "/net/", &c6)), "valid");
+    assert_eq!(status(&from("2001:db8:0:1::1", "/net/", &c6)), "ip_mismatch");
+    let c6 = from("2001:db8::1", "/net/", "").cookie_pair("sid");
+    assert_eq!(status(&from("192.0.2.1", "/net/", &c6)), "ip_mismatch", "another family");
+
+    // Log mode: the session is kept, the difference logged and counted.
+    let first = from("192.0.2.1", "/watch/", "");
+    let c = first.cookie_pair("sid");
+    let r = from("198.51.100.9", "/watch/", &c);
+    assert_eq!((status(&r), sid(&r)), ("valid", sid(&first)), "log mode keeps the session");
+    let r = n.request(
+        Request::get("/watch/")
+            .header("X-Real-IP", "198.51.100.9")
+            .header("User-Agent", "Other/2")
+            .cookie(&c),
+    );
+    assert_eq!((status(&r), sid(&r)), ("valid", sid(&first)));
+    let m = n.get("/metrics").text();
+    let tolerated = |reason: &str| {
+        m.lines()
+            .find(|l| l.starts_with("nginx_sessions_tolerated_total") && l.contains(reason))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    assert_eq!((tolerated("ip_mismatch"), tolerated("ua_mismatch")), (Some(2), Some(1)), "{m}");
+    let log = n.error_log();
+    assert!(log.contains("ip_mismatch let through (check in log mode)"), "{log}");
+
+    // A browser update keeps the session where versions are ignored; another browser does not.
+    let ua = |agent: &str, c: &str| n.request(Request::get("/browser/").header("User-Agent", agent).cookie(c));
+    let chrome = |v: &str| format!("Mozilla/5.0 (X11; Linux x86_64) Chrome/{v} Safari/537.36");
+    let c = ua(&chrome("120.0.6099.71"), "").cookie_pair("sid");
+    assert_eq!(status(&ua(&chrome("121.0.6167.85"), &c)), "valid");
+    assert_eq!(status(&ua("Mozilla/5.0 (X11; Linux x86_64) Firefox/121.0", &c)), "ua_mismatch");
+    // Where versions count, the update is refused.
+    let c = ua(&chrome("120.0"), "").cookie_pair("sid");
+    let r = n.request(Request::get("/").header("User-Agent", &chrome("121.0")).cookie(&c));
+    assert_eq!(status(&r), "ua_mismatch");
+}
+
 #[test]
 fn refused_cookie_is_kept_from_the_upstream() {
     let n = Nginx::start(&conf(
@@ -666,7 +725,15 @@ fn bad_values_fail_config_test() {
         ),
         (
             "sessions_check_ip yes;",
-            "invalid value \"yes\" in \"sessions_check_ip\" directive, it must be \"on\" or \"off\"",
+            "invalid value \"yes\" in \"sessions_check_ip\" directive, it must be \"on\", \"log\" or \"off\"",
+        ),
+        (
+            "sessions_check_ip on ipv4=33;",
+            "invalid value \"ipv4=33\" in \"sessions_check_ip\" directive, a prefix length is from 1 to 32 for ipv4, 1 to 128 for ipv6",
+        ),
+        (
+            "sessions_check_user_agent on versions;",
+            "invalid value \"versions\" in \"sessions_check_user_agent\" directive, it must be \"ignore_versions\"",
         ),
         (
             "sessions_check_user_agent 1;",

@@ -3,6 +3,7 @@
 //! `invalid value "X" in "sessions_..." directive, <reason>`.
 
 use crate::codec::cookie::{SameSite, Secure};
+use crate::engine::binding::{IpBinding, Mode, UaBinding};
 
 /// Why a value was refused.
 pub type Reason = &'static str;
@@ -15,6 +16,66 @@ pub fn flag(v: &[u8]) -> Result<bool, Reason> {
         Ok(false)
     } else {
         Err("it must be \"on\" or \"off\"")
+    }
+}
+
+/// `on` | `log` | `off`: how a binding check acts on a difference.
+fn binding_mode(v: &[u8]) -> Result<Mode, Reason> {
+    match v.to_ascii_lowercase().as_slice() {
+        b"on" => Ok(Mode::On),
+        b"log" => Ok(Mode::Log),
+        b"off" => Ok(Mode::Off),
+        _ => Err("it must be \"on\", \"log\" or \"off\""),
+    }
+}
+
+/// `sessions_check_ip on | log | off [ipv4=LEN] [ipv6=LEN]`; an error names
+/// the word refused (1 for the first value).
+pub fn ip_binding(words: &[&[u8]]) -> Result<IpBinding, (usize, Reason)> {
+    let (first, rest) = words.split_first().ok_or((0, "a mode is needed"))?;
+    let mut b = IpBinding {
+        mode: binding_mode(first).map_err(|r| (1, r))?,
+        ..IpBinding::default()
+    };
+    let (mut v4, mut v6) = (false, false);
+    for (i, w) in rest.iter().enumerate() {
+        let at = i + 2;
+        let (seen, slot, most) = if let Some(n) = w.strip_prefix(b"ipv4=") {
+            (&mut v4, &mut b.v4_prefix, (n, 32))
+        } else if let Some(n) = w.strip_prefix(b"ipv6=") {
+            (&mut v6, &mut b.v6_prefix, (n, 128))
+        } else {
+            return Err((at, "it must be \"ipv4=LENGTH\" or \"ipv6=LENGTH\""));
+        };
+        if std::mem::replace(seen, true) {
+            return Err((at, "it is given twice"));
+        }
+        let (n, most) = most;
+        *slot = std::str::from_utf8(n)
+            .ok()
+            .filter(|n| !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()))
+            .and_then(|n| n.parse::<u8>().ok())
+            .filter(|&len| (1..=most).contains(&len))
+            .ok_or((at, "a prefix length is from 1 to 32 for ipv4, 1 to 128 for ipv6"))?;
+    }
+    Ok(b)
+}
+
+/// `sessions_check_user_agent on | log | off [ignore_versions]`.
+pub fn ua_binding(words: &[&[u8]]) -> Result<UaBinding, (usize, Reason)> {
+    let (first, rest) = words.split_first().ok_or((0, "a mode is needed"))?;
+    let mode = binding_mode(first).map_err(|r| (1, r))?;
+    match rest {
+        [] => Ok(UaBinding {
+            mode,
+            ignore_versions: false,
+        }),
+        [w] if w.eq_ignore_ascii_case(b"ignore_versions") => Ok(UaBinding {
+            mode,
+            ignore_versions: true,
+        }),
+        [_] => Err((2, "it must be \"ignore_versions\"")),
+        _ => Err((3, "one option at most")),
     }
 }
 
@@ -287,6 +348,50 @@ pub fn max_age(v: &[u8]) -> Result<Option<u64>, Reason> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn binding_checks() {
+        assert_eq!(ip_binding(&[b"on"]), Ok(IpBinding::default()));
+        assert_eq!(
+            ip_binding(&[b"log", b"ipv6=64", b"ipv4=24"]),
+            Ok(IpBinding {
+                mode: Mode::Log,
+                v4_prefix: 24,
+                v6_prefix: 64
+            })
+        );
+        assert_eq!(ip_binding(&[b"OFF"]).map(|b| b.mode), Ok(Mode::Off));
+        assert_eq!(ip_binding(&[b"yes"]).map_err(|e| e.0), Err(1));
+        for bad in [
+            &b"ipv4=0"[..],
+            b"ipv4=33",
+            b"ipv6=129",
+            b"ipv4=",
+            b"ipv4=+8",
+            b"ipv4=024x",
+            b"ipv5=8",
+            b"24",
+        ] {
+            assert_eq!(ip_binding(&[b"on", bad]).map_err(|e| e.0), Err(2), "{bad:?}");
+        }
+        assert_eq!(
+            ip_binding(&[b"on", b"ipv4=8", b"ipv4=16"]).map_err(|e| e.0),
+            Err(3)
+        );
+        assert_eq!(
+            ua_binding(&[b"on", b"ignore_versions"]),
+            Ok(UaBinding {
+                mode: Mode::On,
+                ignore_versions: true
+            })
+        );
+        assert_eq!(
+            ua_binding(&[b"log"]).map(|b| (b.mode, b.ignore_versions)),
+            Ok((Mode::Log, false))
+        );
+        assert_eq!(ua_binding(&[b"on", b"versions"]).map_err(|e| e.0), Err(2));
+        assert_eq!(ua_binding(&[b"maybe"]).map_err(|e| e.0), Err(1));
+    }
 
     #[test]
     fn flags() {

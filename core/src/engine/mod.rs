@@ -1,8 +1,10 @@
 //! One request's session decision over a store: cookie in, outcome out.
 
+pub mod binding;
 pub mod status;
 pub mod store;
 
+pub use binding::{fingerprint, IpBinding, Mode, UaBinding};
 pub use status::Status;
 
 use crate::engine::store::{Event, Store};
@@ -14,8 +16,8 @@ use crate::primitives::id::{Handle, RandomError, RandomPool, SessionId};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
     pub timeouts: Timeouts,
-    pub check_ip: bool,
-    pub check_ua: bool,
+    pub check_ip: IpBinding,
+    pub check_ua: UaBinding,
     /// How long a renewed id stays valid, in ms.
     pub grace: u64,
     /// Lifetime of a "remember me" login, in ms: it replaces the idle,
@@ -50,8 +52,8 @@ impl Default for Policy {
     fn default() -> Self {
         Self {
             timeouts: Timeouts::default(),
-            check_ip: true,
-            check_ua: true,
+            check_ip: IpBinding::default(),
+            check_ua: UaBinding::default(),
             grace: 10_000,
             remember: 30 * 86_400_000,
         }
@@ -64,24 +66,6 @@ pub struct Facts<'a> {
     pub now: u64,
     pub ip: &'a [u8],
     pub ua: u64,
-}
-
-/// A 64-bit hash of the User-Agent, the same in every worker: enough to
-/// notice a change. It needs no key: whoever could aim a collision at a
-/// victim's User-Agent already knows it and could simply send it.
-pub fn fingerprint(ua: &[u8]) -> u64 {
-    const K: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut h = (ua.len() as u64).wrapping_mul(K);
-    let mut words = ua.chunks_exact(8);
-    for w in &mut words {
-        h = (h ^ u64::from_le_bytes(w.try_into().expect("8 bytes")))
-            .wrapping_mul(K)
-            .rotate_left(31);
-    }
-    let mut last = [0u8; 8];
-    last[..words.remainder().len()].copy_from_slice(words.remainder());
-    h = (h ^ u64::from_le_bytes(last)).wrapping_mul(K);
-    h ^ (h >> 29)
 }
 
 /// What the client presented.
@@ -107,6 +91,9 @@ pub struct Outcome {
     pub evicted: u32,
     /// When the session ends if unused (`Timeouts::deadline`).
     pub deadline: Option<u64>,
+    /// A difference from the session's client that a check in `Mode::Log`
+    /// let through (`IpMismatch`, `UaMismatch`), to be logged.
+    pub tolerated: Option<Status>,
 }
 
 /// Resolves the request's session, creating, renewing or destroying as needed.
@@ -149,24 +136,36 @@ pub fn resolve<S: Store + ?Sized>(
     let t = &policy.timeouts_for(&rec);
 
     let verdict = t.judge(rec.times(), facts.now);
-    let refused = match verdict {
+    let expired = match verdict {
         Verdict::ExpiredIdle => Some(Status::ExpiredIdle),
         Verdict::ExpiredRolling => Some(Status::ExpiredRolling),
         Verdict::ExpiredAbsolute => Some(Status::ExpiredAbsolute),
-        _ if policy.check_ip && rec.ip() != facts.ip => Some(Status::IpMismatch),
-        _ if policy.check_ua && rec.ua != facts.ua => Some(Status::UaMismatch),
         _ => None,
     };
-    if let Some(status) = refused {
-        if matches!(
-            verdict,
-            Verdict::ExpiredIdle | Verdict::ExpiredRolling | Verdict::ExpiredAbsolute
-        ) {
-            table.expire(&id);
-        } else {
-            table.remove(&id);
-        }
+    if let Some(status) = expired {
+        table.expire(&id);
         return create(table, status, facts, policy, rng);
+    }
+    let ip = &policy.check_ip;
+    let ua = &policy.check_ua;
+    let differs = [
+        (ip.mode, !ip.same(rec.ip(), facts.ip), Status::IpMismatch),
+        (ua.mode, !ua.same(rec.ua, facts.ua), Status::UaMismatch),
+    ];
+    if let Some(&(_, _, status)) = differs
+        .iter()
+        .find(|(mode, differ, _)| *mode == Mode::On && *differ)
+    {
+        table.remove(&id);
+        return create(table, status, facts, policy, rng);
+    }
+    let mut tolerated = None;
+    for &(_, _, status) in differs
+        .iter()
+        .filter(|(mode, differ, _)| *mode == Mode::Log && *differ)
+    {
+        table.count(Event::Tolerated(status));
+        tolerated.get_or_insert(status);
     }
 
     rec.last_seen = facts.now;
@@ -184,6 +183,7 @@ pub fn resolve<S: Store + ?Sized>(
             issue_cookie: true,
             evicted,
             deadline,
+            tolerated,
         });
     }
     let deadline = t.deadline(rec.times());
@@ -195,6 +195,7 @@ pub fn resolve<S: Store + ?Sized>(
         issue_cookie,
         evicted: 0,
         deadline,
+        tolerated,
     })
 }
 
@@ -319,6 +320,7 @@ fn create<S: Store + ?Sized>(
         issue_cookie: true,
         evicted,
         deadline,
+        tolerated: None,
     })
 }
 
@@ -342,8 +344,8 @@ pub(crate) mod tests {
                 rolling: 4_000,
                 absolute: 10_000,
             },
-            check_ip: true,
-            check_ua: true,
+            check_ip: IpBinding::default(),
+            check_ua: UaBinding::default(),
             grace: 500,
             remember: 60_000,
         }
@@ -472,6 +474,52 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn log_mode_keeps_the_session_and_counts_each_difference() {
+        let mut m = Mem::new(16, 8);
+        let mut t = m.table();
+        let p = Policy {
+            check_ip: IpBinding {
+                mode: Mode::Log,
+                ..IpBinding::default()
+            },
+            check_ua: UaBinding {
+                mode: Mode::Log,
+                ignore_versions: false,
+            },
+            ..policy()
+        };
+        let rng = &mut RandomPool::new();
+        let a = resolve(&mut t, Presented::Nothing, &facts(0), &p, rng).unwrap();
+        let elsewhere = Facts {
+            ip: &[10, 9, 9, 9],
+            ua: 7,
+            ..facts(10)
+        };
+        let b = resolve(&mut t, present(&a), &elsewhere, &p, rng).unwrap();
+        assert_eq!(
+            (b.status, b.id, b.tolerated),
+            (Status::Valid, a.id, Some(Status::IpMismatch))
+        );
+        assert_eq!(b.record.ip(), IP, "the session keeps the address it began with");
+        let s = t.header().stats;
+        assert_eq!((s.tolerated_ip, s.tolerated_ua, s.refused_ip), (1, 1, 0));
+        // An enforced check still refuses when another only logs.
+        let strict_ua = Policy {
+            check_ua: UaBinding::default(),
+            ..p
+        };
+        let c = resolve(&mut t, present(&b), &elsewhere, &strict_ua, rng).unwrap();
+        assert_eq!((c.status, c.tolerated), (Status::UaMismatch, None));
+        assert_eq!(
+            t.header().stats.tolerated_ip,
+            1,
+            "nothing let through when refused"
+        );
+        let same = resolve(&mut t, present(&c), &elsewhere, &p, rng).unwrap();
+        assert_eq!(same.tolerated, None);
+    }
+
+    #[test]
     fn ip_and_ua_checks() {
         let mut m = Mem::new(16, 8);
         let mut t = m.table();
@@ -489,30 +537,18 @@ pub(crate) mod tests {
         assert_eq!(c.status, Status::UaMismatch);
         // Checks off: both differences pass.
         let off = Policy {
-            check_ip: false,
-            check_ua: false,
+            check_ip: IpBinding {
+                mode: Mode::Off,
+                ..p.check_ip
+            },
+            check_ua: UaBinding {
+                mode: Mode::Off,
+                ..p.check_ua
+            },
             ..p
         };
         let d = resolve(&mut t, present(&c), &facts(20), &off, &mut RandomPool::new()).unwrap();
         assert_eq!(d.status, Status::Valid);
-    }
-
-    #[test]
-    fn fingerprint_is_stable_and_discriminating() {
-        assert_eq!(fingerprint(b"curl/8"), fingerprint(b"curl/8"));
-        assert_ne!(fingerprint(b"curl/8"), fingerprint(b"curl/9"));
-        assert_ne!(fingerprint(b""), fingerprint(b"\0"));
-        assert_ne!(fingerprint(b"abcdefgh"), fingerprint(b"abcdefgh\0"));
-        // Every one-byte change of a browser User-Agent changes it.
-        let ua = b"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36";
-        let base = fingerprint(ua);
-        let mut seen = std::collections::HashSet::new();
-        for i in 0..ua.len() {
-            let mut v = ua.to_vec();
-            v[i] ^= 1;
-            assert_ne!(fingerprint(&v), base, "byte {i}");
-            assert!(seen.insert(fingerprint(&v)));
-        }
     }
 
     #[test]

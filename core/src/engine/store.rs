@@ -26,6 +26,9 @@ pub enum Event {
     Renewed,
     /// A presented cookie was refused (expired, mismatched, invalid, unknown).
     Refused(Status),
+    /// A difference from the session's client let through by a check in
+    /// `Mode::Log` (`IpMismatch`, `UaMismatch`).
+    Tolerated(Status),
     Login,
     Logout,
     /// A request found Redis unreachable; `local`: it got a zone session.

@@ -46,6 +46,9 @@ pub struct Stats {
     pub refused_unknown: u64,
     pub refused_ip: u64,
     pub refused_ua: u64,
+    /// Differences let through by a check that only logs.
+    pub tolerated_ip: u64,
+    pub tolerated_ua: u64,
     pub logins: u64,
     pub logouts: u64,
     /// Requests that found Redis unreachable: answered 503, or given a
@@ -317,6 +320,8 @@ impl<'a> Table<'a> {
                 refused_unknown: 0,
                 refused_ip: 0,
                 refused_ua: 0,
+                tolerated_ip: 0,
+                tolerated_ua: 0,
                 logins: 0,
                 logouts: 0,
                 redis_refused: 0,
@@ -828,6 +833,9 @@ impl Store for Table<'_> {
             Event::Refused(Status::UaMismatch) => &mut s.refused_ua,
             Event::Refused(Status::Invalid) => &mut s.refused_invalid,
             Event::Refused(Status::Unknown) => &mut s.refused_unknown,
+            Event::Tolerated(Status::IpMismatch) => &mut s.tolerated_ip,
+            Event::Tolerated(Status::UaMismatch) => &mut s.tolerated_ua,
+            Event::Tolerated(_) => return,
             Event::Login => &mut s.logins,
             Event::Logout => &mut s.logouts,
             Event::RedisUnavailable { local: false } => &mut s.redis_refused,

@@ -1,0 +1,254 @@
+//! How tightly a session is bound to its client: the address (whole, or a
+//! network prefix) and the User-Agent (exact, or ignoring version numbers),
+//! each enforced, only logged, or not checked.
+
+/// What a check does when the client differs from the one that started the
+/// session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Off,
+    /// The session is kept; the difference is logged and counted.
+    Log,
+    /// The cookie is refused and a fresh session begins.
+    On,
+}
+
+/// `sessions_check_ip`: the mode and how many leading bits of an address
+/// must match, for each family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpBinding {
+    pub mode: Mode,
+    pub v4_prefix: u8,
+    pub v6_prefix: u8,
+}
+
+impl Default for IpBinding {
+    fn default() -> Self {
+        Self {
+            mode: Mode::On,
+            v4_prefix: 32,
+            v6_prefix: 128,
+        }
+    }
+}
+
+impl IpBinding {
+    /// Whether `now` is in the same network as `then`. Addresses of two
+    /// families never are.
+    pub fn same(&self, then: &[u8], now: &[u8]) -> bool {
+        if then.len() != now.len() {
+            return false;
+        }
+        let bits = match then.len() {
+            4 => self.v4_prefix,
+            16 => self.v6_prefix,
+            _ => return then == now,
+        };
+        let (whole, rest) = (usize::from(bits / 8), bits % 8);
+        if then[..whole] != now[..whole] {
+            return false;
+        }
+        rest == 0 || {
+            let mask = 0xffu8 << (8 - rest);
+            then[whole] & mask == now[whole] & mask
+        }
+    }
+}
+
+/// `sessions_check_user_agent`: the mode, and whether version numbers count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UaBinding {
+    pub mode: Mode,
+    pub ignore_versions: bool,
+}
+
+impl Default for UaBinding {
+    fn default() -> Self {
+        Self {
+            mode: Mode::On,
+            ignore_versions: false,
+        }
+    }
+}
+
+impl UaBinding {
+    /// Whether two fingerprints (`fingerprint`) are of the same browser.
+    pub fn same(&self, then: u64, now: u64) -> bool {
+        if self.ignore_versions {
+            then as u32 == now as u32
+        } else {
+            then == now
+        }
+    }
+}
+
+/// A User-Agent's fingerprint, the same in every worker: its high half
+/// hashes the whole header, its low half the header without version
+/// numbers (digits, and the `.` and `_` that follow one), so a browser
+/// update changes only the high half. Enough to notice a change; it needs
+/// no key: whoever could aim a collision at a victim's User-Agent already
+/// knows it and could simply send it.
+pub fn fingerprint(ua: &[u8]) -> u64 {
+    // One pass, no allocation: this runs on every request.
+    let mut versionless = Stream::default();
+    let mut after_digit = false;
+    for &b in ua {
+        let skip = b.is_ascii_digit() || (after_digit && matches!(b, b'.' | b'_'));
+        after_digit = b.is_ascii_digit() || (after_digit && skip);
+        if !skip {
+            versionless.push(b);
+        }
+    }
+    (hash(ua) & 0xffff_ffff_0000_0000) | (versionless.finish() >> 32)
+}
+
+const K: u64 = 0x9e37_79b9_7f4a_7c15;
+
+fn mix(h: u64, word: u64) -> u64 {
+    (h ^ word).wrapping_mul(K).rotate_left(31)
+}
+
+fn hash(bytes: &[u8]) -> u64 {
+    let mut words = bytes.chunks_exact(8);
+    let mut h = 0;
+    for w in &mut words {
+        h = mix(h, u64::from_le_bytes(w.try_into().expect("8 bytes")));
+    }
+    let mut last = [0u8; 8];
+    last[..words.remainder().len()].copy_from_slice(words.remainder());
+    finish(h, u64::from_le_bytes(last), bytes.len())
+}
+
+fn finish(h: u64, last: u64, len: usize) -> u64 {
+    let h = mix(h, last) ^ (len as u64).wrapping_mul(K);
+    let h = h.wrapping_mul(K);
+    h ^ (h >> 29)
+}
+
+/// `hash` fed a byte at a time: the same value as `hash` of the bytes pushed.
+#[derive(Default)]
+struct Stream {
+    h: u64,
+    word: u64,
+    len: usize,
+}
+
+impl Stream {
+    fn push(&mut self, b: u8) {
+        self.word |= u64::from(b) << (8 * (self.len % 8));
+        self.len += 1;
+        if self.len.is_multiple_of(8) {
+            self.h = mix(self.h, self.word);
+            self.word = 0;
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        finish(self.h, self.word, self.len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const CHROME_120: &[u8] = b"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.6099.71 Safari/537.36";
+    const CHROME_121: &[u8] = b"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/121.0.6167.85 Safari/537.36";
+    const FIREFOX: &[u8] = b"Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0";
+
+    #[test]
+    fn fingerprint_is_stable_and_discriminating() {
+        assert_eq!(fingerprint(b"curl/8"), fingerprint(b"curl/8"));
+        assert_ne!(fingerprint(b"curl/8"), fingerprint(b"curl/9"));
+        assert_ne!(fingerprint(b""), fingerprint(b"\0"));
+        assert_ne!(fingerprint(b"abcdefgh"), fingerprint(b"abcdefgh\0"));
+        // Every one-byte change of a browser User-Agent changes it.
+        let base = fingerprint(CHROME_120);
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..CHROME_120.len() {
+            let mut v = CHROME_120.to_vec();
+            v[i] ^= 1;
+            assert_ne!(fingerprint(&v), base, "byte {i}");
+            assert!(seen.insert(fingerprint(&v)));
+        }
+    }
+
+    #[test]
+    fn a_browser_update_is_the_same_browser_only_when_versions_are_ignored() {
+        let (exact, loose) = (
+            UaBinding::default(),
+            UaBinding {
+                ignore_versions: true,
+                ..UaBinding::default()
+            },
+        );
+        let (old, new, other) = (
+            fingerprint(CHROME_120),
+            fingerprint(CHROME_121),
+            fingerprint(FIREFOX),
+        );
+        assert!(!exact.same(old, new));
+        assert!(loose.same(old, new));
+        assert!(!loose.same(old, other), "another browser is another browser");
+        assert!(!loose.same(fingerprint(b"curl/8.1"), fingerprint(b"wget/8.1")));
+        // A version's separators go with it; other dots and underscores stay.
+        assert!(loose.same(fingerprint(b"Mac OS X 10_15_7"), fingerprint(b"Mac OS X 14_1")));
+        assert!(!loose.same(fingerprint(b"a.b"), fingerprint(b"ab")));
+    }
+
+    #[test]
+    fn prefixes_compare_leading_bits() {
+        let p = IpBinding {
+            mode: Mode::On,
+            v4_prefix: 24,
+            v6_prefix: 64,
+        };
+        assert!(p.same(&[10, 0, 0, 1], &[10, 0, 0, 200]));
+        assert!(!p.same(&[10, 0, 0, 1], &[10, 0, 1, 1]));
+        let mut a = [0u8; 16];
+        a[0] = 0x20;
+        let mut b = a;
+        b[15] = 9;
+        assert!(p.same(&a, &b));
+        b[7] = 1;
+        assert!(!p.same(&a, &b));
+        assert!(!p.same(&[10, 0, 0, 1], &a), "families differ");
+        let odd = IpBinding { v4_prefix: 20, ..p };
+        assert!(odd.same(&[10, 0, 0x1f, 1], &[10, 0, 0x10, 1]));
+        assert!(!odd.same(&[10, 0, 0x1f, 1], &[10, 0, 0x20, 1]));
+        let none = IpBinding { v4_prefix: 0, ..p };
+        assert!(none.same(&[1, 2, 3, 4], &[5, 6, 7, 8]));
+    }
+
+    proptest! {
+        /// A prefix comparison agrees with comparing the addresses' leading
+        /// bits one by one, and the whole length is plain equality.
+        #[test]
+        fn prefix_matches_bitwise(a in any::<[u8; 4]>(), b in any::<[u8; 4]>(), bits in 0u8..=32) {
+            let p = IpBinding { mode: Mode::On, v4_prefix: bits, v6_prefix: 128 };
+            let (x, y) = (u32::from_be_bytes(a), u32::from_be_bytes(b));
+            let expect = bits == 0 || (x ^ y) >> (32 - u32::from(bits)) == 0;
+            prop_assert_eq!(p.same(&a, &b), expect);
+            prop_assert_eq!(IpBinding::default().same(&a, &b), a == b);
+        }
+
+        /// The streamed hash is the hash of the bytes streamed.
+        #[test]
+        fn stream_is_hash(a in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let mut s = Stream::default();
+            a.iter().for_each(|&b| s.push(b));
+            prop_assert_eq!(s.finish(), hash(&a));
+        }
+
+        /// Ignoring versions never separates what exact comparison joins.
+        #[test]
+        fn loose_is_looser(a in proptest::collection::vec(any::<u8>(), 0..64), b in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let loose = UaBinding { mode: Mode::On, ignore_versions: true };
+            let (fa, fb) = (fingerprint(&a), fingerprint(&b));
+            if UaBinding::default().same(fa, fb) {
+                prop_assert!(loose.same(fa, fb));
+            }
+        }
+    }
+}
