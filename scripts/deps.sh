@@ -3,7 +3,7 @@
 # installs the missing ones when run as root, otherwise says what to run.
 set -euo pipefail
 
-packages=(gcc make pkg-config libclang-dev libpcre2-dev libssl-dev zlib1g-dev curl openssl redis-server redis-tools nghttp2-client python3 python3-prometheus-client nodejs)
+packages=(gcc make pkg-config libclang-dev libpcre2-dev libssl-dev zlib1g-dev curl openssl redis-server redis-tools nghttp2-client python3 python3-prometheus-client python3-jwt python3-cryptography nodejs)
 # `scripts/deps.sh bench` adds the load generators and profilers.
 case "${1:-}" in
   bench) packages+=(python3 wrk nghttp2-client valgrind util-linux procps) ;;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::ptr;
 
 use nginx_sys::{ngx_http_complex_value_t, ngx_shm_zone_t};
+use sessions_core::access::assertion::SigningKey;
 use sessions_core::config::proxy::Cidr;
 use sessions_core::config::redis_conf::{RedisSettings, Topology, Unavailable};
 use sessions_core::engine::store::StoreKind;
@@ -57,6 +58,11 @@ pub struct OidcConf {
     /// `sessions_oidc_forward_token`.
     pub forward_token: Option<bool>,
 }
+
+/// `sessions_assertion_issuer` when not set.
+pub const DEFAULT_ASSERTION_ISSUER: &str = "ngx-sessions";
+/// `sessions_assertion_ttl` when not set.
+pub const DEFAULT_ASSERTION_TTL_MS: u64 = 60_000;
 
 /// `sessions_oidc_timeout` when not set.
 pub const DEFAULT_OIDC_TIMEOUT_MS: u64 = 5_000;
@@ -171,6 +177,9 @@ pub struct MainConf {
     pub redis_stores_sessions: bool,
     /// The OpenID Providers locations log visitors in with, each once.
     pub oidc: Vec<OidcSettings>,
+    /// `sessions_assertion_key`: the first signs `$session_assertion`, all
+    /// are published by `sessions_jwks`.
+    pub assertion_keys: Vec<SigningKey>,
 }
 
 impl Default for MainConf {
@@ -198,6 +207,7 @@ impl Default for MainConf {
             cookie_records_shared: false,
             redis_stores_sessions: false,
             oidc: Vec::new(),
+            assertion_keys: Vec::new(),
         }
     }
 }
@@ -298,6 +308,11 @@ pub struct LocConf {
     pub cookie_max_data: Option<usize>,
     pub unavailable: Option<Unavailable>,
     pub oidc: OidcConf,
+    /// `sessions_assertion_issuer`, `_audience` (`None` inside: the
+    /// request's host), `_ttl`.
+    pub assertion_issuer: Option<String>,
+    pub assertion_audience: Option<String>,
+    pub assertion_ttl: Option<u64>,
     /// This location is `sessions_oidc_callback` (not inherited).
     pub oidc_callback: bool,
     /// This location is `sessions_oidc_backchannel_logout` (not inherited).
@@ -348,6 +363,9 @@ impl LocConf {
         inherit(&mut self.cookie_max_data, &prev.cookie_max_data);
         inherit(&mut self.unavailable, &prev.unavailable);
         self.oidc.merge(&prev.oidc);
+        inherit(&mut self.assertion_issuer, &prev.assertion_issuer);
+        inherit(&mut self.assertion_audience, &prev.assertion_audience);
+        inherit(&mut self.assertion_ttl, &prev.assertion_ttl);
         self.finish();
     }
 

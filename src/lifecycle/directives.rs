@@ -16,6 +16,7 @@ use nginx_sys::{
 use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::{ngx_conf_log_error, ngx_string};
+use sessions_core::access::assertion::SigningKey;
 use sessions_core::config::oidc_conf;
 use sessions_core::config::parse::{self, Reason, ZoneParam};
 use sessions_core::config::proxy::Cidr;
@@ -122,6 +123,9 @@ value_directive! {
     set_oidc_timeout: oidc.timeout = parse::timeout_ms;
     set_oidc_post_logout: oidc.post_logout = oidc_conf::redirect_uri;
     set_oidc_forward_token: oidc.forward_token = parse::flag;
+    set_assertion_issuer: assertion_issuer = |v| parse::claim_value(v).map(String::from);
+    set_assertion_audience: assertion_audience = |v| parse::claim_value(v).map(String::from);
+    set_assertion_ttl: assertion_ttl = parse::assertion_ttl;
 }
 
 /// Handlers for directives whose words are parsed together into one field
@@ -655,6 +659,20 @@ type ContentHandler = unsafe extern "C" fn(*mut nginx_sys::ngx_http_request_t) -
 /// Makes `handler` the location's content handler; it needs the zone even
 /// where no location switches sessions on.
 fn set_content_handler(cf: *mut ngx_conf_t, handler: ContentHandler) -> *mut c_char {
+    let rc = install_handler(cf, handler);
+    if rc != NGX_CONF_OK {
+        return rc;
+    }
+    // SAFETY: nginx passes a valid `cf` to directive handlers.
+    match Module::main_conf_mut(unsafe { &mut *cf }) {
+        Some(main) => main.sessions_on = true,
+        None => return NGX_CONF_ERROR,
+    }
+    NGX_CONF_OK
+}
+
+/// Makes `handler` the location's content handler.
+fn install_handler(cf: *mut ngx_conf_t, handler: ContentHandler) -> *mut c_char {
     // SAFETY: nginx passes a valid `cf` to directive handlers.
     let cf = unsafe { &mut *cf };
     let Some(clcf) = NgxHttpCoreModule::location_conf_mut(cf) else {
@@ -666,10 +684,6 @@ fn set_content_handler(cf: *mut ngx_conf_t, handler: ContentHandler) -> *mut c_c
             .cast_mut();
     }
     clcf.handler = Some(handler);
-    match Module::main_conf_mut(cf) {
-        Some(main) => main.sessions_on = true,
-        None => return NGX_CONF_ERROR,
-    }
     NGX_CONF_OK
 }
 
@@ -696,6 +710,60 @@ extern "C" fn set_oidc_backchannel(
         conf.endpoint = true;
     }
     set_content_handler(cf, crate::phases::oidc_callback::BACKCHANNEL)
+}
+
+/// `sessions_assertion_key FILE ...`: the first signs, all are published.
+extern "C" fn set_assertion_key(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: as in `value_directive!`, with `MainConf`.
+    let (cf, conf) = unsafe { (&mut *cf, &mut *conf.cast::<MainConf>()) };
+    if !conf.assertion_keys.is_empty() {
+        return DUPLICATE;
+    }
+    for i in 1..cf.args().len() {
+        let value = cf.args()[i];
+        let key =
+            read_conf_file(cf, &value).and_then(|text| SigningKey::from_pem(&text).map_err(String::from));
+        match key {
+            Ok(key) if conf.assertion_keys.iter().any(|k| k.kid() == key.kid()) => {
+                ngx_conf_log_error!(
+                    NGX_LOG_EMERG,
+                    cf,
+                    "\"sessions_assertion_key\" directive: \"{value}\" holds a key given before"
+                );
+                return NGX_CONF_ERROR;
+            }
+            Ok(key) => {
+                if world_readable(cf, &value) {
+                    ngx_conf_log_error!(
+                        NGX_LOG_WARN,
+                        cf,
+                        "\"sessions_assertion_key\" directive: \"{value}\" can be read by any user"
+                    );
+                }
+                conf.assertion_keys.push(key);
+            }
+            Err(why) => {
+                ngx_conf_log_error!(
+                    NGX_LOG_EMERG,
+                    cf,
+                    "\"sessions_assertion_key\" directive: \"{value}\": {why}"
+                );
+                return NGX_CONF_ERROR;
+            }
+        }
+    }
+    NGX_CONF_OK
+}
+
+/// `sessions_jwks`: the assertion keys as a JWK Set. It needs no zone.
+extern "C" fn set_jwks(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    // SAFETY: as in `value_directive!`.
+    unsafe { (*conf.cast::<LocConf>()).endpoint = true };
+    install_handler(cf, crate::phases::assertion::JWKS)
 }
 
 extern "C" fn set_status(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
@@ -741,7 +809,7 @@ const fn location_command(name: ngx_str_t, args: u32, set: Handler) -> ngx_comma
     directive(name, NGX_HTTP_LOC_CONF, args, NGX_HTTP_LOC_CONF_OFFSET, set)
 }
 
-pub static mut COMMANDS: [ngx_command_t; 65] = [
+pub static mut COMMANDS: [ngx_command_t; 70] = [
     command(ngx_string!("sessions"), NGX_CONF_FLAG, set_enable),
     command(ngx_string!("sessions_secret"), NGX_CONF_1MORE, set_secret),
     command(
@@ -819,6 +887,29 @@ pub static mut COMMANDS: [ngx_command_t; 65] = [
     ),
     location_command(ngx_string!("sessions_admin"), NGX_CONF_NOARGS, set_admin),
     location_command(ngx_string!("sessions_status"), NGX_CONF_NOARGS, set_status),
+    location_command(ngx_string!("sessions_jwks"), NGX_CONF_NOARGS, set_jwks),
+    directive(
+        ngx_string!("sessions_assertion_key"),
+        NGX_HTTP_MAIN_CONF,
+        NGX_CONF_1MORE,
+        NGX_HTTP_MAIN_CONF_OFFSET,
+        set_assertion_key,
+    ),
+    command(
+        ngx_string!("sessions_assertion_issuer"),
+        NGX_CONF_TAKE1,
+        set_assertion_issuer,
+    ),
+    command(
+        ngx_string!("sessions_assertion_audience"),
+        NGX_CONF_TAKE1,
+        set_assertion_audience,
+    ),
+    command(
+        ngx_string!("sessions_assertion_ttl"),
+        NGX_CONF_TAKE1,
+        set_assertion_ttl,
+    ),
     directive(
         ngx_string!("sessions_zone"),
         NGX_HTTP_MAIN_CONF,

@@ -48,6 +48,12 @@ pub fn user_agent(r: &Request) -> &[u8] {
     r.user_agent().map_or(&[][..], |ua| ua.as_bytes())
 }
 
+/// The request's host (from the request line or `Host`), without a port;
+/// empty when the request named none.
+pub fn host(r: &Request) -> &[u8] {
+    r.as_ref().headers_in.server.as_bytes()
+}
+
 /// Every `Cookie` request header value.
 #[cfg(nginx1_23)]
 pub fn cookie_headers(r: &Request) -> impl Iterator<Item = &[u8]> {
@@ -518,6 +524,15 @@ pub fn add_set_cookie(r: &mut Request, value: ngx_str_t) -> Option<()> {
         push_header(r, c"Set-Cookie", c"set-cookie", v)?;
     }
     Some(())
+}
+
+/// Appends `Cache-Control: VALUE` to the response.
+pub fn set_cache_control(r: &mut Request, value: &'static str) -> Option<()> {
+    let v = ngx_str_t {
+        len: value.len(),
+        data: value.as_ptr().cast_mut(),
+    };
+    push_header(r, c"Cache-Control", c"cache-control", v).map(|_| ())
 }
 
 /// Appends a response header; `key` and `lowcase` are static.

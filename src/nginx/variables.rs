@@ -10,6 +10,11 @@ use ngx::core::Status;
 use ngx::http::Request;
 use ngx::ngx_string;
 
+use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf};
+use sessions_core::access::assertion::Claims;
+
+use crate::config::conf::{DEFAULT_ASSERTION_ISSUER, DEFAULT_ASSERTION_TTL_MS};
+use crate::config::module::Module;
 use crate::nginx::request::{self, Ctx};
 
 type Getter =
@@ -26,7 +31,7 @@ const fn var(name: nginx_sys::ngx_str_t, get: Getter) -> ngx_http_variable_t {
     }
 }
 
-pub static mut VARIABLES: [ngx_http_variable_t; 7] = [
+pub static mut VARIABLES: [ngx_http_variable_t; 8] = [
     ngx_http_variable_t {
         name: ngx_string!("session_data_"),
         set_handler: None,
@@ -41,6 +46,7 @@ pub static mut VARIABLES: [ngx_http_variable_t; 7] = [
     var(ngx_string!("session_expires"), get_expires),
     var(ngx_string!("session_user"), get_user),
     var(ngx_string!("session_authenticated"), get_authenticated),
+    var(ngx_string!("session_assertion"), get_assertion),
 ];
 
 /// Shared body of the getters: find the context, let `f` render the value.
@@ -149,5 +155,39 @@ unsafe extern "C" fn get_expires(
         if c.expires_ms != u64::MAX {
             let _ = write!(b, "{}", c.expires_ms / 1000);
         }
+    })
+}
+
+/// A JWT signed with the first `sessions_assertion_key` saying who the
+/// logged-in user is; empty when not logged in or no key is configured.
+unsafe extern "C" fn get_assertion(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_http_variable_value_t,
+    _: usize,
+) -> ngx_int_t {
+    // SAFETY: nginx calls variable getters with a live request.
+    let req = unsafe { Request::from_ngx_http_request(r) };
+    let token = (|| {
+        let key = Module::main_conf(req)?.assertion_keys.first()?;
+        let lc = Module::location_conf(req)?;
+        let ctx = request::ctx(req)?;
+        if ctx.user.len == 0 {
+            return None;
+        }
+        let iat = crate::clock::now_ms() / 1000;
+        let ttl = lc.assertion_ttl.unwrap_or(DEFAULT_ASSERTION_TTL_MS) / 1000;
+        let host = String::from_utf8_lossy(request::host(req));
+        let sid = ctx.handle.to_hex();
+        key.sign(&Claims {
+            iss: lc.assertion_issuer.as_deref().unwrap_or(DEFAULT_ASSERTION_ISSUER),
+            aud: lc.assertion_audience.as_deref().unwrap_or(&host),
+            sub: &String::from_utf8_lossy(ctx.user.as_bytes()),
+            sid: std::str::from_utf8(&sid).unwrap_or_default(),
+            iat,
+            exp: iat + ttl,
+        })
+    })();
+    render(r, v, |_, b| {
+        b.extend_from_slice(token.as_deref().unwrap_or_default().as_bytes())
     })
 }

@@ -9,6 +9,7 @@
 pub mod access;
 pub mod admin;
 pub mod answers;
+pub mod assertion;
 pub mod cookie_store;
 pub mod cookies;
 pub mod decide;

@@ -419,3 +419,115 @@ fn client_sent_control_headers_never_reach_the_upstream() {
     assert_eq!((status(&r), r.header("X-User")), ("valid", None));
     n.assert_clean_log();
 }
+
+/// Runs tests/assertion/verify.py (PyJWT) on `tokens` against the JWK Set
+/// at `jwks`; one line per token.
+fn verify_assertions(jwks: &str, audience: &str, tokens: &[&str]) -> Vec<String> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/assertion/verify.py");
+    let out = std::process::Command::new("/usr/bin/python3")
+        .arg(script)
+        .args([jwks, audience, "https://nginx.test"])
+        .args(tokens)
+        .output()
+        .expect("python3 (apt install python3-jwt python3-cryptography)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect()
+}
+
+fn keygen(path: &std::path::Path, algorithm: &[&str]) {
+    let ok = std::process::Command::new("openssl")
+        .args(["genpkey", "-out"])
+        .arg(path)
+        .args(algorithm)
+        .status()
+        .expect("openssl");
+    assert!(ok.success());
+}
+
+/// `$session_assertion`: a short-lived JWT nginx signs, verified by PyJWT
+/// with the keys `sessions_jwks` publishes; a key rotation keeps earlier
+/// tokens verifying; refused after `exp`, for another audience, altered.
+#[test]
+fn the_upstream_gets_a_signed_identity_a_jwt_library_verifies() {
+    let mut n = Nginx::prepare("assertion");
+    keygen(&n.dir.join("ed.pem"), &["-algorithm", "ed25519"]);
+    keygen(&n.dir.join("ec.pem"), &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]);
+    let conf = |keys: &str| {
+        format!(
+            "sessions_assertion_key {keys};
+             server {{
+                 listen 127.0.0.1:{{port2}};
+                 location /login {{ add_header X-Session-User $arg_user; return 200 ok; }}
+                 location /whoami {{ return 200 \"$http_x_assertion\"; }}
+             }}
+             server {{
+                 listen 127.0.0.1:{{port}};
+                 sessions on; sessions_secret assertion-test; sessions_name sid;
+                 sessions_assertion_issuer https://nginx.test;
+                 sessions_assertion_ttl 3s;
+                 add_header X-Session-Id $session_id always;
+                 location /app/ {{
+                     sessions_control_headers on;
+                     sessions_assertion_audience app;
+                     proxy_set_header X-Assertion $session_assertion;
+                     proxy_pass http://127.0.0.1:{{port2}}/;
+                 }}
+                 location /other/ {{
+                     sessions_assertion_audience other-app;
+                     proxy_set_header X-Assertion $session_assertion;
+                     proxy_pass http://127.0.0.1:{{port2}}/;
+                 }}
+                 location = /jwks {{ sessions_jwks; }}
+                 location = /logout {{ sessions_logout; }}
+             }}"
+        )
+    };
+    n.write_conf(1, &conf("ed.pem"));
+    n.spawn();
+    let jwks = format!("http://127.0.0.1:{}/jwks", n.port);
+    let r = n.get("/jwks");
+    assert_eq!(r.header("Content-Type"), Some("application/jwk-set+json"));
+
+    let anonymous = n.get("/app/whoami");
+    assert_eq!(anonymous.text(), "", "no identity without a login");
+    let mut cookie = n.get("/app/").cookie_pair("sid");
+    cookie = get(&n, "/app/login?user=alice", &cookie).cookie_pair("sid");
+    let r = get(&n, "/app/whoami", &cookie);
+    let (ed_token, sid) = (r.text(), r.header("X-Session-Id").unwrap().to_owned());
+    let other = get(&n, "/other/whoami", &cookie).text();
+    let mut altered = ed_token.clone().into_bytes();
+    // A character in the middle of the signature.
+    let mid = (ed_token.rfind('.').unwrap() + ed_token.len()) / 2;
+    altered[mid] = if altered[mid] == b'A' { b'B' } else { b'A' };
+    let altered = String::from_utf8(altered).unwrap();
+    assert_eq!(
+        verify_assertions(&jwks, "app", &[&ed_token, &other, &altered, "not.a.token"]),
+        [
+            format!("ok alice {sid} EdDSA"),
+            "refused InvalidAudienceError".into(),
+            "refused InvalidSignatureError".into(),
+            "refused DecodeError".into(),
+        ]
+    );
+    assert_eq!(verify_assertions(&jwks, "other-app", &[&other])[0], format!("ok alice {sid} EdDSA"));
+
+    // Rotation: the P-256 key signs now, the Ed25519 key is still
+    // published, so the token signed before verifies until it expires.
+    n.reload(1, &conf("ec.pem ed.pem"));
+    let ec_token = get(&n, "/app/whoami", &cookie).text();
+    assert_eq!(
+        verify_assertions(&jwks, "app", &[&ec_token, &ed_token]),
+        [format!("ok alice {sid} ES256"), format!("ok alice {sid} EdDSA")]
+    );
+    // Once the old key is gone, its tokens are refused.
+    n.reload(1, &conf("ec.pem"));
+    assert_eq!(verify_assertions(&jwks, "app", &[&ed_token])[0], "refused PyJWKClientError");
+    // After `exp` (3 s here), refused.
+    sleep(Duration::from_millis(4100));
+    assert_eq!(verify_assertions(&jwks, "app", &[&ec_token])[0], "refused ExpiredSignatureError");
+    // Logged out: no identity.
+    assert!(!get(&n, "/app/whoami", &cookie).text().is_empty(), "still logged in");
+    assert_eq!(get(&n, "/logout", &cookie).status, 204);
+    assert_eq!(get(&n, "/app/whoami", &cookie).text(), "");
+    n.assert_clean_log();
+}

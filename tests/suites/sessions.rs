@@ -752,6 +752,22 @@ fn bad_values_fail_config_test() {
             "\"sessions_name\" directive is duplicate",
         ),
         (
+            "sessions_assertion_ttl 2h;",
+            "invalid value \"2h\" in \"sessions_assertion_ttl\" directive, it must be a time from 1s to 1h",
+        ),
+        (
+            "sessions_assertion_audience \"my app\";",
+            "invalid value \"my app\" in \"sessions_assertion_audience\" directive",
+        ),
+        (
+            "sessions_assertion_key missing.pem;",
+            "\"sessions_assertion_key\" directive: \"missing.pem\": cannot read",
+        ),
+        (
+            "sessions_assertion_key nginx.conf;",
+            "\"sessions_assertion_key\" directive: \"nginx.conf\": the file must hold exactly one PEM block",
+        ),
+        (
             "sessions_idling_timeout 1; sessions_idling_timeout 2;",
             "\"sessions_idling_timeout\" directive is duplicate",
         ),

@@ -79,6 +79,28 @@ pub fn ua_binding(words: &[&[u8]]) -> Result<UaBinding, (usize, Reason)> {
     }
 }
 
+/// `sessions_assertion_issuer` and `_audience`: printable ASCII without
+/// quotes or backslashes, at most 256 bytes (it is copied into every token).
+pub fn claim_value(v: &[u8]) -> Result<&str, Reason> {
+    if v.is_empty()
+        || v.len() > 256
+        || !v
+            .iter()
+            .all(|&c| (0x21..0x7f).contains(&c) && c != b'"' && c != b'\\')
+    {
+        return Err("it must be 1 to 256 printable characters, no quotes or backslashes");
+    }
+    Ok(std::str::from_utf8(v).expect("ASCII"))
+}
+
+/// `sessions_assertion_ttl`: 1s to 1h, as nginx's times.
+pub fn assertion_ttl(v: &[u8]) -> Result<u64, Reason> {
+    nginx_time(v, true)
+        .filter(|s| (1..=3600).contains(s))
+        .map(|s| s * 1000)
+        .ok_or("it must be a time from 1s to 1h")
+}
+
 /// nginx's own time syntax (`ngx_parse_time`), to the letter: a number
 /// with a unit, parts in descending order (`1h30m`, `1h 30m`; not `30m1h`),
 /// a bare number in the smallest unit. `in_seconds`: units `y M w d h m s`
@@ -348,6 +370,19 @@ pub fn max_age(v: &[u8]) -> Result<Option<u64>, Reason> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn assertion_values() {
+        assert_eq!(claim_value(b"https://app.example"), Ok("https://app.example"));
+        for bad in [&b""[..], b"a b", b"a\"b", b"a\\b", b"\xc3\xa9", &[b'a'; 257]] {
+            assert!(claim_value(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(assertion_ttl(b"1m"), Ok(60_000));
+        assert_eq!(assertion_ttl(b"30"), Ok(30_000));
+        for bad in [&b"0"[..], b"2h", b"soon"] {
+            assert!(assertion_ttl(bad).is_err());
+        }
+    }
 
     #[test]
     fn binding_checks() {
