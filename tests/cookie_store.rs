@@ -86,11 +86,11 @@ fn a_copied_cookie_is_dead_after_logout() {
     assert_eq!(r.status, 204);
     assert!(jar.is_empty(), "the logout deletes the cookie: {jar:?}");
     let r = n.request(Request::get("/").cookie(&copy));
-    assert_eq!(status(&r), "unknown", "the copy no longer opens a session");
+    assert_eq!(status(&r), "ended", "the copy no longer opens a session");
     assert_eq!(r.header("X-User"), None, "nobody is logged in");
     // It stays dead across a reload: the record is in the zone.
     n.reload(1, CONF);
-    assert_eq!(status(&n.request(Request::get("/").cookie(&copy))), "unknown");
+    assert_eq!(status(&n.request(Request::get("/").cookie(&copy))), "ended");
 }
 
 #[test]
@@ -231,7 +231,7 @@ fn ended_sessions_and_the_login_list_survive_a_restart_with_a_state_file() {
     browse(&n, "/logout", &mut ended);
     n.stop();
     n.spawn();
-    assert_eq!(status(&n.request(Request::get("/").cookie(&copy))), "unknown");
+    assert_eq!(status(&n.request(Request::get("/").cookie(&copy))), "ended");
     let r = browse(&n, "/", &mut kept);
     assert_eq!((status(&r), r.header("X-User")), ("valid", Some("alice")));
     let listed = n.get("/admin?user=alice").text();
@@ -275,13 +275,13 @@ fn logout_and_revocation_reach_the_other(a: &Nginx, b: &Nginx) -> (String, Strin
     let alice = login_on(a, "alice");
     assert!(valid_on(b, &alice), "one secret and name: B opens A's cookie");
     assert_eq!(a.request(Request::get("/logout").cookie(&alice)).status, 204);
-    assert_eq!(until_refused(b, &alice, 5), "unknown");
+    assert_eq!(until_refused(b, &alice, 5), "ended");
     // B never saw bob's session.
     let bob = login_on(a, "bob");
     assert!(valid_on(a, &bob));
     let r = b.request(delete("/admin?user=bob"));
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(until_refused(a, &bob, 5), "unknown");
+    assert_eq!(until_refused(a, &bob, 5), "ended");
     (alice, bob)
 }
 
@@ -342,16 +342,16 @@ fn a_logout_holds_on_every_instance_sharing_redis() {
     assert_eq!(a.request(Request::get("/logout").cookie(&carol)).status, 204);
     assert_eq!(
         status(&a.request(Request::get("/").cookie(&carol))),
-        "unknown",
+        "ended",
         "A at once"
     );
     redis.run();
-    assert_eq!(until_refused(&b, &carol, 10), "unknown");
+    assert_eq!(until_refused(&b, &carol, 10), "ended");
 
     // An instance started afterwards knows every record from the start.
     let c = Nginx::start(&conf);
     for cookie in [&alice, &bob, &carol] {
-        assert_eq!(until_refused(&c, cookie, 5), "unknown");
+        assert_eq!(until_refused(&c, cookie, 5), "ended");
     }
     // Sessions nobody ended are untouched everywhere.
     let dave = login("dave");
@@ -439,7 +439,7 @@ fn strangers_cannot_push_out_the_records_of_real_logouts() {
     req.method = "DELETE".into();
     assert_eq!(n.request(req).status, 200);
     for c in [&alice, &bob] {
-        assert_eq!(status(&n.request(Request::get("/").cookie(c))), "unknown");
+        assert_eq!(status(&n.request(Request::get("/").cookie(c))), "ended");
     }
     let early = n.get("/").cookie_pair("sid");
     assert_eq!(n.request(Request::get("/logout").cookie(&early)).status, 204);
@@ -455,7 +455,7 @@ fn strangers_cannot_push_out_the_records_of_real_logouts() {
         let r = n.request(Request::get("/").cookie(c));
         assert_eq!(
             (status(&r), r.header("X-User")),
-            ("unknown", None),
+            ("ended", None),
             "{who}'s copy opened again"
         );
     }

@@ -140,11 +140,11 @@ fn unix_socket_database_and_acl_user_with_password_file() {
     let mut del = Request::get(&format!("/admin?id={id1}"));
     del.method = "DELETE".into();
     assert_eq!(common::send(n.port3, &del).status, 200);
-    assert_eq!(status(&on(&c1)), "unknown");
+    assert_eq!(status(&on(&c1)), "ended");
     let mut del = Request::get("/admin?user=ann");
     del.method = "DELETE".into();
     assert_eq!(common::send(n.port3, &del).text().trim(), "{\"revoked\":1}");
-    assert_eq!(status(&on(&c2)), "unknown");
+    assert_eq!(status(&on(&c2)), "ended");
     n.wait_redis_drained("/metrics");
     let log = n.error_log();
     assert!(!log.contains("Redis refused a command"), "{log}");
@@ -1309,10 +1309,10 @@ fn a_stale_read_on_another_instance_does_not_undo_a_change() {
     sleep(Duration::from_millis(300));
     let r = on(&b, &new);
     assert_ne!(r.header("X-User"), Some("alice"), "{}", b.error_log());
-    assert_eq!(status(&r), "unknown");
+    assert_eq!(status(&r), "ended");
     let r = admin.join().unwrap();
     assert_eq!((r.status, r.text().trim()), (200, "{\"revoked\":1}"));
-    assert_eq!(status(&on(&a, &new)), "unknown", "still revoked");
+    assert_eq!(status(&on(&a, &new)), "ended", "still revoked");
     a.assert_clean_log();
     b.assert_clean_log();
 }

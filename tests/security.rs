@@ -321,7 +321,7 @@ fn a_redis_writer_can_roll_a_session_back_but_not_make_one() {
         .to_string();
     let saved = redis_get(&redis, &key).unwrap();
     assert_eq!(n.request(Request::get("/logout").cookie(&c)).status, 204);
-    assert_eq!(on(&c).header("X-Session-Status"), Some("unknown"));
+    assert_eq!(on(&c).header("X-Session-Status"), Some("ended"));
     // A value of the writer's own making is no session...
     let mut forged = saved.clone();
     let last = forged.len() - 1;

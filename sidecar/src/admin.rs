@@ -126,8 +126,9 @@ impl Sidecar {
         Ok(Answer::Listed { user, sessions })
     }
 
-    /// Ends every session of `user` kept under `keys`: deletes the keys its
-    /// index lists, then the index. Returns how many sessions existed.
+    /// Ends every session of `user` kept under `keys`: marks the keys its
+    /// index lists revoked (`mark_ended`), then deletes the index. Returns
+    /// how many sessions existed.
     pub(crate) async fn revoke(&self, keys: &SealKeys, user: &[u8]) -> Result<Answer, Failure> {
         let idx = self.user_index(keys, user);
         let ended = self
@@ -137,9 +138,12 @@ impl Sidecar {
             self.flush.notify_one();
         }
         let members: Vec<Vec<u8>> = self.repaired(redis::cmd("HKEYS").arg(&idx), &idx).await?;
-        // One key a DEL: in a cluster they live on different nodes.
-        let deletes: Vec<redis::Cmd> = members.iter().map(|m| redis::cmd("DEL").arg(m).clone()).collect();
-        let deleted: Vec<usize> = self.run_each(0, &deletes).await?;
+        // One key a command: in a cluster they live on different nodes.
+        let marks = members
+            .iter()
+            .map(|m| self.mark_ended(keys, m))
+            .collect::<Result<Vec<_>, _>>()?;
+        let deleted: Vec<Option<String>> = self.run_each(0, &marks).await?;
         let _: usize = self.run(0, redis::cmd("DEL").arg(&idx)).await?;
         // Each session counts once: one deleted here, or one this nginx
         // still had pending, whether Redis held it yet or not (the flusher
@@ -148,11 +152,23 @@ impl Sidecar {
         let listed = members
             .iter()
             .zip(&deleted)
-            .filter(|(m, d)| **d > 0 || ended.contains(m))
+            .filter(|(m, d)| d.is_some() || ended.contains(m))
             .count();
         let unlisted = ended.iter().filter(|a| !members.contains(a)).count();
         self.in_journal(|j| j.bump());
         Ok(Answer::Revoked(listed + unlisted))
+    }
+
+    /// Replaces the record at `address`, if there is one, with the mark that
+    /// its session was revoked (`SealKeys::seal_ended`), expiring when the
+    /// record would have.
+    fn mark_ended(&self, keys: &SealKeys, address: &[u8]) -> Result<redis::Cmd, Failure> {
+        let mark = keys
+            .seal_ended(address, &mut self.rng.borrow_mut())
+            .map_err(|_| Failure::NoRandom)?;
+        let mut c = redis::cmd("SET");
+        c.arg(address).arg(mark).arg("XX").arg("KEEPTTL");
+        Ok(c)
     }
 
     /// Ends the logged-in session whose handle is `handle`, found through
@@ -173,7 +189,8 @@ impl Sidecar {
         let mut revoked = 0;
         for (addr, rec) in self.indexed(keys, &idx).await? {
             if rec.handle == *handle {
-                revoked += self.run::<usize>(0, redis::cmd("DEL").arg(&addr)).await?;
+                let mark = self.mark_ended(keys, &addr)?;
+                revoked += usize::from(self.run::<Option<String>>(0, &mark).await?.is_some());
                 let _: usize = self.run(0, redis::cmd("HDEL").arg(&idx).arg(&addr)).await?;
             }
         }

@@ -113,7 +113,9 @@ impl Sidecar {
                     first = Some((entry, data.clone()));
                 }
                 let next = match entry {
-                    Entry::Grace { successor, until } if l.now <= until => Some(successor),
+                    Entry::Grace { successor, until } if l.now <= until && !entry.is_ended() => {
+                        Some(successor)
+                    }
                     _ => None,
                 };
                 view.preload(cur, entry, data, None);
@@ -248,6 +250,14 @@ impl Sidecar {
                         value: v,
                     });
                     return Ok(Some(found));
+                }
+                Err(_) if keys.is_ended(&addr, &v) => {
+                    // Revoked by `sessions_admin` (`admin::revoke`).
+                    read.push(Read {
+                        address: addr,
+                        value: v,
+                    });
+                    return Ok(Some((Entry::ended(u64::MAX), Vec::new())));
                 }
                 Err(_) => {
                     let garbage = Read {

@@ -156,11 +156,15 @@ fn access(r: &mut Request, lc: &LocConf, main: &MainConf, keys: &Keyring, name: 
     let decided = SCRATCH.with_borrow_mut(|s| {
         s.data.clear();
         table.with(|t| {
-            let opened = opened
-                .map(|(c, _)| c)
-                .filter(|c| !revoked::is_revoked(t, &c.id, &c.record));
+            let (opened, ended) = match opened.map(|(c, _)| c) {
+                Some(c) if revoked::is_revoked(t, &c.id, &c.record) => (None, c.record.user().map(|_| c.id)),
+                opened => (opened, None),
+            };
             let before = opened.as_ref().map_or(Record::EMPTY, |c| c.record);
             let mut session = CookieSession::new(policy, opened, lc.cookie_max_data());
+            if let Some(id) = ended {
+                session.end_presented(id);
+            }
             let mut o = resolve(&mut session, presented, &facts, policy, &mut s.rng)?;
             o.id = session.id().unwrap_or(o.id);
             let issue = session.needs_cookie(o.issue_cookie);

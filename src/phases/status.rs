@@ -111,6 +111,7 @@ fn render(s: &Snapshot) -> String {
         &[
             ("reason=\"invalid\"", st.refused_invalid),
             ("reason=\"unknown\"", st.refused_unknown),
+            ("reason=\"ended\"", st.refused_ended),
             ("reason=\"ip_mismatch\"", st.refused_ip),
             ("reason=\"ua_mismatch\"", st.refused_ua),
         ],

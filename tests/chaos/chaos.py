@@ -13,8 +13,8 @@ Columns:
                (checked against the module's own counter), and dropped
                connections (except for kill -9 of a worker, which drops its
                own connections by definition)
-  sessions     a session the client held was answered unknown/invalid/expired
-               (except "unknown" right after a login or logout whose
+  sessions     a session the client held was answered unknown/ended/invalid/expired
+               (except "unknown" or "ended" right after a login or logout whose
                connection a killed worker dropped: it may have taken effect
                unanswered, and the run's notes count those)
   logins       a logged-in client was answered as someone else or nobody
@@ -222,7 +222,7 @@ def request(port, path, cookie=None):
         c.close()
 
 
-REFUSED = ("unknown", "invalid", "expired_idle", "expired_rolling", "expired_absolute", "ip_mismatch", "ua_mismatch")
+REFUSED = ("unknown", "ended", "invalid", "expired_idle", "expired_rolling", "expired_absolute", "ip_mismatch", "ua_mismatch")
 
 
 class Tally:
@@ -254,7 +254,8 @@ class Client:
         self.dead = []  # cookies logged out
         self.logins = 0
         # A login or logout whose connection was dropped (a worker killed)
-        # may have taken effect unanswered: the old cookie is then unknown.
+        # may have taken effect unanswered: the old cookie is then unknown
+        # (a login's) or ended (a logout's).
         self.unanswered_change = False
 
     def send(self, path, cookie):
@@ -278,7 +279,7 @@ class Client:
             return
         status = h.get("x-session-status", "")
         user = h.get("x-user", "")
-        if presented_live and status == "unknown" and self.unanswered_change:
+        if presented_live and status in ("unknown", "ended") and self.unanswered_change:
             self.tally.add(applied_unanswered=1)
             self.user = None
         elif presented_live and status in REFUSED:

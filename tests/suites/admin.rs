@@ -84,7 +84,7 @@ fn list_and_log_out_everywhere() {
     let r = send(&n, "DELETE", "/admin/sessions?user=alice", None);
     assert_eq!((r.status, json(&r)["revoked"].as_u64()), (200, Some(3)));
     for (cookie, _) in &alice {
-        assert_eq!(status(&n, cookie), "unknown");
+        assert_eq!(status(&n, cookie), "ended", "a revoked session is on record");
     }
     assert_eq!(status(&n, &bob.0), "valid");
     let r = send(&n, "GET", "/admin/sessions?user=alice", None);
@@ -94,7 +94,7 @@ fn list_and_log_out_everywhere() {
     let body = format!(r#"{{"action":"revoke","id":"{}"}}"#, bob.1);
     let r = send(&n, "POST", "/admin/sessions", Some(&body));
     assert_eq!((r.status, json(&r)["revoked"].as_u64()), (200, Some(1)));
-    assert_eq!(status(&n, &bob.0), "unknown");
+    assert_eq!(status(&n, &bob.0), "ended");
     let r = send(&n, "POST", "/admin/sessions", Some(&body));
     assert_eq!((r.status, json(&r)["revoked"].as_u64()), (404, Some(0)));
 
@@ -177,5 +177,5 @@ fn a_post_a_browser_could_send_cross_site_changes_nothing() {
     assert_eq!(status(&n, &alice), "valid");
     let r = send(&n, "POST", "/admin/sessions", Some(body));
     assert_eq!((r.status, json(&r)["revoked"].as_u64()), (200, Some(1)));
-    assert_eq!(status(&n, &alice), "unknown");
+    assert_eq!(status(&n, &alice), "ended");
 }

@@ -223,7 +223,9 @@ fn logout_endpoint_and_upstream_destroy() {
         r.set_cookies("sid")[0],
         "sid=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax"
     );
-    assert_eq!(status(&get(&n, "/", &c)), "unknown");
+    // A logged-out session's cookie is answered `ended`, not `unknown`.
+    assert_eq!(status(&get(&n, "/", &c)), "ended");
+    assert_eq!(status(&get(&n, "/", &c)), "ended", "as long as the record is kept");
 
     let c = login(&n, &n.get("/").cookie_pair("sid"), "erin", false).cookie_pair("sid");
     let r = get(&n, "/logout204", &c);
@@ -234,7 +236,11 @@ fn logout_endpoint_and_upstream_destroy() {
     let r = get(&n, "/app/logout-app", &c);
     assert_eq!((r.status, r.text().as_str()), (200, "bye\n"));
     assert!(r.set_cookies("sid")[0].contains("Max-Age=0"));
-    assert_eq!(status(&get(&n, "/", &c)), "unknown");
+    assert_eq!(status(&get(&n, "/", &c)), "ended");
+    // An anonymous session's end is not on record.
+    let anon = n.get("/").cookie_pair("sid");
+    assert_eq!(get(&n, "/logout204", &anon).status, 204);
+    assert_eq!(status(&get(&n, "/", &anon)), "unknown");
     assert_eq!(metric(&n, "logouts_total"), 3);
     assert_eq!(metric(&n, "logins_total"), 3);
 }

@@ -120,6 +120,12 @@ pub fn resolve<S: Store + ?Sized>(
                 rec = Some(r);
                 break;
             }
+            Some(e @ Entry::Grace { until, .. }) if e.is_ended() => {
+                if facts.now > until {
+                    table.remove(&id);
+                }
+                return create(table, Status::Ended, facts, policy, rng);
+            }
             Some(Entry::Grace { successor, until }) if facts.now <= until => {
                 id = successor;
                 issue_cookie = true;
@@ -234,9 +240,11 @@ pub fn apply<S: Store + ?Sized>(
     };
     match control {
         Control::Destroy => {
-            table.remove(id);
             if rec.user().is_some() {
+                table.end(id, ended_until(&rec, now, policy));
                 table.count(Event::Logout);
+            } else {
+                table.remove(id);
             }
             return Ok(None);
         }
@@ -289,10 +297,25 @@ pub fn update_data<S: Store + ?Sized>(
     table.set_data(id, out).map_err(|_| DataUpdateError::Full)
 }
 
+/// The longest an ended session's record is kept.
+pub const ENDED_KEPT_MAX: u64 = 86_400_000;
+
+/// Until when the record that `rec`'s session ended is kept: while its id
+/// could otherwise still have been valid (in use, only the rolling and
+/// absolute limits end an id), at most `ENDED_KEPT_MAX`.
+pub fn ended_until(rec: &Record, now: u64, policy: &Policy) -> u64 {
+    let last = now.saturating_add(ENDED_KEPT_MAX);
+    let in_use = Timeouts {
+        idle: 0,
+        ..policy.timeouts_for(rec)
+    };
+    in_use.deadline(rec.times()).map_or(last, |d| d.clamp(now, last))
+}
+
 fn fresh_id<S: Store + ?Sized>(table: &mut S, rng: &mut RandomPool) -> Result<SessionId, RandomError> {
     loop {
         let id = SessionId::from_pool(rng)?;
-        if table.get(&id).is_none() {
+        if id != crate::model::record::ENDED && table.get(&id).is_none() {
             return Ok(id);
         }
     }
@@ -644,6 +667,48 @@ pub(crate) mod tests {
             apply(&mut t, &new_id, Control::Regenerate, 9, &p, rng),
             Err(ControlError::NoSession)
         );
+    }
+
+    #[test]
+    fn a_logged_out_session_is_answered_ended_while_on_record() {
+        let mut m = Mem::new(16, 8);
+        let mut t = m.table();
+        let p = policy(); // rolling 4 s
+        let rng = &mut RandomPool::new();
+        let a = resolve(&mut t, Presented::Nothing, &facts(0), &p, rng).unwrap();
+        let login = Control::LogIn {
+            user: b"alice",
+            remember: false,
+        };
+        let (id, _) = apply(&mut t, &a.id, login, 0, &p, rng).unwrap().unwrap();
+        assert_eq!(apply(&mut t, &id, Control::Destroy, 100, &p, rng), Ok(None));
+        assert!(t.get(&id).is_some_and(|e| e.is_ended()));
+        let r = resolve(&mut t, by_id(id), &facts(200), &p, rng).unwrap();
+        assert_eq!((r.status, r.record.user()), (Status::Ended, None));
+        assert_ne!(r.id, id);
+        assert_eq!(
+            resolve(&mut t, by_id(id), &facts(300), &p, rng).unwrap().status,
+            Status::Ended
+        );
+        assert_eq!(t.header().stats.refused_ended, 2);
+        // Kept while the id could have lived (its rolling limit), then gone.
+        let late = resolve(&mut t, by_id(id), &facts(4_001), &p, rng).unwrap();
+        assert_eq!(late.status, Status::Ended);
+        assert!(t.get(&id).is_none());
+        assert_eq!(
+            resolve(&mut t, by_id(id), &facts(4_002), &p, rng).unwrap().status,
+            Status::Unknown
+        );
+        // An anonymous session's end is not on record.
+        let b = resolve(&mut t, Presented::Nothing, &facts(5_000), &p, rng).unwrap();
+        assert_eq!(apply(&mut t, &b.id, Control::Destroy, 5_000, &p, rng), Ok(None));
+        assert_eq!(
+            resolve(&mut t, present(&b), &facts(5_001), &p, rng)
+                .unwrap()
+                .status,
+            Status::Unknown
+        );
+        assert_eq!(ended_until(&a.record, 10, &p), 4_000);
     }
 
     #[test]

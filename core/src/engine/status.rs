@@ -13,8 +13,12 @@ pub enum Status {
     UaMismatch,
     /// Malformed or badly signed cookie.
     Invalid,
-    /// Well signed, but the id is not stored (evicted, destroyed, another zone).
+    /// Well signed, but the id is not stored (evicted, expired and
+    /// reclaimed, an anonymous session ended, another zone).
     Unknown,
+    /// Well signed, of a logged-in session that was logged out or revoked
+    /// (kept on record while the session could otherwise have lived).
+    Ended,
 }
 
 impl Status {
@@ -30,6 +34,7 @@ impl Status {
             Self::UaMismatch => "ua_mismatch",
             Self::Invalid => "invalid",
             Self::Unknown => "unknown",
+            Self::Ended => "ended",
         }
     }
 

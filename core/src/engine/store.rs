@@ -80,6 +80,12 @@ pub trait Store {
     fn expire(&mut self, id: &SessionId) {
         self.remove(id);
     }
+    /// Ends `id` by a logout or a revocation: removes it, and where the store
+    /// can, keeps until `until` the record that it ended (`Entry::ended`).
+    fn end(&mut self, id: &SessionId, until: u64) {
+        let _ = until;
+        self.remove(id);
+    }
     /// Removes `id`, handing its record (data included) to the caller.
     fn take(&mut self, id: &SessionId) -> Option<Record>;
     /// Replaces the data of a live session.

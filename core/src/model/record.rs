@@ -183,6 +183,28 @@ pub enum Entry {
     Grace { successor: SessionId, until: u64 },
 }
 
+/// The successor of an ended session: a grace pointer to it is the record
+/// that a logged-in session was logged out or revoked, kept so that its
+/// cookie is answered `ended` rather than `unknown`. Every store keeps and
+/// expires grace pointers already; no session is ever given this id
+/// (`engine::fresh_id`). The cookie store's records of ended sessions
+/// (`stores::zone::revoked`) are the same pointers.
+pub const ENDED: SessionId = SessionId([0xff; 16]);
+
+impl Entry {
+    /// The record of a session ended by a logout or a revocation.
+    pub const fn ended(until: u64) -> Self {
+        Self::Grace {
+            successor: ENDED,
+            until,
+        }
+    }
+
+    pub fn is_ended(&self) -> bool {
+        matches!(self, Self::Grace { successor, .. } if *successor == ENDED)
+    }
+}
+
 /// A user name that can travel in headers and logs: printable, no controls.
 pub fn valid_user(v: &[u8]) -> bool {
     !v.is_empty() && v.len() <= MAX_USER && v.iter().all(|&b| b >= 0x20 && b != 0x7f)

@@ -357,6 +357,19 @@ proptest! {
     }
 
     #[test]
+    fn revocation_marks_open_only_unchanged(e in edits(), junk in bytes(200)) {
+        let keys = SealKeys::derive(b"fuzz-secret");
+        let value = keys.seal_ended(b"s:a", &mut RandomPool::new()).expect("seals");
+        prop_assert!(keys.is_ended(b"s:a", &value));
+        let changed = apply(&value, &e);
+        if changed != value {
+            prop_assert!(!keys.is_ended(b"s:a", &changed));
+        }
+        prop_assert!(!keys.is_ended(b"s:a", &junk));
+        prop_assert!(!keys.is_ended(b"s:b", &value));
+    }
+
+    #[test]
     fn shared_records_open_only_unchanged(r in shared(), e in edits(), junk in texty(120)) {
         let keys = SealKeys::derive(b"fuzz-secret");
         let member = keys.seal_shared(&r, &mut RandomPool::new()).expect("seals");

@@ -53,6 +53,11 @@ enum Op {
     Remove {
         key: u16,
     },
+    /// A logout or revocation of a zone session (`Table::end`).
+    EndSession {
+        key: u16,
+        ttl: u16,
+    },
     SetData {
         key: u16,
         len: u16,
@@ -105,6 +110,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (key(), key(), 1..3_000u16).prop_map(|(key, new_key, grace)| Op::Renew { key, new_key, grace }),
         2 => (key(), key(), 0..3u8).prop_map(|(key, new_key, user)| Op::Login { key, new_key, user }),
         2 => key().prop_map(|key| Op::Remove { key }),
+        2 => (key(), 0..5_000u16).prop_map(|(key, ttl)| Op::EndSession { key, ttl }),
         3 => (key(), 0..1_000u16).prop_map(|(key, len)| Op::SetData { key, len }),
         3 => (key(), any::<bool>(), 0..5_000u16).prop_map(|(key, logged_in, ttl)| Op::End { key, logged_in, ttl }),
         1 => (0..3u8, 1..5_000u16).prop_map(|(user, ttl)| Op::NotBefore { user, ttl }),
@@ -264,6 +270,18 @@ impl Model {
         };
         (m.grace, m.deadline) = (Some(successor), until);
         std::mem::take(&mut m.data)
+    }
+
+    /// The data is freed; the entry becomes the record that it ended, in probation.
+    fn end(&mut self, id: &SessionId, until: u64) -> bool {
+        if !self.map.contains_key(id) {
+            return false;
+        }
+        self.unlink(id);
+        let m = self.map.get_mut(id).expect("present");
+        (m.grace, m.deadline, m.data) = (Some(ENDED), until, Vec::new());
+        self.push_head(*id, false);
+        true
     }
 
     fn free_chunks(&self) -> usize {
@@ -564,6 +582,13 @@ fn run(shape: Shape, ops: &[Op]) -> Result<(), TestCaseError> {
             }
             Op::Remove { key: k } => {
                 prop_assert_eq!(t.remove(&key(k)), model.remove(&key(k)).is_some());
+            }
+            Op::EndSession { key: k, ttl } => {
+                let until = now + u64::from(*ttl);
+                prop_assert_eq!(t.end(&key(k), until), model.end(&key(k), until));
+                if let Some(m) = model.map.get(&key(k)) {
+                    prop_assert!(t.get(&key(k)).is_some_and(|e| e.is_ended()) && m.grace == Some(ENDED));
+                }
             }
             Op::SetData { key: k, len } => {
                 let b = blob(*len, *k);

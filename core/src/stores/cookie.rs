@@ -449,6 +449,9 @@ pub struct CookieSession<'p> {
     renamed: Option<(SessionId, SessionId)>,
     reseal: bool,
     ended: Vec<SessionId>,
+    /// A presented logged-in session the zone's records say was logged out
+    /// or revoked (`end_presented`).
+    presented_ended: Option<SessionId>,
     events: Vec<Event>,
 }
 
@@ -481,8 +484,15 @@ impl<'p> CookieSession<'p> {
             renamed: None,
             reseal: false,
             ended: Vec::new(),
+            presented_ended: None,
             events: Vec::new(),
         }
+    }
+
+    /// The presented session `id`, left out of `new` because a record ended
+    /// it, was logged in: the engine answers it `ended`, not `unknown`.
+    pub fn end_presented(&mut self, id: SessionId) {
+        self.presented_ended = Some(id);
     }
 
     /// The cookies the response needs; `issue_cookie` as the engine's
@@ -537,7 +547,11 @@ impl<'p> CookieSession<'p> {
 
 impl Store for CookieSession<'_> {
     fn get(&mut self, id: &SessionId) -> Option<Entry> {
-        self.current(id).map(Entry::Live)
+        match self.current(id) {
+            Some(rec) => Some(Entry::Live(rec)),
+            None if self.presented_ended == Some(*id) => Some(Entry::ended(u64::MAX)),
+            None => None,
+        }
     }
 
     fn touch(&mut self, id: &SessionId, last_seen: u64, _deadline: Option<u64>) {

@@ -115,6 +115,19 @@ impl SealKeys {
         }
     }
 
+    /// What a revocation leaves at a session's `address` in place of its
+    /// record: the revocation knows addresses, not ids, so this is sealed
+    /// under the summary key, bound to the address (and to its purpose).
+    /// Its cookie is then answered `ended` until the key expires.
+    pub fn seal_ended(&self, address: &[u8], rng: &mut RandomPool) -> Result<Vec<u8>, RandomError> {
+        seal_with(&self.summary, &ended_aad(address), ENDED_PLAIN, rng)
+    }
+
+    /// Whether `value` is what `seal_ended` wrote for `address`.
+    pub fn is_ended(&self, address: &[u8], value: &[u8]) -> bool {
+        open_with(&self.summary, &ended_aad(address), value).is_ok_and(|p| p == ENDED_PLAIN)
+    }
+
     fn cipher(&self, id: &SessionId) -> ChaCha20Poly1305 {
         let k = self.seal.clone().chain_update(id.0).finalize().into_bytes();
         ChaCha20Poly1305::new_from_slice(&k).expect("32-byte key")
@@ -176,6 +189,12 @@ pub(crate) fn parse_entry(plain: &[u8]) -> Result<(Entry, Vec<u8>), Unsealed> {
     }
 }
 
+const ENDED_PLAIN: &[u8] = b"revoked";
+
+fn ended_aad(address: &[u8]) -> Vec<u8> {
+    [b"\0ngx-sessions v1 revoked\0", address].concat()
+}
+
 /// `VERSION`, then `plain` sealed with `aad` bound (see `aead_seal`).
 fn seal_with(
     cipher: &ChaCha20Poly1305,
@@ -225,6 +244,25 @@ mod tests {
         };
         let v = k.seal(&id, &addr, &g, b"", &mut rng).unwrap();
         assert_eq!(k.open(&id, &addr, &v).unwrap().0, g);
+    }
+
+    #[test]
+    fn a_revocation_mark_opens_only_at_its_address() {
+        let k = SealKeys::derive(b"secret");
+        let mut rng = RandomPool::new();
+        let v = k.seal_ended(b"s:abc", &mut rng).unwrap();
+        assert!(k.is_ended(b"s:abc", &v));
+        assert!(!k.is_ended(b"s:abd", &v), "moved to another session");
+        assert!(!SealKeys::derive(b"other").is_ended(b"s:abc", &v));
+        // Neither a summary nor a record is a mark, nor a mark a summary.
+        let summary = k.seal_summary(b"s:abc", &rec(), &mut rng).unwrap();
+        assert!(!k.is_ended(b"s:abc", &summary));
+        assert!(k.open_summary(b"s:abc", &v).is_err());
+        let id = SessionId([1; 16]);
+        assert!(k.open(&id, b"s:abc", &v).is_err());
+        let mut flipped = v.clone();
+        flipped[5] ^= 1;
+        assert!(!k.is_ended(b"s:abc", &flipped));
     }
 
     #[test]

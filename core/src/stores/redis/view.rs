@@ -222,6 +222,10 @@ impl Store for View {
         self.set(*id, None, Change::Deleted, None);
     }
 
+    fn end(&mut self, id: &SessionId, until: u64) {
+        self.set(*id, Some(Entry::ended(until)), Change::Written, Some(until));
+    }
+
     fn take(&mut self, id: &SessionId) -> Option<Record> {
         let Some(Entry::Live(rec)) = self.get(id) else {
             return None;
@@ -401,7 +405,13 @@ mod tests {
             &mut RandomPool::new(),
         )
         .unwrap();
-        assert_eq!(v.finish(), vec![Write::Delete { id: new_id }]);
+        // A logged-in session's logout leaves the record that it ended.
+        let writes = v.finish();
+        assert!(
+            matches!(&writes[..], [Write::Put { id, entry, data, ttl: Some(_) }]
+                if *id == new_id && entry.is_ended() && data.is_empty()),
+            "{writes:?}"
+        );
         assert_eq!(v.events, vec![crate::engine::store::Event::Logout]);
     }
 

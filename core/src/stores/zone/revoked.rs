@@ -53,9 +53,8 @@ pub fn not_before_end(policy: &Policy, now: u64) -> u64 {
         .map_or(u64::MAX, |l| now.saturating_add(l).saturating_add(IN_FLIGHT_MS))
 }
 
-/// The successor of an ended id: no session has it (ids are random, and a
-/// lookup of it finds nothing).
-pub const ENDED: SessionId = SessionId([0xff; 16]);
+/// The successor of an ended id: no session has it.
+pub use crate::model::record::ENDED;
 
 /// The successor of an ended id of a session that never logged in: kept in
 /// probation (see the module's comment).

@@ -8,7 +8,7 @@
 
 use crate::engine::status::Status;
 use crate::engine::store::{Event, Store};
-use crate::model::record::{DataFull, Entry, Record};
+use crate::model::record::{DataFull, Entry, Record, ENDED};
 use crate::primitives::id::{Handle, SessionId};
 
 const NIL: u32 = crate::model::record::NO_DATA;
@@ -46,6 +46,8 @@ pub struct Stats {
     pub refused_unknown: u64,
     pub refused_ip: u64,
     pub refused_ua: u64,
+    /// Cookies of logged-in sessions that were logged out or revoked.
+    pub refused_ended: u64,
     /// Differences let through by a check that only logs.
     pub tolerated_ip: u64,
     pub tolerated_ua: u64,
@@ -320,6 +322,7 @@ impl<'a> Table<'a> {
                 refused_unknown: 0,
                 refused_ip: 0,
                 refused_ua: 0,
+                refused_ended: 0,
                 tolerated_ip: 0,
                 tolerated_ua: 0,
                 logins: 0,
@@ -443,6 +446,24 @@ impl<'a> Table<'a> {
         s.rec.data = NIL;
         s.rec.data_len = 0;
         s.deadline = until;
+        true
+    }
+
+    /// Ends `id` (a logout, a revocation): its data is freed and it becomes
+    /// the record that it ended (`Entry::ended`) until `until`, among the
+    /// sessions seen once, the first a full table evicts.
+    pub fn end(&mut self, id: &SessionId, until: u64) -> bool {
+        let Some(i) = self.find(id) else { return false };
+        let data = self.slots[i as usize].rec.data;
+        self.free_chain(data);
+        self.lru_unlink(i);
+        let s = &mut self.slots[i as usize];
+        s.state = GRACE;
+        s.rec.successor = ENDED;
+        s.rec.data = NIL;
+        s.rec.data_len = 0;
+        s.deadline = until;
+        self.lru_push_head(i, false);
         true
     }
 
@@ -805,6 +826,10 @@ impl Store for Table<'_> {
         Table::remove(self, id);
     }
 
+    fn end(&mut self, id: &SessionId, until: u64) {
+        Table::end(self, id, until);
+    }
+
     fn take(&mut self, id: &SessionId) -> Option<Record> {
         Table::take(self, id)
     }
@@ -833,6 +858,7 @@ impl Store for Table<'_> {
             Event::Refused(Status::UaMismatch) => &mut s.refused_ua,
             Event::Refused(Status::Invalid) => &mut s.refused_invalid,
             Event::Refused(Status::Unknown) => &mut s.refused_unknown,
+            Event::Refused(Status::Ended) => &mut s.refused_ended,
             Event::Tolerated(Status::IpMismatch) => &mut s.tolerated_ip,
             Event::Tolerated(Status::UaMismatch) => &mut s.tolerated_ua,
             Event::Tolerated(_) => return,
