@@ -172,30 +172,78 @@ impl Sidecar {
     }
 
     /// Ends the logged-in session whose handle is `handle`, found through
-    /// its pointer and its user's index.
-    pub(crate) async fn revoke_handle(&self, keys: &SealKeys, handle: &Handle) -> Result<Answer, Failure> {
+    /// its pointer and its user's index; with `user`, only in that user's
+    /// index (a user ending one of their own sessions).
+    pub(crate) async fn revoke_handle(
+        &self,
+        keys: &SealKeys,
+        handle: &Handle,
+        user: Option<&[u8]>,
+    ) -> Result<Answer, Failure> {
         let pending = self
-            .in_journal(|j| j.revoke(|r| r.handle == *handle && r.user().is_some(), keys.tag()))
+            .in_journal(|j| {
+                j.revoke(
+                    |r| r.handle == *handle && r.user().is_some() && user.is_none_or(|u| r.user() == Some(u)),
+                    keys.tag(),
+                )
+            })
             .unwrap_or_default();
         if !pending.is_empty() {
             self.flush.notify_one();
         }
         let pointer = self.handle_pointer(keys, handle);
-        let idx: Option<Vec<u8>> = self.repaired(redis::cmd("GET").arg(&pointer), &pointer).await?;
+        let idx: Option<Vec<u8>> = match user {
+            Some(user) => Some(self.user_index(keys, user)),
+            None => self.repaired(redis::cmd("GET").arg(&pointer), &pointer).await?,
+        };
         let Some(idx) = idx else {
             self.in_journal(|j| j.bump());
             return Ok(Answer::RevokedOne(!pending.is_empty()));
         };
-        let mut revoked = 0;
-        for (addr, rec) in self.indexed(keys, &idx).await? {
-            if rec.handle == *handle {
-                let mark = self.mark_ended(keys, &addr)?;
-                revoked += usize::from(self.run::<Option<String>>(0, &mark).await?.is_some());
-                let _: usize = self.run(0, redis::cmd("HDEL").arg(&idx).arg(&addr)).await?;
-            }
+        let revoked = self.end_indexed(keys, &idx, |rec| rec.handle == *handle).await?;
+        if revoked > 0 {
+            let _: usize = self.run(0, redis::cmd("DEL").arg(&pointer)).await?;
         }
-        let _: usize = self.run(0, redis::cmd("DEL").arg(&pointer)).await?;
         self.in_journal(|j| j.bump());
         Ok(Answer::RevokedOne(revoked > 0 || !pending.is_empty()))
+    }
+
+    /// Ends every session of `user` but the one whose handle is `except`
+    /// (`sessions_self`, `X-Session-Logout-Others`). Returns how many.
+    pub(crate) async fn revoke_others(
+        &self,
+        keys: &SealKeys,
+        user: &[u8],
+        except: &Handle,
+    ) -> Result<Answer, Failure> {
+        let pending = self
+            .in_journal(|j| j.revoke(|r| r.user() == Some(user) && r.handle != *except, keys.tag()))
+            .unwrap_or_default();
+        if !pending.is_empty() {
+            self.flush.notify_one();
+        }
+        let idx = self.user_index(keys, user);
+        let revoked = self.end_indexed(keys, &idx, |rec| rec.handle != *except).await?;
+        self.in_journal(|j| j.bump());
+        Ok(Answer::Revoked(revoked + pending.len()))
+    }
+
+    /// Marks ended the sessions listed in index `idx` that `which` selects,
+    /// and drops them from it. Returns how many were still there.
+    async fn end_indexed(
+        &self,
+        keys: &SealKeys,
+        idx: &[u8],
+        which: impl Fn(&Record) -> bool,
+    ) -> Result<usize, Failure> {
+        let mut revoked = 0;
+        for (addr, rec) in self.indexed(keys, idx).await? {
+            if which(&rec) {
+                let mark = self.mark_ended(keys, &addr)?;
+                revoked += usize::from(self.run::<Option<String>>(0, &mark).await?.is_some());
+                let _: usize = self.run(0, redis::cmd("HDEL").arg(idx).arg(&addr)).await?;
+            }
+        }
+        Ok(revoked)
     }
 }

@@ -69,7 +69,8 @@ impl Sidecar {
             Job::Write { keys, .. }
             | Job::List { keys, .. }
             | Job::Revoke { keys, .. }
-            | Job::RevokeHandle { keys, .. } => self.know(keys),
+            | Job::RevokeHandle { keys, .. }
+            | Job::RevokeOthers { keys, .. } => self.know(keys),
             Job::Adopt | Job::Flush | Job::Oidc { .. } => {}
         }
     }

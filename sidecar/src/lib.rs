@@ -86,9 +86,17 @@ pub enum Job {
         user: Vec<u8>,
         keys: SealKeys,
     },
-    /// One logged-in session, by its handle (`$session_id`).
+    /// One logged-in session, by its handle (`$session_id`); with `user`,
+    /// only if it is that user's (`sessions_self`).
     RevokeHandle {
         handle: Handle,
+        user: Option<Vec<u8>>,
+        keys: SealKeys,
+    },
+    /// Every session of `user` but the one whose handle is `except`.
+    RevokeOthers {
+        user: Vec<u8>,
+        except: Handle,
         keys: SealKeys,
     },
     /// A call to an OpenID Provider, by the index of its settings in

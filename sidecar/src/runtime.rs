@@ -193,7 +193,10 @@ pub(crate) async fn serve(
                     Job::Flush | Job::Oidc { .. } => Ok(Answer::Written),
                     Job::List { user, keys } => s.list(&keys, user).await,
                     Job::Revoke { user, keys } => s.revoke(&keys, &user).await,
-                    Job::RevokeHandle { handle, keys } => s.revoke_handle(&keys, &handle).await,
+                    Job::RevokeHandle { handle, user, keys } => {
+                        s.revoke_handle(&keys, &handle, user.as_deref()).await
+                    }
+                    Job::RevokeOthers { user, except, keys } => s.revoke_others(&keys, &user, &except).await,
                 }
             };
             // Every job ends before nginx's own timer for it (`patience`).
@@ -323,10 +326,12 @@ impl Sidecar {
                     after,
                 }
             }
-            Job::List { .. } | Job::Revoke { .. } | Job::RevokeHandle { .. } => Turn {
-                lock: None,
-                after: earlier(&|_| true),
-            },
+            Job::List { .. } | Job::Revoke { .. } | Job::RevokeHandle { .. } | Job::RevokeOthers { .. } => {
+                Turn {
+                    lock: None,
+                    after: earlier(&|_| true),
+                }
+            }
             Job::Adopt | Job::Flush | Job::Oidc { .. } => Turn::default(),
         }
     }

@@ -290,6 +290,8 @@ pub struct LocConf {
     pub endpoint: bool,
     /// This location is `sessions_logout` (not inherited).
     pub logout: bool,
+    /// This location is `sessions_self` (not inherited).
+    pub self_service: bool,
     pub check_ip: Option<IpBinding>,
     pub check_ua: Option<UaBinding>,
     pub domain: Option<Option<String>>,

@@ -772,6 +772,14 @@ extern "C" fn set_status(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *m
     set_content_handler(cf, crate::phases::status::STATUS)
 }
 
+/// `sessions_self`: the logged-in user's own sessions. The location keeps
+/// its session (it is who asks).
+extern "C" fn set_self(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    // SAFETY: as in `value_directive!`.
+    unsafe { (*conf.cast::<LocConf>()).self_service = true };
+    set_content_handler(cf, crate::phases::admin::ADMIN)
+}
+
 extern "C" fn set_admin(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
     // SAFETY: as in `value_directive!`.
     unsafe { (*conf.cast::<LocConf>()).endpoint = true };
@@ -809,7 +817,7 @@ const fn location_command(name: ngx_str_t, args: u32, set: Handler) -> ngx_comma
     directive(name, NGX_HTTP_LOC_CONF, args, NGX_HTTP_LOC_CONF_OFFSET, set)
 }
 
-pub static mut COMMANDS: [ngx_command_t; 70] = [
+pub static mut COMMANDS: [ngx_command_t; 71] = [
     command(ngx_string!("sessions"), NGX_CONF_FLAG, set_enable),
     command(ngx_string!("sessions_secret"), NGX_CONF_1MORE, set_secret),
     command(
@@ -888,6 +896,7 @@ pub static mut COMMANDS: [ngx_command_t; 70] = [
     location_command(ngx_string!("sessions_admin"), NGX_CONF_NOARGS, set_admin),
     location_command(ngx_string!("sessions_status"), NGX_CONF_NOARGS, set_status),
     location_command(ngx_string!("sessions_jwks"), NGX_CONF_NOARGS, set_jwks),
+    location_command(ngx_string!("sessions_self"), NGX_CONF_NOARGS, set_self),
     directive(
         ngx_string!("sessions_assertion_key"),
         NGX_HTTP_MAIN_CONF,

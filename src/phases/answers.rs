@@ -15,12 +15,26 @@ pub fn send(r: &mut Request, status: HTTPStatus, body: &str) -> Status {
     request::send_body(r, status, JSON, body.as_bytes())
 }
 
-/// A user's sessions, each with when it expires under `lc`'s timeouts.
-pub fn list(lc: &LocConf, user: &[u8], sessions: impl Iterator<Item = Record>) -> String {
+/// A user's sessions, each with when it expires under `lc`'s timeouts; at
+/// `sessions_self`, which one is the request's own.
+pub fn list(r: &Request, lc: &LocConf, user: &[u8], sessions: impl Iterator<Item = Record>) -> String {
+    let own = request::ctx(r).filter(|_| lc.self_service).map(|c| c.handle);
     let sessions = sessions
-        .map(|rec| admin::session_json(&rec, lc.policy.timeouts_for(&rec).deadline(rec.times())))
+        .map(|rec| {
+            let deadline = lc.policy.timeouts_for(&rec).deadline(rec.times());
+            admin::session_json(&rec, deadline, own.map(|h| h == rec.handle))
+        })
         .collect();
     admin::list_json(user, sessions)
+}
+
+/// Who ended sessions, for the log line.
+pub fn who_revoked(lc: &LocConf) -> &'static str {
+    if lc.self_service {
+        "a user's own revocation"
+    } else {
+        "admin revocation"
+    }
 }
 
 /// The answer to revoking one session: 404 when it was not found.

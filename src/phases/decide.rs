@@ -217,19 +217,38 @@ fn gate(r: &mut Request, lc: &LocConf) -> Status {
 /// `sessions_admin` over the zone's table: the zone's sessions, and the
 /// records that end cookie-store sessions.
 pub fn admin_on_table(r: &mut Request, lc: &LocConf, main: &MainConf, req: AdminRequest) -> Status {
-    let Some(table) = main.table else {
+    let Some((status, body)) = on_table(r, lc, main, &req) else {
         return HTTPStatus::NOT_FOUND.into();
     };
+    if !matches!(req, AdminRequest::List { .. }) {
+        ngx_log_error!(
+            NGX_LOG_INFO,
+            r.log(),
+            "sessions: {}: {body}",
+            answers::who_revoked(lc)
+        );
+    }
+    answers::send(r, status, &body)
+}
+
+/// Carries out `req` on the zone's table; the answer, `None` without a zone.
+pub fn on_table(
+    r: &Request,
+    lc: &LocConf,
+    main: &MainConf,
+    req: &AdminRequest,
+) -> Option<(HTTPStatus, String)> {
+    let table = main.table?;
     // Cookie-store sessions cannot be taken back: what ends them is a
     // record kept until they would have expired (see `revoked`). The zone's
     // own sessions are removed, and the record costs them nothing.
     let now = crate::clock::now_ms();
     let policy = &lc.policy;
     let mut made = Vec::new();
-    let (status, body) = table.with(|t| match &req {
+    let answer = table.with(|t| match req {
         AdminRequest::List { user } => {
             let sessions = t.sessions_of(user).into_iter().map(|(_, rec)| rec);
-            (HTTPStatus::OK, answers::list(lc, user, sessions))
+            (HTTPStatus::OK, answers::list(r, lc, user, sessions))
         }
         AdminRequest::RevokeUser { user } => {
             let n = revoked::revoke_user(t, user, policy, now, &mut made);
@@ -243,13 +262,22 @@ pub fn admin_on_table(r: &mut Request, lc: &LocConf, main: &MainConf, req: Admin
             }
             answers::revoked_one(found)
         }
+        AdminRequest::RevokeOwn { user, id } => {
+            let found = revoked::revoke_own(t, user, id, policy, now, &mut made);
+            if found {
+                t.header().stats.logouts += 1;
+            }
+            answers::revoked_one(found)
+        }
+        AdminRequest::RevokeOthers { user, except } => {
+            let n = revoked::revoke_others(t, user, except, policy, now, &mut made);
+            t.header().stats.logouts += n as u64;
+            (HTTPStatus::OK, admin::revoked_json(n))
+        }
     });
     // Shared with the other instances when a cookie-store location says so.
     if let Some((keys, _)) = lc.keys_and_name(main) {
         park::share(main, keys, &made, now);
     }
-    if !matches!(req, AdminRequest::List { .. }) {
-        ngx_log_error!(NGX_LOG_INFO, r.log(), "sessions: admin revocation: {body}");
-    }
-    answers::send(r, status, &body)
+    Some(answer)
 }

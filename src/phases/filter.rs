@@ -7,6 +7,7 @@ use nginx_sys::{ngx_str_t, NGX_LOG_ALERT};
 use nginx_sys::{NGX_LOG_ERR, NGX_LOG_INFO};
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, Request};
 use ngx::ngx_log_error;
+use sessions_core::access::admin::AdminRequest;
 use sessions_core::access::gate::{set_value, truthy, ControlHeader};
 use sessions_core::model::record::valid_user;
 use sessions_core::{apply, update_data, Control, ControlError, DataUpdateError};
@@ -49,6 +50,7 @@ pub fn on_headers(req: &mut Request) -> Result<(), ()> {
 fn control(r: &mut Request, lc: &LocConf) -> Option<()> {
     let (mut user, mut bad_user) = (None::<ngx_str_t>, false);
     let (mut remember, mut regenerate, mut destroy) = (false, false, false);
+    let mut logout_others = false;
     // Copied: header values are borrowed only while the list is walked
     // (a copy only for the responses that carry data changes).
     let mut changes: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
@@ -76,6 +78,7 @@ fn control(r: &mut Request, lc: &LocConf) -> Option<()> {
                 None => bad_set = true,
             },
             Some(ControlHeader::Unset) => changes.push((value.trim_ascii().to_vec(), None)),
+            Some(ControlHeader::LogoutOthers) => logout_others = truthy(value),
             None => {}
         }
     });
@@ -115,9 +118,10 @@ fn control(r: &mut Request, lc: &LocConf) -> Option<()> {
     } else if regenerate {
         Control::Regenerate
     } else if !changes.is_empty() {
-        return data(r, &changes);
+        data(r, &changes)?;
+        return others(r, lc, logout_others);
     } else {
-        return Some(());
+        return others(r, lc, logout_others);
     };
     let Some(mut ctx) = request::ctx(r).copied() else {
         return Some(()); // no session in this request: nothing to change
@@ -174,8 +178,23 @@ fn control(r: &mut Request, lc: &LocConf) -> Option<()> {
     ctx.cookie_sent = false;
     request::put_ctx(r, &ctx)?;
     if control != Control::Destroy && !changes.is_empty() {
-        return data(r, &changes);
+        data(r, &changes)?;
     }
+    others(r, lc, logout_others && control != Control::Destroy)
+}
+
+/// `X-Session-Logout-Others: on`: ends every other session of the
+/// request's (logged-in) user, as `sessions_self` does.
+fn others(r: &mut Request, lc: &LocConf, asked: bool) -> Option<()> {
+    let Some(ctx) = request::ctx(r).copied().filter(|c| asked && c.user.len > 0) else {
+        return Some(());
+    };
+    let main = Module::main_conf(r)?;
+    let req = AdminRequest::RevokeOthers {
+        user: ctx.user.as_bytes().to_vec(),
+        except: ctx.handle,
+    };
+    store_of(ctx.store).revoke_unanswered(r, lc, main, req);
     Some(())
 }
 

@@ -4,7 +4,7 @@
 //! the counters and, under `sessions_redis_unavailable local`, the
 //! sessions started while Redis was unreachable.
 
-use nginx_sys::{NGX_LOG_ALERT, NGX_LOG_INFO};
+use nginx_sys::{NGX_LOG_ALERT, NGX_LOG_ERR, NGX_LOG_INFO};
 use ngx::core::Status;
 use ngx::http::{HTTPStatus, HttpModuleLocationConf, HttpModuleMainConf, Request};
 use ngx::ngx_log_error;
@@ -85,6 +85,28 @@ impl SessionStore for Redis {
 
     fn admin(&self, r: &mut Request, lc: &LocConf, main: &MainConf, req: AdminRequest) -> Status {
         admin_on_redis(r, lc, main, req)
+    }
+
+    /// Handed to the side-car, which runs it after the response; not kept
+    /// through a Redis outage as logins and logouts are (see the docs).
+    fn revoke_unanswered(&self, r: &Request, lc: &LocConf, main: &MainConf, req: AdminRequest) {
+        match (redis_job(lc, main, req), park::running()) {
+            (Some(job), true) => {
+                park::submit(job);
+                ngx_log_error!(
+                    NGX_LOG_INFO,
+                    r.log(),
+                    "sessions: the application ended the user's other sessions in Redis"
+                );
+            }
+            _ => {
+                ngx_log_error!(
+                    NGX_LOG_ERR,
+                    r.log(),
+                    "sessions: the user's other sessions could not be ended: Redis is not available"
+                );
+            }
+        }
     }
 }
 
@@ -330,17 +352,10 @@ pub fn drain_at_exit(main: &MainConf) {
 /// logged-in sessions are found: they are the ones listed in a user's
 /// index (a Redis record opens only with its session's cookie).
 fn admin_on_redis(r: &mut Request, lc: &LocConf, main: &MainConf, req: AdminRequest) -> Status {
-    let keys = lc
-        .keys_and_name(main)
-        .map(|(keys, _)| keys.primary().seal().clone());
-    let Some(keys) = keys.filter(|_| crate::nginx::park::running() && !crate::nginx::park::saturated())
-    else {
+    let job = redis_job(lc, main, req)
+        .filter(|_| crate::nginx::park::running() && !crate::nginx::park::saturated());
+    let Some(job) = job else {
         return answers::unavailable(r);
-    };
-    let job = match req {
-        AdminRequest::List { user } => Job::List { user, keys },
-        AdminRequest::RevokeUser { user } => Job::Revoke { user, keys },
-        AdminRequest::RevokeId { id } => Job::RevokeHandle { handle: id, keys },
     };
     if crate::nginx::park::park_admin(r, job, admin_answered) {
         Status::NGX_DONE
@@ -349,13 +364,33 @@ fn admin_on_redis(r: &mut Request, lc: &LocConf, main: &MainConf, req: AdminRequ
     }
 }
 
+/// The side-car's job for an admin request; `None` while the secret is not known.
+fn redis_job(lc: &LocConf, main: &MainConf, req: AdminRequest) -> Option<Job> {
+    let keys = lc.keys_and_name(main)?.0.primary().seal().clone();
+    Some(match req {
+        AdminRequest::List { user } => Job::List { user, keys },
+        AdminRequest::RevokeUser { user } => Job::Revoke { user, keys },
+        AdminRequest::RevokeId { id } => Job::RevokeHandle {
+            handle: id,
+            user: None,
+            keys,
+        },
+        AdminRequest::RevokeOwn { user, id } => Job::RevokeHandle {
+            handle: id,
+            user: Some(user),
+            keys,
+        },
+        AdminRequest::RevokeOthers { user, except } => Job::RevokeOthers { user, except, keys },
+    })
+}
+
 /// Sends the Redis thread's answer to a parked admin request.
 pub fn admin_answered(r: &mut Request, answer: Answer) -> Status {
     let (status, body, revoked) = match answer {
         Answer::Listed { user, sessions } => match Module::location_conf(r) {
             Some(lc) => (
                 HTTPStatus::OK,
-                answers::list(lc, &user, sessions.into_iter()),
+                answers::list(r, lc, &user, sessions.into_iter()),
                 None,
             ),
             None => return HTTPStatus::NOT_FOUND.into(),
@@ -371,11 +406,8 @@ pub fn admin_answered(r: &mut Request, answer: Answer) -> Status {
         if let Some(table) = Module::main_conf(r).and_then(|m| m.table) {
             table.with(|t| t.header().stats.logouts += n as u64);
         }
-        ngx_log_error!(
-            NGX_LOG_INFO,
-            r.log(),
-            "sessions: admin revocation in Redis: {body}"
-        );
+        let who = Module::location_conf(r).map_or("admin revocation", answers::who_revoked);
+        ngx_log_error!(NGX_LOG_INFO, r.log(), "sessions: {who} in Redis: {body}");
     }
     answers::send(r, status, &body)
 }

@@ -10,6 +10,7 @@ const CONF: &str = "
     server {
         listen 127.0.0.1:{port2};
         location /login { add_header X-Session-User $arg_user; return 200 \"ok\\n\"; }
+        location /password-changed { add_header X-Session-Logout-Others on; return 200 \"ok\\n\"; }
     }
     server {
         listen 127.0.0.1:{port};
@@ -20,6 +21,7 @@ const CONF: &str = "
         location /app/ { sessions_control_headers on; proxy_pass http://127.0.0.1:{port2}/; }
         location = /admin/sessions { sessions off; allow 127.0.0.1; deny all; sessions_admin; }
         location = /metrics { sessions off; sessions_status; }
+        location = /me/sessions { sessions_self; }
     }";
 
 /// A fresh session logged in as `user`: (cookie, $session_id).
@@ -178,4 +180,116 @@ fn a_post_a_browser_could_send_cross_site_changes_nothing() {
     let r = send(&n, "POST", "/admin/sessions", Some(body));
     assert_eq!((r.status, json(&r)["revoked"].as_u64()), (200, Some(1)));
     assert_eq!(status(&n, &alice), "ended");
+}
+
+/// A request with a cookie, a method and a User-Agent; a JSON body if given
+/// (with `content_type`).
+fn own(n: &Nginx, cookie: &str, method: &str, path: &str, body: Option<(&str, &str)>) -> Response {
+    let mut req = Request::get(path).cookie(cookie).header("User-Agent", BROWSER);
+    req.method = method.into();
+    match body {
+        Some((content_type, b)) => {
+            common::send_with_body(n.port, &req.header("Content-Type", content_type), b.as_bytes())
+        }
+        None => n.request(req),
+    }
+}
+
+const BROWSER: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0";
+
+fn own_status(n: &Nginx, cookie: &str) -> String {
+    own(n, cookie, "GET", "/", None).header("X-Session-Status").unwrap().to_string()
+}
+
+/// Waits (up to 5 s) for `cookie` to be answered `want`: X-Session-Logout-Others
+/// with Redis runs after the response.
+fn until_status(n: &Nginx, cookie: &str, want: &str) -> String {
+    let mut got = String::new();
+    for _ in 0..50 {
+        got = n
+            .request(Request::get("/").cookie(cookie).header("User-Agent", BROWSER))
+            .header("X-Session-Status")
+            .unwrap()
+            .to_string();
+        if got == want {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    got
+}
+
+/// `sessions_self`: the logged-in user's own sessions, listed with which is
+/// the current one, one of them or all others ended; nobody else's; not
+/// without a login; not from another site. `X-Session-Logout-Others`.
+#[test]
+fn users_see_and_end_their_own_sessions() {
+    let n = Nginx::start(CONF);
+    let login = |user: &str| {
+        let c = own(&n, "", "GET", "/", None).cookie_pair("sid");
+        let r = own(&n, &c, "GET", &format!("/app/login?user={user}"), None);
+        (r.cookie_pair("sid"), r.header("X-Session-Id").unwrap().to_string())
+    };
+    let anonymous = n.get("/").cookie_pair("sid");
+    for c in ["", anonymous.as_str()] {
+        let r = own(&n, c, "GET", "/me/sessions", None);
+        assert_eq!((r.status, json(&r)["error"].as_str()), (401, Some("not logged in")));
+    }
+    let (a1, a2, a3, bob) = (login("alice"), login("alice"), login("alice"), login("bob"));
+
+    let r = own(&n, &a1.0, "GET", "/me/sessions", None);
+    assert_eq!(r.status, 200);
+    let v = json(&r);
+    assert_eq!(v["user"], "alice");
+    let sessions = v["sessions"].as_array().unwrap();
+    let mut ids: Vec<&str> = sessions.iter().map(|s| s["id"].as_str().unwrap()).collect();
+    ids.sort();
+    let mut want = vec![a1.1.as_str(), a2.1.as_str(), a3.1.as_str()];
+    want.sort();
+    assert_eq!(ids, want, "alice's three, not bob's");
+    let current: Vec<&str> = sessions
+        .iter()
+        .filter(|s| s["current"] == true)
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(current, [a1.1.as_str()]);
+    for s in sessions {
+        assert_eq!(s["user_agent"], "Firefox on Linux");
+        assert_eq!(s["ip"], "127.0.0.1");
+        assert!(s["created"].as_u64().unwrap() > 1_700_000_000 && s["last_seen"].as_u64().is_some());
+    }
+
+    // Another user's session is not found.
+    let r = own(&n, &a1.0, "DELETE", &format!("/me/sessions?id={}", bob.1), None);
+    assert_eq!((r.status, json(&r)["revoked"].as_u64()), (404, Some(0)));
+    assert_eq!(own_status(&n, &bob.0), "valid");
+    // A foreign page can send only a form or text/plain without asking first.
+    let r = own(&n, &a1.0, "POST", "/me/sessions", Some(("text/plain", r#"{"action":"revoke_others"}"#)));
+    assert_eq!(r.status, 415);
+    assert_eq!(own(&n, &a1.0, "OPTIONS", "/me/sessions?others", None).status, 405);
+    assert_eq!(own_status(&n, &a2.0), "valid");
+
+    // One session, then all others.
+    let r = own(&n, &a1.0, "DELETE", &format!("/me/sessions?id={}", a2.1), None);
+    assert_eq!((r.status, json(&r)["revoked"].as_u64()), (200, Some(1)));
+    assert_eq!(own_status(&n, &a2.0), "ended");
+    let r = own(&n, &a1.0, "POST", "/me/sessions", Some(("application/json", r#"{"action":"revoke_others"}"#)));
+    assert_eq!((r.status, json(&r)["revoked"].as_u64()), (200, Some(1)));
+    assert_eq!(own_status(&n, &a3.0), "ended");
+    assert_eq!(own_status(&n, &a1.0), "valid", "the current session stays");
+    assert_eq!(own_status(&n, &bob.0), "valid", "nobody else's");
+    let v = json(&own(&n, &a1.0, "GET", "/me/sessions", None));
+    assert_eq!(v["sessions"].as_array().unwrap().len(), 1);
+
+    // The application ends the others after a password change.
+    let (a4, a5) = (login("alice"), login("alice"));
+    let r = own(&n, &a4.0, "GET", "/app/password-changed", None);
+    assert_eq!(r.status, 200);
+    assert!(r.header("X-Session-Logout-Others").is_none(), "kept from the client");
+    for c in [&a1.0, &a5.0] {
+        assert_eq!(until_status(&n, c, "ended"), "ended");
+    }
+    assert_eq!(own_status(&n, &a4.0), "valid");
+    assert_eq!(own_status(&n, &bob.0), "valid");
+    n.assert_clean_log();
 }

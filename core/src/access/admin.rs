@@ -11,9 +11,92 @@ use crate::primitives::id::Handle;
 /// What the admin asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AdminRequest {
-    List { user: Vec<u8> },
-    RevokeUser { user: Vec<u8> },
-    RevokeId { id: Handle },
+    List {
+        user: Vec<u8>,
+    },
+    RevokeUser {
+        user: Vec<u8>,
+    },
+    RevokeId {
+        id: Handle,
+    },
+    /// `sessions_self`: one of `user`'s own sessions (not found if another's).
+    RevokeOwn {
+        user: Vec<u8>,
+        id: Handle,
+    },
+    /// `sessions_self`, `X-Session-Logout-Others`: every session of `user`
+    /// but the one whose handle is `except`.
+    RevokeOthers {
+        user: Vec<u8>,
+        except: Handle,
+    },
+}
+
+/// What a logged-in user asks of `sessions_self`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SelfRequest {
+    List,
+    /// End one of the user's sessions (`$session_id`).
+    Revoke(Handle),
+    /// End every session of the user but this one.
+    RevokeOthers,
+}
+
+impl SelfRequest {
+    /// As an admin request on `user`'s sessions, `current` the one asking.
+    pub fn for_user(self, user: &[u8], current: Handle) -> AdminRequest {
+        let user = user.to_vec();
+        match self {
+            Self::List => AdminRequest::List { user },
+            Self::Revoke(id) => AdminRequest::RevokeOwn { user, id },
+            Self::RevokeOthers => AdminRequest::RevokeOthers {
+                user,
+                except: current,
+            },
+        }
+    }
+}
+
+const NOT_AN_ID: &str = "\"id\" must be a session id as in $session_id (16 hex digits)";
+
+/// `sessions_self`'s query: GET lists, `DELETE ?id=ID` ends one session,
+/// `DELETE ?others` every other one.
+pub fn self_from_query(verb: Verb, args: &[u8]) -> Result<SelfRequest, &'static str> {
+    let id = query_param(args, b"id");
+    let others = args
+        .split(|&b| b == b'&')
+        .any(|p| p == b"others" || p.starts_with(b"others="));
+    match (verb, id, others) {
+        (Verb::Read, None, false) => Ok(SelfRequest::List),
+        (Verb::Delete, Some(id), false) => Handle::from_hex(&id).map(SelfRequest::Revoke).ok_or(NOT_AN_ID),
+        (Verb::Delete, None, true) => Ok(SelfRequest::RevokeOthers),
+        (Verb::Read, _, _) => Err("listing takes no arguments"),
+        (Verb::Delete, _, _) => Err("ending sessions needs ?id=SESSION_ID or ?others"),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonSelfRequest {
+    action: String,
+    id: Option<String>,
+}
+
+/// `{"action": "list"}`, `{"action": "revoke", "id": ID}` or `{"action": "revoke_others"}`.
+pub fn self_from_json(body: &[u8]) -> Result<SelfRequest, &'static str> {
+    let req: JsonSelfRequest =
+        serde_json::from_slice(body).map_err(|_| "the body must be a JSON object with \"action\"")?;
+    match (req.action.as_str(), req.id) {
+        ("list", None) => Ok(SelfRequest::List),
+        ("revoke", Some(id)) => Handle::from_hex(id.as_bytes())
+            .map(SelfRequest::Revoke)
+            .ok_or(NOT_AN_ID),
+        ("revoke_others", None) => Ok(SelfRequest::RevokeOthers),
+        ("revoke", None) => Err("\"revoke\" needs \"id\""),
+        ("list" | "revoke_others", Some(_)) => Err("only \"revoke\" takes \"id\""),
+        _ => Err("\"action\" must be \"list\", \"revoke\" or \"revoke_others\""),
+    }
 }
 
 /// How the request arrived.
@@ -83,16 +166,22 @@ pub fn is_json(content_type: &[u8]) -> bool {
     media.trim_ascii().eq_ignore_ascii_case(b"application/json")
 }
 
-/// One session as the admin sees it; never the secret id.
-pub fn session_json(rec: &Record, deadline: Option<u64>) -> Value {
-    json!({
+/// One session as the admin sees it; never the secret id. `current`: for
+/// `sessions_self`, whether it is the session asking.
+pub fn session_json(rec: &Record, deadline: Option<u64>, current: Option<bool>) -> Value {
+    let mut v = json!({
         "id": String::from_utf8_lossy(&rec.handle.to_hex()),
         "created": rec.created / 1000,
         "last_seen": rec.last_seen / 1000,
         "expires": deadline.map(|d| d / 1000),
         "ip": ip_text(rec.ip()),
+        "user_agent": crate::engine::binding::summary(rec.ua),
         "remembered": rec.remembered(),
-    })
+    });
+    if let Some(current) = current {
+        v["current"] = current.into();
+    }
+    v
 }
 
 pub fn list_json(user: &[u8], sessions: Vec<Value>) -> String {
@@ -137,6 +226,51 @@ fn percent_decode(v: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn self_requests() {
+        let h = Handle::from_hex(b"00112233445566ff").unwrap();
+        assert_eq!(self_from_query(Verb::Read, b""), Ok(SelfRequest::List));
+        assert_eq!(
+            self_from_query(Verb::Delete, b"id=00112233445566ff"),
+            Ok(SelfRequest::Revoke(h))
+        );
+        assert_eq!(
+            self_from_query(Verb::Delete, b"others"),
+            Ok(SelfRequest::RevokeOthers)
+        );
+        assert_eq!(
+            self_from_query(Verb::Delete, b"others=1"),
+            Ok(SelfRequest::RevokeOthers)
+        );
+        assert!(self_from_query(Verb::Delete, b"").is_err());
+        assert!(self_from_query(Verb::Delete, b"id=zz").is_err());
+        assert!(self_from_query(Verb::Delete, b"id=00112233445566ff&others").is_err());
+        assert!(
+            self_from_query(Verb::Read, b"user=bob").is_ok(),
+            "other arguments are ignored"
+        );
+        assert_eq!(
+            self_from_json(br#"{"action":"revoke_others"}"#),
+            Ok(SelfRequest::RevokeOthers)
+        );
+        assert_eq!(
+            self_from_json(br#"{"action":"revoke","id":"00112233445566ff"}"#),
+            Ok(SelfRequest::Revoke(h))
+        );
+        assert!(self_from_json(br#"{"action":"revoke"}"#).is_err());
+        assert!(
+            self_from_json(br#"{"action":"list","user":"bob"}"#).is_err(),
+            "no one else's"
+        );
+        assert_eq!(
+            SelfRequest::RevokeOthers.for_user(b"al", h),
+            AdminRequest::RevokeOthers {
+                user: b"al".to_vec(),
+                except: h
+            }
+        );
+    }
 
     #[test]
     fn only_json_is_json() {
@@ -210,7 +344,7 @@ mod tests {
         let mut r = Record::new(Handle([0xab; 8]), 5_000, &[10, 0, 0, 1], 0);
         r.log_in(b"al\"ice", true).unwrap();
         let v: Value =
-            serde_json::from_str(&list_json(b"al\"ice", vec![session_json(&r, Some(9_000))])).unwrap();
+            serde_json::from_str(&list_json(b"al\"ice", vec![session_json(&r, Some(9_000), None)])).unwrap();
         assert_eq!(v["user"], "al\"ice");
         assert_eq!(v["sessions"][0]["id"], "abababababababab");
         assert_eq!(v["sessions"][0]["ip"], "10.0.0.1");

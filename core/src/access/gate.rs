@@ -60,17 +60,21 @@ pub enum ControlHeader {
     Set,
     /// `X-Session-Unset: KEY`: remove a value (repeatable).
     Unset,
+    /// `X-Session-Logout-Others: on`: end the user's other sessions (after
+    /// a password or factor change).
+    LogoutOthers,
 }
 
 impl ControlHeader {
     pub fn from_name(name: &[u8]) -> Option<Self> {
-        const NAMES: [(&[u8], ControlHeader); 6] = [
+        const NAMES: [(&[u8], ControlHeader); 7] = [
             (b"x-session-user", ControlHeader::User),
             (b"x-session-remember", ControlHeader::Remember),
             (b"x-session-regenerate", ControlHeader::Regenerate),
             (b"x-session-destroy", ControlHeader::Destroy),
             (b"x-session-set", ControlHeader::Set),
             (b"x-session-unset", ControlHeader::Unset),
+            (b"x-session-logout-others", ControlHeader::LogoutOthers),
         ];
         NAMES
             .iter()

@@ -75,19 +75,20 @@ impl UaBinding {
     /// Whether two fingerprints (`fingerprint`) are of the same browser.
     pub fn same(&self, then: u64, now: u64) -> bool {
         if self.ignore_versions {
-            then as u32 == now as u32
+            then & 0xff_ffff_ffff == now & 0xff_ffff_ffff
         } else {
             then == now
         }
     }
 }
 
-/// A User-Agent's fingerprint, the same in every worker: its high half
-/// hashes the whole header, its low half the header without version
-/// numbers (digits, and the `.` and `_` that follow one), so a browser
-/// update changes only the high half. Enough to notice a change; it needs
-/// no key: whoever could aim a collision at a victim's User-Agent already
-/// knows it and could simply send it.
+/// A User-Agent's fingerprint, the same in every worker. From the high bits
+/// down: 24 bits hash the whole header, 24 the header without version
+/// numbers (digits, and the `.` and `_` that follow one), 8 name the
+/// browser and 8 the system (`summary`); a browser update changes only the
+/// first part. Enough to notice a change; it needs no key: whoever could
+/// aim a collision at a victim's User-Agent already knows it and could
+/// simply send it.
 pub fn fingerprint(ua: &[u8]) -> u64 {
     // One pass, no allocation: this runs on every request.
     let mut versionless = Stream::default();
@@ -99,7 +100,64 @@ pub fn fingerprint(ua: &[u8]) -> u64 {
             versionless.push(b);
         }
     }
-    (hash(ua) & 0xffff_ffff_0000_0000) | (versionless.finish() >> 32)
+    let (browser, system) = classify(ua);
+    (hash(ua) & 0xffff_ff00_0000_0000)
+        | ((versionless.finish() >> 40) << 16)
+        | (u64::from(browser) << 8)
+        | u64::from(system)
+}
+
+const BROWSERS: [(&str, &[u8]); 8] = [
+    ("Edge", b"Edg"),
+    ("Opera", b"OPR/"),
+    ("Samsung Internet", b"SamsungBrowser/"),
+    ("Chrome", b"Chrome/"),
+    ("Firefox", b"Firefox/"),
+    ("Safari", b"Safari/"),
+    ("curl", b"curl/"),
+    ("Wget", b"Wget/"),
+];
+
+const SYSTEMS: [(&str, &[u8]); 7] = [
+    ("Android", b"Android"),
+    ("iOS", b"iPhone"),
+    ("iPadOS", b"iPad"),
+    ("Windows", b"Windows"),
+    ("macOS", b"Macintosh"),
+    ("ChromeOS", b"CrOS"),
+    ("Linux", b"Linux"),
+];
+
+/// The first browser and system of the lists whose mark `ua` contains,
+/// numbered from 1 (0: none known). The order settles overlaps: Edge's and
+/// Opera's User-Agents name Chrome and Safari too, Android's Linux.
+fn classify(ua: &[u8]) -> (u8, u8) {
+    let find = |marks: &[(&str, &[u8])]| {
+        marks
+            .iter()
+            .position(|(_, m)| memchr::memmem::find(ua, m).is_some())
+            .map_or(0, |i| i as u8 + 1)
+    };
+    (find(&BROWSERS), find(&SYSTEMS))
+}
+
+/// What a fingerprint says of its browser, for people: "Firefox on Linux",
+/// "Chrome", "unknown browser on Windows".
+pub fn summary(fingerprint: u64) -> String {
+    let name = |marks: &[(&'static str, &[u8])], n: u64| {
+        (n as usize)
+            .checked_sub(1)
+            .and_then(|i| marks.get(i))
+            .map(|m| m.0)
+    };
+    let browser = name(&BROWSERS, (fingerprint >> 8) & 0xff);
+    let system = name(&SYSTEMS, fingerprint & 0xff);
+    match (browser, system) {
+        (Some(b), Some(s)) => format!("{b} on {s}"),
+        (Some(b), None) => b.to_string(),
+        (None, Some(s)) => format!("unknown browser on {s}"),
+        (None, None) => "unknown browser".to_string(),
+    }
 }
 
 const K: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -198,6 +256,25 @@ mod tests {
     }
 
     #[test]
+    fn summaries_name_the_browser_and_system() {
+        assert_eq!(summary(fingerprint(CHROME_120)), "Chrome on Linux");
+        assert_eq!(summary(fingerprint(FIREFOX)), "Firefox on Linux");
+        let edge = b"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36 Edg/120.0.2210.91";
+        assert_eq!(summary(fingerprint(edge)), "Edge on Windows");
+        let iphone = b"Mozilla/5.0 (iPhone; CPU iPhone OS 17_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Mobile/15E148 Safari/604.1";
+        assert_eq!(summary(fingerprint(iphone)), "Safari on iOS");
+        let android = b"Mozilla/5.0 (Linux; Android 14) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.6099.144 Mobile Safari/537.36";
+        assert_eq!(summary(fingerprint(android)), "Chrome on Android");
+        assert_eq!(summary(fingerprint(b"curl/8.1.2")), "curl");
+        assert_eq!(summary(fingerprint(b"")), "unknown browser");
+        assert_eq!(
+            summary(u64::MAX),
+            "unknown browser",
+            "any value read back is safe"
+        );
+    }
+
+    #[test]
     fn prefixes_compare_leading_bits() {
         let p = IpBinding {
             mode: Mode::On,
@@ -239,6 +316,12 @@ mod tests {
             let mut s = Stream::default();
             a.iter().for_each(|&b| s.push(b));
             prop_assert_eq!(s.finish(), hash(&a));
+        }
+
+        /// Any fingerprint, even one read back from a store, summarizes.
+        #[test]
+        fn any_fingerprint_summarizes(f in any::<u64>()) {
+            prop_assert!(!summary(f).is_empty());
         }
 
         /// Ignoring versions never separates what exact comparison joins.

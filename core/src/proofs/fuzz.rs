@@ -472,6 +472,20 @@ proptest! {
     #![proptest_config(config())]
 
     #[test]
+    fn self_requests_parse_safely(body in texty(120), args in texty(120), e in edits()) {
+        use crate::access::admin::{self_from_json, self_from_query, SelfRequest, Verb};
+        let valid = br#"{"action":"revoke","id":"0011223344556677"}"#;
+        for b in [body, valid.to_vec(), apply(valid, &e)] {
+            if let Ok(SelfRequest::Revoke(id)) = self_from_json(&b) {
+                prop_assert_eq!(Handle::from_hex(&id.to_hex()), Some(id));
+            }
+        }
+        for verb in [Verb::Read, Verb::Delete] {
+            let _ = self_from_query(verb, &args);
+        }
+    }
+
+    #[test]
     fn admin_requests_carry_only_sound_users_and_ids(
         body in texty(120),
         user in proptest::collection::vec(any::<u8>(), 0..80),
@@ -483,6 +497,7 @@ proptest! {
         let sound = |r: &AdminRequest| match r {
             AdminRequest::List { user } | AdminRequest::RevokeUser { user } => crate::model::record::valid_user(user),
             AdminRequest::RevokeId { id } => Handle::from_hex(&id.to_hex()) == Some(*id),
+            AdminRequest::RevokeOwn { .. } | AdminRequest::RevokeOthers { .. } => false, // never from a request
         };
         let valid = serde_json::json!({"action": action, "user": String::from_utf8_lossy(&user)}).to_string();
         for b in [body, valid.clone().into_bytes(), apply(valid.as_bytes(), &e)] {

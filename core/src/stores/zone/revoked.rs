@@ -352,6 +352,45 @@ pub fn revoke_handle(
     true
 }
 
+/// Ends `user`'s sessions the zone lists but `except` (a handle), without a
+/// "not valid before" (it would end `except` too). Returns how many.
+pub fn revoke_others(
+    t: &mut Table<'_>,
+    user: &[u8],
+    except: &crate::primitives::id::Handle,
+    policy: &Policy,
+    now: u64,
+    out: &mut Vec<SharedRecord>,
+) -> usize {
+    let others: Vec<_> = t
+        .sessions_of(user)
+        .into_iter()
+        .filter(|(_, r)| r.handle != *except)
+        .collect();
+    for (id, rec) in &others {
+        end(t, *id, copies_end(policy, rec, now), now, true, out);
+    }
+    others.len()
+}
+
+/// Ends `user`'s session whose handle is `handle`, if the zone lists it as
+/// `user`'s.
+pub fn revoke_own(
+    t: &mut Table<'_>,
+    user: &[u8],
+    handle: &crate::primitives::id::Handle,
+    policy: &Policy,
+    now: u64,
+    out: &mut Vec<SharedRecord>,
+) -> bool {
+    match t.find_handle(handle).map(|id| (id, t.get(&id))) {
+        Some((_, Some(Entry::Live(rec)))) if rec.user() == Some(user) => {
+            revoke_handle(t, handle, policy, now, out)
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
