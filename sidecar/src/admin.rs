@@ -1,9 +1,13 @@
 //! The admin endpoint's jobs: a user's index of logged-in sessions, listed
 //! and revoked.
 
+use sessions_core::engine::PerUser;
 use sessions_core::model::keys::SealKeys;
 use sessions_core::model::record::{Entry, Record};
-use sessions_core::primitives::id::Handle;
+use sessions_core::primitives::id::{Handle, SessionId};
+
+/// How long `keep_limit` waits for the login to reach Redis.
+const LIMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 use sessions_core::stores::redis::view::Write;
 
 use crate::exec::Failure;
@@ -226,6 +230,64 @@ impl Sidecar {
         let revoked = self.end_indexed(keys, &idx, |rec| rec.handle != *except).await?;
         self.in_journal(|j| j.bump());
         Ok(Answer::Revoked(revoked + pending.len()))
+    }
+
+    /// `sessions_max_per_user` after `id` logged in as `user`. First the
+    /// login reaches Redis (it waits in the journal until acknowledged):
+    /// then every nginx counting after its own login sees every login
+    /// acknowledged before, so the last to count sees them all and, the
+    /// order being the same everywhere (oldest first, then by address),
+    /// the user ends within the limit once the logins settle.
+    pub(crate) async fn keep_limit(
+        &self,
+        keys: &SealKeys,
+        user: &[u8],
+        id: &SessionId,
+        limit: PerUser,
+    ) -> Result<Answer, Failure> {
+        let waited = std::time::Instant::now();
+        while self
+            .in_journal(|j| j.get(id, now_ms()).is_some())
+            .unwrap_or(false)
+        {
+            if waited.elapsed() > LIMIT_WAIT {
+                return Err(Failure::Down("the login did not reach Redis in time".into()));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let idx = self.user_index(keys, user);
+        let mut all: Vec<(Vec<u8>, Record)> = self.indexed(keys, &idx).await?;
+        // This nginx's logins of the user not in Redis yet count too.
+        let (pending, _) = self
+            .in_journal(|j| j.sessions(|r| r.user() == Some(user), now_ms()))
+            .unwrap_or_default();
+        let mut waiting = Vec::new();
+        for (pid, rec) in pending {
+            let addr = self.address(keys, &pid);
+            if !all.iter().any(|(a, _)| *a == addr) {
+                waiting.push(addr.clone());
+                all.push((addr, rec));
+            }
+        }
+        let login = self.address(keys, id);
+        let (mut ended, mut refused) = (0, 0);
+        for (addr, rec) in limit.excess(all, |a| a.clone()) {
+            if waiting.contains(&addr) {
+                self.in_journal(|j| j.revoke(|r| r.handle == rec.handle, keys.tag()));
+                self.flush.notify_one();
+            } else {
+                let mark = self.mark_ended(keys, &addr)?;
+                let _: Option<String> = self.run(0, &mark).await?;
+                let _: usize = self.run(0, redis::cmd("HDEL").arg(&idx).arg(&addr)).await?;
+            }
+            if addr == login {
+                refused += 1;
+            } else {
+                ended += 1;
+            }
+        }
+        self.in_journal(|j| j.bump());
+        Ok(Answer::Limited { ended, refused })
     }
 
     /// Marks ended the sessions listed in index `idx` that `which` selects,

@@ -70,7 +70,8 @@ impl Sidecar {
             | Job::List { keys, .. }
             | Job::Revoke { keys, .. }
             | Job::RevokeHandle { keys, .. }
-            | Job::RevokeOthers { keys, .. } => self.know(keys),
+            | Job::RevokeOthers { keys, .. }
+            | Job::KeepLimit { keys, .. } => self.know(keys),
             Job::Adopt | Job::Flush | Job::Oidc { .. } => {}
         }
     }

@@ -33,10 +33,10 @@ pub use runtime::{oidc_patience, patience, start, Client, StartError};
 use std::sync::{Arc, Mutex};
 
 use sessions_core::engine::store::Event;
-use sessions_core::engine::Presented;
+use sessions_core::engine::{PerUser, Presented};
 use sessions_core::model::keys::SealKeys;
 use sessions_core::model::record::Record;
-use sessions_core::primitives::id::Handle;
+use sessions_core::primitives::id::{Handle, SessionId};
 use sessions_core::stores::redis::journal::Journal;
 use sessions_core::stores::redis::near_cache::NearCache;
 use sessions_core::stores::redis::view::Write;
@@ -97,6 +97,14 @@ pub enum Job {
     RevokeOthers {
         user: Vec<u8>,
         except: Handle,
+        keys: SealKeys,
+    },
+    /// After `id` logged in as `user`: once the login is in Redis, the
+    /// user's sessions beyond `limit` end (`sessions_max_per_user`).
+    KeepLimit {
+        user: Vec<u8>,
+        id: SessionId,
+        limit: PerUser,
         keys: SealKeys,
     },
     /// A call to an OpenID Provider, by the index of its settings in
@@ -183,6 +191,11 @@ pub enum Answer {
     Revoked(usize),
     /// Whether `RevokeHandle` found its session.
     RevokedOne(bool),
+    /// What `KeepLimit` ended: older sessions, and the login itself (`refuse`).
+    Limited {
+        ended: usize,
+        refused: usize,
+    },
     Oidc(Result<OidcAnswer, oidc::OidcError>),
 }
 

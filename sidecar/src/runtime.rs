@@ -197,6 +197,12 @@ pub(crate) async fn serve(
                         s.revoke_handle(&keys, &handle, user.as_deref()).await
                     }
                     Job::RevokeOthers { user, except, keys } => s.revoke_others(&keys, &user, &except).await,
+                    Job::KeepLimit {
+                        user,
+                        id,
+                        limit,
+                        keys,
+                    } => s.keep_limit(&keys, &user, &id, limit).await,
                 }
             };
             // Every job ends before nginx's own timer for it (`patience`).
@@ -326,12 +332,14 @@ impl Sidecar {
                     after,
                 }
             }
-            Job::List { .. } | Job::Revoke { .. } | Job::RevokeHandle { .. } | Job::RevokeOthers { .. } => {
-                Turn {
-                    lock: None,
-                    after: earlier(&|_| true),
-                }
-            }
+            Job::List { .. }
+            | Job::Revoke { .. }
+            | Job::RevokeHandle { .. }
+            | Job::RevokeOthers { .. }
+            | Job::KeepLimit { .. } => Turn {
+                lock: None,
+                after: earlier(&|_| true),
+            },
             Job::Adopt | Job::Flush | Job::Oidc { .. } => Turn::default(),
         }
     }

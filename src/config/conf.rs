@@ -9,7 +9,7 @@ use sessions_core::access::assertion::SigningKey;
 use sessions_core::config::proxy::Cidr;
 use sessions_core::config::redis_conf::{RedisSettings, Topology, Unavailable};
 use sessions_core::engine::store::StoreKind;
-use sessions_core::engine::{IpBinding, UaBinding};
+use sessions_core::engine::{IpBinding, PerUser, UaBinding};
 use sessions_core::{CookieAttrs, Keyring, Policy, SameSite, Secure, Timeouts};
 use sessions_sidecar::oidc::OidcSettings;
 
@@ -293,6 +293,8 @@ pub struct LocConf {
     /// This location is `sessions_self` (not inherited).
     pub self_service: bool,
     pub check_ip: Option<IpBinding>,
+    /// `sessions_max_per_user`.
+    pub per_user: Option<PerUser>,
     pub check_ua: Option<UaBinding>,
     pub domain: Option<Option<String>>,
     pub path: Option<String>,
@@ -353,6 +355,7 @@ impl LocConf {
         inherit(&mut self.require_login, &prev.require_login);
         inherit(&mut self.login_url, &prev.login_url);
         inherit(&mut self.check_ip, &prev.check_ip);
+        inherit(&mut self.per_user, &prev.per_user);
         inherit(&mut self.check_ua, &prev.check_ua);
         inherit(&mut self.domain, &prev.domain);
         inherit(&mut self.path, &prev.path);
@@ -385,6 +388,7 @@ impl LocConf {
             check_ua: self.check_ua.unwrap_or(dp.check_ua),
             grace: self.grace.unwrap_or(dp.grace),
             remember: self.remember.unwrap_or(dp.remember),
+            per_user: self.per_user,
         };
         let da = CookieAttrs::default();
         self.attrs = CookieAttrs {

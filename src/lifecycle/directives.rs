@@ -158,6 +158,7 @@ macro_rules! words_directive {
 words_directive! {
     set_check_ip: check_ip = parse::ip_binding;
     set_check_ua: check_ua = parse::ua_binding;
+    set_per_user: per_user = parse::max_per_user;
 }
 
 /// Handlers for directives that take a list of values into one field.
@@ -817,7 +818,7 @@ const fn location_command(name: ngx_str_t, args: u32, set: Handler) -> ngx_comma
     directive(name, NGX_HTTP_LOC_CONF, args, NGX_HTTP_LOC_CONF_OFFSET, set)
 }
 
-pub static mut COMMANDS: [ngx_command_t; 71] = [
+pub static mut COMMANDS: [ngx_command_t; 72] = [
     command(ngx_string!("sessions"), NGX_CONF_FLAG, set_enable),
     command(ngx_string!("sessions_secret"), NGX_CONF_1MORE, set_secret),
     command(
@@ -897,6 +898,11 @@ pub static mut COMMANDS: [ngx_command_t; 71] = [
     location_command(ngx_string!("sessions_status"), NGX_CONF_NOARGS, set_status),
     location_command(ngx_string!("sessions_jwks"), NGX_CONF_NOARGS, set_jwks),
     location_command(ngx_string!("sessions_self"), NGX_CONF_NOARGS, set_self),
+    command(
+        ngx_string!("sessions_max_per_user"),
+        NGX_CONF_TAKE12,
+        set_per_user,
+    ),
     directive(
         ngx_string!("sessions_assertion_key"),
         NGX_HTTP_MAIN_CONF,

@@ -13,7 +13,7 @@ use nginx_sys::{ngx_add_timer, ngx_del_timer, ngx_http_finalize_request, NGX_HTT
 use nginx_sys::{
     ngx_connection_t, ngx_cycle_t, ngx_event_t, ngx_get_connection, ngx_handle_read_event,
     ngx_http_block_reading, ngx_http_core_run_phases, ngx_http_request_t, ngx_http_run_posted_requests,
-    ngx_http_test_reading, ngx_pool_cleanup_add, NGX_LOG_ERR, NGX_LOG_NOTICE,
+    ngx_http_test_reading, ngx_pool_cleanup_add, NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_LOG_WARN,
 };
 use ngx::http::{HttpModuleMainConf, Request};
 use ngx::ngx_log_error;
@@ -88,6 +88,8 @@ const UNKEPT: u64 = u64::MAX - 1;
 
 /// Token of the worker's own adoption job.
 const ADOPT: u64 = u64::MAX;
+/// The token of a `Job::KeepLimit`, whose answer is counted and logged.
+const LIMIT: u64 = u64::MAX - 2;
 /// How long after a failed adoption requests stop waiting for another.
 const ADOPT_RETRY_MS: u64 = 1_000;
 
@@ -262,6 +264,21 @@ pub fn submit(job: Job) {
             w.client.submit(0, job);
         }
     });
+}
+
+/// Hands the side-car a `Job::KeepLimit`; its answer is counted and logged
+/// when it comes. Counted as waiting work, as unkept writes are.
+pub fn keep_limit(job: Job) -> bool {
+    WORKER.with_borrow_mut(|w| {
+        let Some(w) = w.as_mut().filter(|w| w.outstanding < MAX_WAITING) else {
+            return false;
+        };
+        let sent = w.client.submit(LIMIT, job);
+        if sent {
+            count_outstanding(w, true);
+        }
+        sent
+    })
 }
 
 fn wake_flusher() {
@@ -564,6 +581,34 @@ fn resume(token: u64, wake: Wake) {
     }
 }
 
+/// What `keep_limit` did: counted in the zone, logged.
+fn limited(answer: &Answer, log: Option<*mut nginx_sys::ngx_log_t>) {
+    let Some(log) = log else { return };
+    let Answer::Limited { ended, refused } = *answer else {
+        ngx_log_error!(
+            NGX_LOG_ERR,
+            log,
+            "sessions: sessions_max_per_user could not be kept in Redis after a login; it is kept again at the user's next login"
+        );
+        return;
+    };
+    if ended + refused == 0 {
+        return;
+    }
+    // SAFETY: the worker's own cycle, read on its nginx thread.
+    if let Some(table) = unsafe { Module::main_conf(&*nginx_sys::ngx_cycle) }.and_then(|m| m.table) {
+        table.with(|t| {
+            t.header().stats.limit_ended += ended as u64;
+            t.header().stats.limit_refused += refused as u64;
+        });
+    }
+    ngx_log_error!(
+        NGX_LOG_WARN,
+        log,
+        "sessions: sessions_max_per_user: {ended} older session(s) of a user ended, {refused} login(s) refused"
+    );
+}
+
 extern "C" fn on_wake(ev: *mut ngx_event_t) {
     // SAFETY: `ev` is the read event of our eventfd connection.
     let fd = unsafe { (*(*ev).data.cast::<ngx_connection_t>()).fd };
@@ -615,6 +660,7 @@ fn handle(reply: Reply) {
     }
     match reply.token {
         0 | UNKEPT => {}
+        LIMIT => limited(&reply.answer, log),
         ADOPT => {
             let waiting = WORKER.with_borrow_mut(|w| {
                 let w = w.as_mut()?;

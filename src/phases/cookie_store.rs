@@ -8,7 +8,7 @@ use ngx::core::Status;
 use ngx::http::Request;
 use ngx::ngx_log_error;
 use sessions_core::access::admin::AdminRequest;
-use sessions_core::engine::store::{Store, StoreKind};
+use sessions_core::engine::store::{Event, Store, StoreKind};
 use sessions_core::engine::Presented;
 use sessions_core::stores::cookie::{self as cookie_store, Contents, CookieSession};
 use sessions_core::{resolve, stores::zone::revoked, Facts, Keyring, Policy, Record, SessionId, Table};
@@ -51,7 +51,34 @@ fn settle(
             revoked::index(t, id, &rec, deadline, now);
         }
     }
+    keep_within_limit(t, s, policy, now, &mut made);
     made
+}
+
+/// `sessions_max_per_user` after a login: the user's sessions this nginx
+/// lists (the login among them) beyond the limit end, oldest first, or with
+/// `refuse` newest first (the login itself).
+fn keep_within_limit(
+    t: &mut Table<'_>,
+    s: &CookieSession<'_>,
+    policy: &Policy,
+    now: u64,
+    made: &mut Vec<revoked::SharedRecord>,
+) {
+    let (Some(limit), Some((current, rec))) = (policy.per_user, s.current_session()) else {
+        return;
+    };
+    let (Some(user), true) = (rec.user(), s.events().contains(&Event::Login)) else {
+        return;
+    };
+    for (id, old) in limit.excess(t.sessions_of(user), |id| id.0) {
+        revoked::end(t, id, revoked::copies_end(policy, &old, now), now, true, made);
+        t.count(if id == current {
+            Event::LimitRefused
+        } else {
+            Event::LimitEnded
+        });
+    }
 }
 
 /// The cookie store: the whole session sealed in the response's cookies.

@@ -4,7 +4,7 @@
 //! redirect), once.
 
 use nginx_sys::{ngx_str_t, NGX_LOG_ALERT};
-use nginx_sys::{NGX_LOG_ERR, NGX_LOG_INFO};
+use nginx_sys::{NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_WARN};
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, Request};
 use ngx::ngx_log_error;
 use sessions_core::access::admin::AdminRequest;
@@ -156,6 +156,7 @@ fn control(r: &mut Request, lc: &LocConf) -> Option<()> {
                     "sessions: session logged in, new id issued"
                 );
                 ctx.user = request::pool_str(r, u)?;
+                store.after_login(r, lc, main, new_id, &rec);
             }
             ctx.id = new_id;
             ctx.record = rec;
@@ -170,6 +171,14 @@ fn control(r: &mut Request, lc: &LocConf) -> Option<()> {
             return Some(());
         }
         Err(ControlError::UserTooLong) => return Some(()),
+        Err(ControlError::LimitReached) => {
+            ngx_log_error!(
+                NGX_LOG_WARN,
+                r.log(),
+                "sessions: login refused: the user has as many sessions as sessions_max_per_user allows"
+            );
+            return Some(());
+        }
         Err(ControlError::Random(e)) => {
             ngx_log_error!(NGX_LOG_ALERT, r.log(), "sessions: {e}, session left unchanged");
             return Some(());

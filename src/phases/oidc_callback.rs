@@ -162,12 +162,20 @@ fn finished(r: &mut Request, answer: Answer) -> Status {
         Some(Err(ControlError::UserTooLong)) => {
             return refuse(r, HTTPStatus::FORBIDDEN, "the user claim is longer than 64 bytes");
         }
+        Some(Err(ControlError::LimitReached)) => {
+            return refuse(
+                r,
+                HTTPStatus::FORBIDDEN,
+                "the user has as many sessions as sessions_max_per_user allows",
+            );
+        }
         Some(Err(ControlError::Random(e))) => {
             ngx_log_error!(NGX_LOG_ERR, r.log(), "sessions: {e}; login not made");
             return Status::NGX_ERROR;
         }
         _ => return refuse(r, HTTPStatus::BAD_REQUEST, "the session ended during the login"),
     };
+    store.after_login(r, lc, main, new_id, &rec);
     ctx.id = new_id;
     ctx.record = rec;
     let Some(user) = request::pool_str(r, identity.user.as_bytes()) else {

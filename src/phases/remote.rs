@@ -14,7 +14,7 @@ use sessions_core::engine::store::{Event, Store, StoreKind};
 use sessions_core::engine::Presented;
 use sessions_core::model::record::Entry;
 use sessions_core::stores::redis::view::{touch_interval, View};
-use sessions_core::{resolve, Facts, Keyring, SessionId};
+use sessions_core::{resolve, Facts, Keyring, Record, SessionId};
 
 use crate::config::conf::{LocConf, MainConf};
 use crate::config::module::Module;
@@ -85,6 +85,30 @@ impl SessionStore for Redis {
 
     fn admin(&self, r: &mut Request, lc: &LocConf, main: &MainConf, req: AdminRequest) -> Status {
         admin_on_redis(r, lc, main, req)
+    }
+
+    /// Handed to the side-car, which counts the user's sessions once the
+    /// login is in Redis.
+    fn after_login(&self, r: &Request, lc: &LocConf, main: &MainConf, id: SessionId, rec: &Record) {
+        let (Some(limit), Some(user)) = (lc.policy.per_user, rec.user()) else {
+            return;
+        };
+        let Some((keys, _)) = lc.keys_and_name(main) else {
+            return;
+        };
+        let job = Job::KeepLimit {
+            user: user.to_vec(),
+            id,
+            limit,
+            keys: keys.primary().seal().clone(),
+        };
+        if !park::keep_limit(job) {
+            ngx_log_error!(
+                NGX_LOG_ERR,
+                r.log(),
+                "sessions: sessions_max_per_user not kept after a login: the side-car is not available"
+            );
+        }
     }
 
     /// Handed to the side-car, which runs it after the response; not kept

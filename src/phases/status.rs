@@ -117,6 +117,15 @@ fn render(s: &Snapshot) -> String {
         ],
     );
     metric(
+        "user_limit_total",
+        "counter",
+        "sessions_max_per_user: sessions ended to keep a user within the limit, logins refused.",
+        &[
+            ("action=\"ended\"", st.limit_ended),
+            ("action=\"refused\"", st.limit_refused),
+        ],
+    );
+    metric(
         "tolerated_total",
         "counter",
         "Differences from a session's client let through by a check in log mode.",

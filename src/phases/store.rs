@@ -14,7 +14,7 @@ use ngx::ngx_log_error;
 use sessions_core::access::admin::AdminRequest;
 use sessions_core::engine::store::{Store, StoreKind};
 use sessions_core::primitives::id::RandomPool;
-use sessions_core::Keyring;
+use sessions_core::{Keyring, Record, SessionId};
 
 use crate::config::conf::{LocConf, MainConf};
 use crate::nginx::request::Ctx;
@@ -77,6 +77,10 @@ pub trait SessionStore: Sync {
 
     /// `sessions_admin`: lists or revokes sessions, and answers.
     fn admin(&self, r: &mut Request, lc: &LocConf, main: &MainConf, req: AdminRequest) -> Status;
+
+    /// After a login: keeps the user within `sessions_max_per_user` where
+    /// the engine could not count their sessions at once (Redis).
+    fn after_login(&self, _r: &Request, _lc: &LocConf, _main: &MainConf, _id: SessionId, _rec: &Record) {}
 
     /// A revocation the response does not wait for (`X-Session-Logout-Others`).
     fn revoke_unanswered(&self, r: &Request, lc: &LocConf, main: &MainConf, req: AdminRequest) {

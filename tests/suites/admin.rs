@@ -22,6 +22,8 @@ const CONF: &str = "
         location = /admin/sessions { sessions off; allow 127.0.0.1; deny all; sessions_admin; }
         location = /metrics { sessions off; sessions_status; }
         location = /me/sessions { sessions_self; }
+        location /limited/ { sessions_max_per_user 2; sessions_control_headers on; proxy_pass http://127.0.0.1:{port2}/; }
+        location /refusing/ { sessions_max_per_user 2 refuse; sessions_control_headers on; proxy_pass http://127.0.0.1:{port2}/; }
     }";
 
 /// A fresh session logged in as `user`: (cookie, $session_id).
@@ -291,5 +293,74 @@ fn users_see_and_end_their_own_sessions() {
     }
     assert_eq!(own_status(&n, &a4.0), "valid");
     assert_eq!(own_status(&n, &bob.0), "valid");
+    n.assert_clean_log();
+}
+
+/// Polls until `f` holds (5 s at most): with Redis the limit is kept just
+/// after the login reaches Redis.
+fn eventually(f: impl Fn() -> bool) -> bool {
+    for _ in 0..100 {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    false
+}
+
+fn listed(n: &Nginx, user: &str) -> Vec<String> {
+    let v = json(&send(n, "GET", &format!("/admin/sessions?user={user}"), None));
+    v["sessions"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_string()).collect()
+}
+
+fn limit_metric(n: &Nginx, action: &str) -> u64 {
+    let text = n.get("/metrics").text();
+    let line = format!("nginx_sessions_user_limit_total{{zone=\"admin\",action=\"{action}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(&line)).unwrap().parse().unwrap()
+}
+
+/// `sessions_max_per_user 2`: a third login ends the oldest session;
+/// with `refuse`, the third login does not hold.
+#[test]
+fn a_user_keeps_within_the_session_limit() {
+    let n = Nginx::start(CONF);
+    let login_at = |prefix: &str, user: &str| {
+        let c = n.get("/").cookie_pair("sid");
+        let r = n.request(Request::get(&format!("/{prefix}/login?user={user}")).cookie(&c));
+        // A refused login keeps the session it had: no new cookie.
+        let cookie = if r.set_cookies("sid").is_empty() { c } else { r.cookie_pair("sid") };
+        (cookie, r.header("X-Session-Id").unwrap().to_string())
+    };
+    let a = login_at("limited", "lim");
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let b = login_at("limited", "lim");
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let c = login_at("limited", "lim");
+    assert!(eventually(|| status(&n, &a.0) == "ended"), "the oldest ended: {}", status(&n, &a.0));
+    assert_eq!((status(&n, &b.0), status(&n, &c.0)), ("valid".into(), "valid".into()));
+    let mut ids = listed(&n, "lim");
+    ids.sort();
+    let mut want = vec![b.1.clone(), c.1.clone()];
+    want.sort();
+    assert_eq!(ids, want);
+    assert!(eventually(|| limit_metric(&n, "ended") == 1));
+
+    let d = login_at("refusing", "ref");
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let e = login_at("refusing", "ref");
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let f = login_at("refusing", "ref");
+    // Refused outright (the zone) or ended as soon as counted (Redis, the
+    // cookie store): the third is not logged in, the first two stay.
+    let mut want = vec![d.1.clone(), e.1.clone()];
+    want.sort();
+    let first_two = || {
+        let mut ids = listed(&n, "ref");
+        ids.sort();
+        ids == want
+    };
+    assert!(eventually(first_two), "{:?} {:?}", listed(&n, "ref"), f.1);
+    assert_eq!((status(&n, &d.0), status(&n, &e.0)), ("valid".into(), "valid".into()));
+    assert!(eventually(|| limit_metric(&n, "refused") == 1));
     n.assert_clean_log();
 }

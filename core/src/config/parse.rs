@@ -4,6 +4,7 @@
 
 use crate::codec::cookie::{SameSite, Secure};
 use crate::engine::binding::{IpBinding, Mode, UaBinding};
+use crate::engine::{AtLimit, PerUser};
 
 /// Why a value was refused.
 pub type Reason = &'static str;
@@ -59,6 +60,25 @@ pub fn ip_binding(words: &[&[u8]]) -> Result<IpBinding, (usize, Reason)> {
             .ok_or((at, "a prefix length is from 1 to 32 for ipv4, 1 to 128 for ipv6"))?;
     }
     Ok(b)
+}
+
+/// `sessions_max_per_user N [end_oldest | refuse]`: N from 1 to 1000.
+pub fn max_per_user(words: &[&[u8]]) -> Result<PerUser, (usize, Reason)> {
+    let (first, rest) = words.split_first().ok_or((0, "a number is needed"))?;
+    let max = std::str::from_utf8(first)
+        .ok()
+        .filter(|n| !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()))
+        .and_then(|n| n.parse::<u32>().ok())
+        .filter(|n| (1..=1000).contains(n))
+        .ok_or((1, "it must be a number from 1 to 1000"))?;
+    let at_limit = match rest {
+        [] => AtLimit::EndOldest,
+        [w] if w.eq_ignore_ascii_case(b"end_oldest") => AtLimit::EndOldest,
+        [w] if w.eq_ignore_ascii_case(b"refuse") => AtLimit::Refuse,
+        [_] => return Err((2, "it must be \"end_oldest\" or \"refuse\"")),
+        _ => return Err((3, "one option at most")),
+    };
+    Ok(PerUser { max, at_limit })
 }
 
 /// `sessions_check_user_agent on | log | off [ignore_versions]`.
@@ -382,6 +402,25 @@ mod tests {
         for bad in [&b"0"[..], b"2h", b"soon"] {
             assert!(assertion_ttl(bad).is_err());
         }
+    }
+
+    #[test]
+    fn per_user_limits() {
+        assert_eq!(
+            max_per_user(&[b"3"]),
+            Ok(PerUser {
+                max: 3,
+                at_limit: AtLimit::EndOldest
+            })
+        );
+        assert_eq!(
+            max_per_user(&[b"1", b"refuse"]).map(|l| l.at_limit),
+            Ok(AtLimit::Refuse)
+        );
+        for bad in [&b"0"[..], b"1001", b"-1", b"x", b""] {
+            assert_eq!(max_per_user(&[bad]).map_err(|e| e.0), Err(1), "{bad:?}");
+        }
+        assert_eq!(max_per_user(&[b"2", b"oldest"]).map_err(|e| e.0), Err(2));
     }
 
     #[test]

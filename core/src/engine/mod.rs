@@ -23,6 +23,46 @@ pub struct Policy {
     /// Lifetime of a "remember me" login, in ms: it replaces the idle,
     /// rolling and absolute limits of such a session.
     pub remember: u64,
+    /// `sessions_max_per_user`.
+    pub per_user: Option<PerUser>,
+}
+
+/// `sessions_max_per_user N [end_oldest | refuse]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PerUser {
+    pub max: u32,
+    pub at_limit: AtLimit,
+}
+
+/// What a login beyond the limit does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AtLimit {
+    /// The user's oldest sessions end.
+    EndOldest,
+    /// The new login is refused (or, where sessions are counted only after
+    /// it, ended at once).
+    Refuse,
+}
+
+impl PerUser {
+    /// Of a user's sessions (`(id, record)`), those to end to keep within the
+    /// limit: the oldest (created first) or the newest, as `at_limit` says.
+    /// `sessions` may come in any order; ties fall to the id.
+    pub fn excess<T, K: Ord>(
+        &self,
+        mut sessions: Vec<(T, Record)>,
+        key: impl Fn(&T) -> K,
+    ) -> Vec<(T, Record)> {
+        let over = sessions.len().saturating_sub(self.max as usize);
+        sessions.sort_by_key(|(t, r)| (r.created, key(t)));
+        match self.at_limit {
+            AtLimit::EndOldest => sessions.truncate(over),
+            AtLimit::Refuse => {
+                sessions.drain(..sessions.len() - over);
+            }
+        }
+        sessions
+    }
 }
 
 impl Policy {
@@ -56,6 +96,7 @@ impl Default for Policy {
             check_ua: UaBinding::default(),
             grace: 10_000,
             remember: 30 * 86_400_000,
+            per_user: None,
         }
     }
 }
@@ -223,6 +264,8 @@ pub enum ControlError {
     NoSession,
     UserTooLong,
     Random(RandomError),
+    /// `sessions_max_per_user ... refuse`: the user has as many sessions as allowed.
+    LimitReached,
 }
 
 /// Applies `control` to session `id`. Returns the new id and record, or
@@ -253,6 +296,20 @@ pub fn apply<S: Store + ?Sized>(
         }
         _ => {}
     }
+    // The user's other sessions, where the store can count them at once.
+    let others = match (control, policy.per_user) {
+        (Control::LogIn { user, .. }, Some(limit)) => table.sessions_of_user(user).map(|mut all| {
+            all.retain(|(other, _)| other != id);
+            (limit, all)
+        }),
+        _ => None,
+    };
+    if let Some((limit, all)) = &others {
+        if limit.at_limit == AtLimit::Refuse && all.len() >= limit.max as usize {
+            table.count(Event::LimitRefused);
+            return Err(ControlError::LimitReached);
+        }
+    }
     let new_id = fresh_id(table, rng).map_err(ControlError::Random)?;
     // The old id stops working at once: no grace for a pre-login cookie.
     // `take` hands over the record with its data.
@@ -267,6 +324,13 @@ pub fn apply<S: Store + ?Sized>(
     rec.renewed = now;
     rec.last_seen = now;
     table.insert(new_id, &rec, policy.timeouts_for(&rec).deadline(rec.times()), now);
+    if let Some((limit, mut all)) = others {
+        all.push((new_id, rec));
+        for (old, old_rec) in limit.excess(all, |id| id.0) {
+            table.end(&old, ended_until(&old_rec, now, policy));
+            table.count(Event::LimitEnded);
+        }
+    }
     Ok(Some((new_id, rec)))
 }
 
@@ -371,6 +435,7 @@ pub(crate) mod tests {
             check_ua: UaBinding::default(),
             grace: 500,
             remember: 60_000,
+            per_user: None,
         }
     }
 
@@ -709,6 +774,66 @@ pub(crate) mod tests {
             Status::Unknown
         );
         assert_eq!(ended_until(&a.record, 10, &p), 4_000);
+    }
+
+    #[test]
+    fn a_user_keeps_within_the_limit() {
+        let mut m = Mem::new(32, 8);
+        let mut t = m.table();
+        let rng = &mut RandomPool::new();
+        let limited = |at_limit| Policy {
+            per_user: Some(PerUser { max: 2, at_limit }),
+            ..policy()
+        };
+        let login = |t: &mut Table<'_>, p: &Policy, now: u64, rng: &mut RandomPool| {
+            let a = resolve(t, Presented::Nothing, &facts(now), p, rng).unwrap();
+            let user = Control::LogIn {
+                user: b"alice",
+                remember: false,
+            };
+            apply(t, &a.id, user, now, p, rng).map(|o| o.unwrap().0)
+        };
+        let oldest = limited(AtLimit::EndOldest);
+        let first = login(&mut t, &oldest, 0, rng).unwrap();
+        let second = login(&mut t, &oldest, 10, rng).unwrap();
+        let third = login(&mut t, &oldest, 20, rng).unwrap();
+        assert!(t.get(&first).is_some_and(|e| e.is_ended()), "the oldest ended");
+        for id in [second, third] {
+            assert!(matches!(t.get(&id), Some(Entry::Live(_))));
+        }
+        assert_eq!(t.sessions_of(b"alice").len(), 2);
+        assert_eq!(t.header().stats.limit_ended, 1);
+        let refuse = limited(AtLimit::Refuse);
+        assert_eq!(login(&mut t, &refuse, 30, rng), Err(ControlError::LimitReached));
+        assert_eq!(t.sessions_of(b"alice").len(), 2);
+        assert_eq!(t.header().stats.limit_refused, 1);
+        // Another user is not counted with alice.
+        let a = resolve(&mut t, Presented::Nothing, &facts(40), &refuse, rng).unwrap();
+        let bob = Control::LogIn {
+            user: b"bob",
+            remember: false,
+        };
+        assert!(apply(&mut t, &a.id, bob, 40, &refuse, rng).is_ok());
+    }
+
+    #[test]
+    fn excess_is_the_oldest_or_the_newest() {
+        let at = |created| {
+            let mut r = Record::EMPTY;
+            r.created = created;
+            r
+        };
+        let all = vec![(3u8, at(30)), (1, at(10)), (2, at(20)), (4, at(10))];
+        let keep = |at_limit| PerUser { max: 2, at_limit };
+        let ids = |v: Vec<(u8, Record)>| v.into_iter().map(|(i, _)| i).collect::<Vec<_>>();
+        assert_eq!(ids(keep(AtLimit::EndOldest).excess(all.clone(), |i| *i)), [1, 4]);
+        assert_eq!(ids(keep(AtLimit::Refuse).excess(all.clone(), |i| *i)), [2, 3]);
+        assert!(PerUser {
+            max: 9,
+            at_limit: AtLimit::Refuse
+        }
+        .excess(all, |i| *i)
+        .is_empty());
     }
 
     #[test]

@@ -35,6 +35,10 @@ pub enum Event {
     RedisUnavailable {
         local: bool,
     },
+    /// A session ended to keep its user within `sessions_max_per_user`.
+    LimitEnded,
+    /// A login refused by `sessions_max_per_user ... refuse`.
+    LimitRefused,
     /// A step of a login through an OpenID Provider ended.
     Oidc(OidcOutcome),
 }
@@ -85,6 +89,13 @@ pub trait Store {
     fn end(&mut self, id: &SessionId, until: u64) {
         let _ = until;
         self.remove(id);
+    }
+    /// Every live session logged in as `user`, where the store can tell at
+    /// once (the zone); `None` where it cannot (`sessions_max_per_user` is
+    /// then kept by the store after the login).
+    fn sessions_of_user(&mut self, user: &[u8]) -> Option<Vec<(SessionId, Record)>> {
+        let _ = user;
+        None
     }
     /// Removes `id`, handing its record (data included) to the caller.
     fn take(&mut self, id: &SessionId) -> Option<Record>;

@@ -53,6 +53,9 @@ pub struct Stats {
     pub tolerated_ua: u64,
     pub logins: u64,
     pub logouts: u64,
+    /// `sessions_max_per_user`: sessions ended, logins refused.
+    pub limit_ended: u64,
+    pub limit_refused: u64,
     /// Requests that found Redis unreachable: answered 503, or given a
     /// session in the zone (`sessions_redis_unavailable local`).
     pub redis_refused: u64,
@@ -326,6 +329,8 @@ impl<'a> Table<'a> {
                 tolerated_ip: 0,
                 tolerated_ua: 0,
                 logins: 0,
+                limit_ended: 0,
+                limit_refused: 0,
                 logouts: 0,
                 redis_refused: 0,
                 oidc: [0; crate::engine::store::OIDC_OUTCOMES],
@@ -830,6 +835,10 @@ impl Store for Table<'_> {
         Table::end(self, id, until);
     }
 
+    fn sessions_of_user(&mut self, user: &[u8]) -> Option<Vec<(SessionId, Record)>> {
+        Some(self.sessions_of(user))
+    }
+
     fn take(&mut self, id: &SessionId) -> Option<Record> {
         Table::take(self, id)
     }
@@ -862,6 +871,8 @@ impl Store for Table<'_> {
             Event::Tolerated(Status::IpMismatch) => &mut s.tolerated_ip,
             Event::Tolerated(Status::UaMismatch) => &mut s.tolerated_ua,
             Event::Tolerated(_) => return,
+            Event::LimitEnded => &mut s.limit_ended,
+            Event::LimitRefused => &mut s.limit_refused,
             Event::Login => &mut s.logins,
             Event::Logout => &mut s.logouts,
             Event::RedisUnavailable { local: false } => &mut s.redis_refused,
