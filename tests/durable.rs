@@ -22,6 +22,7 @@ fn conf(redis_port: u16, secret: &str, extra: &str) -> String {
              listen 127.0.0.1:{{port2}};
              location /login {{ add_header X-Session-User $arg_user; return 200 \"ok\\n\"; }}
              location /logout {{ add_header X-Session-Destroy on; return 200 \"bye\\n\"; }}
+             location /password-changed {{ add_header X-Session-Logout-Others on; return 200 \"ok\\n\"; }}
          }}
          server {{
              listen 127.0.0.1:{{port}};
@@ -743,5 +744,45 @@ fn a_login_no_replica_has_yet_is_kept_through_a_failover() {
     });
     n.wait_redis_drained("/metrics");
     assert_eq!(user(&get(&n, "/index.html", &c)), "alice", "{}", n.error_log());
+    n.assert_clean_log();
+}
+
+/// `X-Session-Logout-Others` with Redis is kept as a logout is: while Redis
+/// takes no write, the request to end the user's other sessions waits in
+/// the journal (the flusher's attempts time out), and once Redis takes
+/// writes again they end. The current session stays.
+#[test]
+fn logout_others_is_kept_until_redis_takes_it() {
+    let redis = Redis::start(&[]);
+    let n = Nginx::start_with(
+        2,
+        &conf(
+            redis.port,
+            "durable-secret-others",
+            "sessions_redis_timeout 300ms;",
+        ),
+    );
+    let others: Vec<String> = (0..3).map(|_| logged_in(&n, "olga")).collect();
+    let me = logged_in(&n, "olga");
+    n.wait_redis_drained("/metrics");
+    assert_eq!(redis.cli(&["CLIENT", "PAUSE", "2500", "WRITE"]), "OK");
+    let r = get(&n, "/app/password-changed", &me);
+    assert_eq!(r.status, 200, "{}", n.error_log());
+    thread::sleep(Duration::from_millis(1200));
+    let pending = n.get("/metrics").text();
+    let waiting: u64 = pending
+        .lines()
+        .find_map(|l| l.strip_prefix("nginx_sessions_redis_pending{zone=\"sessions\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(waiting >= 1, "kept while Redis takes no write: {pending}");
+    wait_for("the other sessions to end", || {
+        others
+            .iter()
+            .all(|c| status(&get(&n, "/index.html", c)) == "ended")
+    });
+    let r = get(&n, "/index.html", &me);
+    assert_eq!((user(&r), status(&r)), ("olga", "valid"));
+    n.wait_redis_drained("/metrics");
     n.assert_clean_log();
 }

@@ -154,6 +154,10 @@ impl SessionStore for Cookie {
     fn admin(&self, r: &mut Request, lc: &LocConf, main: &MainConf, req: AdminRequest) -> Status {
         decide::admin_on_table(r, lc, main, req)
     }
+
+    fn revoke_unanswered(&self, r: &Request, lc: &LocConf, main: &MainConf, req: AdminRequest) {
+        decide::revoke_on_table(r, lc, main, req);
+    }
 }
 
 fn access(r: &mut Request, lc: &LocConf, main: &MainConf, keys: &Keyring, name: &[u8]) -> Status {

@@ -46,6 +46,10 @@ impl SessionStore for Zone {
     fn admin(&self, r: &mut Request, lc: &LocConf, main: &MainConf, req: AdminRequest) -> Status {
         admin_on_table(r, lc, main, req)
     }
+
+    fn revoke_unanswered(&self, r: &Request, lc: &LocConf, main: &MainConf, req: AdminRequest) {
+        revoke_on_table(r, lc, main, req);
+    }
 }
 
 /// Decides the session in the local zone.
@@ -229,6 +233,17 @@ pub fn admin_on_table(r: &mut Request, lc: &LocConf, main: &MainConf, req: Admin
         );
     }
     answers::send(r, status, &body)
+}
+
+/// `X-Session-Logout-Others` with the zone or the cookie store: done at once.
+pub fn revoke_on_table(r: &Request, lc: &LocConf, main: &MainConf, req: AdminRequest) {
+    if let Some((_, body)) = on_table(r, lc, main, &req) {
+        ngx_log_error!(
+            NGX_LOG_INFO,
+            r.log(),
+            "sessions: the application ended the user's other sessions: {body}"
+        );
+    }
 }
 
 /// Carries out `req` on the zone's table; the answer, `None` without a zone.

@@ -13,7 +13,7 @@ use sessions_core::config::redis_conf::Unavailable;
 use sessions_core::engine::store::{Event, Store, StoreKind};
 use sessions_core::engine::Presented;
 use sessions_core::model::record::Entry;
-use sessions_core::stores::redis::view::{touch_interval, View};
+use sessions_core::stores::redis::view::{others_key, touch_interval, View, Write};
 use sessions_core::{resolve, Facts, Keyring, Record, SessionId};
 
 use crate::config::conf::{LocConf, MainConf};
@@ -111,26 +111,33 @@ impl SessionStore for Redis {
         }
     }
 
-    /// Handed to the side-car, which runs it after the response; not kept
-    /// through a Redis outage as logins and logouts are (see the docs).
+    /// Kept in the journal, as a logout is, until Redis has done it.
     fn revoke_unanswered(&self, r: &Request, lc: &LocConf, main: &MainConf, req: AdminRequest) {
-        match (redis_job(lc, main, req), park::running()) {
-            (Some(job), true) => {
-                park::submit(job);
-                ngx_log_error!(
-                    NGX_LOG_INFO,
-                    r.log(),
-                    "sessions: the application ended the user's other sessions in Redis"
-                );
-            }
-            _ => {
-                ngx_log_error!(
-                    NGX_LOG_ERR,
-                    r.log(),
-                    "sessions: the user's other sessions could not be ended: Redis is not available"
-                );
-            }
+        let AdminRequest::RevokeOthers { user, except } = req else {
+            return;
+        };
+        let (Some(ctx), Some((keys, _))) = (request::ctx(r), lc.keys_and_name(main)) else {
+            return;
+        };
+        let rec = ctx.record;
+        if rec.user() != Some(&user[..]) || rec.handle != except {
+            return;
         }
+        let write = Write::EndOthers {
+            key: others_key(&except),
+            rec,
+        };
+        park::keep(
+            main,
+            vec![write],
+            keys.primary().seal().clone(),
+            crate::clock::now_ms(),
+        );
+        ngx_log_error!(
+            NGX_LOG_INFO,
+            r.log(),
+            "sessions: the application ended the user's other sessions (kept until Redis has done it)"
+        );
     }
 }
 

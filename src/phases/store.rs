@@ -7,7 +7,7 @@
 //! zone), and the header filter, `sessions_logout` and `sessions_admin` go
 //! through the same.
 
-use nginx_sys::{ngx_str_t, NGX_LOG_ERR, NGX_LOG_INFO};
+use nginx_sys::{ngx_str_t, NGX_LOG_ERR};
 use ngx::core::Status;
 use ngx::http::Request;
 use ngx::ngx_log_error;
@@ -83,15 +83,7 @@ pub trait SessionStore: Sync {
     fn after_login(&self, _r: &Request, _lc: &LocConf, _main: &MainConf, _id: SessionId, _rec: &Record) {}
 
     /// A revocation the response does not wait for (`X-Session-Logout-Others`).
-    fn revoke_unanswered(&self, r: &Request, lc: &LocConf, main: &MainConf, req: AdminRequest) {
-        if let Some((_, body)) = crate::phases::decide::on_table(r, lc, main, &req) {
-            ngx_log_error!(
-                NGX_LOG_INFO,
-                r.log(),
-                "sessions: the application ended the user's other sessions: {body}"
-            );
-        }
-    }
+    fn revoke_unanswered(&self, r: &Request, lc: &LocConf, main: &MainConf, req: AdminRequest);
 }
 
 impl dyn SessionStore {

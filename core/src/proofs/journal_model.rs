@@ -40,6 +40,10 @@ enum W {
         key: u16,
         until: u16,
     },
+    EndOthers {
+        key: u16,
+        user: u8,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -87,6 +91,7 @@ fn write() -> impl Strategy<Value = W> {
         1 => (key(), any::<u16>(), ttl()).prop_map(|(key, until, ttl)| W::Grace { key, until, ttl }),
         2 => key().prop_map(|key| W::Delete { key }),
         1 => (key(), any::<u16>()).prop_map(|(key, until)| W::Revoked { key, until }),
+        1 => (key(), 0..2u8).prop_map(|(key, user)| W::EndOthers { key, user }),
     ]
 }
 
@@ -111,6 +116,7 @@ const LIVE: u8 = 1;
 const GRACE: u8 = 2;
 const GONE: u8 = 3;
 const REVOKED: u8 = 4;
+const OTHERS: u8 = 5;
 
 /// One pending write of the model.
 #[derive(Debug, Clone)]
@@ -208,6 +214,10 @@ impl Model {
                     (j.successor, j.until) = (r.successor, r.until);
                     j.data.clear();
                 }
+                Write::EndOthers { rec, .. } => {
+                    (j.kind, j.expires, j.rec) = (OTHERS, u64::MAX, *rec);
+                    j.data.clear();
+                }
             }
         }
         self.recorded += writes.len() as u64;
@@ -241,7 +251,7 @@ impl Model {
 
     fn get(&self, id: &SessionId, now: u64) -> Option<Pending> {
         let j = self.map.get(id)?;
-        if j.kind == REVOKED {
+        if j.kind == REVOKED || j.kind == OTHERS {
             return None;
         }
         if j.expires <= now {
@@ -280,6 +290,8 @@ impl Model {
                     successor: j.successor,
                     until: j.until,
                 })
+            } else if j.kind == OTHERS {
+                Write::EndOthers { key: id, rec: j.rec }
             } else if j.kind == GONE || j.expires <= now {
                 Write::Delete { id }
             } else {
@@ -401,6 +413,15 @@ fn to_write(w: &W, keys: u16, now: u64) -> Write {
             successor: ENDED,
             until: now + u64::from(until),
         }),
+        W::EndOthers { key, user } => {
+            let mut rec = Record::new(Handle([key as u8; 8]), now, &[127, 0, 0, 1], 7);
+            rec.log_in(USERS[usize::from(user) % USERS.len()], false)
+                .expect("short");
+            Write::EndOthers {
+                key: sid(key % keys),
+                rec,
+            }
+        }
     }
 }
 

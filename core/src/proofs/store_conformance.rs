@@ -71,7 +71,7 @@ impl Harness for Redis {
                 Write::Delete { id } => {
                     self.0.remove(&id);
                 }
-                Write::Revoked(_) => {}
+                Write::Revoked(_) | Write::EndOthers { .. } => {}
             }
         }
         out

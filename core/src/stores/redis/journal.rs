@@ -31,6 +31,8 @@ const GRACE: u32 = 2;
 const GONE: u32 = 3;
 /// A cookie-store record to share (`Write::Revoked`).
 const REVOKED: u32 = 4;
+/// A user's other sessions to end (`Write::EndOthers`).
+const OTHERS: u32 = 5;
 
 /// First retry delay after a failed flush; it doubles up to `RETRY_MAX`.
 pub const RETRY_FIRST: u64 = 100;
@@ -277,7 +279,7 @@ impl<'a> Journal<'a> {
     /// What is pending for `id` at `now`, if anything.
     pub fn get(&self, id: &SessionId, now: u64) -> Option<Pending> {
         let s = &self.slots[self.find(id)? as usize];
-        if s.kind == REVOKED {
+        if s.kind == REVOKED || s.kind == OTHERS {
             return None; // not a Redis-store session
         }
         if s.expires <= now {
@@ -377,6 +379,12 @@ impl<'a> Journal<'a> {
                     s.rec.successor = r.successor;
                     s.until = r.until;
                 }
+                Write::EndOthers { rec, .. } => {
+                    s.kind = OTHERS;
+                    s.expires = u64::MAX;
+                    s.data_len = 0;
+                    s.rec = *rec;
+                }
             }
         }
         self.hdr.stats.recorded += writes.len() as u64;
@@ -446,6 +454,11 @@ impl<'a> Journal<'a> {
                     successor: s.rec.successor,
                     until: s.until,
                 })
+            } else if s.kind == OTHERS {
+                Write::EndOthers {
+                    key: s.id,
+                    rec: s.rec,
+                }
             } else if s.kind == GONE || s.expires <= now {
                 Write::Delete { id: s.id }
             } else {
@@ -593,7 +606,7 @@ impl Journal<'_> {
                 if self.find(&s.id) != Some(i) {
                     return Err(format!("slot {i} not found by its id"));
                 }
-                if !(LIVE..=REVOKED).contains(&s.kind) || s.data_len as usize > MAX_BLOB {
+                if !(LIVE..=OTHERS).contains(&s.kind) || s.data_len as usize > MAX_BLOB {
                     return Err(format!("slot {i}: kind {} data {}", s.kind, s.data_len));
                 }
                 if s.seq == 0 || s.seq >= self.hdr.next_seq {

@@ -47,6 +47,24 @@ pub enum Write {
     /// user's sessions from before a time are refused, until `until`; sent
     /// to every instance sharing the Redis.
     Revoked(crate::stores::zone::revoked::SharedRecord),
+    /// End every session of `rec`'s user but `rec`'s own (by its handle),
+    /// as `X-Session-Logout-Others` asks; kept under `key` (`others_key`).
+    EndOthers {
+        key: SessionId,
+        rec: Record,
+    },
+}
+
+/// The journal's key of a request to end the other sessions of the session
+/// whose handle is `handle`: never an id a session could have, short of a
+/// SHA-256 collision with random ids.
+pub fn others_key(handle: &crate::primitives::id::Handle) -> SessionId {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::new()
+        .chain_update(b"ngx-sessions v1 end others\0")
+        .chain_update(handle.0)
+        .finalize();
+    SessionId(d[..16].try_into().expect("16 bytes"))
 }
 
 impl Write {
@@ -55,6 +73,7 @@ impl Write {
         match self {
             Self::Put { id, .. } | Self::Delete { id } => id,
             Self::Revoked(r) => &r.key,
+            Self::EndOthers { key, .. } => key,
         }
     }
 }
@@ -304,7 +323,7 @@ mod tests {
                     Write::Delete { id } => {
                         self.0.remove(&id.0);
                     }
-                    Write::Revoked(_) => {}
+                    Write::Revoked(_) | Write::EndOthers { .. } => {}
                 }
             }
             n
