@@ -126,6 +126,20 @@ pub fn set_location(r: &mut Request, value: ngx_str_t) -> Option<()> {
     Some(())
 }
 
+/// A content handler that only reads (GET or HEAD): `Err` with the answer
+/// for another method, or when the request's body could not be discarded.
+pub fn read_only(r: &mut Request) -> Result<(), NgxStatus> {
+    let method = r.as_ref().method;
+    if method != nginx_sys::NGX_HTTP_GET as usize && method != nginx_sys::NGX_HTTP_HEAD as usize {
+        return Err(HTTPStatus::NOT_ALLOWED.into());
+    }
+    let discard = r.discard_request_body();
+    if !discard.is_ok() {
+        return Err(discard);
+    }
+    Ok(())
+}
+
 /// Sends a complete response with `body`, as a content handler's last step.
 pub fn send_body(r: &mut Request, status: HTTPStatus, content_type: &'static str, body: &[u8]) -> NgxStatus {
     r.set_status(status);

@@ -1,6 +1,5 @@
 //! `sessions_jwks`: the public keys that verify `$session_assertion`.
 
-use nginx_sys::{NGX_HTTP_GET, NGX_HTTP_HEAD};
 use ngx::core::Status;
 use ngx::http::{HTTPStatus, HttpModuleMainConf, Request};
 use sessions_core::access::assertion;
@@ -9,13 +8,8 @@ use crate::config::module::Module;
 use crate::nginx::request;
 
 pub fn handler(r: &mut Request) -> Status {
-    let method = r.as_ref().method;
-    if method != NGX_HTTP_GET as usize && method != NGX_HTTP_HEAD as usize {
-        return HTTPStatus::NOT_ALLOWED.into();
-    }
-    let discard = r.discard_request_body();
-    if !discard.is_ok() {
-        return discard;
+    if let Err(answer) = request::read_only(r) {
+        return answer;
     }
     let Some(main) = Module::main_conf(r) else {
         return HTTPStatus::NOT_FOUND.into();

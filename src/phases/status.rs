@@ -2,7 +2,6 @@
 
 use std::fmt::Write;
 
-use nginx_sys::{NGX_HTTP_GET, NGX_HTTP_HEAD};
 use ngx::core::Status;
 use ngx::http::{HTTPStatus, HttpModuleMainConf, Request};
 use sessions_core::engine::store::OidcOutcome;
@@ -197,13 +196,8 @@ fn render(s: &Snapshot) -> String {
 }
 
 pub fn handler(r: &mut Request) -> Status {
-    let method = r.as_ref().method;
-    if method != NGX_HTTP_GET as usize && method != NGX_HTTP_HEAD as usize {
-        return HTTPStatus::NOT_ALLOWED.into();
-    }
-    let discard = r.discard_request_body();
-    if !discard.is_ok() {
-        return discard;
+    if let Err(answer) = request::read_only(r) {
+        return answer;
     }
     let Some(main) = Module::main_conf(r) else {
         return HTTPStatus::NOT_FOUND.into();
