@@ -33,7 +33,7 @@ pub use runtime::{oidc_patience, patience, start, Client, StartError};
 use std::sync::{Arc, Mutex};
 
 use sessions_core::engine::store::Event;
-use sessions_core::engine::{PerUser, Presented};
+use sessions_core::engine::{PerUser, Presented, Ua};
 use sessions_core::model::keys::SealKeys;
 use sessions_core::model::record::Record;
 use sessions_core::primitives::id::{Handle, SessionId};
@@ -58,7 +58,8 @@ pub struct Lookup {
     pub keys: Keys,
     pub now: u64,
     pub ip: ([u8; 16], usize),
-    pub ua: u64,
+    /// The User-Agent's values (`Ua::known`).
+    pub ua: Ua<'static>,
     pub policy: Policy,
 }
 

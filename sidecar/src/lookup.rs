@@ -292,7 +292,10 @@ mod tests {
 
     const ID: SessionId = SessionId([3; 16]);
     const IP: [u8; 4] = [127, 0, 0, 1];
-    const UA: u64 = 9;
+    const UA: sessions_core::engine::Ua<'static> = sessions_core::engine::Ua::Known {
+        fingerprint: 9,
+        whole: 9,
+    };
 
     fn lookup(keys: &SealKeys, now: u64) -> Lookup {
         let mut ip = [0; 16];
@@ -341,7 +344,7 @@ mod tests {
         let now = now_ms();
         let put = Write::Put {
             id: ID,
-            entry: Entry::Live(Record::new(Handle([3; 8]), now, &IP, UA)),
+            entry: Entry::Live(Record::new(Handle([3; 8]), now, &IP, UA.fingerprint())),
             data: b"k=v".to_vec(),
             ttl: Some(60_000),
         };
@@ -393,7 +396,7 @@ mod tests {
         let keys = SealKeys::derive(b"secret");
         let now = now_ms();
         let address = s.address(&keys, &ID);
-        let rec = Record::new(Handle([3; 8]), now, &IP, UA);
+        let rec = Record::new(Handle([3; 8]), now, &IP, UA.fingerprint());
         let mut rng = sessions_core::primitives::id::RandomPool::new();
         let sealed = keys
             .seal(&ID, &address, &Entry::Live(rec), b"", &mut rng)

@@ -10,7 +10,7 @@ use nginx_sys::{NGX_LOG_ALERT, NGX_LOG_ERR};
 use ngx::http::Request;
 use ngx::ngx_log_error;
 use sessions_core::codec::cookie::{cookie_values, encode_value, Owner, VerifyCache};
-use sessions_core::engine::{fingerprint, Presented};
+use sessions_core::engine::{Presented, Ua};
 use sessions_core::primitives::id::RandomPool;
 use sessions_core::stores::cookie::{self as cookie_store, Contents, CookieSealer, OpenCache, SealError};
 use sessions_core::{Keyring, Record};
@@ -87,14 +87,14 @@ pub fn forget_verified() {
     });
 }
 
-/// What the request brings: time, address, User-Agent fingerprint.
-pub fn facts(r: &Request) -> (u64, [u8; 16], usize, u64) {
+/// What the request brings: time, address, User-Agent.
+pub fn facts(r: &Request) -> (u64, [u8; 16], usize, Ua<'_>) {
     let (ip, ip_len) = request::client_ip(r);
     (
         crate::clock::now_ms(),
         ip,
         ip_len,
-        fingerprint(request::user_agent(r)),
+        Ua::Header(request::user_agent(r)),
     )
 }
 

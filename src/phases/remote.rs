@@ -11,7 +11,7 @@ use ngx::ngx_log_error;
 use sessions_core::access::admin::{self, AdminRequest};
 use sessions_core::config::redis_conf::Unavailable;
 use sessions_core::engine::store::{Event, Store, StoreKind};
-use sessions_core::engine::Presented;
+use sessions_core::engine::{Presented, Ua};
 use sessions_core::model::record::Entry;
 use sessions_core::stores::redis::view::{others_key, touch_interval, View, Write};
 use sessions_core::{resolve, Facts, Keyring, Record, SessionId};
@@ -193,7 +193,8 @@ fn access(r: &mut Request, lc: &LocConf, main: &MainConf) -> Status {
         },
         now,
         ip: (ip, ip_len),
-        ua,
+        // The side-car gets the values, not the header.
+        ua: Ua::known(request::user_agent(r)),
         policy: lc.policy,
     };
     if park::saturated() {

@@ -72,25 +72,66 @@ impl Default for UaBinding {
 }
 
 impl UaBinding {
-    /// Whether two fingerprints (`fingerprint`) are of the same browser.
-    pub fn same(&self, then: u64, now: u64) -> bool {
-        if self.ignore_versions {
-            then & 0xff_ffff_ffff == now & 0xff_ffff_ffff
+    /// Whether the User-Agent `now` is the browser whose fingerprint a
+    /// session kept (`then`). A session started before fingerprints had
+    /// their parts kept the whole header's hash (`whole`): still the same.
+    pub fn same(&self, then: u64, now: &Ua<'_>) -> bool {
+        let same = if self.ignore_versions {
+            (then ^ now.fingerprint()) & LOOSE == 0
         } else {
-            then == now
+            (then ^ now.whole()) & WHOLE == 0
+        };
+        same || then == now.whole()
+    }
+}
+
+/// The fingerprint's part hashing the whole header.
+const WHOLE: u64 = 0xffff_ff00_0000_0000;
+/// The parts without versions: the versionless hash, browser and system.
+const LOOSE: u64 = 0xff_ffff_ffff;
+
+/// A request's User-Agent as the engine reads it: the header (the parts
+/// of its fingerprint computed only when needed: a valid session's check
+/// hashes it once), or, on the side-car, both values computed before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ua<'a> {
+    Header(&'a [u8]),
+    Known { fingerprint: u64, whole: u64 },
+}
+
+impl Ua<'_> {
+    /// Of the header given.
+    pub fn known(header: &[u8]) -> Ua<'static> {
+        Ua::Known {
+            fingerprint: fingerprint(header),
+            whole: whole(header),
+        }
+    }
+
+    /// What a new session keeps (`fingerprint`).
+    pub fn fingerprint(&self) -> u64 {
+        match self {
+            Ua::Header(h) => fingerprint(h),
+            Ua::Known { fingerprint, .. } => *fingerprint,
+        }
+    }
+
+    fn whole(&self) -> u64 {
+        match self {
+            Ua::Header(h) => whole(h),
+            Ua::Known { whole, .. } => *whole,
         }
     }
 }
 
 /// A User-Agent's fingerprint, the same in every worker. From the high bits
-/// down: 24 bits hash the whole header, 24 the header without version
-/// numbers (digits, and the `.` and `_` that follow one), 8 name the
-/// browser and 8 the system (`summary`); a browser update changes only the
-/// first part. Enough to notice a change; it needs no key: whoever could
-/// aim a collision at a victim's User-Agent already knows it and could
-/// simply send it.
+/// down: 24 bits of the whole header's hash (`whole`), 24 of the header
+/// without version numbers (digits, and the `.` and `_` that follow one),
+/// 8 naming the browser and 8 the system (`summary`); a browser update
+/// changes only the first part. Enough to notice a change; it needs no key:
+/// whoever could aim a collision at a victim's User-Agent already knows it
+/// and could simply send it.
 pub fn fingerprint(ua: &[u8]) -> u64 {
-    // One pass, no allocation: this runs on every request.
     let mut versionless = Stream::default();
     let mut after_digit = false;
     for &b in ua {
@@ -101,10 +142,24 @@ pub fn fingerprint(ua: &[u8]) -> u64 {
         }
     }
     let (browser, system) = classify(ua);
-    (hash(ua) & 0xffff_ff00_0000_0000)
-        | ((versionless.finish() >> 40) << 16)
-        | (u64::from(browser) << 8)
-        | u64::from(system)
+    (whole(ua) & WHOLE) | ((versionless.finish() >> 40) << 16) | (u64::from(browser) << 8) | u64::from(system)
+}
+
+/// A 64-bit hash of the whole header, 8 bytes a step: what the fingerprint
+/// was before it had parts, and its first part now.
+pub fn whole(ua: &[u8]) -> u64 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut h = (ua.len() as u64).wrapping_mul(K);
+    let mut words = ua.chunks_exact(8);
+    for w in &mut words {
+        h = (h ^ u64::from_le_bytes(w.try_into().expect("8 bytes")))
+            .wrapping_mul(K)
+            .rotate_left(31);
+    }
+    let mut last = [0u8; 8];
+    last[..words.remainder().len()].copy_from_slice(words.remainder());
+    h = (h ^ u64::from_le_bytes(last)).wrapping_mul(K);
+    h ^ (h >> 29)
 }
 
 const BROWSERS: [(&str, &[u8]); 8] = [
@@ -166,6 +221,7 @@ fn mix(h: u64, word: u64) -> u64 {
     (h ^ word).wrapping_mul(K).rotate_left(31)
 }
 
+#[cfg(test)]
 fn hash(bytes: &[u8]) -> u64 {
     let mut words = bytes.chunks_exact(8);
     let mut h = 0;
@@ -241,18 +297,39 @@ mod tests {
                 ..UaBinding::default()
             },
         );
-        let (old, new, other) = (
-            fingerprint(CHROME_120),
-            fingerprint(CHROME_121),
-            fingerprint(FIREFOX),
+        assert!(same(&exact, CHROME_120, CHROME_120));
+        assert!(!same(&exact, CHROME_120, CHROME_121));
+        assert!(same(&loose, CHROME_120, CHROME_121));
+        assert!(
+            !same(&loose, CHROME_120, FIREFOX),
+            "another browser is another browser"
         );
-        assert!(!exact.same(old, new));
-        assert!(loose.same(old, new));
-        assert!(!loose.same(old, other), "another browser is another browser");
-        assert!(!loose.same(fingerprint(b"curl/8.1"), fingerprint(b"wget/8.1")));
+        assert!(!same(&loose, b"curl/8.1", b"wget/8.1"));
         // A version's separators go with it; other dots and underscores stay.
-        assert!(loose.same(fingerprint(b"Mac OS X 10_15_7"), fingerprint(b"Mac OS X 14_1")));
-        assert!(!loose.same(fingerprint(b"a.b"), fingerprint(b"ab")));
+        assert!(same(&loose, b"Mac OS X 10_15_7", b"Mac OS X 14_1"));
+        assert!(!same(&loose, b"a.b", b"ab"));
+    }
+
+    /// `then`'s session against the header `now`, read both ways (the
+    /// header itself, and the values the side-car is handed): they agree.
+    fn same(b: &UaBinding, then: &[u8], now: &[u8]) -> bool {
+        let header = b.same(fingerprint(then), &Ua::Header(now));
+        assert_eq!(header, b.same(fingerprint(then), &Ua::known(now)));
+        header
+    }
+
+    #[test]
+    fn sessions_from_before_the_parts_keep_their_browser() {
+        let loose = UaBinding {
+            ignore_versions: true,
+            ..UaBinding::default()
+        };
+        for b in [UaBinding::default(), loose] {
+            assert!(b.same(whole(CHROME_120), &Ua::Header(CHROME_120)));
+            assert!(b.same(whole(CHROME_120), &Ua::known(CHROME_120)));
+            assert!(!b.same(whole(CHROME_120), &Ua::Header(FIREFOX)));
+        }
+        assert_eq!(Ua::Header(FIREFOX).fingerprint(), fingerprint(FIREFOX));
     }
 
     #[test]
@@ -328,10 +405,11 @@ mod tests {
         #[test]
         fn loose_is_looser(a in proptest::collection::vec(any::<u8>(), 0..64), b in proptest::collection::vec(any::<u8>(), 0..64)) {
             let loose = UaBinding { mode: Mode::On, ignore_versions: true };
-            let (fa, fb) = (fingerprint(&a), fingerprint(&b));
-            if UaBinding::default().same(fa, fb) {
-                prop_assert!(loose.same(fa, fb));
+            let fa = fingerprint(&a);
+            if UaBinding::default().same(fa, &Ua::Header(&b)) {
+                prop_assert!(loose.same(fa, &Ua::Header(&b)));
             }
+            prop_assert!(UaBinding::default().same(fa, &Ua::Header(&a)));
         }
     }
 }

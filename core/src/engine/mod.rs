@@ -4,7 +4,7 @@ pub mod binding;
 pub mod status;
 pub mod store;
 
-pub use binding::{fingerprint, IpBinding, Mode, UaBinding};
+pub use binding::{fingerprint, IpBinding, Mode, Ua, UaBinding};
 pub use status::Status;
 
 use crate::engine::store::{Event, Store};
@@ -106,7 +106,7 @@ impl Default for Policy {
 pub struct Facts<'a> {
     pub now: u64,
     pub ip: &'a [u8],
-    pub ua: u64,
+    pub ua: Ua<'a>,
 }
 
 /// What the client presented.
@@ -197,7 +197,11 @@ pub fn resolve<S: Store + ?Sized>(
     let ua = &policy.check_ua;
     let differs = [
         (ip.mode, !ip.same(rec.ip(), facts.ip), Status::IpMismatch),
-        (ua.mode, !ua.same(rec.ua, facts.ua), Status::UaMismatch),
+        (
+            ua.mode,
+            ua.mode != Mode::Off && !ua.same(rec.ua, &facts.ua),
+            Status::UaMismatch,
+        ),
     ];
     if let Some(&(_, _, status)) = differs
         .iter()
@@ -393,7 +397,12 @@ fn create<S: Store + ?Sized>(
     rng: &mut RandomPool,
 ) -> Result<Outcome, RandomError> {
     let id = fresh_id(table, rng)?;
-    let record = Record::new(Handle::from_pool(rng)?, facts.now, facts.ip, facts.ua);
+    let record = Record::new(
+        Handle::from_pool(rng)?,
+        facts.now,
+        facts.ip,
+        facts.ua.fingerprint(),
+    );
     let deadline = policy.timeouts.deadline(record.times());
     let evicted = table.insert(id, &record, deadline, facts.now);
     table.count(Event::Created);
@@ -420,7 +429,11 @@ pub(crate) mod tests {
     const IP: &[u8] = &[10, 0, 0, 1];
 
     pub(crate) fn facts(now: u64) -> Facts<'static> {
-        Facts { now, ip: IP, ua: 42 }
+        Facts {
+            now,
+            ip: IP,
+            ua: Ua::Header(b"itest-agent/42"),
+        }
     }
 
     /// 1 s idle, 4 s rolling, 10 s absolute, 0.5 s grace.
@@ -580,7 +593,7 @@ pub(crate) mod tests {
         let a = resolve(&mut t, Presented::Nothing, &facts(0), &p, rng).unwrap();
         let elsewhere = Facts {
             ip: &[10, 9, 9, 9],
-            ua: 7,
+            ua: Ua::Header(b"another-agent/7"),
             ..facts(10)
         };
         let b = resolve(&mut t, present(&a), &elsewhere, &p, rng).unwrap();
@@ -620,7 +633,10 @@ pub(crate) mod tests {
         let b = resolve(&mut t, present(&a), &other_ip, &p, &mut RandomPool::new()).unwrap();
         assert_eq!(b.status, Status::IpMismatch);
         assert!(t.get(&a.id).is_none(), "old session destroyed");
-        let other_ua = Facts { ua: 7, ..other_ip };
+        let other_ua = Facts {
+            ua: Ua::Header(b"another-agent/7"),
+            ..other_ip
+        };
         let c = resolve(&mut t, present(&b), &other_ua, &p, &mut RandomPool::new()).unwrap();
         assert_eq!(c.status, Status::UaMismatch);
         // Checks off: both differences pass.

@@ -858,7 +858,11 @@ mod tests {
         const T0: u64 = 1_700_000_000_000;
 
         fn facts(now: u64) -> Facts<'static> {
-            Facts { now, ip: &IP, ua: 42 }
+            Facts {
+                now,
+                ip: &IP,
+                ua: crate::engine::Ua::Header(b"itest-agent/42"),
+            }
         }
 
         fn policy() -> Policy {
@@ -934,7 +938,7 @@ mod tests {
             let other = Facts {
                 now: T0 + 1_000,
                 ip: &[198, 51, 100, 1],
-                ua: 42,
+                ua: crate::engine::Ua::Header(b"itest-agent/42"),
             };
             let (status, _, ended) = again_with(&p, &c, &other);
             assert_eq!((status, ended), (Status::IpMismatch, vec![c.id]));
