@@ -183,17 +183,43 @@ const SYSTEMS: [(&str, &[u8]); 7] = [
     ("Linux", b"Linux"),
 ];
 
+/// The bytes a mark of either list begins with.
+const STARTS: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < BROWSERS.len() {
+        t[BROWSERS[i].1[0] as usize] = true;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < SYSTEMS.len() {
+        t[SYSTEMS[i].1[0] as usize] = true;
+        i += 1;
+    }
+    t
+};
+
 /// The first browser and system of the lists whose mark `ua` contains,
 /// numbered from 1 (0: none known). The order settles overlaps: Edge's and
-/// Opera's User-Agents name Chrome and Safari too, Android's Linux.
+/// Opera's User-Agents name Chrome and Safari too, Android's Linux. One
+/// pass, marks compared only where one may begin: a searcher built per
+/// mark (`memmem`) cost a new session about 4,000 instructions.
 fn classify(ua: &[u8]) -> (u8, u8) {
-    let find = |marks: &[(&str, &[u8])]| {
+    let earliest = |found: u8, marks: &[(&str, &[u8])], rest: &[u8]| {
         marks
             .iter()
-            .position(|(_, m)| memchr::memmem::find(ua, m).is_some())
-            .map_or(0, |i| i as u8 + 1)
+            .take(if found == 0 { marks.len() } else { usize::from(found) - 1 })
+            .position(|(_, m)| rest.starts_with(m))
+            .map_or(found, |i| i as u8 + 1)
     };
-    (find(&BROWSERS), find(&SYSTEMS))
+    let (mut browser, mut system) = (0, 0);
+    for (i, &b) in ua.iter().enumerate() {
+        if STARTS[usize::from(b)] {
+            browser = earliest(browser, &BROWSERS, &ua[i..]);
+            system = earliest(system, &SYSTEMS, &ua[i..]);
+        }
+    }
+    (browser, system)
 }
 
 /// What a fingerprint says of its browser, for people: "Firefox on Linux",
@@ -393,6 +419,18 @@ mod tests {
             let mut s = Stream::default();
             a.iter().for_each(|&b| s.push(b));
             prop_assert_eq!(s.finish(), hash(&a));
+        }
+
+        /// The one-pass classification finds what searching for each mark does.
+        #[test]
+        fn classify_is_a_search_for_each_mark(words in proptest::collection::vec(
+            proptest::sample::select(vec!["Edg/1", "OPR/", "Chrome/", "Firefox/", "Safari/", "curl/", "Wget/",
+                "SamsungBrowser/", "Android", "iPhone", "iPad", "Windows", "Macintosh", "CrOS", "Linux", " ", "x", "(", ";"]), 0..8)) {
+            let ua = words.concat().into_bytes();
+            let search = |marks: &[(&str, &[u8])]| {
+                marks.iter().position(|(_, m)| ua.windows(m.len()).any(|w| w == *m)).map_or(0, |i| i as u8 + 1)
+            };
+            prop_assert_eq!(classify(&ua), (search(&BROWSERS), search(&SYSTEMS)));
         }
 
         /// Any fingerprint, even one read back from a store, summarizes.
