@@ -1,7 +1,7 @@
 //! The admin endpoint's jobs: a user's index of logged-in sessions, listed
 //! and revoked.
 
-use sessions_core::engine::PerUser;
+use sessions_core::engine::{AtLimit, PerUser};
 use sessions_core::model::keys::SealKeys;
 use sessions_core::model::record::{Entry, Record};
 use sessions_core::primitives::id::{Handle, SessionId};
@@ -269,7 +269,6 @@ impl Sidecar {
                 all.push((addr, rec));
             }
         }
-        let login = self.address(keys, id);
         let (mut ended, mut refused) = (0, 0);
         for (addr, rec) in limit.excess(all, |a| a.clone()) {
             if waiting.contains(&addr) {
@@ -280,7 +279,9 @@ impl Sidecar {
                 let _: Option<String> = self.run(0, &mark).await?;
                 let _: usize = self.run(0, redis::cmd("HDEL").arg(&idx).arg(&addr)).await?;
             }
-            if addr == login {
+            // With `refuse` those ended are the newest: logins refused
+            // (this one, or one another job counted first).
+            if limit.at_limit == AtLimit::Refuse {
                 refused += 1;
             } else {
                 ended += 1;

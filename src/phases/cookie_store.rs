@@ -9,7 +9,7 @@ use ngx::http::Request;
 use ngx::ngx_log_error;
 use sessions_core::access::admin::AdminRequest;
 use sessions_core::engine::store::{Event, Store, StoreKind};
-use sessions_core::engine::Presented;
+use sessions_core::engine::{AtLimit, Presented};
 use sessions_core::stores::cookie::{self as cookie_store, Contents, CookieSession};
 use sessions_core::{resolve, stores::zone::revoked, Facts, Keyring, Policy, Record, SessionId, Table};
 
@@ -65,7 +65,7 @@ fn keep_within_limit(
     now: u64,
     made: &mut Vec<revoked::SharedRecord>,
 ) {
-    let (Some(limit), Some((current, rec))) = (policy.per_user, s.current_session()) else {
+    let (Some(limit), Some((_, rec))) = (policy.per_user, s.current_session()) else {
         return;
     };
     let (Some(user), true) = (rec.user(), s.events().contains(&Event::Login)) else {
@@ -73,10 +73,10 @@ fn keep_within_limit(
     };
     for (id, old) in limit.excess(t.sessions_of(user), |id| id.0) {
         revoked::end(t, id, revoked::copies_end(policy, &old, now), now, true, made);
-        t.count(if id == current {
-            Event::LimitRefused
-        } else {
-            Event::LimitEnded
+        // With `refuse` those ended are the newest: logins refused.
+        t.count(match limit.at_limit {
+            AtLimit::Refuse => Event::LimitRefused,
+            AtLimit::EndOldest => Event::LimitEnded,
         });
     }
 }

@@ -361,6 +361,12 @@ fn a_user_keeps_within_the_session_limit() {
     };
     assert!(eventually(first_two), "{:?} {:?}", listed(&n, "ref"), f.1);
     assert_eq!((status(&n, &d.0), status(&n, &e.0)), ("valid".into(), "valid".into()));
-    assert!(eventually(|| limit_metric(&n, "refused") == 1));
+    assert!(
+        eventually(|| limit_metric(&n, "refused") == 1),
+        "ended {} refused {}\n{}",
+        limit_metric(&n, "ended"),
+        limit_metric(&n, "refused"),
+        n.error_log()
+    );
     n.assert_clean_log();
 }
