@@ -271,13 +271,21 @@ impl Sidecar {
         }
         let (mut ended, mut refused) = (0, 0);
         for (addr, rec) in limit.excess(all, |a| a.clone()) {
-            if waiting.contains(&addr) {
-                self.in_journal(|j| j.revoke(|r| r.handle == rec.handle, keys.tag()));
+            // Counted only by the count that ended it: another login's
+            // count may have ended the same session meanwhile.
+            let ended_here = if waiting.contains(&addr) {
+                let gone = self.in_journal(|j| j.revoke(|r| r.handle == rec.handle, keys.tag()));
                 self.flush.notify_one();
+                gone.is_some_and(|g| !g.is_empty())
             } else {
-                let mark = self.mark_ended(keys, &addr)?;
-                let _: Option<String> = self.run(0, &mark).await?;
+                let mut mark = self.mark_ended(keys, &addr)?;
+                mark.arg("GET");
+                let was: Option<Vec<u8>> = self.run(0, &mark).await?;
                 let _: usize = self.run(0, redis::cmd("HDEL").arg(&idx).arg(&addr)).await?;
+                was.is_some_and(|v| !keys.is_ended(&addr, &v))
+            };
+            if !ended_here {
+                continue;
             }
             // With `refuse` those ended are the newest: logins refused
             // (this one, or one another job counted first).
