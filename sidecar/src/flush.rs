@@ -122,16 +122,8 @@ impl Sidecar {
             let Some(keys) = self.known.borrow().iter().find(|k| k.tag() == tag).cloned() else {
                 continue;
             };
-            let (others, batch): (Vec<_>, Vec<_>) = claimed
-                .iter()
-                .filter(|c| c.tag == tag)
-                .partition(|c| matches!(c.write, Write::EndOthers { .. }));
-            for c in others {
-                all_ok &= self.end_others(c, &keys).await;
-            }
-            if batch.is_empty() {
-                continue;
-            }
+            let batch: Vec<&sessions_core::stores::redis::journal::Claimed> =
+                claimed.iter().filter(|c| c.tag == tag).collect();
             let writes: Vec<Write> = batch.iter().map(|c| c.write.clone()).collect();
             // Ends well before the lease, so no other flusher sends them meanwhile.
             let sent = tokio::time::timeout(self.lease / 2, self.write_replicated(&writes, &keys)).await;
@@ -169,25 +161,6 @@ impl Sidecar {
             });
         }
         all_ok
-    }
-
-    /// A kept `Write::EndOthers`: the user's other sessions ended in Redis,
-    /// then the entry leaves the journal; on failure it is tried again.
-    async fn end_others(&self, c: &sessions_core::stores::redis::journal::Claimed, keys: &SealKeys) -> bool {
-        let Write::EndOthers { rec, .. } = &c.write else {
-            return true;
-        };
-        let Some(user) = rec.user() else {
-            self.in_journal(|j| j.settle(&c.id, c.seq, true, now_ms()));
-            return true;
-        };
-        let done = tokio::time::timeout(self.lease / 2, self.revoke_others(keys, user, &rec.handle)).await;
-        let ok = matches!(done, Ok(Ok(_)));
-        if !ok {
-            self.reached.store(false, Ordering::Relaxed);
-        }
-        self.in_journal(|j| j.settle(&c.id, c.seq, ok, now_ms()));
-        ok
     }
 
     /// `write` for the journal's writes, which leave it on success: under
@@ -255,6 +228,16 @@ impl Sidecar {
         if writes.is_empty() {
             return Ok(true);
         }
+        // `X-Session-Logout-Others`: kept or sent unkept (a full journal),
+        // it reads the user's index first; it fails the whole write, to be
+        // sent again, until Redis has done it.
+        for w in writes {
+            if let Write::EndOthers { rec, .. } = w {
+                if let Some(user) = rec.user() {
+                    self.revoke_others(keys, user, &rec.handle).await?;
+                }
+            }
+        }
         let was = |addr: &[u8]| over.iter().find(|r| r.address == addr);
         // (command, whether its answer says if it applied)
         let mut cmds: Vec<(redis::Cmd, bool)> = Vec::with_capacity(writes.len() + 1);
@@ -297,7 +280,7 @@ impl Sidecar {
                     }
                 }
                 Write::Revoked(r) => self.share_record(keys, r, &mut cmds)?,
-                // Sent by `end_others`, never with other writes.
+                // Done above.
                 Write::EndOthers { .. } => {}
                 Write::Delete { id } => {
                     let addr = self.address(keys, id);
