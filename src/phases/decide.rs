@@ -271,14 +271,14 @@ pub fn on_table(
             (HTTPStatus::OK, admin::revoked_json(n))
         }
         AdminRequest::RevokeId { id } => {
-            let found = revoked::revoke_handle(t, id, policy, now, &mut made);
+            let found = revoked::revoke_handle(t, id, None, policy, now, &mut made);
             if found {
                 t.header().stats.logouts += 1;
             }
             answers::revoked_one(found)
         }
         AdminRequest::RevokeOwn { user, id } => {
-            let found = revoked::revoke_own(t, user, id, policy, now, &mut made);
+            let found = revoked::revoke_handle(t, id, Some(user), policy, now, &mut made);
             if found {
                 t.header().stats.logouts += 1;
             }

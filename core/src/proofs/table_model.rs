@@ -654,7 +654,10 @@ fn run(shape: Shape, ops: &[Op]) -> Result<(), TestCaseError> {
             Op::RevokeHandle { key: k } => {
                 let h = handle(k % keys);
                 let any = model.map.values().any(|m| m.grace.is_none() && m.rec.handle == h);
-                prop_assert_eq!(revoked::revoke_handle(&mut t, &h, &policy, now, &mut out), any);
+                prop_assert_eq!(
+                    revoked::revoke_handle(&mut t, &h, None, &policy, now, &mut out),
+                    any
+                );
                 if let Some(r) = out.first() {
                     model.remove(&r.key);
                 }

@@ -333,10 +333,12 @@ pub fn revoke_user(
     listed.len()
 }
 
-/// Ends the session whose handle is `handle`, if the zone lists it.
+/// Ends the session whose handle is `handle`, if the zone lists it (with
+/// `owner`, only as that user's: `sessions_self`).
 pub fn revoke_handle(
     t: &mut Table<'_>,
     handle: &crate::primitives::id::Handle,
+    owner: Option<&[u8]>,
     policy: &Policy,
     now: u64,
     out: &mut Vec<SharedRecord>,
@@ -347,6 +349,9 @@ pub fn revoke_handle(
     let Some(Entry::Live(rec)) = t.get(&id) else {
         return false;
     };
+    if owner.is_some_and(|u| rec.user() != Some(u)) {
+        return false;
+    }
     t.remove(&id);
     end(t, id, copies_end(policy, &rec, now), now, true, out);
     true
@@ -371,24 +376,6 @@ pub fn revoke_others(
         end(t, *id, copies_end(policy, rec, now), now, true, out);
     }
     others.len()
-}
-
-/// Ends `user`'s session whose handle is `handle`, if the zone lists it as
-/// `user`'s.
-pub fn revoke_own(
-    t: &mut Table<'_>,
-    user: &[u8],
-    handle: &crate::primitives::id::Handle,
-    policy: &Policy,
-    now: u64,
-    out: &mut Vec<SharedRecord>,
-) -> bool {
-    match t.find_handle(handle).map(|id| (id, t.get(&id))) {
-        Some((_, Some(Entry::Live(rec)))) if rec.user() == Some(user) => {
-            revoke_handle(t, handle, policy, now, out)
-        }
-        _ => false,
-    }
 }
 
 #[cfg(test)]
